@@ -1,0 +1,158 @@
+"""The run folder: what a fitted Forecaster is on disk. safetensors + JSON/YAML only; never pickle.
+
+RUN/config.yaml (resolved), model.safetensors, scaler.json, meta.json, history.json, manifest.json
+(sha256 of each file, checked on load).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import atomic
+from .errors import CheckpointError, ConfigError, LstmcastError
+
+if TYPE_CHECKING:
+    from .config import ForecastConfig
+    from .data.prepare import Prepared
+    from .forecaster import Forecaster
+    from .model import LSTMForecaster
+    from .training.accel import Accel
+
+FORMAT_VERSION = 1
+HASHED = ("config.yaml", "model.safetensors", "scaler.json", "meta.json")
+UNSAFE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def build_meta(cfg: ForecastConfig, prep: Prepared, model: LSTMForecaster, accel: Accel) -> dict[str, Any]:
+    import torch
+
+    from . import __version__
+
+    s = prep.series
+    return {
+        "format_version": FORMAT_VERSION, "lstmcast_version": __version__, "torch_version": torch.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "layout": s.layout, "time_col": s.time_col, "id_col": s.id_col, "targets": s.targets,
+        "features": s.features, "channels": s.channel_names, "ids": s.ids, "freq": s.freq, "tz": s.tz,
+        "anchor": str(s.times[0][0]), "window": prep.window, "horizon": prep.horizon, "season": prep.season,
+        "n_targets": s.n_targets, "input_size": len(s.channel_names),
+        "lengths": s.lengths(), "train_end": [sp.train_end for sp in prep.splits],
+        "val_end": [sp.val_end for sp in prep.splits],
+        "last_time": [str(t[-1]) for t in s.times], "device": str(accel.device), "precision": accel.precision,
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def build_scaler(prep: Prepared) -> dict[str, Any]:
+    return {"ids": list(prep.series.ids), "channels": prep.series.channel_names,
+            "mean": prep.means, "std": prep.stds}
+
+
+def save_run(fc: Forecaster, path: str | os.PathLike[str]) -> str:
+    from safetensors.torch import save as st_save
+
+    folder = Path(path)
+    sd = {k: v.detach().cpu().contiguous() for k, v in fc.model_.state_dict().items()}
+    files: dict[str, bytes] = {
+        "config.yaml": fc.config_.to_yaml().encode(),
+        "model.safetensors": st_save(sd, metadata={"format_version": str(FORMAT_VERSION)}),
+        "scaler.json": json.dumps({k: (v.tolist() if isinstance(v, np.ndarray) else v)
+                                   for k, v in fc.scaler_.items()}, indent=2).encode(),
+        "meta.json": json.dumps(fc.meta_, indent=2).encode(),
+    }
+    for name, data in files.items():
+        atomic.write_bytes(folder / name, data)
+    atomic.write_json(folder / "history.json", fc.history_)
+    atomic.write_json(folder / "manifest.json", {"format_version": FORMAT_VERSION,
+                                                  "sha256": {n: sha256_bytes(d) for n, d in files.items()}})
+    return str(folder)
+
+
+def _read(folder: Path, name: str, manifest: dict[str, Any]) -> bytes:
+    p = folder / name
+    if not p.is_file():
+        raise CheckpointError(f"{folder} is not a complete lstmcast run folder: {name} is missing")
+    data = p.read_bytes()
+    want = manifest.get("sha256", {}).get(name)
+    if want is not None and sha256_bytes(data) != want:
+        raise CheckpointError(f"{p} is corrupted or was changed after saving (sha256 mismatch with "
+                              "manifest.json): retrain, or restore the file from a backup")
+    return data
+
+
+def _json(data: bytes, name: str) -> Any:
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{name} is not valid JSON ({exc}): the run folder is damaged") from None
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    if not folder.is_dir():
+        raise CheckpointError(f"run folder {str(folder)!r} does not exist: pass the folder `lstmcast train` printed")
+    unsafe = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in UNSAFE_SUFFIXES)
+    if unsafe and not (folder / "model.safetensors").exists():
+        raise CheckpointError(f"{folder} holds only pickle-based files {unsafe}: lstmcast never unpickles (loading "
+                              "a pickle can run arbitrary code); it loads model.safetensors + JSON only")
+    mpath = folder / "manifest.json"
+    if not mpath.is_file():
+        raise CheckpointError(f"{folder} is not an lstmcast run folder (no manifest.json)")
+    manifest = _json(mpath.read_bytes(), "manifest.json")
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{mpath} is damaged: expected a JSON object")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{folder} was written in artifact format version {version!r}; this lstmcast reads "
+                              f"version {FORMAT_VERSION}: use the matching lstmcast release or retrain")
+    return manifest
+
+
+def load_run(path: str | os.PathLike[str]) -> Forecaster:
+    """Rebuild a fitted Forecaster from a run folder (hashes checked; no pickle anywhere)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as st_load
+
+    from .config import validate_config, yaml_load_bytes
+    from .forecaster import Forecaster
+    from .model import LSTMForecaster
+
+    folder = Path(path)
+    manifest = read_manifest(folder)
+    try:
+        cfg: ForecastConfig = validate_config(yaml_load_bytes(_read(folder, "config.yaml", manifest)))
+    except ConfigError as exc:
+        raise CheckpointError(f"{folder / 'config.yaml'} is invalid: {exc}") from None
+    meta = _json(_read(folder, "meta.json", manifest), "meta.json")
+    scaler = _json(_read(folder, "scaler.json", manifest), "scaler.json")
+    try:
+        state = st_load(_read(folder, "model.safetensors", manifest))
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise CheckpointError(f"{folder / 'model.safetensors'} is not a valid safetensors file ({exc})") from None
+    try:
+        m = cfg.model
+        model = LSTMForecaster(input_size=meta["input_size"], n_targets=meta["n_targets"], horizon=meta["horizon"],
+                               hidden_size=m.hidden_size, num_layers=m.num_layers, dropout=m.dropout,
+                               bidirectional=m.bidirectional, residual=m.residual, bias=m.bias,
+                               window_norm=m.window_norm, window=meta["window"])
+        model.load_state_dict(state)
+        scaler = {**scaler, "mean": np.asarray(scaler["mean"], dtype=np.float64),
+                  "std": np.asarray(scaler["std"], dtype=np.float64)}
+    except (KeyError, TypeError, RuntimeError, LstmcastError) as exc:
+        raise CheckpointError(f"{folder}: the files do not fit together ({exc}): retrain this run") from None
+    fc = Forecaster(cfg)
+    fc.config_, fc.model_, fc.meta_, fc.scaler_ = cfg, model.eval(), meta, scaler
+    fc.prepared_ = None
+    hist = folder / "history.json"
+    fc.history_ = _json(hist.read_bytes(), "history.json") if hist.is_file() else []
+    return fc

@@ -1,0 +1,239 @@
+"""One typed config tree, validated once, every problem reported together.
+
+>>> cfg = ForecastConfig.model_validate({"data": {"horizon": 12}, "model": {"hidden_size": 32}})
+>>> cfg.model.hidden_size
+32
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError, did_you_mean
+
+CONFIG_VERSION = 1
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _split_names(value: Any) -> Any:
+    """Accept ``"a,b"`` as well as ``["a", "b"]`` for column lists."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class DataConfig(_Section):
+    path: str | None = None
+    time_col: str | None = None
+    target: list[str] = Field(default_factory=list)
+    features: list[str] = Field(default_factory=list)
+    id_col: str | None = None
+    format: Literal["auto", "long", "wide"] = "auto"
+    freq: str | None = None
+    window: int | None = Field(default=None, ge=2)
+    horizon: int = Field(default=24, ge=1)
+    season: int | None = Field(default=None, ge=1)
+    missing: Literal["error", "ffill", "interpolate", "drop-windows"] = "error"
+    val_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
+    scaling: Literal["standard", "none"] = "standard"
+    utc: bool = False
+    time_format: str | None = None
+    delimiter: str | None = None
+
+    _split_target = field_validator("target", "features", mode="before")(_split_names)
+
+
+class ModelConfig(_Section):
+    hidden_size: int = Field(default=64, ge=1, le=8192)
+    num_layers: int = Field(default=2, ge=1, le=16)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    bidirectional: bool = False
+    residual: bool = False
+    bias: bool = True
+    window_norm: Literal["last", "mean", "none"] = "last"
+
+
+class TrainConfig(_Section):
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=1e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    max_epochs: int = Field(default=100, ge=1)
+    patience: int = Field(default=10, ge=1)
+    min_delta: float = Field(default=0.0, ge=0.0)
+    clip_norm: float | None = Field(default=1.0, gt=0.0)
+    loss: Literal["mse", "mae", "huber"] = "mse"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = "fp32"
+    accel: Literal["auto", "eager", "graphs"] = "auto"
+    threads: int | None = Field(default=None, ge=1)
+    max_steps_per_epoch: int | None = Field(default=None, ge=1)
+    checkpoint_every: int = Field(default=0, ge=0)
+    max_skipped_steps: int = Field(default=5, ge=1)
+    skip_window: int = Field(default=50, ge=1)
+    rollback_lr_factor: float = Field(default=0.5, gt=0.0, lt=1.0)
+    max_rollbacks: int = Field(default=3, ge=0)
+
+
+class EvalConfig(_Section):
+    stride: int | None = Field(default=None, ge=1)
+    max_origins: int = Field(default=52, ge=1)
+
+
+class MonitorConfig(_Section):
+    tensorboard: bool = True
+    every: int = Field(default=1, ge=1)
+
+
+class ForecastConfig(_Section):
+    version: int = CONFIG_VERSION
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        keys.append(key)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(_all_keys(ann, key + "."))
+    return keys
+
+
+def _describe(err: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"unknown key '{key}'{did_you_mean(key, _all_keys(ForecastConfig))}"
+    return f"{key}: {err['msg'].lower()}, got {err.get('input')!r}"
+
+
+def _semantic_problems(cfg: ForecastConfig) -> list[str]:
+    problems = []
+    m, d = cfg.model, cfg.data
+    if m.dropout > 0 and m.num_layers == 1:
+        problems.append(
+            f"model.dropout={m.dropout} has no effect with model.num_layers=1 (LSTM dropout acts "
+            "between layers): set model.num_layers>=2 or model.dropout=0"
+        )
+    if d.val_fraction + d.test_fraction >= 0.8:
+        problems.append(
+            f"data.val_fraction + data.test_fraction = {d.val_fraction + d.test_fraction:.2f} leaves "
+            "under 20% of the series to train on: lower one of them"
+        )
+    if cfg.version != CONFIG_VERSION:
+        problems.append(f"version: this lstmcast reads config version {CONFIG_VERSION}, got {cfg.version}")
+    if d.id_col is not None and d.id_col in d.target:
+        problems.append(f"data.id_col '{d.id_col}' is also listed in data.target: pick one role for it")
+    overlap = set(d.target) & set(d.features)
+    if overlap:
+        problems.append(f"columns {sorted(overlap)} are both in data.target and data.features")
+    return problems
+
+
+def validate_config(raw: dict[str, Any] | ForecastConfig | None) -> ForecastConfig:
+    """Validate a mapping into a ForecastConfig, raising one ConfigError with every problem."""
+    if isinstance(raw, ForecastConfig):
+        raw = raw.model_dump()
+    try:
+        cfg = ForecastConfig.model_validate(raw or {})
+    except ValidationError as exc:
+        raise ConfigError([_describe(e) for e in exc.errors()]) from None
+    problems = _semantic_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.hidden_size=128")
+    key, _, text = item.partition("=")
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {item!r}: the key before '=' is empty")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (values parsed as YAML scalars/lists) to a mapping."""
+    known = _all_keys(ForecastConfig)
+    problems = []
+    for item in overrides:
+        path, value = _parse_override(item)
+        dotted = ".".join(path)
+        if dotted not in known:
+            problems.append(f"unknown key '{dotted}' in --set{did_you_mean(dotted, known)}")
+            continue
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                problems.append(f"--set {dotted}: '{part}' is not a section")
+                break
+        else:
+            node[path[-1]] = value
+    if problems:
+        raise ConfigError(problems)
+    return raw
+
+
+def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist: check the path given to -c")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a UTF-8 text file; a config is YAML text") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of sections (data:, model:, train:)")
+    return raw
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None
+) -> ForecastConfig:
+    """Read a YAML config (optional), apply dotted overrides, validate everything at once."""
+    raw = read_yaml_mapping(path) if path is not None else {}
+    return validate_config(apply_overrides(raw, list(overrides or [])))
+
+
+def yaml_load_bytes(data: bytes) -> dict[str, Any]:
+    """Parse YAML bytes from a run folder into a mapping (errors become ConfigError)."""
+    try:
+        raw = yaml.safe_load(data.decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("the top level must be a mapping of sections")
+    return raw

@@ -1,0 +1,1 @@
+"""Data: reading (io), invariants (validate), scaling, window arithmetic, preparation."""

@@ -1,0 +1,113 @@
+"""From validated series to what training needs: window/season resolved, splits, scalers, one tensor."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import DataConfig
+from ..errors import DataError
+from . import scaling
+from .validate import SeriesSet
+from .windows import Split, WindowIndex, build_index, split_points
+
+log = logging.getLogger(__name__)
+
+# seasonal period (steps per cycle) for the common pandas frequency aliases
+_SEASONS = {"min": 1440, "t": 1440, "h": 24, "d": 7, "b": 5, "w": 52, "m": 12, "ms": 12, "me": 12,
+            "sm": 24, "sms": 24, "q": 4, "qs": 4, "qe": 4, "bm": 12, "bms": 12, "bme": 12}
+
+
+def season_from_freq(freq: str) -> int | None:
+    """Steps per natural cycle: hourly -> 24 (a day), daily -> 7, weekly -> 52, monthly -> 12, ..."""
+    m = re.fullmatch(r"(\d*)([A-Za-z]+)(-\w+)?", freq.strip())
+    if not m:
+        return None
+    n = int(m.group(1) or 1)
+    unit = m.group(2).lower()
+    base = _SEASONS.get(unit)
+    if base is None or base % n:
+        return None
+    season = base // n
+    return season if season > 1 else None
+
+
+def auto_window(season: int | None, horizon: int) -> int:
+    if season and season > 1:
+        return int(min(max(2 * season, 2 * horizon), 512))
+    return int(max(4 * horizon, 16))
+
+
+@dataclass
+class Prepared:
+    series: SeriesSet
+    window: int
+    horizon: int
+    season: int | None
+    splits: list[Split]
+    means: np.ndarray  # (S, C)
+    stds: np.ndarray  # (S, C)
+    scaled: np.ndarray  # (N_total, C) float32, all series concatenated
+    index: WindowIndex
+    constant: list[str]
+
+
+def _fit_window(cfg: DataConfig, series: SeriesSet, splits: list[Split], season: int | None) -> int:
+    H = cfg.horizon
+    shortest = min(range(len(splits)), key=lambda i: splits[i].train_end)
+    sp, name = splits[shortest], series.ids[shortest]
+    label = f"series {name!r}" if name else "the series"
+    if cfg.window is not None:
+        if sp.train_end < cfg.window + H:
+            raise DataError(
+                f"{label} is too short: after the split it has {sp.train_end} training points (of {sp.n}: "
+                f"validation and test take {sp.n - sp.train_end}) but window + horizon = {cfg.window} + {H} = "
+                f"{cfg.window + H} are needed for one training window: reduce data.window or data.horizon, "
+                "or lower data.val_fraction / data.test_fraction")
+        return cfg.window
+    window = auto_window(season, H)
+    fits = sp.train_end - H - max(1, sp.train_end // 4)
+    if window > fits:
+        if fits < 2:
+            raise DataError(
+                f"{label} is too short: {sp.train_end} training points after the split cannot hold a window "
+                f"of >= 2 plus the horizon {H}: reduce data.horizon or lower data.val_fraction / test_fraction")
+        log.info("auto window %d does not fit %s; using %d", window, label, fits)
+        window = fits
+    return window
+
+
+def prepare(series: SeriesSet, cfg: DataConfig) -> Prepared:
+    """Resolve window and season, split by time, fit scalers on train only, build the window index."""
+    H = cfg.horizon
+    splits = [split_points(len(v), H, cfg.val_fraction, cfg.test_fraction) for v in series.values]
+    season = cfg.season if cfg.season is not None else season_from_freq(series.freq)
+    window = _fit_window(cfg, series, splits, season)
+    means, stds, scaled, constant = [], [], [], []
+    for sid, vals, sp in zip(series.ids, series.values, splits):
+        if cfg.scaling == "standard":
+            mean, std, const = scaling.fit_scaler(vals, sp.train_end)
+        else:
+            mean, std, const = np.zeros(vals.shape[1]), np.ones(vals.shape[1]), []
+        for j in const:
+            name = f"{series.channel_names[j]}" + (f" of series {sid!r}" if sid else "")
+            constant.append(name)
+        means.append(mean)
+        stds.append(std)
+        scaled.append(scaling.transform(vals, mean, std))
+    if constant:
+        log.warning("constant columns (std 0 on the training split) scaled with std 1: %s", ", ".join(constant))
+    finite = [np.isfinite(s).all(axis=1) for s in scaled] if cfg.missing == "drop-windows" else None
+    index = build_index([len(s) for s in scaled], splits, window, H, finite)
+    if len(index.train) == 0:
+        raise DataError(f"no complete training window of window + horizon = {window + H} points exists"
+                        " (missing values break every one): use data.missing: interpolate or a shorter window")
+    if len(index.val) == 0:
+        raise DataError(f"no complete validation window of {window + H} points: lower data.window or "
+                        "data.horizon, raise data.val_fraction, or fill missing values")
+    return Prepared(series=series, window=window, horizon=H, season=season, splits=splits,
+                    means=np.stack(means), stds=np.stack(stds), scaled=np.concatenate(scaled),
+                    index=index, constant=constant)

@@ -1,0 +1,33 @@
+"""Per-series, per-channel standard scaling fitted on the training split only (pure numpy)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def fit_scaler(values: np.ndarray, train_end: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Mean and std per channel of ``values[:train_end]`` (C,), NaN-aware.
+
+    Constant channels (std 0, FAULTS D9) get std 1 so scaling never divides by zero; their indices
+    are returned so the caller can warn.
+    """
+    head = values[:train_end].astype(np.float64)
+    mean = np.nanmean(head, axis=0)
+    std = np.nanstd(head, axis=0)
+    constant = [int(j) for j in np.flatnonzero(~(std > 1e-12 * np.maximum(1.0, np.abs(mean))))]
+    std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)
+    mean = np.where(np.isfinite(mean), mean, 0.0)
+    return mean.astype(np.float64), std.astype(np.float64), constant
+
+
+def transform(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    return ((values - mean) / std).astype(np.float32)
+
+
+def inverse(scaled: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Back to original units; ``mean``/``std`` broadcast over the last axis."""
+    return scaled.astype(np.float64) * std + mean

@@ -1,0 +1,73 @@
+"""The lstmcast error hierarchy.
+
+Every error a user can cause is one of these. Each also subclasses the matching built-in, so
+``except ValueError`` in user code keeps working, and each carries the CLI exit code it maps to
+(0 ok, 2 usage/config, 3 data, 4 checkpoint/artifact, 5 diverged, 130 interrupted).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class LstmcastError(Exception):
+    """Base class of every error lstmcast raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ConfigError(LstmcastError, ValueError):
+    """The configuration is invalid (unknown key, wrong type, out of range, inconsistent)."""
+
+    exit_code = 2
+
+    def __init__(self, problems: str | list[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        if len(self.problems) == 1:
+            msg = self.problems[0]
+        else:
+            msg = f"{len(self.problems)} problems:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(msg)
+
+
+class ShapeError(LstmcastError, ValueError):
+    """A tensor given to the model or the API has the wrong shape, dtype or device."""
+
+    exit_code = 2
+
+
+class DataError(LstmcastError, ValueError):
+    """The input data breaks one of the data invariants (FAULTS.md D1-D13)."""
+
+    exit_code = 3
+
+
+class CheckpointError(LstmcastError, OSError):
+    """A run folder or checkpoint is missing, corrupted, unsafe or from another format version."""
+
+    exit_code = 4
+
+
+class DivergedError(LstmcastError, RuntimeError):
+    """Training produced non-finite losses or gradients too often to continue."""
+
+    exit_code = 5
+
+
+class NotFittedError(LstmcastError, AttributeError):
+    """``predict``/``backtest``/``save`` was called before ``fit``."""
+
+    exit_code = 2
+
+
+class InterruptedRun(LstmcastError):
+    """Training stopped on SIGINT/SIGTERM after checkpointing."""
+
+    exit_code = 130
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""`` if none is close."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""

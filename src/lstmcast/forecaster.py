@@ -1,0 +1,165 @@
+"""Forecaster: the sklearn-like facade. fit / predict / backtest / save / load.
+
+>>> from lstmcast import Forecaster
+>>> fc = Forecaster({"data": {"time_col": "date", "target": "co2", "horizon": 52,
+...                           "missing": "interpolate"}})          # doctest: +SKIP
+>>> fc.fit("co2.csv").predict().head()                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .config import ForecastConfig, validate_config
+from .errors import DataError, NotFittedError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .data.prepare import Prepared
+    from .data.validate import SeriesSet
+    from .evaluation import Backtest
+    from .model import LSTMForecaster
+    from .training.loop import EpochRecord, Trainer
+
+log = logging.getLogger(__name__)
+DataSource = "str | os.PathLike[str] | pd.DataFrame | None"
+
+
+def load_series(source: Any, cfg: ForecastConfig) -> SeriesSet:
+    """Read and validate a file path or DataFrame (``None``: the config's ``data.path``)."""
+    from .data.io import read_table
+    from .data.validate import validate_frame
+
+    if source is None:
+        source = cfg.data.path
+    if source is None:
+        raise DataError("no data given: pass a CSV/Parquet path or a DataFrame, or set data.path")
+    return validate_frame(read_table(source, cfg.data.delimiter), cfg.data, cfg.train.precision)
+
+
+class Forecaster:
+    """Train an LSTM forecaster on a table of series and forecast the next ``horizon`` steps.
+
+    ``__init__`` only stores the config; ``fit`` validates everything and returns ``self``.
+    Learned state ends in ``_``: ``model_``, ``meta_``, ``scaler_``, ``history_``.
+    """
+
+    def __init__(self, config: ForecastConfig | dict[str, Any] | None = None):
+        self.config = config
+
+    # -- fitting ------------------------------------------------------------------------------
+    def fit(self, data: Any = None, *,
+            callbacks: list[Callable[[Trainer, EpochRecord], None]] | None = None) -> Forecaster:
+        import torch
+
+        from .data.prepare import prepare
+        from .model import LSTMForecaster
+        from .training.accel import resolve
+        from .training.loop import Trainer
+
+        cfg = validate_config(self.config)
+        accel = resolve(cfg.train.device, cfg.train.precision, cfg.train.threads)  # before any data is read
+        _seed_everything(cfg.train.seed)
+        series = load_series(data, cfg)
+        prep = prepare(series, cfg.data)
+        resolved = cfg.model_copy(deep=True)
+        resolved.data.window, resolved.data.season = prep.window, prep.season
+        if isinstance(data, (str, os.PathLike)):
+            resolved.data.path = os.path.abspath(data)
+        tensor = torch.from_numpy(prep.scaled).to(accel.device)
+        m = cfg.model
+        model = LSTMForecaster(
+            input_size=tensor.shape[1], n_targets=series.n_targets, horizon=prep.horizon,
+            hidden_size=m.hidden_size, num_layers=m.num_layers, dropout=m.dropout,
+            bidirectional=m.bidirectional, residual=m.residual, bias=m.bias, window_norm=m.window_norm,
+            window=prep.window).to(accel.device)
+        idx = prep.index
+        trainer = Trainer(model, cfg.train, accel, tensor, torch.from_numpy(idx.train).to(accel.device),
+                          torch.from_numpy(idx.val).to(accel.device), prep.window, prep.horizon,
+                          series.n_targets, callbacks=callbacks)
+        self.trainer_ = trainer
+        result = trainer.fit()
+        self.config_ = resolved
+        self.model_ = model.cpu().eval()
+        self.prepared_ = prep
+        self.history_ = [r.as_dict() for r in result.history]
+        self.fit_result_ = result
+        self.accel_ = accel
+        from .artifacts import build_meta, build_scaler
+
+        self.meta_ = build_meta(resolved, prep, model, accel)
+        self.scaler_ = build_scaler(prep)
+        return self
+
+    def _check_fitted(self, what: str) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError(f"this Forecaster is not fitted yet: call .fit(data) (or lstmcast.load(run)) "
+                                 f"before .{what}()")
+
+    # -- inference ----------------------------------------------------------------------------
+    def _series(self, data: Any) -> SeriesSet:
+        if data is None and getattr(self, "prepared_", None) is not None:
+            return self.prepared_.series
+        from .inference import check_compatible
+
+        series = load_series(data, self.config_)
+        check_compatible(series, self.meta_)
+        return series
+
+    def predict(self, data: Any = None) -> pd.DataFrame:
+        """Forecast the next ``horizon`` steps after the end of each series, in original units.
+
+        ``data``: a path or DataFrame with the training columns and at least ``window`` recent rows
+        per series; ``None`` forecasts from the end of the training data.
+        """
+        self._check_fitted("predict")
+        from .inference import forecast_frame
+
+        return forecast_frame(self.model_, self._series(data), self.meta_, self.scaler_)
+
+    def backtest(self, data: Any = None) -> dict[str, dict[str, float]]:
+        """Rolling-origin backtest over the test split; metrics for the model and both baselines."""
+        self._check_fitted("backtest")
+        from .inference import run_backtest
+
+        self.backtest_: Backtest = run_backtest(self.model_, self._series(data), self.meta_, self.scaler_,
+                                                self.config_)
+        return self.backtest_.metrics
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> str:
+        """Write the run folder (config.yaml, model.safetensors, scaler.json, meta.json, history.json)."""
+        self._check_fitted("save")
+        from .artifacts import save_run
+
+        return save_run(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Forecaster:
+        from .artifacts import load_run
+
+        return load_run(path)
+
+    @property
+    def model(self) -> LSTMForecaster:
+        self._check_fitted("model")
+        return self.model_
+
+    @property
+    def prepared(self) -> Prepared | None:
+        return getattr(self, "prepared_", None)
+
+
+def _seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)

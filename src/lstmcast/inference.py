@@ -1,0 +1,149 @@
+"""Forecasting and backtesting with a fitted model, in original units (FAULTS.md D13 checks here)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .data import scaling
+from .data.windows import split_points
+from .errors import DataError
+from .evaluation import Backtest, backtest_origins, naive, score, seasonal_naive
+from .metrics import mase_scale
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .config import ForecastConfig
+    from .data.validate import SeriesSet
+    from .model import LSTMForecaster
+
+
+def check_compatible(series: SeriesSet, meta: dict[str, Any]) -> None:
+    """New data must have the training columns, frequency, series and grid (D13)."""
+    problems = []
+    if series.targets != meta["targets"] or series.features != meta["features"]:
+        problems.append(f"columns differ from training: targets {series.targets} / features {series.features}, "
+                        f"the model was trained on targets {meta['targets']} / features {meta['features']}")
+    if series.layout != meta["layout"]:
+        problems.append(f"layout is {series.layout!r} but the model was trained on {meta['layout']!r} data")
+    if series.freq != meta["freq"]:
+        problems.append(f"frequency is {series.freq!r} but the model was trained on {meta['freq']!r}: "
+                        "resample the new data to the training frequency")
+    unknown = [s for s in series.ids if s not in meta["ids"]]
+    if unknown and series.layout != "single":
+        problems.append(f"unknown series {unknown[:5]}: the model has scalers for {meta['ids'][:10]} only")
+    short = [(sid, len(v)) for sid, v in zip(series.ids, series.values) if len(v) < meta["window"]]
+    for sid, n in short:
+        label = f"series {sid!r}" if sid else "the series"
+        problems.append(f"{label} has {n} rows; forecasting needs the last window = {meta['window']} rows")
+    if not problems and not _on_training_grid(series, meta):
+        problems.append(f"timestamps are not on the training grid ({meta['freq']!r} steps from "
+                        f"{meta['anchor']}): the new data must continue the training series' time grid")
+    if problems:
+        raise DataError("new data does not match the trained model: " + "; ".join(problems))
+
+
+def _on_training_grid(series: SeriesSet, meta: dict[str, Any]) -> bool:
+    import pandas as pd
+
+    offset = pd.tseries.frequencies.to_offset(meta["freq"])
+    anchor = pd.Timestamp(meta["anchor"])
+    for t in series.times:
+        last = pd.Timestamp(t[-1])
+        if isinstance(offset, pd.offsets.Tick):
+            if (last - anchor) % pd.Timedelta(offset) != pd.Timedelta(0):
+                return False
+        elif not offset.is_on_offset(last):
+            return False
+    return True
+
+
+def _scaler_rows(series: SeriesSet, meta: dict[str, Any]) -> list[int]:
+    if series.layout == "single":
+        return [0] * len(series.ids)
+    return [meta["ids"].index(s) for s in series.ids]
+
+
+def _predict_scaled(model: LSTMForecaster, x: np.ndarray, batch: int = 1024) -> np.ndarray:
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            out.append(model(torch.from_numpy(x[i:i + batch])).numpy())
+    return np.concatenate(out) if len(out) > 1 else out[0]
+
+
+def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any],
+                   scaler: dict[str, np.ndarray]) -> pd.DataFrame:
+    import pandas as pd
+
+    L, H, T = meta["window"], meta["horizon"], meta["n_targets"]
+    rows = _scaler_rows(series, meta)
+    mean, std = scaler["mean"][rows], scaler["std"][rows]  # (S, C)
+    x = np.stack([v[-L:] for v in series.values])  # (S, L, C)
+    if np.isnan(x).any():
+        bad = [sid or "the series" for sid, v in zip(series.ids, x) if np.isnan(v).any()]
+        raise DataError(f"the last {L} rows of {bad[:5]} contain missing values: fill them (data.missing: "
+                        "interpolate or ffill) to forecast")
+    x = ((x - mean[:, None, :]) / std[:, None, :]).astype(np.float32)
+    y = _predict_scaled(model, x) * std[:, None, :T] + mean[:, None, :T]  # (S, H, T)
+    frames = []
+    for i, (sid, t) in enumerate(zip(series.ids, series.times)):
+        times = pd.date_range(pd.Timestamp(t[-1]), periods=H + 1, freq=meta["freq"])[1:]
+        if meta.get("tz"):
+            times = times.tz_localize("UTC").tz_convert(meta["tz"])
+        cols: dict[str, Any] = {}
+        if meta["layout"] == "long":
+            cols[meta["id_col"]] = np.repeat(np.array([sid], dtype=object), H)
+        cols[meta["time_col"]] = times
+        if meta["layout"] == "wide":
+            cols[sid] = y[i, :, 0]
+        else:
+            for k, name in enumerate(meta["targets"]):
+                cols[name] = y[i, :, k]
+        frames.append(pd.DataFrame(cols))
+    if meta["layout"] == "wide":
+        out = frames[0]
+        for f in frames[1:]:
+            out[f.columns[-1]] = f.iloc[:, -1].to_numpy()
+        return out
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any], scaler: dict[str, np.ndarray],
+                 cfg: ForecastConfig) -> Backtest:
+    L, H, T = meta["window"], meta["horizon"], meta["n_targets"]
+    season = meta["season"] or 1
+    d = cfg.data
+    splits = [split_points(len(v), H, d.val_fraction, d.test_fraction) for v in series.values]
+    rows = _scaler_rows(series, meta)
+    finite = [np.isfinite(v).all(axis=1) for v in series.values] if d.missing == "drop-windows" else None
+    stride = cfg.eval.stride or H
+    pairs = backtest_origins([len(v) for v in series.values], [s.val_end for s in splits], finite, L, H, season,
+                             stride, cfg.eval.max_origins)
+    if not pairs:
+        need = max(L, season) + H
+        raise DataError(f"the test split is too short for one backtest origin: each needs {need} points of "
+                        f"history + horizon (window {L}, season {season}, horizon {H}); raise "
+                        "data.test_fraction or use more data")
+    x, actual, nv, snv, scale, sidx, ts = [], [], [], [], [], [], []
+    for i, t in pairs:
+        vals, j = series.values[i], rows[i]
+        x.append(scaling.transform(vals[t - L:t], scaler["mean"][j], scaler["std"][j]))
+        y = vals[:, :T].astype(np.float64)
+        actual.append(y[t:t + H])
+        nv.append(naive(y, t, H))
+        snv.append(seasonal_naive(y, t, H, season))
+        scale.append(mase_scale(y[:splits[i].train_end], season)[None, :])
+        sidx.append(i)
+        ts.append(t)
+    j = np.array([rows[i] for i in sidx])
+    pred = scaling.inverse(_predict_scaled(model, np.stack(x)), scaler["mean"][j][:, None, :T],
+                           scaler["std"][j][:, None, :T])
+    forecasts = {"model": pred, "naive": np.stack(nv), "seasonal_naive": np.stack(snv)}
+    actual_arr, scale_arr = np.stack(actual), np.stack(scale)
+    return Backtest(series_idx=np.array(sidx), origins=np.array(ts), actual=actual_arr, forecasts=forecasts,
+                    scale=scale_arr, metrics=score(actual_arr, forecasts, scale_arr))

@@ -1,0 +1,120 @@
+"""LSTMForecaster: the nn.Module only. (B, L, F) -> (B, H, T), direct multi-step head.
+
+Shape legend: B batch, L lookback window, F input features (targets first, then covariates),
+H horizon, T targets, D directions (2 if bidirectional). batch_first=True everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ShapeError
+
+State = tuple[Tensor, Tensor]
+
+
+class LSTMForecaster(nn.Module):
+    """Stacked (optionally residual, bidirectional) LSTM with a Linear(D * hidden, H * T) head.
+
+    The first ``n_targets`` input channels are the targets' own past. With ``window_norm='last'``
+    the window's last target value is subtracted from the target channels and added back to the
+    forecast, so the network learns changes relative to the naive forecast (robust to level shifts).
+
+    >>> m = LSTMForecaster(input_size=10, n_targets=1, horizon=4, hidden_size=64, num_layers=2)
+    >>> m(torch.zeros(32, 20, 10)).shape
+    torch.Size([32, 4, 1])
+    """
+
+    def __init__(self, input_size: int, n_targets: int, horizon: int, hidden_size: int = 64,
+                 num_layers: int = 2, dropout: float = 0.0, bidirectional: bool = False,
+                 residual: bool = False, bias: bool = True,
+                 window_norm: Literal["last", "mean", "none"] = "last", window: int | None = None):
+        super().__init__()
+        if n_targets > input_size:
+            raise ShapeError(f"n_targets={n_targets} exceeds input_size={input_size}: targets are input channels too")
+        self.input_size, self.n_targets, self.horizon = input_size, n_targets, horizon
+        self.hidden_size, self.num_layers, self.bidirectional = hidden_size, num_layers, bidirectional
+        self.residual, self.window_norm, self.window = residual, window_norm, window
+        self.num_directions = 2 if bidirectional else 1
+        width = self.num_directions * hidden_size
+        if residual:
+            ins = [input_size] + [width] * (num_layers - 1)
+            self.layers = nn.ModuleList(
+                nn.LSTM(i, hidden_size, 1, bias=bias, batch_first=True, bidirectional=bidirectional) for i in ins)
+            # a projection only where the widths differ (the first layer, usually)
+            self.projs = nn.ModuleList(nn.Linear(i, width, bias=False) if i != width else nn.Identity() for i in ins)
+            self.drop = nn.Dropout(dropout)
+        else:
+            self.lstm = nn.LSTM(input_size, hidden_size, num_layers, bias=bias, batch_first=True,
+                                dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional)
+        self.head = nn.Linear(width, horizon * n_targets)
+
+    def init_hidden(self, batch_size: int, device: torch.device | str | None = None,
+                    dtype: torch.dtype = torch.float32) -> State:
+        """Zero (h0, c0), each (num_layers * D, B, hidden), for users who carry state themselves."""
+        shape = (self.num_layers * self.num_directions, batch_size, self.hidden_size)
+        return torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)
+
+    def _check(self, x: Tensor, state: State | None) -> None:
+        if x.dim() != 3:
+            fix = "add a batch axis: x.unsqueeze(0)" if x.dim() == 2 else "reshape to (B, L, F)"
+            raise ShapeError(f"expected x of shape (B, L, F={self.input_size}), got {tuple(x.shape)} "
+                             f"({x.dim()}-D): {fix}")
+        if x.shape[2] != self.input_size:
+            looks = ""
+            if x.shape[0] == self.input_size or x.shape[1] == self.input_size:
+                looks = "; the feature axis is not last: permute x to (B, L, F)"
+            raise ShapeError(f"expected x of shape (B, L, F={self.input_size}), got {tuple(x.shape)}{looks}")
+        if self.window is not None and x.shape[1] != self.window and x.shape[0] == self.window:
+            raise ShapeError(f"expected x of shape (B, L={self.window}, F={self.input_size}), got "
+                             f"{tuple(x.shape)}: this looks like (L, B, F); pass x.transpose(0, 1)")
+        if state is not None:
+            want = (self.num_layers * self.num_directions, x.shape[0], self.hidden_size)
+            for name, s in zip(("h0", "c0"), state):
+                if tuple(s.shape) != want or s.dtype != x.dtype or s.device != x.device:
+                    raise ShapeError(
+                        f"{name} must be shape {want} (num_layers * D, B, hidden), dtype {x.dtype}, device "
+                        f"{x.device}; got shape {tuple(s.shape)}, dtype {s.dtype}, device {s.device}: "
+                        "use model.init_hidden(batch_size, device)")
+
+    def forward(self, x: Tensor, state: State | None = None, return_state: bool = False):
+        # x: (B, L, F); state: (h0, c0) each (num_layers * D, B, hidden)
+        self._check(x, state)
+        T = self.n_targets
+        ref = None
+        if self.window_norm != "none":
+            ref = x[:, -1:, :T] if self.window_norm == "last" else x[:, :, :T].mean(dim=1, keepdim=True)  # (B, 1, T)
+            x = torch.cat([x[:, :, :T] - ref, x[:, :, T:]], dim=2) if x.shape[2] > T else x - ref
+        if self.residual:
+            out, h_n, c_n = self._residual_stack(x, state)
+        else:
+            out, (h_n, c_n) = self.lstm(x, state)  # out: (B, L, D * hidden)
+        hidden = self.hidden_size
+        if self.bidirectional:  # forward direction ends at L-1, backward at 0
+            last = torch.cat([out[:, -1, :hidden], out[:, 0, hidden:]], dim=1)  # (B, 2 * hidden)
+        else:
+            last = out[:, -1]  # (B, hidden)
+        y = self.head(last).view(x.shape[0], self.horizon, T)  # (B, H, T)
+        if ref is not None:
+            y = y + ref
+        return (y, (h_n, c_n)) if return_state else y
+
+    def _residual_stack(self, x: Tensor, state: State | None) -> tuple[Tensor, Tensor, Tensor]:
+        D = self.num_directions
+        hs, cs = [], []
+        for k, (lstm, proj) in enumerate(zip(self.layers, self.projs)):
+            s = None if state is None else (state[0][k * D:(k + 1) * D].contiguous(),
+                                            state[1][k * D:(k + 1) * D].contiguous())
+            y, (h, c) = lstm(x, s)  # (B, L, D * hidden)
+            y = y + proj(x)
+            x = self.drop(y) if k < self.num_layers - 1 else y
+            hs.append(h)
+            cs.append(c)
+        return x, torch.cat(hs), torch.cat(cs)
+
+    def extra_repr(self) -> str:
+        return (f"(B, L, F={self.input_size}) -> (B, H={self.horizon}, T={self.n_targets}), "
+                f"window_norm={self.window_norm}, residual={self.residual}")

@@ -1,0 +1,1 @@
+"""Training: the step and the loop (loop.py), device/precision choice (accel.py)."""
