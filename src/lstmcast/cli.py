@@ -1,0 +1,173 @@
+"""The `lstmcast` command line. Thin: parse, call the library, print. Exit codes are stable:
+0 ok, 2 usage/config, 3 data, 4 checkpoint/artifact, 5 diverged, 130 interrupted.
+
+Heavy modules (torch, pandas, matplotlib, optuna) are imported inside the commands only, so
+`lstmcast --help` answers fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="LSTM time-series forecasting: train, evaluate, predict, doctor, tune, report.")
+_STATE = {"debug": False}
+
+DataOpt = typer.Option(None, "--data", help="CSV or Parquet file (default: the bundled CO2 demo series).")
+TimeOpt = typer.Option(None, "--time-col", help="Timestamp column.")
+TargetOpt = typer.Option(None, "--target", help="Target column(s), comma-separated.")
+FeatOpt = typer.Option(None, "--features", help="Past-covariate columns, comma-separated.")
+IdOpt = typer.Option(None, "--id-col", help="Series id column (long format).")
+WindowOpt = typer.Option(None, "--window", help="Lookback window L (default: from the season and horizon).")
+HorizonOpt = typer.Option(None, "--horizon", help="Forecast horizon H.")
+SeasonOpt = typer.Option(None, "--season", help="Seasonal period in steps (default: from the frequency).")
+ConfigOpt = typer.Option(None, "-c", "--config", help="YAML config file.")
+SetOpt = typer.Option(None, "--set", help="Dotted override, e.g. --set model.hidden_size=128 (repeatable).")
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+          verbose: bool = typer.Option(False, "-v", "--verbose", help="Log progress details.")) -> None:
+    _STATE["debug"] = debug
+    logging.basicConfig(level=logging.INFO if verbose or debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _fail(exc: BaseException) -> None:
+    from .errors import LstmcastError
+
+    if _STATE["debug"]:
+        raise exc
+    code = exc.exit_code if isinstance(exc, LstmcastError) else 1
+    kind = type(exc).__name__
+    typer.echo(f"error ({kind}): {exc}", err=True)
+    if code == 1:
+        typer.echo("this is a bug in lstmcast or an unexpected environment; rerun with --debug for the traceback",
+                   err=True)
+    raise typer.Exit(code)
+
+
+def run_guarded(fn, *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn`` and turn lstmcast errors into their exit codes (tracebacks only with --debug)."""
+    from .errors import InterruptedRun
+
+    try:
+        return fn(*args, **kwargs)
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+    except InterruptedRun as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - mapped to exit codes in _fail
+        _fail(exc)
+
+
+def build_config(config: Optional[Path], data: Optional[str], time_col: Optional[str], target: Optional[str],
+                 features: Optional[str], id_col: Optional[str], window: Optional[int], horizon: Optional[int],
+                 season: Optional[int], overrides: Optional[list[str]]):
+    """Config file (or the bundled demo config when neither -c nor --data is given) + flags + --set."""
+    from .config import apply_overrides, read_yaml_mapping, validate_config
+    from .data.io import bundled_path
+
+    if config is not None:
+        raw = read_yaml_mapping(config)
+    elif data is None:
+        raw = read_yaml_mapping(bundled_path("demo.yaml"))
+        raw.setdefault("data", {})["path"] = str(bundled_path())
+    else:
+        raw = {}
+    flags = {"path": data, "time_col": time_col, "target": target, "features": features, "id_col": id_col,
+             "window": window, "horizon": horizon, "season": season}
+    section = raw.setdefault("data", {})
+    if not isinstance(section, dict):
+        from .errors import ConfigError
+
+        raise ConfigError("data: must be a mapping of keys (path, time_col, target, ...)")
+    section.update({k: v for k, v in flags.items() if v is not None})
+    return validate_config(apply_overrides(raw, list(overrides or [])))
+
+
+def _metrics_table(metrics: dict[str, dict[str, float]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("method")
+    for name in ("MAE", "RMSE", "sMAPE", "MASE"):
+        table.add_column(name, justify="right")
+    for method, row in metrics.items():
+        table.add_row(method, *(f"{row[k]:.4g}" for k in ("MAE", "RMSE", "sMAPE", "MASE")))
+    Console().print(table)
+
+
+@app.command()
+def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, target: Optional[str] = TargetOpt,
+          features: Optional[str] = FeatOpt, id_col: Optional[str] = IdOpt, window: Optional[int] = WindowOpt,
+          horizon: Optional[int] = HorizonOpt, season: Optional[int] = SeasonOpt,
+          config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = SetOpt,
+          run: Optional[Path] = typer.Option(None, "--run", help="Run folder (default runs/<timestamp>).")) -> None:
+    """Train on a CSV/Parquet file, backtest against naive baselines, forecast, write a run folder."""
+
+    def _do() -> None:
+        from .progress import EpochProgress
+        from .workflow import default_run_dir, train_run
+
+        cfg = build_config(config, data, time_col, target, features, id_col, window, horizon, season, overrides)
+        run_dir = run or default_run_dir()
+        with EpochProgress(cfg.train.max_epochs) as progress:
+            fc, metrics = train_run(cfg, run_dir, callbacks=[progress])
+        res = fc.fit_result_
+        typer.echo(f"trained {fc.meta_['n_parameters']:,} parameters for {len(fc.history_)} epochs "
+                   f"(best epoch {res.best_epoch}, {res.stop_reason})")
+        _metrics_table(metrics, f"backtest on the test split ({len(fc.backtest_.origins)} origins, "
+                                f"horizon {fc.meta_['horizon']})")
+        typer.echo(f"run folder: {run_dir}")
+
+    run_guarded(_do)
+
+
+@app.command()
+def evaluate(run: Path = typer.Argument(..., help="Run folder written by `lstmcast train`."),
+             data: Optional[str] = typer.Option(None, "--data", help="Data to backtest on (default: training data).")) -> None:
+    """Rolling-origin backtest of a trained run against naive and seasonal-naive baselines."""
+
+    def _do() -> None:
+        from .workflow import evaluate_run
+
+        metrics = evaluate_run(run, data)
+        _metrics_table(metrics, f"backtest of {run}")
+        typer.echo(f"metrics written to {run / 'metrics.json'}")
+
+    run_guarded(_do)
+
+
+@app.command()
+def predict(run: Path = typer.Argument(..., help="Run folder written by `lstmcast train`."),
+            data: Optional[str] = typer.Option(None, "--data", help="Recent data (default: the training data)."),
+            out: Optional[Path] = typer.Option(None, "--out", help="Output CSV (default RUN/forecast.csv).")) -> None:
+    """Forecast the next `horizon` steps with timestamps, in original units, to CSV."""
+
+    def _do() -> None:
+        from .workflow import predict_run
+
+        frame, target = predict_run(run, data, out)
+        typer.echo(frame.head(10).to_string(index=False))
+        typer.echo(f"{len(frame)} forecast rows written to {target}")
+
+    run_guarded(_do)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

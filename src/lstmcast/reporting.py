@@ -1,0 +1,84 @@
+"""PNG plots of a run: learning curves and the forecast with its backtest windows."""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import TYPE_CHECKING, Any
+
+from . import atomic
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .data.validate import SeriesSet
+    from .evaluation import Backtest
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | os.PathLike[str]) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    atomic.write_bytes(path, buf.getvalue())
+
+
+def loss_plot(history: list[dict[str, Any]], path: str | os.PathLike[str], best_epoch: int | None = None) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [h["train_loss"] for h in history], label="train")
+    ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    if best_epoch:
+        ax.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best epoch {best_epoch}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (scaled units)")
+    ax.set_yscale("log")
+    ax.set_title("Learning curves")
+    ax.legend()
+    _save(fig, path)
+
+
+def forecast_plot(series: SeriesSet, forecast: pd.DataFrame, meta: dict[str, Any], bt: Backtest | None,
+                  path: str | os.PathLike[str], max_series: int = 4, history_points: int = 400) -> None:
+    """History, the future forecast, and the model's backtest forecasts against actuals."""
+    plt = _pyplot()
+    n = min(max_series, len(series.ids))
+    fig, axes = plt.subplots(n, 1, figsize=(10, 3.2 * n), squeeze=False)
+    target = meta["targets"][0]
+    for i in range(n):
+        ax = axes[i][0]
+        sid, times, vals = series.ids[i], series.times[i], series.values[i][:, 0]
+        ax.plot(times[-history_points:], vals[-history_points:], color="black", lw=1, label="history")
+        if meta["layout"] == "long":
+            part = forecast[forecast[meta["id_col"]].astype(str) == sid]
+            fvals = part[target].to_numpy()
+        elif meta["layout"] == "wide":
+            part, fvals = forecast, forecast[sid].to_numpy()
+        else:
+            part, fvals = forecast, forecast[target].to_numpy()
+        ftimes = part[meta["time_col"]].to_numpy()
+        ax.plot(ftimes, fvals, color="tab:blue", lw=2, label="forecast")
+        if bt is not None:
+            first = True
+            for k in range(len(bt.origins)):
+                if bt.series_idx[k] != i:
+                    continue
+                t = bt.origins[k]
+                span = times[t:t + meta["horizon"]]
+                ax.plot(span, bt.forecasts["model"][k, :len(span), 0], color="tab:orange", lw=1, alpha=0.8,
+                        label="backtest forecasts" if first else None)
+                first = False
+        title = f"series {sid}" if sid else (target if meta["layout"] != "wide" else sid)
+        ax.set_title(f"{title}: history, forecast and backtest")
+        ax.legend(loc="upper left", fontsize=8)
+    fig.autofmt_xdate()
+    _save(fig, path)

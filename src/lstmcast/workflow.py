@@ -1,0 +1,83 @@
+"""What `lstmcast train / evaluate / predict` do to a run folder (the CLI only parses and prints)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import atomic
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .config import ForecastConfig
+    from .forecaster import Forecaster
+
+log = logging.getLogger(__name__)
+
+
+def default_run_dir(root: str = "runs") -> Path:
+    return Path(root) / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def check_run_dir(run: Path) -> None:
+    """Refuse to overwrite a run folder that already holds a run (no data is ever lost)."""
+    if run.exists() and not run.is_dir():
+        raise ConfigError(f"--run {run} is a file, not a folder: choose another path")
+    if (run / "manifest.json").exists():
+        raise ConfigError(f"run folder {run} already holds a trained run: choose another --run (or delete it)")
+
+
+def write_outputs(fc: Forecaster, run: Path, series: Any = None) -> dict[str, Any]:
+    """Backtest, forecast and plot into ``run``; return the metrics."""
+    from .reporting import forecast_plot, loss_plot
+
+    metrics = fc.backtest(series)
+    atomic.write_json(run / "metrics.json", metrics)
+    forecast = fc.predict(series)
+    write_csv(forecast, run / "forecast.csv")
+    src = fc._series(series)
+    forecast_plot(src, forecast, fc.meta_, fc.backtest_, run / "forecast.png")
+    if fc.history_:
+        best = getattr(getattr(fc, "fit_result_", None), "best_epoch", None)
+        loss_plot(fc.history_, run / "loss.png", best)
+    return metrics
+
+
+def write_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    atomic.write_text(path, frame.to_csv(index=False))
+
+
+def train_run(cfg: ForecastConfig, run: Path,
+              callbacks: list[Callable[..., None]] | None = None) -> tuple[Forecaster, dict[str, Any]]:
+    from .forecaster import Forecaster
+
+    check_run_dir(run)
+    fc = Forecaster(cfg).fit(cfg.data.path, callbacks=callbacks)
+    fc.save(run)
+    metrics = write_outputs(fc, run)
+    return fc, metrics
+
+
+def evaluate_run(run: Path, data: str | None = None) -> dict[str, Any]:
+    from .artifacts import load_run
+
+    fc = load_run(run)
+    metrics = fc.backtest(data)
+    atomic.write_json(run / "metrics.json", metrics)
+    return metrics
+
+
+def predict_run(run: Path, data: str | None = None, out: Path | None = None) -> tuple[pd.DataFrame, Path]:
+    from .artifacts import load_run
+
+    fc = load_run(run)
+    frame = fc.predict(data)
+    target = out or run / "forecast.csv"
+    write_csv(frame, target)
+    return frame, target

@@ -1,0 +1,73 @@
+"""Shared test set-up.
+
+Under pytest-xdist each worker is pinned to its own core: lstmcast's default thread count is the
+cores this process may use (os.sched_getaffinity), and oversubscribed OpenMP threads make small
+LSTM steps 10x-1000x slower (shared/PERF.md). Subprocesses (CLI tests) inherit the pinning.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pin_worker() -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    index = int(worker.lstrip("gw") or 0)
+    os.sched_setaffinity(0, {cores[index % len(cores)]})
+
+
+_pin_worker()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_torch():
+    """Each test runs torch on the cores it may use; restore afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def seasonal_frame(n: int = 600, period: int = 24, noise: float = 0.1, seed: int = 0, trend: float = 0.0,
+                   freq: str = "h", start: str = "2024-01-01") -> pd.DataFrame:
+    """A synthetic seasonal series with noise: columns ``time`` and ``y``."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    y = 10 + 3 * np.sin(2 * np.pi * t / period) + 1.5 * np.sin(4 * np.pi * t / period + 1) + trend * t
+    y = y + noise * rng.standard_normal(n)
+    return pd.DataFrame({"time": pd.date_range(start, periods=n, freq=freq), "y": y})
+
+
+@pytest.fixture
+def seasonal_df() -> pd.DataFrame:
+    return seasonal_frame()
+
+
+def small_config(**sections) -> dict:
+    """A config that trains in about a second on ``seasonal_frame()``."""
+    cfg = {"data": {"time_col": "time", "target": "y", "horizon": 6, "window": 24, "season": 24},
+           "model": {"hidden_size": 16, "num_layers": 1, "dropout": 0.0},
+           "train": {"max_epochs": 3, "batch_size": 32, "seed": 0}}
+    for name, values in sections.items():
+        cfg.setdefault(name, {}).update(values)
+    return cfg
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600):
+    """Run ``lstmcast`` in a subprocess with the test interpreter; returns CompletedProcess."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "lstmcast.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
