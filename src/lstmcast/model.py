@@ -59,26 +59,61 @@ class LSTMForecaster(nn.Module):
         return torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)
 
     def _check(self, x: Tensor, state: State | None) -> None:
-        if x.dim() != 3:
-            fix = "add a batch axis: x.unsqueeze(0)" if x.dim() == 2 else "reshape to (B, L, F)"
-            raise ShapeError(f"expected x of shape (B, L, F={self.input_size}), got {tuple(x.shape)} "
-                             f"({x.dim()}-D): {fix}")
-        if x.shape[2] != self.input_size:
-            looks = ""
-            if x.shape[0] == self.input_size or x.shape[1] == self.input_size:
-                looks = "; the feature axis is not last: permute x to (B, L, F)"
-            raise ShapeError(f"expected x of shape (B, L, F={self.input_size}), got {tuple(x.shape)}{looks}")
-        if self.window is not None and x.shape[1] != self.window and x.shape[0] == self.window:
-            raise ShapeError(f"expected x of shape (B, L={self.window}, F={self.input_size}), got "
-                             f"{tuple(x.shape)}: this looks like (L, B, F); pass x.transpose(0, 1)")
+        """The boundary contract (FAULTS.md M1, M2): ShapeError naming expected vs actual and the fix."""
+        if not isinstance(x, Tensor):
+            raise ShapeError(f"expected x to be a torch.Tensor of shape (B, L, F={self.input_size}), got "
+                             f"{type(x).__name__}: convert it with torch.as_tensor(x, dtype=torch.float32)")
+        self._check_x_shape(x)
+        weight = self.head.weight
+        if x.dtype != weight.dtype or x.device != weight.device:
+            raise ShapeError(f"x has dtype {x.dtype} on device {x.device} but the model's weights are "
+                             f"{weight.dtype} on {weight.device}: pass x.to(device={str(weight.device)!r}, "
+                             f"dtype={weight.dtype})")
         if state is not None:
-            want = (self.num_layers * self.num_directions, x.shape[0], self.hidden_size)
-            for name, s in zip(("h0", "c0"), state):
-                if tuple(s.shape) != want or s.dtype != x.dtype or s.device != x.device:
-                    raise ShapeError(
-                        f"{name} must be shape {want} (num_layers * D, B, hidden), dtype {x.dtype}, device "
-                        f"{x.device}; got shape {tuple(s.shape)}, dtype {s.dtype}, device {s.device}: "
-                        "use model.init_hidden(batch_size, device)")
+            self._check_state(x, state)
+
+    def _check_x_shape(self, x: Tensor) -> None:
+        F, L = self.input_size, self.window
+        want = f"(B, L={L}, F={F})" if L is not None else f"(B, L, F={F})"
+        got = tuple(x.shape)
+        if x.dim() != 3:
+            if x.dim() == 2 and got[1] == F:
+                fix = "this looks like one window (L, F); add a batch axis: x.unsqueeze(0)"
+            elif x.dim() == 2 and F == 1:
+                fix = "this looks like (B, L) without the feature axis; pass x.unsqueeze(-1)"
+            else:
+                fix = "reshape it to (batch, window, features)"
+            raise ShapeError(f"expected x of shape {want}, got {got} ({x.dim()}-D): {fix}")
+        if got[2] != F:
+            if got[1] == F and (L is None or got[2] == L):
+                fix = "this looks like (B, F, L); pass x.transpose(1, 2)"
+            else:
+                fix = f"the last axis must hold the {F} input features (targets first, then covariates)"
+            raise ShapeError(f"expected x of shape {want}, got {got}: {fix}")
+        if L is not None and got[1] != L:
+            if got[0] == L:
+                fix = "this looks like (L, B, F); pass x.transpose(0, 1)"
+            elif got[1] > L:
+                fix = f"the model was trained on windows of {L} steps; pass the last {L}: x[:, -{L}:]"
+            else:
+                fix = f"the model was trained on windows of {L} steps; give {L} steps of history"
+            raise ShapeError(f"expected x of shape {want}, got {got}: {fix}")
+
+    def _check_state(self, x: Tensor, state: State) -> None:
+        if not isinstance(state, (tuple, list)) or len(state) != 2:
+            raise ShapeError(f"state must be a pair (h0, c0), got {type(state).__name__}: "
+                             "use model.init_hidden(batch_size, device)")
+        want = (self.num_layers * self.num_directions, x.shape[0], self.hidden_size)
+        for name, s in zip(("h0", "c0"), state):
+            if not isinstance(s, Tensor):
+                raise ShapeError(f"{name} must be a torch.Tensor, got {type(s).__name__}: "
+                                 "use model.init_hidden(batch_size, device)")
+            if tuple(s.shape) != want or s.dtype != x.dtype or s.device != x.device:
+                raise ShapeError(
+                    f"{name} must be shape {want} (num_layers * D, B, hidden), dtype {x.dtype}, device "
+                    f"{x.device}; got shape {tuple(s.shape)}, dtype {s.dtype}, device {s.device}: "
+                    f"use model.init_hidden({x.shape[0]}, x.device) (batch-first input, but states are "
+                    "always (layers * directions, B, hidden))")
 
     def forward(self, x: Tensor, state: State | None = None, return_state: bool = False):
         # x: (B, L, F); state: (h0, c0) each (num_layers * D, B, hidden)
