@@ -94,6 +94,32 @@ class MonitorConfig(_Section):
     every: int = Field(default=1, ge=1)
 
 
+class TuneConfig(_Section):
+    """`lstmcast tune`: the study's budget and its search space. Ranges are [low, high]; lists are choices.
+
+    ``hidden_size`` unset: [2F / hidden_factor, 4F * hidden_factor] around the guide's 2-4x rule (F input
+    features). ``window`` unset: ``window_periods`` seasonal periods. ``dropout`` is drawn only where
+    num_layers > 1. See lstmcast.tuning_space.
+    """
+
+    trials: int = Field(default=20, ge=1)
+    objective: Literal["val", "mase"] = "val"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    max_epochs: int = Field(default=20, ge=1)
+    seed: int = 0
+    hidden_size: tuple[int, int] | None = None
+    hidden_factor: float = Field(default=8.0, ge=1.0)
+    num_layers: tuple[int, int] = (1, 4)
+    dropout: tuple[float, float] = (0.0, 0.3)
+    lr: tuple[float, float] = (1e-4, 1e-2)
+    window: tuple[int, int] | None = None
+    window_periods: tuple[int, int] = (1, 4)
+    batch_size: list[int] = Field(default_factory=lambda: [16, 32, 64, 128])
+    bidirectional: list[bool] = Field(default_factory=lambda: [False, True])
+    residual: list[bool] = Field(default_factory=lambda: [False, True])
+    heartbeat_s: int = Field(default=20, ge=1)
+
+
 class ForecastConfig(_Section):
     version: int = CONFIG_VERSION
     data: DataConfig = Field(default_factory=DataConfig)
@@ -101,6 +127,7 @@ class ForecastConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
