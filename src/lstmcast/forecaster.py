@@ -35,8 +35,10 @@ DataSource = "str | os.PathLike[str] | pd.DataFrame | None"
 def load_series(source: Any, cfg: ForecastConfig) -> SeriesSet:
     """Read and validate a file path or DataFrame (``None``: the config's ``data.path``)."""
     from .data.io import read_table
-    from .data.validate import validate_frame
+    from .data.validate import SeriesSet, validate_frame
 
+    if isinstance(source, SeriesSet):  # validated already: tuning loads once and reuses it across trials
+        return source
     if source is None:
         source = cfg.data.path
     if source is None:
