@@ -70,7 +70,7 @@ class Forecaster:
         accel = resolve(cfg.train.device, cfg.train.precision, cfg.train.threads)  # before any data is read
         _seed_everything(cfg.train.seed)
         series = load_series(data, cfg)
-        prep = prepare(series, cfg.data)
+        prep = prepare(series, cfg.data, accel.precision)
         resolved = cfg.model_copy(deep=True)
         resolved.data.window, resolved.data.season = prep.window, prep.season
         if isinstance(data, (str, os.PathLike)):
@@ -106,11 +106,16 @@ class Forecaster:
                                  f"before .{what}()")
 
     # -- inference ----------------------------------------------------------------------------
-    def _series(self, data: Any) -> SeriesSet:
+    def _series(self, data: Any, fast: bool = False) -> SeriesSet:
         if data is None and getattr(self, "prepared_", None) is not None:
             return self.prepared_.series
+        from .fastpath import fast_series
         from .inference import check_compatible
 
+        if fast and type(data).__name__ == "DataFrame":  # predict reads only the last window rows
+            fast = fast_series(data, self.meta_)
+            if fast is not None:
+                return fast
         series = load_series(data, self.config_)
         check_compatible(series, self.meta_)
         return series
@@ -124,7 +129,7 @@ class Forecaster:
         self._check_fitted("predict")
         from .inference import forecast_frame
 
-        return forecast_frame(self.model_, self._series(data), self.meta_, self.scaler_)
+        return forecast_frame(self.model_, self._series(data, fast=True), self.meta_, self.scaler_)
 
     def backtest(self, data: Any = None) -> dict[str, dict[str, float]]:
         """Rolling-origin backtest over the test split; metrics for the model and both baselines."""

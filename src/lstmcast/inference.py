@@ -9,6 +9,7 @@ import numpy as np
 from .data import scaling
 from .data.windows import split_points
 from .errors import DataError
+from .fastpath import future_times
 from .evaluation import Backtest, backtest_origins, naive, score, seasonal_naive
 from .metrics import mase_scale
 
@@ -92,9 +93,9 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any
     y = _predict_scaled(model, x) * std[:, None, :T] + mean[:, None, :T]  # (S, H, T)
     frames = []
     for i, (sid, t) in enumerate(zip(series.ids, series.times)):
-        times = pd.date_range(pd.Timestamp(t[-1]), periods=H + 1, freq=meta["freq"])[1:]
+        times = future_times(t[-1], H, meta["freq"])
         if meta.get("tz"):
-            times = times.tz_localize("UTC").tz_convert(meta["tz"])
+            times = pd.DatetimeIndex(times).tz_localize("UTC").tz_convert(meta["tz"])
         cols: dict[str, Any] = {}
         if meta["layout"] == "long":
             cols[meta["id_col"]] = np.repeat(np.array([sid], dtype=object), H)

@@ -1,0 +1,195 @@
+"""lstmcast against a bare PyTorch loop on the same model, data and steps (CPU).
+
+Prints, from one run:
+- training steps/s of lstmcast's Trainer vs a hand-written loop, interleaved A/B rounds in one process,
+  at (L=96, B=32, hidden 64x2) and (L=8, B=32): lines ending ``ratio X.XX`` (ours / bare);
+- peak memory added by fitting a 5-million-point series at L=96, against the raw data size;
+- single-series ``Forecaster.predict`` latency p50 through the public API on a loaded model, and the bare
+  forward pass on the same window.
+
+Usage: python benchmarks/train_speed.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def series(n: int = 4032, seed: int = 0) -> np.ndarray:
+    """A half-hourly-like series (daily + weekly cycles + noise), standardised, float32 (n, 1)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    y = np.sin(2 * np.pi * t / 48) + 0.5 * np.sin(2 * np.pi * t / 336) + 0.2 * rng.standard_normal(n)
+    return ((y - y.mean()) / y.std()).astype(np.float32)[:, None]
+
+
+def bare_loop(data, L, H, B, hidden, layers, seed=0):
+    """The floor: nn.LSTM + Linear head on the last step, MSE, Adam, clip 1.0, unfold windows, index gather."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    lstm = nn.LSTM(data.shape[1], hidden, layers, batch_first=True)
+    head = nn.Linear(hidden, H)
+    params = list(lstm.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=1e-3)
+    windows = data.unfold(0, L + H, 1)  # (N - L - H + 1, C, L + H)
+    n = windows.shape[0]
+
+    def step():
+        idx = torch.randint(0, n, (B,))
+        w = windows[idx]
+        x, y = w[:, :, :L].transpose(1, 2), w[:, 0, L:]
+        out, _ = lstm(x)
+        loss = nn.functional.mse_loss(head(out[:, -1]), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+
+    return step
+
+
+def ours(data, L, H, B, hidden, layers, steps, seed=0):
+    """lstmcast's Trainer on the same data: one timed call runs ``steps`` steps of run_epoch."""
+    import torch
+
+    from lstmcast.config import TrainConfig
+    from lstmcast.model import LSTMForecaster
+    from lstmcast.training.accel import resolve
+    from lstmcast.training.loop import Trainer
+
+    accel = resolve("cpu", "fp32", torch.get_num_threads())
+    cfg = TrainConfig(batch_size=B, max_steps_per_epoch=steps, seed=seed, precision="fp32")
+    model = LSTMForecaster(data.shape[1], 1, H, hidden, layers, dropout=0.0, window_norm="none")
+    n = data.shape[0] - L - H + 1
+    trainer = Trainer(model, cfg, accel, data, torch.arange(n), torch.arange(0), L, H, 1)
+    return lambda: trainer.run_epoch()
+
+
+def speed(L, B, hidden=64, layers=2, H=1, steps=100, rounds=5):
+    import torch
+
+    data = torch.from_numpy(series())
+    bare = bare_loop(data, L, H, B, hidden, layers)
+    mine = ours(data, L, H, B, hidden, layers, steps)
+    for _ in range(10):  # warm-up both
+        bare()
+    mine()
+    t_bare, t_ours = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            bare()
+        t_bare.append(steps / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        mine()
+        t_ours.append(steps / (time.perf_counter() - t0))
+    b, o = statistics.median(t_bare), statistics.median(t_ours)
+    print(f"train speed L={L} B={B} hidden {hidden}x{layers}: bare {b:.1f} steps/s, lstmcast {o:.1f} steps/s, "
+          f"ratio {o / b:.2f}", flush=True)
+    return o / b
+
+
+_MEMORY_CHILD = r"""
+import json, resource, sys, numpy as np, pandas as pd, torch
+import lstmcast
+from lstmcast import Forecaster
+def rss_mb():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmRSS'): return int(line.split()[1]) / 1024
+n = int(sys.argv[1])
+import lstmcast.forecaster, lstmcast.data.validate, lstmcast.training.loop  # all imports before the baseline
+Forecaster({"data": {"time_col": "t", "target": "y", "window": 8, "horizon": 2},
+            "train": {"max_epochs": 1, "max_steps_per_epoch": 1}}).fit(
+    pd.DataFrame({"t": pd.date_range("2000-01-01", periods=200, freq="min"), "y": np.zeros(200)}))
+base = rss_mb()
+rng = np.random.default_rng(0)
+df = pd.DataFrame({"t": pd.date_range("2000-01-01", periods=n, freq="min"),
+                   "y": np.sin(np.arange(n) / 50.0) + 0.1 * rng.standard_normal(n)})
+raw_mb = df.memory_usage(index=False, deep=True).sum() / 2**20
+after_df = rss_mb()
+Forecaster({"data": {"time_col": "t", "target": "y", "window": 96, "horizon": 24, "season": 60},
+            "model": {"hidden_size": 32, "num_layers": 1, "dropout": 0.0},
+            "train": {"max_epochs": 1, "max_steps_per_epoch": 20}}).fit(df)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"base": base, "raw": raw_mb, "after_df": after_df, "peak": peak}))
+"""
+
+
+def memory(n: int = 5_000_000) -> None:
+    out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(n)], capture_output=True, text=True, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    added = r["peak"] - r["base"]
+    windows_mb = (n - 96 - 24 + 1) * (96 + 24) * 4 / 2**20
+    print(f"memory: {n:,}-point series at L=96: raw data {r['raw']:.0f} MB (DataFrame), peak added by "
+          f"building the frame and fitting {added:.0f} MB (budget raw + 300 = {r['raw'] + 300:.0f} MB; "
+          f"materialised windows would take {windows_mb:,.0f} MB)", flush=True)
+
+
+def predict_latency(repeats: int = 300) -> None:
+    import pandas as pd
+    import torch
+
+    import lstmcast
+
+    n = 2000
+    t = np.arange(n)
+    df = pd.DataFrame({"time": pd.date_range("2024-01-01", periods=n, freq="h"),
+                       "y": 10 + np.sin(2 * np.pi * t / 24) + 0.1 * np.random.default_rng(0).standard_normal(n)})
+    cfg = {"data": {"time_col": "time", "target": "y", "window": 96, "horizon": 24},
+           "train": {"max_epochs": 1, "max_steps_per_epoch": 5}}
+    with tempfile.TemporaryDirectory() as tmp:
+        lstmcast.Forecaster(cfg).fit(df).save(tmp)
+        fc = lstmcast.load(tmp)
+    recent = df.tail(96).reset_index(drop=True)
+    fc.predict(recent)
+    api = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fc.predict(recent)
+        api.append(time.perf_counter() - t0)
+    x = torch.randn(1, 96, 1)
+    bare = []
+    with torch.inference_mode():
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fc.model_(x)
+            bare.append(time.perf_counter() - t0)
+    a, b = statistics.median(api) * 1e3, statistics.median(bare) * 1e3
+    print(f"predict latency (one series, L=96, H=24, hidden 64x2): public API p50 {a:.2f} ms, bare forward "
+          f"p50 {b:.2f} ms, ratio {a / b:.2f}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer rounds, no 5M-point memory run")
+    ap.add_argument("--only", choices=["speed", "memory", "latency"], default=None)
+    args = ap.parse_args()
+    import torch
+
+    threads = len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    print(f"torch {torch.__version__}, {threads} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}", flush=True)
+    rounds = 3 if args.quick else 7
+    if args.only in (None, "speed"):
+        speed(96, 32, steps=40 if args.quick else 100, rounds=rounds)
+        speed(8, 32, steps=200 if args.quick else 500, rounds=rounds)
+    if args.only in (None, "memory"):
+        memory(500_000 if args.quick else 5_000_000)
+    if args.only in (None, "latency"):
+        predict_latency()
+
+
+if __name__ == "__main__":
+    main()
