@@ -165,6 +165,100 @@ def predict(run: Path = typer.Argument(..., help="Run folder written by `lstmcas
     run_guarded(_do)
 
 
+def _print_space(space: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="search space (override under tune: in the config)")
+    for col in ("parameter", "distribution", "note"):
+        table.add_column(col)
+    for row in space.rows():
+        table.add_row(*row)
+    Console().print(table)
+
+
+def _print_trial(outcome: Any) -> None:
+    value = f" value {outcome.value:.5g}" if outcome.value is not None else ""
+    p = outcome.params
+    typer.echo(f"trial {outcome.number}: {outcome.state}{value} after {outcome.attrs.get('epochs', 0)} epochs "
+               f"({outcome.attrs.get('seconds', 0):.1f}s)  hidden {p['hidden_size']}x{p['num_layers']} "
+               f"lr {p['lr']:.2g} window {p['window']} batch {p['batch_size']}")
+
+
+def _print_best(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cols = {"trial": "#", "value": summary["objective"], "epochs": "epochs", "hidden_size": "hidden",
+            "num_layers": "layers", "dropout": "dropout", "lr": "lr", "window": "window", "batch_size": "batch",
+            "bidirectional": "bidir", "residual": "resid"}
+    table = Table(title=f"best trials ({summary['trials']} trials: "
+                        + ", ".join(f"{n} {s}" for s, n in summary["states"].items()) + ")")
+    for head in cols.values():
+        table.add_column(head, justify="right", no_wrap=True)
+    for r in summary["best_trials"]:
+        table.add_row(*(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols))
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 120)  # logs and pipes: no need to squeeze the columns
+    console.print(table)
+    if summary["importances"]:
+        typer.echo("parameter importances: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["importances"].items()))
+
+
+@app.command()
+def tune(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, target: Optional[str] = TargetOpt,
+         features: Optional[str] = FeatOpt, id_col: Optional[str] = IdOpt, window: Optional[int] = WindowOpt,
+         horizon: Optional[int] = HorizonOpt, season: Optional[int] = SeasonOpt,
+         config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = SetOpt,
+         trials: Optional[int] = typer.Option(None, "--trials", help="Trials in the study, all workers together "
+                                              "(default tune.trials: 20)."),
+         timeout: Optional[str] = typer.Option(None, "--timeout", help="Start no trial after this long: 90s, 30m, 2h."),
+         run: Optional[Path] = typer.Option(None, "--run", help="Tuning folder (default runs/tune-<timestamp>); "
+                                            "the same folder resumes the study."),
+         objective: Optional[str] = typer.Option(None, "--objective", help="val (validation loss, default) or mase "
+                                                 "(backtest MASE on the test split)."),
+         pruner: Optional[str] = typer.Option(None, "--pruner", help="median (default), hyperband or none."),
+         storage: Optional[str] = typer.Option(None, "--storage", help="SQLAlchemy URL of the study (default: "
+                                               "sqlite file RUN/study.db); postgresql://... for many machines."),
+         study: str = typer.Option("lstmcast", "--study", help="Study name inside the storage."),
+         threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads per trial "
+                                               "(default: cores // live workers in RUN/workers)."),
+         workers_per_machine: Optional[int] = typer.Option(
+             None, "--workers-per-machine", min=1, help="Workers sharing this machine's cores (default: counted).")
+         ) -> None:
+    """Search the guide's LSTM space with Optuna (pruning, resumable, many workers); write best.yaml."""
+
+    def _do() -> None:
+        from datetime import datetime
+
+        from .tuning import TuneOptions, Tuner, no_best_trial_error, parse_duration, route_optuna_logs
+        from .tuning_storage import redact
+
+        extra = [f"tune.{k}={v}" for k, v in (("trials", trials), ("objective", objective), ("pruner", pruner))
+                 if v is not None]
+        cfg = build_config(config, data, time_col, target, features, id_col, window, horizon, season,
+                           list(overrides or []) + extra)
+        run_dir = run or Path("runs") / datetime.now().strftime("tune-%Y%m%d-%H%M%S")
+        opts = TuneOptions(run_dir=run_dir, storage=storage, study_name=study, threads=threads,
+                           timeout_s=parse_duration(timeout) if timeout else None,
+                           workers_per_machine=workers_per_machine)
+        route_optuna_logs()
+        with Tuner(cfg, opts) as tuner:
+            _print_space(tuner.space)
+            t = cfg.tune
+            typer.echo(f"study {study!r} in {redact(tuner.url)}: {t.trials} trials, objective {t.objective}, "
+                       f"pruner {t.pruner}, up to {t.max_epochs} epochs each, {tuner.threads()} threads per trial")
+            summary = tuner.run(on_trial=_print_trial)
+        _print_best(summary)
+        if summary["best"] is None:
+            raise no_best_trial_error(summary)
+        typer.echo(f"results in {run_dir}: best.yaml, trials.csv, summary.json, history.png, importances.png")
+        typer.echo(f"train the best: lstmcast train -c {run_dir / 'best.yaml'}")
+
+    run_guarded(_do)
+
+
 def main() -> None:
     app()
 

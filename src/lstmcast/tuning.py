@@ -1,0 +1,339 @@
+"""`lstmcast tune`: an Optuna study over the guide's search space, with pruning and many workers.
+
+One worker = one process running :class:`Tuner`. It reads and validates the data ONCE and reuses it
+for every trial (a trial's window changes only the window index). Each trial trains through
+``Forecaster.fit(series, callbacks=[PruningReporter])``: the callback reports the validation loss
+every epoch and raises ``optuna.TrialPruned`` when the pruner says so. A trial that diverges
+(DivergedError) or runs out of memory fails alone (FAULTS.md U3, T6); a worker killed mid-trial
+leaves a RUNNING trial that the next worker marks failed and redoes (U1); workers sharing a study
+claim trials under a lock, so the study holds exactly ``trials`` trials (U2).
+
+>>> from lstmcast.config import load_config
+>>> cfg = load_config(None, ["data.path=co2.csv", "tune.trials=10"])  # doctest: +SKIP
+>>> with Tuner(cfg, TuneOptions(run_dir=Path("runs/tune"))) as tuner:  # doctest: +SKIP
+...     summary = tuner.run()
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import time
+import warnings
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import tuning_report
+from .errors import ConfigError, DataError, DivergedError, InterruptedRun
+from .tuning_space import SearchSpace, apply_params, space_for, suggest
+from .tuning_storage import (HOST, Heartbeat, WorkerSlot, claim_lock, default_storage, open_storage,
+                             quiet_optuna_warnings, redact, sqlite_path)
+
+if TYPE_CHECKING:
+    import optuna
+
+    from .config import ForecastConfig
+    from .data.validate import SeriesSet
+    from .forecaster import Forecaster
+
+log = logging.getLogger(__name__)
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([hms]?)")
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}
+POLL_S = 1.0
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``"90"``, ``"90s"``, ``"30m"``, ``"2h"`` or ``"1h30m"``."""
+    s = text.strip().lower().replace(" ", "")
+    parts = _DURATION.findall(s)
+    if not s or "".join(n + u for n, u in parts) != s or (len(parts) > 1 and any(u == "" for _, u in parts)):
+        raise ConfigError(f"--timeout {text!r}: expected a duration such as 90s, 30m, 2h or 1h30m")
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+@dataclass
+class TuneOptions:
+    run_dir: Path
+    storage: str | None = None  # None: sqlite file DIR/study.db
+    study_name: str = "lstmcast"
+    timeout_s: float | None = None
+    threads: int | None = None  # per trial; None: cores // local workers
+    workers_per_machine: int | None = None  # None: the live workers counted in DIR/workers
+
+
+@dataclass
+class TrialOutcome:
+    number: int
+    state: str  # complete | pruned | failed (<why>)
+    value: float | None
+    params: dict[str, Any]
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+class PruningReporter:
+    """Trainer callback: report each epoch's validation loss and raise TrialPruned when told to."""
+
+    def __init__(self, trial: optuna.Trial):
+        self.trial = trial
+        self.epochs = 0
+
+    def __call__(self, trainer: Any, record: Any) -> None:
+        import optuna
+
+        self.epochs = record.epoch
+        value = record.val_loss if math.isfinite(record.val_loss) else record.train_loss
+        if not math.isfinite(value):
+            return  # non-finite epochs are the trainer's business (DivergedError)
+        self.trial.report(value, record.epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {record.epoch} (validation loss {value:.4g})")
+
+
+def fit_trial(cfg: ForecastConfig, series: SeriesSet, callbacks: list[Callable[..., None]]) -> Forecaster:
+    """Train one trial's model on the already validated series (a seam for fault-injection tests)."""
+    from .forecaster import Forecaster
+
+    return Forecaster(cfg).fit(series, callbacks=callbacks)
+
+
+def objective_value(fc: Forecaster, objective: str) -> float:
+    if objective == "mase":
+        return float(fc.backtest()["model"]["MASE"])
+    return float(fc.fit_result_.best_val_loss)
+
+
+def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
+    import optuna
+
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2)
+    return optuna.pruners.NopPruner()
+
+
+def make_sampler(seed: int, slot: int, shared: bool) -> optuna.samplers.BaseSampler:
+    """TPE over the conditional space; each worker gets its own seed so workers do not draw alike."""
+    import optuna
+
+    mixed = seed + 1009 * slot + (zlib.crc32(HOST.encode()) if shared else 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=mixed % 2**32, multivariate=True, group=True, constant_liar=True)
+
+
+def _failure(exc: BaseException) -> str | None:
+    import torch
+
+    if isinstance(exc, DivergedError):
+        return "diverged"
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return "out of memory"
+    if isinstance(exc, (DataError, ConfigError)):
+        return "invalid"
+    return None
+
+
+class Tuner:
+    """One tuning worker: ``open()`` reads the data and joins (or starts) the study, ``run()`` works
+    until the study holds ``tune.trials`` trials (or the timeout passes), then writes the results."""
+
+    def __init__(self, cfg: ForecastConfig, options: TuneOptions):
+        if cfg.data.path is not None:
+            cfg = cfg.model_copy(deep=True)
+            cfg.data.path = os.path.abspath(cfg.data.path)  # best.yaml must work from any folder
+        self.cfg, self.opts = cfg, options
+        self.run_dir = Path(options.run_dir)
+        self.url = options.storage or default_storage(self.run_dir)
+        self.space: SearchSpace | None = None
+        self.slot: WorkerSlot | None = None
+
+    def __enter__(self) -> Tuner:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def open(self) -> SearchSpace:
+        """Check device and data, resolve the space, join the study. Call before ``run``."""
+        import optuna
+
+        from .forecaster import load_series
+        from .training.accel import resolve
+
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise ConfigError(f"--run {self.run_dir} is a file, not a folder: choose another path")
+        resolve(self.cfg.train.device, self.cfg.train.precision, self.opts.threads or self.cfg.train.threads)
+        self.series = load_series(None, self.cfg)  # once per worker, reused by every trial
+        self.space = space_for(self.cfg, self.series)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.slot = WorkerSlot(self.run_dir)
+        t = self.cfg.tune
+        self.storage = open_storage(self.url, t.heartbeat_s)
+        self.study = optuna.create_study(
+            storage=self.storage, sampler=make_sampler(t.seed, self.slot.slot, sqlite_path(self.url) is None),
+            pruner=make_pruner(t.pruner, t.max_epochs), study_name=self.opts.study_name, direction="minimize",
+            load_if_exists=True)
+        self._check_same_study()
+        return self.space
+
+    def close(self) -> None:
+        if self.slot is not None:
+            self.slot.close()
+            self.slot = None
+
+    def _fingerprint(self) -> dict[str, Any]:
+        """What every worker of one study must agree on (not the data path: machines differ)."""
+        c = self.cfg.to_dict()
+        fp = {f"data.{k}": v for k, v in c["data"].items() if k not in ("path", "delimiter")}
+        fp.update({f"space.{k}": v for k, v in self.space.as_dict().items()})
+        fp.update({f"tune.{k}": c["tune"][k] for k in ("objective", "max_epochs")})
+        fp.update({f"model.{k}": c["model"][k] for k in ("bias", "window_norm")})
+        fp.update({f"train.{k}": c["train"][k] for k in ("loss", "seed", "clip_norm", "weight_decay", "patience")})
+        return fp
+
+    def _check_same_study(self) -> None:
+        fp = self._fingerprint()
+        old = self.study.user_attrs.get("lstmcast_fingerprint")
+        if old is None:
+            self.study.set_user_attr("lstmcast_fingerprint", fp)
+            return
+        diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
+        if diff:
+            shown = "; ".join(f"{k}: {old.get(k)!r} in the study, {fp.get(k)!r} now" for k in diff[:6])
+            raise ConfigError(f"study {self.opts.study_name!r} in {redact(self.url)} was started with another "
+                              f"configuration ({shown}): tune with the same config and data, or start a new "
+                              "study with another --run or --study")
+
+    # -- the worker loop ----------------------------------------------------------------------
+    def threads(self) -> int:
+        """Torch threads per trial: --threads, else train.threads, else cores // local live workers."""
+        from .training.accel import available_cores
+
+        if self.opts.threads or self.cfg.train.threads:
+            return int(self.opts.threads or self.cfg.train.threads)
+        workers = self.opts.workers_per_machine or self.slot.live_workers()
+        return max(1, available_cores() // workers)
+
+    def fail_stale(self) -> list[int]:
+        """Fail RUNNING trials whose worker is gone: at once on this machine, after the heartbeat grace elsewhere."""
+        from optuna.storages import fail_stale_trials
+        from optuna.trial import TrialState
+
+        with quiet_optuna_warnings():
+            fail_stale_trials(self.study)
+        failed = []
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            owner = t.user_attrs.get("worker")
+            if owner and owner != self.slot.worker_id and self.slot.owner_alive(owner) is False:
+                self.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+                log.warning("trial %d was left running by a stopped worker (%s): marked failed; it will be redone",
+                            t.number, owner)
+                failed.append(t.number)
+        return failed
+
+    def _claim(self, n: int) -> optuna.Trial | None:
+        with claim_lock(self.url, self.opts.study_name):
+            trials = self.study.get_trials(deepcopy=False)
+            if sum(tuning_report.counts_as_trial(t) for t in trials) >= n:
+                return None
+            with quiet_optuna_warnings():
+                trial = self.study.ask()
+            trial.set_user_attr("worker", self.slot.worker_id)
+            self.storage.record_heartbeat(trial._trial_id)
+            return trial
+
+    def _others_running(self) -> bool:
+        from optuna.trial import TrialState
+
+        return bool(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+    def run(self, on_trial: Callable[[TrialOutcome], None] | None = None) -> dict[str, Any]:
+        """Run trials until the study holds ``tune.trials`` of them; return the summary of the results."""
+        if self.space is None:
+            self.open()
+        t = self.cfg.tune
+        deadline = time.monotonic() + self.opts.timeout_s if self.opts.timeout_s else None
+        while True:
+            expired = deadline is not None and time.monotonic() >= deadline
+            self.fail_stale()
+            trial = None if expired else self._claim(t.trials)
+            if trial is None:
+                if expired or not self._others_running():
+                    break
+                time.sleep(POLL_S)  # others still run trials: one may fail and need redoing
+                continue
+            outcome = self._run_trial(trial)
+            tuning_report.write_progress(self.run_dir, self.cfg, self.study, t.objective)
+            if on_trial is not None:
+                on_trial(outcome)
+        return tuning_report.write_results(self.run_dir, self.cfg, self.study, t.objective, self.space.as_dict())
+
+    # -- one trial ----------------------------------------------------------------------------
+    def _run_trial(self, trial: optuna.Trial) -> TrialOutcome:
+        import optuna
+
+        t = self.cfg.tune
+        params = suggest(trial, self.space)
+        threads = self.threads()
+        reporter = PruningReporter(trial)
+        attrs: dict[str, Any] = {"threads": threads}
+        t0 = time.perf_counter()
+        try:
+            cfg = apply_params(self.cfg, params, max_epochs=t.max_epochs, threads=threads)
+            with Heartbeat(self.storage, trial, t.heartbeat_s):
+                fc = fit_trial(cfg, self.series, [reporter])
+                value = objective_value(fc, t.objective)
+            attrs.update(best_epoch=fc.fit_result_.best_epoch, n_parameters=fc.meta_["n_parameters"])
+            if not math.isfinite(value):
+                raise DivergedError(f"the trial ended with a non-finite {t.objective} ({value})")
+        except optuna.TrialPruned:
+            return self._finish(trial, "pruned", None, params, attrs, reporter, t0)
+        except (KeyboardInterrupt, InterruptedRun):
+            self._finish(trial, "stopped", None, params, attrs, reporter, t0)
+            raise
+        except Exception as exc:
+            why = _failure(exc)
+            attrs.update(failure=why or "error", error=str(exc)[:500])
+            log.warning("trial %d failed (%s): %s", trial.number, attrs["failure"], exc)
+            outcome = self._finish(trial, "failed", None, params, attrs, reporter, t0)
+            if why is None:
+                raise  # a bug or an unexpected environment: the trial is recorded, the worker stops
+            return outcome
+        return self._finish(trial, "complete", value, params, attrs, reporter, t0)
+
+    def _finish(self, trial: optuna.Trial, state: str, value: float | None, params: dict[str, Any],
+                attrs: dict[str, Any], reporter: PruningReporter, t0: float) -> TrialOutcome:
+        from optuna.trial import TrialState
+
+        attrs.update(epochs=reporter.epochs, seconds=round(time.perf_counter() - t0, 3))
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        states = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED}
+        self.study.tell(trial, value if state == "complete" else None, state=states.get(state, TrialState.FAIL))
+        label = f"failed ({attrs['failure']})" if state == "failed" else state
+        return TrialOutcome(trial.number, label, value, params, attrs)
+
+
+def route_optuna_logs() -> None:
+    """Send optuna's log records through logging (shown with -v) instead of its own stderr handler."""
+    import optuna
+
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    optuna.logging.set_verbosity(logging.getLogger().getEffectiveLevel())
+
+
+def no_best_trial_error(summary: dict[str, Any]) -> Exception:
+    """The error to raise when a study has no complete trial, saying what happened and what to do."""
+    states = ", ".join(f"{n} {s}" for s, n in summary["states"].items()) or "no trials"
+    msg = f"no trial completed ({states})"
+    if any("diverged" in s for s in summary["states"]):
+        return DivergedError(f"{msg}: lower the top of tune.lr, keep train.clip_norm on, or check the data")
+    return ConfigError(f"{msg}: raise --trials or --timeout, or see the failures in trials.csv")
