@@ -72,8 +72,11 @@ def run_guarded(fn, *args: Any, **kwargs: Any) -> Any:
 
 def build_config(config: Optional[Path], data: Optional[str], time_col: Optional[str], target: Optional[str],
                  features: Optional[str], id_col: Optional[str], window: Optional[int], horizon: Optional[int],
-                 season: Optional[int], overrides: Optional[list[str]]):
-    """Config file (or the bundled demo config when neither -c nor --data is given) + flags + --set."""
+                 season: Optional[int], overrides: Optional[list[str]], validate: bool = True):
+    """Config file (or the bundled demo config when neither -c nor --data is given) + flags + --set.
+
+    ``validate=False`` returns the merged mapping unvalidated (the doctor reports semantic problems as findings).
+    """
     from .config import apply_overrides, read_yaml_mapping, validate_config
     from .data.io import bundled_path
 
@@ -92,7 +95,8 @@ def build_config(config: Optional[Path], data: Optional[str], time_col: Optional
 
         raise ConfigError("data: must be a mapping of keys (path, time_col, target, ...)")
     section.update({k: v for k, v in flags.items() if v is not None})
-    return validate_config(apply_overrides(raw, list(overrides or [])))
+    raw = apply_overrides(raw, list(overrides or []))
+    return validate_config(raw) if validate else raw
 
 
 def _metrics_table(metrics: dict[str, dict[str, float]], title: str) -> None:
@@ -129,6 +133,8 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
                    f"(best epoch {res.best_epoch}, {res.stop_reason})")
         _metrics_table(metrics, f"backtest on the test split ({len(fc.backtest_.origins)} origins, "
                                 f"horizon {fc.meta_['horizon']})")
+        if getattr(fc, "diagnosis_", None) is not None:
+            typer.echo("\n".join(fc.diagnosis_.lines()))
         typer.echo(f"run folder: {run_dir}")
 
     run_guarded(_do)
@@ -257,6 +263,44 @@ def tune(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targe
         typer.echo(f"train the best: lstmcast train -c {run_dir / 'best.yaml'}")
 
     run_guarded(_do)
+
+
+@app.command("doctor")
+def doctor_cmd(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, target: Optional[str] = TargetOpt,
+               features: Optional[str] = FeatOpt, id_col: Optional[str] = IdOpt, window: Optional[int] = WindowOpt,
+               horizon: Optional[int] = HorizonOpt, season: Optional[int] = SeasonOpt,
+               config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = SetOpt,
+               as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+               measure: bool = typer.Option(False, "--measure", help="Time a few real training steps here.")) -> None:
+    """Check a config and its data before training: shape trace, parameters, memory, FLOPs, the guide's advice.
+
+    Exit 0 with advice only, 2 when an error finding would make training fail.
+    """
+
+    def _do() -> int:
+        import json
+
+        from .doctor import doctor, render
+
+        raw = build_config(config, data, time_col, target, features, id_col, window, horizon, season, overrides,
+                           validate=False)
+        report = doctor(raw, measure=measure)
+        if as_json:
+            typer.echo(json.dumps(report.as_dict(), indent=2))
+        else:
+            from rich.console import Console
+
+            Console().print(*render(report))
+        for f in report.errors:  # the same text `train` stops with
+            typer.echo(f"error: {f.message}" + (f": {f.fix}" if f.fix else ""), err=True)
+        if not as_json:
+            typer.echo(f"{len(report.errors)} error(s): training would stop" if report.errors else
+                       f"no errors; {len(report.findings)} finding(s) of advice")
+        return 2 if report.errors else 0
+
+    code = run_guarded(_do)
+    if code:
+        raise typer.Exit(code)
 
 
 def main() -> None:

@@ -61,7 +61,16 @@ def train_run(cfg: ForecastConfig, run: Path,
     fc = Forecaster(cfg).fit(cfg.data.path, callbacks=callbacks)
     fc.save(run)
     metrics = write_outputs(fc, run)
+    write_diagnosis(fc, run)
     return fc, metrics
+
+
+def write_diagnosis(fc: Forecaster, run: Path) -> None:
+    """The learning-curve diagnosis (verdict, findings, fixes) to RUN/diagnosis.json; kept on ``fc.diagnosis_``."""
+    from .diagnosis import diagnose
+
+    fc.diagnosis_ = diagnose(fc.history_, config=fc.config_)
+    atomic.write_json(run / "diagnosis.json", fc.diagnosis_.as_dict())
 
 
 def evaluate_run(run: Path, data: str | None = None) -> dict[str, Any]:

@@ -1,0 +1,382 @@
+"""The doctor: the guide's knowledge applied to this config (and data) before any training.
+
+It traces one training batch through the model with the config's real numbers (batch_first=True
+everywhere), counts parameters per layer, estimates memory and FLOPs, optionally times a few real
+training steps, and lists findings with a severity and a fix. ``train`` runs the same checks first
+(:func:`preflight`) and refuses the same errors with the same text.
+
+>>> rep = doctor({"data": {"target": "y", "features": [f"x{i}" for i in range(9)], "window": 20},
+...               "model": {"hidden_size": 64, "num_layers": 2}, "train": {"batch_size": 32}})
+>>> rep.shape("lstm output")
+(32, 20, 64)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .config import ForecastConfig
+from .errors import ConfigError, DataError
+from .findings import Finding
+
+if TYPE_CHECKING:
+    from .data.prepare import Prepared
+    from .data.validate import SeriesSet
+    from .training.accel import Accel
+
+log = logging.getLogger(__name__)
+
+# error findings whose cause is the data (raised as DataError, exit 3, by train); the rest are ConfigError
+DATA_CODES = frozenset({"series-too-short", "data-windows"})
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The numbers that fix every shape: legend B, L, H, F, T, D as in model.py."""
+
+    B: int
+    L: int
+    H: int
+    F: int
+    T: int
+    D: int
+    hidden: int
+    layers: int
+    residual: bool = False
+    bias: bool = True
+
+    @property
+    def width(self) -> int:
+        return self.D * self.hidden
+
+
+@dataclass(frozen=True)
+class ShapeRow:
+    name: str
+    shape: tuple[int, ...]
+    legend: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class LayerCount:
+    name: str
+    params: int
+    detail: str
+
+
+@dataclass
+class DoctorReport:
+    """What the doctor found; ``as_dict()`` is the ``--json`` output."""
+
+    dims: Dims
+    trace: list[ShapeRow]
+    layers: list[LayerCount]
+    n_parameters: int
+    memory_bytes: dict[str, int]
+    flops_per_step: int
+    device: str
+    precision: str
+    findings: list[Finding] = field(default_factory=list)
+    train_windows: int | None = None
+    val_windows: int | None = None
+    series_bytes: int | None = None
+    step_seconds: float | None = None
+    source: str = "config only (no data): F from the config's target and feature columns"
+
+    @property
+    def windows_per_parameter(self) -> float | None:
+        return None if self.train_windows is None else self.train_windows / self.n_parameters
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.is_error]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """The traced shape of the row called ``name`` (e.g. "lstm output")."""
+        for row in self.trace:
+            if row.name == name:
+                return row.shape
+        raise KeyError(f"no trace row {name!r}; rows: {[r.name for r in self.trace]}")
+
+    def error_text(self) -> str:
+        """The text ``train`` refuses with: every error finding, message and fix."""
+        return "; ".join(_text(f) for f in self.errors)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "batch_first": True, "source": self.source, "dims": asdict(self.dims),
+            "trace": [{**asdict(r), "shape": list(r.shape)} for r in self.trace],
+            "parameters": {"layers": [asdict(c) for c in self.layers], "total": self.n_parameters},
+            "train_windows": self.train_windows, "val_windows": self.val_windows,
+            "windows_per_parameter": self.windows_per_parameter, "memory_bytes": dict(self.memory_bytes),
+            "series_bytes": self.series_bytes, "flops_per_step": self.flops_per_step,
+            "step_seconds": self.step_seconds, "device": self.device, "precision": self.precision,
+            "findings": [f.as_dict() for f in self.findings], "ok": self.ok,
+        }
+
+
+def _text(f: Finding) -> str:
+    return f.message + (f": {f.fix}" if f.fix else "")
+
+
+def split_message(text: str) -> tuple[str, str]:
+    """lstmcast messages read 'what: how to fix'; split at the last ': ' (joining gives the text back)."""
+    what, sep, fix = text.rpartition(": ")
+    return (what, fix) if sep else (text, "")
+
+
+# -- shapes, parameters, memory, FLOPs: pure arithmetic on Dims --------------------------------------
+def trace(d: Dims, window_norm: str = "last") -> list[ShapeRow]:
+    state = (d.layers * d.D, d.B, d.hidden)
+    last = "last step: forward state at L-1" + (" ++ backward state at step 0" if d.D == 2 else "")
+    rows = [ShapeRow("input x", (d.B, d.L, d.F), "(B, L, F)",
+                     "batch_first=True: batch, window steps, features (targets first)"),
+            ShapeRow("h0, c0", state, "(num_layers * D, B, hidden)",
+                     "zeros unless given; this layout whatever batch_first is")]
+    if d.residual and d.F != d.width:
+        rows.append(ShapeRow("residual projection", (d.B, d.L, d.width), "(B, L, D * hidden)",
+                             f"Linear({d.F}, {d.width}) on layer 1's input so the skip can be added"))
+    rows += [ShapeRow("lstm output", (d.B, d.L, d.width), "(B, L, D * hidden)",
+                      "bidirectional: both directions concatenated" if d.D == 2 else ""),
+             ShapeRow("h_n, c_n", state, "(num_layers * D, B, hidden)", "same shape as h0, c0"),
+             ShapeRow("head input", (d.B, d.width), "(B, D * hidden)", last),
+             ShapeRow("head output", (d.B, d.H * d.T), "(B, H * T)", f"Linear({d.width}, {d.H * d.T})"),
+             ShapeRow("forecast y", (d.B, d.H, d.T), "(B, H, T)",
+                      "head output viewed as horizon x targets"
+                      + ("; + the window's last value (window_norm=last)" if window_norm == "last" else ""))]
+    return rows
+
+
+def lstm_layer_params(in_size: int, hidden: int, directions: int, bias: bool) -> int:
+    """One nn.LSTM layer: per direction W_ih (4h x in), W_hh (4h x h) and two biases (4h each)."""
+    return directions * (4 * hidden * (in_size + hidden) + (8 * hidden if bias else 0))
+
+
+def layer_counts(d: Dims) -> list[LayerCount]:
+    rows = []
+    for k in range(d.layers):
+        ins = d.F if k == 0 else d.width
+        bias = f" + 8*{d.hidden}" if d.bias else ""
+        rows.append(LayerCount(f"lstm layer {k + 1}", lstm_layer_params(ins, d.hidden, d.D, d.bias),
+                               f"{d.D} x (4*{d.hidden}*({ins} + {d.hidden}){bias})"))
+        if d.residual and ins != d.width:
+            rows.append(LayerCount(f"projection {k + 1}", ins * d.width, f"Linear({ins}, {d.width}, bias=False)"))
+    out = d.H * d.T
+    rows.append(LayerCount("head", d.width * out + out, f"Linear({d.width}, {out})"))
+    return rows
+
+
+def n_parameters(d: Dims) -> int:
+    return sum(c.params for c in layer_counts(d))
+
+
+def memory_bytes(d: Dims, params: int, activation_bytes: int) -> int:
+    """Training memory estimate: fp32 weights, grads and AdamW moments (16 B/param, also under autocast),
+    the fp32 batch, and per layer and direction the activations kept for backward (input, 4 gates,
+    cell and hidden state: B * L * (in + 6 * hidden)) at ``activation_bytes`` per element."""
+    acts = d.B * d.width + d.B * d.H * d.T
+    for k in range(d.layers):
+        ins = d.F if k == 0 else d.width
+        acts += d.D * d.B * d.L * (ins + 6 * d.hidden) + (d.B * d.L * d.width if d.residual else 0)
+    return 16 * params + 4 * d.B * (d.L * d.F + d.H * d.T) + activation_bytes * acts
+
+
+def flops_per_step(d: Dims) -> int:
+    """Matmul FLOPs (2 per multiply-add) of one training step: forward, and backward as 2x forward."""
+    fwd = 2 * d.B * d.width * d.H * d.T
+    for k in range(d.layers):
+        ins = d.F if k == 0 else d.width
+        fwd += d.D * 2 * d.B * d.L * 4 * d.hidden * (ins + d.hidden)
+        if d.residual and ins != d.width:
+            fwd += 2 * d.B * d.L * ins * d.width
+    return 3 * fwd
+
+
+# -- the entry points -----------------------------------------------------------------------------
+def doctor(config: ForecastConfig | dict[str, Any] | None = None, data: Any = None, *,
+           measure: bool = False) -> DoctorReport:
+    """Check a config (and its data, when given or named in ``data.path``) before training.
+
+    Without data, F comes from the config's target and feature columns and data findings are
+    skipped. Invalid data (missing columns, gaps, ...) raises DataError as ``train`` would.
+    ``measure=True`` times a few real training steps on this machine.
+    """
+    from .doctor_checks import config_findings, device_findings
+
+    cfg, findings = config_findings(config)
+    accel, dev_findings = device_findings(cfg)
+    findings += dev_findings
+    series = prep = None
+    source = data if data is not None else cfg.data.path
+    if source is not None:
+        from .forecaster import load_series
+
+        series = load_series(source, cfg)
+        prep, data_findings = _prepare(cfg, series, accel)
+        findings += data_findings
+    report = _examine(cfg, series, prep, accel, findings)
+    if measure and accel is not None:
+        report.step_seconds = measure_step(report.dims, cfg, accel)
+    return report
+
+
+def preflight(cfg: ForecastConfig, series: SeriesSet, prep: Prepared, accel: Accel) -> DoctorReport:
+    """The doctor's checks at the start of ``fit``: log advice, refuse error findings with their text."""
+    from .doctor_checks import config_findings
+
+    _, findings = config_findings(cfg)
+    report = _examine(cfg, series, prep, accel, findings)
+    for f in report.findings:
+        if not f.is_error:
+            log.log(logging.WARNING if f.severity == "warning" else logging.INFO, "doctor: %s", _text(f))
+    if report.errors:
+        codes = {f.code for f in report.errors}
+        raise (DataError if codes <= DATA_CODES else ConfigError)(report.error_text())
+    return report
+
+
+def _prepare(cfg: ForecastConfig, series: SeriesSet, accel: Accel | None) -> tuple[Prepared | None, list[Finding]]:
+    from .data.prepare import prepare
+
+    precision = accel.precision if accel is not None else cfg.train.precision
+    try:
+        return prepare(series, cfg.data, precision), []
+    except DataError as exc:  # the very text train would stop with
+        what, fix = split_message(str(exc))
+        code = "series-too-short" if "too short" in what else "data-windows"
+        return None, [Finding("error", code, what, fix)]
+
+
+def config_dims(cfg: ForecastConfig) -> tuple[int, int, int]:
+    """(F, T, L) from the config alone: targets + features, the window or the automatic one."""
+    from .data.prepare import auto_window, season_from_freq
+
+    d = cfg.data
+    wide = d.format == "wide" and len(d.target) > 1
+    T = 1 if wide or not d.target else len(d.target)
+    F = (1 if wide else max(1, len(d.target))) + len(d.features)
+    season = d.season if d.season is not None else (season_from_freq(d.freq) if d.freq else None)
+    return F, T, d.window if d.window is not None else auto_window(season, d.horizon)
+
+
+def _examine(cfg: ForecastConfig, series: SeriesSet | None, prep: Prepared | None, accel: Accel | None,
+             findings: list[Finding]) -> DoctorReport:
+    from .doctor_checks import model_findings
+
+    F, T, L = config_dims(cfg)
+    m = cfg.model
+    report_src = "config only (no data): F from the config's target and feature columns"
+    if series is not None:
+        F, T = len(series.channel_names), series.n_targets
+        report_src = f"data: {len(series.ids)} series, {sum(series.lengths())} rows, frequency {series.freq}"
+    if prep is not None:
+        L = prep.window
+    d = Dims(B=cfg.train.batch_size, L=L, H=cfg.data.horizon, F=F, T=T, D=2 if m.bidirectional else 1,
+             hidden=m.hidden_size, layers=m.num_layers, residual=m.residual, bias=m.bias)
+    params = n_parameters(d)
+    device = str(accel.device) if accel is not None else cfg.train.device
+    precision = accel.precision if accel is not None else cfg.train.precision
+    report = DoctorReport(
+        dims=d, trace=trace(d, m.window_norm), layers=layer_counts(d), n_parameters=params,
+        memory_bytes={"fp32": memory_bytes(d, params, 4), "bf16": memory_bytes(d, params, 2)},
+        flops_per_step=flops_per_step(d), device=device, precision=precision, source=report_src)
+    if prep is not None:
+        report.train_windows, report.val_windows = len(prep.index.train), len(prep.index.val)
+        report.series_bytes = int(prep.scaled.nbytes)
+    report.findings = findings + model_findings(cfg, report, series, prep)
+    return report
+
+
+def measure_step(d: Dims, cfg: ForecastConfig, accel: Accel, steps: int = 10, warmup: int = 3,
+                 budget_s: float = 2.0) -> float:
+    """Median seconds of the real training step (gather, forward, backward, clip, AdamW) on random data:
+    ``warmup`` untimed steps, then up to ``steps`` timed ones (at least 3) within ``budget_s`` seconds."""
+    import torch
+
+    from .model import LSTMForecaster
+    from .training.loop import Trainer
+
+    m = cfg.model
+    dev = accel.device
+    model = LSTMForecaster(d.F, d.T, d.H, d.hidden, d.layers, m.dropout if d.layers > 1 else 0.0,
+                           m.bidirectional, m.residual, m.bias, m.window_norm, d.L).to(dev)
+    rows = d.L + d.H + d.B
+    series = torch.randn(rows, d.F, device=dev)
+    idx = torch.arange(d.B + 1, device=dev)
+    trainer = Trainer(model, cfg.train, accel, series, idx, idx, d.L, d.H, d.T)
+    batch = torch.arange(d.B, device=dev)
+    threads = torch.get_num_threads()
+    if dev.type == "cpu":
+        torch.set_num_threads(accel.threads)
+    times = []
+    try:
+        for i in range(warmup + steps):
+            t0 = time.perf_counter()
+            loss, _, _ = trainer.train_step(batch)
+            float(loss)  # waits for the device, like the per-epoch sync of the real loop
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+                if len(times) >= 3 and sum(times) > budget_s:
+                    break
+    finally:
+        torch.set_num_threads(threads)
+    return sorted(times)[len(times) // 2]
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB" if n >= 2**20 else f"{n / 2**10:,.1f} KiB"
+
+
+def render(report: DoctorReport) -> list[Any]:
+    """Rich tables of the report, for the CLI to print."""
+    from rich.table import Table
+
+    d = report.dims
+    shapes = Table(title=f"Shape trace of one training batch (batch_first=True; {report.source})")
+    for col in ("tensor", "shape", "legend", "note"):
+        shapes.add_column(col)
+    for row in report.trace:
+        shapes.add_row(row.name, str(row.shape), row.legend, row.note)
+    params = Table(title="Parameters")
+    for col, justify in (("layer", "left"), ("parameters", "right"), ("how", "left")):
+        params.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for c in report.layers:
+        params.add_row(c.name, f"{c.params:,}", c.detail)
+    params.add_row("total", f"{report.n_parameters:,}", "== sum(p.numel()) of the built model")
+    budget = Table(title="Budget")
+    budget.add_column("quantity")
+    budget.add_column("value", justify="right")
+    wpp = report.windows_per_parameter
+    step = f"{report.step_seconds * 1e3:.2f} ms" if report.step_seconds is not None else "not measured (--measure)"
+    for name, value in (
+            ("training / validation windows", "no data" if report.train_windows is None
+             else f"{report.train_windows:,} / {report.val_windows:,}"),
+            ("windows per parameter", "no data" if wpp is None else f"{wpp:.3g}"),
+            (f"training memory at batch {d.B}, fp32 / bf16 (estimate)",
+             f"{_size(report.memory_bytes['fp32'])} / {_size(report.memory_bytes['bf16'])}"),
+            ("resident scaled series", "no data" if report.series_bytes is None else _size(report.series_bytes)),
+            ("FLOPs per training step (matmuls, fwd + bwd)", f"{report.flops_per_step / 1e9:.3g} G"),
+            (f"measured step time on {report.device} ({report.precision})", step)):
+        budget.add_row(name, value)
+    found = Table(title="Findings")
+    for col in ("severity", "finding", "fix"):
+        found.add_column(col)
+    for f in sorted(report.findings, key=lambda f: _ORDER.index(f.severity)):
+        found.add_row(f"{f.severity}\n[dim]{f.code}[/dim]", f.message, f.fix)
+    return [shapes, params, budget, found]
+
+
+_ORDER = ["error", "warning", "advice", "info"]
+
+
+__all__ = ["Dims", "DoctorReport", "LayerCount", "ShapeRow", "doctor", "preflight", "trace", "layer_counts",
+           "n_parameters", "memory_bytes", "flops_per_step", "measure_step", "split_message", "config_dims",
+           "render"]
