@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_OTHER_DELIMITERS = {";": "';'", "\t": "'\\t' (tab)", "|": "'|'"}
+_DELIMITERS = {",": "','", ";": "';'", "\t": "'\\t' (tab)", "|": "'|'"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 
 
@@ -24,29 +24,47 @@ def bundled_path(name: str = "co2_weekly.csv") -> Path:
 
 
 def read_table(source: str | os.PathLike[str] | pd.DataFrame, delimiter: str | None = None) -> pd.DataFrame:
-    """Return the raw table with an added ``__row__`` column naming each row for error messages.
+    """Return the raw table with an added ``__row__`` column locating each row for error messages.
 
-    For files ``__row__`` is the file line (header = line 1); for DataFrames it is the index label.
+    ``__row__`` holds positions (files: line = position + 2, the header being line 1; Parquet: row
+    position) or, for a DataFrame, its index labels; ``attrs["row_kind"]`` says which. Rows are named
+    only when a message needs them, never as one string per row (5 million rows would cost ~400 MB).
     """
+    import numpy as np
     import pandas as pd
 
     if isinstance(source, pd.DataFrame):
-        df = source.copy()
-        df["__row__"] = [f"row {i!r}" for i in df.index]
+        df = source.copy(deep=False)  # the caller's frame is never modified (copy-on-write)
+        df["__row__"] = source.index.to_numpy()
         df = df.reset_index(drop=True)
-        origin = "the DataFrame"
+        origin, kind = "the DataFrame", "row"
     else:
         path = Path(source)
         origin = str(path)
         df = _read_file(path, delimiter)
-        df["__row__"] = [f"line {i + 2}" for i in range(len(df))] if path.suffix.lower() not in PARQUET_SUFFIXES \
-            else [f"row {i}" for i in range(len(df))]
-    if len(df.columns) <= 1:
-        raise DataError(f"{origin} has no columns: expected a time column and at least one value column")
+        df["__row__"] = np.arange(len(df), dtype=np.int64)
+        kind = "row" if path.suffix.lower() in PARQUET_SUFFIXES else "line"
+    if len(df.columns) <= 2:  # __row__ and at most one real column
+        only = f" only one column {str(df.columns[0])!r}" if len(df.columns) == 2 else " no columns"
+        raise DataError(f"{origin} has{only}: expected a time column and at least one value column "
+                        "(for a file: check the delimiter, data.delimiter)")
     if len(df) == 0:
         raise DataError(f"{origin} has a header but no data rows: add data or check the file")
     df.attrs["origin"] = origin
+    df.attrs["row_kind"] = kind
     return df
+
+
+def row_name(value: object, kind: str) -> str:
+    """``line 7`` (CSV line, header = line 1) or ``row 5`` / ``row 'a'`` (Parquet position, DataFrame label)."""
+    import numpy as np
+    import pandas as pd
+
+    if kind == "line":
+        return f"line {int(value) + 2}"  # type: ignore[call-overload]
+    if isinstance(value, np.datetime64):
+        value = pd.Timestamp(value)
+    return f"row {value!r}" if isinstance(value, str) else f"row {value}"
 
 
 def _read_file(path: Path, delimiter: str | None) -> pd.DataFrame:
@@ -71,10 +89,10 @@ def _read_file(path: Path, delimiter: str | None) -> pd.DataFrame:
         raise DataError(f"{path}: cannot parse as CSV ({exc}); check the delimiter (data.delimiter)") from None
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text; is it a binary or Parquet file with a wrong suffix?") from None
-    if df.shape[1] == 1 and delimiter is None:
+    if df.shape[1] == 1:
         header = str(df.columns[0])
-        for sep, name in _OTHER_DELIMITERS.items():
-            if sep in header:
+        for sep, name in _DELIMITERS.items():
+            if sep != (delimiter or ",") and sep in header:
                 raise DataError(
                     f"{path}: read as one column {header!r}; the file looks {name}-separated: "
                     f"set data.delimiter: {sep!r} (CLI: --set data.delimiter={sep!r})"

@@ -15,6 +15,7 @@ from .validate import SeriesSet
 from .windows import Split, WindowIndex, build_index, split_points
 
 log = logging.getLogger(__name__)
+_FP16_MAX = 65504.0
 
 # seasonal period (steps per cycle) for the common pandas frequency aliases
 _SEASONS = {"min": 1440, "t": 1440, "h": 24, "d": 7, "b": 5, "w": 52, "m": 12, "ms": 12, "me": 12,
@@ -55,6 +56,19 @@ class Prepared:
     constant: list[str]
 
 
+def _too_short(label: str, sp: Split, window: int | str, horizon: int) -> DataError:
+    """D8: say the required and the actual lengths, and what to reduce."""
+    held = sp.n - sp.train_end
+    need = f"window + horizon = {window} + {horizon} = {window + horizon}" if isinstance(window, int) \
+        else f"a window of >= 2 + horizon {horizon} + a few windows to train on"
+    total = f" (at least {window + horizon + held} in all)" if isinstance(window, int) else ""
+    return DataError(
+        f"{label} is too short: it has {sp.n} points; validation and test take the last {held} (at least one "
+        f"horizon each), leaving {max(sp.train_end, 0)} training points, but {need} are needed for one "
+        f"training window{total}: reduce data.window or data.horizon, lower data.val_fraction / "
+        "data.test_fraction, or use a longer series")
+
+
 def _fit_window(cfg: DataConfig, series: SeriesSet, splits: list[Split], season: int | None) -> int:
     H = cfg.horizon
     shortest = min(range(len(splits)), key=lambda i: splits[i].train_end)
@@ -62,25 +76,35 @@ def _fit_window(cfg: DataConfig, series: SeriesSet, splits: list[Split], season:
     label = f"series {name!r}" if name else "the series"
     if cfg.window is not None:
         if sp.train_end < cfg.window + H:
-            raise DataError(
-                f"{label} is too short: after the split it has {sp.train_end} training points (of {sp.n}: "
-                f"validation and test take {sp.n - sp.train_end}) but window + horizon = {cfg.window} + {H} = "
-                f"{cfg.window + H} are needed for one training window: reduce data.window or data.horizon, "
-                "or lower data.val_fraction / data.test_fraction")
+            raise _too_short(label, sp, cfg.window, H)
         return cfg.window
     window = auto_window(season, H)
     fits = sp.train_end - H - max(1, sp.train_end // 4)
     if window > fits:
         if fits < 2:
-            raise DataError(
-                f"{label} is too short: {sp.train_end} training points after the split cannot hold a window "
-                f"of >= 2 plus the horizon {H}: reduce data.horizon or lower data.val_fraction / test_fraction")
+            raise _too_short(label, sp, "auto", H)
         log.info("auto window %d does not fit %s; using %d", window, label, fits)
         window = fits
     return window
 
 
-def prepare(series: SeriesSet, cfg: DataConfig) -> Prepared:
+def check_fp16_range(scaled: list[np.ndarray], series: SeriesSet, scaling: str) -> None:
+    """D10: what enters an fp16 model must fit float16 (|x| <= 65504), checked before training."""
+    import pandas as pd
+
+    for sid, times, vals in zip(series.ids, series.times, scaled):
+        big = np.abs(np.nan_to_num(vals)) > _FP16_MAX
+        if big.any():
+            row, col = np.argwhere(big)[0]
+            label = f"series {sid!r}" if sid else "the series"
+            raise DataError(
+                f"{int(big.sum())} values of {label} exceed the float16 range (|x| > 65504) after scaling, first "
+                f"in column {series.channel_names[col]!r} at {pd.Timestamp(times[row])}, and train.precision is "
+                "fp16: use train.precision bf16 or fp32" + (", or data.scaling: standard" if scaling == "none" else
+                                                            " (or remove the outliers)"))
+
+
+def prepare(series: SeriesSet, cfg: DataConfig, precision: str = "fp32") -> Prepared:
     """Resolve window and season, split by time, fit scalers on train only, build the window index."""
     H = cfg.horizon
     splits = [split_points(len(v), H, cfg.val_fraction, cfg.test_fraction) for v in series.values]
@@ -98,8 +122,12 @@ def prepare(series: SeriesSet, cfg: DataConfig) -> Prepared:
         means.append(mean)
         stds.append(std)
         scaled.append(scaling.transform(vals, mean, std))
+    if precision == "fp16":
+        check_fp16_range(scaled, series, cfg.scaling)
     if constant:
-        log.warning("constant columns (std 0 on the training split) scaled with std 1: %s", ", ".join(constant))
+        log.warning("constant columns (std 0 on the training split) scaled with std 1 (no division by zero): %s;"
+                    " a constant input carries no signal: drop it from data.features or check the data",
+                    ", ".join(constant))
     finite = [np.isfinite(s).all(axis=1) for s in scaled] if cfg.missing == "drop-windows" else None
     index = build_index([len(s) for s in scaled], splits, window, H, finite)
     if len(index.train) == 0:

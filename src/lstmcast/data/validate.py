@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import DataError, did_you_mean
+from ..errors import ConfigError, DataError, did_you_mean
+from .io import row_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,10 +59,30 @@ class SeriesSet:
         return [len(v) for v in self.values]
 
 
+class Rows:
+    """Where each row of a series came from (see ``io.read_table``), named only for error messages."""
+
+    def __init__(self, values: np.ndarray, kind: str):
+        self.values, self.kind = values, kind
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, key):  # an int gives the row's name; a mask, slice or order gives Rows
+        if isinstance(key, (int, np.integer)):
+            return row_name(self.values[key], self.kind)
+        return Rows(self.values[key], self.kind)
+
+    def __iter__(self):
+        return (row_name(v, self.kind) for v in self.values)
+
+
+def _table_rows(df: pd.DataFrame) -> Rows:
+    return Rows(df["__row__"].to_numpy(), df.attrs.get("row_kind", "row"))
+
+
 def _rows(df: pd.DataFrame, mask: np.ndarray) -> str:
-    rows = df["__row__"].to_numpy()[np.asarray(mask)]
-    shown = ", ".join(str(r) for r in rows[:_MAX_LISTED])
-    return shown + (f" and {len(rows) - _MAX_LISTED} more" if len(rows) > _MAX_LISTED else "")
+    return _fmt(_table_rows(df)[np.asarray(mask)])
 
 
 def _check_columns(df: pd.DataFrame, cfg: DataConfig) -> tuple[str, list[str], list[str]]:
@@ -91,25 +112,41 @@ def _check_columns(df: pd.DataFrame, cfg: DataConfig) -> tuple[str, list[str], l
 
 
 def _parse_times(df: pd.DataFrame, cfg: DataConfig) -> tuple[np.ndarray, str | None]:
+    """Timestamps as UTC-naive datetime64[ns] plus the time zone they came in (None if naive), D7."""
     import pandas as pd
 
     raw = df[cfg.time_col]
-    hint = "set data.time_format (e.g. '%Y-%m-%d %H:%M') to the format of the column"
     if raw.isna().any():
         raise DataError(f"time column {cfg.time_col!r} has empty cells at {_rows(df, raw.isna().to_numpy())}: "
                         "every row needs a timestamp")
-    if pd.api.types.is_numeric_dtype(raw):
+    if pd.api.types.is_datetime64_any_dtype(raw):  # already parsed (DataFrame or Parquet): keep its zone
+        parsed = raw.dt.tz_convert("UTC") if cfg.utc and raw.dt.tz is not None else raw
+    elif pd.api.types.is_numeric_dtype(raw):
         raise DataError(f"time column {cfg.time_col!r} holds numbers, not timestamps (first {raw.iloc[0]!r}): "
                         "give dates/times, e.g. 2024-01-31 or 2024-01-31T13:00")
-    text = raw.astype(str)
+    else:
+        parsed = _parse_text_times(df, cfg)
+    tz = None
+    if getattr(parsed.dt, "tz", None) is not None:
+        tz = str(parsed.dt.tz)
+        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    return parsed.to_numpy(dtype="datetime64[ns]"), tz
+
+
+def _parse_text_times(df: pd.DataFrame, cfg: DataConfig) -> pd.Series:
+    import pandas as pd
+
+    text = df[cfg.time_col].astype(str).str.strip()
+    hint = "set data.time_format (e.g. '%Y-%m-%d %H:%M') to the format of the column"
     if not cfg.utc:
         offsets = text.str.extract(_TZ_RE, expand=False).fillna("none")
+        offsets = offsets.str.replace("Z", "+00:00", regex=False).str.replace(r"(\d\d)(\d\d)$", r"\1:\2", regex=True)
         if offsets.nunique() > 1:
             first = offsets.iloc[0]
             bad = (offsets != first).to_numpy()
-            raise DataError(f"time column {cfg.time_col!r} mixes time zones ({offsets.iloc[0]} at "
-                            f"{df['__row__'].iloc[0]}, {offsets[bad].iloc[0]} at {_rows(df, bad)}): "
-                            "set data.utc: true to convert all timestamps to UTC")
+            raise DataError(f"time column {cfg.time_col!r} mixes time zones ({first} at {_table_rows(df)[0]}, "
+                            f"{offsets[bad].iloc[0]} at {_rows(df, bad)}): set data.utc: true (CLI: --set "
+                            "data.utc=true) to convert all timestamps to UTC")
     try:
         parsed = pd.to_datetime(text, format=cfg.time_format, utc=cfg.utc, errors="coerce")
     except (ValueError, TypeError) as exc:
@@ -119,21 +156,17 @@ def _parse_times(df: pd.DataFrame, cfg: DataConfig) -> tuple[np.ndarray, str | N
         first = text[bad].iloc[0]
         raise DataError(f"time column {cfg.time_col!r}: {int(bad.sum())} unparseable timestamps, first "
                         f"{first!r} at {_rows(df, bad)}: fix those rows or {hint}")
-    tz = None
-    if getattr(parsed.dt, "tz", None) is not None:
-        tz = str(parsed.dt.tz)
-        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-    return parsed.to_numpy(dtype="datetime64[ns]"), tz
+    return parsed
 
 
-def _numeric(df: pd.DataFrame, col: str, precision: str) -> np.ndarray:
+def _numeric(df: pd.DataFrame, col: str, precision: str, scaling: str = "none") -> np.ndarray:
     import pandas as pd
 
     raw = df[col]
     num = pd.to_numeric(raw, errors="coerce")
     bad = (num.isna() & raw.notna()).to_numpy()
     if isinstance(raw.dtype, pd.StringDtype) or raw.dtype == object:
-        bad &= raw.astype(str).str.strip().ne("").to_numpy()
+        bad = bad & raw.astype(str).str.strip().ne("").to_numpy()
     if bad.any():
         value = raw[bad].iloc[0]
         raise DataError(f"column {col!r} must be numeric but holds text: {value!r} at {_rows(df, bad)} "
@@ -143,11 +176,12 @@ def _numeric(df: pd.DataFrame, col: str, precision: str) -> np.ndarray:
     if inf.any():
         raise DataError(f"column {col!r} holds {int(inf.sum())} infinite values at {_rows(df, inf)}: "
                         "replace them (inf cannot be scaled or learned)")
-    if precision == "fp16":
+    if precision == "fp16" and scaling == "none":  # scaled values are checked in prepare
         big = np.abs(np.nan_to_num(values)) > _FP16_MAX
         if big.any():
             raise DataError(f"column {col!r} has values beyond the float16 range (|x| > 65504) at "
-                            f"{_rows(df, big)} and train.precision is fp16: use precision bf16 or fp32")
+                            f"{_rows(df, big)}, data.scaling is 'none' and train.precision is fp16: use "
+                            "data.scaling: standard, or train.precision bf16 or fp32")
     return values
 
 
@@ -165,47 +199,70 @@ def _groups(df: pd.DataFrame, cfg: DataConfig, targets: list[str]) -> tuple[list
     return [""], [df], "single"
 
 
-def _regularise(times: np.ndarray, values: np.ndarray, rows: np.ndarray, cfg: DataConfig,
-                name: str, freq: str | None) -> tuple[np.ndarray, np.ndarray, str]:
+def _infer_freq(times: np.ndarray, rows: Rows, label: str) -> str:
+    """The series' step: pandas' inference, else the commonest step if every step is a multiple of it (D5)."""
     import pandas as pd
 
-    label = f"series {name!r}" if name else "the series"
+    freq = pd.infer_freq(pd.DatetimeIndex(times))
+    if freq is not None:
+        return freq
+    steps = np.diff(times)
+    uniq, counts = np.unique(steps, return_counts=True)
+    step = uniq[np.argmax(counts)]
+    odd = steps % step != np.timedelta64(0)
+    if odd.any():
+        order = np.argsort(-counts)[:_MAX_LISTED]
+        shown = ", ".join(f"{pd.Timedelta(uniq[k])} ({counts[k]}x)" for k in order)
+        k = int(np.argmax(odd))
+        raise DataError(f"{label} is not on a regular time grid: observed steps {shown}; the first step that is "
+                        f"not a multiple of {pd.Timedelta(step)} is {pd.Timedelta(steps[k])} between {rows[k]} and "
+                        f"{rows[k + 1]}. Set data.freq (e.g. 'h', '15min', 'D', 'W-SAT', 'MS') to the intended "
+                        "frequency, or resample the data to one frequency")
+    return pd.tseries.frequencies.to_offset(pd.Timedelta(step)).freqstr
+
+
+def _regularise(times: np.ndarray, values: np.ndarray, rows: Rows, cfg: DataConfig,
+                name: str, freq: str | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Put the series on its regular grid: gaps are refused (D2) or inserted as NaN for the fill policy."""
+    import pandas as pd
+
+    label = _label(name)
     if len(times) < 3:
         raise DataError(f"{label} has {len(times)} rows; a forecaster needs many more (at least window + horizon)")
     if freq is None:
-        freq = pd.infer_freq(pd.DatetimeIndex(times))
-    if freq is None:
-        steps = np.diff(times)
-        uniq, counts = np.unique(steps, return_counts=True)
-        step = uniq[np.argmax(counts)]
-        if not np.all(steps % step == np.timedelta64(0)):
-            shown = ", ".join(str(pd.Timedelta(s)) for s in uniq[np.argsort(-counts)][:_MAX_LISTED])
-            raise DataError(f"{label} is not on a regular time grid: observed steps {shown}. Set data.freq "
-                            "(e.g. 'h', 'D', 'W-SAT', 'MS') or resample the data to one frequency")
-        freq = pd.tseries.frequencies.to_offset(pd.Timedelta(step)).freqstr
+        freq = _infer_freq(times, rows, label)
     grid = pd.date_range(times[0], times[-1], freq=freq).to_numpy(dtype="datetime64[ns]")
-    on_grid = np.isin(times, grid)
+    pos = np.searchsorted(grid, times)  # times are sorted and unique here
+    on_grid = grid[np.minimum(pos, len(grid) - 1)] == times
     if not on_grid.all():
         raise DataError(f"{label}: timestamps {_fmt(times[~on_grid])} (at {_fmt(rows[~on_grid])}) are off the "
-                        f"{freq!r} grid starting {times[0]}: fix data.freq or resample the data")
+                        f"{freq!r} grid starting {pd.Timestamp(times[0])}: fix data.freq or resample the data")
     if len(grid) != len(times):
-        gaps = grid[~np.isin(grid, times)]
+        present = np.zeros(len(grid), dtype=bool)
+        present[pos] = True
+        gaps = grid[~present]
         if cfg.missing == "error":
-            raise DataError(f"{label} has {len(gaps)} missing timestamps (gaps) on the {freq!r} grid, first "
-                            f"{_fmt(gaps)}: set data.missing to interpolate, ffill or drop-windows to fill "
-                            "them explicitly, or add the rows")
+            raise DataError(f"{label} has {len(gaps)} missing timestamps (gaps) on the {freq!r} grid: "
+                            f"{_fmt(gaps)}. Set data.missing to interpolate, ffill or drop-windows to fill "
+                            "them explicitly (CLI: --set data.missing=interpolate), or add the rows")
         full = np.full((len(grid), values.shape[1]), np.nan)
-        full[np.searchsorted(grid, times)] = values
+        full[pos] = values
         times, values = grid, full
     return times, values, freq
 
 
-def _fmt(arr: np.ndarray) -> str:
-    shown = ", ".join(str(a) for a in arr[:_MAX_LISTED])
+def _fmt(arr: np.ndarray | Rows) -> str:
+    import pandas as pd
+
+    head = arr[:_MAX_LISTED]
+    if isinstance(arr, np.ndarray) and np.issubdtype(arr.dtype, np.datetime64):
+        head = [pd.Timestamp(a) for a in head]
+    shown = ", ".join(str(a) for a in head)
     return shown + (f" and {len(arr) - _MAX_LISTED} more" if len(arr) > _MAX_LISTED else "")
 
 
-def _fill_missing(values: np.ndarray, cols: list[str], policy: str, label: str, rows: np.ndarray) -> np.ndarray:
+def _fill_missing(values: np.ndarray, cols: list[str], policy: str, label: str,
+                  rows: Rows | None) -> np.ndarray:
     import pandas as pd
 
     nan = np.isnan(values)
@@ -214,7 +271,8 @@ def _fill_missing(values: np.ndarray, cols: list[str], policy: str, label: str, 
     if policy == "error":
         parts = []
         for j in np.flatnonzero(nan.any(axis=0)):
-            parts.append(f"column {cols[j]!r}: {int(nan[:, j].sum())} empty cells, first at {_fmt(rows[nan[:, j]])}")
+            where = f", first at {_fmt(rows[nan[:, j]])}" if rows is not None else ""
+            parts.append(f"column {cols[j]!r}: {int(nan[:, j].sum())} empty cells{where}")
         where = f" in series {label!r}" if label else ""
         raise DataError(f"missing values{where}: " + "; ".join(parts) + ". Choose a policy: data.missing: "
                         "interpolate | ffill | drop-windows (CLI: --set data.missing=interpolate)")
@@ -226,41 +284,70 @@ def _fill_missing(values: np.ndarray, cols: list[str], policy: str, label: str, 
     return frame.to_numpy()
 
 
+def _label(sid: str) -> str:
+    return f"series {sid!r}" if sid else "the series"
+
+
+def _sorted_unique(t: np.ndarray, vals: np.ndarray, rows: Rows, sid: str,
+                   notes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort rows by time, stably and logged (D4); refuse duplicated timestamps, naming both rows (D3)."""
+    import pandas as pd
+
+    if not np.all(t[1:] >= t[:-1]):
+        order = np.argsort(t, kind="stable")
+        moved = int(np.count_nonzero(order != np.arange(len(order))))
+        notes.append(f"{_label(sid)}: {moved} rows were not in time order; sorted them by time (stable sort)")
+        log.info(notes[-1])
+        t, vals, rows = t[order], vals[order], rows[order]
+    dup = np.flatnonzero(t[1:] == t[:-1]) + 1
+    if len(dup):
+        label = f" in series {sid!r}" if sid else ""
+        pairs = [f"{pd.Timestamp(t[k])} at {rows[k - 1]} and {rows[k]}" for k in dup[:_MAX_LISTED]]
+        more = f" and {len(dup) - _MAX_LISTED} more" if len(dup) > _MAX_LISTED else ""
+        raise DataError(f"{len(dup)} duplicated timestamps{label}: " + "; ".join(pairs) + more +
+                        ". Each timestamp must appear once per series: remove or aggregate the duplicates "
+                        "(lstmcast never merges them silently)")
+    return t, vals, rows
+
+
+def _check_freq(freq: str | None) -> None:
+    import pandas as pd
+
+    if freq is None:
+        return
+    try:
+        pd.tseries.frequencies.to_offset(freq)
+    except ValueError:
+        raise ConfigError(f"data.freq {freq!r} is not a pandas frequency: use e.g. 'h' (hourly), '15min', 'D', "
+                          "'W-SUN', 'MS' (month start)") from None
+
+
 def validate_frame(df: pd.DataFrame, cfg: DataConfig, precision: str = "fp32") -> SeriesSet:
     """Check every data invariant on a raw table and return float32 series on a regular grid."""
+    _check_freq(cfg.freq)
     time_col, targets, features = _check_columns(df, cfg)
     times, tz = _parse_times(df, cfg)
     cols = targets + features
-    numeric = {c: _numeric(df, c, precision) for c in cols}
+    numeric = {c: _numeric(df, c, precision, cfg.scaling) for c in cols}
+    kind = df.attrs.get("row_kind", "row")
     df = df.assign(__t__=times)
     ids, parts, layout = _groups(df, cfg, targets)
     out_t, out_v, freq, notes = [], [], cfg.freq, []
     for i, (sid, part) in enumerate(zip(ids, parts)):
-        idx = part.index.to_numpy()
+        whole = part is df  # single and wide layouts: no per-series row selection (no copy)
+        idx = None if whole else part.index.to_numpy()
         series_cols = [sid] + features if layout == "wide" else cols
-        vals = np.column_stack([numeric[c][idx] for c in series_cols])
-        t = part["__t__"].to_numpy()
-        rows = part["__row__"].to_numpy()
-        order = np.argsort(t, kind="stable")
-        if not np.all(order == np.arange(len(order))):
-            notes.append(f"series {sid!r}: rows were not in time order; sorted them (stable)")
-            log.info(notes[-1])
-            t, vals, rows = t[order], vals[order], rows[order]
-        dup = np.concatenate([[False], t[1:] == t[:-1]])
-        if dup.any():
-            label = f" in series {sid!r}" if sid else ""
-            raise DataError(f"duplicated timestamps{label}: {_fmt(t[dup])} at {_fmt(rows[dup])}; each timestamp "
-                            "must appear once per series: remove or aggregate the duplicates")
-        row_grid = rows
+        vals = np.column_stack([numeric[c] if whole else numeric[c][idx] for c in series_cols])
+        rows = Rows(part["__row__"].to_numpy(), kind)
+        t, vals, rows = _sorted_unique(part["__t__"].to_numpy(), vals, rows, sid, notes)
+        n_rows = len(t)
         t, vals, freq_i = _regularise(t, vals, rows, cfg, sid, freq)
-        if len(row_grid) != len(t):
-            row_grid = np.array([f"{tt} (inserted)" for tt in t], dtype=object)
-            row_grid[np.searchsorted(t, part["__t__"].to_numpy()[order])] = rows
         freq = freq if freq is not None else freq_i
         if i > 0 and freq_i != freq:
             raise DataError(f"series {sid!r} has frequency {freq_i!r} but {ids[0]!r} has {freq!r}: all series "
                             "must share one frequency (set data.freq to resample-check them)")
-        vals = _fill_missing(vals, series_cols, cfg.missing, sid, row_grid)
+        # rows name file lines; after gaps were inserted (only under a fill policy) they are not needed
+        vals = _fill_missing(vals, series_cols, cfg.missing, sid, rows if len(t) == n_rows else None)
         out_t.append(t)
         out_v.append(vals.astype(np.float32))
     return SeriesSet(ids=ids, times=out_t, values=out_v, targets=targets,
