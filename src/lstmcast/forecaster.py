@@ -110,15 +110,13 @@ class Forecaster:
         if data is None and getattr(self, "prepared_", None) is not None:
             return self.prepared_.series
         from .fastpath import fast_series
-        from .inference import check_compatible
+        from .inference import load_new_series
 
         if fast and type(data).__name__ == "DataFrame":  # predict reads only the last window rows
             fast = fast_series(data, self.meta_)
             if fast is not None:
                 return fast
-        series = load_series(data, self.config_)
-        check_compatible(series, self.meta_)
-        return series
+        return load_new_series(data, self.config_, self.meta_)  # D13: says what the model needs
 
     def predict(self, data: Any = None) -> pd.DataFrame:
         """Forecast the next ``horizon`` steps after the end of each series, in original units.

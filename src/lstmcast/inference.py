@@ -8,7 +8,7 @@ import numpy as np
 
 from .data import scaling
 from .data.windows import split_points
-from .errors import DataError
+from .errors import DataError, did_you_mean
 from .fastpath import future_times
 from .evaluation import Backtest, backtest_origins, naive, score, seasonal_naive
 from .metrics import mase_scale
@@ -19,6 +19,61 @@ if TYPE_CHECKING:
     from .config import ForecastConfig
     from .data.validate import SeriesSet
     from .model import LSTMForecaster
+
+
+def load_new_series(source: Any, cfg: ForecastConfig, meta: dict[str, Any]) -> SeriesSet:
+    """Read new data for a trained model, check it against the model (D13) and validate it.
+
+    ``None`` reads the run's training data (``data.path``). Errors say what the model needs.
+    """
+    from .data.io import read_table
+    from .data.validate import SeriesSet, validate_frame
+
+    if isinstance(source, SeriesSet):
+        series = source
+    else:
+        source = cfg.data.path if source is None else source
+        if source is None:
+            raise DataError("no data given: pass a CSV/Parquet path or a DataFrame with the training columns")
+        table = read_table(source, cfg.data.delimiter)
+        check_new_table(table, meta, cfg.data.missing)
+        try:
+            series = validate_frame(table, cfg.data, cfg.train.precision)
+        except DataError as exc:
+            raise DataError(f"new data for the trained model: {exc} (predict and evaluate apply the run's data "
+                            f"settings, e.g. data.missing={cfg.data.missing!r})") from None
+    check_compatible(series, meta)
+    return series
+
+
+def _needed_columns(meta: dict[str, Any]) -> list[tuple[str, str]]:
+    roles = [(meta["time_col"], "time")]
+    if meta["layout"] == "long":
+        roles.append((meta["id_col"], "series id"))
+    roles += [(t, "target") for t in meta["targets"]] + [(f, "feature") for f in meta["features"]]
+    return roles
+
+
+def check_new_table(table: pd.DataFrame, meta: dict[str, Any], missing: str) -> None:
+    """Before validation: the new table has the training columns and enough rows per series (D13)."""
+    cols = [c for c in table.columns if c != "__row__"]
+    roles = _needed_columns(meta)
+    lacking = [f"{role} column {name!r}{did_you_mean(name, cols)}" for name, role in roles if name not in cols]
+    if lacking:
+        need = ", ".join(f"{name!r} ({role})" for name, role in roles)
+        raise DataError(f"new data lacks the {'; '.join(lacking)} the model was trained on: it needs the columns "
+                        f"{need}; columns present: {', '.join(repr(c) for c in cols)}")
+    L = meta["window"]
+    # without a fill policy no rows can be inserted, so the raw count is final; with one, check_compatible
+    # counts after gap filling and this only catches what validation could not handle at all
+    need_rows = L if missing == "error" else min(L, 3)
+    counts = table.groupby(meta["id_col"]).size() if meta["layout"] == "long" else {"": len(table)}
+    short = [(sid, int(n)) for sid, n in dict(counts).items() if n < need_rows]
+    if short:
+        shown = ", ".join(f"{'series ' + repr(str(sid)) if sid != '' else 'the series'} has {n}"
+                          for sid, n in short[:5])
+        raise DataError(f"new data is too short: {shown} rows, but forecasting needs the last window = {L} "
+                        f"contiguous rows of each series (the model's data.window): give at least {L} recent rows")
 
 
 def check_compatible(series: SeriesSet, meta: dict[str, Any]) -> None:
@@ -39,9 +94,16 @@ def check_compatible(series: SeriesSet, meta: dict[str, Any]) -> None:
     for sid, n in short:
         label = f"series {sid!r}" if sid else "the series"
         problems.append(f"{label} has {n} rows; forecasting needs the last window = {meta['window']} rows")
+    if bool(series.tz) != bool(meta.get("tz")):
+        problems.append(f"timestamps are {'in time zone ' + repr(series.tz) if series.tz else 'naive (no zone)'} "
+                        f"but the training timestamps were {'in ' + repr(meta['tz']) if meta.get('tz') else 'naive'}"
+                        ": give the new timestamps the same kind of zone information")
     if not problems and not _on_training_grid(series, meta):
+        import pandas as pd
+
         problems.append(f"timestamps are not on the training grid ({meta['freq']!r} steps from "
-                        f"{meta['anchor']}): the new data must continue the training series' time grid")
+                        f"{pd.Timestamp(meta['anchor'])}): the new data must continue the training series' "
+                        "time grid (same step and phase)")
     if problems:
         raise DataError("new data does not match the trained model: " + "; ".join(problems))
 
