@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from .config import ForecastConfig
 
 # Thresholds, each stated in the finding it triggers.
-SPIKE = 1.5  # an epoch's training loss above 1.5x the best so far is a spike
-RISE = 0.05  # validation 5% above its best, with training still falling, is overfitting
+SPIKE = 1.5  # an epoch's training loss above 1.5x the best so far, undoing half the progress, is a spike
+RISE = 0.10  # validation 10% above its best, while training reached new lows, is overfitting
 IMPROVING = 0.01  # the monitored loss fell more than 1% over the last epochs: still improving
 FLAT = 0.02  # training loss moved less than 2% over the last third of the run: flat
 HIGH = 0.5  # ... and stayed above 0.5 (scaled units): high
@@ -104,10 +104,17 @@ def _pct(a: float, b: float) -> float:
     return 100.0 * (b - a) / abs(a) if a else math.inf
 
 
+def _spike(train: list[float], e: int) -> bool:
+    """Non-finite, or above SPIKE x the best so far and more than half way back to the worst so far."""
+    if not math.isfinite(train[e]):
+        return True
+    best, worst = min(train[:e]), max(train[:e])
+    return train[e] > SPIKE * best and train[e] > best + 0.5 * (worst - best)
+
+
 def _unstable(c: _Curves, config: ForecastConfig | None) -> Finding | None:
     skipped = sum(c.skipped)
-    spikes = [e + 1 for e in range(1, len(c.train))
-              if not math.isfinite(c.train[e]) or c.train[e] > SPIKE * min(c.train[:e])]
+    spikes = [e + 1 for e in range(1, len(c.train)) if _spike(c.train, e)]
     if not skipped and not spikes:
         return None
     parts = []
@@ -128,7 +135,7 @@ def _overfitting(c: _Curves, best: int, config: ForecastConfig | None) -> Findin
     if not all(math.isfinite(v) for v in val) or len(val) - best < 3:
         return None
     rise = (val[-1] - val[best]) / abs(val[best]) if val[best] else 0.0
-    if rise <= RISE or train[-1] >= train[best]:
+    if rise <= RISE or min(train[best + 1:]) >= train[best]:
         return None
     msg = (f"validation loss bottomed at {val[best]:.4g} in epoch {best + 1} and rose to {val[-1]:.4g} by epoch "
            f"{len(val)} (+{100 * rise:.0f}%) while training loss fell from {train[best]:.4g} to {train[-1]:.4g}")
