@@ -1,0 +1,275 @@
+"""Watch the LSTM learn: a Trainer callback ``(trainer, record) -> None`` writing TensorBoard to ``RUN/tb/``.
+
+Every epoch: train and validation loss, learning rate, gradient norm before clipping, fraction of clipped
+steps, skipped non-finite steps, samples/s. Every ``monitor.every`` epochs, on a fixed probe batch from
+the validation split (training/probe.py): per layer h_n / c_n histograms, gate means and saturated
+fractions, dead units; weight histograms and the gradient of the training loss on the probe batch.
+The config (and the doctor's report, when given) go in as text. Nothing runs per training step.
+
+The probe keeps to a time budget: a probe that would push the monitor's total time above
+``max_overhead`` (5%) of the training time so far is postponed to a later epoch. A missing tensorboard
+package or an unwritable log folder only warns (FAULTS.md U4); the statistics are still collected,
+saved to ``monitor.json`` and turned into findings (saturated forget gates, dead units, exploding
+gradient norms).
+
+>>> mon = Monitor(None, tensorboard=False)          # statistics only, no event files
+>>> # Forecaster(cfg).fit(data, callbacks=[mon]); mon.findings()
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import atomic
+from ..findings import Finding
+
+if TYPE_CHECKING:
+    from ..config import ForecastConfig
+    from .loop import EpochRecord, Trainer
+
+log = logging.getLogger(__name__)
+
+FORGET_SATURATED = 0.5  # share of saturated forget-gate activations that makes a finding
+DEAD_UNITS = 0.25  # share of dead hidden units in a layer that makes a finding
+GRAD_SPIKE = 10.0  # an epoch's mean gradient norm this many times the median of the earlier epochs
+SCALARS = {"loss/train": "train_loss", "loss/val": "val_loss", "optim/lr": "lr",
+           "optim/grad_norm": "grad_norm", "optim/clipped_fraction": "clipped_fraction",
+           "optim/skipped_steps": "skipped_steps", "speed/samples_per_s": "samples_per_s"}
+
+
+class Monitor:
+    """TensorBoard and probe statistics for one training run; pass it in ``Trainer(callbacks=[...])``.
+
+    ``run_dir`` None (or ``tensorboard=False``) collects statistics without event files.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str] | None, config: ForecastConfig | None = None, *,
+                 every: int | None = None, tensorboard: bool | None = None, probe_size: int = 32,
+                 max_overhead: float | None = 0.05, doctor_text: str | None = None):
+        mon = config.monitor if config is not None else None
+        self.every = every or (mon.every if mon else 1)
+        self.probe_size, self.max_overhead = probe_size, max_overhead
+        self.tb_dir = Path(run_dir) / "tb" if run_dir is not None else None
+        want_tb = tensorboard if tensorboard is not None else (mon.tensorboard if mon else True)
+        self.writer: Any = None
+        self.tb_ok = False  # event files written and no failure so far
+        if want_tb and self.tb_dir is not None:
+            self.writer = self._open_writer()
+            self.tb_ok = self.writer is not None
+        self.probes: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = []
+        self.monitor_seconds = 0.0
+        self.train_seconds = 0.0
+        self.postponed = 0
+        self._batch: tuple[Any, Any] | None = None
+        self._probe_failed = False
+        self._clip_norm: float | None = None
+        if config is not None:
+            self._text("config", config.to_yaml())
+        if doctor_text:
+            self._text("doctor", doctor_text)
+
+    # -- TensorBoard, failing soft ------------------------------------------------------------
+    def _open_writer(self) -> Any:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            log.warning("TensorBoard logging is off: the tensorboard package is not importable (%s); training "
+                        "continues. Install it (pip install tensorboard) or pass --no-tensorboard", exc)
+            return None
+        try:
+            return SummaryWriter(log_dir=str(self.tb_dir), flush_secs=30)
+        except Exception as exc:  # noqa: BLE001 - any failure to open the log folder only warns (FAULTS U4)
+            self._tb_failed(exc)
+            return None
+
+    def _tb_failed(self, exc: BaseException) -> None:
+        log.warning("TensorBoard logging to %s failed (%s: %s); training continues without it. Check that the "
+                    "folder is writable and has free space, or pass --no-tensorboard", self.tb_dir,
+                    type(exc).__name__, exc)
+        writer, self.writer, self.tb_ok = self.writer, None, False
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - already failing; nothing more to report
+                pass
+
+    def _tb(self, method: str, *args: Any) -> None:
+        if self.writer is None:
+            return
+        try:
+            getattr(self.writer, method)(*args)
+        except Exception as exc:  # noqa: BLE001 - a logging failure must never stop training (FAULTS U4)
+            self._tb_failed(exc)
+
+    def _text(self, tag: str, text: str) -> None:
+        # four-space indent: TensorBoard renders text as markdown, this keeps YAML and tables verbatim
+        self._tb("add_text", tag, "\n".join("    " + line for line in text.splitlines()), 0)
+
+    # -- the callback -------------------------------------------------------------------------
+    def __call__(self, trainer: Trainer, rec: EpochRecord) -> None:
+        t0 = time.perf_counter()
+        self.train_seconds += rec.seconds
+        self._clip_norm = trainer.cfg.clip_norm
+        self.history.append(rec.as_dict())
+        try:
+            for tag, key in SCALARS.items():
+                value = float(getattr(rec, key))
+                if math.isfinite(value):
+                    self._tb("add_scalar", tag, value, rec.epoch)
+            if self._due(rec.epoch):
+                self._probe(trainer, rec.epoch)
+        finally:
+            self.monitor_seconds += time.perf_counter() - t0
+
+    def _due(self, epoch: int) -> bool:
+        if self._probe_failed or (epoch % self.every and epoch != 1):
+            return False
+        if self.max_overhead is not None and self.monitor_seconds > self.max_overhead * self.train_seconds:
+            self.postponed += 1
+            if self.postponed == 1:
+                log.info("monitor: probe postponed to keep its cost under %.0f%% of training time",
+                         100 * self.max_overhead)
+            return False
+        return True
+
+    def _probe_batch(self, trainer: Trainer) -> tuple[Any, Any]:
+        """A fixed batch of validation windows spread evenly over the split (training windows if none)."""
+        if self._batch is None:
+            import torch
+
+            from ..data.windows import gather
+
+            pool = trainer.val_idx if len(trainer.val_idx) else trainer.train_idx
+            pick = torch.linspace(0, len(pool) - 1, min(self.probe_size, len(pool))).round().long()
+            idx = pool[pick.to(pool.device)]
+            fetch = getattr(trainer, "_gather", None)
+            x, y = fetch(idx) if fetch is not None else gather(trainer.windows, idx, trainer.window,
+                                                               trainer.n_targets)
+            device = next(trainer.model.parameters()).device
+            self._batch = (x.to(device).float().clone(), y.to(device).float().clone())
+        return self._batch
+
+    def _probe(self, trainer: Trainer, epoch: int) -> None:
+        from .probe import probe_model
+
+        t0 = time.perf_counter()
+        x, y = self._probe_batch(trainer)
+        try:
+            probe = probe_model(trainer.model, x, y, trainer.loss_fn)
+        except Exception as exc:  # noqa: BLE001 - the monitor must never stop training
+            log.warning("monitor: the probe failed (%s: %s); hidden-state statistics are off for this run",
+                        type(exc).__name__, exc)
+            self._probe_failed = True
+            return
+        layers = [p.summary() for p in probe.layers]
+        self.probes.append({"epoch": epoch, "layers": layers, "recompute_error": probe.recompute_error,
+                            "seconds": time.perf_counter() - t0})
+        if self.writer is not None:
+            self._write_probe(trainer, epoch, probe, layers)
+
+    def _histogram(self, tag: str, values: Any, step: int, bins: int = 30) -> None:
+        """A histogram from torch statistics (TensorBoard's own goes through numpy BLAS: 10x slower here)."""
+        t = values.detach().float().flatten()
+        t = t[t.isfinite()]
+        if self.writer is None or t.numel() == 0:
+            return
+        lo, hi = float(t.min()), float(t.max())
+        span = (hi - lo) or max(abs(lo), 1.0) * 1e-6
+        counts = t.histc(bins=bins, min=lo, max=lo + span)
+        limits = [lo] + (lo + span * (1 + t.new_tensor(range(bins))) / bins).tolist()  # an empty bin marks the left edge
+        self._tb("add_histogram_raw", tag, lo, hi, t.numel(), float(t.sum()), float(t.dot(t)), limits,
+                 [0.0] + counts.tolist(), step)
+
+    def _write_probe(self, trainer: Trainer, epoch: int, probe: Any, layers: list[dict[str, Any]]) -> None:
+        for k, (p, s) in enumerate(zip(probe.layers, layers), start=1):
+            self._histogram(f"layer{k}/h_n", p.h_n, epoch)
+            self._histogram(f"layer{k}/c_n", p.c_n, epoch)
+            for gate in s["gate_mean"]:
+                self._tb("add_scalar", f"gates/layer{k}/{gate}_mean", s["gate_mean"][gate], epoch)
+                self._tb("add_scalar", f"gates/layer{k}/{gate}_saturated", s["gate_saturated"][gate], epoch)
+            self._tb("add_scalar", f"units/layer{k}/dead_fraction", s["dead_units"] / max(1, s["units"]), epoch)
+        for name, param in trainer.model.named_parameters():
+            self._histogram(f"weights/{name}", param, epoch)
+        for name, grad in probe.grads.items():
+            self._histogram(f"grads/{name}", grad, epoch)
+        self._tb("add_scalar", "probe/recompute_error", probe.recompute_error, epoch)
+
+    # -- results ------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Flush and close the event files (safe to call twice)."""
+        if self.writer is not None:
+            self._tb("flush")
+            if self.writer is not None:
+                self._tb("close")
+            self.writer = None
+
+    def findings(self) -> list[Finding]:
+        return monitor_findings(self.probes, self.history, self._clip_norm)
+
+    def summary(self) -> dict[str, Any]:
+        return {"probe_size": self.probe_size, "every": self.every, "tensorboard": self.tb_ok,
+                "overhead": {"monitor_seconds": self.monitor_seconds, "train_seconds": self.train_seconds,
+                             "fraction": self.monitor_seconds / self.train_seconds if self.train_seconds else 0.0,
+                             "postponed_probes": self.postponed},
+                "probes": self.probes, "findings": [f.as_dict() for f in self.findings()]}
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the summary (probes per epoch, findings, overhead) as JSON, atomically."""
+        atomic.write_json(path, self.summary())
+
+
+def monitor_findings(probes: list[dict[str, Any]], history: list[dict[str, Any]],
+                     clip_norm: float | None = None) -> list[Finding]:
+    """Findings from the last probe and the gradient norms of every epoch (pure: summaries in, findings out)."""
+    found: list[Finding] = []
+    clip = (f"keep train.clip_norm on (now {clip_norm:g}; 0.5-1.0 clips harder)" if clip_norm
+            else "set train.clip_norm: 1.0")
+    if probes:
+        last = probes[-1]
+        for k, layer in enumerate(last["layers"], start=1):
+            sat = layer["gate_saturated"]["forget"]
+            if sat >= FORGET_SATURATED:
+                found.append(Finding(
+                    "warning", "forget-gate-saturated",
+                    f"{sat:.0%} of layer-{k} forget gates saturated (< 0.05 or > 0.95 on the probe batch at epoch "
+                    f"{last['epoch']}): the cells keep or drop everything and pass almost no gradient",
+                    f"lower train.lr or add clipping ({clip})"))
+            dead, units = layer["dead_units"], layer["units"]
+            if units and dead / units >= DEAD_UNITS:
+                found.append(Finding(
+                    "warning", "dead-units",
+                    f"{dead} of {units} hidden units of layer {k} are dead (|h| < 1e-3 at every step of every "
+                    f"probe sample at epoch {last['epoch']})",
+                    f"lower train.lr, or reduce model.hidden_size towards {max(1, units - dead)} units"))
+    spike = _gradient_spike(history)
+    if spike is not None:
+        epoch, norm, median = spike
+        found.append(Finding(
+            "warning", "exploding-gradients",
+            f"the gradient norm jumped to {norm:.3g} at epoch {epoch}, {norm / median:.0f}x the median "
+            f"{median:.3g} of the epochs before",
+            f"lower train.lr and {clip}"))
+    return found
+
+
+def _gradient_spike(history: list[dict[str, Any]]) -> tuple[int, float, float] | None:
+    """The worst epoch whose mean gradient norm exceeds GRAD_SPIKE x the median of the (>= 3) epochs before."""
+    worst = None
+    norms = [float(h.get("grad_norm", math.nan)) for h in history]
+    for i in range(3, len(norms)):
+        before = [n for n in norms[:i] if math.isfinite(n)]
+        if len(before) < 3 or not math.isfinite(norms[i]):
+            continue
+        median = statistics.median(before)
+        if median > 0 and norms[i] > GRAD_SPIKE * median:
+            ratio = norms[i] / median
+            if worst is None or ratio > worst[1] / worst[2]:
+                worst = (int(history[i]["epoch"]), norms[i], median)
+    return worst
