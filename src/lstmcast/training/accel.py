@@ -1,4 +1,14 @@
-"""Device choice, thread count and precision policy, resolved before any data is read."""
+"""Device choice, thread count, precision request and execution mode, resolved before any data is read.
+
+``precision: auto`` resolves here to a provisional fp32; the measured choice is made once the model and
+the data exist (``training.precision.settle``), and ``Accel.reason`` then says what was measured.
+``accel`` chooses how the step runs: ``graphs`` (whole-step CUDA graphs, see ``training.graphs``) or
+``eager``; ``auto`` means graphs on CUDA, eager elsewhere.
+
+>>> a = resolve("cpu", "fp32", 1)
+>>> a.device.type, a.precision, a.graphs
+('cpu', 'fp32', False)
+"""
 
 from __future__ import annotations
 
@@ -13,6 +23,7 @@ from ..errors import ConfigError
 log = logging.getLogger(__name__)
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+PENDING = "auto, pending the measured choice"
 
 
 @dataclass(frozen=True)
@@ -21,10 +32,18 @@ class Accel:
     precision: str  # resolved: fp32 | tf32 | bf16 | fp16
     threads: int
     reason: str = ""
+    requested: str = ""  # as asked for: auto | fp32 | tf32 | bf16 | fp16 ("" = same as precision)
+    graphs: bool = False  # whole-step CUDA graphs wanted (training.graphs may still fall back to eager)
+    graphs_reason: str = ""
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         return _AUTOCAST.get(self.precision)
+
+    @property
+    def pending(self) -> bool:
+        """True while ``precision: auto`` still waits for the measured choice."""
+        return self.requested == "auto" and self.reason == PENDING
 
 
 def available_cores() -> int:
@@ -43,8 +62,24 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def resolve(device: str, precision: str, threads: int | None) -> Accel:
-    """Resolve the device, the precision and the thread count, refusing impossible combinations."""
+def set_tf32(device: torch.device, on: bool) -> None:
+    """TF32 matmuls and cuDNN convolutions/RNNs on NVIDIA GPUs (process-wide PyTorch flags)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = on
+        torch.backends.cudnn.allow_tf32 = on
+
+
+def graphs_decision(mode: str, device: torch.device) -> tuple[bool, str]:
+    """Whether whole-step CUDA graphs are wanted for ``train.accel`` on ``device``, and why."""
+    if mode == "eager":
+        return False, "train.accel is eager"
+    if device.type != "cuda":
+        return False, f"CUDA graphs need a CUDA device; {device.type} runs the same step eagerly"
+    return True, f"train.accel is {mode}: the whole step is captured once per batch shape and replayed"
+
+
+def resolve(device: str, precision: str, threads: int | None, accel: str = "auto") -> Accel:
+    """Resolve the device, the precision, the thread count and the step mode, refusing impossible combinations."""
     dev = resolve_device(device)
     n = threads or available_cores()
     if dev.type == "cpu":
@@ -57,9 +92,12 @@ def resolve(device: str, precision: str, threads: int | None) -> Accel:
         raise ConfigError("train.precision bf16 is not supported by this GPU: use fp16 or fp32 (or auto)")
     resolved, reason = precision, "asked for in the config"
     if precision == "auto":
-        resolved, reason = "fp32", "auto: fp32 (the measured policy is not enabled on this device)"
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = resolved == "tf32"
-        torch.backends.cudnn.allow_tf32 = resolved == "tf32"
-    log.info("device %s, precision %s (%s), %d threads", dev, resolved, reason, n)
-    return Accel(device=dev, precision=resolved, threads=n, reason=reason)
+        resolved, reason = "fp32", PENDING
+    set_tf32(dev, resolved == "tf32")
+    graphs, why = graphs_decision(accel, dev)
+    if accel == "graphs" and not graphs:
+        log.warning("train.accel is graphs but %s: falling back to eager", why)
+    log.info("device %s, precision %s (%s), %d threads, %s step (%s)", dev, resolved, reason, n,
+             "graphed" if graphs else "eager", why)
+    return Accel(device=dev, precision=resolved, threads=n, reason=reason, requested=precision,
+                 graphs=graphs, graphs_reason=why)
