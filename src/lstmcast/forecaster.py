@@ -67,7 +67,8 @@ class Forecaster:
         from .training.loop import Trainer
 
         cfg = validate_config(self.config)
-        accel = resolve(cfg.train.device, cfg.train.precision, cfg.train.threads)  # before any data is read
+        # before any data is read
+        accel = resolve(cfg.train.device, cfg.train.precision, cfg.train.threads, cfg.train.accel)
         _seed_everything(cfg.train.seed)
         series = load_series(data, cfg)
         prep = prepare(series, cfg.data, accel.precision)
@@ -75,7 +76,9 @@ class Forecaster:
         resolved.data.window, resolved.data.season = prep.window, prep.season
         if isinstance(data, (str, os.PathLike)):
             resolved.data.path = os.path.abspath(data)
-        tensor = torch.from_numpy(prep.scaled).to(accel.device)
+        from .training.streaming import place_series
+
+        tensor = place_series(torch.from_numpy(prep.scaled), accel.device)  # host memory if it cannot fit
         m = cfg.model
         model = LSTMForecaster(
             input_size=tensor.shape[1], n_targets=series.n_targets, horizon=prep.horizon,
@@ -83,8 +86,8 @@ class Forecaster:
             bidirectional=m.bidirectional, residual=m.residual, bias=m.bias, window_norm=m.window_norm,
             window=prep.window).to(accel.device)
         idx = prep.index
-        trainer = Trainer(model, cfg.train, accel, tensor, torch.from_numpy(idx.train).to(accel.device),
-                          torch.from_numpy(idx.val).to(accel.device), prep.window, prep.horizon,
+        trainer = Trainer(model, cfg.train, accel, tensor, torch.from_numpy(idx.train).to(tensor.device),
+                          torch.from_numpy(idx.val).to(tensor.device), prep.window, prep.horizon,
                           series.n_targets, callbacks=callbacks)
         self.trainer_ = trainer
         result = trainer.fit()
@@ -93,7 +96,7 @@ class Forecaster:
         self.prepared_ = prep
         self.history_ = [r.as_dict() for r in result.history]
         self.fit_result_ = result
-        self.accel_ = accel
+        self.accel_ = accel = trainer.accel  # precision: auto is settled (measured) inside the Trainer
         from .artifacts import build_meta, build_scaler
 
         self.meta_ = build_meta(resolved, prep, model, accel)

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import TrainConfig
-from ..data.windows import gather
 from ..errors import DivergedError
+from . import graphs, precision, streaming
 from .accel import Accel
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,13 @@ class Trainer:
     def __init__(self, model: nn.Module, cfg: TrainConfig, accel: Accel, series: Tensor,
                  train_idx: Tensor, val_idx: Tensor, window: int, horizon: int, n_targets: int,
                  callbacks: list[Callable[[Trainer, EpochRecord], None]] | None = None):
+        # precision: auto -> the measured choice (a short probe on copies of the model; precision.py)
+        accel = precision.settle(accel, model, cfg, series, train_idx, val_idx, window, horizon, n_targets)
         self.model, self.cfg, self.accel = model, cfg, accel
         self.window, self.horizon, self.n_targets = window, horizon, n_targets
         self.windows = series.unfold(0, window + horizon, 1)  # (rows, C, L + H): a view, no copy
+        # resident gather, or batches streamed from host memory when the series did not fit the device
+        self._gather = streaming.make_gather(self.windows, accel.device, window, n_targets)
         self.train_idx, self.val_idx = train_idx, val_idx
         self.loss_fn = LOSSES[cfg.loss]
         self.callbacks = list(callbacks or [])
@@ -82,7 +86,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, factor=0.5, patience=max(2, cfg.patience // 3))
         self.grad_scaler = torch.amp.GradScaler(dev.type, enabled=accel.precision == "fp16")
-        self.generator = torch.Generator(device=dev)
+        self.generator = torch.Generator(device=train_idx.device)  # the host when batches stream
         self.generator.manual_seed(cfg.seed)
         self._params = [p for p in model.parameters() if p.requires_grad]
         self._max_norm = cfg.clip_norm if cfg.clip_norm else math.inf
@@ -92,17 +96,24 @@ class Trainer:
         self.stop_requested = False
         self._best_state: dict[str, Tensor] | None = None
         self._bad_epochs = 0
+        self._graphs = graphs.attach(self)  # whole-step CUDA graphs (None: eager)
 
     # -- the step -----------------------------------------------------------------------------
     def _forward_loss(self, x: Tensor, y: Tensor) -> Tensor:
         dtype = self.accel.autocast_dtype
-        with torch.autocast(self.accel.device.type, dtype=dtype, enabled=dtype is not None):
+        # no autocast weight cache: it must not outlive a CUDA graph capture (each weight is cast once anyway)
+        with torch.autocast(self.accel.device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=False):
             pred = self.model(x)  # (B, H, T)
         return self.loss_fn(pred.float(), y)
 
     def train_step(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One step on the windows at ``idx``; returns (loss, grad_norm, skipped) as device tensors."""
-        x, y = gather(self.windows, idx, self.window, self.n_targets)
+        if self._graphs is not None:
+            return self._graphs.train_step(idx)  # replays the captured step (eager if capture failed)
+        return self._eager_step(idx)
+
+    def _eager_step(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x, y = self._gather(idx)
         loss = self._forward_loss(x, y)
         self.grad_scaler.scale(loss).backward()
         self.grad_scaler.unscale_(self.optimizer)
@@ -124,7 +135,7 @@ class Trainer:
         self.model.train()
         t0 = time.perf_counter()
         n = len(self.train_idx)
-        perm = self.train_idx[torch.randperm(n, generator=self.generator, device=dev)]
+        perm = self.train_idx[torch.randperm(n, generator=self.generator, device=self.train_idx.device)]
         B = cfg.batch_size
         n_steps = max(1, n // B) if n >= B else 1
         if cfg.max_steps_per_epoch:
@@ -156,13 +167,19 @@ class Trainer:
         if len(self.val_idx) == 0:
             return math.nan
         self.model.eval()
-        total, count = self._zero.clone(), 0
-        for i in range(0, len(self.val_idx), batch_size):
-            x, y = gather(self.windows, self.val_idx[i:i + batch_size], self.window, self.n_targets)
-            total += self._forward_loss(x, y) * len(x)
-            count += len(x)
+        if self._graphs is not None:
+            total = self._graphs.val_total(batch_size)  # the whole pass, replayed as one graph
+        else:
+            total = self._val_total(batch_size)
         self.model.train()
-        return float(total.item() / count)
+        return float(total.item() / len(self.val_idx))
+
+    def _val_total(self, batch_size: int) -> Tensor:
+        total = self._zero.clone()
+        for i in range(0, len(self.val_idx), batch_size):
+            x, y = self._gather(self.val_idx[i:i + batch_size])
+            total += self._forward_loss(x, y) * len(x)
+        return total
 
     def fit(self) -> FitResult:
         cfg = self.cfg
