@@ -175,12 +175,13 @@ class Tuner:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.slot = WorkerSlot(self.run_dir)
         t = self.cfg.tune
-        self.storage = open_storage(self.url, t.heartbeat_s)
-        self.study = optuna.create_study(
-            storage=self.storage, sampler=make_sampler(t.seed, self.slot.slot, sqlite_path(self.url) is None),
-            pruner=make_pruner(t.pruner, t.max_epochs), study_name=self.opts.study_name, direction="minimize",
-            load_if_exists=True)
-        self._check_same_study()
+        with claim_lock(self.url, self.opts.study_name):  # workers starting together create the tables once
+            self.storage = open_storage(self.url, t.heartbeat_s)
+            self.study = optuna.create_study(
+                storage=self.storage, sampler=make_sampler(t.seed, self.slot.slot, sqlite_path(self.url) is None),
+                pruner=make_pruner(t.pruner, t.max_epochs), study_name=self.opts.study_name, direction="minimize",
+                load_if_exists=True)
+            self._check_same_study()
         return self.space
 
     def close(self) -> None:

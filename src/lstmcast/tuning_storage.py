@@ -82,13 +82,17 @@ def open_storage(url: str, heartbeat_s: int) -> RDBStorage:
         with quiet_optuna_warnings():
             return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
                               grace_period=3 * heartbeat_s)
-    except ImportError as exc:
-        raise ConfigError(f"--storage {redact(url)}: the database driver is not installed ({exc}); for "
-                          "PostgreSQL: pip install psycopg2-binary") from None
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many types for a bad URL or server
-        raise ConfigError(f"--storage {redact(url)}: cannot open the study storage "
-                          f"({type(exc).__name__}: {str(exc).splitlines()[0]}); check the URL, that the "
-                          "server runs and accepts this user") from None
+        raise _storage_error(url, exc) from None
+
+
+def _storage_error(url: str, exc: Exception) -> ConfigError:
+    if isinstance(exc, ImportError):
+        return ConfigError(f"--storage {redact(url)}: the database driver is not installed ({exc}); for "
+                           "PostgreSQL: pip install psycopg2-binary (or lstmcast[postgres])")
+    first = (str(exc).splitlines() or [""])[0]
+    return ConfigError(f"--storage {redact(url)}: cannot open the study storage ({type(exc).__name__}: {first}); "
+                       "check the URL, that the server runs and accepts this user")
 
 
 class WorkerSlot:
@@ -158,6 +162,7 @@ def claim_lock(url: str, study_name: str) -> Iterator[None]:
     """Serialise "count the trials, then ask for one" across every worker of the study."""
     path = sqlite_path(url)
     if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(f"{path}.claim.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -181,9 +186,13 @@ def _db_lock(url: str, dialect: str, study_name: str) -> Iterator[None]:
     from sqlalchemy.pool import NullPool
 
     key = zlib.crc32(f"lstmcast-tune:{study_name}".encode())
-    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
     try:
-        with engine.connect() as con:
+        engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+        con = engine.connect()
+    except Exception as exc:  # noqa: BLE001 - driver missing, bad URL, server down: all the user's to fix
+        raise _storage_error(url, exc) from None
+    try:
+        with con:
             if dialect == "postgresql":
                 con.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
                 unlock = sqlalchemy.text("SELECT pg_advisory_unlock(:k)")

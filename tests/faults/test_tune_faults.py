@@ -1,0 +1,129 @@
+"""Tuning faults: a diverging or out-of-memory trial fails alone (U3, T6); a killed tuner restarted
+fails its stale trial and continues (U1); an interrupted trial is redone on resume."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from lstmcast import tuning
+from lstmcast.config import validate_config
+from lstmcast.errors import DivergedError
+from lstmcast.tuning import Tuner, TuneOptions, no_best_trial_error
+from tests.conftest import seasonal_frame, small_config
+
+FAIL, COMPLETE, PRUNED, RUNNING = (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE,
+                                   optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+
+
+def _cfg(tmp_path: Path, trials: int, epochs: int = 1):
+    csv = tmp_path / "s.csv"
+    seasonal_frame(300).to_csv(csv, index=False)
+    return validate_config(small_config(
+        data={"path": str(csv), "window": None},
+        train={"max_steps_per_epoch": 3, "threads": 1},
+        tune={"trials": trials, "max_epochs": epochs, "window_periods": [1, 2], "hidden_size": [4, 8],
+              "num_layers": [1, 2], "batch_size": [32]}))
+
+
+def _inject(monkeypatch, faults: dict[int, BaseException]) -> None:
+    """Trial number -> exception raised by its fit; the other trials train for real."""
+    real = tuning.fit_trial
+    calls = {"n": 0}
+
+    def fit(cfg, series, callbacks):
+        n = calls["n"]
+        calls["n"] += 1
+        if n in faults:
+            raise faults[n]
+        return real(cfg, series, callbacks)
+
+    monkeypatch.setattr(tuning, "fit_trial", fit)
+
+
+def test_diverging_and_oom_trials_fail_alone(tmp_path, monkeypatch):
+    _inject(monkeypatch, {0: DivergedError("every training step of epoch 1 had a non-finite loss"),
+                          1: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")})
+    seen = []
+    with Tuner(_cfg(tmp_path, trials=3), TuneOptions(run_dir=tmp_path / "run")) as tuner:
+        summary = tuner.run(on_trial=seen.append)
+        trials = tuner.study.get_trials()
+    assert [o.state for o in seen] == ["failed (diverged)", "failed (out of memory)", "complete"]
+    assert [t.state for t in trials] == [FAIL, FAIL, COMPLETE]
+    assert "non-finite" in trials[0].user_attrs["error"] and "out of memory" in trials[1].user_attrs["error"]
+    assert summary["best"]["trial"] == 2
+    assert (tmp_path / "run" / "best.yaml").exists()
+
+
+def test_a_study_where_every_trial_diverged_says_so(tmp_path, monkeypatch):
+    _inject(monkeypatch, {0: DivergedError("nan"), 1: DivergedError("nan")})
+    with Tuner(_cfg(tmp_path, trials=2), TuneOptions(run_dir=tmp_path / "run")) as tuner:
+        summary = tuner.run()
+    assert summary["best"] is None
+    err = no_best_trial_error(summary)
+    assert isinstance(err, DivergedError) and err.exit_code == 5
+    assert "no trial completed (2 failed (diverged)): lower the top of tune.lr" in str(err)
+    assert not (tmp_path / "run" / "best.yaml").exists()
+
+
+def test_interrupted_trial_is_redone_on_resume(tmp_path, monkeypatch):
+    _inject(monkeypatch, {1: KeyboardInterrupt()})
+    cfg = _cfg(tmp_path, trials=2)
+    with pytest.raises(KeyboardInterrupt), Tuner(cfg, TuneOptions(run_dir=tmp_path / "run")) as tuner:
+        tuner.run()
+    with Tuner(cfg, TuneOptions(run_dir=tmp_path / "run")) as tuner:
+        tuner.run()
+        trials = tuner.study.get_trials()
+    assert [t.state for t in trials] == [COMPLETE, FAIL, COMPLETE]
+    assert "failure" not in trials[1].user_attrs  # not the trial's own fault: it does not count
+
+
+@pytest.mark.slow
+def test_killed_tuner_restarted_fails_the_stale_trial_and_continues(tmp_path):
+    csv = tmp_path / "s.csv"
+    seasonal_frame(300).to_csv(csv, index=False)
+    run = tmp_path / "run"
+    url = f"sqlite:///{run / 'study.db'}"
+    args = [sys.executable, "-m", "lstmcast.cli", "tune", "--data", str(csv), "--time-col", "time", "--target", "y",
+            "--horizon", "6", "--season", "24", "--trials", "2", "--run", str(run), "--threads", "1",
+            "--set", "tune.max_epochs=100", "--set", "tune.pruner=none", "--set", "tune.window_periods=[1,2]",
+            "--set", "tune.hidden_size=[4,8]", "--set", "train.max_steps_per_epoch=4", "--set", "train.patience=100"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        running = _wait_for_running_trial(run / "study.db", proc, timeout=120)
+        time.sleep(0.2)  # inside the trial: its 100 epochs take seconds
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    restarted = subprocess.run(args, capture_output=True, text=True, timeout=240)
+    assert restarted.returncode == 0, restarted.stderr
+    assert f"trial {running} was left running by a stopped worker" in restarted.stderr
+    trials = optuna.load_study(study_name="lstmcast", storage=url).get_trials()
+    assert trials[running].state == FAIL and "failure" not in trials[running].user_attrs
+    finished = [t for t in trials if t.state in (COMPLETE, PRUNED)]
+    assert len(finished) == 2 and len(trials) == 3  # the stale trial was redone, nothing more
+
+
+def _wait_for_running_trial(db: Path, proc: subprocess.Popen, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the tuner ended before it could be killed mid-trial"
+        try:
+            with contextlib.closing(sqlite3.connect(db, timeout=5)) as con:
+                rows = con.execute("SELECT number FROM trials WHERE state = 'RUNNING'").fetchall()
+        except sqlite3.Error:  # the study tables may not exist yet
+            rows = []
+        if rows:
+            return rows[0][0]
+        time.sleep(0.05)
+    raise AssertionError("no trial started in time")
