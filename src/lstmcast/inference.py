@@ -61,8 +61,8 @@ def check_new_table(table: pd.DataFrame, meta: dict[str, Any], missing: str) -> 
     lacking = [f"{role} column {name!r}{did_you_mean(name, cols)}" for name, role in roles if name not in cols]
     if lacking:
         need = ", ".join(f"{name!r} ({role})" for name, role in roles)
-        raise DataError(f"new data lacks the {'; '.join(lacking)} the model was trained on: it needs the columns "
-                        f"{need}; columns present: {', '.join(repr(c) for c in cols)}")
+        raise DataError(f"new data lacks columns the model was trained on: {'; '.join(lacking)}. It needs the "
+                        f"columns {need}; columns present: {', '.join(repr(c) for c in cols)}")
     L = meta["window"]
     # without a fill policy no rows can be inserted, so the raw count is final; with one, check_compatible
     # counts after gap filling and this only catches what validation could not handle at all

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -103,6 +104,9 @@ def _check_columns(df: pd.DataFrame, cfg: DataConfig) -> tuple[str, list[str], l
     if not targets:
         used = {cfg.time_col, cfg.id_col, *cfg.features}
         candidates = [c for c in cols if c not in used]
+        if cfg.format == "wide" and candidates:  # wide: every other column is a series
+            log.info("wide format: %d series columns %s", len(candidates), candidates[:10])
+            return cfg.time_col, candidates, list(cfg.features)
         if len(candidates) != 1:
             raise DataError(f"no target column given: set --target / data.target to one or more of "
                             f"{', '.join(repr(c) for c in candidates)}")
@@ -203,9 +207,11 @@ def _infer_freq(times: np.ndarray, rows: Rows, label: str) -> str:
     """The series' step: pandas' inference, else the commonest step if every step is a multiple of it (D5)."""
     import pandas as pd
 
-    freq = pd.infer_freq(pd.DatetimeIndex(times))
-    if freq is not None:
-        return freq
+    with warnings.catch_warnings():  # pandas 3 warns that infer_freq will return an offset
+        warnings.filterwarnings("ignore", message=".*infer_freq.*")
+        inferred = pd.infer_freq(pd.DatetimeIndex(times))
+    if inferred is not None:
+        return str(getattr(inferred, "freqstr", inferred))
     steps = np.diff(times)
     uniq, counts = np.unique(steps, return_counts=True)
     step = uniq[np.argmax(counts)]
