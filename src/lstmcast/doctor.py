@@ -14,7 +14,9 @@ training steps, and lists findings with a severity and a fix. ``train`` runs the
 from __future__ import annotations
 
 import logging
+import sys
 import time
+import types
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -376,6 +378,17 @@ def render(report: DoctorReport) -> list[Any]:
 
 _ORDER = ["error", "warning", "advice", "info"]
 
+
+class _CallableModule(types.ModuleType):
+    """``lstmcast.doctor`` is both this module and the function: importing the submodule rebinds the package
+    attribute to the module (Python's import system does that), so the module forwards calls to the function."""
+
+    def __call__(self, config: ForecastConfig | dict[str, Any] | None = None, data: Any = None, *,
+                 measure: bool = False) -> DoctorReport:
+        return doctor(config, data, measure=measure)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["Dims", "DoctorReport", "LayerCount", "ShapeRow", "doctor", "preflight", "trace", "layer_counts",
            "n_parameters", "memory_bytes", "flops_per_step", "measure_step", "split_message", "config_dims",
