@@ -72,6 +72,9 @@ class Forecaster:
         _seed_everything(cfg.train.seed)
         series = load_series(data, cfg)
         prep = prepare(series, cfg.data, accel.precision)
+        from .doctor import preflight
+
+        self.doctor_ = preflight(cfg, series, prep, accel)  # the doctor's checks: refuse errors, log advice
         resolved = cfg.model_copy(deep=True)
         resolved.data.window, resolved.data.season = prep.window, prep.season
         if isinstance(data, (str, os.PathLike)):
