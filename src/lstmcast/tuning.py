@@ -290,6 +290,9 @@ class Tuner:
             cfg = apply_params(self.cfg, params, max_epochs=t.max_epochs, threads=threads)
             with Heartbeat(self.storage, trial, t.heartbeat_s):
                 fc = fit_trial(cfg, self.series, [reporter])
+                if fc.fit_result_.stop_reason.startswith("interrupted"):  # SIGINT/SIGTERM: weights are partial
+                    raise InterruptedRun(f"trial {trial.number} {fc.fit_result_.stop_reason}: rerun the same "
+                                         "command to continue the study (this trial will be redone)")
                 value = objective_value(fc, t.objective)
             attrs.update(best_epoch=fc.fit_result_.best_epoch, n_parameters=fc.meta_["n_parameters"])
             if not math.isfinite(value):

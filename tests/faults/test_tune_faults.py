@@ -17,7 +17,7 @@ import torch
 
 from lstmcast import tuning
 from lstmcast.config import validate_config
-from lstmcast.errors import DivergedError
+from lstmcast.errors import DivergedError, InterruptedRun
 from lstmcast.tuning import Tuner, TuneOptions, no_best_trial_error
 from tests.conftest import seasonal_frame, small_config
 
@@ -35,14 +35,20 @@ def _cfg(tmp_path: Path, trials: int, epochs: int = 1):
               "num_layers": [1, 2], "batch_size": [32]}))
 
 
-def _inject(monkeypatch, faults: dict[int, BaseException]) -> None:
-    """Trial number -> exception raised by its fit; the other trials train for real."""
+def _sigint_at_epoch_1(trainer, record) -> None:
+    trainer.stop_signal, trainer.stop_requested = signal.SIGINT, True  # what the trainer's handler does
+
+
+def _inject(monkeypatch, faults: dict[int, BaseException | str]) -> None:
+    """Trial number -> exception raised by its fit, or "sigint" (a real fit stopped by SIGINT)."""
     real = tuning.fit_trial
     calls = {"n": 0}
 
     def fit(cfg, series, callbacks):
         n = calls["n"]
         calls["n"] += 1
+        if faults.get(n) == "sigint":
+            return real(cfg, series, [*callbacks, _sigint_at_epoch_1])
         if n in faults:
             raise faults[n]
         return real(cfg, series, callbacks)
@@ -75,11 +81,14 @@ def test_a_study_where_every_trial_diverged_says_so(tmp_path, monkeypatch):
     assert not (tmp_path / "run" / "best.yaml").exists()
 
 
-def test_interrupted_trial_is_redone_on_resume(tmp_path, monkeypatch):
-    _inject(monkeypatch, {1: KeyboardInterrupt()})
-    cfg = _cfg(tmp_path, trials=2)
-    with pytest.raises(KeyboardInterrupt), Tuner(cfg, TuneOptions(run_dir=tmp_path / "run")) as tuner:
-        tuner.run()
+@pytest.mark.parametrize("fault", [KeyboardInterrupt(), "sigint"], ids=["keyboard-interrupt", "sigint-in-fit"])
+def test_interrupted_trial_is_redone_on_resume(tmp_path, monkeypatch, fault):
+    _inject(monkeypatch, {1: fault})
+    cfg = _cfg(tmp_path, trials=2, epochs=2)
+    with pytest.raises((KeyboardInterrupt, InterruptedRun), match="" if fault != "sigint" else
+                       "trial 1 interrupted by SIGINT: rerun the same command"):
+        with Tuner(cfg, TuneOptions(run_dir=tmp_path / "run")) as tuner:
+            tuner.run()
     with Tuner(cfg, TuneOptions(run_dir=tmp_path / "run")) as tuner:
         tuner.run()
         trials = tuner.study.get_trials()
