@@ -220,12 +220,12 @@ def _device_advice(cfg: ForecastConfig, d: Dims, dev: str, report: DoctorReport)
                                  f"train.precision={precision} on a small LSTM step: mixed precision measured "
                                  "0.6-0.7x the fp32 speed at hidden 64x2 on an H100 (PERF.md)",
                                  "use train.precision=fp32 (or tf32)"))
-        elif precision in ("fp32", "auto") and not small:
+        elif precision == "fp32" and not small:  # 'auto' measures the candidates itself
             found.append(Finding("advice", "precision",
                                  f"train.precision={precision} on a wide LSTM step: bf16 autocast measured 1.6x "
                                  "faster at hidden 256x2, batch 1024 on an H100 (PERF.md)",
                                  "try train.precision=bf16 (or tf32) and compare the validation loss"))
-    elif precision in ("fp32", "auto") and cpu_has_bf16():
+    elif precision == "fp32" and cpu_has_bf16():
         found.append(Finding("advice", "precision",
                              "this CPU has bf16 instructions (AVX512-BF16/AMX): bf16 autocast measured 1.4x "
                              "faster LSTM steps at about the same accuracy on such CPUs (PERF.md)",

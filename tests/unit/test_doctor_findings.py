@@ -197,6 +197,7 @@ def test_precision_advice_on_cpu(monkeypatch):
     monkeypatch.setattr(doctor_checks, "cpu_has_bf16", lambda: True)
     f = only(doctor(cfg_only()), "precision")
     assert "bf16 autocast measured 1.4x faster" in f.message and f.fix.startswith("try train.precision=bf16")
+    assert "precision" not in codes(doctor(cfg_only(train={"precision": "auto"})))  # auto measures it itself
     monkeypatch.setattr(doctor_checks, "cpu_has_bf16", lambda: False)
     f = only(doctor(cfg_only(train={"precision": "bf16"})), "precision")
     assert "without bf16 instructions" in f.message and f.fix == "use train.precision=fp32"
