@@ -5,7 +5,9 @@ Prints, from one run:
   at (L=96, B=32, hidden 64x2) and (L=8, B=32): lines ending ``ratio X.XX`` (ours / bare);
 - peak memory added by fitting a 5-million-point series at L=96, against the raw data size;
 - single-series ``Forecaster.predict`` latency p50 through the public API on a loaded model, and the bare
-  forward pass on the same window.
+  forward pass on the same window;
+- ``precision: auto`` (measured probe) against the bare fp32 loop (``ratio``), and the backtest MASE of
+  auto vs fp32 on the bundled CO2 demo (demo.yaml).
 
 Usage: python benchmarks/train_speed.py [--quick]
 """
@@ -170,10 +172,73 @@ def predict_latency(repeats: int = 300) -> None:
           f"p50 {b:.2f} ms, ratio {a / b:.2f}", flush=True)
 
 
+def precision_speed(L=96, B=32, hidden=64, layers=2, H=1, steps=100, rounds=5):
+    """``precision: auto`` (its measured probe included in the set-up) against the bare fp32 loop (#7)."""
+    import torch
+
+    from lstmcast.config import TrainConfig
+    from lstmcast.model import LSTMForecaster
+    from lstmcast.training.accel import resolve
+    from lstmcast.training.loop import Trainer
+
+    data = torch.from_numpy(series())
+    bare = bare_loop(data, L, H, B, hidden, layers)
+    n = data.shape[0] - L - H + 1
+    cfg = TrainConfig(batch_size=B, max_steps_per_epoch=steps, max_epochs=100, patience=20, precision="auto")
+    model = LSTMForecaster(data.shape[1], 1, H, hidden, layers, dropout=0.0, window_norm="none")
+    t0 = time.perf_counter()
+    trainer = Trainer(model, cfg, resolve("cpu", "auto", torch.get_num_threads()), data,
+                      torch.arange(n - n // 10), torch.arange(n - n // 10, n), L, H, 1)
+    probe_s = time.perf_counter() - t0
+    trainer.val_idx = torch.arange(0)  # time the steps only, as bare does
+
+    def auto():
+        trainer.cursor = None  # a fresh epoch of ``steps`` steps each call
+        trainer.run_epoch()
+
+    for _ in range(10):
+        bare()
+    auto()
+    t_bare, t_auto = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            bare()
+        t_bare.append(steps / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        auto()
+        t_auto.append(steps / (time.perf_counter() - t0))
+    b, a = statistics.median(t_bare), statistics.median(t_auto)
+    print(f"precision auto -> {trainer.accel.precision} ({trainer.accel.reason}); set-up with probe {probe_s:.1f} s",
+          flush=True)
+    print(f"precision speed L={L} B={B} hidden {hidden}x{layers}: bare fp32 {b:.1f} steps/s, lstmcast auto "
+          f"{a:.1f} steps/s, ratio {a / b:.2f}", flush=True)
+    return a / b
+
+
+def precision_accuracy(seeds=(0,)):
+    """Backtest MASE of ``precision: auto`` vs fp32 on the bundled CO2 demo (demo.yaml), per seed (#7)."""
+    from lstmcast import Forecaster
+    from lstmcast.config import load_config
+    from lstmcast.data.io import bundled_path
+
+    for seed in seeds:
+        out = {}
+        for prec in ("auto", "fp32"):
+            cfg = load_config(bundled_path("demo.yaml"), [f"train.precision={prec}", f"train.seed={seed}"])
+            t0 = time.perf_counter()
+            fc = Forecaster(cfg).fit(str(bundled_path()))
+            out[prec] = (fc.accel_.precision, time.perf_counter() - t0, fc.backtest()["model"]["MASE"])
+        (chosen, t_auto, m_auto), (_, t_fp32, m_fp32) = out["auto"], out["fp32"]
+        print(f"precision accuracy seed {seed} (demo CO2): auto -> {chosen}: MASE {m_auto:.4f} in {t_auto:.0f} s; "
+              f"fp32: MASE {m_fp32:.4f} in {t_fp32:.0f} s; MASE change {100 * (m_auto / m_fp32 - 1):+.2f}%",
+              flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer rounds, no 5M-point memory run")
-    ap.add_argument("--only", choices=["speed", "memory", "latency"], default=None)
+    ap.add_argument("--only", choices=["speed", "memory", "latency", "precision"], default=None)
     args = ap.parse_args()
     import torch
 
@@ -189,6 +254,9 @@ def main() -> None:
         memory(500_000 if args.quick else 5_000_000)
     if args.only in (None, "latency"):
         predict_latency()
+    if args.only in (None, "precision"):
+        precision_speed(steps=40 if args.quick else 100, rounds=rounds)
+        precision_accuracy()
 
 
 if __name__ == "__main__":
