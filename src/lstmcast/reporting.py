@@ -82,3 +82,34 @@ def forecast_plot(series: SeriesSet, forecast: pd.DataFrame, meta: dict[str, Any
         ax.legend(loc="upper left", fontsize=8)
     fig.autofmt_xdate()
     _save(fig, path)
+
+
+def probe_plot(probes: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
+    """Gate activations, saturation and dead units per LSTM layer over the probed epochs (monitor.json)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    epochs = [p["epoch"] for p in probes]
+    n_layers = max((len(p["layers"]) for p in probes), default=0)
+    styles = ["-", "--", ":", "-."]
+    colors = {"input": "tab:blue", "forget": "tab:red", "cell": "tab:green", "output": "tab:purple"}
+    for k in range(n_layers):
+        rows = [p["layers"][k] for p in probes]
+        ls = styles[k % len(styles)]
+        for gate, color in colors.items():
+            label = f"{gate} (layer {k + 1})" if n_layers > 1 else gate
+            axes[0].plot(epochs, [r["gate_mean"][gate] for r in rows], ls=ls, color=color, marker=".", label=label)
+            axes[1].plot(epochs, [r["gate_saturated"][gate] for r in rows], ls=ls, color=color, marker=".")
+        axes[2].plot(epochs, [r["dead_units"] / max(1, r["units"]) for r in rows], ls=ls, color="black",
+                     marker=".", label=f"dead units, layer {k + 1}")
+        axes[2].plot(epochs, [r["h_abs_mean"] for r in rows], ls=ls, color="tab:orange", marker=".",
+                     label=f"mean |h_n|, layer {k + 1}")
+    axes[0].set_title("Gate activation means")
+    axes[1].set_title("Saturated fraction (< 0.05 or > 0.95)")
+    axes[2].set_title("Dead units and hidden-state size")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    axes[1].set_ylim(-0.02, 1.02)
+    axes[0].legend(fontsize=7, ncol=2 if n_layers > 1 else 1)
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)

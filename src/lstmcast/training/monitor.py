@@ -46,7 +46,8 @@ SCALARS = {"loss/train": "train_loss", "loss/val": "val_loss", "optim/lr": "lr",
 class Monitor:
     """TensorBoard and probe statistics for one training run; pass it in ``Trainer(callbacks=[...])``.
 
-    ``run_dir`` None (or ``tensorboard=False``) collects statistics without event files.
+    ``run_dir`` None (or ``tensorboard=False``) collects statistics without event files. The event files
+    are opened at the end of the first epoch, so a run that fails before training leaves no folder.
     """
 
     def __init__(self, run_dir: str | os.PathLike[str] | None, config: ForecastConfig | None = None, *,
@@ -59,23 +60,29 @@ class Monitor:
         want_tb = tensorboard if tensorboard is not None else (mon.tensorboard if mon else True)
         self.writer: Any = None
         self.tb_ok = False  # event files written and no failure so far
-        if want_tb and self.tb_dir is not None:
-            self.writer = self._open_writer()
-            self.tb_ok = self.writer is not None
+        self._want_tb = bool(want_tb and self.tb_dir is not None)  # opened at the first epoch: a run that
+        self._config_text = config.to_yaml() if config is not None else None  # fails before writes nothing
         self.probes: list[dict[str, Any]] = []
         self.history: list[dict[str, Any]] = []
-        self.monitor_seconds = 0.0
+        self.monitor_seconds = 0.0  # all the monitor's time; probe_seconds: the probes' share, kept in budget
+        self.probe_seconds = 0.0
         self.train_seconds = 0.0
         self.postponed = 0
         self._batch: tuple[Any, Any] | None = None
         self._probe_failed = False
         self._clip_norm: float | None = None
-        if config is not None:
-            self._text("config", config.to_yaml())
-        if doctor_text:
-            self._text("doctor", doctor_text)
+        self._doctor_text = doctor_text
 
     # -- TensorBoard, failing soft ------------------------------------------------------------
+    def _open(self) -> None:
+        self._want_tb = False
+        self.writer = self._open_writer()
+        self.tb_ok = self.writer is not None
+        if self._config_text:
+            self._text("config", self._config_text)
+        if self._doctor_text:
+            self._text("doctor", self._doctor_text)
+
     def _open_writer(self) -> Any:
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -119,19 +126,26 @@ class Monitor:
         self._clip_norm = trainer.cfg.clip_norm
         self.history.append(rec.as_dict())
         try:
+            if self._want_tb:
+                self._open()
             for tag, key in SCALARS.items():
                 value = float(getattr(rec, key))
                 if math.isfinite(value):
                     self._tb("add_scalar", tag, value, rec.epoch)
-            if self._due(rec.epoch):
+            if self._due(rec.epoch, last=rec.epoch >= trainer.cfg.max_epochs):
+                t1 = time.perf_counter()
                 self._probe(trainer, rec.epoch)
+                self.probe_seconds += time.perf_counter() - t1
         finally:
             self.monitor_seconds += time.perf_counter() - t0
 
-    def _due(self, epoch: int) -> bool:
-        if self._probe_failed or (epoch % self.every and epoch != 1):
+    def _due(self, epoch: int, last: bool) -> bool:
+        """Epoch 1, every ``every``-th and the last possible epoch, as long as the probes stay in budget
+        (the first and the last always run: a curve needs ends, and the findings read the last probe)."""
+        if self._probe_failed or (epoch % self.every and epoch != 1 and not last):
             return False
-        if self.max_overhead is not None and self.monitor_seconds > self.max_overhead * self.train_seconds:
+        over = self.max_overhead is not None and self.probe_seconds > self.max_overhead * self.train_seconds
+        if over and epoch != 1 and not last:
             self.postponed += 1
             if self.postponed == 1:
                 log.info("monitor: probe postponed to keep its cost under %.0f%% of training time",
@@ -201,7 +215,29 @@ class Monitor:
             self._histogram(f"grads/{name}", grad, epoch)
         self._tb("add_scalar", "probe/recompute_error", probe.recompute_error, epoch)
 
+    def add_doctor(self, report: Any) -> None:
+        """The doctor's report (``Forecaster.doctor_``) as TensorBoard text, tables rendered as plain text."""
+        if report is None or self.writer is None:
+            return
+        try:
+            from io import StringIO
+
+            from rich.console import Console
+
+            from ..doctor import render
+        except ImportError as exc:
+            log.info("monitor: no doctor report in TensorBoard (%s)", exc)
+            return
+        console = Console(file=StringIO(), width=140, color_system=None)
+        for table in render(report):
+            console.print(table)
+        self._text("doctor", console.file.getvalue())
+
     # -- results ------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write pending events to disk (the Trainer calls this before an interrupted run stops)."""
+        self._tb("flush")
+
     def close(self) -> None:
         """Flush and close the event files (safe to call twice)."""
         if self.writer is not None:
@@ -215,7 +251,8 @@ class Monitor:
 
     def summary(self) -> dict[str, Any]:
         return {"probe_size": self.probe_size, "every": self.every, "tensorboard": self.tb_ok,
-                "overhead": {"monitor_seconds": self.monitor_seconds, "train_seconds": self.train_seconds,
+                "overhead": {"monitor_seconds": self.monitor_seconds, "probe_seconds": self.probe_seconds,
+                             "train_seconds": self.train_seconds,
                              "fraction": self.monitor_seconds / self.train_seconds if self.train_seconds else 0.0,
                              "postponed_probes": self.postponed},
                 "probes": self.probes, "findings": [f.as_dict() for f in self.findings()]}

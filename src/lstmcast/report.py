@@ -1,0 +1,262 @@
+"""RUN/report.html: one self-contained page for people who would rather look than read.
+
+Everything is read from the run folder (config.yaml, meta.json, history.json, metrics.json, monitor.json,
+diagnosis.json, doctor.json, loss.png, forecast.png), so ``lstmcast report RUN`` works on any finished
+run; plots are embedded as base64 PNG and a Content-Security-Policy forbids any network access. A part
+whose file is missing says which file and what writes it instead of failing the page.
+
+>>> from lstmcast.report import write_report
+>>> write_report("runs/demo")                       # doctest: +SKIP
+PosixPath('runs/demo/report.html')
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from . import atomic
+from .errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:1180px;padding:1.2em;
+color:#1d2430;line-height:1.45}
+h1{margin-bottom:.1em}h2{border-bottom:1px solid #d8dde6;padding-bottom:.2em;margin-top:1.6em}
+nav a{margin-right:1em}table{border-collapse:collapse;margin:.6em 0}
+th,td{border:1px solid #d8dde6;padding:.3em .6em;text-align:left;vertical-align:top}
+td.num{text-align:right;font-variant-numeric:tabular-nums}th{background:#f2f4f8}
+tr.model td{font-weight:600}td.best{background:#e3f4e5}
+img{max-width:100%;height:auto;border:1px solid #eef0f4}
+pre{background:#f6f8fa;padding:.8em;overflow-x:auto;font-size:.85em}
+.sev-error{color:#b00020;font-weight:600}.sev-warning{color:#a35d00;font-weight:600}
+.sev-advice{color:#1a5fb4}.sev-info{color:#555}.missing{color:#777;font-style:italic}
+.verdict{font-size:1.25em;font-weight:600}
+"""
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+SECTIONS = (("summary", "Summary"), ("diagnosis", "Diagnosis"), ("metrics", "Backtest"),
+            ("curves", "Learning curves"), ("forecast", "Forecast"), ("monitor", "Inside the LSTM"),
+            ("doctor", "Doctor"), ("data", "Data"), ("config", "Config"))
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _read_json(run: Path, name: str) -> Any:
+    p = run / name
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        log.warning("report: %s is not valid JSON (%s); that part of the report is left out", p, exc)
+        return None
+
+
+def _missing(name: str, writer: str) -> str:
+    return f'<p class="missing">{_esc(name)} is not in the run folder ({_esc(writer)}).</p>'
+
+
+def _img(path: Path, alt: str, writer: str) -> str:
+    if not path.is_file():
+        return _missing(path.name, writer)
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(head: list[str], rows: list[list[str]], table_id: str = "") -> str:
+    """``rows`` hold ready HTML cells (``<td>...</td>``); ``head`` plain text."""
+    ident = f' id="{table_id}"' if table_id else ""
+    ths = "".join(f"<th>{_esc(h)}</th>" for h in head)
+    body = "".join(f"<tr>{''.join(r)}</tr>" for r in rows)
+    return f"<table{ident}><thead><tr>{ths}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _num(v: Any) -> str:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return f"{v:.4g}" if isinstance(v, float) else f"{v:,}"
+    return _esc(v)
+
+
+def _findings_table(findings: list[dict[str, Any]], table_id: str) -> str:
+    if not findings:
+        return "<p>No findings.</p>"
+    rows = [[f'<td class="sev-{_esc(f.get("severity"))}">{_esc(f.get("severity"))}</td>',
+             f"<td>{_esc(f.get('message'))}</td>", f"<td>{_esc(f.get('fix', ''))}</td>"] for f in findings]
+    return _table(["severity", "finding", "fix"], rows, table_id)
+
+
+# -- sections -----------------------------------------------------------------------------------
+def metrics_section(metrics: dict[str, dict[str, float]] | None) -> str:
+    """The backtest table: one row per method, best value per column marked; exact values in data-value."""
+    if not metrics:
+        return _missing("metrics.json", "written by `lstmcast train` and `lstmcast evaluate`")
+    from .metrics import NAMES
+
+    cols = [n for n in NAMES if any(n in row for row in metrics.values())]
+    cols += sorted({k for row in metrics.values() for k in row} - set(cols))
+    best = {c: min((row[c] for row in metrics.values() if isinstance(row.get(c), (int, float))
+                    and math.isfinite(row[c])), default=None) for c in cols}
+    rows = []
+    for method, row in metrics.items():
+        cells = [f"<td>{_esc(method)}</td>"]
+        for c in cols:
+            v = row.get(c)
+            mark = " best" if v is not None and v == best[c] and len(metrics) > 1 else ""
+            value = "" if v is None else f' data-value="{_esc(repr(float(v)))}"'
+            cells.append(f'<td class="num{mark}"{value}>{"" if v is None else _num(float(v))}</td>')
+        rows.append(cells)
+    table = _table(["method", *cols], rows, "metrics-table").replace("<tr><td>model</td>",
+                                                                     '<tr class="model"><td>model</td>', 1)
+    return (table + "<p>Rolling-origin backtest on the test split, original units (sMAPE in percent; MASE below "
+            "1 beats the in-sample seasonal-naive forecast). Best value per column shaded.</p>")
+
+
+def diagnosis_section(diagnosis: dict[str, Any] | None, monitor: dict[str, Any] | None) -> str:
+    if diagnosis is None:
+        found = (monitor or {}).get("findings", [])
+        return _missing("diagnosis.json", "written at the end of `lstmcast train`") + _findings_table(
+            found, "diagnosis-findings")
+    head = f'<p class="verdict">{_esc(diagnosis.get("summary", diagnosis.get("verdict", "")))}</p>'
+    return head + _findings_table(diagnosis.get("findings", []), "diagnosis-findings")
+
+
+def monitor_section(run: Path, monitor: dict[str, Any] | None) -> str:
+    if monitor is None:
+        return _missing("monitor.json", "written by `lstmcast train` from its hidden-state probe")
+    probes = monitor.get("probes") or []
+    if not probes:
+        return "<p>The probe did not run in this training (see the log).</p>"
+    from .reporting import probe_plot
+
+    plot = run / "monitor.png"
+    probe_plot(probes, plot)
+    last = probes[-1]
+    rows = []
+    for k, layer in enumerate(last["layers"], start=1):
+        rows.append([f"<td>layer {k}</td>"] + [f'<td class="num">{layer["gate_mean"][g]:.3f} / '
+                                                f'{layer["gate_saturated"][g]:.0%}</td>'
+                                                for g in ("input", "forget", "cell", "output")]
+                    + [f'<td class="num">{layer["dead_units"]} of {layer["units"]}</td>',
+                       f'<td class="num">{layer["h_abs_mean"]:.3g}</td>',
+                       f'<td class="num">{layer["c_abs_mean"]:.3g}</td>'])
+    table = _table(["layer", "input gate", "forget gate", "cell candidate", "output gate", "dead units",
+                    "mean |h_n|", "mean |c_n|"], rows, "probe-table")
+    ov = monitor.get("overhead", {})
+    note = (f"<p>Gate cells: mean activation / share saturated, on a fixed batch of {monitor.get('probe_size')} "
+            f"validation windows at epoch {last['epoch']}, recomputed from the layer weights (largest "
+            f"difference to the kernel's h_n/c_n {last.get('recompute_error', 0):.1e}). The monitor cost "
+            f"{ov.get('fraction', 0):.1%} of the training time.</p>")
+    return _img(plot, "gate and hidden-state statistics over epochs", "") + table + note
+
+
+def doctor_section(doctor: dict[str, Any] | None) -> str:
+    if doctor is None:
+        return _missing("doctor.json", "written by `lstmcast train`; run `lstmcast doctor` for the checks")
+    trace = doctor.get("trace") or []
+    rows = [[f"<td>{_esc(r.get('name'))}</td>", f"<td>{_esc(tuple(r.get('shape', [])))}</td>",
+             f"<td>{_esc(r.get('legend', ''))}</td>"] for r in trace]
+    total = (doctor.get("parameters") or {}).get("total")
+    intro = f"<p>{_num(total)} parameters; {_esc(doctor.get('source', ''))}.</p>" if total is not None else ""
+    return (intro + _findings_table(doctor.get("findings", []), "doctor-findings")
+            + (_table(["tensor", "shape", "legend"], rows, "shape-trace") if rows else ""))
+
+
+def data_section(meta: dict[str, Any] | None, history: list[dict[str, Any]] | None) -> str:
+    if meta is None:
+        return _missing("meta.json", "written by `lstmcast train`")
+    lengths = meta.get("lengths") or []
+    items = [("layout", meta.get("layout")), ("series", len(meta.get("ids") or []) or 1),
+             ("targets", ", ".join(meta.get("targets") or [])),
+             ("features", ", ".join(meta.get("features") or []) or "none"), ("frequency", meta.get("freq")),
+             ("rows per series", f"{min(lengths):,} - {max(lengths):,}" if lengths else "?"),
+             ("train / validation end (first series)",
+              f"{(meta.get('train_end') or ['?'])[0]} / {(meta.get('val_end') or ['?'])[0]}"),
+             ("window L / horizon H / season", f"{meta.get('window')} / {meta.get('horizon')} / {meta.get('season')}"),
+             ("last timestamp", (meta.get("last_time") or ["?"])[0]),
+             ("parameters", _num(meta.get("n_parameters"))), ("device / precision",
+                                                            f"{meta.get('device')} / {meta.get('precision')}"),
+             ("epochs trained", len(history or []))]
+    return _table(["", ""], [[f"<th>{_esc(k)}</th>", f"<td>{_esc(v)}</td>"] for k, v in items], "data-table")
+
+
+def summary_section(meta: dict[str, Any] | None, metrics: dict[str, Any] | None,
+                    diagnosis: dict[str, Any] | None) -> str:
+    parts = []
+    if diagnosis:
+        parts.append(f"Diagnosis: <b>{_esc(diagnosis.get('summary', ''))}</b>"
+                     + (f" (best epoch {diagnosis['best_epoch']})" if diagnosis.get("best_epoch") else "") + ".")
+    if metrics and "model" in metrics:
+        m = metrics["model"]
+        base = {k: v for k, v in metrics.items() if k != "model"}
+        if "MASE" in m and base:
+            name, row = min(base.items(), key=lambda kv: kv[1].get("MASE", math.inf))
+            verdict = "beats" if m["MASE"] < row.get("MASE", math.inf) else "does not beat"
+            parts.append(f"Backtest MASE {m['MASE']:.3g}: the model {verdict} the best baseline "
+                         f"({_esc(name)}, {row.get('MASE', math.nan):.3g}).")
+    if meta:
+        parts.append(f"Forecasts {_esc(meta.get('horizon'))} steps of {_esc(', '.join(meta.get('targets') or []))} "
+                     f"from the last {_esc(meta.get('window'))}.")
+    return "<p>" + " ".join(parts) + "</p>" if parts else "<p>No results in this folder yet.</p>"
+
+
+# -- the page -----------------------------------------------------------------------------------
+def render_report(run: str | os.PathLike[str]) -> str:
+    """The report of a run folder as one HTML string (writes monitor.png next to the other plots)."""
+    folder = Path(run)
+    if not folder.is_dir():
+        raise CheckpointError(f"run folder {str(folder)!r} does not exist: pass the folder `lstmcast train` printed")
+    meta, metrics = _read_json(folder, "meta.json"), _read_json(folder, "metrics.json")
+    history, monitor = _read_json(folder, "history.json"), _read_json(folder, "monitor.json")
+    diagnosis, doctor = _read_json(folder, "diagnosis.json"), _read_json(folder, "doctor.json")
+    if meta is None and metrics is None and history is None:
+        raise CheckpointError(f"{folder} holds no lstmcast run (no meta.json, metrics.json or history.json): "
+                              "pass the folder `lstmcast train` wrote")
+    config = folder / "config.yaml"
+    body = {
+        "summary": summary_section(meta, metrics, diagnosis),
+        "diagnosis": diagnosis_section(diagnosis, monitor),
+        "metrics": metrics_section(metrics),
+        "curves": _img(folder / "loss.png", "training and validation loss per epoch", "written by `lstmcast train`"),
+        "forecast": _img(folder / "forecast.png", "history, forecast and backtest windows",
+                         "written by `lstmcast train`"),
+        "monitor": monitor_section(folder, monitor),
+        "doctor": doctor_section(doctor),
+        "data": data_section(meta, history),
+        "config": (f"<pre>{_esc(config.read_text(encoding='utf-8'))}</pre>" if config.is_file()
+                   else _missing("config.yaml", "written by `lstmcast train`")),
+    }
+    title = f"lstmcast run {folder.resolve().name}"
+    created = f" · trained {_esc(meta.get('created'))} with lstmcast {_esc(meta.get('lstmcast_version'))}" if meta else ""
+    nav = "".join(f'<a href="#{k}">{_esc(v)}</a>' for k, v in SECTIONS)
+    sections = "".join(f'<section id="{k}"><h2>{_esc(v)}</h2>{body[k]}</section>' for k, v in SECTIONS)
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
+            f"<h1>{_esc(title)}</h1><p>{_esc(folder)}{created}</p><nav>{nav}</nav>{sections}</body></html>\n")
+
+
+def write_report(run: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
+    """Write the report of ``run`` to ``out`` (default RUN/report.html) atomically; return its path."""
+    target = Path(out) if out is not None else Path(run) / "report.html"
+    atomic.write_text(target, render_report(run))
+    return target
+
+
+def try_write_report(run: str | os.PathLike[str]) -> Path | None:
+    """``write_report`` at the end of ``train``: a failure is logged, never raised (the run itself is complete)."""
+    try:
+        return write_report(run)
+    except Exception as exc:  # noqa: BLE001 - the report is an extra; training already succeeded
+        log.warning("could not write %s (%s: %s); retry with `lstmcast report %s`",
+                    Path(run) / "report.html", type(exc).__name__, exc, run)
+        return None
