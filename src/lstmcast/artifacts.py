@@ -91,14 +91,32 @@ def _read(folder: Path, name: str, manifest: dict[str, Any]) -> bytes:
     return data
 
 
-def _json(data: bytes, name: str) -> Any:
+def _json(data: bytes, name: str, kind: type = object) -> Any:
     try:
-        return json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as exc:
         raise CheckpointError(f"{name} is not valid JSON ({exc}): the run folder is damaged") from None
+    if not isinstance(value, kind):
+        raise CheckpointError(f"{name} is damaged: expected a JSON {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+# meta.json fields the model is rebuilt from, with sane bounds (a damaged file must not allocate terabytes)
+_META_INTS = {"input_size": 100_000, "n_targets": 100_000, "horizon": 1_000_000, "window": 10_000_000}
+
+
+def _check_meta(meta: dict[str, Any], folder: Path) -> None:
+    for key, top in _META_INTS.items():
+        v = meta.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= top:
+            raise CheckpointError(f"{folder / 'meta.json'} is damaged: {key} must be an integer in [1, {top}], "
+                                  f"got {v!r}")
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
+    if folder.suffix.lower() in UNSAFE_SUFFIXES:
+        raise CheckpointError(f"{folder} is a pickle-based file ({folder.suffix}): lstmcast never unpickles (loading "
+                              "a pickle can run arbitrary code); pass the run folder `lstmcast train` wrote")
     if not folder.is_dir():
         raise CheckpointError(f"run folder {str(folder)!r} does not exist: pass the folder `lstmcast train` printed")
     unsafe = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in UNSAFE_SUFFIXES)
@@ -108,13 +126,14 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     mpath = folder / "manifest.json"
     if not mpath.is_file():
         raise CheckpointError(f"{folder} is not an lstmcast run folder (no manifest.json)")
-    manifest = _json(mpath.read_bytes(), "manifest.json")
-    if not isinstance(manifest, dict):
-        raise CheckpointError(f"{mpath} is damaged: expected a JSON object")
+    manifest = _json(mpath.read_bytes(), "manifest.json", dict)
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{folder} was written in artifact format version {version!r}; this lstmcast reads "
                               f"version {FORMAT_VERSION}: use the matching lstmcast release or retrain")
+    hashes = manifest.get("sha256")
+    if not isinstance(hashes, dict) or not all(isinstance(hashes.get(n), str) for n in HASHED):
+        raise CheckpointError(f"{mpath} is damaged: it must list a sha256 for each of {list(HASHED)}")
     return manifest
 
 
@@ -131,28 +150,36 @@ def load_run(path: str | os.PathLike[str]) -> Forecaster:
     manifest = read_manifest(folder)
     try:
         cfg: ForecastConfig = validate_config(yaml_load_bytes(_read(folder, "config.yaml", manifest)))
-    except ConfigError as exc:
+    except (ConfigError, ValueError, TypeError, RecursionError) as exc:  # YAML can raise ValueError (dates)
         raise CheckpointError(f"{folder / 'config.yaml'} is invalid: {exc}") from None
-    meta = _json(_read(folder, "meta.json", manifest), "meta.json")
-    scaler = _json(_read(folder, "scaler.json", manifest), "scaler.json")
+    meta = _json(_read(folder, "meta.json", manifest), "meta.json", dict)
+    scaler = _json(_read(folder, "scaler.json", manifest), "scaler.json", dict)
+    _check_meta(meta, folder)
     try:
         state = st_load(_read(folder, "model.safetensors", manifest))
-    except (SafetensorError, ValueError, OSError) as exc:
+    except (SafetensorError, ValueError, TypeError, OSError) as exc:
         raise CheckpointError(f"{folder / 'model.safetensors'} is not a valid safetensors file ({exc})") from None
     try:
+        import torch
+
         m = cfg.model
-        model = LSTMForecaster(input_size=meta["input_size"], n_targets=meta["n_targets"], horizon=meta["horizon"],
-                               hidden_size=m.hidden_size, num_layers=m.num_layers, dropout=m.dropout,
-                               bidirectional=m.bidirectional, residual=m.residual, bias=m.bias,
-                               window_norm=m.window_norm, window=meta["window"])
-        model.load_state_dict(state)
+        with torch.device("meta"):  # shapes only: the weights come from the file (assign=True), nothing allocated
+            model = LSTMForecaster(input_size=meta["input_size"], n_targets=meta["n_targets"],
+                                   horizon=meta["horizon"], hidden_size=m.hidden_size, num_layers=m.num_layers,
+                                   dropout=m.dropout, bidirectional=m.bidirectional, residual=m.residual,
+                                   bias=m.bias, window_norm=m.window_norm, window=meta["window"])
+        model.load_state_dict(state, assign=True)
         scaler = {**scaler, "mean": np.asarray(scaler["mean"], dtype=np.float64),
                   "std": np.asarray(scaler["std"], dtype=np.float64)}
-    except (KeyError, TypeError, RuntimeError, LstmcastError) as exc:
+        if scaler["mean"].ndim != 2 or scaler["mean"].shape != scaler["std"].shape \
+                or scaler["mean"].shape[1] != meta["input_size"]:
+            raise ValueError(f"scaler mean/std of shape {scaler['mean'].shape} / {scaler['std'].shape} do not "
+                             f"match input_size {meta['input_size']}")
+    except (KeyError, TypeError, ValueError, RuntimeError, LstmcastError) as exc:
         raise CheckpointError(f"{folder}: the files do not fit together ({exc}): retrain this run") from None
     fc = Forecaster(cfg)
     fc.config_, fc.model_, fc.meta_, fc.scaler_ = cfg, model.eval(), meta, scaler
     fc.prepared_ = None
     hist = folder / "history.json"
-    fc.history_ = _json(hist.read_bytes(), "history.json") if hist.is_file() else []
+    fc.history_ = _json(hist.read_bytes(), "history.json", list) if hist.is_file() else []
     return fc

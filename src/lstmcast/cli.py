@@ -117,17 +117,26 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
           features: Optional[str] = FeatOpt, id_col: Optional[str] = IdOpt, window: Optional[int] = WindowOpt,
           horizon: Optional[int] = HorizonOpt, season: Optional[int] = SeasonOpt,
           config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = SetOpt,
-          run: Optional[Path] = typer.Option(None, "--run", help="Run folder (default runs/<timestamp>).")) -> None:
+          run: Optional[Path] = typer.Option(None, "--run", help="Run folder (default runs/<timestamp>)."),
+          resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the unfinished run in this "
+                                                "folder exactly, from its last good checkpoint.")) -> None:
     """Train on a CSV/Parquet file, backtest against naive baselines, forecast, write a run folder."""
 
     def _do() -> None:
         from .progress import EpochProgress
         from .workflow import default_run_dir, train_run
 
-        cfg = build_config(config, data, time_col, target, features, id_col, window, horizon, season, overrides)
-        run_dir = run or default_run_dir()
+        ckpt = None
+        if resume is not None:
+            flags = {"path": data, "time_col": time_col, "target": target, "features": features, "id_col": id_col,
+                     "window": window, "horizon": horizon, "season": season}
+            cfg, ckpt = _resume_setup(resume, run, config, flags, overrides)
+            run_dir = resume
+        else:
+            cfg = build_config(config, data, time_col, target, features, id_col, window, horizon, season, overrides)
+            run_dir = run or default_run_dir()
         with EpochProgress(cfg.train.max_epochs) as progress:
-            fc, metrics = train_run(cfg, run_dir, callbacks=[progress])
+            fc, metrics = train_run(cfg, run_dir, callbacks=[progress], resume_from=ckpt)
         res = fc.fit_result_
         typer.echo(f"trained {fc.meta_['n_parameters']:,} parameters for {len(fc.history_)} epochs "
                    f"(best epoch {res.best_epoch}, {res.stop_reason})")
@@ -138,6 +147,23 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
         typer.echo(f"run folder: {run_dir}")
 
     run_guarded(_do)
+
+
+def _resume_setup(resume: Path, run: Optional[Path], config: Optional[Path], flags: dict[str, Any],
+                  overrides: Optional[list[str]]):
+    from .errors import ConfigError
+    from .training.checkpoint import refuse_unsafe
+    from .training.resume import resume_config
+    from .workflow import check_run_dir
+
+    refuse_unsafe(resume)  # a .pt/.pkl file is refused with the reason, never opened
+    if run is not None and run.resolve() != resume.resolve():
+        raise ConfigError(f"--run {run} and --resume {resume} name different folders: a resumed run continues "
+                          "in its own folder; drop --run")
+    check_run_dir(resume, resuming=True)
+    cfg, ckpt = resume_config(resume, config, flags, overrides)
+    typer.echo(f"resuming {resume} from {ckpt.path.name} (epoch {ckpt.epoch}, step {ckpt.step})", err=True)
+    return cfg, ckpt
 
 
 @app.command()

@@ -77,7 +77,10 @@ class TrainConfig(_Section):
     accel: Literal["auto", "eager", "graphs"] = "auto"
     threads: int | None = Field(default=None, ge=1)
     max_steps_per_epoch: int | None = Field(default=None, ge=1)
+    # checkpoints (training/checkpoint.py): every N optimizer steps, or with 0 at the end of an epoch once
+    # checkpoint_seconds have passed since the last one (0: every epoch); always at the end and on SIGINT/SIGTERM
     checkpoint_every: int = Field(default=0, ge=0)
+    checkpoint_seconds: float = Field(default=60.0, ge=0.0)
     max_skipped_steps: int = Field(default=5, ge=1)
     skip_window: int = Field(default=50, ge=1)
     rollback_lr_factor: float = Field(default=0.5, gt=0.0, lt=1.0)

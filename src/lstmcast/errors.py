@@ -61,6 +61,12 @@ class NotFittedError(LstmcastError, AttributeError):
     exit_code = 2
 
 
+class ResourceError(LstmcastError, MemoryError):
+    """The device ran out of memory: the cure is a smaller batch, window, model or precision."""
+
+    exit_code = 2
+
+
 class InterruptedRun(LstmcastError):
     """Training stopped on SIGINT/SIGTERM after checkpointing."""
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .data.validate import SeriesSet
     from .evaluation import Backtest
     from .model import LSTMForecaster
+    from .training.checkpoint import Checkpoint
     from .training.loop import EpochRecord, Trainer
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,9 @@ class Forecaster:
 
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, data: Any = None, *,
-            callbacks: list[Callable[[Trainer, EpochRecord], None]] | None = None) -> Forecaster:
+            callbacks: list[Callable[[Trainer, EpochRecord], None]] | None = None,
+            run_dir: str | os.PathLike[str] | None = None, resume_from: Checkpoint | None = None) -> Forecaster:
+        """Train on ``data``; with ``run_dir`` checkpoints go to RUN/checkpoints, ``resume_from`` continues one."""
         import torch
 
         from .data.prepare import prepare
@@ -93,6 +96,10 @@ class Forecaster:
                           torch.from_numpy(idx.val).to(tensor.device), prep.window, prep.horizon,
                           series.n_targets, callbacks=callbacks)
         self.trainer_ = trainer
+        if run_dir is not None or resume_from is not None:  # checkpoints, exact resume (training/resume.py)
+            from .training.resume import attach_run
+
+            attach_run(trainer, run_dir, resume_from, resolved.to_dict(), prep)
         result = trainer.fit()
         self.config_ = resolved
         self.model_ = model.cpu().eval()

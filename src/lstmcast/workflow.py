@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from .config import ForecastConfig
     from .forecaster import Forecaster
+    from .training.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +26,15 @@ def default_run_dir(root: str = "runs") -> Path:
     return Path(root) / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def check_run_dir(run: Path) -> None:
+def check_run_dir(run: Path, resuming: bool = False) -> None:
     """Refuse to overwrite a run folder that already holds a run (no data is ever lost)."""
     if run.exists() and not run.is_dir():
         raise ConfigError(f"--run {run} is a file, not a folder: choose another path")
     if (run / "manifest.json").exists():
         raise ConfigError(f"run folder {run} already holds a trained run: choose another --run (or delete it)")
+    if not resuming and any((run / "checkpoints").glob("step-*")):
+        raise ConfigError(f"run folder {run} holds checkpoints of an unfinished run: continue it with "
+                          f"`lstmcast train --resume {run}`, or choose another --run")
 
 
 def write_outputs(fc: Forecaster, run: Path, series: Any = None) -> dict[str, Any]:
@@ -53,12 +57,13 @@ def write_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     atomic.write_text(path, frame.to_csv(index=False))
 
 
-def train_run(cfg: ForecastConfig, run: Path,
-              callbacks: list[Callable[..., None]] | None = None) -> tuple[Forecaster, dict[str, Any]]:
+def train_run(cfg: ForecastConfig, run: Path, callbacks: list[Callable[..., None]] | None = None,
+              resume_from: Checkpoint | None = None) -> tuple[Forecaster, dict[str, Any]]:
+    """Train (checkpointing into RUN/checkpoints, or continuing ``resume_from``) and write the run folder."""
     from .forecaster import Forecaster
 
-    check_run_dir(run)
-    fc = Forecaster(cfg).fit(cfg.data.path, callbacks=callbacks)
+    check_run_dir(run, resuming=resume_from is not None)
+    fc = Forecaster(cfg).fit(cfg.data.path, callbacks=callbacks, run_dir=run, resume_from=resume_from)
     fc.save(run)
     metrics = write_outputs(fc, run)
     write_diagnosis(fc, run)

@@ -4,7 +4,14 @@ The step runs in canonical order: autocast forward -> loss -> scaled backward ->
 non-finite guard -> optimizer step -> zero_grad(set_to_none=True). The guard never syncs the host:
 a step whose loss or gradient norm is not finite sets the fused optimizer's ``found_inf`` flag, so
 the optimizer skips it on the device (no weight, moment or step-count change), and the flag is
-summed in a device counter that is read once per epoch.
+summed in a device counter that is read at the guard's checks only (guard.py: every
+``train.skip_window`` steps, before a checkpoint, at each epoch end), where too many skipped steps
+roll back to the last good state with a lower learning rate, then stop with DivergedError.
+
+Never losing work: checkpoints (checkpoint.py, state.py) every ``train.checkpoint_every`` steps
+(0: at each epoch end) and at the end, at step granularity, so a resumed run continues exactly;
+SIGINT/SIGTERM finish the step, checkpoint and stop (signals.py). Callbacks ``(trainer, record)`` run
+at each epoch end; a callback with a ``flush()`` method is flushed before an interrupted run stops.
 """
 
 from __future__ import annotations
@@ -15,16 +22,24 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import TrainConfig
-from ..errors import DivergedError
+from ..errors import InterruptedRun, ResourceError
 from . import graphs, precision, streaming
 from .accel import Accel
+from .guard import Guard
+from .signals import signal_name, stop_on_signals
+from .state import EpochCursor, capture, new_cursor, restore
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .checkpoint import Checkpoint, CheckpointStore
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +62,7 @@ class EpochRecord:
     steps: int
     seconds: float
     samples_per_s: float
+    rollbacks: int = 0  # rollbacks of the non-finite guard so far in the run
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -96,6 +112,16 @@ class Trainer:
         self.stop_requested = False
         self._best_state: dict[str, Tensor] | None = None
         self._bad_epochs = 0
+        self.step = 0  # optimizer steps taken in the run, skipped ones included
+        self.stop_signal: int | None = None  # set by signals.stop_on_signals
+        self.finished = False
+        self.cursor: EpochCursor | None = None  # the epoch in progress (restored mid-epoch on resume)
+        self.guard = Guard(self)
+        self.store: CheckpointStore | None = None
+        self.context: dict[str, Any] = {}  # config and data fingerprint, stored in every checkpoint
+        self._next_event = 0
+        self._ckpt_due = False
+        self._last_save = time.monotonic()
         self._graphs = graphs.attach(self)  # whole-step CUDA graphs (None: eager)
 
     # -- the step -----------------------------------------------------------------------------
@@ -130,37 +156,69 @@ class Trainer:
         return loss.detach(), norm.detach(), bad
 
     # -- the loop -----------------------------------------------------------------------------
-    def run_epoch(self) -> EpochRecord:
-        cfg, dev = self.cfg, self.accel.device
+    def steps_per_epoch(self) -> int:
+        n, B = len(self.train_idx), self.cfg.batch_size
+        n_steps = max(1, n // B) if n >= B else 1
+        return min(n_steps, self.cfg.max_steps_per_epoch) if self.cfg.max_steps_per_epoch else n_steps
+
+    def run_epoch(self) -> EpochRecord | None:
+        """One epoch, or the rest of one resumed mid-way; None when stopped before its end."""
+        B = self.cfg.batch_size
         self.model.train()
         t0 = time.perf_counter()
-        n = len(self.train_idx)
-        perm = self.train_idx[torch.randperm(n, generator=self.generator, device=self.train_idx.device)]
-        B = cfg.batch_size
-        n_steps = max(1, n // B) if n >= B else 1
-        if cfg.max_steps_per_epoch:
-            n_steps = min(n_steps, cfg.max_steps_per_epoch)
-        loss_sum, norm_sum, clipped, skipped = self._zero.clone(), self._zero.clone(), self._zero.clone(), self._zero.clone()
-        for s in range(n_steps):
+        cur = self.cursor = self.cursor or new_cursor(self.generator, self.accel.device)
+        self.generator.set_state(cur.gen_state)  # a resumed epoch re-draws the same order
+        perm = self.train_idx[torch.randperm(len(self.train_idx), generator=self.generator,
+                                             device=self.train_idx.device)]
+        n_steps = self.steps_per_epoch()
+        sums, skipped, norm_max = cur.acc[:3], cur.acc[3], cur.acc[4]
+        for s in range(cur.pos, n_steps):
             if self.stop_requested:
-                n_steps = s
-                break
+                cur.seconds += time.perf_counter() - t0
+                return None
             loss, norm, bad = self.train_step(perm[s * B:(s + 1) * B])
-            good = 1.0 - bad
-            loss_sum += torch.nan_to_num(loss) * good
-            norm_sum += torch.nan_to_num(norm) * good
-            clipped += (norm > self._max_norm).float() * good
-            skipped += bad
-        self.result.steps += n_steps
-        n_skipped = int(skipped.item())  # the one host sync of the epoch
+            row = torch.stack((loss, norm, norm.gt(self._max_norm).float()))
+            sums.add_(row.nan_to_num_(0.0, 0.0, 0.0).mul_(1.0 - bad))  # good steps only
+            skipped.add_(bad)
+            torch.fmax(norm_max, norm, out=norm_max)
+            self.step += 1
+            cur.pos = s + 1
+            if self.step >= self._next_event:  # guard check and/or checkpoint: a few per epoch at most
+                self._step_event(cur, n_steps)
+        self.guard.check(cur, epoch_end=True)
+        return self._epoch_record(cur, n_steps, t0)
+
+    def _epoch_record(self, cur: EpochCursor, n_steps: int, t0: float) -> EpochRecord:
+        loss_sum, norm_sum, clipped, skipped, _ = cur.acc.tolist()  # the epoch's host read
+        n_skipped = int(skipped)
         n_good = max(1, n_steps - n_skipped)
+        self.result.steps = self.step
         val = self.validate()
-        seconds = time.perf_counter() - t0
+        seconds = cur.seconds + time.perf_counter() - t0
         return EpochRecord(
-            epoch=self.epoch, train_loss=float(loss_sum.item() / n_good), val_loss=val,
-            lr=self.optimizer.param_groups[0]["lr"], grad_norm=float(norm_sum.item() / n_good),
-            clipped_fraction=float(clipped.item() / n_good), skipped_steps=n_skipped, steps=n_steps,
-            seconds=seconds, samples_per_s=n_steps * B / max(seconds, 1e-9))
+            epoch=self.epoch, train_loss=loss_sum / n_good, val_loss=val, lr=self.optimizer.param_groups[0]["lr"],
+            grad_norm=norm_sum / n_good, clipped_fraction=clipped / n_good, skipped_steps=n_skipped,
+            steps=n_steps, seconds=seconds, samples_per_s=n_steps * self.cfg.batch_size / max(seconds, 1e-9),
+            rollbacks=self.guard.rollbacks)
+
+    def _schedule(self) -> None:
+        every, window = self.cfg.checkpoint_every, self.cfg.skip_window
+        nxt = (self.step // window + 1) * window
+        if every and self.store is not None:
+            nxt = min(nxt, (self.step // every + 1) * every)
+        self._next_event = nxt
+
+    def _step_event(self, cur: EpochCursor, n_steps: int) -> None:
+        every = self.cfg.checkpoint_every
+        due = bool(every) and self.store is not None and self.step % every == 0
+        rolled_back = self.guard.check(cur, epoch_end=False)
+        if due and not rolled_back:
+            if cur.pos < n_steps:
+                self.save_checkpoint(cur)
+                self.guard.snapshot()
+            else:  # the epoch's last step: checkpoint after its validation and bookkeeping
+                self._ckpt_due = True
+        self._schedule()
 
     @torch.no_grad()
     def validate(self, batch_size: int = 2048) -> float:
@@ -181,33 +239,108 @@ class Trainer:
             total += self._forward_loss(x, y) * len(x)
         return total
 
+    # -- fitting, checkpoints, interruption ---------------------------------------------------
+    def attach_checkpoints(self, store: CheckpointStore, context: dict[str, Any]) -> None:
+        """Checkpoint into ``store``; ``context`` (config, data fingerprint) goes into every checkpoint."""
+        self.store, self.context = store, dict(context)
+
+    def resume(self, ckpt: Checkpoint) -> None:
+        """Continue from a verified checkpoint (same model and data; see resume.py for the checks)."""
+        restore(self, ckpt)
+        log.info("resuming from %s: epoch %d, step %d", ckpt.path, self.epoch, self.step)
+
+    def save_checkpoint(self, cursor: EpochCursor | None, note: str = "") -> Path | None:
+        if self.store is None:
+            return None
+        tensors, meta = capture(self, cursor, note)
+        path = self.store.save(tensors, meta)
+        self._last_save = time.monotonic()
+        return path
+
     def fit(self) -> FitResult:
-        cfg = self.cfg
-        while self.epoch < cfg.max_epochs and not self.stop_requested:
-            self.epoch += 1
-            rec = self.run_epoch()
-            self.result.history.append(rec)
-            if rec.steps and rec.skipped_steps == rec.steps:
-                raise DivergedError(
-                    f"every training step of epoch {rec.epoch} had a non-finite loss or gradient: lower "
-                    f"train.lr (now {rec.lr:g}), keep train.clip_norm on, or check the data for spikes")
-            monitored = rec.val_loss if math.isfinite(rec.val_loss) else rec.train_loss
-            self.scheduler.step(monitored)
-            improved = monitored < self.result.best_val_loss - cfg.min_delta
-            if improved:
-                self.result.best_val_loss, self.result.best_epoch = monitored, rec.epoch
-                self._best_state = copy.deepcopy(self.model.state_dict())
-                self._bad_epochs = 0
-            else:
-                self._bad_epochs += 1
-            for cb in self.callbacks:
-                cb(self, rec)
-            if self._bad_epochs >= cfg.patience:
-                self.result.stop_reason = f"early stopping: no validation improvement for {cfg.patience} epochs"
-                break
-        else:
-            self.result.stop_reason = "interrupted" if self.stop_requested else f"reached max_epochs={cfg.max_epochs}"
+        """Train until early stopping, max_epochs, divergence or a stop request; the best weights win."""
+        with stop_on_signals(self):
+            try:
+                self._fit_loop()
+            except torch.OutOfMemoryError as exc:
+                raise self._oom_error(exc) from None
         if self._best_state is not None:
             self.model.load_state_dict(self._best_state)
         self.model.eval()
         return self.result
+
+    def _fit_loop(self) -> None:
+        cfg = self.cfg
+        if self.store is not None:
+            self.store.check_writable()
+        self.guard.snapshot()
+        self._schedule()
+        while not self.finished:
+            if self.stop_requested:
+                self._stop(None)
+                return
+            if self.cursor is None:
+                if self.epoch >= cfg.max_epochs:
+                    self.result.stop_reason = f"reached max_epochs={cfg.max_epochs}"
+                    break
+                self.epoch += 1
+            rec = self.run_epoch()
+            if rec is None:
+                self._stop(self.cursor)
+                return
+            self.cursor = None
+            self._end_epoch(rec)
+
+    def _end_epoch(self, rec: EpochRecord) -> None:
+        cfg = self.cfg
+        self.result.history.append(rec)
+        monitored = rec.val_loss if math.isfinite(rec.val_loss) else rec.train_loss
+        self.scheduler.step(monitored)
+        if monitored < self.result.best_val_loss - cfg.min_delta:
+            self.result.best_val_loss, self.result.best_epoch = monitored, rec.epoch
+            self._best_state = copy.deepcopy(self.model.state_dict())
+            self._bad_epochs = 0
+        else:
+            self._bad_epochs += 1
+        for cb in self.callbacks:
+            cb(self, rec)
+        if self._bad_epochs >= cfg.patience:
+            self.result.stop_reason = f"early stopping: no validation improvement for {cfg.patience} epochs"
+            self.finished = True
+        elif self.epoch >= cfg.max_epochs:
+            self.result.stop_reason = f"reached max_epochs={cfg.max_epochs}"
+            self.finished = True
+        self.guard.snapshot()
+        if self._ckpt_due or self.finished or (
+                cfg.checkpoint_every == 0 and time.monotonic() - self._last_save >= cfg.checkpoint_seconds):
+            self.save_checkpoint(None)
+            self._ckpt_due = False
+
+    def _stop(self, cursor: EpochCursor | None) -> None:
+        """A stop request (signal or caller) between steps: checkpoint where we are, flush, report."""
+        path = self.save_checkpoint(cursor)
+        for cb in self.callbacks:
+            flush = getattr(cb, "flush", None)
+            if callable(flush):
+                flush()
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        if self.stop_signal is None:
+            self.result.stop_reason = "interrupted"
+            return
+        name = signal_name(self.stop_signal)
+        self.result.stop_reason = f"interrupted by {name}"
+        if path is None:
+            return  # no run folder: stop with the weights so far (the best ones), nothing to resume from
+        raise InterruptedRun(f"{name}: stopped after step {self.step} (epoch {self.epoch}), checkpoint written "
+                             f"to {path}; continue with `lstmcast train --resume {self.store.run_dir}`")
+
+    def _oom_error(self, exc: BaseException) -> ResourceError:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        cfg, last = self.cfg, (self.store.names()[:1] if self.store is not None else [])
+        kept = f"; the last checkpoint {last[0]} is intact (lstmcast train --resume)" if last else ""
+        return ResourceError(
+            f"out of memory on {self.accel.device} at step {self.step} with train.batch_size={cfg.batch_size}, "
+            f"window {self.window}, precision {self.accel.precision} ({str(exc).splitlines()[0][:200]}): lower "
+            "train.batch_size or data.window, use a smaller model.hidden_size, or train.precision=bf16" + kept)

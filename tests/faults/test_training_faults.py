@@ -1,0 +1,297 @@
+"""FAULTS.md T1 (non-finite steps), T2 (kill -9 then resume), T5 (SIGINT/SIGTERM), T6 (out of memory)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from lstmcast import Forecaster
+from lstmcast.errors import DivergedError, ResourceError
+from lstmcast.training import loop
+from lstmcast.training.checkpoint import CheckpointStore, read_checkpoint
+from lstmcast.training.guard import Guard
+from tests.conftest import ROOT, seasonal_frame, small_config
+
+CURVE = ("epoch", "train_loss", "val_loss", "lr", "grad_norm", "clipped_fraction", "skipped_steps", "steps")
+
+
+def curve(history: list[dict]) -> list[tuple]:
+    return [tuple(r[k] for k in CURVE) for r in history]
+
+
+def nan_loss_at(steps: set[int] | None, after: int | None = None):
+    """An MSE that turns NaN at the given training calls (1-based; one call per step) or from ``after`` on."""
+    calls = {"n": 0}
+
+    def loss(pred, y):
+        out = F.mse_loss(pred, y)
+        if not torch.is_grad_enabled():  # validation
+            return out
+        calls["n"] += 1
+        n = calls["n"]
+        if (steps and n in steps) or (after is not None and n > after):
+            return out * float("nan")
+        return out
+
+    return loss
+
+
+def guard_config(**train) -> dict:
+    # 600 rows -> 12 steps of 32 per epoch; guard checks every 4 steps
+    return small_config(train={"precision": "fp32", "max_epochs": 3, "skip_window": 4, "max_skipped_steps": 3,
+                               **train})
+
+
+# -- T1: the non-finite guard -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained() -> loop.Trainer:
+    return Forecaster(small_config(train={"precision": "fp32", "max_epochs": 1})).fit(seasonal_frame(300)).trainer_
+
+
+def _state(t: loop.Trainer) -> tuple[dict, list]:
+    weights = {k: v.clone() for k, v in t.model.state_dict().items()}
+    moments = [{k: v.clone() for k, v in t.optimizer.state[p].items()} for p in t._params]
+    return weights, moments
+
+
+def _assert_same(a: tuple[dict, list], b: tuple[dict, list]) -> None:
+    for k in a[0]:
+        assert torch.equal(a[0][k], b[0][k]), k
+    for sa, sb in zip(a[1], b[1]):
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]), k
+
+
+@pytest.mark.parametrize("fault", ["nan_loss", "inf_grad"])
+def test_nonfinite_step_changes_no_weight_and_no_optimizer_state(trained, fault):
+    t = trained
+    t.model.train()
+    idx = t.train_idx[:32]
+    t.train_step(idx)  # a good step first: the optimizer has state
+    before = _state(t)
+    handle = None
+    if fault == "nan_loss":
+        t.loss_fn = lambda p, y: F.mse_loss(p, y) * float("nan")
+    else:
+        handle = t.model.head.weight.register_hook(lambda g: g * float("inf"))
+    try:
+        loss, norm, bad = t.train_step(idx)
+    finally:
+        t.loss_fn = F.mse_loss
+        if handle is not None:
+            handle.remove()
+    assert bad.item() == 1.0
+    assert not math.isfinite(norm.item())
+    _assert_same(before, _state(t))
+    _, _, bad = t.train_step(idx)  # and the next good step does update
+    assert bad.item() == 0.0
+    assert not torch.equal(before[0]["head.weight"], t.model.state_dict()["head.weight"])
+
+
+def test_repeated_nonfinite_steps_roll_back_to_last_good_state_and_halve_lr(monkeypatch):
+    # steps 13-15 (epoch 2) are NaN: the check at step 16 sees 3 >= max_skipped_steps and rolls back
+    monkeypatch.setitem(loop.LOSSES, "mse", nan_loss_at({13, 14, 15}))
+    end_of_epoch1, after_rollback = {}, {}
+    real_rollback = Guard.rollback
+
+    def spy(guard, stats):
+        before = {k: v.clone() for k, v in guard.t.model.state_dict().items()}
+        real_rollback(guard, stats)
+        after_rollback.update(stats=stats, before=before,
+                              weights={k: v.clone() for k, v in guard.t.model.state_dict().items()})
+
+    monkeypatch.setattr(Guard, "rollback", spy)
+
+    def remember(trainer, rec):
+        if rec.epoch == 1:
+            end_of_epoch1.update({k: v.clone() for k, v in trainer.model.state_dict().items()})
+
+    fc = Forecaster(guard_config()).fit(seasonal_frame(600), callbacks=[remember])
+    assert after_rollback["stats"]["step"] == 16 and after_rollback["stats"]["skipped"] == 3
+    for k, v in end_of_epoch1.items():
+        assert torch.equal(after_rollback["weights"][k], v), k  # back to the last good state
+    assert any(not torch.equal(after_rollback["before"][k], v) for k, v in end_of_epoch1.items())
+    h = fc.history_
+    assert h[0]["lr"] == pytest.approx(1e-3) and h[1]["lr"] == pytest.approx(5e-4)  # lr * rollback_lr_factor
+    assert h[1]["skipped_steps"] == 3 and h[1]["rollbacks"] == 1
+    assert fc.fit_result_.stop_reason == "reached max_epochs=3"  # and training went on
+    assert fc.trainer_.guard.events[0]["rolled_back_to_step"] == 12
+
+
+def test_persistent_nonfinite_stops_with_diverged_report_and_keeps_best_weights(monkeypatch, tmp_path):
+    monkeypatch.setitem(loop.LOSSES, "mse", nan_loss_at(None, after=12))  # NaN from epoch 2 on
+    best = {}
+
+    def remember(trainer, rec):
+        best.update({k: v.clone() for k, v in trainer.model.state_dict().items()})
+
+    with pytest.raises(DivergedError, match=r"training diverged: .* after 2 rollback\(s\).*lower the learning rate"):
+        Forecaster(guard_config(max_rollbacks=2)).fit(seasonal_frame(600), callbacks=[remember], run_dir=tmp_path)
+    report = json.loads((tmp_path / "diverged.json").read_text())
+    assert report["step"] == 24 and report["epoch"] == 2
+    assert report["lr"] == pytest.approx(2.5e-4)  # 1e-3 halved twice
+    assert [e["lr_after"] for e in report["rollbacks"]] == pytest.approx([5e-4, 2.5e-4])
+    assert report["grad_norms"] and report["grad_norms"][-1]["skipped"] == 4
+    assert any("train.lr=" in c for c in report["cure"])
+    assert report["best"]["epoch"] == 1
+    ckpt = read_checkpoint(report["best"]["checkpoint"])  # the best weights are kept
+    assert ckpt.meta["note"] == "diverged"
+    for k, v in best.items():
+        assert torch.equal(ckpt.tensors[f"best.{k}"], v), k
+
+
+# -- CLI helpers: a wrapper that signals itself at step k ----------------------------------------
+WRAPPER = """
+import os, sys
+from lstmcast.training import loop
+k, sig = int(os.environ["FAULT_AT_STEP"]), int(os.environ["FAULT_SIGNAL"])
+real = loop.Trainer.train_step
+def step(self, idx):
+    out = real(self, idx)
+    if self.step + 1 == k:  # step k has been computed; the loop has not counted it yet
+        os.kill(os.getpid(), sig)
+    return out
+loop.Trainer.train_step = step
+if os.environ.get("FAULT_NAN_AFTER"):
+    import torch.nn.functional as F
+    n = int(os.environ["FAULT_NAN_AFTER"])
+    calls = [0]
+    def mse(p, y):
+        import torch
+        if torch.is_grad_enabled():
+            calls[0] += 1
+            if calls[0] > n:
+                return F.mse_loss(p, y) * float("nan")
+        return F.mse_loss(p, y)
+    loop.LOSSES["mse"] = mse
+from lstmcast.cli import app
+app(sys.argv[1:], prog_name="lstmcast")
+"""
+
+
+def lstmcast(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "FAULT_AT_STEP": "0",
+                "FAULT_SIGNAL": str(int(signal.SIGKILL)), **(env or {})}
+    return subprocess.run([sys.executable, "-c", WRAPPER, *args], capture_output=True, text=True, env=full_env,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def cli_setup(tmp_path_factory) -> dict:
+    """Data, a config file and the uninterrupted loss curve (the same library code, in-process)."""
+    d = tmp_path_factory.mktemp("resume")
+    csv = d / "series.csv"
+    seasonal_frame(360).to_csv(csv, index=False)
+    cfg = small_config(data={"path": str(csv), "window": 12, "horizon": 3, "season": 24},
+                       model={"hidden_size": 8, "num_layers": 2, "dropout": 0.2},
+                       train={"precision": "fp32", "max_epochs": 4, "batch_size": 16, "checkpoint_every": 5,
+                              "patience": 50})
+    (d / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    reference = Forecaster(cfg).fit(str(csv))
+    return {"dir": d, "cfg": d / "cfg.yaml", "curve": curve(reference.history_),
+            "steps": reference.fit_result_.steps, "per_epoch": reference.history_[0]["steps"]}
+
+
+def _history(run: Path) -> list[dict]:
+    return json.loads((run / "history.json").read_text())
+
+
+# -- T2: kill -9 at a random step, then resume ---------------------------------------------------
+@pytest.mark.slow
+def test_sigkill_at_random_step_then_resume_equals_uninterrupted_curve(cli_setup, tmp_path):
+    total = cli_setup["steps"]
+    k = random.Random(os.getpid()).randrange(7, total - 1)  # a random step after the first checkpoint (5)
+    run = tmp_path / "run"
+    killed = lstmcast("train", "-c", str(cli_setup["cfg"]), "--run", str(run),
+                      env={"FAULT_AT_STEP": str(k), "FAULT_SIGNAL": str(int(signal.SIGKILL))})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (run / "manifest.json").exists()
+    last = CheckpointStore(run).load_latest().step
+    assert last == ((k - 1) // 5) * 5, (k, last)  # checkpoints every 5 steps: at most 5 steps were lost
+    resumed = lstmcast("train", "--resume", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {run} from step-{last:09d}" in resumed.stderr
+    assert curve(_history(run)) == cli_setup["curve"], f"killed at step {k}, resumed from {last}"
+
+
+# -- T5: SIGINT / SIGTERM ------------------------------------------------------------------------
+@pytest.mark.slow
+def test_sigterm_finishes_the_step_checkpoints_exits_130_and_resumes_exactly(cli_setup, tmp_path):
+    per_epoch = cli_setup["per_epoch"]
+    run, k = tmp_path / "run", per_epoch + 3  # mid-epoch 2, not a checkpoint step
+    assert k % 5
+    stopped = lstmcast("train", "-c", str(cli_setup["cfg"]), "--run", str(run),
+                       env={"FAULT_AT_STEP": str(k), "FAULT_SIGNAL": str(int(signal.SIGTERM))})
+    assert stopped.returncode == 130, stopped.stderr
+    assert f"SIGTERM: stopped after step {k} " in stopped.stderr and f"--resume {run}" in stopped.stderr
+    ckpt = CheckpointStore(run).load_latest()
+    assert ckpt.step == k and ckpt.meta["cursor"]["pos"] == 3  # the step finished, then checkpointed
+    resumed = lstmcast("train", "--resume", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    assert curve(_history(run)) == cli_setup["curve"]
+
+
+@pytest.mark.slow
+def test_sigint_from_outside_checkpoints_and_exits_130(cli_setup, tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "lstmcast.cli", "train", "-c", str(cli_setup["cfg"]),
+                             "--run", str(run), "--set", "train.max_epochs=100000", "--set", "train.patience=100000",
+                             "--set", "train.checkpoint_every=2"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not CheckpointStore(run).names() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        first = CheckpointStore(run).load_latest().step
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "SIGINT: stopped after step" in err
+    ckpt = CheckpointStore(run).load_latest()
+    assert ckpt.step >= first and ckpt.meta["finished"] is False
+    assert f"stopped after step {ckpt.step} " in err
+
+
+# -- T1 through the CLI: exit code 5 --------------------------------------------------------------
+@pytest.mark.slow
+def test_cli_divergence_exits_5_and_writes_diverged_json(cli_setup, tmp_path):
+    run = tmp_path / "run"
+    res = lstmcast("train", "-c", str(cli_setup["cfg"]), "--run", str(run), "--set", "train.max_rollbacks=1",
+                   "--set", "train.skip_window=3", "--set", "train.max_skipped_steps=3", env={"FAULT_NAN_AFTER": "10"})
+    assert res.returncode == 5, res.stderr
+    assert "error (DivergedError): training diverged" in res.stderr and "diverged.json" in res.stderr
+    report = json.loads((run / "diverged.json").read_text())
+    assert report["rollbacks"] and report["cure"]
+    assert read_checkpoint(report["best"]["checkpoint"]).meta["note"] == "diverged"
+
+
+# -- T6: out of memory ---------------------------------------------------------------------------
+def test_out_of_memory_is_a_clear_error_naming_the_cures(monkeypatch, tmp_path):
+    real = loop.Trainer.train_step
+
+    def step(self, idx):
+        if self.step == 6:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, idx)
+
+    monkeypatch.setattr(loop.Trainer, "train_step", step)
+    with pytest.raises(ResourceError, match=r"out of memory .* at step 6 with train.batch_size=32.*lower "
+                                            r"train.batch_size or data.window.*bf16.*step-000000004 is intact"):
+        Forecaster(small_config(train={"precision": "fp32", "checkpoint_every": 4})).fit(seasonal_frame(300),
+                                                                                         run_dir=tmp_path)
+    assert ResourceError.exit_code == 2 and issubclass(ResourceError, MemoryError)
