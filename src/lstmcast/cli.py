@@ -119,7 +119,10 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
           config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = SetOpt,
           run: Optional[Path] = typer.Option(None, "--run", help="Run folder (default runs/<timestamp>)."),
           resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the unfinished run in this "
-                                                "folder exactly, from its last good checkpoint.")) -> None:
+                                                "folder exactly, from its last good checkpoint."),
+          no_tensorboard: bool = typer.Option(False, "--no-tensorboard",
+                                              help="Write no TensorBoard events to RUN/tb "
+                                                   "(same as --set monitor.tensorboard=false).")) -> None:
     """Train on a CSV/Parquet file, backtest against naive baselines, forecast, write a run folder."""
 
     def _do() -> None:
@@ -135,6 +138,8 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
         else:
             cfg = build_config(config, data, time_col, target, features, id_col, window, horizon, season, overrides)
             run_dir = run or default_run_dir()
+        if no_tensorboard:
+            cfg.monitor.tensorboard = False
         with EpochProgress(cfg.train.max_epochs) as progress:
             fc, metrics = train_run(cfg, run_dir, callbacks=[progress], resume_from=ckpt)
         res = fc.fit_result_
@@ -144,6 +149,10 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
                                 f"horizon {fc.meta_['horizon']})")
         if getattr(fc, "diagnosis_", None) is not None:
             typer.echo("\n".join(fc.diagnosis_.lines()))
+        if (run_dir / "report.html").is_file():
+            typer.echo(f"report: {run_dir / 'report.html'}")
+        if cfg.monitor.tensorboard and (run_dir / "tb").is_dir():
+            typer.echo(f"tensorboard: tensorboard --logdir {run_dir / 'tb'}")
         typer.echo(f"run folder: {run_dir}")
 
     run_guarded(_do)
@@ -327,6 +336,19 @@ def doctor_cmd(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt,
     code = run_guarded(_do)
     if code:
         raise typer.Exit(code)
+
+
+@app.command()
+def report(run: Path = typer.Argument(..., help="Run folder written by `lstmcast train`."),
+           out: Optional[Path] = typer.Option(None, "--out", help="Output HTML file (default RUN/report.html).")) -> None:
+    """Write RUN/report.html: plots, gates, backtest and diagnosis of a run in one self-contained page."""
+
+    def _do() -> None:
+        from .report import write_report
+
+        typer.echo(f"report written to {write_report(run, out)}")
+
+    run_guarded(_do)
 
 
 def main() -> None:

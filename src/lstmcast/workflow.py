@@ -61,20 +61,34 @@ def train_run(cfg: ForecastConfig, run: Path, callbacks: list[Callable[..., None
               resume_from: Checkpoint | None = None) -> tuple[Forecaster, dict[str, Any]]:
     """Train (checkpointing into RUN/checkpoints, or continuing ``resume_from``) and write the run folder."""
     from .forecaster import Forecaster
+    from .report import try_write_report
+    from .training.monitor import Monitor
 
     check_run_dir(run, resuming=resume_from is not None)
-    fc = Forecaster(cfg).fit(cfg.data.path, callbacks=callbacks, run_dir=run, resume_from=resume_from)
+    monitor = Monitor(run, cfg)  # TensorBoard in RUN/tb + the hidden-state probe; failures only warn (FAULTS U4)
+    try:
+        fc = Forecaster(cfg).fit(cfg.data.path, callbacks=[*(callbacks or []), monitor], run_dir=run,
+                                 resume_from=resume_from)
+        monitor.add_doctor(getattr(fc, "doctor_", None))
+    finally:
+        monitor.close()
     fc.save(run)
+    monitor.save(run / "monitor.json")
+    if getattr(fc, "doctor_", None) is not None:
+        atomic.write_json(run / "doctor.json", fc.doctor_.as_dict())
     metrics = write_outputs(fc, run)
-    write_diagnosis(fc, run)
+    write_diagnosis(fc, run, monitor.findings())
+    try_write_report(run)  # RUN/report.html; a failure only warns, the run folder is complete without it
     return fc, metrics
 
 
-def write_diagnosis(fc: Forecaster, run: Path) -> None:
-    """The learning-curve diagnosis (verdict, findings, fixes) to RUN/diagnosis.json; kept on ``fc.diagnosis_``."""
+def write_diagnosis(fc: Forecaster, run: Path, extra: list[Any] | None = None) -> None:
+    """The learning-curve diagnosis (verdict, findings, fixes) to RUN/diagnosis.json; kept on ``fc.diagnosis_``.
+
+    ``extra``: findings from elsewhere (the hidden-state monitor's) that the diagnosis lists too."""
     from .diagnosis import diagnose
 
-    fc.diagnosis_ = diagnose(fc.history_, config=fc.config_)
+    fc.diagnosis_ = diagnose(fc.history_, extra, config=fc.config_)
     atomic.write_json(run / "diagnosis.json", fc.diagnosis_.as_dict())
 
 
