@@ -90,22 +90,7 @@ def _scan(x: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Tensor | None, w_hr: Tens
         xw += bias
     steps = range(L - 1, -1, -1) if reverse else range(L)
     if h_seq is not None:
-        prev = h_seq.new_zeros(B, L, P)  # h_{t-1} of every step, zero before the first
-        if reverse:
-            prev[:, :-1] = h_seq[:, 1:]
-        else:
-            prev[:, 1:] = h_seq[:, :-1]
-        z = xw.addmm_(prev.view(B * L, P), w_hh.t()).view(B, L, 4 * H)
-        act = _activations(z, H)
-        u = (act[..., :H] * act[..., 2 * H:3 * H]).transpose(0, 1).contiguous()  # (L, B, hidden): i * g
-        f = act[..., H:2 * H].transpose(0, 1).contiguous()
-        cs, c = torch.empty_like(u), x.new_zeros(B, H)
-        for t in steps:
-            c = torch.addcmul(u[t], f[t], c, out=cs[t])
-        out = act[..., 3 * H:] * torch.tanh(cs.transpose(0, 1))  # (B, L, hidden)
-        if w_hr is not None:
-            out = out @ w_hr.t()
-        return out, out[:, steps[-1]], c, z, act
+        return _replay(xw, w_hh, w_hr, h_seq, steps)
     xw = xw.view(B, L, 4 * H)
     h, c = x.new_zeros(B, P), x.new_zeros(B, H)
     z, out, w_hh_t = x.new_empty(L, B, 4 * H), x.new_empty(B, L, P), w_hh.t()
@@ -119,6 +104,30 @@ def _scan(x: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Tensor | None, w_hr: Tens
         out[:, t] = h
     z = z.transpose(0, 1)
     return out, h, c, z, _activations(z, H)
+
+
+def _replay(xw: Tensor, w_hh: Tensor, w_hr: Tensor | None, h_seq: Tensor,
+            steps: range) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The fast path of _scan: with every h_{t-1} known, all gates come from one matmul; only the cell
+    recurrence c_t = f_t c_{t-1} + i_t g_t stays a loop (one fused op per step)."""
+    B, L, P = h_seq.shape
+    H = xw.shape[1] // 4
+    prev = h_seq.new_zeros(B, L, P)  # h_{t-1} of every step, zero before the first
+    if steps.step < 0:
+        prev[:, :-1] = h_seq[:, 1:]
+    else:
+        prev[:, 1:] = h_seq[:, :-1]
+    z = xw.addmm_(prev.view(B * L, P), w_hh.t()).view(B, L, 4 * H)
+    act = _activations(z, H)
+    u = (act[..., :H] * act[..., 2 * H:3 * H]).transpose(0, 1).contiguous()  # (L, B, hidden): i * g
+    f = act[..., H:2 * H].transpose(0, 1).contiguous()
+    cs, c = torch.empty_like(u), h_seq.new_zeros(B, H)
+    for t in steps:
+        c = torch.addcmul(u[t], f[t], c, out=cs[t])
+    out = act[..., 3 * H:] * torch.tanh(cs.transpose(0, 1))  # (B, L, hidden)
+    if w_hr is not None:
+        out = out @ w_hr.t()
+    return out, out[:, steps[-1]], c, z, act
 
 
 def _gate_stats(z: Tensor, act: Tensor) -> tuple[dict[str, float], dict[str, float]]:
