@@ -127,6 +127,15 @@ def test_d2_gaps_filled_by_explicit_policy():
     assert series.values[0][10, 0] == pytest.approx(y[9] + (y[12] - y[9]) / 3, rel=1e-5)
 
 
+def test_d2_gaps_in_monthly_data_are_gaps_not_an_irregular_grid():
+    df = seasonal_frame(60, freq="MS").drop(index=[20, 21]).reset_index(drop=True)  # months: unequal steps
+    with pytest.raises(DataError, match=r"2 missing timestamps \(gaps\) on the 'MS' grid: 2025-09-01 00:00:00, "
+                                        r"2025-10-01 00:00:00"):
+        load(df, window=12, horizon=3)
+    series, _ = load(df, window=12, horizon=3, missing="interpolate")
+    assert series.freq == "MS" and len(series.times[0]) == 60
+
+
 # -- D3 duplicated timestamps ---------------------------------------------------------------------
 def test_d3_duplicates_name_both_rows_and_are_never_merged():
     df = seasonal_frame(300)
@@ -143,6 +152,18 @@ def test_d3_duplicates_per_series_in_long_format(tmp_path):
     with pytest.raises(DataError, match=r"duplicated timestamps in series 'b': 2024-01-01 03:00:00 at line 305 "
                                         r"and line 602"):
         load(path, id_col="sid")
+
+
+def test_empty_series_id_cells_are_named():
+    df = pd.concat([seasonal_frame(300).assign(sid="a"), seasonal_frame(300).assign(sid=None)], ignore_index=True)
+    with pytest.raises(DataError, match=r"series id column 'sid' has 300 empty cells at row 300, row 301"):
+        load(df, id_col="sid")
+
+
+def test_a_named_datetime_index_is_the_time_column():
+    df = seasonal_frame(300)
+    series, _ = load(df.set_index("time"))
+    np.testing.assert_array_equal(series.times[0], df["time"].to_numpy(dtype="datetime64[ns]"))
 
 
 # -- D4 unsorted rows -----------------------------------------------------------------------------

@@ -34,6 +34,9 @@ def read_table(source: str | os.PathLike[str] | pd.DataFrame, delimiter: str | N
     import pandas as pd
 
     if isinstance(source, pd.DataFrame):
+        if isinstance(source.index, pd.DatetimeIndex) and source.index.name and \
+                source.index.name not in source.columns:  # time in a named index: make it a column
+            source = source.reset_index()
         df = source.copy(deep=False)  # the caller's frame is never modified (copy-on-write)
         df["__row__"] = source.index.to_numpy()
         df = df.reset_index(drop=True)

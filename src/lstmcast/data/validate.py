@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _MAX_LISTED = 5
 _FP16_MAX = 65504.0
+_CALENDAR = ("MS", "ME", "QS", "QE", "YS", "YE")
 _TZ_RE = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
 
 
@@ -191,8 +192,12 @@ def _numeric(df: pd.DataFrame, col: str, precision: str, scaling: str = "none") 
 
 def _groups(df: pd.DataFrame, cfg: DataConfig, targets: list[str]) -> tuple[list[str], list[pd.DataFrame], str]:
     if cfg.id_col:
+        empty = df[cfg.id_col].isna().to_numpy()
+        if empty.any():
+            raise DataError(f"series id column {cfg.id_col!r} has {int(empty.sum())} empty cells at "
+                            f"{_rows(df, empty)}: every row must name its series")
         ids, parts = [], []
-        for key, part in df.groupby(cfg.id_col, sort=True, dropna=False):
+        for key, part in df.groupby(cfg.id_col, sort=True):
             ids.append(str(key))
             parts.append(part)
         return ids, parts, "long"
@@ -216,6 +221,8 @@ def _infer_freq(times: np.ndarray, rows: Rows, label: str) -> str:
     uniq, counts = np.unique(steps, return_counts=True)
     step = uniq[np.argmax(counts)]
     odd = steps % step != np.timedelta64(0)
+    if odd.any() and (calendar := _calendar_freq(times)) is not None:
+        return calendar  # monthly, quarterly or yearly data with gaps: the gaps are handled as such (D2)
     if odd.any():
         order = np.argsort(-counts)[:_MAX_LISTED]
         shown = ", ".join(f"{pd.Timedelta(uniq[k])} ({counts[k]}x)" for k in order)
@@ -225,6 +232,24 @@ def _infer_freq(times: np.ndarray, rows: Rows, label: str) -> str:
                         f"{rows[k + 1]}. Set data.freq (e.g. 'h', '15min', 'D', 'W-SAT', 'MS') to the intended "
                         "frequency, or resample the data to one frequency")
     return pd.tseries.frequencies.to_offset(pd.Timedelta(step)).freqstr
+
+
+def _calendar_freq(times: np.ndarray) -> str | None:
+    """The coarsest calendar frequency whose grid holds every timestamp (months have unequal steps)."""
+    import pandas as pd
+
+    best: tuple[int, str] | None = None
+    for alias in _CALENDAR:
+        try:
+            grid = pd.date_range(times[0], times[-1], freq=alias).to_numpy(dtype="datetime64[ns]")
+        except ValueError:  # an alias this pandas does not know
+            continue
+        if len(grid) == 0 or len(grid) > 2 * len(times):
+            continue
+        pos = np.minimum(np.searchsorted(grid, times), len(grid) - 1)
+        if (grid[pos] == times).all() and (best is None or len(grid) < best[0]):
+            best = (len(grid), alias)
+    return None if best is None else pd.tseries.frequencies.to_offset(best[1]).freqstr
 
 
 def _regularise(times: np.ndarray, values: np.ndarray, rows: Rows, cfg: DataConfig,
