@@ -200,9 +200,6 @@ def settle(accel: Accel, model: nn.Module, cfg: TrainConfig, series: Tensor, tra
            val_idx: Tensor, window: int, horizon: int, n_targets: int,
            plan: ProbePlan | None = None) -> Accel:
     """Resolve a pending ``precision: auto`` into a measured choice; any other Accel is returned as is."""
-    if accel.device.type == "cuda" and cfg.batch_size % 8:
-        log.info("advice: train.batch_size=%d is not a multiple of 8; GPU kernels (tensor cores above all) run "
-                 "best on multiples of 8, e.g. %d", cfg.batch_size, (cfg.batch_size // 8 + 1) * 8)
     if not accel.pending:
         return accel
     plan = plan or ProbePlan()
