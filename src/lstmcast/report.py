@@ -153,8 +153,9 @@ def monitor_section(run: Path, monitor: dict[str, Any] | None) -> str:
     ov = monitor.get("overhead", {})
     note = (f"<p>Gate cells: mean activation / share saturated, on a fixed batch of {monitor.get('probe_size')} "
             f"validation windows at epoch {last['epoch']}, recomputed from the layer weights (largest "
-            f"difference to the kernel's h_n/c_n {last.get('recompute_error', 0):.1e}). The monitor cost "
-            f"{ov.get('fraction', 0):.1%} of the training time.</p>")
+            f"difference to the kernel's h_n/c_n {last.get('recompute_error', 0):.1e}). The monitor took "
+            f"{ov.get('fraction', 0):.1%} of the training time, its {len(probes)} probes "
+            f"{ov.get('probe_seconds', 0) / max(ov.get('train_seconds', 0), 1e-9):.1%} (kept under 5%).</p>")
     return _img(plot, "gate and hidden-state statistics over epochs", "") + table + note
 
 
@@ -231,11 +232,13 @@ def render_report(run: str | os.PathLike[str]) -> str:
         "monitor": monitor_section(folder, monitor),
         "doctor": doctor_section(doctor),
         "data": data_section(meta, history),
-        "config": (f"<pre>{_esc(config.read_text(encoding='utf-8'))}</pre>" if config.is_file()
+        "config": (f"<details><summary>config.yaml (resolved)</summary><pre>{_esc(config.read_text(encoding='utf-8'))}"
+                   "</pre></details>" if config.is_file()
                    else _missing("config.yaml", "written by `lstmcast train`")),
     }
     title = f"lstmcast run {folder.resolve().name}"
-    created = f" · trained {_esc(meta.get('created'))} with lstmcast {_esc(meta.get('lstmcast_version'))}" if meta else ""
+    created = (f" · trained {_esc(meta.get('created'))} with lstmcast {_esc(meta.get('lstmcast_version'))}"
+               if meta else "")
     nav = "".join(f'<a href="#{k}">{_esc(v)}</a>' for k, v in SECTIONS)
     sections = "".join(f'<section id="{k}"><h2>{_esc(v)}</h2>{body[k]}</section>' for k, v in SECTIONS)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

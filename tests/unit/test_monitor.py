@@ -48,7 +48,8 @@ def test_tensorboard_gets_scalars_histograms_gates_and_text(tmp_path):
     assert losses == pytest.approx([h["train_loss"] for h in fc.history_], rel=1e-6)
     assert [e.step for e in acc.Scalars("loss/val")] == [1, 2, 3]
     assert max(e.value for e in acc.Scalars("probe/recompute_error")) < 1e-5
-    for tag in ("layer1/h_n", "layer2/c_n", "weights/lstm.weight_hh_l1", "grads/lstm.weight_ih_l0", "weights/head.bias"):
+    for tag in ("layer1/h_n", "layer2/c_n", "weights/lstm.weight_hh_l1", "grads/lstm.weight_ih_l0",
+                "weights/head.bias"):
         assert tag in tags["histograms"], tag
     hist = acc.Histograms("layer1/h_n")[-1].histogram_value
     assert hist.num == min(32, len(fc.prepared_.index.val)) * 8  # (D=1, B=probe windows, hidden=8)

@@ -10,6 +10,8 @@ from torch import nn
 from lstmcast.model import LSTMForecaster
 from lstmcast.training.probe import probe_model, recompute_lstm
 
+pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():

@@ -66,6 +66,7 @@ class Monitor:
         self.history: list[dict[str, Any]] = []
         self.monitor_seconds = 0.0  # all the monitor's time; probe_seconds: the probes' share, kept in budget
         self.probe_seconds = 0.0
+        self._last_probe_s = 0.0
         self.train_seconds = 0.0
         self.postponed = 0
         self._batch: tuple[Any, Any] | None = None
@@ -135,7 +136,8 @@ class Monitor:
             if self._due(rec.epoch, last=rec.epoch >= trainer.cfg.max_epochs):
                 t1 = time.perf_counter()
                 self._probe(trainer, rec.epoch)
-                self.probe_seconds += time.perf_counter() - t1
+                self._last_probe_s = time.perf_counter() - t1
+                self.probe_seconds += self._last_probe_s
         finally:
             self.monitor_seconds += time.perf_counter() - t0
 
@@ -144,7 +146,8 @@ class Monitor:
         (the first and the last always run: a curve needs ends, and the findings read the last probe)."""
         if self._probe_failed or (epoch % self.every and epoch != 1 and not last):
             return False
-        over = self.max_overhead is not None and self.probe_seconds > self.max_overhead * self.train_seconds
+        projected = self.probe_seconds + self._last_probe_s  # what the probes will have cost after this one
+        over = self.max_overhead is not None and projected > self.max_overhead * self.train_seconds
         if over and epoch != 1 and not last:
             self.postponed += 1
             if self.postponed == 1:
@@ -197,7 +200,8 @@ class Monitor:
         lo, hi = float(t.min()), float(t.max())
         span = (hi - lo) or max(abs(lo), 1.0) * 1e-6
         counts = t.histc(bins=bins, min=lo, max=lo + span)
-        limits = [lo] + (lo + span * (1 + t.new_tensor(range(bins))) / bins).tolist()  # an empty bin marks the left edge
+        # right bucket edges, after an empty bucket whose edge marks the left end (TensorBoard's convention)
+        limits = [lo] + (lo + span * (1 + t.new_tensor(range(bins))) / bins).tolist()
         self._tb("add_histogram_raw", tag, lo, hi, t.numel(), float(t.sum()), float(t.dot(t)), limits,
                  [0.0] + counts.tolist(), step)
 
