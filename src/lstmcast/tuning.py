@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([hms]?)")
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}
 POLL_S = 1.0
+PROGRESS_EVERY_S = 5.0  # trials.csv and best.yaml are rewritten at most this often while tuning
 
 
 def parse_duration(text: str) -> float:
@@ -261,6 +262,7 @@ class Tuner:
             self.open()
         t = self.cfg.tune
         deadline = time.monotonic() + self.opts.timeout_s if self.opts.timeout_s else None
+        last_write = -math.inf
         while True:
             expired = deadline is not None and time.monotonic() >= deadline
             self.fail_stale()
@@ -271,7 +273,9 @@ class Tuner:
                 time.sleep(POLL_S)  # others still run trials: one may fail and need redoing
                 continue
             outcome = self._run_trial(trial)
-            tuning_report.write_progress(self.run_dir, self.cfg, self.study, t.objective)
+            if time.monotonic() - last_write >= PROGRESS_EVERY_S:  # short pruned trials: do not rewrite each time
+                tuning_report.write_progress(self.run_dir, self.cfg, self.study, t.objective)
+                last_write = time.monotonic()
             if on_trial is not None:
                 on_trial(outcome)
         return tuning_report.write_results(self.run_dir, self.cfg, self.study, t.objective, self.space.as_dict())
