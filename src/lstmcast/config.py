@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import copy
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -154,7 +156,25 @@ def _describe(err: dict[str, Any]) -> str:
     key = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
         return f"unknown key '{key}'{did_you_mean(key, _all_keys(ForecastConfig))}"
-    return f"{key}: {err['msg'].lower()}, got {err.get('input')!r}"
+    hint = ""
+    if err["type"] == "literal_error" and isinstance(err.get("input"), str):  # e.g. device: 'cuda0'
+        hint = did_you_mean(err["input"], re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", ""))))
+    return f"{key}: {err['msg'].lower()}, got {err.get('input')!r}{hint}"
+
+
+def _lenient_problems(raw: dict[str, Any], errors: list[dict[str, Any]]) -> list[str]:
+    """The semantic problems of ``raw`` with its invalid keys dropped, so one error lists everything."""
+    lenient = copy.deepcopy(raw)
+    for err in errors:
+        node: Any = lenient
+        for part in err["loc"][:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(err["loc"][-1], None)
+    try:
+        return _semantic_problems(ForecastConfig.model_validate(lenient))
+    except (ValidationError, TypeError, AttributeError):
+        return []
 
 
 def _semantic_problems(cfg: ForecastConfig) -> list[str]:
@@ -187,7 +207,8 @@ def validate_config(raw: dict[str, Any] | ForecastConfig | None) -> ForecastConf
     try:
         cfg = ForecastConfig.model_validate(raw or {})
     except ValidationError as exc:
-        raise ConfigError([_describe(e) for e in exc.errors()]) from None
+        extra = _lenient_problems(raw, exc.errors()) if isinstance(raw, dict) else []
+        raise ConfigError([_describe(e) for e in exc.errors()] + extra) from None
     problems = _semantic_problems(cfg)
     if problems:
         raise ConfigError(problems)
@@ -226,7 +247,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 break
         else:
             node[path[-1]] = value
-    if problems:
+    if problems:  # report the rest of the config's problems in the same error
+        try:
+            validate_config(raw)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
         raise ConfigError(problems)
     return raw
 

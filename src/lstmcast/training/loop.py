@@ -186,6 +186,7 @@ class Trainer:
             if self.step >= self._next_event:  # guard check and/or checkpoint: a few per epoch at most
                 self._step_event(cur, n_steps)
         self.guard.check(cur, epoch_end=True)
+        self.cursor = None  # the next call starts a new epoch
         return self._epoch_record(cur, n_steps, t0)
 
     def _epoch_record(self, cur: EpochCursor, n_steps: int, t0: float) -> EpochRecord:

@@ -113,7 +113,7 @@ def restore(t: Trainer, ckpt: Checkpoint) -> None:
         _restore(t, ckpt)
     except LstmcastError:
         raise
-    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint {ckpt.path} does not fit this model and trainer ({exc}): it was "
                               "written by another configuration; start a new run") from None
 
