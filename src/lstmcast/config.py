@@ -61,7 +61,9 @@ class ModelConfig(_Section):
     bidirectional: bool = False
     residual: bool = False
     bias: bool = True
-    window_norm: Literal["last", "mean", "none"] = "last"
+    # the window's mean is subtracted from the target channels and added back to the forecast: robust to
+    # level shifts and trends, and (unlike the last value) not noisy; see README "Defaults, measured"
+    window_norm: Literal["last", "mean", "none"] = "mean"
 
 
 class TrainConfig(_Section):
@@ -75,7 +77,9 @@ class TrainConfig(_Section):
     loss: Literal["mse", "mae", "huber"] = "mse"
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = "fp32"
+    # auto: fp32 unless a short measured probe shows another precision faster at the same validation
+    # loss (training/precision.py); short runs skip the probe and stay fp32
+    precision: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = "auto"
     accel: Literal["auto", "eager", "graphs"] = "auto"
     threads: int | None = Field(default=None, ge=1)
     max_steps_per_epoch: int | None = Field(default=None, ge=1)

@@ -19,9 +19,10 @@ State = tuple[Tensor, Tensor]
 class LSTMForecaster(nn.Module):
     """Stacked (optionally residual, bidirectional) LSTM with a Linear(D * hidden, H * T) head.
 
-    The first ``n_targets`` input channels are the targets' own past. With ``window_norm='last'``
-    the window's last target value is subtracted from the target channels and added back to the
-    forecast, so the network learns changes relative to the naive forecast (robust to level shifts).
+    The first ``n_targets`` input channels are the targets' own past. With ``window_norm='mean'``
+    (or ``'last'``) the window's mean (or last) target value is subtracted from the target channels
+    and added back to the forecast, so the network learns changes relative to the window's level
+    (robust to level shifts and trends that leave the training range).
 
     >>> m = LSTMForecaster(input_size=10, n_targets=1, horizon=4, hidden_size=64, num_layers=2)
     >>> m(torch.zeros(32, 20, 10)).shape
@@ -31,7 +32,7 @@ class LSTMForecaster(nn.Module):
     def __init__(self, input_size: int, n_targets: int, horizon: int, hidden_size: int = 64,
                  num_layers: int = 2, dropout: float = 0.0, bidirectional: bool = False,
                  residual: bool = False, bias: bool = True,
-                 window_norm: Literal["last", "mean", "none"] = "last", window: int | None = None):
+                 window_norm: Literal["last", "mean", "none"] = "mean", window: int | None = None):
         super().__init__()
         if n_targets > input_size:
             raise ShapeError(f"n_targets={n_targets} exceeds input_size={input_size}: targets are input channels too")
