@@ -151,3 +151,7 @@ def test_a_short_run_keeps_fp32_without_probing(monkeypatch):
     cfg = TrainConfig(batch_size=16, max_epochs=2)
     trainer = Trainer(model, cfg, resolve("cpu", "auto", 1), series, tr, va, L, H, 1)
     assert trainer.accel.precision == "fp32" and "too short to pay back" in trainer.accel.reason
+
+
+def test_auto_is_the_default_precision():
+    assert TrainConfig().precision == "auto"
