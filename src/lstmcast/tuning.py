@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 from . import tuning_report
 from .errors import ConfigError, DataError, DivergedError, InterruptedRun
 from .tuning_space import SearchSpace, apply_params, space_for, suggest
-from .tuning_storage import (HOST, Heartbeat, WorkerSlot, claim_lock, default_storage, open_storage,
-                             quiet_optuna_warnings, redact, sqlite_path)
+from .tuning_storage import (HOST, Heartbeat, WorkerSlot, claim_lock, default_storage, normalize_url,
+                             open_storage, quiet_optuna_warnings, redact, sqlite_path)
 
 if TYPE_CHECKING:
     import optuna
@@ -150,7 +150,7 @@ class Tuner:
             cfg.data.path = os.path.abspath(cfg.data.path)  # best.yaml must work from any folder
         self.cfg, self.opts = cfg, options
         self.run_dir = Path(options.run_dir)
-        self.url = options.storage or default_storage(self.run_dir)
+        self.url = normalize_url(options.storage) if options.storage else default_storage(self.run_dir)
         self.space: SearchSpace | None = None
         self.slot: WorkerSlot | None = None
 

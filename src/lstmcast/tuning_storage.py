@@ -53,6 +53,17 @@ def default_storage(run_dir: Path) -> str:
     return f"sqlite:///{(Path(run_dir) / 'study.db').resolve()}"
 
 
+def normalize_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 to SQLAlchemy 2.1; use psycopg2 where only that driver is installed."""
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2://{rest}"
+    return url
+
+
 def redact(url: str) -> str:
     """The URL without its password, for messages."""
     try:
@@ -89,7 +100,8 @@ def open_storage(url: str, heartbeat_s: int) -> RDBStorage:
 def _storage_error(url: str, exc: Exception) -> ConfigError:
     if isinstance(exc, ImportError):
         return ConfigError(f"--storage {redact(url)}: the database driver is not installed ({exc}); for "
-                           "PostgreSQL: pip install psycopg2-binary (or lstmcast[postgres])")
+                           "PostgreSQL: pip install psycopg2-binary (lstmcast[postgres]) and write "
+                           "postgresql+psycopg2://..., or pip install psycopg for postgresql+psycopg://")
     first = (str(exc).splitlines() or [""])[0]
     return ConfigError(f"--storage {redact(url)}: cannot open the study storage ({type(exc).__name__}: {first}); "
                        "check the URL, that the server runs and accepts this user")

@@ -15,6 +15,7 @@ import optuna
 import pytest
 import yaml
 
+from lstmcast.tuning_storage import normalize_url
 from tests.conftest import run_cli, seasonal_frame
 
 # tiny data and models: each trial trains a few epochs of a few steps
@@ -70,7 +71,7 @@ def postgres_url():
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, KeyError) as exc:
         shutil.rmtree(root, ignore_errors=True)
         pytest.skip(f"could not start a PostgreSQL server: {exc}")
-    yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"  # the plain scheme: lstmcast picks the driver
     subprocess.run(_as_server_user([_pg_bin("pg_ctl"), "-D", data, "-m", "immediate", "stop"]),
                    capture_output=True, timeout=60)
     shutil.rmtree(root, ignore_errors=True)
@@ -89,7 +90,7 @@ def _tune_args(csv: Path, run: Path, trials: int, epochs: int, *extra: str) -> l
 
 
 def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name="lstmcast", storage=url).get_trials()
+    return optuna.load_study(study_name="lstmcast", storage=normalize_url(url)).get_trials()
 
 
 @pytest.mark.slow
