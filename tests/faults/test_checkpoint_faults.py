@@ -14,7 +14,7 @@ import torch
 
 import lstmcast
 from lstmcast import Forecaster, atomic
-from lstmcast.errors import CheckpointError
+from lstmcast.errors import CheckpointError, ConfigError
 from lstmcast.training import checkpoint as ck
 from lstmcast.training.checkpoint import CheckpointStore, read_checkpoint
 from tests.conftest import run_cli, seasonal_frame, small_config
@@ -60,6 +60,25 @@ def test_last_two_checkpoints_kept_each_with_a_manifest(pristine):
     assert {"torch", "numpy", "python", "generator"} <= set(latest.meta["rng"])
     assert any(k.startswith("optimizer.") for k in latest.tensors)
     assert read_checkpoint(ckpt_dir(pristine, 12)).meta["cursor"]["pos"] == 2  # mid-epoch 3
+
+
+def test_epoch_end_checkpoints_by_time_and_exact_resume_from_an_epoch_boundary(tmp_path):
+    every_epoch = small_config(train={"precision": "fp32", "checkpoint_seconds": 0})
+    full = Forecaster(every_epoch).fit(seasonal_frame(300), run_dir=tmp_path / "a")
+    assert [p.name for p in CheckpointStore(tmp_path / "a").names()] == ["step-000000015", "step-000000010"]
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    ckpt = read_checkpoint(ckpt_dir(tmp_path / "b", 10))
+    assert ckpt.epoch == 2 and ckpt.meta["cursor"] is None
+    resumed = Forecaster(every_epoch).fit(seasonal_frame(300), run_dir=tmp_path / "b", resume_from=ckpt)
+    assert resumed.history_[:2] == full.history_[:2]  # restored, seconds included
+    assert [r["train_loss"] for r in resumed.history_] == [r["train_loss"] for r in full.history_]
+    Forecaster(small_config(train={"precision": "fp32"})).fit(seasonal_frame(300), run_dir=tmp_path / "c")
+    assert [p.name for p in CheckpointStore(tmp_path / "c").names()] == ["step-000000015"]  # 60 s default: the end
+
+
+def test_new_fit_into_a_folder_with_checkpoints_of_another_run_is_refused(pristine, tmp_path):
+    with pytest.raises(ConfigError, match=r"holds checkpoints of another run: resume it"):
+        Forecaster(CFG).fit(seasonal_frame(300), run_dir=pristine)
 
 
 # -- T3 -----------------------------------------------------------------------------------------
@@ -109,10 +128,14 @@ def test_resume_after_damage_continues_from_previous_and_sets_damaged_one_aside(
     assert [r["train_loss"] for r in fc.history_] == [r["train_loss"] for r in reference.history_]
 
 
-def test_leftover_temp_folder_from_a_crash_mid_write_is_ignored(run):
-    (run / "checkpoints" / ".step-000000016.tmp-999").mkdir()
-    (run / "checkpoints" / ".step-000000016.tmp-999" / ck.TENSORS).write_bytes(b"half")
-    assert CheckpointStore(run).load_latest().step == 15
+def test_leftover_temp_folder_from_a_crash_mid_write_is_ignored_then_cleaned(run):
+    tmp = run / "checkpoints" / ".step-000000016.tmp-999"
+    tmp.mkdir()
+    (tmp / ck.TENSORS).write_bytes(b"half")
+    store = CheckpointStore(run)
+    assert store.load_latest().step == 15
+    store.check_writable()  # what a (resumed) training does first
+    assert not tmp.exists() and store.load_latest().step == 15
 
 
 # -- T4 -----------------------------------------------------------------------------------------

@@ -220,10 +220,14 @@ class CheckpointStore:
         return [p for _, p in sorted(found, reverse=True)]
 
     def check_writable(self) -> None:
-        """Fail before training, not after an hour of it, when the run folder cannot take checkpoints."""
+        """Fail before training, not after an hour of it, when the run folder cannot take checkpoints.
+
+        Also removes what a process killed mid-write left behind (hidden temp folders)."""
         probe = self.folder / ".write-probe"
         atomic.write_bytes(probe, b"ok")
         probe.unlink(missing_ok=True)
+        for stale in self.folder.glob(".step-*"):
+            shutil.rmtree(stale, ignore_errors=True)
 
     def save(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:
         """Write a checkpoint for ``meta['step']`` atomically; on failure the previous ones stay intact."""

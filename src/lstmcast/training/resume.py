@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,8 @@ from .checkpoint import Checkpoint, CheckpointStore
 if TYPE_CHECKING:
     from ..config import ForecastConfig
     from ..data.prepare import Prepared
+
+log = logging.getLogger(__name__)
 
 # keys that may differ on resume; every other data.* / model.* key (and these train.* keys) may not
 _FREE_DATA = {"data.path", "data.delimiter"}
@@ -97,6 +100,9 @@ def resume_config(run: str | os.PathLike[str], config: str | os.PathLike[str] | 
     if isinstance(section, dict):
         section.update({k: v for k, v in (data_flags or {}).items() if v is not None})
     cfg = validate_config(apply_overrides(raw, list(overrides or [])))
+    settled = ckpt.meta.get("precision")
+    if cfg.train.precision == "auto" and settled in ("fp32", "tf32", "bf16", "fp16"):
+        cfg.train.precision = settled  # a new probe could choose otherwise and break the exact continuation
     problems = config_diff(saved, cfg.to_dict())
     if problems:
         raise ConfigError(f"cannot resume {Path(run)} with a changed architecture or data settings (drop these "
@@ -110,8 +116,15 @@ def attach_run(trainer: Any, run_dir: str | os.PathLike[str] | None, resume_from
     fingerprint = data_fingerprint(prep)
     run = Path(run_dir) if run_dir is not None else resume_from.path.parent.parent  # type: ignore[union-attr]
     store = CheckpointStore(run)
+    if resume_from is None and store.names():  # new checkpoints would interleave with (and be pruned by) old ones
+        raise ConfigError(f"{run} holds checkpoints of another run: resume it (resume_from=CheckpointStore(run)."
+                          "load_latest(), or `lstmcast train --resume`) or choose another run folder")
     if resume_from is not None:
         check_same_data(resume_from.meta["fingerprint"], fingerprint, str(run))
+        settled = resume_from.meta.get("precision")
+        if settled is not None and settled != trainer.accel.precision:
+            log.warning("the checkpoint trained in %s, this run in %s: the continuation is not exact (set "
+                        "train.precision=%s)", settled, trainer.accel.precision, settled)
         trainer.resume(resume_from)
         store.discard_newer_than(resume_from.step)
     trainer.attach_checkpoints(store, {"config": config, "fingerprint": fingerprint})

@@ -92,6 +92,7 @@ def capture(t: Trainer, cursor: EpochCursor | None, note: str = "") -> tuple[dic
     meta = {
         "format_version": CHECKPOINT_FORMAT, "lstmcast_version": __version__, "torch_version": torch.__version__,
         "step": t.step, "epoch": t.epoch, "finished": t.finished, "note": note, "cursor": cur,
+        "precision": t.accel.precision,  # resolved (precision: auto is measured): a resume keeps it
         "rng": rng_state(t.generator),
         "optimizer": encode(t.optimizer.state_dict(), "optimizer", tensors),
         "scheduler": encode(t.scheduler.state_dict(), "scheduler", tensors),
