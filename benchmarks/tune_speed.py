@@ -1,14 +1,14 @@
 """What pruning buys `lstmcast tune`: trials per hour and the best validation loss after the same wall time.
 
-Two studies on the bundled CO2 demo (resources/demo.yaml), one worker each, for the same wall-clock
-budget: pruning off (``tune.pruner: none``) and on (``median`` by default). They run in alternating
-slices (the studies resume), so load from other processes hits both alike. Both use the same sampler
+Studies on the bundled CO2 demo (resources/demo.yaml), one worker each, for the same wall-clock
+budget: pruning off (``tune.pruner: none``) and on (``hyperband``, the default, or ``median``). They
+run in alternating slices (the studies resume), so load from other processes hits them alike. Both use the same sampler
 seed and search space; each trial trains at most ``--epochs`` epochs of at most ``--steps`` steps (the
 demo series has ~45 steps of batch 32 per epoch). A trial counts when it finished (complete or
 pruned); the trial running at the end of a slice finishes, and the wall time counts it. Prints both
 rows (epochs/s shows the load each study saw) and the ratios measured in this run.
 
-Usage: python benchmarks/tune_speed.py [--seconds 90] [--pruner median|hyperband] [--threads N]
+Usage: python benchmarks/tune_speed.py [--seconds 90] [--pruner hyperband|median|median,hyperband] [--threads N]
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def summarise(pruner: str, trials: list, wall: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=90.0, help="wall-clock budget of each study")
-    ap.add_argument("--pruner", default="median", choices=["median", "hyperband"])
+    ap.add_argument("--pruner", default="hyperband", help="pruner(s) to compare with none: median, hyperband "
+                    "or median,hyperband")
     ap.add_argument("--rounds", type=int, default=3, help="alternating slices per study")
     ap.add_argument("--epochs", type=int, default=20, help="tune.max_epochs: epochs of an unpruned trial")
     ap.add_argument("--steps", type=int, default=5, help="train.max_steps_per_epoch")
@@ -83,7 +84,8 @@ def main() -> None:
     from lstmcast.tuning import route_optuna_logs
 
     route_optuna_logs()
-    rows = run_studies(["none", args.pruner], args.seconds, args.rounds, args.epochs, args.steps, args.threads)
+    pruners = [p.strip() for p in args.pruner.split(",") if p.strip()]
+    rows = run_studies(["none", *pruners], args.seconds, args.rounds, args.epochs, args.steps, args.threads)
     print(f"demo CO2 series, {args.seconds:.0f} s budget per study in {args.rounds} alternating slices, up to "
           f"{args.epochs} epochs x {args.steps} steps a trial")
     print(f"{'pruner':<10}{'trials':>8}{'pruned':>8}{'epochs':>8}{'wall s':>8}{'epochs/s':>10}{'trials/h':>10}"
@@ -91,10 +93,11 @@ def main() -> None:
     for r in rows:
         print(f"{r['pruner']:<10}{r['finished']:>8}{r['pruned']:>8}{r['epochs']:>8}{r['wall']:>8.0f}"
               f"{r['epochs_per_s']:>10.2f}{r['per_hour']:>10.0f}{r['best']:>15.5g}")
-    off, on = rows
-    ratio = on["per_hour"] / off["per_hour"] if off["per_hour"] else math.inf
-    print(f"pruning on/off: {ratio:.2f}x trials per hour; best validation loss {on['best']:.5g} (on) vs "
-          f"{off['best']:.5g} (off) after {on['wall']:.0f} s vs {off['wall']:.0f} s")
+    off = rows[0]
+    for on in rows[1:]:
+        ratio = on["per_hour"] / off["per_hour"] if off["per_hour"] else math.inf
+        print(f"pruning {on['pruner']} on/off: {ratio:.2f}x trials per hour; best validation loss "
+              f"{on['best']:.5g} (on) vs {off['best']:.5g} (off) after {on['wall']:.0f} s vs {off['wall']:.0f} s")
 
 
 if __name__ == "__main__":

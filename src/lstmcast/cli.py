@@ -259,7 +259,7 @@ def tune(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targe
                                             "the same folder resumes the study."),
          objective: Optional[str] = typer.Option(None, "--objective", help="val (validation loss, default) or mase "
                                                  "(backtest MASE on the test split)."),
-         pruner: Optional[str] = typer.Option(None, "--pruner", help="median (default), hyperband or none."),
+         pruner: Optional[str] = typer.Option(None, "--pruner", help="hyperband (default), median or none."),
          storage: Optional[str] = typer.Option(None, "--storage", help="SQLAlchemy URL of the study (default: "
                                                "sqlite file RUN/study.db); postgresql://... for many machines."),
          study: str = typer.Option("lstmcast", "--study", help="Study name inside the storage."),

@@ -170,7 +170,8 @@ class Tuner:
 
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise ConfigError(f"--run {self.run_dir} is a file, not a folder: choose another path")
-        resolve(self.cfg.train.device, self.cfg.train.precision, self.opts.threads or self.cfg.train.threads)
+        train = self.cfg.train  # device/precision problems surface before any data is read (C3)
+        resolve(train.device, train.precision, self.opts.threads or train.threads, train.accel)
         self.series = load_series(None, self.cfg)  # once per worker, reused by every trial
         self.space = space_for(self.cfg, self.series)
         self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ def _cfg(tmp_path: Path, trials: int, epochs: int = 1):
     return validate_config(small_config(
         data={"path": str(csv), "window": None},
         train={"max_steps_per_epoch": 3, "threads": 1},
-        tune={"trials": trials, "max_epochs": epochs, "window_periods": [1, 2], "hidden_size": [4, 8],
+        tune={"trials": trials, "max_epochs": epochs, "pruner": "none", "window_periods": [1, 2], "hidden_size": [4, 8],
               "num_layers": [1, 2], "batch_size": [32]}))
 
 

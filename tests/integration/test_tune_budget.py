@@ -19,7 +19,7 @@ def _cfg(tmp_path, **tune):
 
 
 def test_mase_objective_scores_trials_by_backtest_mase(tmp_path):
-    with Tuner(_cfg(tmp_path, trials=2, objective="mase"), TuneOptions(run_dir=tmp_path / "run")) as tuner:
+    with Tuner(_cfg(tmp_path, trials=2, objective="mase", pruner="none"), TuneOptions(run_dir=tmp_path / "run")) as tuner:
         summary = tuner.run()
         trials = tuner.study.get_trials()
     assert summary["objective"] == "mase"
