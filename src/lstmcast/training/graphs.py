@@ -72,6 +72,7 @@ class _Captured:
     out: Tensor  # static outputs written by each replay
     idx: Tensor | None  # static index buffer (train graphs)
     signature: tuple
+    keep: tuple = ()  # the objects whose ids are in the signature, kept alive so no id is ever reused
 
 
 class StepGraphs:
@@ -142,7 +143,8 @@ class StepGraphs:
         t.optimizer.zero_grad(set_to_none=True)
         self.captures += 1
         self.train_graphs.pop(size, None)
-        cap = _Captured(graph=graph, out=out, idx=idx, signature=sig)
+        cap = _Captured(graph=graph, out=out, idx=idx, signature=sig,
+                        keep=(t.optimizer.state, t.optimizer.param_groups))
         self.train_graphs[size] = cap
         log.info("captured the whole training step for batch %d as a CUDA graph (capture #%d)", size, self.captures)
         return cap
@@ -181,7 +183,7 @@ class StepGraphs:
             self._fail(f"capturing the validation pass failed: {type(exc).__name__}: {exc}")
             return None
         self.captures += 1
-        self.val_graph = _Captured(graph=graph, out=out, idx=None, signature=sig)
+        self.val_graph = _Captured(graph=graph, out=out, idx=None, signature=sig, keep=(t.val_idx,))
         return self.val_graph
 
     def _fail(self, reason: str) -> None:
