@@ -47,13 +47,23 @@ def _m(name, fast_ms, loss):
 def test_decide_takes_bf16_only_when_faster_and_as_accurate():
     plan = P.ProbePlan()
     choice, why = P.decide([_m("fp32", 40, 0.100), _m("bf16", 30, 0.101)], plan)
-    assert choice == "bf16" and "bf16 1.33x fp32's speed (30.00 vs 40.00 ms/step)" in why
+    assert choice == "bf16"
+    assert "bf16 1.33x fp32's speed (faster in 12 of 16 paired steps; median 30.00 vs 40.00 ms/step)" in why
     choice, why = P.decide([_m("fp32", 40, 0.100), _m("bf16", 30, 0.200)], plan)
     assert choice == "fp32" and "beyond the 5% tolerance" in why
     choice, why = P.decide([_m("fp32", 40, 0.100), _m("bf16", 38, 0.100)], plan)
-    assert choice == "fp32" and "under the 1.10x needed" in why
+    assert choice == "fp32" and "(needs 1.10x, faster in 67% of the pairs)" in why
     choice, _ = P.decide([_m("fp32", 40, 0.100), _m("bf16", 10, float("nan"))], plan)
     assert choice == "fp32"
+
+
+def test_a_speed_up_must_hold_in_most_paired_steps():
+    ref = P.Measured("fp32", [1.0] * 6, 0.1)
+    erratic = P.Measured("bf16", [0.5, 0.5, 0.5, 2.0, 2.0, 0.9], 0.1)  # median ratio 1.55, wins 4 of 6
+    assert P.decide([ref, erratic], P.ProbePlan())[0] == "bf16"
+    erratic.seconds[-1] = 2.0  # median ratio 1.25 but faster in only 3 of 6 pairs: load, not speed
+    choice, why = P.decide([ref, erratic], P.ProbePlan())
+    assert choice == "fp32" and "faster in 3 of 6 paired steps" in why
 
 
 def test_decide_picks_the_fastest_acceptable_of_several():

@@ -12,10 +12,11 @@ measures instead of guessing:
 3. a probe costs ``ProbePlan.cost_steps`` steps; it runs only when that is at most ``budget`` of the
    steps the run is expected to take (it cannot pay back otherwise): fp32.
 4. the probe trains a copy of the model per candidate on the same batches, every step timed on its own,
-   candidates interleaved step by step in ABBA order; a candidate's cost is its median step time (robust
-   to the odd descheduled step, yet it keeps what contention costs each candidate systematically: on a
-   shared 2-core machine bf16's fastest steps were 1.22x fp32's while its median and its steady-state
-   throughput were 0.97x), then computes each copy's validation loss. A candidate wins when it is at least ``min_speedup`` faster than fp32 AND its
+   candidates interleaved step by step in ABBA order, so each candidate step has an fp32 step timed
+   next to it under the same load. The speed-up is the median of these paired ratios, and the
+   candidate must also win at least ``min_wins`` of the pairs (on a shared 2-core machine bf16's
+   fastest steps were 1.22x fp32's while its steady-state throughput was 0.97x: the fastest steps
+   hide what contention costs each candidate). Then each copy's validation loss is computed. A candidate wins when it is at least ``min_speedup`` faster than fp32 AND its
    validation loss stays within ``loss_rtol`` of fp32's. The RNG state is restored afterwards, so the
    real run trains exactly as if the chosen precision had been asked for. The verdict is remembered
    within the process for the same model, data and settings (so repeated fits agree); nothing is
@@ -60,7 +61,8 @@ class ProbePlan:
     rounds: int = 8  # interleaved timing rounds (ABBA: the order flips every round)
     steps_per_round: int = 2  # each step is timed on its own
     budget: float = 0.05  # the probe may cost at most this fraction of the expected training steps
-    min_speedup: float = 1.10  # median paired speed-up needed to leave fp32 (below this, noise)
+    min_speedup: float = 1.10  # median paired speed-up needed to leave fp32 (below this, noise) ...
+    min_wins: float = 2 / 3  # ... and the share of paired steps the candidate must win (a sign test)
     loss_rtol: float = 0.05  # validation loss after the probe within 5% of fp32's ...
     loss_atol: float = 1e-3  # ... plus this, for losses near zero
     val_windows: int = 2048  # the probe validates on an evenly spaced subset of at most this many windows
@@ -136,24 +138,30 @@ def expected_steps(cfg: TrainConfig, n_train: int) -> int:
 
 
 def decide(measured: list[Measured], plan: ProbePlan) -> tuple[str, str]:
-    """Pick a precision from the probe; ``measured[0]`` is fp32. Returns (precision, measured reason)."""
+    """Pick a precision from the probe; ``measured[0]`` is fp32. Returns (precision, measured reason).
+
+    ``seconds`` are aligned: entry i of every candidate was timed back to back (one ABBA slot), so
+    ``ref.seconds[i] / m.seconds[i]`` compares the two under the same load from other processes.
+    """
     ref = measured[0]
     best, best_speed, notes = "fp32", 1.0, []
     for m in measured[1:]:
-        speed = typical_cost(ref.seconds) / max(typical_cost(m.seconds), 1e-12)
+        ratios = [a / b for a, b in zip(ref.seconds, m.seconds) if b > 0]
+        speed = statistics.median(ratios) if ratios else 0.0
+        wins = sum(r > 1.0 for r in ratios)
         limit = ref.val_loss * (1 + plan.loss_rtol) + plan.loss_atol
         loss_ok = math.isfinite(m.val_loss) and m.val_loss <= limit
-        note = (f"{m.precision} {speed:.2f}x fp32's speed ({_ms(m)} vs {_ms(ref)} ms/step), validation loss "
-                f"{m.val_loss:.4g} vs {ref.val_loss:.4g}")
+        note = (f"{m.precision} {speed:.2f}x fp32's speed (faster in {wins} of {len(ratios)} paired steps; median "
+                f"{_ms(m)} vs {_ms(ref)} ms/step), validation loss {m.val_loss:.4g} vs {ref.val_loss:.4g}")
+        fast = speed >= plan.min_speedup and wins >= plan.min_wins * len(ratios)
         if not loss_ok:
             note += f" (beyond the {plan.loss_rtol:.0%} tolerance)"
-        elif speed < plan.min_speedup:
-            note += f" (under the {plan.min_speedup:.2f}x needed)"
+        elif not fast:
+            note += f" (needs {plan.min_speedup:.2f}x, faster in {plan.min_wins:.0%} of the pairs)"
         notes.append(note)
-        if loss_ok and speed >= plan.min_speedup and speed > best_speed:
+        if loss_ok and fast and speed > best_speed:
             best, best_speed = m.precision, speed
-    how = (f"{plan.rounds * plan.steps_per_round} interleaved steps each after {plan.warmup} warm-up, "
-           "median step times")
+    how = f"{plan.rounds * plan.steps_per_round} interleaved steps each after {plan.warmup} warm-up"
     return best, f"auto: {best}, measured over {how}: " + "; ".join(notes)
 
 
