@@ -199,7 +199,7 @@ def probe_key(accel: Accel, model: nn.Module, cfg: TrainConfig, series: Tensor, 
     """What the verdict depends on: device, threads, model, settings and (a fingerprint of) the data."""
     fingerprint = (tuple(series.shape), float(series.double().sum()), len(train_idx), len(val_idx))
     return (str(accel.device), accel.threads, accel.graphs, repr(model), window, horizon,
-            tuple(sorted(cfg.model_dump().items())), fingerprint)
+            repr(sorted(cfg.model_dump().items())), fingerprint)
 
 
 def settle(accel: Accel, model: nn.Module, cfg: TrainConfig, series: Tensor, train_idx: Tensor,
