@@ -252,6 +252,16 @@ def _calendar_freq(times: np.ndarray) -> str | None:
     return None if best is None else pd.tseries.frequencies.to_offset(best[1]).freqstr
 
 
+def _even_step(times: np.ndarray) -> int | None:
+    """The common step in ns when every step is equal and at most a day (weeks and longer need pandas'
+    anchored aliases such as 'W-SAT', which the step alone cannot name); else None."""
+    ints = times.view(np.int64)
+    first = int(ints[1] - ints[0])
+    if not 0 < first <= 86_400 * 10**9:
+        return None
+    return first if bool((np.diff(ints) == first).all()) else None
+
+
 def _regularise(times: np.ndarray, values: np.ndarray, rows: Rows, cfg: DataConfig,
                 name: str, freq: str | None) -> tuple[np.ndarray, np.ndarray, str]:
     """Put the series on its regular grid: gaps are refused (D2) or inserted as NaN for the fill policy."""
@@ -260,6 +270,14 @@ def _regularise(times: np.ndarray, values: np.ndarray, rows: Rows, cfg: DataConf
     label = _label(name)
     if len(times) < 3:
         raise DataError(f"{label} has {len(times)} rows; a forecaster needs many more (at least window + horizon)")
+    step = _even_step(times)
+    if step is not None:  # evenly spaced at a sub-daily or daily step: on its grid, no gaps, nothing to build
+        tick = pd.tseries.frequencies.to_offset(pd.Timedelta(step))
+        if freq is None:
+            return times, values, tick.freqstr
+        given = pd.tseries.frequencies.to_offset(freq)
+        if isinstance(given, pd.offsets.Tick) and pd.Timedelta(given) == pd.Timedelta(step):
+            return times, values, freq
     if freq is None:
         freq = _infer_freq(times, rows, label)
     grid = pd.date_range(times[0], times[-1], freq=freq).to_numpy(dtype="datetime64[ns]")
