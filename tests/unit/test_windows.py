@@ -7,6 +7,7 @@ the split region that holds its targets.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -140,3 +141,17 @@ def test_gather_returns_the_slices_of_the_original_series(case, C, data):
     for b, s in enumerate(pick):
         assert torch.equal(x[b], series[s:s + L])
         assert torch.equal(y[b], series[s + L:s + L + H, :T])
+
+
+@pytest.mark.parametrize("freq, season", [("h", 24), ("30min", 48), ("15min", 96), ("D", 7), ("W-SAT", 52), ("MS", 12)])
+def test_frequency_names_and_seasons_survive_the_evenly_spaced_shortcut(freq, season):
+    import pandas as pd
+
+    from lstmcast.config import DataConfig
+    from lstmcast.data.io import read_table
+    from lstmcast.data.prepare import season_from_freq
+    from lstmcast.data.validate import validate_frame
+
+    df = pd.DataFrame({"t": pd.date_range("2020-01-04", periods=60, freq=freq), "y": np.arange(60.0)})
+    series = validate_frame(read_table(df), DataConfig(time_col="t", target=["y"]))
+    assert season_from_freq(series.freq) == season, series.freq

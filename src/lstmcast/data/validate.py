@@ -253,11 +253,11 @@ def _calendar_freq(times: np.ndarray) -> str | None:
 
 
 def _even_step(times: np.ndarray) -> int | None:
-    """The common step in ns when every step is equal and at most a day (weeks and longer need pandas'
-    anchored aliases such as 'W-SAT', which the step alone cannot name); else None."""
+    """The common step in ns when every step is equal and shorter than a day; else None. Daily and longer
+    steps go to pandas' inference, which names them 'D', 'W-SAT', ... (the step alone would say '24h')."""
     ints = times.view(np.int64)
     first = int(ints[1] - ints[0])
-    if not 0 < first <= 86_400 * 10**9:
+    if not 0 < first < 86_400 * 10**9:
         return None
     return first if bool((np.diff(ints) == first).all()) else None
 
