@@ -16,9 +16,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
+# a new run folder each time: lstmcast never overwrites a trained run
+DEMO_RUN = runs/demo-$(shell date +%Y%m%d-%H%M%S)
+
 demo: $(STAMP)
-	$(VENV)/bin/lstmcast train --run runs/demo
-	$(VENV)/bin/lstmcast predict runs/demo --out runs/demo/forecast.csv
+	$(eval RUN := $(DEMO_RUN))
+	$(VENV)/bin/lstmcast train --run $(RUN)
+	$(VENV)/bin/lstmcast predict $(RUN) --out $(RUN)/forecast.csv
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q -p no:cacheprovider
