@@ -80,25 +80,30 @@ def ours(data, L, H, B, hidden, layers, steps, seed=0):
     return lambda: trainer.run_epoch()
 
 
+def interleaved(bare_step, ours_epoch, steps: int, rounds: int) -> tuple[float, float]:
+    """Median steps/s of ``steps`` bare steps and one lstmcast epoch of ``steps`` steps, alternated."""
+    for _ in range(10):  # warm-up both
+        bare_step()
+    ours_epoch()
+    t_bare, t_ours = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            bare_step()
+        t_bare.append(steps / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        ours_epoch()
+        t_ours.append(steps / (time.perf_counter() - t0))
+    return statistics.median(t_bare), statistics.median(t_ours)
+
+
 def speed(L, B, hidden=64, layers=2, H=1, steps=100, rounds=5):
     import torch
 
     data = torch.from_numpy(series())
     bare = bare_loop(data, L, H, B, hidden, layers)
     mine = ours(data, L, H, B, hidden, layers, steps)
-    for _ in range(10):  # warm-up both
-        bare()
-    mine()
-    t_bare, t_ours = [], []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            bare()
-        t_bare.append(steps / (time.perf_counter() - t0))
-        t0 = time.perf_counter()
-        mine()
-        t_ours.append(steps / (time.perf_counter() - t0))
-    b, o = statistics.median(t_bare), statistics.median(t_ours)
+    b, o = interleaved(bare, mine, steps, rounds)
     print(f"train speed L={L} B={B} hidden {hidden}x{layers}: bare {b:.1f} steps/s, lstmcast {o:.1f} steps/s, "
           f"ratio {o / b:.2f}", flush=True)
     return o / b
@@ -203,19 +208,7 @@ def precision_speed(L=96, B=32, hidden=64, layers=2, H=1, steps=100, rounds=5):
         trainer.cursor = None  # a fresh epoch of ``steps`` steps each call
         trainer.run_epoch()
 
-    for _ in range(10):
-        bare()
-    auto()
-    t_bare, t_auto = [], []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            bare()
-        t_bare.append(steps / (time.perf_counter() - t0))
-        t0 = time.perf_counter()
-        auto()
-        t_auto.append(steps / (time.perf_counter() - t0))
-    b, a = statistics.median(t_bare), statistics.median(t_auto)
+    b, a = interleaved(bare, auto, steps, rounds)
     print(f"precision auto -> {trainer.accel.precision} ({trainer.accel.reason}); set-up with probe {probe_s:.1f} s",
           flush=True)
     print(f"precision speed L={L} B={B} hidden {hidden}x{layers}: bare fp32 {b:.1f} steps/s, lstmcast auto "
