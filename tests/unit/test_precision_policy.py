@@ -48,7 +48,7 @@ def test_decide_takes_bf16_only_when_faster_and_as_accurate():
     plan = P.ProbePlan()
     choice, why = P.decide([_m("fp32", 40, 0.100), _m("bf16", 30, 0.101)], plan)
     assert choice == "bf16"
-    assert "bf16 1.33x fp32's speed (faster in 12 of 16 paired steps; median 30.00 vs 40.00 ms/step)" in why
+    assert "bf16 1.33x fp32's speed (faster in 12 of 16 paired blocks; median 30.00 vs 40.00 ms/step)" in why
     choice, why = P.decide([_m("fp32", 40, 0.100), _m("bf16", 30, 0.200)], plan)
     assert choice == "fp32" and "beyond the 5% tolerance" in why
     choice, why = P.decide([_m("fp32", 40, 0.100), _m("bf16", 38, 0.100)], plan)
@@ -63,7 +63,7 @@ def test_a_speed_up_must_hold_in_most_paired_steps():
     assert P.decide([ref, erratic], P.ProbePlan())[0] == "bf16"
     erratic.seconds[-1] = 2.0  # median ratio 1.25 but faster in only 3 of 6 pairs: load, not speed
     choice, why = P.decide([ref, erratic], P.ProbePlan())
-    assert choice == "fp32" and "faster in 3 of 6 paired steps" in why
+    assert choice == "fp32" and "faster in 3 of 6 paired blocks" in why
 
 
 def test_decide_picks_the_fastest_acceptable_of_several():
@@ -127,7 +127,7 @@ def test_probe_measures_every_candidate_and_leaves_model_and_rng_untouched(monke
     with caplog.at_level(logging.INFO, logger="lstmcast.training.precision"):
         settled = P.settle(resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, plan)
     assert settled.precision in ("fp32", "bf16") and not settled.pending
-    assert settled.reason.startswith(f"auto: {settled.precision}, measured over 2 interleaved steps each")
+    assert settled.reason.startswith(f"auto: {settled.precision}, measured over 2 interleaved blocks of 1 steps each")
     assert "validation loss" in settled.reason and "test CPU with bf16" in settled.reason
     assert f"precision {settled.precision} (auto:" in caplog.text
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
@@ -165,3 +165,19 @@ def test_a_short_run_keeps_fp32_without_probing(monkeypatch):
 
 def test_auto_is_the_default_precision():
     assert TrainConfig().precision == "auto"
+
+
+def test_probe_times_each_candidate_in_blocks_of_steps(monkeypatch):
+    # training runs one precision for many steps in a row; alternating single steps between two models
+    # hid most of bf16's gain on this project's CPU, so each round times a block per candidate
+    monkeypatch.setattr(P, "candidates", lambda dev: (["fp32", "bf16"], "test CPU with bf16"))
+    model, cfg, series, tr, va, L, H = _setup()
+    blocks = []
+    real = P._timed
+    monkeypatch.setattr(P, "_timed", lambda dev, prec, step, batches: blocks.append((prec, len(batches)))
+                        or real(dev, prec, step, batches))
+    plan = P.ProbePlan(rounds=3, steps_per_round=4, warmup=1)
+    measured = P.run_probe(["fp32", "bf16"], resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, plan)
+    timed = blocks[2:]  # after one warm-up call per candidate
+    assert timed == [("fp32", 4), ("bf16", 4), ("bf16", 4), ("fp32", 4), ("fp32", 4), ("bf16", 4)]  # ABBA
+    assert [len(m.seconds) for m in measured] == [3, 3]
