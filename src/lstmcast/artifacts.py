@@ -143,8 +143,7 @@ def load_run(path: str | os.PathLike[str]) -> Forecaster:
     from safetensors.torch import load as st_load
 
     from .config import validate_config, yaml_load_bytes
-    from .forecaster import Forecaster
-    from .model import LSTMForecaster
+    from .forecaster import Forecaster, build_model
 
     folder = Path(path)
     manifest = read_manifest(folder)
@@ -162,12 +161,8 @@ def load_run(path: str | os.PathLike[str]) -> Forecaster:
     try:
         import torch
 
-        m = cfg.model
         with torch.device("meta"):  # shapes only: the weights come from the file (assign=True), nothing allocated
-            model = LSTMForecaster(input_size=meta["input_size"], n_targets=meta["n_targets"],
-                                   horizon=meta["horizon"], hidden_size=m.hidden_size, num_layers=m.num_layers,
-                                   dropout=m.dropout, bidirectional=m.bidirectional, residual=m.residual,
-                                   bias=m.bias, window_norm=m.window_norm, window=meta["window"])
+            model = build_model(cfg.model, meta["input_size"], meta["n_targets"], meta["horizon"], meta["window"])
         model.load_state_dict(state, assign=True)
         scaler = {**scaler, "mean": np.asarray(scaler["mean"], dtype=np.float64),
                   "std": np.asarray(scaler["std"], dtype=np.float64)}

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import ForecastConfig, validate_config
+from .config import ForecastConfig, ModelConfig, validate_config
 from .errors import DataError, NotFittedError
 
 if TYPE_CHECKING:
@@ -65,7 +65,6 @@ class Forecaster:
         import torch
 
         from .data.prepare import prepare
-        from .model import LSTMForecaster
         from .training.accel import resolve
         from .training.loop import Trainer
 
@@ -85,12 +84,7 @@ class Forecaster:
         from .training.streaming import place_series
 
         tensor = place_series(torch.from_numpy(prep.scaled), accel.device)  # host memory if it cannot fit
-        m = cfg.model
-        model = LSTMForecaster(
-            input_size=tensor.shape[1], n_targets=series.n_targets, horizon=prep.horizon,
-            hidden_size=m.hidden_size, num_layers=m.num_layers, dropout=m.dropout,
-            bidirectional=m.bidirectional, residual=m.residual, bias=m.bias, window_norm=m.window_norm,
-            window=prep.window).to(accel.device)
+        model = build_model(cfg.model, tensor.shape[1], series.n_targets, prep.horizon, prep.window).to(accel.device)
         idx = prep.index
         trainer = Trainer(model, cfg.train, accel, tensor, torch.from_numpy(idx.train).to(tensor.device),
                           torch.from_numpy(idx.val).to(tensor.device), prep.window, prep.horizon,
@@ -126,9 +120,9 @@ class Forecaster:
         from .inference import load_new_series
 
         if fast and type(data).__name__ == "DataFrame":  # predict reads only the last window rows
-            fast = fast_series(data, self.meta_)
-            if fast is not None:
-                return fast
+            clean = fast_series(data, self.meta_)
+            if clean is not None:
+                return clean
         return load_new_series(data, self.config_, self.meta_)  # D13: says what the model needs
 
     def predict(self, data: Any = None) -> pd.DataFrame:
@@ -173,6 +167,15 @@ class Forecaster:
     @property
     def prepared(self) -> Prepared | None:
         return getattr(self, "prepared_", None)
+
+
+def build_model(m: ModelConfig, input_size: int, n_targets: int, horizon: int, window: int) -> LSTMForecaster:
+    """The LSTMForecaster a config describes, for data of ``input_size`` channels (F is never typed in)."""
+    from .model import LSTMForecaster
+
+    return LSTMForecaster(input_size=input_size, n_targets=n_targets, horizon=horizon, hidden_size=m.hidden_size,
+                          num_layers=m.num_layers, dropout=m.dropout, bidirectional=m.bidirectional,
+                          residual=m.residual, bias=m.bias, window_norm=m.window_norm, window=window)
 
 
 def _seed_everything(seed: int) -> None:
