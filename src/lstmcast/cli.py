@@ -15,7 +15,7 @@ from typing import Any, Optional
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="LSTM time-series forecasting: train, evaluate, predict, doctor, tune, report.")
+                  help="LSTM time-series forecasting: train, evaluate, predict, doctor, tune, report, export.")
 _STATE = {"debug": False}
 
 DataOpt = typer.Option(None, "--data", help="CSV or Parquet file (default: the bundled CO2 demo series).")
@@ -347,6 +347,27 @@ def report(run: Path = typer.Argument(..., help="Run folder written by `lstmcast
         from .report import write_report
 
         typer.echo(f"report written to {write_report(run, out)}")
+
+    run_guarded(_do)
+
+
+@app.command("export")
+def export_cmd(run: Path = typer.Argument(..., help="Run folder written by `lstmcast train`."),
+               out: Optional[Path] = typer.Option(None, "--out", help="ONNX file (default RUN/model.onnx); "
+                                                  "export.json is written beside it.")) -> None:
+    """Export a run to ONNX (+ export.json with the scaler and recipe), checked against PyTorch.
+
+    Needs the `export` extra (pip install 'lstmcast[export]'); without it exits 2.
+    """
+
+    def _do() -> None:
+        from .export import TOLERANCE, export_run
+
+        res = export_run(run, out)
+        shown = ", ".join(f"B={b}: {d:.3g}" for b, d in res.diffs.items())
+        typer.echo(f"parity with PyTorch: max |diff| {res.max_abs_diff:.3g} <= {TOLERANCE:g} ({shown})")
+        typer.echo(f"ONNX model (opset {res.opset}, sha256 {res.sha256[:12]}...) written to {res.onnx_path}")
+        typer.echo(f"deployment spec (channels, scaler, recipe) written to {res.spec_path}")
 
     run_guarded(_do)
 
