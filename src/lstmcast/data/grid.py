@@ -1,0 +1,127 @@
+"""The time grid of one series: its frequency (inferred or given), and gaps or off-grid stamps (D2, D5).
+
+Pure numpy/pandas on sorted, unique timestamps; the caller (validate.py) owns sorting and duplicates.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import DataError
+
+if TYPE_CHECKING:
+    from ..config import DataConfig
+    from .validate import Rows
+
+MAX_LISTED = 5
+_MAX_LISTED = MAX_LISTED
+_CALENDAR = ("MS", "ME", "QS", "QE", "YS", "YE")
+
+
+def label(sid: str) -> str:
+    return f"series {sid!r}" if sid else "the series"
+
+
+def fmt(arr: np.ndarray | Rows) -> str:
+    import pandas as pd
+
+    head = arr[:_MAX_LISTED]
+    if isinstance(arr, np.ndarray) and np.issubdtype(arr.dtype, np.datetime64):
+        head = [pd.Timestamp(a) for a in head]
+    shown = ", ".join(str(a) for a in head)
+    return shown + (f" and {len(arr) - _MAX_LISTED} more" if len(arr) > _MAX_LISTED else "")
+
+
+def _infer_freq(times: np.ndarray, rows: Rows, label: str) -> str:
+    """The series' step: pandas' inference, else the commonest step if every step is a multiple of it (D5)."""
+    import pandas as pd
+
+    with warnings.catch_warnings():  # pandas 3 warns that infer_freq will return an offset
+        warnings.filterwarnings("ignore", message=".*infer_freq.*")
+        inferred = pd.infer_freq(pd.DatetimeIndex(times))
+    if inferred is not None:
+        return str(getattr(inferred, "freqstr", inferred))
+    steps = np.diff(times)
+    uniq, counts = np.unique(steps, return_counts=True)
+    step = uniq[np.argmax(counts)]
+    odd = steps % step != np.timedelta64(0)
+    if odd.any() and (calendar := _calendar_freq(times)) is not None:
+        return calendar  # monthly, quarterly or yearly data with gaps: the gaps are handled as such (D2)
+    if odd.any():
+        order = np.argsort(-counts)[:_MAX_LISTED]
+        shown = ", ".join(f"{pd.Timedelta(uniq[k])} ({counts[k]}x)" for k in order)
+        k = int(np.argmax(odd))
+        raise DataError(f"{label} is not on a regular time grid: observed steps {shown}; the first step that is "
+                        f"not a multiple of {pd.Timedelta(step)} is {pd.Timedelta(steps[k])} between {rows[k]} and "
+                        f"{rows[k + 1]}. Set data.freq (e.g. 'h', '15min', 'D', 'W-SAT', 'MS') to the intended "
+                        "frequency, or resample the data to one frequency")
+    return pd.tseries.frequencies.to_offset(pd.Timedelta(step)).freqstr
+
+
+def _calendar_freq(times: np.ndarray) -> str | None:
+    """The coarsest calendar frequency whose grid holds every timestamp (months have unequal steps)."""
+    import pandas as pd
+
+    best: tuple[int, str] | None = None
+    for alias in _CALENDAR:
+        try:
+            grid = pd.date_range(times[0], times[-1], freq=alias).to_numpy(dtype="datetime64[ns]")
+        except ValueError:  # an alias this pandas does not know
+            continue
+        if len(grid) == 0 or len(grid) > 2 * len(times):
+            continue
+        pos = np.minimum(np.searchsorted(grid, times), len(grid) - 1)
+        if (grid[pos] == times).all() and (best is None or len(grid) < best[0]):
+            best = (len(grid), alias)
+    return None if best is None else pd.tseries.frequencies.to_offset(best[1]).freqstr
+
+
+def _even_step(times: np.ndarray) -> int | None:
+    """The common step in ns when every step is equal and shorter than a day; else None. Daily and longer
+    steps go to pandas' inference, which names them 'D', 'W-SAT', ... (the step alone would say '24h')."""
+    ints = times.view(np.int64)
+    first = int(ints[1] - ints[0])
+    if not 0 < first < 86_400 * 10**9:
+        return None
+    return first if bool((np.diff(ints) == first).all()) else None
+
+
+def regularise(times: np.ndarray, values: np.ndarray, rows: Rows, cfg: DataConfig,
+                name: str, freq: str | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Put the series on its regular grid: gaps are refused (D2) or inserted as NaN for the fill policy."""
+    import pandas as pd
+
+    where = label(name)
+    if len(times) < 3:
+        raise DataError(f"{where} has {len(times)} rows; a forecaster needs many more (at least window + horizon)")
+    step = _even_step(times)
+    if step is not None:  # evenly spaced at a sub-daily step: on its grid, no gaps, nothing to build
+        tick = pd.tseries.frequencies.to_offset(pd.Timedelta(step))
+        if freq is None:
+            return times, values, tick.freqstr
+        given = pd.tseries.frequencies.to_offset(freq)
+        if isinstance(given, pd.offsets.Tick) and pd.Timedelta(given) == pd.Timedelta(step):
+            return times, values, freq
+    if freq is None:
+        freq = _infer_freq(times, rows, where)
+    grid = pd.date_range(times[0], times[-1], freq=freq).to_numpy(dtype="datetime64[ns]")
+    pos = np.searchsorted(grid, times)  # times are sorted and unique here
+    on_grid = grid[np.minimum(pos, len(grid) - 1)] == times
+    if not on_grid.all():
+        raise DataError(f"{where}: timestamps {fmt(times[~on_grid])} (at {fmt(rows[~on_grid])}) are off the "
+                        f"{freq!r} grid starting {pd.Timestamp(times[0])}: fix data.freq or resample the data")
+    if len(grid) != len(times):
+        present = np.zeros(len(grid), dtype=bool)
+        present[pos] = True
+        gaps = grid[~present]
+        if cfg.missing == "error":
+            raise DataError(f"{where} has {len(gaps)} missing timestamps (gaps) on the {freq!r} grid: "
+                            f"{fmt(gaps)}. Set data.missing to interpolate, ffill or drop-windows to fill "
+                            "them explicitly (CLI: --set data.missing=interpolate), or add the rows")
+        full = np.full((len(grid), values.shape[1]), np.nan)
+        full[pos] = values
+        times, values = grid, full
+    return times, values, freq
