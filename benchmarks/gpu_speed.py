@@ -21,6 +21,7 @@ Without CUDA (and without --cpu-smoke) it says so and exits 0.
 from __future__ import annotations
 
 import argparse
+import os
 import copy
 import json
 import statistics
@@ -265,6 +266,7 @@ def summary(rows):
 
 
 def main() -> int:
+    os.environ.setdefault("LSTMCAST_CACHE_DIR", "off")  # measure precision: auto afresh, never a remembered verdict
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer steps and rounds")
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny shapes on CPU, eager only: checks the script")

@@ -236,6 +236,7 @@ def precision_accuracy(seeds=(0,)):
 
 
 def main() -> None:
+    os.environ.setdefault("LSTMCAST_CACHE_DIR", "off")  # measure precision: auto afresh, never a remembered verdict
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer rounds, no 5M-point memory run")
     ap.add_argument("--only", choices=["speed", "memory", "latency", "precision"], default=None)

@@ -28,6 +28,8 @@ def _pin_worker() -> None:
 
 
 _pin_worker()
+# precision: auto remembers its verdicts per machine (training/decision_cache.py); tests never share them
+os.environ["LSTMCAST_CACHE_DIR"] = "off"
 
 
 def pytest_collection_modifyitems(config, items):

@@ -136,7 +136,7 @@ def test_probe_measures_every_candidate_and_leaves_model_and_rng_untouched(monke
     monkeypatch.setattr(P, "run_probe", lambda *a, **k: calls.append(1))
     again = P.settle(resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, plan)
     assert calls == [] and again.precision == settled.precision
-    assert "measured earlier in this process" in again.reason
+    assert "measured earlier on this machine" in again.reason
 
 
 def test_the_trainer_trains_in_the_probed_precision(monkeypatch):
@@ -181,3 +181,29 @@ def test_probe_times_each_candidate_in_blocks_of_steps(monkeypatch):
     timed = blocks[2:]  # after one warm-up call per candidate
     assert timed == [("fp32", 4), ("bf16", 4), ("bf16", 4), ("fp32", 4), ("fp32", 4), ("bf16", 4)]  # ABBA
     assert [len(m.seconds) for m in measured] == [3, 3]
+
+
+def test_a_verdict_is_remembered_per_machine_so_the_same_config_trains_the_same_way(monkeypatch, tmp_path):
+    from lstmcast.training import decision_cache
+
+    monkeypatch.setenv("LSTMCAST_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(P, "candidates", lambda dev: (["fp32", "bf16"], "test CPU with bf16"))
+    monkeypatch.setattr(P, "_DECIDED", {})
+    probes = []
+    monkeypatch.setattr(P, "run_probe", lambda *a, **k: probes.append(1) or [
+        P.Measured("fp32", seconds=[2.0] * 6, val_loss=0.1), P.Measured("bf16", seconds=[1.0] * 6, val_loss=0.1)])
+    model, cfg, series, tr, va, L, H = _setup()
+    plan = P.ProbePlan(rounds=2, steps_per_round=1, warmup=1)
+    first = P.settle(resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, plan)
+    assert first.precision == "bf16" and len(probes) == 1
+    assert (tmp_path / decision_cache.FILE).is_file()
+    monkeypatch.setattr(P, "_DECIDED", {})  # a new process: only the file remembers
+    second = P.settle(resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, plan)
+    assert second.precision == "bf16" and len(probes) == 1
+    assert "measured earlier on this machine" in second.reason
+    (tmp_path / decision_cache.FILE).write_text("{not json")  # a damaged cache is ignored, never fatal
+    monkeypatch.setattr(P, "_DECIDED", {})
+    third = P.settle(resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, plan)
+    assert third.precision == "bf16" and len(probes) == 2
+    monkeypatch.setenv("LSTMCAST_CACHE_DIR", "off")
+    assert decision_cache.folder() is None

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from . import decision_cache
 from .accel import Accel, set_tf32
 
 if TYPE_CHECKING:
@@ -217,16 +218,18 @@ def settle(accel: Accel, model: nn.Module, cfg: TrainConfig, series: Tensor, tra
     reason = skip_reason(accel, model, cfg, len(train_idx), window, plan, cands, why)
     if reason is None:
         key = probe_key(accel, model, cfg, series, train_idx, val_idx, window, horizon)
-        if key in _DECIDED:
-            choice, reason = _DECIDED[key]
-            reason += " (measured earlier in this process for the same model, data and settings)"
+        cached = _DECIDED.get(key) or decision_cache.read(key)
+        if cached is not None:
+            choice, reason = cached
+            reason += " (measured earlier on this machine for the same model, data and settings)"
         else:
             t0 = time.perf_counter()
             measured = run_probe(cands, accel, model, cfg, series, train_idx, val_idx, window, horizon,
                                  n_targets, plan)
             choice, reason = decide(measured, plan)
             reason += f"; {why}; the probe took {time.perf_counter() - t0:.1f} s"
-            _DECIDED[key] = (choice, reason)
+            decision_cache.write(key, choice, reason)
+        _DECIDED[key] = (choice, reason)
     else:
         choice = "fp32"
     set_tf32(accel.device, choice == "tf32")
