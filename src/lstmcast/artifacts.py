@@ -92,13 +92,7 @@ def _read(folder: Path, name: str, manifest: dict[str, Any]) -> bytes:
 
 
 def _json(data: bytes, name: str, kind: type = object) -> Any:
-    try:
-        value = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise CheckpointError(f"{name} is not valid JSON ({exc}): the run folder is damaged") from None
-    if not isinstance(value, kind):
-        raise CheckpointError(f"{name} is damaged: expected a JSON {kind.__name__}, got {type(value).__name__}")
-    return value
+    return atomic.parse_json(data, name, kind, hint=": the run folder is damaged")
 
 
 # meta.json fields the model is rebuilt from, with sane bounds (a damaged file must not allocate terabytes)

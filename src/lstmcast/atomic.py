@@ -1,4 +1,5 @@
-"""Atomic file writes: temp file in the same folder, fsync, os.replace. Nothing half-written stays."""
+"""Atomic file writes (temp file in the same folder, fsync, os.replace: nothing half-written stays), and
+the one checked JSON read every loader of lstmcast's own files uses."""
 
 from __future__ import annotations
 
@@ -55,3 +56,18 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
+
+
+def parse_json(data: bytes, where: str, kind: type = dict, hint: str = "") -> Any:
+    """JSON bytes of a file lstmcast wrote; a damaged file is a CheckpointError naming ``where``, never a crash."""
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{where} is not valid JSON ({exc}){hint}") from None
+    if not isinstance(value, kind):
+        raise CheckpointError(f"{where} is damaged: expected a JSON {_JSON_NAMES.get(kind, kind.__name__)}, "
+                              f"got {type(value).__name__}")
+    return value
+
+
+_JSON_NAMES = {dict: "object", list: "array"}

@@ -128,12 +128,7 @@ def _manifest(folder: Path) -> dict[str, Any]:
     path = folder / MANIFEST
     if not path.is_file():
         raise CheckpointError(f"{folder}: {MANIFEST} is missing (the checkpoint was never completed)")
-    try:
-        manifest = json.loads(path.read_bytes())
-    except (ValueError, RecursionError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise CheckpointError(f"{path} is damaged: expected a JSON object")
+    manifest = atomic.parse_json(path.read_bytes(), str(path))
     version = manifest.get("format_version")
     if version != CHECKPOINT_FORMAT:
         raise VersionMismatch(f"{folder} was written in checkpoint format version {version!r}; this lstmcast "
@@ -167,12 +162,7 @@ def _parse_tensors(data: bytes, path: Path) -> dict[str, Tensor]:
 
 
 def _parse_state(data: bytes, path: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{path} is damaged: expected a JSON object")
+    meta = atomic.parse_json(data, str(path))
     for key, kind in _REQUIRED.items():
         value = meta.get(key)
         if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
