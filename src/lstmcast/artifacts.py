@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 HASHED = ("config.yaml", "model.safetensors", "scaler.json", "meta.json")
+# train.refit: model.safetensors forecasts (trained on all the data); this one never saw the test split and
+# is the one every backtest number comes from
+BACKTEST_MODEL = "backtest_model.safetensors"
 UNSAFE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 
 
@@ -71,6 +74,10 @@ def save_run(fc: Forecaster, path: str | os.PathLike[str]) -> str:
                                    for k, v in fc.scaler_.items()}, indent=2).encode(),
         "meta.json": json.dumps(fc.meta_, indent=2).encode(),
     }
+    backtest_model = getattr(fc, "backtest_model_", fc.model_)
+    if backtest_model is not fc.model_:  # train.refit: the model the backtest comes from is kept beside it
+        bsd = {k: v.detach().cpu().contiguous() for k, v in backtest_model.state_dict().items()}
+        files[BACKTEST_MODEL] = st_save(bsd, metadata={"format_version": str(FORMAT_VERSION)})
     for name, data in files.items():
         atomic.write_bytes(folder / name, data)
     atomic.write_json(folder / "history.json", fc.history_)
@@ -142,7 +149,10 @@ def load_run(path: str | os.PathLike[str]) -> Forecaster:
     folder = Path(path)
     manifest = read_manifest(folder)
     try:
-        cfg: ForecastConfig = validate_config(yaml_load_bytes(_read(folder, "config.yaml", manifest)))
+        raw = yaml_load_bytes(_read(folder, "config.yaml", manifest))
+        if isinstance(raw.get("model"), dict):  # folders written before the linear skip existed had none
+            raw["model"].setdefault("linear_skip", False)
+        cfg: ForecastConfig = validate_config(raw)
     except (ConfigError, ValueError, TypeError, RecursionError) as exc:  # YAML can raise ValueError (dates)
         raise CheckpointError(f"{folder / 'config.yaml'} is invalid: {exc}") from None
     meta = _json(_read(folder, "meta.json", manifest), "meta.json", dict)
@@ -158,16 +168,25 @@ def load_run(path: str | os.PathLike[str]) -> Forecaster:
         with torch.device("meta"):  # shapes only: the weights come from the file (assign=True), nothing allocated
             model = build_model(cfg.model, meta["input_size"], meta["n_targets"], meta["horizon"], meta["window"])
         model.load_state_dict(state, assign=True)
+        backtest_model = model
+        if BACKTEST_MODEL in manifest.get("sha256", {}):
+            with torch.device("meta"):
+                backtest_model = build_model(cfg.model, meta["input_size"], meta["n_targets"], meta["horizon"],
+                                             meta["window"])
+            backtest_model.load_state_dict(st_load(_read(folder, BACKTEST_MODEL, manifest)), assign=True)
         scaler = {**scaler, "mean": np.asarray(scaler["mean"], dtype=np.float64),
                   "std": np.asarray(scaler["std"], dtype=np.float64)}
         if scaler["mean"].ndim != 2 or scaler["mean"].shape != scaler["std"].shape \
                 or scaler["mean"].shape[1] != meta["input_size"]:
             raise ValueError(f"scaler mean/std of shape {scaler['mean'].shape} / {scaler['std'].shape} do not "
                              f"match input_size {meta['input_size']}")
+    except SafetensorError as exc:
+        raise CheckpointError(f"{folder / BACKTEST_MODEL} is not a valid safetensors file ({exc})") from None
     except (KeyError, TypeError, ValueError, RuntimeError, LstmcastError) as exc:
         raise CheckpointError(f"{folder}: the files do not fit together ({exc}): retrain this run") from None
     fc = Forecaster(cfg)
     fc.config_, fc.model_, fc.meta_, fc.scaler_ = cfg, model.eval(), meta, scaler
+    fc.backtest_model_ = backtest_model.eval()
     fc.prepared_ = None
     hist = folder / "history.json"
     fc.history_ = _json(hist.read_bytes(), "history.json", list) if hist.is_file() else []

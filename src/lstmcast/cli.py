@@ -145,6 +145,12 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
         res = fc.fit_result_
         typer.echo(f"trained {fc.meta_['n_parameters']:,} parameters for {len(fc.history_)} epochs "
                    f"(best epoch {res.best_epoch}, {res.stop_reason})")
+        if getattr(fc, "refit_", None):
+            typer.echo(f"final model: refitted on all {fc.refit_['rows']:,} rows for {fc.refit_['steps']} steps "
+                       "(train.refit); the backtest below is the first model's, which never saw the test split")
+        diagnosis = getattr(fc, "diagnosis_", None)
+        if diagnosis is not None and diagnosis.verdict == "loses-to-baseline":  # said first, before the table
+            typer.echo(f"WARNING: {diagnosis.findings[0].message}")
         _metrics_table(metrics, f"backtest on the test split ({len(fc.backtest_.origins)} origins, "
                                 f"horizon {fc.meta_['horizon']})")
         if getattr(fc, "diagnosis_", None) is not None:

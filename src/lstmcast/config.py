@@ -11,7 +11,7 @@ import copy
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -55,15 +55,20 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    hidden_size: int = Field(default=64, ge=1, le=8192)
+    # auto: sized from the training windows per parameter (lstmcast.sizing), so short series get small models
+    hidden_size: Annotated[int, Field(ge=1, le=8192)] | Literal["auto"] = "auto"
     num_layers: int = Field(default=2, ge=1, le=16)
-    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    # auto: 0.1 between stacked layers, 0 with one layer (LSTM dropout acts between layers only)
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] | Literal["auto"] = "auto"
     bidirectional: bool = False
     residual: bool = False
     bias: bool = True
     # the window's mean is subtracted from the target channels and added back to the forecast: robust to
     # level shifts and trends, and (unlike the last value) not noisy; see README "Defaults, measured"
     window_norm: Literal["last", "mean", "none"] = "mean"
+    # a linear map from each target's own window to its horizon, fitted by ridge regression before training
+    # (shrunk towards the naive / seasonal-naive forecast, chosen on validation); the LSTM learns what it misses
+    linear_skip: bool = True
 
 
 class TrainConfig(_Section):
@@ -83,6 +88,13 @@ class TrainConfig(_Section):
     accel: Literal["auto", "eager", "graphs"] = "auto"
     threads: int | None = Field(default=None, ge=1)
     max_steps_per_epoch: int | None = Field(default=None, ge=1)
+    # a budget in optimizer steps, not epochs: no early stopping before min_steps, and an epoch (one validation
+    # check) has at least min_epoch_steps steps, re-drawing the training windows, so a tiny series still trains
+    min_steps: int = Field(default=300, ge=0)
+    min_epoch_steps: int = Field(default=20, ge=1)
+    # after early stopping, train the final model again on ALL the rows given (train + validation + test) for
+    # the steps early stopping chose; the backtest is still the first model's, which never saw the test split
+    refit: bool = True
     # checkpoints (training/checkpoint.py): every N optimizer steps, or with 0 at the end of an epoch once
     # checkpoint_seconds have passed since the last one (0: every epoch); always at the end and on SIGINT/SIGTERM
     checkpoint_every: int = Field(default=0, ge=0)
@@ -156,6 +168,22 @@ def _all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     return keys
 
 
+_AUTO_BRANCH = "literal['auto']"
+
+
+def _merge_auto_unions(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``int | 'auto'`` fields fail in both union branches: report one problem, saying 'auto' is allowed."""
+    merged = []
+    for err in errors:
+        loc = tuple(err["loc"])
+        if loc and loc[-1] == _AUTO_BRANCH:
+            continue
+        if any(e["loc"] == (*loc[:-1], _AUTO_BRANCH) for e in errors) and loc:
+            err = {**err, "loc": loc[:-1], "msg": err["msg"] + " (or 'auto')"}
+        merged.append(err)
+    return merged
+
+
 def _describe(err: dict[str, Any]) -> str:
     key = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
@@ -184,7 +212,7 @@ def _lenient_problems(raw: dict[str, Any], errors: list[dict[str, Any]]) -> list
 def _semantic_problems(cfg: ForecastConfig) -> list[str]:
     problems = []
     m, d = cfg.model, cfg.data
-    if m.dropout > 0 and m.num_layers == 1:
+    if m.dropout != "auto" and m.dropout > 0 and m.num_layers == 1:
         problems.append(
             f"model.dropout={m.dropout} has no effect with model.num_layers=1 (LSTM dropout acts "
             "between layers): set model.num_layers>=2 or model.dropout=0"
@@ -211,8 +239,9 @@ def validate_config(raw: dict[str, Any] | ForecastConfig | None) -> ForecastConf
     try:
         cfg = ForecastConfig.model_validate(raw or {})
     except ValidationError as exc:
-        extra = _lenient_problems(raw, exc.errors()) if isinstance(raw, dict) else []
-        raise ConfigError([_describe(e) for e in exc.errors()] + extra) from None
+        errors = _merge_auto_unions(exc.errors())
+        extra = _lenient_problems(raw, errors) if isinstance(raw, dict) else []
+        raise ConfigError([_describe(e) for e in errors] + extra) from None
     problems = _semantic_problems(cfg)
     if problems:
         raise ConfigError(problems)

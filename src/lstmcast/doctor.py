@@ -49,6 +49,7 @@ class Dims:
     layers: int
     residual: bool = False
     bias: bool = True
+    skip: bool = False  # model.linear_skip: Linear(L, H) from each target's window to its horizon
 
     @property
     def width(self) -> int:
@@ -153,7 +154,8 @@ def trace(d: Dims, window_norm: str = "last") -> list[ShapeRow]:
              ShapeRow("head output", (d.B, d.H * d.T), "(B, H * T)", f"Linear({d.width}, {d.H * d.T})"),
              ShapeRow("forecast y", (d.B, d.H, d.T), "(B, H, T)",
                       "head output viewed as horizon x targets"
-                      + ("; + the window's last value (window_norm=last)" if window_norm == "last" else ""))]
+                      + ("; + last value + Linear(L, H) of the targets' window (linear skip)" if d.skip else
+                         "; + the window's last value (window_norm=last)" if window_norm == "last" else ""))]
     return rows
 
 
@@ -173,6 +175,8 @@ def layer_counts(d: Dims) -> list[LayerCount]:
             rows.append(LayerCount(f"projection {k + 1}", ins * d.width, f"Linear({ins}, {d.width}, bias=False)"))
     out = d.H * d.T
     rows.append(LayerCount("head", d.width * out + out, f"Linear({d.width}, {out})"))
+    if d.skip:
+        rows.append(LayerCount("linear skip", d.L * d.H, f"Linear({d.L}, {d.H}, bias=False) on each target's window"))
     return rows
 
 
@@ -273,16 +277,20 @@ def _examine(cfg: ForecastConfig, series: SeriesSet | None, prep: Prepared | Non
              findings: list[Finding]) -> DoctorReport:
     from .doctor_checks import model_findings
 
+    from .sizing import resolve_model
+
     F, T, L = config_dims(cfg)
-    m = cfg.model
     report_src = "config only (no data): F from the config's target and feature columns"
     if series is not None:
         F, T = len(series.channel_names), series.n_targets
         report_src = f"data: {len(series.ids)} series, {sum(series.lengths())} rows, frequency {series.freq}"
     if prep is not None:
         L = prep.window
+    windows = len(prep.index.train) if prep is not None else None
+    cfg = cfg.model_copy(update={"model": resolve_model(cfg.model, windows, F, T, cfg.data.horizon, L)})
+    m = cfg.model
     d = Dims(B=cfg.train.batch_size, L=L, H=cfg.data.horizon, F=F, T=T, D=2 if m.bidirectional else 1,
-             hidden=m.hidden_size, layers=m.num_layers, residual=m.residual, bias=m.bias)
+             hidden=m.hidden_size, layers=m.num_layers, residual=m.residual, bias=m.bias, skip=m.linear_skip)
     params = n_parameters(d)
     device = str(accel.device) if accel is not None else cfg.train.device
     precision = accel.precision if accel is not None else cfg.train.precision

@@ -49,7 +49,7 @@ def config_findings(config: ForecastConfig | dict[str, Any] | None) -> tuple[For
     m = cfg.model
     for problem in _semantic_problems(cfg):
         what, fix = split_message(problem)
-        one_layer = m.dropout > 0 and m.num_layers == 1 and what.startswith("model.dropout=")
+        one_layer = m.num_layers == 1 and what.startswith("model.dropout=")
         findings.append(Finding("error", "dropout-one-layer" if one_layer else "config", what, fix))
     return cfg, findings
 

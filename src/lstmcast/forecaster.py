@@ -66,7 +66,6 @@ class Forecaster:
 
         from .data.prepare import prepare
         from .training.accel import resolve
-        from .training.loop import Trainer
 
         cfg = validate_config(self.config)
         # before any data is read
@@ -74,36 +73,31 @@ class Forecaster:
         _seed_everything(cfg.train.seed)
         series = load_series(data, cfg)
         prep = prepare(series, cfg.data, accel.precision)
+        resolved = _resolve(cfg, prep, data)
         from .doctor import preflight
 
-        self.doctor_ = preflight(cfg, series, prep, accel)  # the doctor's checks: refuse errors, log advice
-        resolved = cfg.model_copy(deep=True)
-        resolved.data.window, resolved.data.season = prep.window, prep.season
-        if isinstance(data, (str, os.PathLike)):
-            resolved.data.path = os.path.abspath(data)
+        self.doctor_ = preflight(resolved, series, prep, accel)  # the doctor's checks: refuse errors, log advice
         from .training.streaming import place_series
 
         tensor = place_series(torch.from_numpy(prep.scaled), accel.device)  # host memory if it cannot fit
-        model = build_model(cfg.model, tensor.shape[1], series.n_targets, prep.horizon, prep.window).to(accel.device)
         idx = prep.index
-        trainer = Trainer(model, cfg.train, accel, tensor, torch.from_numpy(idx.train).to(tensor.device),
-                          torch.from_numpy(idx.val).to(tensor.device), prep.window, prep.horizon,
-                          series.n_targets, callbacks=callbacks)
-        self.trainer_ = trainer
-        if run_dir is not None or resume_from is not None:  # checkpoints, exact resume (training/resume.py)
-            from .training.resume import attach_run
-
-            attach_run(trainer, run_dir, resume_from, resolved.to_dict(), prep)
+        train_idx, val_idx = (torch.from_numpy(i).to(tensor.device) for i in (idx.train, idx.val))
+        model, trainer = _train(resolved, accel, tensor, prep, train_idx, val_idx, callbacks, run_dir, resume_from)
         result = trainer.fit()
+        self.trainer_ = trainer
         self.config_ = resolved
-        self.model_ = model.cpu().eval()
+        self.backtest_model_ = self.model_ = model.cpu().eval()
         self.prepared_ = prep
         self.history_ = [r.as_dict() for r in result.history]
         self.fit_result_ = result
         self.accel_ = accel = trainer.accel  # precision: auto is settled (measured) inside the Trainer
+        self.refit_: dict[str, int] | None = None
+        if resolved.train.refit and not result.stop_reason.startswith("interrupted"):
+            self.model_, self.refit_ = _refit(resolved, accel, tensor, prep, result)
         from .artifacts import build_meta, build_scaler
 
-        self.meta_ = build_meta(resolved, prep, model, accel)
+        self.meta_ = build_meta(resolved, prep, self.model_, accel)
+        self.meta_["refit"] = self.refit_  # None: model.safetensors is the backtested model itself
         self.scaler_ = build_scaler(prep)
         return self
 
@@ -141,8 +135,9 @@ class Forecaster:
         self._check_fitted("backtest")
         from .inference import run_backtest
 
-        self.backtest_: Backtest = run_backtest(self.model_, self._series(data), self.meta_, self.scaler_,
-                                                self.config_)
+        # train.refit: the model that never saw the test split (model_ was trained on all of it)
+        model = getattr(self, "backtest_model_", self.model_)
+        self.backtest_: Backtest = run_backtest(model, self._series(data), self.meta_, self.scaler_, self.config_)
         return self.backtest_.metrics
 
     # -- persistence --------------------------------------------------------------------------
@@ -175,7 +170,90 @@ def build_model(m: ModelConfig, input_size: int, n_targets: int, horizon: int, w
 
     return LSTMForecaster(input_size=input_size, n_targets=n_targets, horizon=horizon, hidden_size=m.hidden_size,
                           num_layers=m.num_layers, dropout=m.dropout, bidirectional=m.bidirectional,
-                          residual=m.residual, bias=m.bias, window_norm=m.window_norm, window=window)
+                          residual=m.residual, bias=m.bias, window_norm=m.window_norm, window=window,
+                          linear_skip=m.linear_skip)
+
+
+def _resolve(cfg: ForecastConfig, prep: Prepared, data: Any) -> ForecastConfig:
+    """The config as trained: window, season and ``auto`` model settings as numbers, the data's path."""
+    from .sizing import resolve_model
+
+    resolved = cfg.model_copy(deep=True)
+    resolved.data.window, resolved.data.season = prep.window, prep.season
+    F, T = len(prep.series.channel_names), prep.series.n_targets
+    resolved.model = resolve_model(cfg.model, len(prep.index.train), F, T, prep.horizon, prep.window)
+    if isinstance(data, (str, os.PathLike)):
+        resolved.data.path = os.path.abspath(data)
+    return resolved
+
+
+def _train(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, train_idx: Any, val_idx: Any,
+           callbacks: Any, run_dir: Any, resume_from: Any) -> tuple[LSTMForecaster, Trainer]:
+    """Build the model (its linear skip fitted on the training windows) and the Trainer around it."""
+    from .training.loop import Trainer
+
+    T = prep.series.n_targets
+    model = build_model(cfg.model, tensor.shape[1], T, prep.horizon, prep.window)
+    if cfg.model.linear_skip and resume_from is None:
+        _init_skip(model, tensor, train_idx, val_idx, cfg, prep)
+    model = model.to(accel.device)
+    trainer = Trainer(model, cfg.train, accel, tensor, train_idx, val_idx, prep.window, prep.horizon, T,
+                      callbacks=callbacks)
+    if run_dir is not None or resume_from is not None:  # checkpoints, exact resume (training/resume.py)
+        from .training.resume import attach_run
+
+        attach_run(trainer, run_dir, resume_from, cfg.to_dict(), prep)
+    return model, trainer
+
+
+def _init_skip(model: LSTMForecaster, tensor: Any, train_idx: Any, val_idx: Any, cfg: ForecastConfig,
+               prep: Prepared) -> None:
+    import torch
+
+    from .training.skip_init import fit_skip
+
+    windows = tensor.unfold(0, prep.window + prep.horizon, 1)
+    fit = fit_skip(windows, train_idx, val_idx, prep.window, prep.horizon, prep.series.n_targets, prep.season,
+                   cfg.train.loss, cfg.train.seed)
+    with torch.no_grad():
+        model.skip.weight.copy_(fit.weight)
+
+
+def _refit(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared,
+           first: Any) -> tuple[LSTMForecaster, dict[str, int]]:
+    """train.refit: the final model, trained on every window of the data for the steps early stopping chose.
+
+    Same seed, same settings; no validation split is left, so no early stopping: the number of optimizer
+    steps up to the first model's best epoch (0: the fitted linear skip alone)."""
+    import torch
+
+    from .training.loop import Trainer
+
+    steps = sum(r.steps for r in first.history if r.epoch <= first.best_epoch)
+    _seed_everything(cfg.train.seed)
+    starts = _all_window_starts(prep)
+    every = torch.from_numpy(starts).to(tensor.device)
+    refit_cfg = cfg.train.model_copy(update={"max_epochs": 1, "min_epoch_steps": max(1, steps), "min_steps": 0,
+                                             "max_steps_per_epoch": max(1, steps)})
+    model = build_model(cfg.model, tensor.shape[1], prep.series.n_targets, prep.horizon, prep.window)
+    if cfg.model.linear_skip:  # the skip's settings chosen on validation, refitted on all windows
+        _init_skip(model, tensor, every, torch.from_numpy(prep.index.val).to(tensor.device), cfg, prep)
+    model = model.to(accel.device)
+    if steps > 0:
+        trainer = Trainer(model, refit_cfg, accel, tensor, every, every[:0], prep.window, prep.horizon,
+                          prep.series.n_targets)
+        trainer.fit()
+    log.info("refit on all %d windows for %d steps", len(starts), steps)
+    return model.cpu().eval(), {"steps": int(steps), "windows": int(len(starts)), "rows": int(len(tensor))}
+
+
+def _all_window_starts(prep: Prepared) -> np.ndarray:
+    """Every complete window of every series, test split included (the refit sees all the data given)."""
+    from .data.windows import window_starts
+
+    offsets = prep.index.offsets
+    return np.concatenate([window_starts(0, sp.n, prep.window, prep.horizon) + offsets[i]
+                           for i, sp in enumerate(prep.splits)])
 
 
 def _seed_everything(seed: int) -> None:

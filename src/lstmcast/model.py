@@ -32,10 +32,13 @@ class LSTMForecaster(nn.Module):
     def __init__(self, input_size: int, n_targets: int, horizon: int, hidden_size: int = 64,
                  num_layers: int = 2, dropout: float = 0.0, bidirectional: bool = False,
                  residual: bool = False, bias: bool = True,
-                 window_norm: Literal["last", "mean", "none"] = "mean", window: int | None = None):
+                 window_norm: Literal["last", "mean", "none"] = "mean", window: int | None = None,
+                 linear_skip: bool = False):
         super().__init__()
         if n_targets > input_size:
             raise ShapeError(f"n_targets={n_targets} exceeds input_size={input_size}: targets are input channels too")
+        if linear_skip and window is None:
+            raise ShapeError("linear_skip=True maps the window to the horizon: pass window=L")
         self.input_size, self.n_targets, self.horizon = input_size, n_targets, horizon
         self.hidden_size, self.num_layers, self.bidirectional = hidden_size, num_layers, bidirectional
         self.residual, self.window_norm, self.window = residual, window_norm, window
@@ -52,6 +55,15 @@ class LSTMForecaster(nn.Module):
             self.lstm = nn.LSTM(input_size, hidden_size, num_layers, bias=bias, batch_first=True,
                                 dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional)
         self.head = nn.Linear(width, horizon * n_targets)
+        self.linear_skip = linear_skip
+        if linear_skip:
+            # y = last + skip(x - last) + head(lstm): the skip, shared by the targets, starts as the naive
+            # forecast (weights 0) until lstmcast fits it (training/skip_init.py); the head starts at 0 so the
+            # LSTM begins from the skip's forecast and learns what the linear map misses
+            self.skip = nn.Linear(window, horizon, bias=False)
+            nn.init.zeros_(self.skip.weight)
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def init_hidden(self, batch_size: int, device: torch.device | str | None = None,
                     dtype: torch.dtype = torch.float32) -> State:
@@ -120,7 +132,7 @@ class LSTMForecaster(nn.Module):
         # x: (B, L, F); state: (h0, c0) each (num_layers * D, B, hidden)
         self._check(x, state)
         T = self.n_targets
-        ref = None
+        x_in, ref = x, None
         if self.window_norm != "none":
             ref = x[:, -1:, :T] if self.window_norm == "last" else x[:, :, :T].mean(dim=1, keepdim=True)  # (B, 1, T)
             x = torch.cat([x[:, :, :T] - ref, x[:, :, T:]], dim=2) if x.shape[2] > T else x - ref
@@ -134,9 +146,16 @@ class LSTMForecaster(nn.Module):
         else:
             last = out[:, -1]  # (B, hidden)
         y = self.head(last).view(x.shape[0], self.horizon, T)  # (B, H, T)
-        if ref is not None:
+        if self.linear_skip:
+            y = y + self._skip_forecast(x_in[:, :, :T])
+        elif ref is not None:
             y = y + ref
         return (y, (h_n, c_n)) if return_state else y
+
+    def _skip_forecast(self, xt: Tensor) -> Tensor:
+        # xt: (B, L, T) the targets' own window -> (B, H, T): last value + a linear map of the changes to it
+        last = xt[:, -1:, :]  # (B, 1, T)
+        return last + self.skip((xt - last).transpose(1, 2)).transpose(1, 2)
 
     def _residual_stack(self, x: Tensor, state: State | None) -> tuple[Tensor, Tensor, Tensor]:
         D = self.num_directions
@@ -153,4 +172,4 @@ class LSTMForecaster(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"(B, L, F={self.input_size}) -> (B, H={self.horizon}, T={self.n_targets}), "
-                f"window_norm={self.window_norm}, residual={self.residual}")
+                f"window_norm={self.window_norm}, residual={self.residual}, linear_skip={self.linear_skip}")

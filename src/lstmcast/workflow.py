@@ -77,18 +77,21 @@ def train_run(cfg: ForecastConfig, run: Path, callbacks: list[Callable[..., None
     if getattr(fc, "doctor_", None) is not None:
         atomic.write_json(run / "doctor.json", fc.doctor_.as_dict())
     metrics = write_outputs(fc, run)
-    write_diagnosis(fc, run, monitor.findings())
+    write_diagnosis(fc, run, monitor.findings(), metrics)
     try_write_report(run)  # RUN/report.html; a failure only warns, the run folder is complete without it
     return fc, metrics
 
 
-def write_diagnosis(fc: Forecaster, run: Path, extra: list[Any] | None = None) -> None:
+def write_diagnosis(fc: Forecaster, run: Path, extra: list[Any] | None = None,
+                    metrics: dict[str, Any] | None = None) -> None:
     """The learning-curve diagnosis (verdict, findings, fixes) to RUN/diagnosis.json; kept on ``fc.diagnosis_``.
 
-    ``extra``: findings from elsewhere (the hidden-state monitor's) that the diagnosis lists too."""
+    ``extra``: findings from elsewhere (the hidden-state monitor's) that the diagnosis lists too; ``metrics``:
+    the backtest, whose loss to a baseline leads the diagnosis (headline.py)."""
     from .diagnosis import diagnose
+    from .headline import with_headline
 
-    fc.diagnosis_ = diagnose(fc.history_, extra, config=fc.config_)
+    fc.diagnosis_ = with_headline(diagnose(fc.history_, extra, config=fc.config_), metrics or {})
     atomic.write_json(run / "diagnosis.json", fc.diagnosis_.as_dict())
 
 

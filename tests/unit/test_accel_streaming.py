@@ -66,7 +66,8 @@ def test_a_trainer_fed_by_the_host_batcher_trains_like_the_resident_one():
             t._gather = streaming.HostBatcher(t.windows, torch.device("cpu"), L, 1)
         runs.append((t, [(r.train_loss, r.val_loss) for r in t.fit().history]))
     assert runs[0][1] == runs[1][1]
-    assert runs[1][0]._gather.copies == 2 * (250 // 16) + 2  # every step and validation pass streamed
+    # every step and validation pass streamed: 2 epochs, a validation each, and the check at step 0
+    assert runs[1][0]._gather.copies == 2 * runs[1][0].steps_per_epoch() + 3
 
 
 @pytest.mark.gpu

@@ -36,9 +36,9 @@ def test_golden_trace_of_the_guides_example():
     assert [(r.name, r.shape, r.legend) for r in rep.trace] == GOLDEN
     assert rep.trace[0].note.startswith("batch_first=True")
     assert rep.as_dict()["batch_first"] is True
-    assert rep.n_parameters == 19456 + 33280 + 65
+    assert rep.n_parameters == 19456 + 33280 + 65 + 20  # + the linear skip, Linear(L=20, H=1)
     assert [(c.name, c.params) for c in rep.layers] == [("lstm layer 1", 19456), ("lstm layer 2", 33280),
-                                                          ("head", 65)]
+                                                          ("head", 65), ("linear skip", 20)]
     assert rep.train_windows is None and rep.windows_per_parameter is None  # config only
     assert rep.ok
 
@@ -99,7 +99,8 @@ def test_report_total_equals_the_model_fit_builds(tmp_path):
     df = seasonal_frame(200)
     df["z"] = df["y"].shift(1).bfill()
     rep = doctor(cfg, df)
-    model = LSTMForecaster(input_size=2, n_targets=1, horizon=6, hidden_size=12, num_layers=2, bidirectional=True)
+    model = LSTMForecaster(input_size=2, n_targets=1, horizon=6, hidden_size=12, num_layers=2, bidirectional=True,
+                           window=24, linear_skip=True)  # the default linear skip counts too
     assert rep.n_parameters == sum(p.numel() for p in model.parameters())
     assert rep.dims.F == 2 and rep.dims.L == 24
     assert rep.train_windows and rep.val_windows

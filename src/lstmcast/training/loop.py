@@ -157,9 +157,17 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------
     def steps_per_epoch(self) -> int:
+        """One pass over the training windows, but at least ``train.min_epoch_steps`` (windows re-drawn)."""
         n, B = len(self.train_idx), self.cfg.batch_size
-        n_steps = max(1, n // B) if n >= B else 1
+        n_steps = max(1, n // B, self.cfg.min_epoch_steps)
         return min(n_steps, self.cfg.max_steps_per_epoch) if self.cfg.max_steps_per_epoch else n_steps
+
+    def _epoch_order(self, n_steps: int) -> Tensor:
+        """The epoch's batch order: as many permutations of the training windows as its steps need."""
+        n, dev = len(self.train_idx), self.train_idx.device
+        reps = max(1, -(-n_steps * self.cfg.batch_size // n))
+        orders = [torch.randperm(n, generator=self.generator, device=dev) for _ in range(reps)]
+        return self.train_idx[orders[0] if reps == 1 else torch.cat(orders)]
 
     def run_epoch(self) -> EpochRecord | None:
         """One epoch, or the rest of one resumed mid-way; None when stopped before its end."""
@@ -168,9 +176,8 @@ class Trainer:
         t0 = time.perf_counter()
         cur = self.cursor = self.cursor or new_cursor(self.generator, self.accel.device)
         self.generator.set_state(cur.gen_state)  # a resumed epoch re-draws the same order
-        perm = self.train_idx[torch.randperm(len(self.train_idx), generator=self.generator,
-                                             device=self.train_idx.device)]
         n_steps = self.steps_per_epoch()
+        perm = self._epoch_order(n_steps)
         sums, skipped, norm_max = cur.acc[:3], cur.acc[3], cur.acc[4]
         for s in range(cur.pos, n_steps):
             if self.stop_requested:
@@ -276,6 +283,8 @@ class Trainer:
             self.store.check_writable()
         self.guard.snapshot()
         self._schedule()
+        if self.step == 0 and self._best_state is None:
+            self._validate_start()
         while not self.finished:
             if self.stop_requested:
                 self._stop(None)
@@ -292,6 +301,14 @@ class Trainer:
             self.cursor = None
             self._end_epoch(rec)
 
+    def _validate_start(self) -> None:
+        """Step 0 is a candidate: a model that starts from a fitted baseline (the linear skip) keeps it
+        unless training beats it on validation."""
+        val = self.validate()
+        if math.isfinite(val):
+            self.result.best_val_loss, self.result.best_epoch = val, 0
+            self._best_state = copy.deepcopy(self.model.state_dict())
+
     def _end_epoch(self, rec: EpochRecord) -> None:
         cfg = self.cfg
         self.result.history.append(rec)
@@ -305,7 +322,7 @@ class Trainer:
             self._bad_epochs += 1
         for cb in self.callbacks:
             cb(self, rec)
-        if self._bad_epochs >= cfg.patience:
+        if self._bad_epochs >= cfg.patience and self.step >= cfg.min_steps:
             self.result.stop_reason = f"early stopping: no validation improvement for {cfg.patience} epochs"
             self.finished = True
         elif self.epoch >= cfg.max_epochs:

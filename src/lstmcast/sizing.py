@@ -1,0 +1,52 @@
+"""``auto`` model settings resolved from the data: the guide's sizing advice applied, not only printed.
+
+``model.hidden_size: auto`` takes the widest of 8, 16, 32, 64 whose model keeps at least
+``MIN_WINDOWS_PER_PARAMETER`` training windows per parameter (the doctor's overfitting threshold), so a
+150-point monthly series gets a small model and a long series the full 64. ``model.dropout: auto`` is 0.1
+between stacked layers and 0 with one layer (LSTM dropout acts between layers only).
+
+>>> from lstmcast.config import ModelConfig
+>>> auto_hidden(ModelConfig(), train_windows=45, F=1, T=1, H=12, L=24)
+16
+>>> auto_hidden(ModelConfig(), train_windows=100_000, F=1, T=1, H=12, L=24)
+64
+"""
+
+from __future__ import annotations
+
+from .config import ModelConfig
+
+MIN_WINDOWS_PER_PARAMETER = 0.01  # fewer than one training window per 100 parameters: overfitting risk
+HIDDEN_CHOICES = (8, 16, 32, 64)
+AUTO_DROPOUT = 0.1
+
+
+def model_parameters(m: ModelConfig, hidden: int, F: int, T: int, H: int, L: int) -> int:
+    """Trainable parameters of the model ``m`` describes with ``hidden`` units (equal to sum(p.numel()))."""
+    D = 2 if m.bidirectional else 1
+    width = D * hidden
+    total = 0
+    for k in range(m.num_layers):
+        ins = F if k == 0 else width
+        total += D * (4 * hidden * (ins + hidden) + (8 * hidden if m.bias else 0))
+        if m.residual and ins != width:
+            total += ins * width
+    total += width * H * T + H * T
+    return total + (L * H if m.linear_skip else 0)
+
+
+def auto_hidden(m: ModelConfig, train_windows: int, F: int, T: int, H: int, L: int) -> int:
+    """The widest hidden size in HIDDEN_CHOICES with enough training windows per parameter."""
+    fits = [h for h in HIDDEN_CHOICES
+            if train_windows / model_parameters(m, h, F, T, H, L) >= MIN_WINDOWS_PER_PARAMETER]
+    return max(fits) if fits else HIDDEN_CHOICES[0]
+
+
+def resolve_model(m: ModelConfig, train_windows: int | None, F: int, T: int, H: int, L: int) -> ModelConfig:
+    """A copy of ``m`` with ``auto`` replaced by numbers (no data: hidden 64, the largest choice)."""
+    out = m.model_copy()
+    if m.hidden_size == "auto":
+        out.hidden_size = auto_hidden(m, train_windows, F, T, H, L) if train_windows else HIDDEN_CHOICES[-1]
+    if m.dropout == "auto":
+        out.dropout = AUTO_DROPOUT if m.num_layers > 1 else 0.0
+    return out

@@ -1,0 +1,98 @@
+"""The linear skip's starting point: ridge regression of the horizon on the window, shrunk towards a baseline.
+
+In the model's terms (model.py) the skip forecasts ``last + W (x - last)`` for each target's own window
+``x`` (L values) and its last value. ``W = 0`` is the naive forecast; ``W = P_s`` (a selection of the
+last season) the seasonal-naive one. Each candidate solves, on the training windows,
+
+    min_W |D - Z W^T|^2 + lam |W - P|^2,   Z = X - last, D = Y - last   (n windows x L, n x H)
+
+for a prior P (naive or seasonal naive) and a strength lam relative to the data's scale; the candidate
+with the lowest validation loss wins (the priors themselves, lam = inf, included). So before the LSTM takes
+a step the model already forecasts at least as well on validation as the better baseline, and the
+Trainer's check at step 0 keeps that state unless training improves on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+RELATIVE_LAMBDAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+MAX_FIT_ROWS = 20_000  # windows used for the fit: the normal equations are L x L, the rows only cost the gather
+
+
+@dataclass
+class SkipFit:
+    weight: Tensor  # (H, L)
+    prior: str  # "naive" | "seasonal naive"
+    lam: float  # relative strength; inf: the prior itself
+    val_loss: float
+
+    def describe(self) -> str:
+        how = "the prior itself" if math.isinf(self.lam) else f"ridge, strength {self.lam:g} x scale"
+        return f"linear skip from the {self.prior} forecast ({how}), validation loss {self.val_loss:.4g}"
+
+
+def priors(window: int, horizon: int, season: int | None) -> dict[str, Tensor]:
+    """Baseline forecasts as skip weights: naive (zeros) and, when a season fits the window, seasonal naive."""
+    out = {"naive": torch.zeros(horizon, window)}
+    if season and 1 < season <= window:
+        p = torch.zeros(horizon, window)
+        for h in range(horizon):
+            p[h, window - season + h % season] = 1.0  # y[t+h] = x[t - season + 1 + h % season]
+        out["seasonal naive"] = p
+    return out
+
+
+def _deltas(windows: Tensor, idx: Tensor, window: int, n_targets: int) -> tuple[Tensor, Tensor]:
+    """Z (n*T, L) and D (n*T, H) in float64: each target's window and horizon minus its last value."""
+    w = windows[idx][:, :n_targets].double()  # (n, T, L + H)
+    last = w[:, :, window - 1:window]
+    z, d = w[:, :, :window] - last, w[:, :, window:] - last
+    return z.reshape(-1, window), d.reshape(-1, d.shape[-1])
+
+
+def _loss(z: Tensor, d: Tensor, weight: Tensor, kind: str) -> float:
+    err = z @ weight.T - d
+    if kind == "mae":
+        return float(err.abs().mean())
+    if kind == "huber":
+        a = err.abs()
+        return float(torch.where(a < 1, 0.5 * err ** 2, a - 0.5).mean())
+    return float((err ** 2).mean())
+
+
+def fit_skip(windows: Tensor, train_idx: Tensor, val_idx: Tensor, window: int, horizon: int, n_targets: int,
+             season: int | None, loss: str = "mse", seed: int = 0) -> SkipFit:
+    """Choose the skip weights (see the module docstring); ``windows`` is ``series.unfold(0, L + H, 1)``."""
+    gen = torch.Generator().manual_seed(seed)
+    tr = train_idx.cpu()
+    if len(tr) > MAX_FIT_ROWS:
+        tr = tr[torch.randperm(len(tr), generator=gen)[:MAX_FIT_ROWS]]
+    z, d = _deltas(windows.cpu(), tr, window, n_targets)
+    zv, dv = _deltas(windows.cpu(), val_idx.cpu(), window, n_targets)
+    gram, cross = z.T @ z, z.T @ d  # (L, L), (L, H)
+    scale = float(torch.diagonal(gram).mean()) or 1.0
+    eye = torch.eye(window, dtype=torch.float64)
+    best: SkipFit | None = None
+    for name, prior in priors(window, horizon, season).items():
+        p = prior.double()
+        candidates = [(math.inf, p)]
+        for lam in RELATIVE_LAMBDAS:
+            # W = P + (Z'Z + lam I)^-1 Z'(D - Z P')
+            delta = torch.linalg.solve(gram + lam * scale * eye, cross - gram @ p.T)
+            candidates.append((lam, p + delta.T))
+        for lam, weight in candidates:
+            if not torch.isfinite(weight).all():
+                continue
+            val = _loss(zv, dv, weight, loss)
+            if best is None or val < best.val_loss:
+                best = SkipFit(weight=weight.float(), prior=name, lam=lam, val_loss=val)
+    log.info("%s", best.describe())
+    return best

@@ -1,0 +1,142 @@
+"""Defaults that apply the guide (issue: forecast quality with defaults): step budget, auto sizing, the
+linear skip's fit, refit on every row, the honest headline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import lstmcast
+from lstmcast.config import ModelConfig, TrainConfig, validate_config
+from lstmcast.errors import ConfigError
+from lstmcast.forecaster import build_model
+from lstmcast.headline import baseline_finding, with_headline
+from lstmcast.sizing import auto_hidden, model_parameters, resolve_model
+from lstmcast.training.accel import resolve
+from lstmcast.training.loop import Trainer
+from lstmcast.training.skip_init import fit_skip, priors
+from tests.conftest import seasonal_frame
+
+
+@pytest.mark.parametrize("m", [ModelConfig(), ModelConfig(num_layers=3, bidirectional=True),
+                               ModelConfig(residual=True, linear_skip=False), ModelConfig(bias=False)])
+def test_parameter_formula_equals_the_built_model(m):
+    for hidden in (8, 32):
+        model = build_model(m.model_copy(update={"hidden_size": hidden, "dropout": 0.0}), 3, 2, 7, 20)
+        assert model_parameters(m, hidden, F=3, T=2, H=7, L=20) == sum(p.numel() for p in model.parameters())
+
+
+def test_auto_hidden_gives_a_smaller_model_for_fewer_windows():
+    m = ModelConfig()
+    sizes = [auto_hidden(m, w, F=1, T=1, H=12, L=24) for w in (10, 45, 200, 1_000, 100_000)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1] == 64
+    assert sizes[1] == 16  # a 144-point monthly series: 45 training windows
+
+
+def test_auto_dropout_follows_the_layers_and_explicit_dropout_with_one_layer_stays_an_error():
+    one = validate_config({"model": {"num_layers": 1}})  # valid: dropout auto
+    assert resolve_model(one.model, 100, 1, 1, 4, 8).dropout == 0.0
+    assert resolve_model(ModelConfig(), 100, 1, 1, 4, 8).dropout == 0.1
+    with pytest.raises(ConfigError, match="model.dropout=0.2 has no effect with model.num_layers=1"):
+        validate_config({"model": {"num_layers": 1, "dropout": 0.2}})
+    with pytest.raises(ConfigError, match=r"model.hidden_size: .*\(or 'auto'\)"):
+        validate_config({"model": {"hidden_size": 0}})
+
+
+def _trainer(n_windows: int, cfg: TrainConfig, L: int = 8, H: int = 2) -> Trainer:
+    series = torch.randn(n_windows + L + H - 1 + 20, 1)
+    starts = torch.arange(n_windows + 20)
+    model = build_model(ModelConfig(hidden_size=8, num_layers=1, dropout=0.0), 1, 1, H, L)
+    return Trainer(model, cfg, resolve("cpu", "fp32", 1), series, starts[:n_windows], starts[n_windows:], L, H, 1)
+
+
+def test_a_tiny_series_gets_at_least_the_minimum_steps():
+    # 40 training windows at batch 32: one step per pass; patience 2 would stop after 3 epochs = 3 steps
+    t = _trainer(40, TrainConfig(batch_size=32, patience=2, min_steps=120, min_epoch_steps=20, seed=0,
+                                 precision="fp32", max_epochs=1000))
+    assert t.steps_per_epoch() == 20
+    res = t.fit()
+    assert res.steps >= 120
+    assert all(r.steps == 20 for r in res.history)
+
+
+def test_an_epoch_redraws_the_windows_evenly():
+    t = _trainer(40, TrainConfig(batch_size=8, min_epoch_steps=20, seed=0, precision="fp32"))
+    order = t._epoch_order(t.steps_per_epoch())
+    counts = torch.bincount(order, minlength=40)
+    assert len(order) == 160 and counts.min() == counts.max() == 4  # 4 whole permutations
+
+
+def test_step_zero_is_kept_when_training_never_beats_it():
+    t = _trainer(64, TrainConfig(batch_size=16, lr=1.0, clip_norm=None, max_epochs=3, min_steps=0, seed=0,
+                                 precision="fp32"))
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    t._validate_start()
+    t.result.best_val_loss = -1.0  # nothing can beat it
+    t.fit()
+    assert t.result.best_epoch == 0
+    assert all(torch.equal(before[k], v) for k, v in t.model.state_dict().items())
+
+
+def _windows(y: np.ndarray, L: int, H: int):
+    series = torch.tensor(y, dtype=torch.float32)[:, None]
+    return series.unfold(0, L + H, 1)
+
+
+def test_skip_fit_recovers_a_linear_process_and_prefers_the_seasonal_prior_on_a_seasonal_series():
+    rng = np.random.default_rng(0)
+    y = np.zeros(600)
+    for t in range(2, 600):  # AR(2): the ridge fit must beat both baselines on it
+        y[t] = 1.5 * y[t - 1] - 0.7 * y[t - 2] + 0.1 * rng.standard_normal()
+    w = _windows(y, 10, 3)
+    fit = fit_skip(w, torch.arange(400), torch.arange(400, len(w)), 10, 3, 1, None)
+    assert fit.lam != float("inf") and np.isfinite(fit.val_loss)
+    naive_loss = float(((w[400:, 0, 10:] - w[400:, 0, 9:10]) ** 2).mean())
+    assert fit.val_loss < 0.7 * naive_loss  # near the AR(2)'s own 3-step error (~0.033)
+    s = np.tile([0.0, 5.0, -3.0, 1.0], 100) + 0.01 * rng.standard_normal(400)
+    w = _windows(s, 8, 4)
+    fit = fit_skip(w, torch.arange(300), torch.arange(300, len(w)), 8, 4, 1, 4)
+    snaive = float(((w[300:, 0, 8:] - w[300:, 0, 4:8]) ** 2).mean())
+    naive = float(((w[300:, 0, 8:] - w[300:, 0, 7:8]) ** 2).mean())
+    assert fit.val_loss <= snaive < 0.01 * naive  # never worse on validation than the better baseline
+
+
+def test_seasonal_prior_is_the_seasonal_naive_forecast():
+    p = priors(window=6, horizon=5, season=3)["seasonal naive"]
+    x = torch.arange(6.0)  # ... 3, 4, 5: the last season
+    last = x[-1]
+    assert torch.equal(last + p @ (x - last), torch.tensor([3.0, 4.0, 5.0, 3.0, 4.0]))
+
+
+def test_refit_trains_the_final_model_on_every_row_and_backtests_the_first(tmp_path):
+    df = seasonal_frame(300, period=12, noise=0.2)
+    cfg = {"data": {"time_col": "time", "target": "y", "horizon": 6, "window": 24, "season": 12},
+           "model": {"hidden_size": 8}, "train": {"max_epochs": 3, "seed": 0},
+           "monitor": {"tensorboard": False}}
+    fc = lstmcast.Forecaster(cfg).fit(df)
+    assert fc.refit_["windows"] == 300 - 24 - 6 + 1  # every complete window, the test split's too
+    assert fc.refit_["rows"] == 300
+    assert fc.model_ is not fc.backtest_model_
+    first = fc.backtest()["model"]["MASE"]
+    fc.save(tmp_path / "run")
+    again = lstmcast.load(tmp_path / "run")
+    assert again.backtest(df)["model"]["MASE"] == pytest.approx(first, rel=1e-5)  # the first model, reloaded
+    p1, p2 = fc.predict(df), again.predict(df)
+    assert np.allclose(p1["y"], p2["y"], atol=1e-5)
+    off = lstmcast.Forecaster({**cfg, "train": {**cfg["train"], "refit": False}}).fit(df)
+    assert off.refit_ is None and off.model_ is off.backtest_model_
+
+
+def test_headline_leads_the_diagnosis_when_the_model_loses():
+    from lstmcast.diagnosis import diagnose
+
+    h = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "skipped_steps": 0} for e in range(1, 6)]
+    metrics = {"model": {"MASE": 1.4}, "naive": {"MASE": 1.2}, "seasonal_naive": {"MASE": 1.0}}
+    d = with_headline(diagnose(h), metrics)
+    assert d.verdict == "loses-to-baseline"
+    assert d.summary.startswith("the model loses to seasonal naive on the backtest: MASE 1.4 against 1 (40% worse)")
+    assert d.findings[0].code == "loses-to-baseline" and "more history" in d.findings[0].fix
+    assert with_headline(diagnose(h), {**metrics, "model": {"MASE": 0.9}}).verdict != "loses-to-baseline"
+    assert baseline_finding({"model": {"MASE": float("nan")}, "naive": {"MASE": 1.0}}) is None
