@@ -160,6 +160,10 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any
             scaling.check_overflow(x_raw[i], x[i], series.channel_names, t[-L:],
                                    f"series {sid!r}" if sid else "the series")
     y = _predict_scaled(model, x) * std[:, None, :T] + mean[:, None, :T]  # (S, H, T)
+    if not np.isfinite(y).all():  # D14: a NaN forecast written as an empty cell would pass as a result
+        bad = [sid or "the series" for sid, v in zip(series.ids, y) if not np.isfinite(v).all()]
+        raise DataError(f"the forecast of {bad[:5]} is not finite: the last {L} input rows lie so far outside "
+                        "the training data's range that the model overflows; check those values")
     frames = []
     for i, (sid, t) in enumerate(zip(series.ids, series.times)):
         times = future_times(t[-1], H, meta["freq"], meta.get("tz"))
