@@ -42,7 +42,7 @@ def fast_series(df: pd.DataFrame, meta: dict[str, Any], fp16_unscaled: bool = Fa
 
     ``fp16_unscaled``: the run trains in fp16 without scaling, so the general path refuses |x| > 65504.
     """
-    from .data.validate import SeriesSet
+    from .data.validate import TIME_RANGE, SeriesSet
 
     if meta["layout"] != "single" or meta.get("tz"):
         return None
@@ -54,9 +54,13 @@ def fast_series(df: pd.DataFrame, meta: dict[str, Any], fp16_unscaled: bool = Fa
     if not df.columns.is_unique or not all(c in df.columns for c in cols) or len(df) < max(L, 3):
         return None
     tcol = df[meta["time_col"]]
-    if tcol.dtype != np.dtype("datetime64[ns]"):
-        return None  # zones, other units (their range differs, D15), text: the general path decides
-    ints = tcol.to_numpy().view(np.int64)
+    if tcol.dtype.kind != "M" or getattr(tcol.dtype, "tz", None) is not None:
+        return None  # zones, text, numbers: the general path decides
+    raw = tcol.to_numpy()  # datetime64 in the frame's unit (pandas 3 defaults to us)
+    lo, hi = TIME_RANGE
+    if len(raw) and not (raw.min() >= lo and raw.max() <= hi):
+        return None  # outside the nanosecond range (D15; NaT compares False and is caught below)
+    ints = raw.astype("datetime64[ns]").view(np.int64)
     if np.any(np.diff(ints) != step):
         return None  # a gap, NaT, unsorted or duplicated row anywhere: the general path sorts or explains
     anchor = np.datetime64(meta["anchor"], "ns").view(np.int64)

@@ -79,3 +79,13 @@ def test_h11_nan_before_the_last_window_refused_by_predict(fitted):
     df.loc[2, "y"] = np.nan
     with pytest.raises(ValueError, match=r"missing values: column 'y': 1 empty cells, first at row 2"):
         fitted.predict(df)
+
+
+def test_h11_clean_frames_take_the_fast_path(fitted):
+    """Without this the property above would hold vacuously (pandas 3 frames hold microseconds)."""
+    from lstmcast.fastpath import fast_series
+
+    df = seasonal_frame(340).iloc[-40:].reset_index(drop=True)
+    series = fast_series(df, fitted.meta_)
+    assert series is not None and len(series.values[0]) == fitted.meta_["window"]
+    pd.testing.assert_frame_equal(fitted.predict(df), fitted.predict(df.astype({"y": object})))

@@ -117,10 +117,12 @@ def _read_file(path: Path, delimiter: str | None, id_col: str | None = None) -> 
 
 def _refuse_duplicates(names: list[str], where: str) -> None:
     """D16: two columns with one name are ambiguous; pandas would silently rename the second (y -> y.1)."""
-    seen: set[str] = set()
-    dups = [n for n in names if n and (n in seen or seen.add(n))]  # blank: pandas names it 'Unnamed: k'  # type: ignore[func-returns-value]
+    from collections import Counter
+
+    # a blank header cell is not a duplicate: pandas names each one 'Unnamed: k'
+    dups = [name for name, n in Counter(names).items() if n > 1 and name]
     if dups:
-        shown = ", ".join(repr(d) for d in dict.fromkeys(dups))
+        shown = ", ".join(repr(d) for d in dups)
         raise DataError(f"{where} has duplicated column names {shown}: each column needs a unique name; "
                         "rename or remove the duplicates")
 
@@ -131,9 +133,9 @@ def _read_parquet(path: Path, where: str) -> pd.DataFrame:
     try:
         import pyarrow.parquet as pq
 
-        names = list(pq.read_schema(path).names)
+        names = list(pq.read_schema(path).names)  # pandas would fail on duplicates with an arrow message
     except OSError:
-        raise
+        raise  # unreadable: _read_file names the file and the reason
     except Exception as exc:  # pyarrow raises many types for a bad file
         raise DataError(f"{where}: cannot read as Parquet ({exc}); is it a CSV? rename it to .csv") from None
     _refuse_duplicates(names, where)
@@ -142,7 +144,7 @@ def _read_parquet(path: Path, where: str) -> pd.DataFrame:
     except OSError:
         raise
     except Exception as exc:
-        raise DataError(f"{where}: cannot read as Parquet ({exc}); is it a CSV? rename it to .csv") from None
+        raise DataError(f"{where}: cannot read as Parquet ({exc})") from None
 
 
 def _read_csv(path: Path, where: str, delimiter: str | None, id_col: str | None) -> pd.DataFrame:

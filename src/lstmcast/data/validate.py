@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _FP16_MAX = 65504.0
 _F32_MAX = float(np.finfo(np.float32).max)
-_TIME_RANGE = (np.datetime64("1677-09-22", "D"), np.datetime64("2262-04-11", "D"))
+TIME_RANGE = (np.datetime64("1677-09-22", "D"), np.datetime64("2262-04-11", "D"))
 _TZ_RE = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
 
 
@@ -146,7 +146,7 @@ def _check_time_range(df: pd.DataFrame, col: str, times: np.ndarray) -> None:
     """D15: lstmcast's grid is in nanoseconds; a timestamp outside that range would wrap (1500 -> 2084)."""
     import pandas as pd
 
-    lo, hi = _TIME_RANGE  # whole days inside pandas' limits (numpy wraps converting the exact ones)
+    lo, hi = TIME_RANGE  # whole days inside pandas' limits (numpy wraps converting the exact ones)
     bad = (times < lo) | (times > hi)
     if bad.any():
         raise DataError(f"time column {col!r} has {int(bad.sum())} timestamps outside the supported range "
