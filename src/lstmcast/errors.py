@@ -74,6 +74,22 @@ class InterruptedRun(LstmcastError):
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""`` if none is close."""
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{match[0]}'?)" if match else ""
+    """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""`` if none is close.
+
+    Case is ignored when matching (``sunactivity`` finds ``SUNACTIVITY``); the suggestion keeps the
+    choice's own spelling, which is what the user must type.
+    """
+    options = [str(c) for c in choices]
+    lowered = {c.lower(): c for c in reversed(options)}  # the first choice wins among case variants
+    if str(word).lower() in lowered and lowered[str(word).lower()] != word:
+        return f" (did you mean '{lowered[str(word).lower()]}'?)"
+    match = difflib.get_close_matches(str(word).lower(), list(lowered), n=1, cutoff=0.6)
+    return f" (did you mean '{lowered[match[0]]}'?)" if match else ""
+
+
+def plain(value: object) -> str:
+    """``repr`` of a value as the user wrote it: numpy scalars lose their ``np.int64(...)`` wrapper."""
+    item = getattr(value, "item", None)
+    if callable(item) and type(value).__module__ == "numpy":
+        value = item()
+    return repr(value)

@@ -44,7 +44,7 @@ def load_series(source: Any, cfg: ForecastConfig) -> SeriesSet:
         source = cfg.data.path
     if source is None:
         raise DataError("no data given: pass a CSV/Parquet path or a DataFrame, or set data.path")
-    return validate_frame(read_table(source, cfg.data.delimiter), cfg.data, cfg.train.precision)
+    return validate_frame(read_table(source, cfg.data.delimiter, cfg.data.id_col), cfg.data, cfg.train.precision)
 
 
 class Forecaster:
@@ -114,7 +114,8 @@ class Forecaster:
         from .inference import load_new_series
 
         if fast and type(data).__name__ == "DataFrame":  # predict reads only the last window rows
-            clean = fast_series(data, self.meta_)
+            cfg = self.config_
+            clean = fast_series(data, self.meta_, cfg.train.precision == "fp16" and cfg.data.scaling == "none")
             if clean is not None:
                 return clean
         return load_new_series(data, self.config_, self.meta_)  # D13: says what the model needs

@@ -35,7 +35,7 @@ def load_new_series(source: Any, cfg: ForecastConfig, meta: dict[str, Any]) -> S
         source = cfg.data.path if source is None else source
         if source is None:
             raise DataError("no data given: pass a CSV/Parquet path or a DataFrame with the training columns")
-        table = read_table(source, cfg.data.delimiter)
+        table = read_table(source, cfg.data.delimiter, cfg.data.id_col)
         check_new_table(table, meta, cfg.data.missing)
         try:
             series = validate_frame(table, cfg.data, cfg.train.precision)
@@ -115,6 +115,8 @@ def _on_training_grid(series: SeriesSet, meta: dict[str, Any]) -> bool:
     anchor = pd.Timestamp(meta["anchor"])
     for t in series.times:
         last = pd.Timestamp(t[-1])
+        if meta.get("tz") and not isinstance(offset, pd.offsets.Tick):  # calendar days in the zone (H13)
+            last = last.tz_localize("UTC").tz_convert(meta["tz"]).tz_localize(None)
         if isinstance(offset, pd.offsets.Tick):
             if (last - anchor) % pd.Timedelta(offset) != pd.Timedelta(0):
                 return False
@@ -151,13 +153,20 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any
         bad = [sid or "the series" for sid, v in zip(series.ids, x) if np.isnan(v).any()]
         raise DataError(f"the last {L} rows of {bad[:5]} contain missing values: fill them (data.missing: "
                         "interpolate or ffill) to forecast")
-    x = ((x - mean[:, None, :]) / std[:, None, :]).astype(np.float32)
+    x_raw = x
+    x = scaling.transform(x, mean[:, None, :], std[:, None, :])  # (S, L, C) float32
+    if not np.isfinite(x).all():  # D14: no inf into the model (it would forecast NaN without a word)
+        for i, (sid, t) in enumerate(zip(series.ids, series.times)):
+            scaling.check_overflow(x_raw[i], x[i], series.channel_names, t[-L:],
+                                   f"series {sid!r}" if sid else "the series")
     y = _predict_scaled(model, x) * std[:, None, :T] + mean[:, None, :T]  # (S, H, T)
+    if not np.isfinite(y).all():  # D14: a NaN forecast written as an empty cell would pass as a result
+        bad = [sid or "the series" for sid, v in zip(series.ids, y) if not np.isfinite(v).all()]
+        raise DataError(f"the forecast of {bad[:5]} is not finite: the last {L} input rows lie so far outside "
+                        "the training data's range that the model overflows; check those values")
     frames = []
     for i, (sid, t) in enumerate(zip(series.ids, series.times)):
-        times = future_times(t[-1], H, meta["freq"])
-        if meta.get("tz"):
-            times = pd.DatetimeIndex(times).tz_localize("UTC").tz_convert(meta["tz"])
+        times = future_times(t[-1], H, meta["freq"], meta.get("tz"))
         cols: dict[str, Any] = {}
         if meta["layout"] == "long":
             cols[meta["id_col"]] = np.repeat(np.array([sid], dtype=object), H)

@@ -125,3 +125,38 @@ def regularise(times: np.ndarray, values: np.ndarray, rows: Rows, cfg: DataConfi
         full[pos] = values
         times, values = grid, full
     return times, values, freq
+
+
+def _on_calendar_days(times: np.ndarray, freq: str | None) -> bool:
+    """Daily and coarser steps count calendar days in the series' zone (a DST day lasts 23 or 25 hours, H13);
+    fixed steps (hours, '15min', '24h') count elapsed time, which UTC already does."""
+    import pandas as pd
+
+    if freq is not None:
+        return not isinstance(pd.tseries.frequencies.to_offset(freq), pd.offsets.Tick)
+    steps = np.diff(times)
+    return len(steps) > 0 and np.median(steps) >= np.timedelta64(23, "h")
+
+
+def wall_clock(times: np.ndarray, tz: str) -> np.ndarray:
+    """UTC-naive datetime64[ns] -> the same instants as naive local time in ``tz``."""
+    import pandas as pd
+
+    return pd.DatetimeIndex(times).tz_localize("UTC").tz_convert(tz).tz_localize(None).to_numpy("datetime64[ns]")
+
+
+def regularise_zoned(times: np.ndarray, values: np.ndarray, rows: Rows, cfg: DataConfig, name: str,
+                     freq: str | None, tz: str | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """``regularise`` for zoned data: daily and coarser grids are built on local calendar days (H13)."""
+    import pandas as pd
+
+    if tz is None or not _on_calendar_days(times, freq):
+        return regularise(times, values, rows, cfg, name, freq)
+    local = wall_clock(times, tz)
+    grid, values, freq = regularise(local, values, rows, cfg, name, freq)
+    if len(grid) == len(times):
+        return times, values, freq
+    # inserted gap rows: local midnights back to UTC (a midnight skipped by DST moves forward)
+    zoned = pd.DatetimeIndex(grid).tz_localize(tz, ambiguous=np.zeros(len(grid), dtype=bool),
+                                               nonexistent="shift_forward")
+    return zoned.tz_convert("UTC").tz_localize(None).to_numpy("datetime64[ns]"), values, freq

@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 
 _DELIMITERS = {",": "','", ";": "';'", "\t": "'\\t' (tab)", "|": "'|'"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
+# pandas' default missing-value spellings, applied to every column but the id column (D16)
+_NA_TEXT = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+            "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
 
 
 def bundled_path(name: str = "co2_weekly.csv") -> Path:
@@ -23,11 +26,13 @@ def bundled_path(name: str = "co2_weekly.csv") -> Path:
     return Path(__file__).resolve().parent.parent / "resources" / name
 
 
-def read_table(source: str | os.PathLike[str] | pd.DataFrame, delimiter: str | None = None) -> pd.DataFrame:
+def read_table(source: str | os.PathLike[str] | pd.DataFrame, delimiter: str | None = None,
+               id_col: str | None = None) -> pd.DataFrame:
     """Return the raw table with an added ``__row__`` column locating each row for error messages.
 
     ``__row__`` holds positions (files: line = position + 2, the header being line 1; Parquet: row
-    position) or, for a DataFrame, its index labels; ``attrs["row_kind"]`` says which. Rows are named
+    position) or, for a DataFrame, its index labels; ``attrs["row_kind"]`` says which. ``id_col`` (CSV) is
+    read as text exactly as written (D16). Rows are named
     only when a message needs them, never as one string per row (5 million rows would cost ~400 MB).
     """
     import numpy as np
@@ -37,14 +42,15 @@ def read_table(source: str | os.PathLike[str] | pd.DataFrame, delimiter: str | N
         if isinstance(source.index, pd.DatetimeIndex) and source.index.name and \
                 source.index.name not in source.columns:  # time in a named index: make it a column
             source = source.reset_index()
+        _refuse_duplicates([str(c) for c in source.columns], "the DataFrame")
         df = source.copy(deep=False)  # the caller's frame is never modified (copy-on-write)
         df["__row__"] = source.index.to_numpy()
         df = df.reset_index(drop=True)
         origin, kind = "the DataFrame", "row"
     else:
         path = Path(source)
-        origin = str(path)
-        df = _read_file(path, delimiter)
+        origin = _describe(path)
+        df = _read_file(path, delimiter, id_col)
         df["__row__"] = np.arange(len(df), dtype=np.int64)
         kind = "row" if path.suffix.lower() in PARQUET_SUFFIXES else "line"
     if len(df.columns) <= 2:  # __row__ and at most one real column
@@ -70,34 +76,102 @@ def row_name(value: object, kind: str) -> str:
     return f"row {value!r}" if isinstance(value, str) else f"row {value}"
 
 
-def _read_file(path: Path, delimiter: str | None) -> pd.DataFrame:
+def _describe(path: Path) -> str:
+    """The path as shown in messages: a very long one is shortened (the user still recognises both ends)."""
+    text = str(path)
+    return text if len(text) <= 200 else f"{text[:60]}...{text[-60:]} (a path of {len(text)} characters)"
+
+
+def _check_file(path: Path) -> None:
+    """Refuse what is not a readable regular file, naming the file and the reason (D11, D16)."""
+    import stat
+
+    where = _describe(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise DataError(f"data file {where!r} does not exist: check --data / data.path") from None
+    except OSError as exc:  # name too long, permission denied on a folder, a loop of links...
+        raise DataError(f"data file {where!r} cannot be opened ({exc.strerror or exc}): check --data / "
+                        "data.path") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise DataError(f"{where} is a folder: give a CSV or Parquet file to --data / data.path")
+    if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) or stat.S_ISSOCK(info.st_mode):
+        raise DataError(f"{where} is not a regular file (a device or socket, not text): give a CSV or Parquet "
+                        "file to --data / data.path")
+    if stat.S_ISREG(info.st_mode) and info.st_size == 0:
+        raise DataError(f"{where} is empty (0 bytes): expected a header line and data rows")
+
+
+def _read_file(path: Path, delimiter: str | None, id_col: str | None = None) -> pd.DataFrame:
+    _check_file(path)
+    where = _describe(path)
+    try:
+        if path.suffix.lower() in PARQUET_SUFFIXES:
+            return _read_parquet(path, where)
+        return _read_csv(path, where, delimiter, id_col)
+    except OSError as exc:  # PermissionError and friends: exit 3 naming the file, not a crash (exit 1)
+        raise DataError(f"data file {where!r} cannot be read ({exc.strerror or exc}): check its permissions "
+                        "(--data / data.path)") from None
+
+
+def _refuse_duplicates(names: list[str], where: str) -> None:
+    """D16: two columns with one name are ambiguous; pandas would silently rename the second (y -> y.1)."""
+    from collections import Counter
+
+    # a blank header cell is not a duplicate: pandas names each one 'Unnamed: k'
+    dups = [name for name, n in Counter(names).items() if n > 1 and name]
+    if dups:
+        shown = ", ".join(repr(d) for d in dups)
+        raise DataError(f"{where} has duplicated column names {shown}: each column needs a unique name; "
+                        "rename or remove the duplicates")
+
+
+def _read_parquet(path: Path, where: str) -> pd.DataFrame:
     import pandas as pd
 
-    if not path.exists():
-        raise DataError(f"data file {str(path)!r} does not exist: check --data / data.path")
-    if path.is_dir():
-        raise DataError(f"{path} is a folder: give a CSV or Parquet file to --data / data.path")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path} is empty (0 bytes): expected a header line and data rows")
-    if path.suffix.lower() in PARQUET_SUFFIXES:
-        try:
-            return pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises many types for a bad file
-            raise DataError(f"{path}: cannot read as Parquet ({exc}); is it a CSV? rename it to .csv") from None
     try:
-        df = pd.read_csv(path, sep=delimiter or ",", skipinitialspace=True)
+        import pyarrow.parquet as pq
+
+        names = list(pq.read_schema(path).names)  # pandas would fail on duplicates with an arrow message
+    except OSError:
+        raise  # unreadable: _read_file names the file and the reason
+    except Exception as exc:  # pyarrow raises many types for a bad file
+        raise DataError(f"{where}: cannot read as Parquet ({exc}); is it a CSV? rename it to .csv") from None
+    _refuse_duplicates(names, where)
+    try:
+        return pd.read_parquet(path)
+    except OSError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{where}: cannot read as Parquet ({exc})") from None
+
+
+def _read_csv(path: Path, where: str, delimiter: str | None, id_col: str | None) -> pd.DataFrame:
+    import pandas as pd
+
+    sep = delimiter or ","
+    try:
+        header = pd.read_csv(path, sep=sep, skipinitialspace=True, header=None, nrows=1, dtype=str,
+                             keep_default_na=False)
+        names = [str(n) for n in header.iloc[0].tolist()] if len(header) else []
+        _refuse_duplicates(names, where)
+        # D16: the id column is text exactly as written ("01" is not "1", "NA" is an id, not missing)
+        text = {"dtype": {id_col: str}, "keep_default_na": False,
+                "na_values": {n: sorted(_NA_TEXT) for n in names if n != id_col}} if id_col in names else {}
+        df = pd.read_csv(path, sep=sep, skipinitialspace=True, **text)
     except pd.errors.EmptyDataError:
-        raise DataError(f"{path} has no header line: expected e.g. 'date,value' on line 1") from None
+        raise DataError(f"{where} has no header line: expected e.g. 'date,value' on line 1") from None
     except pd.errors.ParserError as exc:
-        raise DataError(f"{path}: cannot parse as CSV ({exc}); check the delimiter (data.delimiter)") from None
+        raise DataError(f"{where}: cannot parse as CSV ({exc}); check the delimiter (data.delimiter)") from None
     except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text; is it a binary or Parquet file with a wrong suffix?") from None
+        raise DataError(f"{where}: not UTF-8 text; is it a binary or Parquet file with a wrong suffix?") from None
     if df.shape[1] == 1:
-        header = str(df.columns[0])
-        for sep, name in _DELIMITERS.items():
-            if sep != (delimiter or ",") and sep in header:
+        header_text = str(df.columns[0])
+        for other, name in _DELIMITERS.items():
+            if other != sep and other in header_text:
                 raise DataError(
-                    f"{path}: read as one column {header!r}; the file looks {name}-separated: "
-                    f"set data.delimiter: {sep!r} (CLI: --set data.delimiter={sep!r})"
+                    f"{where}: read as one column {header_text!r}; the file looks {name}-separated: "
+                    f"set data.delimiter: {other!r} (CLI: --set data.delimiter={other!r})"
                 )
     return df

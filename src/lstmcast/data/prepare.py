@@ -122,6 +122,8 @@ def prepare(series: SeriesSet, cfg: DataConfig, precision: str = "fp32") -> Prep
         means.append(mean)
         stds.append(std)
         scaled.append(scaling.transform(vals, mean, std))
+        scaling.check_overflow(vals, scaled[-1], series.channel_names, series.times[len(scaled) - 1],
+                               f"series {sid!r}" if sid else "the series")
     if precision == "fp16":
         check_fp16_range(scaled, series, cfg.scaling)
     if constant:

@@ -25,7 +25,27 @@ def fit_scaler(values: np.ndarray, train_end: int) -> tuple[np.ndarray, np.ndarr
 
 
 def transform(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    return ((values - mean) / std).astype(np.float32)
+    with np.errstate(over="ignore"):  # an overflow to inf is reported by check_overflow, not warned
+        return ((values - mean) / std).astype(np.float32)
+
+
+def check_overflow(values: np.ndarray, scaled: np.ndarray, channels: list[str], times: np.ndarray,
+                   label: str) -> None:
+    """D14: a finite value whose scaled form is inf in float32 would silently stall training or predict.
+
+    ``values`` (N, C) raw, ``scaled`` (N, C) float32, ``times`` (N,) datetime64; refuses naming column and rows.
+    """
+    from ..errors import DataError
+    from .grid import fmt
+
+    bad = np.isfinite(values) & ~np.isfinite(scaled)
+    if not bad.any():
+        return
+    col = int(np.flatnonzero(bad.any(axis=0))[0])
+    rows = bad[:, col]
+    raise DataError(f"{int(bad.sum())} values of {label} overflow float32 after scaling, first in column "
+                    f"{channels[col]!r} at {fmt(times[rows])}: they are too far from the training mean in units "
+                    "of the training std; fix those values or rescale the column (lstmcast computes in float32)")
 
 
 def inverse(scaled: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:

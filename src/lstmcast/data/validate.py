@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, did_you_mean
+from ..errors import ConfigError, DataError, did_you_mean, plain
 from .grid import MAX_LISTED as _MAX_LISTED
 from .grid import fmt as _fmt
 from .grid import label as _label
-from .grid import regularise as _regularise
+from .grid import regularise_zoned as _regularise
 from .io import row_name
 
 if TYPE_CHECKING:
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _FP16_MAX = 65504.0
+_F32_MAX = float(np.finfo(np.float32).max)
+TIME_RANGE = (np.datetime64("1677-09-22", "D"), np.datetime64("2262-04-11", "D"))
 _TZ_RE = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
 
 
@@ -128,7 +130,7 @@ def _parse_times(df: pd.DataFrame, cfg: DataConfig) -> tuple[np.ndarray, str | N
     if pd.api.types.is_datetime64_any_dtype(raw):  # already parsed (DataFrame or Parquet): keep its zone
         parsed = raw.dt.tz_convert("UTC") if cfg.utc and raw.dt.tz is not None else raw
     elif pd.api.types.is_numeric_dtype(raw):
-        raise DataError(f"time column {cfg.time_col!r} holds numbers, not timestamps (first {raw.iloc[0]!r}): "
+        raise DataError(f"time column {cfg.time_col!r} holds numbers, not timestamps (first {plain(raw.iloc[0])}): "
                         "give dates/times, e.g. 2024-01-31 or 2024-01-31T13:00")
     else:
         parsed = _parse_text_times(df, cfg)
@@ -136,7 +138,21 @@ def _parse_times(df: pd.DataFrame, cfg: DataConfig) -> tuple[np.ndarray, str | N
     if getattr(parsed.dt, "tz", None) is not None:
         tz = str(parsed.dt.tz)
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    _check_time_range(df, cfg.time_col, parsed.to_numpy())
     return parsed.to_numpy(dtype="datetime64[ns]"), tz
+
+
+def _check_time_range(df: pd.DataFrame, col: str, times: np.ndarray) -> None:
+    """D15: lstmcast's grid is in nanoseconds; a timestamp outside that range would wrap (1500 -> 2084)."""
+    import pandas as pd
+
+    lo, hi = TIME_RANGE  # whole days inside pandas' limits (numpy wraps converting the exact ones)
+    bad = (times < lo) | (times > hi)
+    if bad.any():
+        raise DataError(f"time column {col!r} has {int(bad.sum())} timestamps outside the supported range "
+                        f"{lo} to {hi} (pandas nanosecond timestamps), first "
+                        f"{pd.Timestamp(times[bad][0]).isoformat()} at {_rows(df, bad)}: shift or re-date the series "
+                        "into that range")
 
 
 def _parse_text_times(df: pd.DataFrame, cfg: DataConfig) -> pd.Series:
@@ -182,6 +198,11 @@ def _numeric(df: pd.DataFrame, col: str, precision: str, scaling: str = "none") 
     if inf.any():
         raise DataError(f"column {col!r} holds {int(inf.sum())} infinite values at {_rows(df, inf)}: "
                         "replace them (inf cannot be scaled or learned)")
+    big = np.abs(np.nan_to_num(values)) > _F32_MAX  # finite in float64, inf once cast to float32 (D14)
+    if big.any():
+        raise DataError(f"column {col!r} holds {int(big.sum())} values beyond the float32 range (|x| > 3.4e38) "
+                        f"at {_rows(df, big)}, first {plain(values[big][0])}: lstmcast computes in float32; "
+                        "fix those cells or rescale the column (e.g. divide it by a power of ten)")
     if precision == "fp16" and scaling == "none":  # scaled values are checked in prepare
         big = np.abs(np.nan_to_num(values)) > _FP16_MAX
         if big.any():
@@ -192,8 +213,13 @@ def _numeric(df: pd.DataFrame, col: str, precision: str, scaling: str = "none") 
 
 
 def _groups(df: pd.DataFrame, cfg: DataConfig, targets: list[str]) -> tuple[list[str], list[pd.DataFrame], str]:
+    import pandas as pd
+
     if cfg.id_col:
-        empty = df[cfg.id_col].isna().to_numpy()
+        raw = df[cfg.id_col]
+        empty = raw.isna().to_numpy()
+        if isinstance(raw.dtype, pd.StringDtype) or raw.dtype == object:  # ids read as text (D16): "" is blank
+            empty = empty | raw.astype(str).str.strip().eq("").to_numpy()
         if empty.any():
             raise DataError(f"series id column {cfg.id_col!r} has {int(empty.sum())} empty cells at "
                             f"{_rows(df, empty)}: every row must name its series")
@@ -285,7 +311,7 @@ def validate_frame(df: pd.DataFrame, cfg: DataConfig, precision: str = "fp32") -
         rows = Rows(part["__row__"].to_numpy(), kind)
         t, vals, rows = _sorted_unique(part["__t__"].to_numpy(), vals, rows, sid, notes)
         n_rows = len(t)
-        t, vals, freq_i = _regularise(t, vals, rows, cfg, sid, freq)
+        t, vals, freq_i = _regularise(t, vals, rows, cfg, sid, freq, tz)
         freq = freq if freq is not None else freq_i
         if i > 0 and freq_i != freq:
             raise DataError(f"series {sid!r} has frequency {freq_i!r} but {ids[0]!r} has {freq!r}: all series "
