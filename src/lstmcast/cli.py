@@ -213,7 +213,8 @@ def evaluate(run: Path = typer.Argument(..., help="Run folder written by `lstmca
 @app.command()
 def predict(run: Path = typer.Argument(..., help="Run folder written by `lstmcast train`."),
             data: Optional[str] = typer.Option(None, "--data", help="Recent data (default: the training data)."),
-            out: Optional[Path] = typer.Option(None, "--out", help="Output CSV (default RUN/forecast.csv); - for standard output.")) -> None:
+            out: Optional[Path] = typer.Option(None, "--out", help="Output CSV (default RUN/forecast.csv); "
+                                               "- for standard output.")) -> None:
     """Forecast the next `horizon` steps with timestamps, in original units, to CSV."""
 
     def _do() -> None:

@@ -34,8 +34,9 @@ def check_run_dir(run: Path, resuming: bool = False) -> None:
     if (run / COMPLETE).exists():
         raise ConfigError(f"run folder {run} already holds a trained run: choose another --run (or delete it)")
     if (run / "manifest.json").exists() and not resuming:
-        raise ConfigError(f"run folder {run} holds a trained model whose outputs are incomplete (interrupted while "
-                          f"writing them): finish it with `lstmcast train --resume {run}`, or choose another --run")
+        raise ConfigError(f"run folder {run} already holds a trained run whose outputs are incomplete (interrupted "
+                          f"while writing them, or saved by Forecaster.save): write them with `lstmcast train "
+                          f"--resume {run}`, or choose another --run")
     if not resuming and any((run / "checkpoints").glob("step-*")):
         raise ConfigError(f"run folder {run} holds checkpoints of an unfinished run: continue it with "
                           f"`lstmcast train --resume {run}`, or choose another --run")

@@ -260,7 +260,8 @@ def test_interrupted_while_writing_outputs_then_resume_finishes_them(tmp_path, m
     assert not (run / "complete.json").exists() and (run / "manifest.json").is_file()
     monkeypatch.setattr(atomic, "write_bytes", real)
     res = cli("train", "-c", str(cfg), "--run", str(run))
-    assert res.exit_code == 2 and "outputs are incomplete" in res.output and f"--resume {run}`" in res.output
+    assert res.exit_code == 2 and "already holds a trained run whose outputs are incomplete" in res.output
+    assert f"write them with `lstmcast train --resume {run}`" in res.output
     model, history = (run / "model.safetensors").read_bytes(), (run / "history.json").read_text()
     res = cli("train", "--resume", str(run))
     assert res.exit_code == 0, res.output
