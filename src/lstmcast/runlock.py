@@ -26,7 +26,7 @@ from typing import Any
 from .errors import CheckpointError, ConfigError
 
 LOCK_NAME = ".lock"
-_HELD: dict[str, list[Any]] = {}  # resolved folder -> [fd, count, shared]; flock is per open file, not per process
+_HELD: dict[str, list[Any]] = {}  # resolved folder -> [fd, count, created]; flock is per open file, not per process
 _GUARD = threading.Lock()
 
 
@@ -55,6 +55,7 @@ class RunLock:
     def acquire(self) -> RunLock:
         if self.folder.exists() and not self.folder.is_dir():
             raise ConfigError(f"{self.folder} is a file, not a folder: choose another path")
+        created = not self.folder.exists()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -85,7 +86,7 @@ class RunLock:
                 raise ConfigError(f"cannot lock {path} ({exc.strerror or exc}): put the {self.what} folder on a "
                                   "local file system") from None
             self._write_holder(fd)
-            _HELD[key] = [fd, 1, self.shared]
+            _HELD[key] = [fd, 1, created]
             self._key = key
         return self
 
@@ -106,8 +107,19 @@ class RunLock:
             held[1] -= 1
             if held[1] == 0:
                 del _HELD[self._key]
+                if held[2]:
+                    self._remove_if_empty()  # a run refused before writing anything leaves no folder behind
                 os.close(held[0])  # drops the flock; the file stays (deleting it would race a new holder)
         self._key = None
+
+    def _remove_if_empty(self) -> None:
+        """Still holding the lock: no other process can be using a folder that holds only it."""
+        try:
+            if [p.name for p in self.folder.iterdir()] == [LOCK_NAME]:
+                (self.folder / LOCK_NAME).unlink()
+                self.folder.rmdir()
+        except OSError:
+            pass
 
     def __enter__(self) -> RunLock:
         return self.acquire()
