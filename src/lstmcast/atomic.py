@@ -3,27 +3,32 @@ the one checked JSON read every loader of lstmcast's own files uses."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically; on any failure the previous file stays intact."""
+    """Write ``data`` to ``path`` atomically; on any failure the previous file stays intact.
+
+    Only a regular file is ever replaced (T11): a symlink, directory, device or FIFO at ``path`` is refused
+    (ConfigError, exit 2), also when it appears between the check and the rename. An existing file keeps
+    its mode (and, for root, its owner); a new file gets 0666 less the umask, like ``open()`` gives."""
     target = Path(path)
     tmp_name = None
     try:
+        before = check_target(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, target)
+        mode = stat.S_IMODE(before.st_mode) if before is not None else 0o666 & ~_umask()
+        tmp_name = _write_temp(target, data, mode, before)
+        _commit(tmp_name, target, before)
         tmp_name = None
         _fsync_dir(target.parent)
     except OSError as exc:
@@ -35,6 +40,115 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
                 os.unlink(tmp_name)
             except OSError:
                 pass
+
+
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_target(path: str | os.PathLike[str]) -> os.stat_result | None:
+    """``os.lstat`` of an output path: None when nothing is there, its stat when it is a regular file;
+    anything else (lstmcast would replace it by a file) is a ConfigError naming what it is."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISREG(st.st_mode):
+        return st
+    raise ConfigError(f"refusing to write {path}: it is {_kind(st)}, and lstmcast only ever replaces regular files "
+                      "(writing would replace it by a file, not write into it): give the path of a regular file"
+                      + (" inside it" if stat.S_ISDIR(st.st_mode) else ""))
+
+
+def _kind(st: os.stat_result) -> str:
+    if stat.S_ISREG(st.st_mode):
+        return "another regular file"
+    return next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
+
+
+def _umask() -> int:
+    try:  # Linux >= 4.7 shows it without changing it (os.umask would, for a moment, for every thread)
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _write_temp(target: Path, data: bytes, mode: int, before: os.stat_result | None) -> str:
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fchmod(fh.fileno(), mode)
+        if before is not None and os.geteuid() == 0:  # root replacing a user's file: it stays theirs
+            with contextlib.suppress(OSError):
+                os.fchown(fh.fileno(), before.st_uid, before.st_gid)
+        os.fsync(fh.fileno())
+    return tmp_name
+
+
+def _commit(tmp_name: str, target: Path, before: os.stat_result | None) -> None:
+    """Rename the temp file over ``target`` only if ``target`` is still what ``check_target`` saw.
+
+    Where the kernel can (renameat2), the swap itself is atomic: RENAME_NOREPLACE when nothing was there,
+    RENAME_EXCHANGE then a look at what came out (swapped back if it is not the checked file); elsewhere a
+    second lstat just before os.replace narrows the window to microseconds."""
+    if before is None:
+        if _renameat2(tmp_name, target, _RENAME_NOREPLACE):
+            return
+        if check_target(target) is not None:
+            raise ConfigError(f"refusing to write {target}: a file appeared there while lstmcast was writing; "
+                              "rerun, or choose another path")
+    elif _renameat2(tmp_name, target, _RENAME_EXCHANGE):
+        out = os.lstat(tmp_name)  # what was at target a moment ago
+        if not (stat.S_ISREG(out.st_mode) and (out.st_dev, out.st_ino) == (before.st_dev, before.st_ino)):
+            _renameat2(tmp_name, target, _RENAME_EXCHANGE)  # put it back untouched
+            raise ConfigError(f"refusing to write {target}: it was replaced by {_kind(out)} while lstmcast was "
+                              "writing; lstmcast only ever replaces regular files: rerun with a regular file")
+        os.unlink(tmp_name)  # the old file, swapped out
+        return
+    else:
+        now = check_target(target)
+        if now is None or (now.st_dev, now.st_ino) != (before.st_dev, before.st_ino):
+            raise ConfigError(f"refusing to write {target}: it was replaced while lstmcast was writing; rerun")
+    os.replace(tmp_name, target)
+
+
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
+_AT_FDCWD = -100
+_LIBC: list[Any] = []
+
+
+def _renameat2(src: str | Path, dst: str | Path, flags: int) -> bool:
+    """True when renameat2 did it; False where the kernel, libc or file system lacks it (the caller falls back).
+    EEXIST and other real failures raise OSError."""
+    if not _LIBC:
+        try:
+            import ctypes
+            import ctypes.util
+
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            _LIBC.append(libc.renameat2 if hasattr(libc, "renameat2") else None)
+        except OSError:
+            _LIBC.append(None)
+    fn = _LIBC[0]
+    if fn is None:
+        return False
+    import ctypes
+
+    if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), ctypes.c_uint(flags)) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    if err == errno.EEXIST:
+        return False  # NOREPLACE found something: the caller looks at what
+    raise OSError(err, os.strerror(err), str(dst))
 
 
 def _fsync_dir(folder: Path) -> None:

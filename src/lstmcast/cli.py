@@ -126,42 +126,58 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
     """Train on a CSV/Parquet file, backtest against naive baselines, forecast, write a run folder."""
 
     def _do() -> None:
+        from contextlib import nullcontext
+
         from .progress import EpochProgress
-        from .workflow import default_run_dir, train_run
+        from .runlock import RunLock
+        from .workflow import default_run_dir, outputs_missing, resume_outputs, train_run
 
         ckpt = None
-        if resume is not None:
-            flags = {"path": data, "time_col": time_col, "target": target, "features": features, "id_col": id_col,
-                     "window": window, "horizon": horizon, "season": season}
-            cfg, ckpt = _resume_setup(resume, run, config, flags, overrides)
-            run_dir = resume
-        else:
-            cfg = build_config(config, data, time_col, target, features, id_col, window, horizon, season, overrides)
-            run_dir = run or default_run_dir()
-        if no_tensorboard:
-            cfg.monitor.tensorboard = False
-        with EpochProgress(cfg.train.max_epochs) as progress:
-            fc, metrics = train_run(cfg, run_dir, callbacks=[progress], resume_from=ckpt)
-        res = fc.fit_result_
-        typer.echo(f"trained {fc.meta_['n_parameters']:,} parameters for {len(fc.history_)} epochs "
-                   f"(best epoch {res.best_epoch}, {res.stop_reason})")
-        if getattr(fc, "refit_", None):
-            typer.echo(f"final model: refitted on all {fc.refit_['rows']:,} rows for {fc.refit_['steps']} steps "
-                       "(train.refit); the backtest below is the first model's, which never saw the test split")
-        diagnosis = getattr(fc, "diagnosis_", None)
-        if diagnosis is not None and diagnosis.verdict == "loses-to-baseline":  # said first, before the table
-            typer.echo(f"WARNING: {diagnosis.findings[0].message}")
-        _metrics_table(metrics, f"backtest on the test split ({len(fc.backtest_.origins)} origins, "
-                                f"horizon {fc.meta_['horizon']})")
-        if getattr(fc, "diagnosis_", None) is not None:
-            typer.echo("\n".join(fc.diagnosis_.lines()))
-        if (run_dir / "report.html").is_file():
-            typer.echo(f"report: {run_dir / 'report.html'}")
-        if cfg.monitor.tensorboard and (run_dir / "tb").is_dir():
-            typer.echo(f"tensorboard: tensorboard --logdir {run_dir / 'tb'}")
-        typer.echo(f"run folder: {run_dir}")
+        # T9: lock before reading any checkpoint; train_run takes the same lock again (re-entrant)
+        with RunLock(resume) if resume is not None and resume.is_dir() else nullcontext():
+            if resume is not None and outputs_missing(resume):
+                typer.echo(f"{resume}: the model is trained and saved; writing the missing outputs", err=True)
+                fc, metrics = resume_outputs(resume)
+                return _print_trained(fc, metrics, resume)
+            if resume is not None:
+                flags = {"path": data, "time_col": time_col, "target": target, "features": features,
+                         "id_col": id_col, "window": window, "horizon": horizon, "season": season}
+                cfg, ckpt = _resume_setup(resume, run, config, flags, overrides)
+                run_dir = resume
+            else:
+                cfg = build_config(config, data, time_col, target, features, id_col, window, horizon, season,
+                                   overrides)
+                run_dir = run or default_run_dir()
+            if no_tensorboard:
+                cfg.monitor.tensorboard = False
+            with EpochProgress(cfg.train.max_epochs) as progress:
+                fc, metrics = train_run(cfg, run_dir, callbacks=[progress], resume_from=ckpt)
+        _print_trained(fc, metrics, run_dir)
 
     run_guarded(_do)
+
+
+def _print_trained(fc: Any, metrics: dict[str, Any], run_dir: Path) -> None:
+    res = getattr(fc, "fit_result_", None)  # None: a saved model whose outputs `--resume` just finished
+    if res is not None:
+        typer.echo(f"trained {fc.meta_['n_parameters']:,} parameters for {len(fc.history_)} epochs "
+                   f"(best epoch {res.best_epoch}, {res.stop_reason})")
+    refit = getattr(fc, "refit_", None) or (fc.meta_.get("refit") if isinstance(fc.meta_, dict) else None)
+    if refit:
+        typer.echo(f"final model: refitted on all {refit['rows']:,} rows for {refit['steps']} steps "
+                   "(train.refit); the backtest below is the first model's, which never saw the test split")
+    diagnosis = getattr(fc, "diagnosis_", None)
+    if diagnosis is not None and diagnosis.verdict == "loses-to-baseline":  # said first, before the table
+        typer.echo(f"WARNING: {diagnosis.findings[0].message}")
+    _metrics_table(metrics, f"backtest on the test split ({len(fc.backtest_.origins)} origins, "
+                            f"horizon {fc.meta_['horizon']})")
+    if getattr(fc, "diagnosis_", None) is not None:
+        typer.echo("\n".join(fc.diagnosis_.lines()))
+    if (run_dir / "report.html").is_file():
+        typer.echo(f"report: {run_dir / 'report.html'}")
+    if fc.config_.monitor.tensorboard and (run_dir / "tb").is_dir():
+        typer.echo(f"tensorboard: tensorboard --logdir {run_dir / 'tb'}")
+    typer.echo(f"run folder: {run_dir}")
 
 
 def _resume_setup(resume: Path, run: Optional[Path], config: Optional[Path], flags: dict[str, Any],
@@ -183,15 +199,20 @@ def _resume_setup(resume: Path, run: Optional[Path], config: Optional[Path], fla
 
 @app.command()
 def evaluate(run: Path = typer.Argument(..., help="Run folder written by `lstmcast train`."),
-             data: Optional[str] = typer.Option(None, "--data", help="Data to backtest on (default: training data).")) -> None:
-    """Rolling-origin backtest of a trained run against naive and seasonal-naive baselines."""
+             data: Optional[str] = typer.Option(None, "--data", help="Data to backtest on (default: training data)."),
+             name: Optional[str] = typer.Option(None, "--name", help="Name of RUN/evaluations/<name>.json "
+                                                "(default: the data file's stem and the time).")) -> None:
+    """Rolling-origin backtest of a trained run against naive and seasonal-naive baselines.
+
+    Written to RUN/evaluations/<name>.json, labelled with the data file and its sha256; RUN/metrics.json
+    stays the held-out backtest of training."""
 
     def _do() -> None:
         from .workflow import evaluate_run
 
-        metrics = evaluate_run(run, data)
-        _metrics_table(metrics, f"backtest of {run}")
-        typer.echo(f"metrics written to {run / 'metrics.json'}")
+        metrics, path = evaluate_run(run, data, name)
+        _metrics_table(metrics, f"backtest of {run} on {data or 'its training data'}")
+        typer.echo(f"evaluation written to {path} (the held-out backtest stays in {run / 'metrics.json'})")
 
     run_guarded(_do)
 
@@ -199,13 +220,17 @@ def evaluate(run: Path = typer.Argument(..., help="Run folder written by `lstmca
 @app.command()
 def predict(run: Path = typer.Argument(..., help="Run folder written by `lstmcast train`."),
             data: Optional[str] = typer.Option(None, "--data", help="Recent data (default: the training data)."),
-            out: Optional[Path] = typer.Option(None, "--out", help="Output CSV (default RUN/forecast.csv).")) -> None:
+            out: Optional[Path] = typer.Option(None, "--out", help="Output CSV (default RUN/forecast.csv); "
+                                               "- for standard output.")) -> None:
     """Forecast the next `horizon` steps with timestamps, in original units, to CSV."""
 
     def _do() -> None:
         from .workflow import predict_run
 
         frame, target = predict_run(run, data, out)
+        if target is None:  # --out -: standard output holds the CSV alone
+            typer.echo(f"{len(frame)} forecast rows written to standard output", err=True)
+            return
         typer.echo(frame.head(10).to_string(index=False))
         typer.echo(f"{len(frame)} forecast rows written to {target}")
 

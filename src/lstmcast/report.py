@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import atomic
-from .errors import CheckpointError
+from .errors import CheckpointError, LstmcastError
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def _findings_table(findings: list[dict[str, Any]], table_id: str) -> str:
 def metrics_section(metrics: dict[str, dict[str, float]] | None) -> str:
     """The backtest table: one row per method, best value per column marked; exact values in data-value."""
     if not metrics:
-        return _missing("metrics.json", "written by `lstmcast train` and `lstmcast evaluate`")
+        return _missing("metrics.json", "written by `lstmcast train`")
     from .metrics import NAMES
 
     cols = [n for n in NAMES if any(n in row for row in metrics.values())]
@@ -118,6 +118,25 @@ def metrics_section(metrics: dict[str, dict[str, float]] | None) -> str:
                                                                      '<tr class="model"><td>model</td>', 1)
     return (table + "<p>Rolling-origin backtest on the test split, original units (sMAPE in percent; MASE below "
             "1 beats the in-sample seasonal-naive forecast). Best value per column shaded.</p>")
+
+
+def evaluations_section(run: Path) -> str | None:
+    """`lstmcast evaluate` results (RUN/evaluations/*.json), each labelled with its data: never the held-out
+    backtest above. None when there are none (the section is left out)."""
+    parts = []
+    for path in sorted((run / "evaluations").glob("*.json")):
+        try:
+            rec = atomic.parse_json(path.read_bytes(), str(path))
+            sha, metrics = rec.get("data_sha256") or "unknown", rec["metrics"]
+            label = (f"<p><b>{_esc(path.stem)}</b>: backtest on {_esc(rec.get('data'))} (sha256 {_esc(sha[:16])}), "
+                     f"{_esc(rec.get('created'))}{' - the training data' if rec.get('training_data') else ''}</p>")
+            parts.append(label + metrics_section(metrics).split("<p>Rolling-origin")[0])
+        except (OSError, LstmcastError, KeyError, TypeError, AttributeError, ValueError) as exc:
+            parts.append(f'<p class="missing">{_esc(path.name)} is unreadable ({_esc(exc)})</p>')
+    if not parts:
+        return None
+    return ("<p><b>Not the held-out backtest.</b> These were computed later by <code>lstmcast evaluate</code> on "
+            "the data named with each; data the model trained on gives optimistic numbers.</p>" + "".join(parts))
 
 
 def diagnosis_section(diagnosis: dict[str, Any] | None, monitor: dict[str, Any] | None) -> str:
@@ -236,11 +255,14 @@ def render_report(run: str | os.PathLike[str]) -> str:
                    "</pre></details>" if config.is_file()
                    else _missing("config.yaml", "written by `lstmcast train`")),
     }
+    evaluations = evaluations_section(folder)
+    shown = SECTIONS if evaluations is None else (*SECTIONS[:3], ("evaluations", "Other evaluations"), *SECTIONS[3:])
+    body["evaluations"] = evaluations or ""
     title = f"lstmcast run {folder.resolve().name}"
     created = (f" · trained {_esc(meta.get('created'))} with lstmcast {_esc(meta.get('lstmcast_version'))}"
                if meta else "")
-    nav = "".join(f'<a href="#{k}">{_esc(v)}</a>' for k, v in SECTIONS)
-    sections = "".join(f'<section id="{k}"><h2>{_esc(v)}</h2>{body[k]}</section>' for k, v in SECTIONS)
+    nav = "".join(f'<a href="#{k}">{_esc(v)}</a>' for k, v in shown)
+    sections = "".join(f'<section id="{k}"><h2>{_esc(v)}</h2>{body[k]}</section>' for k, v in shown)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'

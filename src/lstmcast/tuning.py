@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import tuning_report
 from .errors import ConfigError, DataError, DivergedError, InterruptedRun
+from .runlock import RunLock
 from .tuning_space import SearchSpace, apply_params, space_for, suggest
 from .tuning_storage import (HOST, Heartbeat, WorkerSlot, claim_lock, default_storage, normalize_url,
                              open_storage, quiet_optuna_warnings, redact, sqlite_path)
@@ -153,9 +154,14 @@ class Tuner:
         self.url = normalize_url(options.storage) if options.storage else default_storage(self.run_dir)
         self.space: SearchSpace | None = None
         self.slot: WorkerSlot | None = None
+        self._lock: RunLock | None = None
 
     def __enter__(self) -> Tuner:
-        self.open()
+        try:
+            self.open()
+        except BaseException:
+            self.close()  # the worker slot and the folder lock go with a refused open
+            raise
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -174,7 +180,8 @@ class Tuner:
         resolve(train.device, train.precision, self.opts.threads or train.threads, train.accel)
         self.series = load_series(None, self.cfg)  # once per worker, reused by every trial
         self.space = space_for(self.cfg, self.series)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        # T9: workers of one study share the folder; a `train` into it (or it into a run) is refused
+        self._lock = RunLock(self.run_dir, shared=True, what="tuning").acquire()
         self.slot = WorkerSlot(self.run_dir)
         t = self.cfg.tune
         with claim_lock(self.url, self.opts.study_name):  # workers starting together create the tables once
@@ -190,11 +197,18 @@ class Tuner:
         if self.slot is not None:
             self.slot.close()
             self.slot = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _fingerprint(self) -> dict[str, Any]:
-        """What every worker of one study must agree on (not the data path: machines differ)."""
+        """What every worker of one study must agree on: the data's content (sha256), not its path (machines
+        differ; the path is kept as ``data.file`` to name it in a refusal), and the settings trials depend on."""
+        from .workflow import file_sha256
+
         c = self.cfg.to_dict()
         fp = {f"data.{k}": v for k, v in c["data"].items() if k not in ("path", "delimiter")}
+        fp.update({"data.sha256": file_sha256(self.cfg.data.path), "data.file": self.cfg.data.path})
         fp.update({f"space.{k}": v for k, v in self.space.as_dict().items()})
         fp.update({f"tune.{k}": c["tune"][k] for k in ("objective", "max_epochs")})
         fp.update({f"model.{k}": c["model"][k] for k in ("bias", "window_norm")})
@@ -202,14 +216,20 @@ class Tuner:
         return fp
 
     def _check_same_study(self) -> None:
+        """Refuse to join a study started on other data or settings (U5): its trials would mix with ours."""
         fp = self._fingerprint()
         old = self.study.user_attrs.get("lstmcast_fingerprint")
         if old is None:
             self.study.set_user_attr("lstmcast_fingerprint", fp)
             return
-        diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
+        if "data.sha256" not in old:  # a study from before the data was fingerprinted: nothing to compare
+            log.warning("study %r records no data hash (older lstmcast): make sure it was tuned on %s",
+                        self.opts.study_name, fp["data.file"])
+            old = {**old, "data.sha256": fp["data.sha256"], "data.file": fp["data.file"]}
+        diff = sorted((k for k in set(old) | set(fp) if k != "data.file" and old.get(k) != fp.get(k)),
+                      key=lambda k: (k != "data.sha256", k))
         if diff:
-            shown = "; ".join(f"{k}: {old.get(k)!r} in the study, {fp.get(k)!r} now" for k in diff[:6])
+            shown = "; ".join(_difference(k, old, fp) for k in diff[:6])
             raise ConfigError(f"study {self.opts.study_name!r} in {redact(self.url)} was started with another "
                               f"configuration ({shown}): tune with the same config and data, or start a new "
                               "study with another --run or --study")
@@ -329,6 +349,14 @@ class Tuner:
         self.study.tell(trial, value if state == "complete" else None, state=states.get(state, TrialState.FAIL))
         label = f"failed ({attrs['failure']})" if state == "failed" else state
         return TrialOutcome(trial.number, label, value, params, attrs)
+
+
+def _difference(key: str, old: dict[str, Any], now: dict[str, Any]) -> str:
+    if key == "data.sha256":
+        def side(fp: dict[str, Any]) -> str:
+            return f"{fp.get('data.file')} (sha256 {str(fp.get('data.sha256'))[:12]}...)"
+        return f"data: {side(old)} in the study, {side(now)} now"
+    return f"{key}: {old.get(key)!r} in the study, {now.get(key)!r} now"
 
 
 def route_optuna_logs() -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import atomic
-from .errors import ConfigError
+from .errors import ConfigError, LstmcastError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .training.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
+COMPLETE = "complete.json"  # written after every output: the run folder is whole (FAULTS T10)
 
 
 def default_run_dir(root: str = "runs") -> Path:
@@ -30,11 +31,20 @@ def check_run_dir(run: Path, resuming: bool = False) -> None:
     """Refuse to overwrite a run folder that already holds a run (no data is ever lost)."""
     if run.exists() and not run.is_dir():
         raise ConfigError(f"--run {run} is a file, not a folder: choose another path")
-    if (run / "manifest.json").exists():
+    if (run / COMPLETE).exists():
         raise ConfigError(f"run folder {run} already holds a trained run: choose another --run (or delete it)")
+    if (run / "manifest.json").exists() and not resuming:
+        raise ConfigError(f"run folder {run} already holds a trained run whose outputs are incomplete (interrupted "
+                          f"while writing them, or saved by Forecaster.save): write them with `lstmcast train "
+                          f"--resume {run}`, or choose another --run")
     if not resuming and any((run / "checkpoints").glob("step-*")):
         raise ConfigError(f"run folder {run} holds checkpoints of an unfinished run: continue it with "
                           f"`lstmcast train --resume {run}`, or choose another --run")
+
+
+def outputs_missing(run: Path) -> bool:
+    """The model is saved (manifest.json) but the outputs were not all written (no complete.json): T10."""
+    return (run / "manifest.json").is_file() and not (run / COMPLETE).exists()
 
 
 def write_outputs(fc: Forecaster, run: Path, series: Any = None) -> dict[str, Any]:
@@ -59,27 +69,66 @@ def write_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
 
 def train_run(cfg: ForecastConfig, run: Path, callbacks: list[Callable[..., None]] | None = None,
               resume_from: Checkpoint | None = None) -> tuple[Forecaster, dict[str, Any]]:
-    """Train (checkpointing into RUN/checkpoints, or continuing ``resume_from``) and write the run folder."""
+    """Train (checkpointing into RUN/checkpoints, or continuing ``resume_from``) and write the run folder.
+
+    Holds RUN/.lock throughout (T9). Order matters for T10: what exists only in memory (monitor, doctor)
+    is written before manifest.json (the model is saved), everything derived from the saved model after
+    it, and complete.json last, so an interruption anywhere leaves a folder `--resume` can finish."""
     from .forecaster import Forecaster
-    from .report import try_write_report
+    from .runlock import RunLock
     from .training.monitor import Monitor
 
-    check_run_dir(run, resuming=resume_from is not None)
-    monitor = Monitor(run, cfg)  # TensorBoard in RUN/tb + the hidden-state probe; failures only warn (FAULTS U4)
-    try:
-        fc = Forecaster(cfg).fit(cfg.data.path, callbacks=[*(callbacks or []), monitor], run_dir=run,
-                                 resume_from=resume_from)
-        monitor.add_doctor(getattr(fc, "doctor_", None))
-    finally:
-        monitor.close()
-    fc.save(run)
-    monitor.save(run / "monitor.json")
-    if getattr(fc, "doctor_", None) is not None:
-        atomic.write_json(run / "doctor.json", fc.doctor_.as_dict())
-    metrics = write_outputs(fc, run)
-    write_diagnosis(fc, run, monitor.findings(), metrics)
-    try_write_report(run)  # RUN/report.html; a failure only warns, the run folder is complete without it
+    with RunLock(run):
+        check_run_dir(run, resuming=resume_from is not None)
+        monitor = Monitor(run, cfg)  # TensorBoard in RUN/tb + the hidden-state probe; failures only warn (FAULTS U4)
+        try:
+            fc = Forecaster(cfg).fit(cfg.data.path, callbacks=[*(callbacks or []), monitor], run_dir=run,
+                                     resume_from=resume_from)
+            monitor.add_doctor(getattr(fc, "doctor_", None))
+        finally:
+            monitor.close()
+        monitor.save(run / "monitor.json")
+        if getattr(fc, "doctor_", None) is not None:
+            atomic.write_json(run / "doctor.json", fc.doctor_.as_dict())
+        fc.save(run)
+        metrics = finish_outputs(fc, run, monitor.findings())
     return fc, metrics
+
+
+def finish_outputs(fc: Forecaster, run: Path, extra: list[Any] | None = None) -> dict[str, Any]:
+    """Metrics, forecast, plots, diagnosis and report of a saved model, then complete.json (T10).
+
+    SIGINT/SIGTERM here stop with InterruptedRun (exit 130) and the resume hint; nothing is half-written."""
+    from .report import try_write_report
+    from .training.signals import interrupt_on_signals
+
+    hint = (f"stopped while writing the outputs of {run}; the trained model is saved: finish the outputs with "
+            f"`lstmcast train --resume {run}`")
+    with interrupt_on_signals(hint):
+        metrics = write_outputs(fc, run)
+        write_diagnosis(fc, run, extra, metrics)
+        try_write_report(run)  # RUN/report.html; a failure only warns, the run folder is complete without it
+        atomic.write_json(run / COMPLETE, {"completed": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    return metrics
+
+
+def resume_outputs(run: Path) -> tuple[Forecaster, dict[str, Any]]:
+    """`train --resume` of a folder whose model is saved but whose outputs are not: write them, no retraining."""
+    from .artifacts import load_run
+    from .findings import Finding
+    from .runlock import RunLock
+
+    with RunLock(run):
+        if not outputs_missing(run):
+            check_run_dir(run, resuming=True)  # finished meanwhile: the same refusal as any finished run
+        fc = load_run(run)
+        extra = []
+        try:  # the monitor's findings were saved with monitor.json before the model
+            found = atomic.parse_json((run / "monitor.json").read_bytes(), "monitor.json").get("findings", [])
+            extra = [Finding(**f) for f in found]
+        except (OSError, LstmcastError, TypeError, AttributeError):
+            log.info("no monitor findings for the diagnosis of %s", run)
+        return fc, finish_outputs(fc, run, extra)
 
 
 def write_diagnosis(fc: Forecaster, run: Path, extra: list[Any] | None = None,
@@ -95,20 +144,82 @@ def write_diagnosis(fc: Forecaster, run: Path, extra: list[Any] | None = None,
     atomic.write_json(run / "diagnosis.json", fc.diagnosis_.as_dict())
 
 
-def evaluate_run(run: Path, data: str | None = None) -> dict[str, Any]:
+def evaluate_run(run: Path, data: str | None = None, name: str | None = None) -> tuple[dict[str, Any], Path]:
+    """Backtest a saved run on ``data`` (default: its training data) into RUN/evaluations/<name>.json (H5).
+
+    RUN/metrics.json stays the held-out backtest `train` wrote; an evaluation is labelled with its data
+    file, that file's sha256 and the time, and never overwrites another."""
     from .artifacts import load_run
 
     fc = load_run(run)
     metrics = fc.backtest(data)
-    atomic.write_json(run / "metrics.json", metrics)
-    return metrics
+    source = data if data is not None else fc.config_.data.path
+    now = datetime.now(timezone.utc)
+    record = {"kind": "evaluation", "note": "a backtest on the data named here, not the run's held-out backtest "
+                                            "(that is metrics.json)",
+              "data": os.path.abspath(source) if source else None, "data_sha256": file_sha256(source),
+              "training_data": data is None, "created": now.isoformat(timespec="seconds"),
+              "origins": int(len(fc.backtest_.origins)), "metrics": metrics}
+    path = _evaluation_path(run, name, source, now)
+    atomic.write_json(path, record)
+    return metrics, path
 
 
-def predict_run(run: Path, data: str | None = None, out: Path | None = None) -> tuple[pd.DataFrame, Path]:
+def file_sha256(path: str | os.PathLike[str] | None) -> str | None:
+    """sha256 of a file's bytes (None without a file): what identifies a data file across machines."""
+    import hashlib
+
+    if not path or not os.path.isfile(path):
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _evaluation_path(run: Path, name: str | None, source: str | None, now: datetime) -> Path:
+    """RUN/evaluations/<name>.json, never an existing one: --name must be new, the default gets a counter."""
+    import re
+
+    folder = run / "evaluations"
+    if name is not None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+            raise ConfigError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only (it names "
+                              f"{folder}/<name>.json)")
+        path = folder / f"{name.removesuffix('.json')}.json"
+        if path.exists():
+            raise ConfigError(f"{path} exists: choose another --name (evaluations are never overwritten)")
+        return path
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(source).stem)[:60] if source else "data"
+    base = f"{stem}-{now.strftime('%Y%m%d-%H%M%S')}"
+    path, k = folder / f"{base}.json", 1
+    while path.exists():
+        k += 1
+        path = folder / f"{base}-{k}.json"
+    return path
+
+
+def predict_run(run: Path, data: str | None = None, out: Path | None = None) -> tuple[pd.DataFrame, Path | None]:
+    """Forecast into ``out`` (default RUN/forecast.csv); ``out`` of ``-`` writes the CSV to standard output
+    and returns None as the path."""
+    import sys
+
     from .artifacts import load_run
+    from .errors import ConfigError
 
+    to_stdout = out is not None and str(out) == "-"
+    if out is not None and not to_stdout:
+        try:
+            atomic.check_target(out)  # refuse a device, FIFO, directory or symlink before any work (T11)
+        except ConfigError as exc:
+            raise ConfigError(f"--out: {exc} (or '-' for standard output)") from None
     fc = load_run(run)
     frame = fc.predict(data)
+    if to_stdout:
+        sys.stdout.write(frame.to_csv(index=False))
+        sys.stdout.flush()
+        return frame, None
     target = out or run / "forecast.csv"
     write_csv(frame, target)
     return frame, target

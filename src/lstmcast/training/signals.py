@@ -41,3 +41,39 @@ def signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+class _StopSignal(BaseException):
+    """Raised by the handler of :func:`interrupt_on_signals`; a BaseException so no ``except Exception``
+    (the report writer's, for one) swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def interrupt_on_signals(message: str) -> Iterator[None]:
+    """SIGINT/SIGTERM stop the block at once with ``InterruptedRun("<SIGNAL>: message")`` (exit 130).
+
+    For work that has no step to finish (writing a run's outputs): every write there is atomic, so
+    stopping anywhere leaves whole files, and ``message`` says how to finish the rest."""
+    from ..errors import InterruptedRun
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise _StopSignal(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise InterruptedRun(f"SIGINT: {message}") from None
+    except _StopSignal as stop:
+        raise InterruptedRun(f"{signal_name(stop.signum)}: {message}") from None
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
