@@ -75,7 +75,10 @@ def small_config(**sections) -> dict:
     """A config that trains in about a second on ``seasonal_frame()``."""
     cfg = {"data": {"time_col": "time", "target": "y", "horizon": 6, "window": 24, "season": 24},
            "model": {"hidden_size": 16, "num_layers": 1, "dropout": 0.0},
-           "train": {"max_epochs": 3, "batch_size": 32, "seed": 0}}
+           # epochs of one pass and no refit: the checkpoint/resume tests count steps per pass; the step
+           # budget and the refit have their own tests (tests/unit/test_defaults_sizing.py)
+           "train": {"max_epochs": 3, "batch_size": 32, "seed": 0, "min_epoch_steps": 1, "min_steps": 0,
+                     "refit": False}}
     for name, values in sections.items():
         cfg.setdefault(name, {}).update(values)
     return cfg

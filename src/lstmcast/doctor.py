@@ -312,9 +312,10 @@ def measure_step(d: Dims, cfg: ForecastConfig, accel: Accel, steps: int = 10, wa
     import torch
 
     from .model import LSTMForecaster
+    from .sizing import resolve_model
     from .training.loop import Trainer
 
-    m = cfg.model
+    m = resolve_model(cfg.model, None, d.F, d.T, d.H, d.L)  # dropout auto -> a number (d holds the width)
     dev = accel.device
     model = LSTMForecaster(d.F, d.T, d.H, d.hidden, d.layers, m.dropout if d.layers > 1 else 0.0,
                            m.bidirectional, m.residual, m.bias, m.window_norm, d.L).to(dev)

@@ -29,9 +29,9 @@ def invoke(*args: str):
 def test_doctor_json_on_data(csv):
     r = invoke("doctor", "--data", csv, *DATA, *SMALL, "--json")
     assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
     model = LSTMForecaster(input_size=1, n_targets=1, horizon=6, hidden_size=16, num_layers=2, window=24,
                            linear_skip=True)
-    model = LSTMForecaster(input_size=1, n_targets=1, horizon=6, hidden_size=16, num_layers=2)
     assert rep["parameters"]["total"] == sum(p.numel() for p in model.parameters())
     assert rep["batch_first"] is True
     assert rep["trace"][0] == {"name": "input x", "shape": [32, 24, 1], "legend": "(B, L, F)",
