@@ -1,4 +1,4 @@
-"""Reading YAML a user wrote without letting it hang, exhaust memory or echo megabytes (FAULTS C5).
+r"""Reading YAML a user wrote without letting it hang, exhaust memory or echo megabytes (FAULTS C5).
 
 >>> load_yaml("a: &x [1, 2]\nb: *x", "demo")
 {'a': [1, 2], 'b': [1, 2]}
