@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import copy
 import os
-from collections import Counter
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -278,13 +278,13 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         path, value = _parse_override(item)
         dotted = ".".join(path)
         if dotted not in known:
-            problems.append(f"unknown key '{dotted}' in --set{did_you_mean(dotted, known)}")
+            problems.append(f"unknown key '{cut(dotted)}' in --set{did_you_mean(dotted[:MAX_ECHO], known)}")
             continue
         node = raw
         for part in path[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                problems.append(f"--set {dotted}: '{part}' is not a section")
+                problems.append(f"--set {cut(dotted)}: '{cut(part)}' is not a section")
                 break
         else:
             node[path[-1]] = value
@@ -301,8 +301,11 @@ def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist: check the path given to -c")
-    with p.open("rb") as f:
-        data = f.read(MAX_YAML_BYTES + 1)
+    try:
+        with p.open("rb") as f:
+            data = f.read(MAX_YAML_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {exc.strerror or exc}") from None
     if len(data) > MAX_YAML_BYTES:
         raise ConfigError(f"{p}: larger than {MAX_YAML_BYTES} bytes; a config is a few KB of YAML: check the "
                           "path given to -c")
