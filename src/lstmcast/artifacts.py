@@ -17,6 +17,7 @@ import numpy as np
 
 from . import atomic
 from .errors import CheckpointError, ConfigError, LstmcastError
+from .run_schema import check_meta, check_scaler, check_weights
 
 if TYPE_CHECKING:
     from .config import ForecastConfig
@@ -102,16 +103,14 @@ def _json(data: bytes, name: str, kind: type = object) -> Any:
     return atomic.parse_json(data, name, kind, hint=": the run folder is damaged")
 
 
-# meta.json fields the model is rebuilt from, with sane bounds (a damaged file must not allocate terabytes)
-_META_INTS = {"input_size": 100_000, "n_targets": 100_000, "horizon": 1_000_000, "window": 10_000_000}
-
-
-def _check_meta(meta: dict[str, Any], folder: Path) -> None:
-    for key, top in _META_INTS.items():
-        v = meta.get(key)
-        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= top:
-            raise CheckpointError(f"{folder / 'meta.json'} is damaged: {key} must be an integer in [1, {top}], "
-                                  f"got {v!r}")
+def _check_config_agrees(cfg: ForecastConfig, meta: dict[str, Any], folder: Path) -> None:
+    """config.yaml and meta.json describe the same model: horizon always, window when the config fixed it."""
+    d = cfg.data
+    problems = [f"data.{key} is {want} in config.yaml but {meta[key]} in meta.json"
+                for key, want in (("horizon", d.horizon), ("window", d.window)) if want is not None and want != meta[key]]
+    if problems:
+        raise CheckpointError(f"{folder} is damaged or was edited: " + "; ".join(problems) + ": retrain this run, "
+                              "or restore the run folder from a backup")
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -157,11 +156,14 @@ def load_run(path: str | os.PathLike[str]) -> Forecaster:
         raise CheckpointError(f"{folder / 'config.yaml'} is invalid: {exc}") from None
     meta = _json(_read(folder, "meta.json", manifest), "meta.json", dict)
     scaler = _json(_read(folder, "scaler.json", manifest), "scaler.json", dict)
-    _check_meta(meta, folder)
+    check_meta(meta, folder / "meta.json")  # FAULTS T12: a re-hashed edit must not load
+    _check_config_agrees(cfg, meta, folder)
+    scaler = check_scaler(scaler, meta, folder / "scaler.json")
     try:
         state = st_load(_read(folder, "model.safetensors", manifest))
     except (SafetensorError, ValueError, TypeError, OSError) as exc:
         raise CheckpointError(f"{folder / 'model.safetensors'} is not a valid safetensors file ({exc})") from None
+    check_weights(state, folder / "model.safetensors")
     try:
         import torch
 
@@ -170,16 +172,12 @@ def load_run(path: str | os.PathLike[str]) -> Forecaster:
         model.load_state_dict(state, assign=True)
         backtest_model = model
         if BACKTEST_MODEL in manifest.get("sha256", {}):
+            bstate = st_load(_read(folder, BACKTEST_MODEL, manifest))
+            check_weights(bstate, folder / BACKTEST_MODEL)
             with torch.device("meta"):
                 backtest_model = build_model(cfg.model, meta["input_size"], meta["n_targets"], meta["horizon"],
                                              meta["window"])
-            backtest_model.load_state_dict(st_load(_read(folder, BACKTEST_MODEL, manifest)), assign=True)
-        scaler = {**scaler, "mean": np.asarray(scaler["mean"], dtype=np.float64),
-                  "std": np.asarray(scaler["std"], dtype=np.float64)}
-        if scaler["mean"].ndim != 2 or scaler["mean"].shape != scaler["std"].shape \
-                or scaler["mean"].shape[1] != meta["input_size"]:
-            raise ValueError(f"scaler mean/std of shape {scaler['mean'].shape} / {scaler['std'].shape} do not "
-                             f"match input_size {meta['input_size']}")
+            backtest_model.load_state_dict(bstate, assign=True)
     except SafetensorError as exc:
         raise CheckpointError(f"{folder / BACKTEST_MODEL} is not a valid safetensors file ({exc})") from None
     except (KeyError, TypeError, ValueError, RuntimeError, LstmcastError) as exc:

@@ -10,19 +10,51 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError, did_you_mean
+from .safe_yaml import MAX_ECHO, MAX_YAML_BYTES, cut, load_yaml, short
 
 CONFIG_VERSION = 1
+MAX_INT = 2**63 - 1  # what torch and numpy can hold; a larger integer is a typo or an attack (FAULTS C5)
+
+
+def _admits(annotation: Any, kind: type) -> bool:
+    """Whether ``kind`` appears anywhere in a field's annotation (``int | None``, ``list[bool]`` ...)."""
+    return annotation is kind or annotation is Any or any(_admits(a, kind) for a in get_args(annotation))
+
+
+def _has_bool(value: Any) -> bool:
+    return isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(_has_bool(v) for v in value))
+
+
+def _has_huge_int(value: Any) -> bool:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return not -MAX_INT - 1 <= value <= MAX_INT
+    return isinstance(value, (list, tuple)) and any(_has_huge_int(v) for v in value)
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan: an inf or nan never makes sense in a config and poisons training silently (FAULTS C6)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_scalars(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuse what pydantic's lax mode would coerce: true/false for a number (true -> 1), huge ints."""
+        annotation = cls.model_fields[info.field_name].annotation if info.field_name else Any
+        if _has_bool(value) and not _admits(annotation, bool):
+            raise PydanticCustomError("bool_not_number", "a boolean (true/false) is not accepted for this key "
+                                      "(it would be read as 1 or 0)")
+        if _has_huge_int(value):
+            raise PydanticCustomError("int_too_large", f"integers must lie within +-{MAX_INT} (2**63-1)")
+        return value
 
 
 def _split_names(value: Any) -> Any:
@@ -80,7 +112,7 @@ class TrainConfig(_Section):
     min_delta: float = Field(default=0.0, ge=0.0)
     clip_norm: float | None = Field(default=1.0, gt=0.0)
     loss: Literal["mse", "mae", "huber"] = "mse"
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_INT, strict=True)  # strict: 1e23 is not a seed
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # auto: fp32 unless a short measured probe shows another precision faster at the same validation
     # loss (training/precision.py); short runs skip the probe and stay fp32
@@ -127,7 +159,7 @@ class TuneConfig(_Section):
     objective: Literal["val", "mase"] = "val"
     pruner: Literal["median", "hyperband", "none"] = "hyperband"  # 3.2x the trials/hour of none (tune_speed.py)
     max_epochs: int = Field(default=20, ge=1)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_INT, strict=True)
     hidden_size: tuple[int, int] | None = None
     hidden_factor: float = Field(default=8.0, ge=1.0)
     num_layers: tuple[int, int] = (1, 4)
@@ -185,13 +217,14 @@ def _merge_auto_unions(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _describe(err: dict[str, Any]) -> str:
-    key = ".".join(str(p) for p in err["loc"])
+    key = cut(".".join(str(p) for p in err["loc"]))
     if err["type"] == "extra_forbidden":
         return f"unknown key '{key}'{did_you_mean(key, _all_keys(ForecastConfig))}"
     hint = ""
     if err["type"] == "literal_error" and isinstance(err.get("input"), str):  # e.g. device: 'cuda0'
-        hint = did_you_mean(err["input"], re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", ""))))
-    return f"{key}: {err['msg'].lower()}, got {err.get('input')!r}{hint}"
+        hint = did_you_mean(err["input"][:MAX_ECHO],
+                            re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", ""))))
+    return f"{key}: {err['msg'].lower()}, got {short(err.get('input'))}{hint}"
 
 
 def _lenient_problems(raw: dict[str, Any], errors: list[dict[str, Any]]) -> list[str]:
@@ -225,10 +258,14 @@ def _semantic_problems(cfg: ForecastConfig) -> list[str]:
     if cfg.version != CONFIG_VERSION:
         problems.append(f"version: this lstmcast reads config version {CONFIG_VERSION}, got {cfg.version}")
     if d.id_col is not None and d.id_col in d.target:
-        problems.append(f"data.id_col '{d.id_col}' is also listed in data.target: pick one role for it")
+        problems.append(f"data.id_col {short(d.id_col)} is also listed in data.target: pick one role for it")
     overlap = set(d.target) & set(d.features)
     if overlap:
-        problems.append(f"columns {sorted(overlap)} are both in data.target and data.features")
+        problems.append(f"columns {short(sorted(overlap))} are both in data.target and data.features")
+    for key, names in (("data.target", d.target), ("data.features", d.features)):
+        repeated = sorted(n for n, count in Counter(names).items() if count > 1)
+        if repeated:  # FAULTS C6: [y, y] would train on one column twice and forecast it twice
+            problems.append(f"{key} lists {short(repeated)} more than once: name each column once")
     return problems
 
 
@@ -250,13 +287,13 @@ def validate_config(raw: dict[str, Any] | ForecastConfig | None) -> ForecastConf
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.hidden_size=128")
+        raise ConfigError(f"--set {short(item)}: expected KEY=VALUE, e.g. --set model.hidden_size=128")
     key, _, text = item.partition("=")
     key = key.strip()
     if not key:
-        raise ConfigError(f"--set {item!r}: the key before '=' is empty")
+        raise ConfigError(f"--set {short(item)}: the key before '=' is empty")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = load_yaml(text, f"--set {cut(key)}") if text.strip() else None
     except yaml.YAMLError:
         value = text
     return key.split("."), value
@@ -270,13 +307,13 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         path, value = _parse_override(item)
         dotted = ".".join(path)
         if dotted not in known:
-            problems.append(f"unknown key '{dotted}' in --set{did_you_mean(dotted, known)}")
+            problems.append(f"unknown key '{cut(dotted)}' in --set{did_you_mean(dotted[:MAX_ECHO], known)}")
             continue
         node = raw
         for part in path[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                problems.append(f"--set {dotted}: '{part}' is not a section")
+                problems.append(f"--set {cut(dotted)}: '{cut(part)}' is not a section")
                 break
         else:
             node[path[-1]] = value
@@ -294,11 +331,19 @@ def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist: check the path given to -c")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        with p.open("rb") as f:
+            data = f.read(MAX_YAML_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {exc.strerror or exc}") from None
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError(f"{p}: larger than {MAX_YAML_BYTES} bytes; a config is a few KB of YAML: check the "
+                          "path given to -c")
+    try:
+        raw = load_yaml(data.decode("utf-8"), str(p))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(f"{p}: not valid YAML{where}: {cut(str(getattr(exc, 'problem', exc)), 200)}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: not a UTF-8 text file; a config is YAML text") from None
     if raw is None:
@@ -319,9 +364,9 @@ def load_config(
 def yaml_load_bytes(data: bytes) -> dict[str, Any]:
     """Parse YAML bytes from a run folder into a mapping (errors become ConfigError)."""
     try:
-        raw = yaml.safe_load(data.decode("utf-8"))
+        raw = load_yaml(data.decode("utf-8"), "config.yaml")
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not valid YAML: {exc}") from None
+        raise ConfigError(f"not valid YAML: {cut(str(exc), 200)}") from None
     if not isinstance(raw, dict):
         raise ConfigError("the top level must be a mapping of sections")
     return raw

@@ -237,10 +237,11 @@ class Tuner:
     # -- the worker loop ----------------------------------------------------------------------
     def threads(self) -> int:
         """Torch threads per trial: --threads, else train.threads, else cores // local live workers."""
-        from .training.accel import available_cores
+        from .training.accel import available_cores, check_threads
 
         if self.opts.threads or self.cfg.train.threads:
-            return int(self.opts.threads or self.cfg.train.threads)
+            key = "--threads" if self.opts.threads else "train.threads"
+            return check_threads(int(self.opts.threads or self.cfg.train.threads), key)
         workers = self.opts.workers_per_machine or self.slot.live_workers()
         return max(1, available_cores() // workers)
 

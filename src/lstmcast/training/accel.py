@@ -53,6 +53,15 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def check_threads(n: int, key: str = "train.threads") -> int:
+    """Refuse more threads than the machine has cores: 100000 OpenMP threads crash the process (FAULTS C5)."""
+    cores = max(os.cpu_count() or 1, available_cores())
+    if n > cores:
+        raise ConfigError(f"{key}={n} but this machine has {cores} cores ({available_cores()} available to this "
+                          f"process): set {key} to at most {cores}, or leave it unset to use the available cores")
+    return n
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device is 'cuda' but no CUDA GPU is visible to PyTorch: set train.device "
@@ -81,7 +90,7 @@ def graphs_decision(mode: str, device: torch.device) -> tuple[bool, str]:
 def resolve(device: str, precision: str, threads: int | None, accel: str = "auto") -> Accel:
     """Resolve the device, the precision, the thread count and the step mode, refusing impossible combinations."""
     dev = resolve_device(device)
-    n = threads or available_cores()
+    n = check_threads(threads) if threads else available_cores()
     if dev.type == "cpu":
         torch.set_num_threads(n)
     if precision == "fp16" and dev.type == "cpu":

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from .. import atomic
 from ..errors import CheckpointError
+from .state_schema import state_problems
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,9 @@ def _parse_state(data: bytes, path: Path) -> dict[str, Any]:
     if meta["format_version"] != CHECKPOINT_FORMAT:
         raise VersionMismatch(f"{path} has checkpoint format version {meta['format_version']}; this lstmcast "
                               f"reads version {CHECKPOINT_FORMAT}")
+    problems = state_problems(meta)  # FAULTS T12: a re-hashed edit must be an exit 4, not a crash mid-training
+    if problems:
+        raise CheckpointError(f"{path} is damaged or was edited: " + "; ".join(problems))
     return meta
 
 

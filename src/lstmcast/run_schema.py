@@ -1,0 +1,180 @@
+"""What a run folder's meta.json, scaler.json and model.safetensors must hold (FAULTS T12).
+
+The sha256 manifest catches accidents, not an edit followed by a re-hash. So the values are
+checked too, with strict types (``true`` is not a window, ``"24"`` is not a horizon): finite float32
+weights of the expected shapes, finite means, finite positive stds, ids and channels that agree
+across files, a layout, time column, frequency, anchor and zone the forecast code can use. Every
+failure is a CheckpointError (exit 4) naming the file and the value.
+
+>>> try:
+...     check_meta({"format_version": 1, "layout": "single"}, Path("run/meta.json"))
+... except CheckpointError as exc:
+...     print(str(exc)[:60])
+run/meta.json is damaged or was edited: time_col: missing; i
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import CheckpointError
+from .safe_yaml import short
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+_REMEDY = ": retrain this run, or restore the run folder from a backup"
+Name = Annotated[str, Field(min_length=1, max_length=1000)]
+
+
+class _Strict(BaseModel):
+    # extra keys are allowed: a newer lstmcast of the same format version may add informational ones
+    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False)
+
+
+class RunMeta(_Strict):
+    """meta.json. The model is rebuilt from its sizes, so they are bounded: no terabyte allocations."""
+
+    format_version: Literal[1]
+    layout: Literal["single", "long", "wide"]
+    time_col: Name
+    id_col: Name | None
+    targets: list[str] = Field(min_length=1)
+    features: list[str]
+    channels: list[str] = Field(min_length=1)
+    ids: list[str] = Field(min_length=1)
+    freq: Name
+    tz: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    anchor: str = Field(min_length=1, max_length=100)
+    window: int = Field(ge=1, le=10_000_000)
+    horizon: int = Field(ge=1, le=1_000_000)
+    season: Annotated[int, Field(ge=1, le=10_000_000)] | None
+    n_targets: int = Field(ge=1, le=100_000)
+    input_size: int = Field(ge=1, le=100_000)
+    lengths: list[int] | None = None
+    train_end: list[int] | None = None
+    val_end: list[int] | None = None
+    last_time: list[str] | None = None
+
+
+class ScalerFile(_Strict):
+    """scaler.json: one row of per-channel mean and std per series."""
+
+    ids: list[str] = Field(min_length=1)
+    channels: list[str] = Field(min_length=1)
+    mean: list[list[float]]
+    std: list[list[float]]
+
+
+def schema_problems(model: type[BaseModel], data: dict[str, Any], limit: int = 10) -> list[str]:
+    """``data`` checked against ``model``: one short line per problem, naming the key and the value."""
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        return [f"{'.'.join(map(str, e['loc'])) or 'top level'}: "
+                + ("missing" if e["type"] == "missing" else f"{e['msg'].lower()}, got {short(e.get('input'))}")
+                for e in exc.errors()[:limit]]
+    return []
+
+
+def _raise(path: Path, problems: list[str]) -> None:
+    if problems:
+        raise CheckpointError(f"{path} is damaged or was edited: " + "; ".join(problems) + _REMEDY)
+
+
+def _repeated(names: list[str]) -> list[str]:
+    seen: set[str] = set()
+    return sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+
+
+def _meta_consistency(m: dict[str, Any]) -> list[str]:
+    """Relations between meta.json's fields that the forecast code relies on."""
+    problems = []
+    if m["layout"] == "long" and m["id_col"] is None:
+        problems.append("layout 'long' needs an id_col, got None")
+    for key in ("targets", "features", "ids"):
+        if _repeated(m[key]):
+            problems.append(f"{key} repeats {short(_repeated(m[key]))}")
+    channels = (["value"] if m["layout"] == "wide" else m["targets"]) + m["features"]
+    if m["channels"] != channels:
+        problems.append(f"channels {short(m['channels'])} are not the targets then features {short(channels)}")
+    if m["input_size"] != len(m["channels"]):
+        problems.append(f"input_size {m['input_size']} differs from the {len(m['channels'])} channels")
+    if m["n_targets"] != (1 if m["layout"] == "wide" else len(m["targets"])):
+        problems.append(f"n_targets {m['n_targets']} does not fit {len(m['targets'])} targets in layout "
+                        f"{m['layout']!r}")
+    if m["layout"] == "single" and len(m["ids"]) != 1:
+        problems.append(f"layout 'single' has one series, got {len(m['ids'])} ids")
+    for key in ("lengths", "train_end", "val_end", "last_time"):
+        if m.get(key) is not None and len(m[key]) != len(m["ids"]):
+            problems.append(f"{key} has {len(m[key])} entries for {len(m['ids'])} series")
+    return problems + _time_problems(m)
+
+
+def _time_problems(m: dict[str, Any]) -> list[str]:
+    """The frequency, anchor and zone must parse the way inference and the fast path parse them."""
+    import pandas as pd
+
+    problems = []
+    try:
+        pd.tseries.frequencies.to_offset(m["freq"])
+    except (ValueError, TypeError):
+        problems.append(f"freq: not a pandas frequency, got {short(m['freq'])}")
+    try:
+        anchor = pd.Timestamp(m["anchor"])
+        np.datetime64(m["anchor"], "ns")
+        if anchor is pd.NaT or anchor.tzinfo is not None:
+            raise ValueError("naive timestamp expected")
+    except (ValueError, TypeError, OverflowError):
+        problems.append(f"anchor: not a timestamp, got {short(m['anchor'])}")
+        anchor = pd.Timestamp(0)
+    if m.get("tz") is not None:
+        try:
+            pd.DatetimeIndex([anchor]).tz_localize("UTC").tz_convert(m["tz"])
+        except (ValueError, TypeError, KeyError, LookupError):
+            problems.append(f"tz: not a time zone, got {short(m['tz'])}")
+    return problems
+
+
+def check_meta(meta: dict[str, Any], path: Path) -> None:
+    """Raise CheckpointError naming every problem of meta.json (types first, then relations)."""
+    _raise(path, schema_problems(RunMeta, meta))
+    _raise(path, _meta_consistency(meta))
+
+
+def check_scaler(scaler: dict[str, Any], meta: dict[str, Any], path: Path) -> dict[str, Any]:
+    """scaler.json checked against meta.json; returns it with mean/std as float64 arrays (S, C)."""
+    _raise(path, schema_problems(ScalerFile, scaler))
+    problems = []
+    if scaler["ids"] != meta["ids"]:
+        problems.append(f"ids {short(scaler['ids'])} differ from meta.json's {short(meta['ids'])}")
+    if scaler["channels"] != meta["channels"]:
+        problems.append(f"channels {short(scaler['channels'])} differ from meta.json's {short(meta['channels'])}")
+    shape = (len(meta["ids"]), meta["input_size"])
+    for key in ("mean", "std"):
+        if len(scaler[key]) != shape[0] or any(len(row) != shape[1] for row in scaler[key]):
+            problems.append(f"{key} must be {shape[0]} rows of {shape[1]} values (series x channels)")
+    _raise(path, problems)
+    mean, std = np.asarray(scaler["mean"], dtype=np.float64), np.asarray(scaler["std"], dtype=np.float64)
+    bad = np.argwhere(~(std > 0))
+    if bad.size:
+        i, j = bad[0]
+        _raise(path, [f"std must be > 0 (it divides the inputs), got {std[i, j]} for series "
+                      f"{short(meta['ids'][i])} channel {short(meta['channels'][j])}"])
+    return {**scaler, "mean": mean, "std": std}
+
+
+def check_weights(state: dict[str, Tensor], path: Path) -> None:
+    """Every tensor float32 and finite: a NaN forecasts NaN, a float64 model refuses float32 inputs."""
+    import torch
+
+    wrong = [f"{name} is {t.dtype}" for name, t in state.items() if t.dtype != torch.float32]
+    if wrong:
+        _raise(path, [f"{len(wrong)} tensors are not torch.float32 ({', '.join(wrong[:3])})"])
+    bad = [name for name, t in state.items() if not bool(torch.isfinite(t).all())]
+    if bad:
+        _raise(path, [f"{len(bad)} tensors hold NaN or infinite values ({', '.join(bad[:3])})"])

@@ -1,0 +1,82 @@
+r"""Reading YAML a user wrote without letting it hang, exhaust memory or echo megabytes (FAULTS C5).
+
+>>> load_yaml("a: &x [1, 2]\nb: *x", "demo")
+{'a': [1, 2], 'b': [1, 2]}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+MAX_YAML_BYTES = 1_000_000  # a config is a few KB; a bigger file is not a config
+MAX_YAML_NODES = 100_000  # values after alias expansion: a 1 KB alias bomb expands to billions
+MAX_ECHO = 80  # characters of a user's value repeated in an error message
+
+
+def cut(text: str, limit: int = MAX_ECHO) -> str:
+    """``text`` cut to ``limit`` characters: an error must not echo a megabyte back (FAULTS C5)."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def short(value: Any, limit: int = MAX_ECHO) -> str:
+    """``repr(value)`` cut to ``limit`` characters, without building the repr of a huge value first."""
+    if isinstance(value, (list, tuple, dict)) and len(value) > limit:
+        return f"<{type(value).__name__} of {len(value)} items>"
+    if isinstance(value, int) and value.bit_length() > 256:  # repr of a 5000-digit int raises ValueError
+        return "<an integer of more than 77 digits>"
+    return cut(repr(value), limit)
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], active: set[int]) -> int:
+    """Nodes ``node`` stands for once every alias is expanded (what pydantic and deepcopy would walk)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        raise ConfigError("an alias refers to a node that contains it (a recursive structure): a config is a "
+                          "tree; write the values out")
+    active.add(key)
+    children: list[Any] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    size = 1 + sum(_expanded_size(child, memo, active) for child in children)
+    active.discard(key)
+    memo[key] = size
+    return size
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """Parse YAML text, refusing in milliseconds what would take minutes and gigabytes (FAULTS C5).
+
+    A 1 KB file of nested aliases ("billion laughs") expands to billions of nodes: the composed node graph
+    is measured before anything is built. Integers beyond Python's 4300-digit limit, impossible dates and
+    nesting deeper than the interpreter's stack become a ConfigError; a YAMLError (syntax) passes through.
+    """
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{where}: {len(text)} characters; a config is at most {MAX_YAML_BYTES} bytes")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {}, set())
+        if size > MAX_YAML_NODES:
+            raise ConfigError(f"{where}: its aliases (*name) expand to {short(size)} values, over the limit of "
+                              f"{MAX_YAML_NODES}: this looks like a YAML alias bomb; write the values out")
+        return loader.construct_document(node)
+    except ConfigError:
+        raise
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply to be a config") from None
+    except (ValueError, OverflowError) as exc:  # int('9' * 5000), date 2024-13-45
+        if "integer string conversion" in str(exc):
+            raise ConfigError(f"{where}: an integer has more than 4300 digits; no setting needs one") from None
+        raise ConfigError(f"{where}: a value cannot be read: {cut(str(exc), 200)}") from None
+    finally:
+        loader.dispose()
