@@ -127,7 +127,7 @@ class Guard:
                     f"gradient norm after {self.rollbacks} rollback(s) (train.max_rollbacks={cfg.max_rollbacks})",
             "step": t.step, "epoch": t.epoch, "lr": lr, "initial_lr": cfg.lr, "rollbacks": self.events,
             "grad_norms": list(self.intervals),
-            "best": {"epoch": t.result.best_epoch or None,
+            "best": {"epoch": t.result.best_epoch if t._best_state is not None else None,  # 0: before training
                      "val_loss": _finite_or_text(t.result.best_val_loss),
                      "checkpoint": str(saved) if saved else None},
             "cure": self.cures(lr),
