@@ -190,7 +190,7 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any],
     L, H, T = meta["window"], meta["horizon"], meta["n_targets"]
     season = meta["season"] or 1
     d = cfg.data
-    splits = [split_points(len(v), H, d.val_fraction, d.test_fraction) for v in series.values]
+    splits = [split_points(len(v), H, d.val_fraction, d.test_fraction, d.min_val_horizons) for v in series.values]
     rows = _scaler_rows(series, meta)
     finite = [np.isfinite(v).all(axis=1) for v in series.values] if d.missing == "drop-windows" else None
     stride = cfg.eval.stride or H
