@@ -86,9 +86,10 @@ def write_diagnosis(fc: Forecaster, run: Path, extra: list[Any] | None = None) -
     """The learning-curve diagnosis (verdict, findings, fixes) to RUN/diagnosis.json; kept on ``fc.diagnosis_``.
 
     ``extra``: findings from elsewhere (the hidden-state monitor's) that the diagnosis lists too."""
-    from .diagnosis import diagnose
+    from .diagnosis import data_info_of, diagnose
 
-    fc.diagnosis_ = diagnose(fc.history_, extra, config=fc.config_)
+    info = data_info_of(getattr(fc, "prepared_", None), getattr(fc, "doctor_", None))
+    fc.diagnosis_ = diagnose(fc.history_, extra, config=fc.config_, data_info=info)
     atomic.write_json(run / "diagnosis.json", fc.diagnosis_.as_dict())
 
 

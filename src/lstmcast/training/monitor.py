@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 FORGET_SATURATED = 0.5  # share of saturated forget-gate activations that makes a finding
 DEAD_UNITS = 0.25  # share of dead hidden units in a layer that makes a finding
+HIDDEN_FLOOR = 4  # never suggest a model.hidden_size below this (as diagnosis.HIDDEN_FLOOR)
 GRAD_SPIKE = 10.0  # an epoch's mean gradient norm this many times the median of the earlier epochs
 SCALARS = {"loss/train": "train_loss", "loss/val": "val_loss", "optim/lr": "lr",
            "optim/grad_norm": "grad_norm", "optim/clipped_fraction": "clipped_fraction",
@@ -288,7 +289,9 @@ def monitor_findings(probes: list[dict[str, Any]], history: list[dict[str, Any]]
                     "warning", "dead-units",
                     f"{dead} of {units} hidden units of layer {k} are dead (|h| < 1e-3 at every step of every "
                     f"probe sample at epoch {last['epoch']})",
-                    f"lower train.lr, or reduce model.hidden_size towards {max(1, units - dead)} units"))
+                    f"lower train.lr, or reduce model.hidden_size towards {units - dead} units"
+                    if units - dead >= HIDDEN_FLOOR else f"lower train.lr; do not shrink model.hidden_size below "
+                    f"{HIDDEN_FLOOR} units"))
     spike = _gradient_spike(history)
     if spike is not None:
         epoch, norm, median = spike
