@@ -99,8 +99,11 @@ def metrics_section(metrics: dict[str, dict[str, float]] | None) -> str:
     """The backtest table: one row per method, best value per column marked; exact values in data-value."""
     if not metrics:
         return _missing("metrics.json", "written by `lstmcast train` and `lstmcast evaluate`")
+    from .evaluation import methods
     from .metrics import NAMES
 
+    per_series = len(metrics.get("per_series", {}))
+    metrics = methods(metrics)
     cols = [n for n in NAMES if any(n in row for row in metrics.values())]
     cols += sorted({k for row in metrics.values() for k in row} - set(cols))
     best = {c: min((row[c] for row in metrics.values() if isinstance(row.get(c), (int, float))
@@ -117,7 +120,10 @@ def metrics_section(metrics: dict[str, dict[str, float]] | None) -> str:
     table = _table(["method", *cols], rows, "metrics-table").replace("<tr><td>model</td>",
                                                                      '<tr class="model"><td>model</td>', 1)
     return (table + "<p>Rolling-origin backtest on the test split, original units (sMAPE in percent; MASE below "
-            "1 beats the in-sample seasonal-naive forecast). Best value per column shaded.</p>")
+            "1 beats the in-sample seasonal-naive forecast). Best value per column shaded."
+            + (f" {per_series} series: sMAPE and MASE are means over the series; MAE_pooled / RMSE_pooled mix "
+               "the series' units; each series' metrics are in metrics.json (per_series), its forecasts in "
+               "backtest.csv." if per_series else "") + "</p>")
 
 
 def diagnosis_section(diagnosis: dict[str, Any] | None, monitor: dict[str, Any] | None) -> str:
@@ -197,7 +203,7 @@ def summary_section(meta: dict[str, Any] | None, metrics: dict[str, Any] | None,
                      + (f" (best epoch {diagnosis['best_epoch']})" if diagnosis.get("best_epoch") else "") + ".")
     if metrics and "model" in metrics:
         m = metrics["model"]
-        base = {k: v for k, v in metrics.items() if k != "model"}
+        base = {k: v for k, v in metrics.items() if k not in ("model", "per_series")}
         if "MASE" in m and base:
             name, row = min(base.items(), key=lambda kv: kv[1].get("MASE", math.inf))
             verdict = "beats" if m["MASE"] < row.get("MASE", math.inf) else "does not beat"

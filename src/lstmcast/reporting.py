@@ -80,6 +80,11 @@ def forecast_plot(series: SeriesSet, forecast: pd.DataFrame, meta: dict[str, Any
         title = f"series {sid}" if sid else (target if meta["layout"] != "wide" else sid)
         ax.set_title(f"{title}: history, forecast and backtest")
         ax.legend(loc="upper left", fontsize=8)
+    total = len(series.ids)
+    if total > 1:  # never let a long table look like a short one (H16)
+        shown = f"{n} of {total} series shown" + (" (the first ones; every series' backtest is in backtest.csv)"
+                                                  if n < total else "")
+        fig.suptitle(shown, y=1.0)
     fig.autofmt_xdate()
     _save(fig, path)
 

@@ -47,6 +47,7 @@ def write_outputs(fc: Forecaster, run: Path, series: Any = None) -> dict[str, An
     write_csv(forecast, run / "forecast.csv")
     src = fc._series(series)
     forecast_plot(src, forecast, fc.meta_, fc.backtest_, run / "forecast.png")
+    write_csv(fc.backtest_.frame(src, fc.meta_), run / "backtest.csv")  # every backtest forecast (H16)
     if fc.history_:
         best = getattr(getattr(fc, "fit_result_", None), "best_epoch", None)
         loss_plot(fc.history_, run / "loss.png", best)
