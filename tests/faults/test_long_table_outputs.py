@@ -121,3 +121,13 @@ def test_cli_metrics_table_and_report_handle_per_series_metrics(long_run):
     assert "MAE_pooled" in html and "6 series: sMAPE and MASE are means over the series" in html
     assert "per_series</td>" not in html
     assert "Backtest MASE" in summary_section(None, metrics, None)
+
+
+def test_cli_metrics_table_shows_the_pooled_columns_not_per_series(capsys):
+    from lstmcast.cli import _metrics_table
+
+    actual, fc, scale, sidx = _two_scales()
+    _metrics_table(score(actual, fc, scale, sidx, ["small", "big"]), "backtest")
+    out = capsys.readouterr().out
+    assert "MAE_pooled" in out and "MASE" in out and "naive" in out
+    assert "per_series" not in out and "small" not in out
