@@ -249,6 +249,8 @@ def _print_best(summary: dict[str, Any]) -> None:
     console.print(table)
     if summary["importances"]:
         typer.echo("parameter importances: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["importances"].items()))
+    if summary.get("importance_note"):
+        typer.echo(f"  ({summary['importance_note']})")
 
 
 @app.command()

@@ -95,6 +95,20 @@ def _findings_table(findings: list[dict[str, Any]], table_id: str) -> str:
 
 
 # -- sections -----------------------------------------------------------------------------------
+def _overhead_text(ov: dict[str, Any], n_probes: int) -> str:
+    """The measured share of training time, and the probe budget claimed only where it was met."""
+    share = ov.get("probe_seconds", 0) / max(ov.get("train_seconds", 0), 1e-9)
+    text = (f"The monitor took {ov.get('fraction', 0):.1%} of the training time in all (TensorBoard writing "
+            f"included), its {n_probes} probes {share:.1%}")
+    budget, postponed = ov.get("max_overhead"), ov.get("postponed_probes", 0)
+    later = f"; {postponed} probe(s) postponed to keep to it" if postponed else ""
+    if budget is None or ov.get("within_budget") is None:
+        return text + "."
+    if ov["within_budget"]:
+        return text + f", within their {budget:.0%} budget{later}."
+    return text + f", over their {budget:.0%} budget (the first and the last probe always run){later}."
+
+
 def metrics_section(metrics: dict[str, dict[str, float]] | None) -> str:
     """The backtest table: one row per method, best value per column marked; exact values in data-value."""
     if not metrics:
@@ -159,9 +173,8 @@ def monitor_section(run: Path, monitor: dict[str, Any] | None) -> str:
     ov = monitor.get("overhead", {})
     note = (f"<p>Gate cells: mean activation / share saturated, on a fixed batch of {monitor.get('probe_size')} "
             f"validation windows at epoch {last['epoch']}, recomputed from the layer weights (largest "
-            f"difference to the kernel's h_n/c_n {last.get('recompute_error', 0):.1e}). The monitor took "
-            f"{ov.get('fraction', 0):.1%} of the training time, its {len(probes)} probes "
-            f"{ov.get('probe_seconds', 0) / max(ov.get('train_seconds', 0), 1e-9):.1%} (kept under 5%).</p>")
+            f"difference to the kernel's h_n/c_n {last.get('recompute_error', 0):.1e}). {_overhead_text(ov, len(probes))}"
+            "</p>")
     return _img(plot, "gate and hidden-state statistics over epochs", "") + table + note
 
 

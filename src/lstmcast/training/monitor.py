@@ -251,6 +251,13 @@ class Monitor:
                 self._tb("close")
             self.writer = None
 
+    def within_budget(self) -> bool | None:
+        """Did the probes stay under ``max_overhead`` of the training time? None: no budget. The first and
+        the last probe always run, so a short training can exceed it; the report says so rather than claim it."""
+        if self.max_overhead is None:
+            return None
+        return self.probe_seconds <= self.max_overhead * self.train_seconds
+
     def findings(self) -> list[Finding]:
         return monitor_findings(self.probes, self.history, self._clip_norm)
 
@@ -259,7 +266,8 @@ class Monitor:
                 "overhead": {"monitor_seconds": self.monitor_seconds, "probe_seconds": self.probe_seconds,
                              "train_seconds": self.train_seconds,
                              "fraction": self.monitor_seconds / self.train_seconds if self.train_seconds else 0.0,
-                             "postponed_probes": self.postponed},
+                             "postponed_probes": self.postponed, "max_overhead": self.max_overhead,
+                             "within_budget": self.within_budget()},
                 "probes": self.probes, "findings": [f.as_dict() for f in self.findings()]}
 
     def save(self, path: str | os.PathLike[str]) -> None:
