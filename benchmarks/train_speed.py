@@ -173,6 +173,7 @@ def _bare_fit(values, L, H, m, epochs, steps, n_train, val_starts, B=32):
 def end_to_end(L=96, H=1, epochs=5, rounds=3):
     """Forecaster.fit with defaults against the bare loop on the same epochs, steps and validation windows."""
     import pandas as pd
+    import torch
 
     values = series()[:, 0].astype(np.float64)
     df = pd.DataFrame({"time": pd.date_range("2024-01-01", periods=len(values), freq="30min"), "y": values})
@@ -185,6 +186,7 @@ def end_to_end(L=96, H=1, epochs=5, rounds=3):
         fits.append(t_fit)
         bares.append(t_bare)
         ratios.append(t_fit / t_bare)
+        print(f"  round: fit {t_fit:.2f} s, bare {t_bare:.2f} s ({torch.get_num_threads()} threads)", flush=True)
     print(f"end-to-end L={L} H={H}, {len(hist)} epochs of {hist[0]['steps']} steps + validation "
           f"({len(prep.index.val)} windows), hidden {fc.config_.model.hidden_size}x{fc.config_.model.num_layers}: "
           f"Forecaster.fit (defaults, precision {fc.accel_.precision}) {statistics.median(fits):.2f} s, bare loop "
