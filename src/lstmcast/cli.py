@@ -103,12 +103,16 @@ def _metrics_table(metrics: dict[str, dict[str, float]], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .evaluation import methods
+
+    rows = methods(metrics)  # several series: MAE/RMSE are pooled, per-series metrics in metrics.json (H16)
+    names = list(next(iter(rows.values()), {}))
     table = Table(title=title)
     table.add_column("method")
-    for name in ("MAE", "RMSE", "sMAPE", "MASE"):
+    for name in names:
         table.add_column(name, justify="right")
-    for method, row in metrics.items():
-        table.add_row(method, *(f"{row[k]:.4g}" for k in ("MAE", "RMSE", "sMAPE", "MASE")))
+    for method, row in rows.items():
+        table.add_row(method, *(f"{row[k]:.4g}" for k in names))
     Console().print(table)
 
 
@@ -276,6 +280,8 @@ def _print_best(summary: dict[str, Any]) -> None:
     console.print(table)
     if summary["importances"]:
         typer.echo("parameter importances: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["importances"].items()))
+    if summary.get("importance_note"):
+        typer.echo(f"  ({summary['importance_note']})")
 
 
 @app.command()

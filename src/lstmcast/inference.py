@@ -218,4 +218,4 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any],
     forecasts = {"model": pred, "naive": np.stack(nv), "seasonal_naive": np.stack(snv)}
     actual_arr, scale_arr = np.stack(actual), np.stack(scale)
     return Backtest(series_idx=np.array(sidx), origins=np.array(ts), actual=actual_arr, forecasts=forecasts,
-                    scale=scale_arr, metrics=score(actual_arr, forecasts, scale_arr))
+                    scale=scale_arr, metrics=score(actual_arr, forecasts, scale_arr, np.array(sidx), series.ids))
