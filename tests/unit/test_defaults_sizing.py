@@ -162,3 +162,16 @@ def test_cli_summary_says_the_loss_to_a_baseline_before_the_table(capsys, tmp_pa
     warning = out.index("WARNING: the model loses to naive on the backtest: MASE 1.3 against 1.1")
     assert warning < out.index("backtest on the test split")  # said first, before the numbers
     assert "refitted on all 50 rows for 120 steps" in out
+
+
+def test_report_says_which_model_produced_which_number():
+    from lstmcast.report import summary_section
+
+    metrics = {"model": {"MASE": 1.3}, "naive": {"MASE": 1.1}, "seasonal_naive": {"MASE": 1.2}}
+    diag = {"summary": "the model loses to naive on the backtest: MASE 1.3 against 1.1 (18% worse); learning "
+                       "curves: converged"}
+    meta = {"horizon": 4, "targets": ["y"], "window": 8, "refit": {"rows": 50, "steps": 120, "windows": 40}}
+    html = summary_section(meta, metrics, diag)
+    assert html.index("the model loses to naive") < html.index("Backtest MASE")  # the headline first
+    assert "refitted on all 50 rows for 120 steps" in html and "never saw the test split" in html
+    assert "refitted" not in summary_section({**meta, "refit": None}, metrics, diag)
