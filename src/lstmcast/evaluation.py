@@ -6,7 +6,7 @@ At origin t (the first forecast step) every method sees only y[:t]: the model re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,6 +33,8 @@ class Backtest:
     forecasts: dict[str, np.ndarray]  # method -> (n, H, T)
     scale: np.ndarray  # (n, 1, T) MASE scale of each origin's series
     metrics: dict[str, dict[str, float]]
+    # model.levels set: method -> (n, H, T, Q) ascending quantiles, original units (model, seasonal_naive)
+    quantiles: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def backtest_origins(lengths: list[int], val_ends: list[int], finite: list[np.ndarray] | None,
