@@ -103,13 +103,19 @@ def _metrics_table(metrics: dict[str, dict[str, float]], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
-    table.add_column("method")
-    for name in ("MAE", "RMSE", "sMAPE", "MASE"):
-        table.add_column(name, justify="right")
-    for method, row in metrics.items():
-        table.add_row(method, *(f"{row[k]:.4g}" for k in ("MAE", "RMSE", "sMAPE", "MASE")))
-    Console().print(table)
+    point = ["MAE", "RMSE", "sMAPE", "MASE"]
+    interval = [k for k in next((r for r in metrics.values() if "pinball" in r), {}) if k not in point]
+    for names, heading in ((point, title), (interval, "prediction intervals (width and scores scaled like MASE)")):
+        if not names:
+            continue
+        table = Table(title=heading)
+        table.add_column("method")
+        for name in names:
+            table.add_column(name, justify="right")
+        for method, row in metrics.items():
+            if any(k in row for k in names):
+                table.add_row(method, *(f"{row[k]:.4g}" if k in row else "" for k in names))
+        Console().print(table)
 
 
 @app.command()
