@@ -103,8 +103,12 @@ def _metrics_table(metrics: dict[str, dict[str, float]], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    point = ["MAE", "RMSE", "sMAPE", "MASE"]
-    interval = [k for k in next((r for r in metrics.values() if "pinball" in r), {}) if k not in point]
+    from .evaluation import methods
+
+    rows = methods(metrics)  # several series: MAE/RMSE are pooled, per-series metrics in metrics.json (H16)
+    every = list(dict.fromkeys(k for row in rows.values() for k in row))
+    interval = [k for k in every if k == "pinball" or k.split("_")[0] in ("coverage", "width", "interval")]
+    point = [k for k in every if k not in interval]
     for names, heading in ((point, title), (interval, "prediction intervals (width and scores scaled like MASE)")):
         if not names:
             continue
@@ -112,7 +116,7 @@ def _metrics_table(metrics: dict[str, dict[str, float]], title: str) -> None:
         table.add_column("method")
         for name in names:
             table.add_column(name, justify="right")
-        for method, row in metrics.items():
+        for method, row in rows.items():
             if any(k in row for k in names):
                 table.add_row(method, *(f"{row[k]:.4g}" if k in row else "" for k in names))
         Console().print(table)
@@ -282,6 +286,8 @@ def _print_best(summary: dict[str, Any]) -> None:
     console.print(table)
     if summary["importances"]:
         typer.echo("parameter importances: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["importances"].items()))
+    if summary.get("importance_note"):
+        typer.echo(f"  ({summary['importance_note']})")
 
 
 @app.command()

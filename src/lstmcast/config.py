@@ -77,6 +77,9 @@ class DataConfig(_Section):
     season: int | None = Field(default=None, ge=1)
     missing: Literal["error", "ffill", "interpolate", "drop-windows"] = "error"
     val_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    # validation holds at least this many horizons (H + 1 windows for 2), so early stopping and the linear
+    # skip's choice do not rest on one noisy window of a short series
+    min_val_horizons: int = Field(default=2, ge=1, le=10)
     test_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
     scaling: Literal["standard", "none"] = "standard"
     utc: bool = False

@@ -1,9 +1,14 @@
 """The diagnosis after training: read the learning curves, name what happened, say what to change.
 
 Verdicts: converged, still-improving, overfitting (from epoch k), underfitting, unstable, and
-inconclusive (fewer than two epochs). Every condition found becomes a Finding with the numbers and
+inconclusive (too little evidence: fewer than MIN_EPOCHS epochs or MIN_STEPS optimizer steps, or a
+loss that still moves without a trend). Every condition found becomes a Finding with the numbers and
 a concrete change; the verdict is the most pressing one. Losses are on the scaled series (standard
 scaling: a loss near 1.0 is about what predicting the series mean scores).
+
+A suggested change is one the doctor would accept: a longer window only if every series still holds a
+training window and enough windows are left (needs ``data_info``), a smaller model never below
+HIDDEN_FLOOR units; otherwise the fix says to get more data or train longer.
 
 >>> h = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "skipped_steps": 0} for e in range(1, 6)]
 >>> diagnose(h).verdict
@@ -29,6 +34,36 @@ FLAT = 0.02  # training loss moved less than 2% over the last third of the run: 
 HIGH = 0.5  # ... and stayed above 0.5 (scaled units): high
 RECENT = 3  # epochs that count as "the last epochs"
 CLIPPED = 0.5  # gradient clipping on more than half the steps of the last epoch
+MIN_EPOCHS = 3  # epochs (= validation checks) before the curve is read at all
+MIN_STEPS = 30  # optimizer steps in all before the curve is read at all
+SETTLED = 0.02  # converged: the last RECENT monitored losses lie within 2% of each other
+HIDDEN_FLOOR = 4  # never suggest a model.hidden_size below this
+MIN_WINDOWS_LEFT = 50  # a longer window must leave this many training windows (and half of the current ones)
+MIN_WINDOWS_PER_PARAMETER = 0.01  # the doctor's overfitting-risk line (doctor_checks.py): more capacity stays above
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """The few numbers about the data that keep the suggestions feasible (see ``data_info_of``).
+
+    ``train_points``: training points per series (before validation and test); ``wider_parameters``: the
+    parameter count with a doubled model.hidden_size (None: unknown)."""
+
+    train_points: tuple[int, ...]
+    window: int
+    horizon: int
+    wider_parameters: int | None = None
+
+    def windows(self, window: int | None = None) -> int:
+        """Training windows with ``window`` (default: the current one): window_starts() per series, summed."""
+        w = self.window if window is None else window
+        return sum(max(0, n - w - self.horizon + 1) for n in self.train_points)
+
+    def window_fits(self, window: int) -> bool:
+        """The doctor refuses a window some series cannot hold; we also refuse one that leaves few windows."""
+        left = self.windows(window)
+        return (min(self.train_points, default=0) >= window + self.horizon
+                and left >= max(MIN_WINDOWS_LEFT, self.windows() // 2))
 
 
 @dataclass
@@ -64,31 +99,53 @@ class _Curves:
         return self.val if all(math.isfinite(v) for v in self.val) else self.train
 
 
+def data_info_of(prepared: Any, doctor: Any = None) -> DataInfo | None:
+    """DataInfo from a ``Prepared`` (Forecaster.prepared_) and the DoctorReport (Forecaster.doctor_), if any."""
+    if prepared is None:
+        return None
+    wider = None
+    if doctor is not None:
+        from dataclasses import replace
+
+        from .doctor import n_parameters
+
+        wider = n_parameters(replace(doctor.dims, hidden=2 * doctor.dims.hidden))
+    return DataInfo(tuple(int(sp.train_end) for sp in prepared.splits), int(prepared.window),
+                    int(prepared.horizon), wider)
+
+
 def diagnose(history: list[dict[str, Any]], extra: list[Finding] | None = None, *,
-             config: ForecastConfig | None = None) -> Diagnosis:
+             config: ForecastConfig | None = None, data_info: DataInfo | None = None) -> Diagnosis:
     """Diagnose a run from ``Forecaster.history_`` (one dict per epoch); ``extra`` findings (e.g. from the
-    hidden-state monitor) are appended; ``config`` turns the suggestions into concrete numbers."""
+    hidden-state monitor) are appended; ``config`` turns the suggestions into concrete numbers; ``data_info``
+    (series lengths, window) keeps a suggested window one the data can hold. Keyword-only from ``config`` on,
+    so new inputs can be added without breaking callers."""
     extra = list(extra or [])
     n = len(history)
+    steps = sum(int(h.get("steps", 0)) for h in history) if all("steps" in h for h in history) else None
     if n < 2:
-        f = Finding("advice", "diagnosis-inconclusive", f"{n} epoch(s) are too few to read a learning curve",
-                    "train for more epochs (train.max_epochs)")
-        return Diagnosis("inconclusive", "inconclusive: too few epochs", [f, *extra], epochs=n)
+        return _inconclusive(n, steps, extra, data_info)
     c = _Curves(train=[float(h["train_loss"]) for h in history],
                 val=[float(h.get("val_loss", math.nan)) for h in history],
                 lr=float(history[0].get("lr", math.nan)), skipped=[int(h.get("skipped_steps", 0)) for h in history],
                 clipped=float(history[-1].get("clipped_fraction", 0.0)))
     mon = c.monitored
     best = min(range(n), key=lambda i: mon[i] if math.isfinite(mon[i]) else math.inf)
-    checks = [("unstable", _unstable(c, config)), ("overfitting", _overfitting(c, best, config)),
-              ("still-improving", _improving(mon, best, config)), ("underfitting", _underfitting(c, best, config))]
+    unstable = _unstable(c, config)
+    if unstable is None and (n < MIN_EPOCHS or (steps is not None and steps < MIN_STEPS)):
+        return _inconclusive(n, steps, extra, data_info)
+    checks = [("unstable", unstable), ("overfitting", _overfitting(c, best, config)),
+              ("still-improving", _improving(mon, best, config)),
+              ("underfitting", _underfitting(c, best, config, data_info))]
     found = [(verdict, f) for verdict, f in checks if f is not None]
     if found:
         verdict = found[0][0]
         summary = f"overfitting from epoch {best + 1}" if verdict == "overfitting" else verdict.replace("-", " ")
     else:
-        verdict, summary = "converged", "converged"
-        found = [("converged", _converged(mon, best))]
+        settled = _converged(mon, best)
+        verdict, summary = ("converged", "converged") if settled.code == "diagnosis-converged" else \
+            ("inconclusive", "inconclusive: the loss has not settled")
+        found = [(verdict, settled)]
     findings = [f for _, f in found]
     if verdict != "unstable" and c.clipped > CLIPPED:
         findings.append(Finding("advice", "clipping-frequent",
@@ -144,7 +201,8 @@ def _overfitting(c: _Curves, best: int, config: ForecastConfig | None) -> Findin
         dropout = f"raise model.dropout from {m.dropout:g} towards 0.3"
         if m.num_layers == 1:
             dropout += " (with model.num_layers=2: dropout acts between layers)"
-        fix = f"halve model.hidden_size ({m.hidden_size} -> {max(1, m.hidden_size // 2)}) or {dropout}"
+        fix = (f"halve model.hidden_size ({m.hidden_size} -> {m.hidden_size // 2}) or {dropout}"
+               if m.hidden_size // 2 >= HIDDEN_FLOOR else f"{dropout}, or train on more data")
     else:
         fix = "halve model.hidden_size or raise model.dropout towards 0.3"
     return Finding("warning", "diagnosis-overfitting", msg,
@@ -165,7 +223,8 @@ def _improving(mon: list[float], best: int, config: ForecastConfig | None) -> Fi
     return Finding("advice", "diagnosis-still-improving", msg, fix)
 
 
-def _underfitting(c: _Curves, best: int, config: ForecastConfig | None) -> Finding | None:
+def _underfitting(c: _Curves, best: int, config: ForecastConfig | None,
+                  info: DataInfo | None) -> Finding | None:
     train, mon = c.train, c.monitored
     k = max(2, len(train) // 3)
     moved = abs(_pct(train[-1 - min(k, len(train) - 1)], train[-1]))
@@ -173,24 +232,62 @@ def _underfitting(c: _Curves, best: int, config: ForecastConfig | None) -> Findi
         return None
     msg = (f"training and validation loss are flat and high: training {train[-1]:.4g} moved {moved:.1f}% over "
            f"the last {k} epochs, best validation {mon[best]:.4g} (1.0 is about predicting the mean)")
-    if config is not None:
-        m, d = config.model, config.data
-        fix = (f"more capacity: model.hidden_size {m.hidden_size} -> {2 * m.hidden_size} or model.num_layers "
-               f"{m.num_layers} -> {m.num_layers + 1}")
-        if d.window:
-            fix += f", or a longer window: data.window {d.window} -> {2 * d.window}"
-        if m.dropout >= 0.3:
-            fix += f", or less dropout (now {m.dropout:g})"
-    else:
-        fix = "more capacity (a larger model.hidden_size or model.num_layers) or a longer data.window"
-    return Finding("warning", "diagnosis-underfitting", msg,
-                   fix + "; if the series is mostly noise, compare with the naive baselines in metrics.json first")
+    return Finding("warning", "diagnosis-underfitting", msg, "; ".join(_underfitting_fixes(config, info)) +
+                   "; if the series is mostly noise, compare with the naive baselines in metrics.json first")
+
+
+def _underfitting_fixes(config: ForecastConfig | None, info: DataInfo | None) -> list[str]:
+    """Only changes the data can carry: capacity while the doctor's windows-per-parameter line holds, a
+    window only if enough training windows are left; else the honest answer is more data."""
+    if config is None:
+        return ["more capacity (a larger model.hidden_size or model.num_layers) or a longer data.window"]
+    m, fixes = config.model, []
+    W = info.windows() if info is not None else None
+    if W is None or info is None or info.wider_parameters is None or \
+            W / info.wider_parameters >= MIN_WINDOWS_PER_PARAMETER:
+        fixes.append(f"more capacity: model.hidden_size {m.hidden_size} -> {2 * m.hidden_size} or model.num_layers "
+                     f"{m.num_layers} -> {m.num_layers + 1}")
+    window = info.window if info is not None else config.data.window
+    if window and info is not None:
+        longer = next((w for w in (2 * window, window + window // 2) if info.window_fits(w)), None)
+        if longer is not None:
+            fixes.append(f"a longer window: data.window {window} -> {longer} ({info.windows(longer):,} of "
+                         f"{info.windows():,} training windows left)")
+    elif window:
+        fixes.append(f"a longer window: data.window {window} -> {2 * window} (if the series are long enough)")
+    if m.dropout >= 0.3:
+        fixes.append(f"less dropout (now {m.dropout:g})")
+    if not fixes:
+        return [f"insufficient evidence for a bigger model: {W:,} training windows; more data (longer or more "
+                "series) or longer training"]
+    return [", or ".join(fixes)]
 
 
 def _converged(mon: list[float], best: int) -> Finding:
+    """Converged only if the last RECENT losses lie within SETTLED of each other; else not yet settled."""
     n = len(mon)
-    k = min(RECENT, n - 1)
-    moved = abs(_pct(mon[-1 - k], mon[-1]))
-    return Finding("info", "diagnosis-converged",
-                   f"the loss settled: best {mon[best]:.4g} in epoch {best + 1} of {n}, moving {moved:.1f}% over the "
-                   f"last {k} epochs")
+    last = mon[-RECENT:]
+    moved = 100 * (max(last) - min(last)) / abs(min(last)) if min(last) else math.inf
+    if moved < 100 * SETTLED:
+        return Finding("info", "diagnosis-converged",
+                       f"the loss settled: best {mon[best]:.4g} in epoch {best + 1} of {n}, the last {len(last)} "
+                       f"epochs within {moved:.1f}% of each other")
+    return Finding("advice", "diagnosis-not-settled",
+                   f"the loss still moves {moved:.1f}% over the last {len(last)} epochs without a clear trend (best "
+                   f"{mon[best]:.4g} in epoch {best + 1} of {n}): insufficient evidence for a verdict",
+                   "train longer (a larger train.patience lets early stopping wait) or on more data; a noisy "
+                   "validation loss also steadies with more validation windows (data.val_fraction)")
+
+
+def _inconclusive(n: int, steps: int | None, extra: list[Finding], info: DataInfo | None) -> Diagnosis:
+    """Too few epochs or optimizer steps to read a curve: say so, and how to get the evidence."""
+    done = f"{n} epoch(s)" + (f" of {steps} optimizer step(s) in all" if steps is not None else "")
+    fix = "insufficient evidence: train longer (train.max_epochs, train.patience)"
+    if steps is not None and n and steps / n < MIN_STEPS / MIN_EPOCHS:
+        windows = f" ({info.windows():,} training windows)" if info is not None else ""
+        fix += (f"; each epoch is only {steps / n:.3g} step(s){windows}: more data (longer or more series) or a "
+                "smaller train.batch_size gives more steps per epoch")
+    f = Finding("advice", "diagnosis-inconclusive",
+                f"{done} are too few to read a learning curve (the diagnosis needs >= {MIN_EPOCHS} epochs and >= "
+                f"{MIN_STEPS} optimizer steps)", fix)
+    return Diagnosis("inconclusive", "inconclusive: insufficient evidence", [f, *extra], epochs=n)

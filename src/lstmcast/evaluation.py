@@ -7,11 +7,17 @@ At origin t (the first forecast step) every method sees only y[:t]: the model re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import metrics
 from .data.windows import complete_starts, origins
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .data.validate import SeriesSet
 
 
 def naive(y: np.ndarray, t: int, horizon: int) -> np.ndarray:
@@ -32,9 +38,34 @@ class Backtest:
     actual: np.ndarray  # (n, H, T) original units
     forecasts: dict[str, np.ndarray]  # method -> (n, H, T)
     scale: np.ndarray  # (n, 1, T) MASE scale of each origin's series
-    metrics: dict[str, dict[str, float]]
+    metrics: dict[str, Any]  # method -> {metric: value}; with several series also "per_series" (see score)
     # model.levels set: method -> (n, H, T, Q) ascending quantiles, original units (model, seasonal_naive)
     quantiles: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def frame(self, series: SeriesSet, meta: dict[str, Any]) -> pd.DataFrame:
+        """One row per origin, horizon step and target: what RUN/backtest.csv holds, in original units.
+
+        Columns: series, target, origin (time of the first forecast step), step (1..H), time, actual,
+        and one column per method (model, naive, seasonal_naive)."""
+        import pandas as pd
+
+        n, H, T = self.actual.shape
+        k, h, j = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(H), np.arange(T), indexing="ij"))
+        sidx, org = self.series_idx[k], self.origins[k]
+        times = [series.times[i][t + s] for i, t, s in zip(sidx, org, h)]
+        ids = np.array(series.ids, dtype=object)
+        cols: dict[str, Any] = {
+            "series": ids[sidx],  # wide data: each target column is a series and its own target
+            "target": ids[sidx] if meta["layout"] == "wide" else np.array(meta["targets"][:T], dtype=object)[j],
+            "origin": [series.times[i][t] for i, t in zip(sidx, org)], "step": h + 1, "time": times,
+            "actual": self.actual[k, h, j]}
+        for name, f in self.forecasts.items():
+            cols[name] = f[k, h, j]
+        out = pd.DataFrame(cols)
+        if meta.get("tz"):
+            for c in ("origin", "time"):
+                out[c] = pd.DatetimeIndex(out[c]).tz_localize("UTC").tz_convert(meta["tz"])
+        return out
 
 
 def backtest_origins(lengths: list[int], val_ends: list[int], finite: list[np.ndarray] | None,
@@ -50,5 +81,26 @@ def backtest_origins(lengths: list[int], val_ends: list[int], finite: list[np.nd
     return pairs
 
 
-def score(actual: np.ndarray, forecasts: dict[str, np.ndarray], scale: np.ndarray) -> dict[str, dict[str, float]]:
-    return {name: metrics.all_metrics(actual, f, scale) for name, f in forecasts.items()}
+def score(actual: np.ndarray, forecasts: dict[str, np.ndarray], scale: np.ndarray,
+          series_idx: np.ndarray | None = None, ids: list[str] | None = None) -> dict[str, Any]:
+    """Metrics per method. One series: MAE, RMSE, sMAPE, MASE over all its origins. Several series (H16):
+    sMAPE and MASE are the means of the per-series values (scale-free, each series counts once); MAE and
+    RMSE mix the series' units, so they are kept only as MAE_pooled / RMSE_pooled; every series' own
+    metrics are under "per_series" (series id -> method -> metrics)."""
+    if series_idx is None or ids is None or len(np.unique(series_idx)) <= 1:
+        return {name: metrics.all_metrics(actual, f, scale) for name, f in forecasts.items()}
+    per = {}
+    for i in np.unique(series_idx):
+        m = series_idx == i
+        per[str(ids[i])] = {name: metrics.all_metrics(actual[m], f[m], scale[m]) for name, f in forecasts.items()}
+    out: dict[str, Any] = {}
+    for name, f in forecasts.items():
+        out[name] = {"MAE_pooled": metrics.mae(actual, f), "RMSE_pooled": metrics.rmse(actual, f),
+                     **{k: float(np.mean([row[name][k] for row in per.values()])) for k in metrics.SCALE_FREE}}
+    out["per_series"] = per
+    return out
+
+
+def methods(scored: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The method rows of ``score``'s result (without "per_series")."""
+    return {k: v for k, v in scored.items() if k != "per_series"}

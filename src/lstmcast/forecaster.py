@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .model import LSTMForecaster
     from .training.checkpoint import Checkpoint
     from .training.loop import EpochRecord, Trainer
+    from .training.skip_init import SkipFit
 
 log = logging.getLogger(__name__)
 DataSource = "str | os.PathLike[str] | pd.DataFrame | None"
@@ -82,7 +83,8 @@ class Forecaster:
         tensor = place_series(torch.from_numpy(prep.scaled), accel.device)  # host memory if it cannot fit
         idx = prep.index
         train_idx, val_idx = (torch.from_numpy(i).to(tensor.device) for i in (idx.train, idx.val))
-        model, trainer = _train(resolved, accel, tensor, prep, train_idx, val_idx, callbacks, run_dir, resume_from)
+        model, trainer, skip = _train(resolved, accel, tensor, prep, train_idx, val_idx, callbacks, run_dir,
+                                      resume_from)
         result = trainer.fit()
         self.trainer_ = trainer
         self.config_ = resolved
@@ -93,7 +95,7 @@ class Forecaster:
         self.accel_ = accel = trainer.accel  # precision: auto is settled (measured) inside the Trainer
         self.refit_: dict[str, int] | None = None
         if resolved.train.refit and not result.stop_reason.startswith("interrupted"):
-            self.model_, self.refit_ = _refit(resolved, accel, tensor, prep, result)
+            self.model_, self.refit_ = _refit(resolved, accel, tensor, prep, result, skip)
         from .artifacts import build_meta, build_scaler
 
         self.meta_ = build_meta(resolved, prep, self.model_, accel)
@@ -192,14 +194,18 @@ def _resolve(cfg: ForecastConfig, prep: Prepared, data: Any) -> ForecastConfig:
 
 
 def _train(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, train_idx: Any, val_idx: Any,
-           callbacks: Any, run_dir: Any, resume_from: Any) -> tuple[LSTMForecaster, Trainer]:
+           callbacks: Any, run_dir: Any, resume_from: Any) -> tuple[LSTMForecaster, Trainer, SkipFit | None]:
     """Build the model (its linear skip fitted on the training windows) and the Trainer around it."""
     from .training.loop import Trainer
+    from .training.skip_init import SkipFit
 
     T = prep.series.n_targets
     model = build_model(cfg.model, tensor.shape[1], T, prep.horizon, prep.window)
+    skip = None
     if cfg.model.linear_skip and resume_from is None:
-        _init_skip(model, tensor, train_idx, val_idx, cfg, prep)
+        skip = _init_skip(model, tensor, train_idx, val_idx, cfg, prep)
+    elif cfg.model.linear_skip:  # resumed: the weights come from the checkpoint, the choice from its metadata
+        skip = SkipFit.from_dict(resume_from.meta.get("skip"))
     model = model.to(accel.device)
     trainer = Trainer(model, cfg.train, accel, tensor, train_idx, val_idx, prep.window, prep.horizon, T,
                       callbacks=callbacks)
@@ -207,24 +213,27 @@ def _train(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, train_i
         from .training.resume import attach_run
 
         attach_run(trainer, run_dir, resume_from, cfg.to_dict(), prep)
-    return model, trainer
+        if skip is not None:  # so a resumed run refits with the same choice
+            trainer.context["skip"] = skip.as_dict()
+    return model, trainer, skip
 
 
 def _init_skip(model: LSTMForecaster, tensor: Any, train_idx: Any, val_idx: Any, cfg: ForecastConfig,
-               prep: Prepared) -> None:
+               prep: Prepared, choice: SkipFit | None = None) -> SkipFit:
     import torch
 
     from .training.skip_init import fit_skip
 
     windows = tensor.unfold(0, prep.window + prep.horizon, 1)
     fit = fit_skip(windows, train_idx, val_idx, prep.window, prep.horizon, prep.series.n_targets, prep.season,
-                   cfg.train.loss, cfg.train.seed)
+                   cfg.train.loss, cfg.train.seed, choice)
     with torch.no_grad():
         model.skip.weight.copy_(fit.weight)
+    return fit
 
 
-def _refit(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared,
-           first: Any) -> tuple[LSTMForecaster, dict[str, int]]:
+def _refit(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, first: Any,
+           skip: SkipFit | None) -> tuple[LSTMForecaster, dict[str, int]]:
     """train.refit: the final model, trained on every window of the data for the steps early stopping chose.
 
     Same seed, same settings; no validation split is left, so no early stopping: the number of optimizer
@@ -240,8 +249,8 @@ def _refit(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared,
     refit_cfg = cfg.train.model_copy(update={"max_epochs": 1, "min_epoch_steps": max(1, steps), "min_steps": 0,
                                              "max_steps_per_epoch": max(1, steps)})
     model = build_model(cfg.model, tensor.shape[1], prep.series.n_targets, prep.horizon, prep.window)
-    if cfg.model.linear_skip:  # the skip's settings chosen on validation, refitted on all windows
-        _init_skip(model, tensor, every, torch.from_numpy(prep.index.val).to(tensor.device), cfg, prep)
+    if cfg.model.linear_skip:  # the prior and strength chosen on validation, refitted on all windows
+        _init_skip(model, tensor, every, every[:0], cfg, prep, skip)
     model = model.to(accel.device)
     if steps > 0:
         trainer = Trainer(model, refit_cfg, accel, tensor, every, every[:0], prep.window, prep.horizon,

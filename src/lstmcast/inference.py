@@ -199,7 +199,7 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any],
     L, H, T = meta["window"], meta["horizon"], meta["n_targets"]
     season = meta["season"] or 1
     d = cfg.data
-    splits = [split_points(len(v), H, d.val_fraction, d.test_fraction) for v in series.values]
+    splits = [split_points(len(v), H, d.val_fraction, d.test_fraction, d.min_val_horizons) for v in series.values]
     rows = _scaler_rows(series, meta)
     finite = [np.isfinite(v).all(axis=1) for v in series.values] if d.missing == "drop-windows" else None
     stride = cfg.eval.stride or H
@@ -228,16 +228,32 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any],
     pred = qpred[..., raw.shape[-1] // 2] if qpred is not None else scaling.inverse(raw, mean_j, std_j)
     forecasts = {"model": pred, "naive": np.stack(nv), "seasonal_naive": np.stack(snv)}
     actual_arr, scale_arr = np.stack(actual), np.stack(scale)
-    metrics = score(actual_arr, forecasts, scale_arr)
+    metrics = score(actual_arr, forecasts, scale_arr, np.array(sidx), series.ids)
     quantile_fc = {}
     if qpred is not None:  # interval scores for the model and for seasonal naive's own residual intervals
         levels = meta["intervals"]["levels"]
         snq = seasonal_naive_quantiles(series, splits, sidx, forecasts["seasonal_naive"], H, T, season, levels)
         quantile_fc = {"model": qpred, "seasonal_naive": snq}
         for name, q in quantile_fc.items():
-            metrics[name].update(interval_metrics(actual_arr, q, levels, scale_arr))
+            _add_interval_metrics(metrics, name, actual_arr, q, levels, scale_arr, np.array(sidx), series.ids)
     return Backtest(series_idx=np.array(sidx), origins=np.array(ts), actual=actual_arr, forecasts=forecasts,
                     scale=scale_arr, metrics=metrics, quantiles=quantile_fc)
+
+
+def _add_interval_metrics(metrics: dict[str, Any], name: str, actual: np.ndarray, q: np.ndarray, levels: list[int],
+                          scale: np.ndarray, sidx: np.ndarray, ids: list[str]) -> None:
+    """Interval scores into ``metrics[name]``; with several series per series too, the method's row the mean
+    over the series (each series counts once, as for MASE)."""
+    per = metrics.get("per_series")
+    if per is None:
+        metrics[name].update(interval_metrics(actual, q, levels, scale))
+        return
+    rows = []
+    for i in np.unique(sidx):
+        m = sidx == i
+        rows.append(interval_metrics(actual[m], q[m], levels, scale[m]))
+        per[str(ids[i])][name].update(rows[-1])
+    metrics[name].update({k: float(np.mean([r[k] for r in rows])) for k in rows[0]})
 
 
 def seasonal_naive_quantiles(series: SeriesSet, splits: list[Any], sidx: list[int], point: np.ndarray, H: int,

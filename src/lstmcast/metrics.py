@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 NAMES = ("MAE", "RMSE", "sMAPE", "MASE")
+SCALE_FREE = ("sMAPE", "MASE")  # comparable across series of different scales, so averaged over series
 
 
 def mae(y: np.ndarray, yhat: np.ndarray) -> float:

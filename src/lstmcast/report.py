@@ -95,12 +95,29 @@ def _findings_table(findings: list[dict[str, Any]], table_id: str) -> str:
 
 
 # -- sections -----------------------------------------------------------------------------------
+def _overhead_text(ov: dict[str, Any], n_probes: int) -> str:
+    """The measured share of training time, and the probe budget claimed only where it was met."""
+    share = ov.get("probe_seconds", 0) / max(ov.get("train_seconds", 0), 1e-9)
+    text = (f"The monitor took {ov.get('fraction', 0):.1%} of the training time in all (TensorBoard writing "
+            f"included), its {n_probes} probes {share:.1%}")
+    budget, postponed = ov.get("max_overhead"), ov.get("postponed_probes", 0)
+    later = f"; {postponed} probe(s) postponed to keep to it" if postponed else ""
+    if budget is None or ov.get("within_budget") is None:
+        return text + "."
+    if ov["within_budget"]:
+        return text + f", within their {budget:.0%} budget{later}."
+    return text + f", over their {budget:.0%} budget (the first and the last probe always run){later}."
+
+
 def metrics_section(metrics: dict[str, dict[str, float]] | None) -> str:
     """The backtest table: one row per method, best value per column marked; exact values in data-value."""
     if not metrics:
         return _missing("metrics.json", "written by `lstmcast train`")
+    from .evaluation import methods
     from .metrics import NAMES
 
+    per_series = len(metrics.get("per_series", {}))
+    metrics = methods(metrics)
     cols = [n for n in NAMES if any(n in row for row in metrics.values())]
     cols += sorted({k for row in metrics.values() for k in row} - set(cols))
     best = {c: min((row[c] for row in metrics.values() if isinstance(row.get(c), (int, float))
@@ -122,7 +139,10 @@ def metrics_section(metrics: dict[str, dict[str, float]] | None) -> str:
                 "and interval_score_L (Winkler) are scaled like MASE, pinball is the scaled pinball loss over all "
                 "quantiles; seasonal naive's intervals come from its in-sample error quantiles.")
     return (table + "<p>Rolling-origin backtest on the test split, original units (sMAPE in percent; MASE below "
-            f"1 beats the in-sample seasonal-naive forecast). Best value per column shaded.{note}</p>")
+            "1 beats the in-sample seasonal-naive forecast). Best value per column shaded."
+            + (f" {per_series} series: sMAPE and MASE are means over the series; MAE_pooled / RMSE_pooled mix "
+               "the series' units; each series' metrics are in metrics.json (per_series), its forecasts in "
+               "backtest.csv." if per_series else "") + f"{note}</p>")
 
 
 def _badness(column: str) -> Any:
@@ -185,9 +205,8 @@ def monitor_section(run: Path, monitor: dict[str, Any] | None) -> str:
     ov = monitor.get("overhead", {})
     note = (f"<p>Gate cells: mean activation / share saturated, on a fixed batch of {monitor.get('probe_size')} "
             f"validation windows at epoch {last['epoch']}, recomputed from the layer weights (largest "
-            f"difference to the kernel's h_n/c_n {last.get('recompute_error', 0):.1e}). The monitor took "
-            f"{ov.get('fraction', 0):.1%} of the training time, its {len(probes)} probes "
-            f"{ov.get('probe_seconds', 0) / max(ov.get('train_seconds', 0), 1e-9):.1%} (kept under 5%).</p>")
+            f"difference to the kernel's h_n/c_n {last.get('recompute_error', 0):.1e}). {_overhead_text(ov, len(probes))}"
+            "</p>")
     return _img(plot, "gate and hidden-state statistics over epochs", "") + table + note
 
 
@@ -229,7 +248,7 @@ def summary_section(meta: dict[str, Any] | None, metrics: dict[str, Any] | None,
                      + (f" (best epoch {diagnosis['best_epoch']})" if diagnosis.get("best_epoch") else "") + ".")
     if metrics and "model" in metrics:
         m = metrics["model"]
-        base = {k: v for k, v in metrics.items() if k != "model"}
+        base = {k: v for k, v in metrics.items() if k not in ("model", "per_series")}
         if "MASE" in m and base:
             name, row = min(base.items(), key=lambda kv: kv[1].get("MASE", math.inf))
             verdict = "beats" if m["MASE"] < row.get("MASE", math.inf) else "does not beat"

@@ -31,8 +31,24 @@ def _save(fig: Any, path: str | os.PathLike[str]) -> None:
     atomic.write_bytes(path, buf.getvalue())
 
 
+def readable_log_y(ax: Any, values: Any) -> None:
+    """A log y axis only where the values span a decade or more, labelled at the in-between ticks too
+    (a plain log axis over less than two decades shows one or two labels)."""
+    import math
+
+    from matplotlib.ticker import LogFormatterSciNotation
+
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not finite or min(finite) <= 0 or max(finite) / min(finite) < 10:
+        return
+    ax.set_yscale("log")
+    ax.yaxis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+
+
 def loss_plot(history: list[dict[str, Any]], path: str | os.PathLike[str], best_epoch: int | None = None) -> None:
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(7, 4))
     epochs = [h["epoch"] for h in history]
     ax.plot(epochs, [h["train_loss"] for h in history], label="train")
@@ -41,7 +57,8 @@ def loss_plot(history: list[dict[str, Any]], path: str | os.PathLike[str], best_
         ax.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best epoch {best_epoch}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (scaled units)")
-    ax.set_yscale("log")
+    readable_log_y(ax, [h[k] for h in history for k in ("train_loss", "val_loss")])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("Learning curves")
     ax.legend()
     _save(fig, path)
@@ -77,6 +94,11 @@ def forecast_plot(series: SeriesSet, forecast: pd.DataFrame, meta: dict[str, Any
         title = f"series {sid}" if sid else (target if meta["layout"] != "wide" else sid)
         ax.set_title(f"{title}: history, forecast and backtest")
         ax.legend(loc="upper left", fontsize=8)
+    total = len(series.ids)
+    if total > 1:  # never let a long table look like a short one (H16)
+        shown = f"{n} of {total} series shown" + (" (the first ones; every series' backtest is in backtest.csv)"
+                                                  if n < total else "")
+        fig.suptitle(shown, y=1.0)
     fig.autofmt_xdate()
     _save(fig, path)
 
@@ -112,8 +134,11 @@ def probe_plot(probes: list[dict[str, Any]], path: str | os.PathLike[str]) -> No
     axes[0].set_title("Gate activation means")
     axes[1].set_title("Saturated fraction (< 0.05 or > 0.95)")
     axes[2].set_title("Dead units and hidden-state size")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[1].set_ylim(-0.02, 1.02)
     axes[0].legend(fontsize=7, ncol=2 if n_layers > 1 else 1)
     axes[2].legend(fontsize=7)

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PARAMS = ("hidden_size", "num_layers", "dropout", "lr", "window", "batch_size", "bidirectional", "residual")
+MIN_IMPORTANCE_TRIALS = 5  # below this many complete trials fANOVA ranks noise: no importances at all
+STABLE_IMPORTANCE_TRIALS = 20  # from about this many the ranking stops changing from run to run
 
 
 def counts_as_trial(t: optuna.trial.FrozenTrial) -> bool:
@@ -85,10 +87,32 @@ def write_progress(run_dir: Path, base: ForecastConfig, study: optuna.Study, obj
     return best[0]
 
 
+def complete_trials(study: optuna.Study) -> int:
+    from optuna.trial import TrialState
+
+    return sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+
+
+def importance_note(n_complete: int, imp: dict[str, float]) -> str | None:
+    """The caveat printed with the importances (None: enough trials for a stable ranking)."""
+    if n_complete < MIN_IMPORTANCE_TRIALS:
+        return (f"no parameter importances: {n_complete} complete trial(s), they need >= {MIN_IMPORTANCE_TRIALS} "
+                f"(>= ~{STABLE_IMPORTANCE_TRIALS} for a stable ranking)")
+    if not imp:
+        return "no parameter importances: the complete trials do not vary enough"
+    if n_complete < STABLE_IMPORTANCE_TRIALS:
+        return (f"with {n_complete} trials these importances are rough; >= ~{STABLE_IMPORTANCE_TRIALS} trials "
+                "for a stable ranking")
+    return None
+
+
 def importances(study: optuna.Study) -> dict[str, float]:
-    """fANOVA importances over the complete trials; {} where too few trials or no variation."""
+    """fANOVA importances over the complete trials; {} where too few trials (MIN_IMPORTANCE_TRIALS) or no
+    variation."""
     import optuna
 
+    if complete_trials(study) < MIN_IMPORTANCE_TRIALS:
+        return {}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -124,24 +148,29 @@ def history_plot(rows: list[dict[str, Any]], objective: str, path: Path) -> None
         best = [min(ys[:i + 1]) for i in range(len(ys))]
         ax.scatter(xs, ys, s=14, color="tab:blue", label="trial")
         ax.step(xs, best, where="post", color="tab:red", label="best so far")
-        if min(ys) > 0:
-            ax.set_yscale("log")
         ax.legend()
+    from matplotlib.ticker import MaxNLocator
+
+    from .reporting import readable_log_y
+
+    if done:
+        readable_log_y(ax, ys)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are whole numbers
     ax.set_xlabel("trial")
     ax.set_ylabel("validation loss (scaled)" if objective == "val" else "backtest MASE")
     ax.set_title("Optimisation history")
     _save_png(fig, path)
 
 
-def importance_plot(imp: dict[str, float], path: Path) -> None:
+def importance_plot(imp: dict[str, float], path: Path, note: str | None = None) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 0.4 * max(3, len(imp)) + 1))
     names = list(imp)[::-1]
     ax.barh(names, [imp[n] for n in names], color="tab:green")
     if not imp:
-        ax.text(0.5, 0.5, "needs two or more complete trials", ha="center", va="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, note or "no importances", ha="center", va="center", transform=ax.transAxes, wrap=True)
     ax.set_xlabel("importance (fANOVA, sums to 1)")
-    ax.set_title("Parameter importances")
+    ax.set_title("Parameter importances" + (f"\n({note})" if note and imp else ""), fontsize=10)
     _save_png(fig, path)
 
 
@@ -152,13 +181,14 @@ def write_results(run_dir: Path, base: ForecastConfig, study: optuna.Study, obje
     trials = study.get_trials(deepcopy=False)
     rows = trial_rows(trials)
     imp = importances(study) if best else {}
+    note = importance_note(complete_trials(study), imp)
     states: dict[str, int] = {}
     for r in rows:
         states[r["state"]] = states.get(r["state"], 0) + 1
     summary = {"study": study.study_name, "objective": objective, "trials": len(trials),
                "counted_trials": sum(counts_as_trial(t) for t in trials), "states": states, "best": best,
-               "best_trials": best_rows(trials), "importances": imp, "space": space}
+               "best_trials": best_rows(trials), "importances": imp, "importance_note": note, "space": space}
     atomic.write_json(run_dir / "summary.json", summary)
     history_plot(rows, objective, run_dir / "history.png")
-    importance_plot(imp, run_dir / "importances.png")
+    importance_plot(imp, run_dir / "importances.png", note)
     return summary

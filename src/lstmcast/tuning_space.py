@@ -129,7 +129,8 @@ def space_for(cfg: ForecastConfig, series: SeriesSet) -> SearchSpace:
 
     d = cfg.data
     season = d.season if d.season is not None else season_from_freq(series.freq)
-    ends = [split_points(n, d.horizon, d.val_fraction, d.test_fraction).train_end for n in series.lengths()]
+    ends = [split_points(n, d.horizon, d.val_fraction, d.test_fraction, d.min_val_horizons).train_end
+            for n in series.lengths()]
     shortest = min(ends)
     longest_window = shortest - d.horizon - max(1, shortest // 4)  # the same margin as the automatic window
     return resolve_space(cfg.tune, len(series.channel_names), season, d.horizon, longest_window)

@@ -57,6 +57,7 @@ def write_outputs(fc: Forecaster, run: Path, series: Any = None) -> dict[str, An
     write_csv(forecast, run / "forecast.csv")
     src = fc._series(series)
     forecast_plot(src, forecast, fc.meta_, fc.backtest_, run / "forecast.png")
+    write_csv(fc.backtest_.frame(src, fc.meta_), run / "backtest.csv")  # every backtest forecast (H16)
     if fc.history_:
         best = getattr(getattr(fc, "fit_result_", None), "best_epoch", None)
         loss_plot(fc.history_, run / "loss.png", best)
@@ -137,10 +138,11 @@ def write_diagnosis(fc: Forecaster, run: Path, extra: list[Any] | None = None,
 
     ``extra``: findings from elsewhere (the hidden-state monitor's) that the diagnosis lists too; ``metrics``:
     the backtest, whose loss to a baseline leads the diagnosis (headline.py)."""
-    from .diagnosis import diagnose
+    from .diagnosis import data_info_of, diagnose
     from .headline import with_headline
 
-    fc.diagnosis_ = with_headline(diagnose(fc.history_, extra, config=fc.config_), metrics or {})
+    info = data_info_of(getattr(fc, "prepared_", None), getattr(fc, "doctor_", None))
+    fc.diagnosis_ = with_headline(diagnose(fc.history_, extra, config=fc.config_, data_info=info), metrics or {})
     atomic.write_json(run / "diagnosis.json", fc.diagnosis_.as_dict())
 
 

@@ -195,14 +195,74 @@ def cli_setup(tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("resume")
     csv = d / "series.csv"
     seasonal_frame(360).to_csv(csv, index=False)
-    cfg = small_config(data={"path": str(csv), "window": 12, "horizon": 3, "season": 24},
-                       model={"hidden_size": 8, "num_layers": 2, "dropout": 0.2},
-                       train={"precision": "fp32", "max_epochs": 4, "batch_size": 16, "checkpoint_every": 5,
-                              "patience": 50})
+    cfg = plateau_config(path=str(csv), max_epochs=6)
     (d / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    reference = Forecaster(cfg).fit(str(csv))
-    return {"dir": d, "cfg": d / "cfg.yaml", "curve": curve(reference.history_),
-            "steps": reference.fit_result_.steps, "per_epoch": reference.history_[0]["steps"]}
+    Forecaster(cfg).fit(str(csv), run_dir=d / "reference")
+    final = CheckpointStore(d / "reference").load_latest()
+    history = final.meta["history"]
+    return {"dir": d, "cfg": d / "cfg.yaml", "curve": curve(history), "final": final.meta,
+            "steps": final.step, "per_epoch": history[0]["steps"]}
+
+
+def plateau_config(path: str | None = None, max_epochs: int = 5) -> dict:
+    """A run whose learning rate halves mid-run, so a resume that lost the scheduler or early-stopping
+    state shows in the curve: lr 1e-6 keeps the validation loss on a plateau (it improves by < 1e-4
+    relative, ReduceLROnPlateau's threshold), so with patience 6 (scheduler patience 2) the rate halves
+    after epoch 4; min_delta 1e-3 makes early stopping count bad epochs from epoch 2 on."""
+    return small_config(data={"window": 12, "horizon": 3, "season": 24, **({"path": path} if path else {})},
+                        model={"hidden_size": 8, "num_layers": 2, "dropout": 0.2},
+                        train={"precision": "fp32", "max_epochs": max_epochs, "batch_size": 16, "lr": 1e-6,
+                               "checkpoint_every": 5, "patience": 6, "min_delta": 1e-3})
+
+
+def resumable_state(meta: dict) -> dict:
+    """What a resume must restore beyond the weights: scheduler, early stopping, the learning rate."""
+    return {"scheduler": meta["scheduler"], "early_stopping": meta["early_stopping"],
+            "lr": [h["lr"] for h in meta["history"]], "step": meta["step"]}
+
+
+def lr_changed_before(history: list[dict], step: int) -> bool:
+    """Did the scheduler change the learning rate at an epoch end at or before optimizer step ``step``?
+    (An epoch's record holds the rate it trained with: a change at the end of epoch e shows in e + 1.)"""
+    done = 0
+    for before, after in zip(history, history[1:]):
+        done += before["steps"]
+        if after["lr"] != before["lr"]:
+            return done <= step
+    return False
+
+
+class Killed(BaseException):
+    """Stands for kill -9 in-process: nothing in lstmcast catches it, so nothing more is written."""
+
+
+def test_resume_after_a_crash_restores_the_halved_lr_and_early_stopping_state(monkeypatch, tmp_path):
+    """T2 (fast, in-process): the run dies after the plateau halved the learning rate; the resumed run
+    must continue with the halved rate, the scheduler's and early stopping's counters, and end equal."""
+    df, cfg = seasonal_frame(200), plateau_config()
+    Forecaster(cfg).fit(df, run_dir=tmp_path / "full")
+    full = CheckpointStore(tmp_path / "full").load_latest().meta
+    per_epoch = full["history"][0]["steps"]
+    k = 4 * per_epoch + 3  # in epoch 5, after the halving (end of epoch 4) and a checkpoint (every 5 steps)
+    real = loop.Trainer.train_step
+
+    def step(self, idx):
+        if self.step + 1 == k:
+            raise Killed
+        return real(self, idx)
+
+    monkeypatch.setattr(loop.Trainer, "train_step", step)
+    with pytest.raises(Killed):
+        Forecaster(cfg).fit(df, run_dir=tmp_path / "run")
+    monkeypatch.undo()
+    ckpt = CheckpointStore(tmp_path / "run").load_latest()
+    assert 4 * per_epoch < ckpt.step < k
+    assert lr_changed_before(full["history"], ckpt.step), [h["lr"] for h in full["history"]]
+    assert ckpt.meta["early_stopping"]["bad_epochs"] > 0 and ckpt.meta["scheduler"]["_last_lr"] == [5e-7]
+    Forecaster(cfg).fit(df, run_dir=tmp_path / "run", resume_from=ckpt)
+    resumed = CheckpointStore(tmp_path / "run").load_latest().meta
+    assert curve(resumed["history"]) == curve(full["history"])
+    assert resumable_state(resumed) == resumable_state(full)
 
 
 def _history(run: Path) -> list[dict]:
@@ -212,8 +272,9 @@ def _history(run: Path) -> list[dict]:
 # -- T2: kill -9 at a random step, then resume ---------------------------------------------------
 @pytest.mark.slow
 def test_sigkill_at_random_step_then_resume_equals_uninterrupted_curve(cli_setup, tmp_path):
-    total = cli_setup["steps"]
-    k = random.Random(os.getpid()).randrange(7, total - 1)  # a random step after the first checkpoint (5)
+    total, per_epoch = cli_setup["steps"], cli_setup["per_epoch"]
+    # a random step whose last checkpoint comes after the plateau halved the rate (end of epoch 4)
+    k = random.Random(os.getpid()).randrange(4 * per_epoch + 6, total - 1)
     run = tmp_path / "run"
     killed = lstmcast("train", "-c", str(cli_setup["cfg"]), "--run", str(run),
                       env={"FAULT_AT_STEP": str(k), "FAULT_SIGNAL": str(int(signal.SIGKILL))})
@@ -224,7 +285,9 @@ def test_sigkill_at_random_step_then_resume_equals_uninterrupted_curve(cli_setup
     resumed = lstmcast("train", "--resume", str(run))
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {run} from step-{last:09d}" in resumed.stderr
+    assert lr_changed_before(cli_setup["final"]["history"], last), "the kill must come after the lr changed"
     assert curve(_history(run)) == cli_setup["curve"], f"killed at step {k}, resumed from {last}"
+    assert resumable_state(CheckpointStore(run).load_latest().meta) == resumable_state(cli_setup["final"])
 
 
 # -- T5: SIGINT / SIGTERM ------------------------------------------------------------------------
@@ -256,7 +319,6 @@ def test_sigint_from_outside_checkpoints_and_exits_130(cli_setup, tmp_path):
         deadline = time.monotonic() + 120
         while not CheckpointStore(run).names() and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
-        first = CheckpointStore(run).load_latest().step
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
@@ -264,7 +326,7 @@ def test_sigint_from_outside_checkpoints_and_exits_130(cli_setup, tmp_path):
     assert proc.returncode == 130, err
     assert "SIGINT: stopped after step" in err
     ckpt = CheckpointStore(run).load_latest()
-    assert ckpt.step >= first and ckpt.meta["finished"] is False
+    assert ckpt.meta["finished"] is False and ckpt.meta["cursor"] is not None  # the mid-run checkpoint of the stop
     assert f"stopped after step {ckpt.step} " in err
 
 

@@ -78,7 +78,7 @@ def test_cli_train_evaluate_predict_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"run folder: {run}" in r.stdout
     for name in ("config.yaml", "model.safetensors", "scaler.json", "meta.json", "metrics.json",
-                 "forecast.csv", "forecast.png", "loss.png"):
+                 "forecast.csv", "forecast.png", "loss.png", "backtest.csv"):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics) >= {"model", "naive", "seasonal_naive"}

@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 
 from lstmcast.config import validate_config
-from lstmcast.diagnosis import Diagnosis, diagnose
+from lstmcast.diagnosis import DataInfo, Diagnosis, data_info_of, diagnose
 from lstmcast.findings import Finding
 from tests.conftest import small_config
 
 
-def _history(train, val, skipped=None, clipped=0.0, lr=1e-3):
+def _history(train, val, skipped=None, clipped=0.0, lr=1e-3, steps=10):
     skipped = skipped or [0] * len(train)
     return [{"epoch": i + 1, "train_loss": t, "val_loss": v, "lr": lr, "grad_norm": 0.5, "clipped_fraction": clipped,
-             "skipped_steps": s, "steps": 10, "seconds": 0.1, "samples_per_s": 100.0}
+             "skipped_steps": s, "steps": steps, "seconds": 0.1, "samples_per_s": 100.0}
             for i, (t, v, s) in enumerate(zip(train, val, skipped))]
 
 
@@ -71,10 +71,14 @@ def test_overfitting_with_one_layer_says_dropout_needs_two_layers():
     assert "with model.num_layers=2: dropout acts between layers" in d.findings[0].fix
 
 
-def test_validation_noise_after_the_best_is_not_overfitting():
-    # val ends within 10% of its best: the plateau is noisy, not rising
+def test_validation_noise_after_the_best_is_not_overfitting_nor_converged():
+    # val ends within 10% of its best: the plateau is noisy, not rising; but moving 7% is not "converged" either
     d = diagnose(_history([1, .5, .3, .28, .27, .26], [1, .5, .4, .43, .41, .42]))
-    assert d.verdict == "converged"
+    assert d.verdict == "inconclusive" and d.summary == "inconclusive: the loss has not settled"
+    f = d.findings[0]
+    assert f.code == "diagnosis-not-settled"
+    assert "the loss still moves 4.9% over the last 3 epochs without a clear trend" in f.message
+    assert f.fix.startswith("train longer")
 
 
 def test_underfitting_flat_and_high():
@@ -144,18 +148,109 @@ def test_without_validation_the_training_curve_is_read():
 
 def test_too_few_epochs_is_inconclusive():
     d = diagnose(_history([1.0], [1.0]))
-    assert d.verdict == "inconclusive"
-    assert d.findings[0].fix == "train for more epochs (train.max_epochs)"
+    assert d.verdict == "inconclusive" and d.summary == "inconclusive: insufficient evidence"
+    assert d.findings[0].fix.startswith("insufficient evidence: train longer (train.max_epochs, train.patience)")
     assert diagnose([]).epochs == 0
+
+
+def test_two_epochs_of_one_step_are_not_converged():
+    """H15: a flat 2-epoch curve of 1 optimizer step each used to read as "converged"."""
+    d = diagnose(_history([0.5, 0.5], [0.6, 0.6], steps=1))
+    assert d.verdict == "inconclusive"
+    f = d.findings[0]
+    assert f.code == "diagnosis-inconclusive"
+    assert f.message == ("2 epoch(s) of 2 optimizer step(s) in all are too few to read a learning curve (the "
+                         "diagnosis needs >= 3 epochs and >= 30 optimizer steps)")
+    assert "each epoch is only 1 step(s)" in f.fix and "more data" in f.fix
+
+
+def test_many_epochs_of_few_steps_are_inconclusive_with_the_window_count():
+    info = DataInfo(train_points=(40,), window=24, horizon=6)
+    flat = [0.3] * 10
+    d = diagnose(_history(flat, flat, steps=1), config=CFG, data_info=info)
+    assert d.verdict == "inconclusive"
+    assert "10 epoch(s) of 10 optimizer step(s)" in d.findings[0].message
+    assert "(11 training windows)" in d.findings[0].fix
+
+
+def test_enough_steps_but_too_few_epochs_is_inconclusive():
+    d = diagnose(_history([1.0, 0.3], [1.0, 0.3], steps=500))
+    assert d.verdict == "inconclusive"
+
+
+def test_skipped_steps_are_reported_even_in_a_short_run():
+    d = diagnose(_history([1.0, 0.6], [1.0, 0.6], skipped=[0, 2], steps=1))
+    assert d.verdict == "unstable"
+
+
+def test_converged_requires_the_recent_loss_to_settle():
+    """H15: "converged ... moving 30%" was possible; now converged means the last 3 losses within 2%."""
+    d = diagnose(_history([1.0, 0.5, 0.3, 0.29, 0.29], [1.0, 0.5, 0.3, 0.29, 0.29]))
+    assert d.verdict == "inconclusive" and d.findings[0].code == "diagnosis-not-settled"
+    d = diagnose(_history([1.0, 0.5, 0.3, 0.29, 0.29, 0.29], [1.0, 0.5, 0.3, 0.29, 0.291, 0.2905]))
+    assert d.verdict == "converged"
+    assert "the last 3 epochs within 0.3% of each other" in d.findings[0].message
+
+
+UNDER_TRAIN = [0.95, 0.93, 0.92, 0.92, 0.919, 0.919, 0.918, 0.918, 0.918]
+UNDER_VAL = [0.97, 0.95, 0.94, 0.94, 0.94, 0.941, 0.94, 0.94, 0.94]
+
+
+def test_underfitting_never_suggests_a_window_that_leaves_few_training_windows():
+    """H15: "window 96 -> 192" on a series where 192 leaves one training window."""
+    cfg = validate_config({"data": {"window": 96, "horizon": 24}, "model": {"hidden_size": 64}})
+    info = DataInfo(train_points=(216,), window=96, horizon=24, wider_parameters=10_000)
+    d = diagnose(_history(UNDER_TRAIN, UNDER_VAL), config=cfg, data_info=info)
+    assert d.verdict == "underfitting"
+    fix = d.findings[0].fix
+    assert "data.window" not in fix and "192" not in fix
+    assert info.windows(192) == 1 and not info.window_fits(192) and not info.window_fits(144)
+
+
+def test_underfitting_suggests_a_window_that_fits_with_the_windows_left():
+    cfg = validate_config({"data": {"window": 24}, "model": {"hidden_size": 64}})
+    info = DataInfo(train_points=(2000, 1500), window=24, horizon=1, wider_parameters=1000)
+    d = diagnose(_history(UNDER_TRAIN, UNDER_VAL), config=cfg, data_info=info)
+    assert "a longer window: data.window 24 -> 48 (3,404 of 3,452 training windows left)" in d.findings[0].fix
+
+
+def test_underfitting_with_few_windows_per_parameter_asks_for_data_not_capacity():
+    cfg = validate_config({"data": {"window": 96}, "model": {"hidden_size": 64}})
+    info = DataInfo(train_points=(150,), window=96, horizon=1, wider_parameters=60_000)
+    d = diagnose(_history(UNDER_TRAIN, UNDER_VAL), config=cfg, data_info=info)
+    fix = d.findings[0].fix
+    assert "hidden_size" not in fix and "data.window" not in fix
+    assert fix.startswith("insufficient evidence for a bigger model: 54 training windows; more data")
+
+
+def test_overfitting_never_suggests_a_hidden_size_below_the_floor():
+    cfg = validate_config({"model": {"hidden_size": 6, "num_layers": 2, "dropout": 0.1}})
+    d = diagnose(_history([1, .5, .3, .2, .1], [1, .5, .6, .7, .8]), config=cfg)
+    assert d.verdict == "overfitting"
+    assert "hidden_size" not in d.findings[0].fix
+    assert d.findings[0].fix.startswith("raise model.dropout from 0.1 towards 0.3, or train on more data")
+
+
+def test_data_info_of_a_prepared_run_counts_its_windows():
+    from lstmcast import Forecaster
+
+    df = pd.DataFrame({"time": pd.date_range("2024-01-01", periods=120, freq="h"),
+                       "y": np.sin(np.arange(120) / 4.0)})
+    fc = Forecaster(small_config(data={"horizon": 2, "window": 8},
+                                 train={"max_epochs": 1, "threads": 1})).fit(df)
+    info = data_info_of(fc.prepared_, fc.doctor_)
+    assert info.window == 8 and info.horizon == 2
+    assert info.windows() == len(fc.prepared_.index.train)
+    assert info.wider_parameters > fc.doctor_.n_parameters
 
 
 def test_extra_findings_are_appended_and_serialised():
     gate = Finding("warning", "gates-saturated", "78% of forget gates saturated in layer 2", "lower train.lr")
-    d = diagnose(_history([1.0, 0.5, 0.3, 0.29, 0.29], [1.0, 0.5, 0.3, 0.29, 0.29]), extra=[gate])
+    d = diagnose(_history([1.0, 0.5, 0.3, 0.29, 0.29, 0.29], [1.0, 0.5, 0.3, 0.29, 0.29, 0.29]), extra=[gate])
     assert isinstance(d, Diagnosis)
     assert d.findings[-1] == gate
     data = json.loads(json.dumps(d.as_dict()))
-    assert data["verdict"] == "converged" and data["best_epoch"] in (4, 5) and data["epochs"] == 5
+    assert data["verdict"] == "converged" and data["best_epoch"] == 4 and data["epochs"] == 6
     assert data["findings"][-1] == gate.as_dict()
     assert d.lines()[0] == "diagnosis: converged"
     assert d.lines()[-1] == f"  {gate}"

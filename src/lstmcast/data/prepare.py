@@ -107,7 +107,8 @@ def check_fp16_range(scaled: list[np.ndarray], series: SeriesSet, scaling: str) 
 def prepare(series: SeriesSet, cfg: DataConfig, precision: str = "fp32") -> Prepared:
     """Resolve window and season, split by time, fit scalers on train only, build the window index."""
     H = cfg.horizon
-    splits = [split_points(len(v), H, cfg.val_fraction, cfg.test_fraction) for v in series.values]
+    splits = [split_points(len(v), H, cfg.val_fraction, cfg.test_fraction, cfg.min_val_horizons)
+              for v in series.values]
     season = cfg.season if cfg.season is not None else season_from_freq(series.freq)
     window = _fit_window(cfg, series, splits, season)
     means, stds, scaled, constant = [], [], [], []

@@ -22,10 +22,11 @@ class Split:
     val_end: int
 
 
-def split_points(n: int, horizon: int, val_fraction: float, test_fraction: float) -> Split:
-    """Split by time; validation and test each hold at least one horizon."""
+def split_points(n: int, horizon: int, val_fraction: float, test_fraction: float, val_horizons: int = 1) -> Split:
+    """Split by time; the test split holds at least one horizon, validation at least ``val_horizons``
+    (on short series a tenth of the points is one noisy window: two horizons give H + 1 windows)."""
     n_test = max(horizon, int(round(n * test_fraction)))
-    n_val = max(horizon, int(round(n * val_fraction)))
+    n_val = max(val_horizons * horizon, int(round(n * val_fraction)))
     return Split(n=n, train_end=n - n_test - n_val, val_end=n - n_test)
 
 

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 FORGET_SATURATED = 0.5  # share of saturated forget-gate activations that makes a finding
 DEAD_UNITS = 0.25  # share of dead hidden units in a layer that makes a finding
+HIDDEN_FLOOR = 4  # never suggest a model.hidden_size below this (as diagnosis.HIDDEN_FLOOR)
 GRAD_SPIKE = 10.0  # an epoch's mean gradient norm this many times the median of the earlier epochs
 SCALARS = {"loss/train": "train_loss", "loss/val": "val_loss", "optim/lr": "lr",
            "optim/grad_norm": "grad_norm", "optim/clipped_fraction": "clipped_fraction",
@@ -250,6 +251,13 @@ class Monitor:
                 self._tb("close")
             self.writer = None
 
+    def within_budget(self) -> bool | None:
+        """Did the probes stay under ``max_overhead`` of the training time? None: no budget. The first and
+        the last probe always run, so a short training can exceed it; the report says so rather than claim it."""
+        if self.max_overhead is None:
+            return None
+        return self.probe_seconds <= self.max_overhead * self.train_seconds
+
     def findings(self) -> list[Finding]:
         return monitor_findings(self.probes, self.history, self._clip_norm)
 
@@ -258,7 +266,8 @@ class Monitor:
                 "overhead": {"monitor_seconds": self.monitor_seconds, "probe_seconds": self.probe_seconds,
                              "train_seconds": self.train_seconds,
                              "fraction": self.monitor_seconds / self.train_seconds if self.train_seconds else 0.0,
-                             "postponed_probes": self.postponed},
+                             "postponed_probes": self.postponed, "max_overhead": self.max_overhead,
+                             "within_budget": self.within_budget()},
                 "probes": self.probes, "findings": [f.as_dict() for f in self.findings()]}
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -288,7 +297,9 @@ def monitor_findings(probes: list[dict[str, Any]], history: list[dict[str, Any]]
                     "warning", "dead-units",
                     f"{dead} of {units} hidden units of layer {k} are dead (|h| < 1e-3 at every step of every "
                     f"probe sample at epoch {last['epoch']})",
-                    f"lower train.lr, or reduce model.hidden_size towards {max(1, units - dead)} units"))
+                    f"lower train.lr, or reduce model.hidden_size towards {units - dead} units"
+                    if units - dead >= HIDDEN_FLOOR else f"lower train.lr; do not shrink model.hidden_size below "
+                    f"{HIDDEN_FLOOR} units"))
     spike = _gradient_spike(history)
     if spike is not None:
         epoch, norm, median = spike

@@ -34,6 +34,18 @@ class SkipFit:
     lam: float  # relative strength; inf: the prior itself
     val_loss: float
 
+    def as_dict(self) -> dict[str, object]:
+        """The choice (not the weights): what a resumed run needs to refit the same way."""
+        return {"prior": self.prior, "lam": None if math.isinf(self.lam) else self.lam, "val_loss": self.val_loss}
+
+    @classmethod
+    def from_dict(cls, d: object) -> SkipFit | None:
+        if not isinstance(d, dict) or d.get("prior") not in ("naive", "seasonal naive"):
+            return None  # a checkpoint from before the choice was saved: the refit chooses on its own data
+        lam = d.get("lam")
+        lam = math.inf if lam is None else float(lam)
+        return cls(weight=torch.zeros(0), prior=str(d["prior"]), lam=lam, val_loss=float(d.get("val_loss", math.nan)))
+
     def describe(self) -> str:
         how = "the prior itself" if math.isinf(self.lam) else f"ridge, strength {self.lam:g} x scale"
         return f"linear skip from the {self.prior} forecast ({how}), validation loss {self.val_loss:.4g}"
@@ -58,19 +70,36 @@ def _deltas(windows: Tensor, idx: Tensor, window: int, n_targets: int) -> tuple[
     return z.reshape(-1, window), d.reshape(-1, d.shape[-1])
 
 
-def _loss(z: Tensor, d: Tensor, weight: Tensor, kind: str) -> float:
+def _losses(z: Tensor, d: Tensor, weight: Tensor, kind: str, n_targets: int) -> Tensor:
+    """Loss per validation window (averaged over its targets and steps)."""
     err = z @ weight.T - d
     if kind == "mae":
-        return float(err.abs().mean())
-    if kind == "huber":
+        per = err.abs()
+    elif kind == "huber":
         a = err.abs()
-        return float(torch.where(a < 1, 0.5 * err ** 2, a - 0.5).mean())
-    return float((err ** 2).mean())
+        per = torch.where(a < 1, 0.5 * err ** 2, a - 0.5)
+    else:
+        per = err ** 2
+    return per.mean(dim=1).reshape(-1, n_targets).mean(dim=1)
+
+
+def _clearly_better(cand: Tensor, base: Tensor, horizon: int) -> bool:
+    """A fitted map must beat the baseline by more than one standard error of the paired difference.
+
+    Overlapping windows share H - 1 targets, so the effective number of independent windows is about
+    n / H; without this rule a few noisy validation windows pick an overfitted map on short series."""
+    diff = cand - base
+    n_eff = max(1.0, len(diff) / horizon)
+    se = float(diff.std()) / math.sqrt(n_eff) if len(diff) > 1 else math.inf
+    return float(diff.mean()) < -se
 
 
 def fit_skip(windows: Tensor, train_idx: Tensor, val_idx: Tensor, window: int, horizon: int, n_targets: int,
-             season: int | None, loss: str = "mse", seed: int = 0) -> SkipFit:
-    """Choose the skip weights (see the module docstring); ``windows`` is ``series.unfold(0, L + H, 1)``."""
+             season: int | None, loss: str = "mse", seed: int = 0, choice: SkipFit | None = None) -> SkipFit:
+    """Choose the skip weights (see the module docstring); ``windows`` is ``series.unfold(0, L + H, 1)``.
+
+    ``choice``: refit with that prior and strength on ``train_idx`` (train.refit: the validation windows are
+    part of the training data then, so they cannot choose again)."""
     gen = torch.Generator().manual_seed(seed)
     tr = train_idx.cpu()
     if len(tr) > MAX_FIT_ROWS:
@@ -80,19 +109,34 @@ def fit_skip(windows: Tensor, train_idx: Tensor, val_idx: Tensor, window: int, h
     gram, cross = z.T @ z, z.T @ d  # (L, L), (L, H)
     scale = float(torch.diagonal(gram).mean()) or 1.0
     eye = torch.eye(window, dtype=torch.float64)
-    best: SkipFit | None = None
+    scored: list[tuple[SkipFit, Tensor]] = []
     for name, prior in priors(window, horizon, season).items():
+        if choice is not None and name != choice.prior:
+            continue
         p = prior.double()
-        candidates = [(math.inf, p)]
-        for lam in RELATIVE_LAMBDAS:
+        fixed = choice is not None and math.isfinite(choice.lam)
+        candidates = [] if fixed else [(math.inf, p)]
+        for lam in RELATIVE_LAMBDAS if choice is None else ([choice.lam] if fixed else []):
             # W = P + (Z'Z + lam I)^-1 Z'(D - Z P')
             delta = torch.linalg.solve(gram + lam * scale * eye, cross - gram @ p.T)
             candidates.append((lam, p + delta.T))
         for lam, weight in candidates:
             if not torch.isfinite(weight).all():
                 continue
-            val = _loss(zv, dv, weight, loss)
-            if best is None or val < best.val_loss:
-                best = SkipFit(weight=weight.float(), prior=name, lam=lam, val_loss=val)
+            if choice is not None:
+                return SkipFit(weight=weight.float(), prior=name, lam=lam, val_loss=math.nan)
+            per = _losses(zv, dv, weight, loss, n_targets)
+            scored.append((SkipFit(weight=weight.float(), prior=name, lam=lam, val_loss=float(per.mean())), per))
+    best = _choose(scored, horizon)
     log.info("%s", best.describe())
     return best
+
+
+def _choose(scored: list[tuple[SkipFit, Tensor]], horizon: int) -> SkipFit:
+    """The better baseline, unless a fitted map is clearly better on validation (``_clearly_better``)."""
+    base, base_per = min(((f, p) for f, p in scored if math.isinf(f.lam)), key=lambda fp: fp[0].val_loss)
+    fitted = [(f, p) for f, p in scored if not math.isinf(f.lam)]
+    if not fitted:
+        return base
+    cand, cand_per = min(fitted, key=lambda fp: fp[0].val_loss)
+    return cand if _clearly_better(cand_per, base_per, horizon) else base
