@@ -121,6 +121,10 @@ def diagnose(history: list[dict[str, Any]], extra: list[Finding] | None = None, 
     (series lengths, window) keeps a suggested window one the data can hold. Keyword-only from ``config`` on,
     so new inputs can be added without breaking callers."""
     extra = list(extra or [])
+    if config is not None and "auto" in (config.model.hidden_size, config.model.dropout):
+        from .sizing import resolve_model  # a config as written: 'auto' as the numbers fit would pick
+
+        config = config.model_copy(update={"model": resolve_model(config.model, None, 1, 1, 1, 1)})
     n = len(history)
     steps = sum(int(h.get("steps", 0)) for h in history) if all("steps" in h for h in history) else None
     if n < 2:

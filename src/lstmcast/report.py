@@ -257,6 +257,11 @@ def summary_section(meta: dict[str, Any] | None, metrics: dict[str, Any] | None,
     if meta:
         parts.append(f"Forecasts {_esc(meta.get('horizon'))} steps of {_esc(', '.join(meta.get('targets') or []))} "
                      f"from the last {_esc(meta.get('window'))}.")
+        refit = meta.get("refit")
+        if isinstance(refit, dict):  # train.refit: two models, each number says which
+            parts.append(f"The forecasts come from the final model, refitted on all {_esc(refit.get('rows'))} rows "
+                         f"for {_esc(refit.get('steps'))} steps; the backtest comes from the first model, which "
+                         "never saw the test split.")
     return "<p>" + " ".join(parts) + "</p>" if parts else "<p>No results in this folder yet.</p>"
 
 

@@ -250,8 +250,8 @@ def test_d7_zone_of_a_datetime_column_is_kept_across_dst():
 
 # -- D8 too short -----------------------------------------------------------------------------------
 def test_d8_too_short_gives_required_and_actual_lengths():
-    with pytest.raises(DataError, match=r"too short: it has 40 points; validation and test take the last 14 .*"
-                                        r"leaving 26 training points, but window \+ horizon = 24 \+ 6 = 30 are "
+    with pytest.raises(DataError, match=r"too short: it has 40 points; validation and test take the last 20 .*"
+                                        r"leaving 20 training points, but window \+ horizon = 24 \+ 6 = 30 are "
                                         r"needed.*reduce data\.window or data\.horizon"):
         load(seasonal_frame(40))
 

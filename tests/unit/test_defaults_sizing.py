@@ -141,3 +141,38 @@ def test_headline_leads_the_diagnosis_when_the_model_loses():
     assert d.findings[0].code == "loses-to-baseline" and "more history" in d.findings[0].fix
     assert with_headline(diagnose(h), {**metrics, "model": {"MASE": 0.9}}).verdict != "loses-to-baseline"
     assert baseline_finding({"model": {"MASE": float("nan")}, "naive": {"MASE": 1.0}}) is None
+
+
+def test_cli_summary_says_the_loss_to_a_baseline_before_the_table(capsys, tmp_path):
+    from types import SimpleNamespace
+
+    from lstmcast.cli import _print_trained
+    from lstmcast.diagnosis import diagnose
+
+    metrics = {"model": {"MAE": 2.0, "RMSE": 2.5, "sMAPE": 9.0, "MASE": 1.3},
+               "naive": {"MAE": 1.8, "RMSE": 2.2, "sMAPE": 8.0, "MASE": 1.1},
+               "seasonal_naive": {"MAE": 1.9, "RMSE": 2.4, "sMAPE": 8.5, "MASE": 1.2}}
+    h = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "skipped_steps": 0} for e in range(1, 6)]
+    fc = SimpleNamespace(fit_result_=SimpleNamespace(best_epoch=3, stop_reason="early stopping"),
+                         meta_={"n_parameters": 100, "horizon": 4, "refit": {"rows": 50, "steps": 120, "windows": 40}},
+                         history_=h, backtest_=SimpleNamespace(origins=[1, 2]),
+                         diagnosis_=with_headline(diagnose(h), metrics),
+                         config_=validate_config({"monitor": {"tensorboard": False}}))
+    _print_trained(fc, metrics, tmp_path)
+    out = capsys.readouterr().out
+    warning = out.index("WARNING: the model loses to naive on the backtest: MASE 1.3 against 1.1")
+    assert warning < out.index("backtest on the test split")  # said first, before the numbers
+    assert "refitted on all 50 rows for 120 steps" in out
+
+
+def test_report_says_which_model_produced_which_number():
+    from lstmcast.report import summary_section
+
+    metrics = {"model": {"MASE": 1.3}, "naive": {"MASE": 1.1}, "seasonal_naive": {"MASE": 1.2}}
+    diag = {"summary": "the model loses to naive on the backtest: MASE 1.3 against 1.1 (18% worse); learning "
+                       "curves: converged"}
+    meta = {"horizon": 4, "targets": ["y"], "window": 8, "refit": {"rows": 50, "steps": 120, "windows": 40}}
+    html = summary_section(meta, metrics, diag)
+    assert html.index("the model loses to naive") < html.index("Backtest MASE")  # the headline first
+    assert "refitted on all 50 rows for 120 steps" in html and "never saw the test split" in html
+    assert "refitted" not in summary_section({**meta, "refit": None}, metrics, diag)

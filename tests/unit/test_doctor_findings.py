@@ -94,11 +94,11 @@ def test_fp16_on_cpu_is_an_error():
 
 def test_series_too_short_after_the_split_gives_required_and_actual():
     cfg = small_config(data={"window": 48, "horizon": 6})
-    df = seasonal_frame(70)  # validation and test take 7 + 14, leaving 49 training points
+    df = seasonal_frame(70)  # validation and test take 12 (two horizons) + 14, leaving 44 training points
     rep = doctor(cfg, df)
     f = only(rep, "series-too-short")
     assert f.severity == "error"
-    assert "48 + 6 = 54" in f.message and "49 training points" in f.message
+    assert "48 + 6 = 54" in f.message and "44 training points" in f.message
     assert "reduce data.window or data.horizon" in f.fix
     with pytest.raises(DataError) as exc:
         Forecaster(cfg).fit(df)

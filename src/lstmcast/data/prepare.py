@@ -63,10 +63,10 @@ def _too_short(label: str, sp: Split, window: int | str, horizon: int) -> DataEr
         else f"a window of >= 2 + horizon {horizon} + a few windows to train on"
     total = f" (at least {window + horizon + held} in all)" if isinstance(window, int) else ""
     return DataError(
-        f"{label} is too short: it has {sp.n} points; validation and test take the last {held} (at least one "
-        f"horizon each), leaving {max(sp.train_end, 0)} training points, but {need} are needed for one "
+        f"{label} is too short: it has {sp.n} points; validation and test take the last {held} (the test at "
+        f"least one horizon, validation at least data.min_val_horizons), leaving {max(sp.train_end, 0)} training points, but {need} are needed for one "
         f"training window{total}: reduce data.window or data.horizon, lower data.val_fraction / "
-        "data.test_fraction, or use a longer series")
+        "data.test_fraction / data.min_val_horizons, or use a longer series")
 
 
 def _fit_window(cfg: DataConfig, series: SeriesSet, splits: list[Split], season: int | None) -> int:
