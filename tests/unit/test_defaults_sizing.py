@@ -21,7 +21,8 @@ from tests.conftest import seasonal_frame
 
 
 @pytest.mark.parametrize("m", [ModelConfig(), ModelConfig(num_layers=3, bidirectional=True),
-                               ModelConfig(residual=True, linear_skip=False), ModelConfig(bias=False)])
+                               ModelConfig(residual=True, linear_skip=False), ModelConfig(bias=False),
+                               ModelConfig(levels=[80, 95]), ModelConfig(levels=[50], bidirectional=True)])
 def test_parameter_formula_equals_the_built_model(m):
     for hidden in (8, 32):
         model = build_model(m.model_copy(update={"hidden_size": hidden, "dropout": 0.0}), 3, 2, 7, 20)
