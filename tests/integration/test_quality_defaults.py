@@ -22,7 +22,7 @@ def _rolling_mae(fc: lstmcast.Forecaster, df: pd.DataFrame, n_hist: int, H: int,
 @pytest.mark.slow
 def test_a_short_monthly_series_beats_seasonal_naive_with_defaults():
     datasets = pytest.importorskip("pmdarima.datasets")  # the dev extra
-    y = datasets.load_airpassengers().astype("float64").to_numpy()  # 144 months
+    y = np.asarray(datasets.load_airpassengers(), dtype="float64")  # 144 months
     df = pd.DataFrame({"time": pd.date_range("1949-01-01", periods=len(y), freq="MS"), "y": y})
     n_hist = int(0.8 * len(df))
     cfg = {"data": {"time_col": "time", "target": "y", "window": 24, "horizon": 12, "season": 12},
