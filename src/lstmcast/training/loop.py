@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..config import TrainConfig
 from ..errors import InterruptedRun, ResourceError
-from . import graphs, precision, streaming
+from . import graphs, precision, sampling, streaming
 from .accel import Accel
 from .guard import Guard
 from .signals import signal_name, stop_on_signals
@@ -157,16 +157,22 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------
     def steps_per_epoch(self) -> int:
-        """One pass over the training windows, but at least ``train.min_epoch_steps`` (windows re-drawn)."""
-        n, B = len(self.train_idx), self.cfg.batch_size
+        """One pass over the training windows (or ``train.windows_per_epoch`` of them), but at least
+        ``train.min_epoch_steps`` (windows re-drawn)."""
+        n, B = self._epoch_windows(), self.cfg.batch_size
         n_steps = max(1, n // B, self.cfg.min_epoch_steps)
         return min(n_steps, self.cfg.max_steps_per_epoch) if self.cfg.max_steps_per_epoch else n_steps
 
+    def _epoch_windows(self) -> int:
+        n, per = len(self.train_idx), self.cfg.windows_per_epoch
+        return min(n, per) if per else n
+
     def _epoch_order(self, n_steps: int) -> Tensor:
-        """The epoch's batch order: as many permutations of the training windows as its steps need."""
-        n, dev = len(self.train_idx), self.train_idx.device
-        reps = max(1, -(-n_steps * self.cfg.batch_size // n))
-        orders = [torch.randperm(n, generator=self.generator, device=dev) for _ in range(reps)]
+        """The epoch's batch order: as many draws of the epoch's windows (all of them: permutations) as
+        its steps need."""
+        n, k = len(self.train_idx), self._epoch_windows()
+        reps = max(1, -(-n_steps * self.cfg.batch_size // k))
+        orders = [sampling.draw(n, k, self.generator) for _ in range(reps)]
         return self.train_idx[orders[0] if reps == 1 else torch.cat(orders)]
 
     def run_epoch(self) -> EpochRecord | None:
