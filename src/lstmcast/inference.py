@@ -128,7 +128,8 @@ def _on_training_grid(series: SeriesSet, meta: dict[str, Any]) -> bool:
 def _scaler_rows(series: SeriesSet, meta: dict[str, Any]) -> list[int]:
     if series.layout == "single":
         return [0] * len(series.ids)
-    return [meta["ids"].index(s) for s in series.ids]
+    pos = {s: i for i, s in enumerate(meta["ids"])}  # list.index per series was quadratic in the series
+    return [pos[s] for s in series.ids]
 
 
 def _predict_scaled(model: LSTMForecaster, x: np.ndarray, batch: int = 1024) -> np.ndarray:

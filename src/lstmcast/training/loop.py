@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from .checkpoint import Checkpoint, CheckpointStore
+    from .distributed import Distributed
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,14 @@ class Trainer:
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, accel: Accel, series: Tensor,
                  train_idx: Tensor, val_idx: Tensor, window: int, horizon: int, n_targets: int,
-                 callbacks: list[Callable[[Trainer, EpochRecord], None]] | None = None):
+                 callbacks: list[Callable[[Trainer, EpochRecord], None]] | None = None,
+                 dist: Distributed | None = None):
         # precision: auto -> the measured choice (a short probe on copies of the model; precision.py)
         accel = precision.settle(accel, model, cfg, series, train_idx, val_idx, window, horizon, n_targets)
         self.model, self.cfg, self.accel = model, cfg, accel
+        self.dist = dist  # several ranks (distributed.py): sharded batches, one all-reduce per step
+        if dist is not None:
+            dist.broadcast_model(model)
         self.window, self.horizon, self.n_targets = window, horizon, n_targets
         self.windows = series.unfold(0, window + horizon, 1)  # (rows, C, L + H): a view, no copy
         # resident gather, or batches streamed from host memory when the series did not fit the device
@@ -110,6 +115,7 @@ class Trainer:
         self.result = FitResult()
         self.epoch = 0
         self.stop_requested = False
+        self._stop_agreed = False  # several ranks: a stop any rank asked for, as of the last step's all-reduce
         self._best_state: dict[str, Tensor] | None = None
         self._bad_epochs = 0
         self.step = 0  # optimizer steps taken in the run, skipped ones included
@@ -122,7 +128,7 @@ class Trainer:
         self._next_event = 0
         self._ckpt_due = False
         self._last_save = time.monotonic()
-        self._graphs = graphs.attach(self)  # whole-step CUDA graphs (None: eager)
+        self._graphs = graphs.attach(self) if dist is None else None  # whole-step CUDA graphs (None: eager)
 
     # -- the step -----------------------------------------------------------------------------
     def _forward_loss(self, x: Tensor, y: Tensor) -> Tensor:
@@ -139,9 +145,14 @@ class Trainer:
         return self._eager_step(idx)
 
     def _eager_step(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        weight = 1.0
+        if self.dist is not None:
+            idx, weight = self.dist.shard(idx)  # this rank's windows; its mean loss weighs b_r / B
         x, y = self._gather(idx)
         loss = self._forward_loss(x, y)
-        self.grad_scaler.scale(loss).backward()
+        self.grad_scaler.scale(loss * weight if weight != 1.0 else loss).backward()
+        if self.dist is not None:  # the batch's gradients and loss on every rank, and a stop any rank saw
+            loss, self._stop_agreed = self.dist.step(self._params, loss * weight, self.stop_requested)
         self.grad_scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(self._params, self._max_norm, foreach=True)
         bad = (~(torch.isfinite(loss) & torch.isfinite(norm))).float()
@@ -154,6 +165,10 @@ class Trainer:
             del self.optimizer.found_inf
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach(), norm.detach(), bad
+
+    def _should_stop(self) -> bool:
+        # several ranks stop at the same step: a signal seen by one is acted on after the next all-reduce
+        return self.stop_requested if self.dist is None else self._stop_agreed
 
     # -- the loop -----------------------------------------------------------------------------
     def steps_per_epoch(self) -> int:
@@ -186,7 +201,7 @@ class Trainer:
         perm = self._epoch_order(n_steps)
         sums, skipped, norm_max = cur.acc[:3], cur.acc[3], cur.acc[4]
         for s in range(cur.pos, n_steps):
-            if self.stop_requested:
+            if self._should_stop():
                 cur.seconds += time.perf_counter() - t0
                 return None
             loss, norm, bad = self.train_step(perm[s * B:(s + 1) * B])
@@ -218,13 +233,18 @@ class Trainer:
     def _schedule(self) -> None:
         every, window = self.cfg.checkpoint_every, self.cfg.skip_window
         nxt = (self.step // window + 1) * window
-        if every and self.store is not None:
+        if every and self._checkpoints:
             nxt = min(nxt, (self.step // every + 1) * every)
         self._next_event = nxt
 
+    @property
+    def _checkpoints(self) -> bool:
+        # every rank keeps rank 0's schedule of guard checks and snapshots, though only rank 0 writes
+        return self.store is not None or self.dist is not None
+
     def _step_event(self, cur: EpochCursor, n_steps: int) -> None:
         every = self.cfg.checkpoint_every
-        due = bool(every) and self.store is not None and self.step % every == 0
+        due = bool(every) and self._checkpoints and self.step % every == 0
         rolled_back = self.guard.check(cur, epoch_end=False)
         if due and not rolled_back:
             if cur.pos < n_steps:
@@ -248,10 +268,11 @@ class Trainer:
 
     def _val_total(self, batch_size: int) -> Tensor:
         total = self._zero.clone()
-        for i in range(0, len(self.val_idx), batch_size):
-            x, y = self._gather(self.val_idx[i:i + batch_size])
+        idx = self.val_idx if self.dist is None else self.dist.val_share(self.val_idx)
+        for i in range(0, len(idx), batch_size):
+            x, y = self._gather(idx[i:i + batch_size])
             total += self._forward_loss(x, y) * len(x)
-        return total
+        return total if self.dist is None else self.dist.total(total)
 
     # -- fitting, checkpoints, interruption ---------------------------------------------------
     def attach_checkpoints(self, store: CheckpointStore, context: dict[str, Any]) -> None:
@@ -292,7 +313,7 @@ class Trainer:
         if self.step == 0 and self._best_state is None:
             self._validate_start()
         while not self.finished:
-            if self.stop_requested:
+            if self._should_stop():
                 self._stop(None)
                 return
             if self.cursor is None:
