@@ -31,7 +31,9 @@ so precision verdicts are not cached between runs. lstmcast's log records of lev
 (e.g. the doctor's advice) and Python warnings are collected into the JSON, not printed.
 
 Usage: python benchmarks/quality.py [--quick] [--series a,b] [--seeds 0,1,2] [--set KEY=VALUE ...]
-                                    [--jobs N] [--demo] [--json PATH]
+                                    [--jobs N] [--demo] [--levels 80,95] [--json PATH]
+--levels: interval mode (benchmarks/_quality_intervals.py): every fit with model.levels, coverage, width and
+interval score of lstmcast against seasonal naive's residual-quantile intervals, plus a synthetic Gaussian series.
 """
 
 from __future__ import annotations
@@ -152,11 +154,13 @@ def _lstm_config(spec, seed: int, sets: list[str]) -> dict:
     return apply_overrides(raw, sets)
 
 
-def _forecast_at(fc, df, o: int, h: int) -> list[float]:
+def _forecast_at(fc, df, o: int, h: int, intervals: list | None = None) -> list[float]:
     p = fc.predict(df.iloc[:o])
     if "y" not in p.columns or len(p) != h or p["time"].iloc[0] != df["time"].iloc[o]:
         raise RuntimeError(f"unexpected predict() frame at origin {o}: columns {list(p.columns)}, "
                            f"{len(p)} rows from {p['time'].iloc[0] if len(p) else None}")
+    if intervals is not None:  # --levels: the interval columns too
+        intervals.append({c: p[c].astype("float64").tolist() for c in p.columns if c.startswith("y_")})
     return p["y"].astype("float64").tolist()
 
 
@@ -170,9 +174,17 @@ def _lstm_task(name: str, seed: int, sets: list[str]) -> dict:
         t0 = time.perf_counter()
         fc = lstmcast.Forecaster(_lstm_config(spec, seed, sets)).fit(df.iloc[:n_hist])
         fit_s = time.perf_counter() - t0
-        out = [_forecast_at(fc, df, o, spec.horizon) for o in starts]
-    return {"forecasts": out, "fit_s": fit_s, "epochs": len(fc.history_), "precision": fc.accel_.precision,
+        intervals: list = []
+        out = [_forecast_at(fc, df, o, spec.horizon, intervals) for o in starts]
+    return {"forecasts": out, "intervals": intervals, "fit_s": fit_s, "epochs": len(fc.history_), "precision": fc.accel_.precision,
             "log": sorted(set(logs.messages)), "warnings": len(caught)}
+
+
+def _gauss_task(sets: list[str]) -> dict:
+    import _quality_intervals as qi
+
+    with _log_and_warnings():
+        return qi.synthetic_task(list(sets), not any(item.startswith("train.threads=") for item in sets))
 
 
 def _demo_task(sets: list[str]) -> dict:
@@ -217,7 +229,7 @@ def _run(task: tuple) -> tuple[tuple, dict]:
     kind, *args = task
     t0 = time.perf_counter()
     try:
-        res = {"lstm": _lstm_task, "base": _baseline_task, "demo": _demo_task}[kind](*args)
+        res = {"lstm": _lstm_task, "base": _baseline_task, "demo": _demo_task, "gauss": _gauss_task}[kind](*args)
     except Exception as exc:  # noqa: BLE001 - one failed fit is a result to report, not a reason to stop the suite
         res = {"error": f"{type(exc).__name__}: {exc}"}
     res["task_s"] = time.perf_counter() - t0
@@ -232,7 +244,7 @@ def run_tasks(tasks: list[tuple], jobs: int) -> dict[tuple, dict]:
     with mp.get_context("spawn").Pool(jobs, initializer=_init_worker, maxtasksperchild=4) as pool:
         for task, res in pool.imap_unordered(_run, tasks):
             done[task] = res
-            label = "demo" if task[0] == "demo" else f"{task[0]} {task[1]} {task[2]}"
+            label = task[0] if task[0] in ("demo", "gauss") else f"{task[0]} {task[1]} {task[2]}"
             status = res["error"] if "error" in res else f"{res['task_s']:.1f}s"
             print(f"  done {label:<26} {status}", flush=True)
     return done
@@ -244,10 +256,12 @@ def plan(names: list[str], seeds: list[int], sets: list[str], demo: bool) -> lis
     tasks = [("lstm", n, s, tuple(sets)) for n in names for s in seeds]
     tasks += [("base", n, m) for n in names for m in ("ets", "theta")]
     tasks.sort(key=lambda t: -cost[t[1]] * (3 if t[0] == "base" and t[2] == "ets" else 1))
-    return ([("demo", tuple(sets))] if demo else []) + tasks
+    levels = [s for s in sets if s.startswith("model.levels=")]
+    return ([("demo", tuple(sets))] if demo else []) + ([("gauss", tuple(sets))] if levels else []) + tasks
 
 
-def series_result(name: str, seeds: list[int], done: dict[tuple, dict], sets: list[str]) -> dict:
+def series_result(name: str, seeds: list[int], done: dict[tuple, dict], sets: list[str],
+                  levels: list[int] | None = None) -> dict:
     spec = BY_NAME[name]
     y = spec.load()["y"].to_numpy()
     n_hist, starts = origins(len(y), spec.horizon)
@@ -268,7 +282,7 @@ def series_result(name: str, seeds: list[int], done: dict[tuple, dict], sets: li
         res["methods"][m].update(scores(actual, f, scale))
     for seed in seeds:
         r = done[("lstm", name, seed, tuple(sets))]
-        entry = {k: v for k, v in r.items() if k != "forecasts"}
+        entry = {k: v for k, v in r.items() if k not in ("forecasts", "intervals")}
         if "error" not in r:
             entry.update(scores(actual, np.asarray(r["forecasts"]), scale))
         res["lstmcast"]["seeds"][str(seed)] = entry
@@ -283,6 +297,15 @@ def series_result(name: str, seeds: list[int], done: dict[tuple, dict], sets: li
         if "MASE" in entry:
             entry["ratio"] = entry["MASE"] / sn
     res["gate_pass"] = res["lstmcast"]["MASE"] <= GATE * min(res["methods"]["naive"]["MASE"], sn)
+    if levels:  # seed 0's intervals (the first seed) against seasonal naive's residual-quantile intervals
+        import _quality_intervals as qi
+
+        first = done[("lstm", name, seeds[0], tuple(sets))]
+        res["intervals"] = {"snaive": qi.scores(actual, qi.snaive_quantiles(y, starts, fc["snaive"], h, s, levels),
+                                                scale, levels)}
+        if first.get("intervals"):
+            q = qi.lstm_quantiles(first["intervals"], np.asarray(first["forecasts"]), levels)
+            res["intervals"]["lstmcast"] = qi.scores(actual, q, scale, levels)
     return res
 
 
@@ -336,6 +359,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="dotted lstmcast config override for every fit (YAML scalar), repeatable")
     ap.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--demo", action="store_true", help="also fit + backtest the bundled CO2 demo (seed 0)")
+    ap.add_argument("--levels", help="interval mode: e.g. 80,95 (model.levels for every fit, interval scores)")
     ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "quality.json"))
     args = ap.parse_args(argv)
     names = args.series.split(",") if args.series else [s.name for s in SUITE]
@@ -344,6 +368,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error(f"unknown series {unknown}; choose from {', '.join(BY_NAME)}")
     args.names = names
     args.seed_list = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+    args.levels = sorted(int(v) for v in args.levels.split(",")) if args.levels else []
+    if args.levels:
+        args.sets = [*args.sets, f"model.levels=[{','.join(map(str, args.levels))}]"]
     return args
 
 
@@ -357,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     print(suite_table())
     print(f"\nseeds {args.seed_list}, jobs {args.jobs}, overrides {args.sets or 'none'}")
     done = run_tasks(plan(args.names, args.seed_list, args.sets, args.demo), args.jobs)
-    results = {n: series_result(n, args.seed_list, done, args.sets) for n in args.names}
+    results = {n: series_result(n, args.seed_list, done, args.sets, args.levels) for n in args.names}
     for n, r in results.items():
         print_series(n, r)
     out = {"summary": summary(results), "series": results, "overrides": args.sets, "seeds": args.seed_list,
@@ -365,6 +392,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo:
         out["demo"] = print_demo(done[("demo", tuple(args.sets))])
     print_summary(out["summary"], results)
+    if args.levels:
+        import _quality_intervals as qi
+
+        synthetic = done.get(("gauss", tuple(args.sets)))
+        out["intervals"] = qi.summary(results, args.levels, synthetic)
+        out["synthetic"] = synthetic
+        qi.print_table(results, out["intervals"], synthetic)
     out["wall_s"] = time.perf_counter() - t0
     print(f"\ntotal wall time {out['wall_s']:.1f}s")
     path = Path(args.json)

@@ -106,14 +106,20 @@ def _metrics_table(metrics: dict[str, dict[str, float]], title: str) -> None:
     from .evaluation import methods
 
     rows = methods(metrics)  # several series: MAE/RMSE are pooled, per-series metrics in metrics.json (H16)
-    names = list(next(iter(rows.values()), {}))
-    table = Table(title=title)
-    table.add_column("method")
-    for name in names:
-        table.add_column(name, justify="right")
-    for method, row in rows.items():
-        table.add_row(method, *(f"{row[k]:.4g}" for k in names))
-    Console().print(table)
+    every = list(dict.fromkeys(k for row in rows.values() for k in row))
+    interval = [k for k in every if k == "pinball" or k.split("_")[0] in ("coverage", "width", "interval")]
+    point = [k for k in every if k not in interval]
+    for names, heading in ((point, title), (interval, "prediction intervals (width and scores scaled like MASE)")):
+        if not names:
+            continue
+        table = Table(title=heading)
+        table.add_column("method")
+        for name in names:
+            table.add_column(name, justify="right")
+        for method, row in rows.items():
+            if any(k in row for k in names):
+                table.add_row(method, *(f"{row[k]:.4g}" if k in row else "" for k in names))
+        Console().print(table)
 
 
 @app.command()

@@ -104,6 +104,27 @@ class ModelConfig(_Section):
     # a linear map from each target's own window to its horizon, fitted by ridge regression before training
     # (shrunk towards the naive / seasonal-naive forecast, chosen on validation); the LSTM learns what it misses
     linear_skip: bool = True
+    # prediction intervals: the central L% interval for each level (none: a point forecast); the model learns
+    # the quantiles they need plus the median with the pinball loss (lstmcast.quantiles)
+    levels: list[int] = Field(default_factory=list, max_length=20)
+    # conformal: each interval widened or narrowed on the validation windows to reach its nominal coverage
+    calibration: Literal["conformal", "none"] = "conformal"
+
+    @field_validator("levels", mode="before")
+    @classmethod
+    def _levels_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) and not isinstance(value, bool) else _split_names(value)
+
+    @field_validator("levels")
+    @classmethod
+    def _levels_range(cls, value: list[int]) -> list[int]:
+        bad = [v for v in value if not 1 <= v <= 99]
+        if bad:
+            raise PydanticCustomError("level_range", f"levels are central interval coverages in percent, each an "
+                                      f"integer 1..99 (e.g. [80, 95]); {bad} is outside")
+        if len(set(value)) != len(value):
+            raise PydanticCustomError("level_repeat", "levels must not repeat a level")
+        return sorted(value)
 
 
 class TrainConfig(_Section):

@@ -50,6 +50,7 @@ class Dims:
     residual: bool = False
     bias: bool = True
     skip: bool = False  # model.linear_skip: Linear(L, H) from each target's window to its horizon
+    Q: int = 0  # model.levels: quantiles forecast (the median included); 0: a point forecast
 
     @property
     def width(self) -> int:
@@ -156,6 +157,11 @@ def trace(d: Dims, window_norm: str = "last") -> list[ShapeRow]:
                       "head output viewed as horizon x targets"
                       + ("; + last value + Linear(L, H) of the targets' window (linear skip)" if d.skip else
                          "; + the window's last value (window_norm=last)" if window_norm == "last" else ""))]
+    if d.Q:
+        out = d.H * d.T * (d.Q - 1)
+        rows += [ShapeRow("quantile head output", (d.B, out), "(B, H * T * (Q - 1))", f"Linear({d.width}, {out})"),
+                 ShapeRow("quantiles y", (d.B, d.H, d.T, d.Q), "(B, H, T, Q)",
+                          "median -+ cumulative softplus offsets: ascending, never crossing")]
     return rows
 
 
@@ -175,6 +181,9 @@ def layer_counts(d: Dims) -> list[LayerCount]:
             rows.append(LayerCount(f"projection {k + 1}", ins * d.width, f"Linear({ins}, {d.width}, bias=False)"))
     out = d.H * d.T
     rows.append(LayerCount("head", d.width * out + out, f"Linear({d.width}, {out})"))
+    if d.Q:
+        qout = out * (d.Q - 1)
+        rows.append(LayerCount("quantile head", d.width * qout + qout, f"Linear({d.width}, {qout})"))
     if d.skip:
         rows.append(LayerCount("linear skip", d.L * d.H, f"Linear({d.L}, {d.H}, bias=False) on each target's window"))
     return rows
@@ -290,7 +299,8 @@ def _examine(cfg: ForecastConfig, series: SeriesSet | None, prep: Prepared | Non
     cfg = cfg.model_copy(update={"model": resolve_model(cfg.model, windows, F, T, cfg.data.horizon, L)})
     m = cfg.model
     d = Dims(B=cfg.train.batch_size, L=L, H=cfg.data.horizon, F=F, T=T, D=2 if m.bidirectional else 1,
-             hidden=m.hidden_size, layers=m.num_layers, residual=m.residual, bias=m.bias, skip=m.linear_skip)
+             hidden=m.hidden_size, layers=m.num_layers, residual=m.residual, bias=m.bias, skip=m.linear_skip,
+             Q=2 * len(m.levels) + 1 if m.levels else 0)
     params = n_parameters(d)
     device = str(accel.device) if accel is not None else cfg.train.device
     precision = accel.precision if accel is not None else cfg.train.precision
@@ -312,13 +322,15 @@ def measure_step(d: Dims, cfg: ForecastConfig, accel: Accel, steps: int = 10, wa
     import torch
 
     from .model import LSTMForecaster
+    from .quantiles import quantiles_for
     from .sizing import resolve_model
     from .training.loop import Trainer
 
     m = resolve_model(cfg.model, None, d.F, d.T, d.H, d.L)  # dropout auto -> a number (d holds the width)
     dev = accel.device
     model = LSTMForecaster(d.F, d.T, d.H, d.hidden, d.layers, m.dropout if d.layers > 1 else 0.0,
-                           m.bidirectional, m.residual, m.bias, m.window_norm, d.L).to(dev)
+                           m.bidirectional, m.residual, m.bias, m.window_norm, d.L,
+                           quantiles=quantiles_for(m.levels) if m.levels else None).to(dev)
     rows = d.L + d.H + d.B
     series = torch.randn(rows, d.F, device=dev)
     idx = torch.arange(d.B + 1, device=dev)

@@ -6,7 +6,7 @@ At origin t (the first forecast step) every method sees only y[:t]: the model re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,6 +39,8 @@ class Backtest:
     forecasts: dict[str, np.ndarray]  # method -> (n, H, T)
     scale: np.ndarray  # (n, 1, T) MASE scale of each origin's series
     metrics: dict[str, Any]  # method -> {metric: value}; with several series also "per_series" (see score)
+    # model.levels set: method -> (n, H, T, Q) ascending quantiles, original units (model, seasonal_naive)
+    quantiles: dict[str, np.ndarray] = field(default_factory=dict)
 
     def frame(self, series: SeriesSet, meta: dict[str, Any]) -> pd.DataFrame:
         """One row per origin, horizon step and target: what RUN/backtest.csv holds, in original units.

@@ -1,6 +1,7 @@
 """ONNX export of a trained run, checked against PyTorch: deploy a forecaster without PyTorch.
 
-RUN/model.onnx maps ``x`` (B, L, F) -> ``y`` (B, H, T) in scaled units, exactly like the module; the
+RUN/model.onnx maps ``x`` (B, L, F) -> ``y`` (B, H, T) in scaled units, exactly like the module (a quantile
+model, model.levels set: (B, H, T, Q), with the quantiles and calibration offsets in export.json); the
 export.json beside it holds what a deployment needs to go from raw values to forecasts (channel order,
 window, horizon, per-series scaler, a recipe) and the model's sha256. Both are written atomically,
 and only after onnxruntime has reproduced the PyTorch outputs.
@@ -135,7 +136,7 @@ def build_spec(fc: Forecaster, onnx_name: str, digest: str, opset: int) -> dict[
     L, H, T = meta["window"], meta["horizon"], meta["n_targets"]
     channels = list(meta["channels"])
     dtype = str(fc.model_.head.weight.dtype).removeprefix("torch.")
-    return {
+    spec = {
         "format_version": 1, "model": onnx_name, "sha256": digest, "opset": opset,
         "input": {"name": "x", "shape": ["B", L, len(channels)], "dtype": dtype},
         "output": {"name": "y", "shape": ["B", H, T], "dtype": dtype},
@@ -158,6 +159,24 @@ def build_spec(fc: Forecaster, onnx_name: str, digest: str, opset: int) -> dict[
         "exported_with": {"lstmcast": __version__, "torch": torch.__version__.split("+")[0],
                           "onnxruntime": onnxruntime.__version__},
     }
+    if meta.get("intervals"):
+        _add_intervals(spec, meta["intervals"])
+    return spec
+
+
+def _add_intervals(spec: dict[str, Any], iv: dict[str, Any]) -> None:
+    """A quantile model: y is (B, H, T, Q); the spec lists the quantiles, levels and calibration offsets."""
+    H, T, Q = spec["horizon"], spec["n_targets"], len(iv["quantiles"])
+    spec["output"]["shape"] = ["B", H, T, Q]
+    spec["intervals"] = {"levels": iv["levels"], "quantiles": iv["quantiles"], "calibration": iv["calibration"],
+                         "offsets": iv["offsets"], "median_index": Q // 2}
+    spec["recipe"][2] = f"run: y = model(x), shape (B, H, T, Q={Q}), in scaled units; quantiles ascending"
+    spec["recipe"].insert(3, "calibrate (offsets not null): for the k-th level in 'levels' (lower quantile index "
+                             "median_index - 1 - k, upper median_index + 1 + k) subtract offsets[k][h][t] from "
+                             "the lower and add it to the upper quantile; then clip the lower ones to at most and "
+                             "the upper ones to at least the median, and sort along Q")
+    spec["recipe"][4] = (f"unscale: forecast = y * scaler.std[i][:{T}, None] + scaler.mean[i][:{T}, None] "
+                         f"(the first {T} channels are the targets); y[..., median_index] is the point forecast")
 
 
 def export_run(run: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,

@@ -103,6 +103,8 @@ class Forecaster:
         self.meta_["refit"] = self.refit_  # None: model.safetensors is the backtested model itself
         self.meta_["world_size"] = dist.world if dist is not None else 1
         self.rank_ = dist.rank if dist is not None else 0
+        if resolved.model.levels:
+            self.meta_["intervals"] = _calibrate(resolved, self.backtest_model_, tensor, val_idx, prep)
         self.scaler_ = build_scaler(prep)
         return self
 
@@ -173,11 +175,12 @@ class Forecaster:
 def build_model(m: ModelConfig, input_size: int, n_targets: int, horizon: int, window: int) -> LSTMForecaster:
     """The LSTMForecaster a config describes, for data of ``input_size`` channels (F is never typed in)."""
     from .model import LSTMForecaster
+    from .quantiles import quantiles_for
 
     return LSTMForecaster(input_size=input_size, n_targets=n_targets, horizon=horizon, hidden_size=m.hidden_size,
                           num_layers=m.num_layers, dropout=m.dropout, bidirectional=m.bidirectional,
                           residual=m.residual, bias=m.bias, window_norm=m.window_norm, window=window,
-                          linear_skip=m.linear_skip)
+                          linear_skip=m.linear_skip, quantiles=quantiles_for(m.levels) if m.levels else None)
 
 
 def _resolve(cfg: ForecastConfig, prep: Prepared, data: Any) -> ForecastConfig:
@@ -288,6 +291,33 @@ def _distributed(cfg: ForecastConfig) -> tuple[ForecastConfig, Any]:
                                      "precision": "fp32" if t.precision == "auto" else t.precision})
         cfg = cfg.model_copy(update={"train": train})
     return cfg, dist
+
+
+def _calibrate(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, val_idx: Any,
+               prep: Prepared) -> dict[str, Any]:
+    """Conformal offsets of each interval level from the validation windows (never the test split).
+
+    The model calibrated is the one early stopping chose, which never trained on these windows; the refit
+    model (train.refit) reuses its offsets."""
+    import torch
+
+    from .inference import _predict_scaled
+    from .quantiles import conformal_offsets, intervals_meta
+
+    levels, L, H, T = cfg.model.levels, prep.window, prep.horizon, prep.series.n_targets
+    n = len(val_idx)
+    if cfg.model.calibration == "none" or n == 0:
+        if n == 0 and cfg.model.calibration != "none":
+            log.warning("no validation windows to calibrate the prediction intervals on: they are the raw "
+                        "quantiles; raise data.val_fraction to calibrate them")
+        return intervals_meta(levels, "none", None, 0, False)
+    windows = tensor.unfold(0, L + H, 1)[val_idx.to(tensor.device)].cpu()  # (N, C, L + H)
+    x = windows[:, :, :L].transpose(1, 2).contiguous()  # (N, L, C)
+    y = windows[:, :T, L:].transpose(1, 2).double().numpy()  # (N, H, T)
+    pred = _predict_scaled(model, x.float().numpy())  # (N, H, T, Q)
+    offsets, pooled = conformal_offsets(pred.astype(np.float64), y, levels)
+    log.info("calibrated intervals %s on %d validation windows%s", levels, n, " (pooled over steps)" if pooled else "")
+    return intervals_meta(levels, "conformal", offsets, n, pooled)
 
 
 def _seed_everything(seed: int) -> None:

@@ -12,6 +12,7 @@ from .errors import DataError, did_you_mean
 from .fastpath import future_times
 from .evaluation import Backtest, backtest_origins, naive, score, seasonal_naive
 from .metrics import mase_scale
+from .quantiles import calibrated, interval_columns, interval_metrics, quantiles_for, seasonal_naive_offsets
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -160,24 +161,36 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any
         for i, (sid, t) in enumerate(zip(series.ids, series.times)):
             scaling.check_overflow(x_raw[i], x[i], series.channel_names, t[-L:],
                                    f"series {sid!r}" if sid else "the series")
-    y = _predict_scaled(model, x) * std[:, None, :T] + mean[:, None, :T]  # (S, H, T)
-    if not np.isfinite(y).all():  # D14: a NaN forecast written as an empty cell would pass as a result
+    raw = _predict_scaled(model, x)  # (S, H, T), or (S, H, T, Q) with quantiles
+    iv = meta.get("intervals") or {}
+    levels, qs = iv.get("levels") or [], None
+    if raw.ndim == 4:  # the calibrated quantiles; the median is the point forecast
+        qs = calibrated(raw, iv, mean[:, None, :T, None], std[:, None, :T, None])  # (S, H, T, Q)
+        y = qs[..., raw.shape[-1] // 2]
+    else:
+        y = raw * std[:, None, :T] + mean[:, None, :T]  # (S, H, T)
+    if not np.isfinite(y if qs is None else qs).all():  # D14: a NaN forecast written as an empty cell would pass as a result
         bad = [sid or "the series" for sid, v in zip(series.ids, y) if not np.isfinite(v).all()]
         raise DataError(f"the forecast of {bad[:5]} is not finite: the last {L} input rows lie so far outside "
                         "the training data's range that the model overflows; check those values")
     if meta["layout"] != "wide":
-        return _long_frame(series, meta, y)
+        return _long_frame(series, meta, y, qs, levels)
     frames = []
     for i, (sid, t) in enumerate(zip(series.ids, series.times)):
-        frames.append(pd.DataFrame({meta["time_col"]: future_times(t[-1], H, meta["freq"], meta.get("tz")),
-                                    sid: y[i, :, 0]}))
+        cols: dict[str, Any] = {meta["time_col"]: future_times(t[-1], H, meta["freq"], meta.get("tz")),
+                                sid: y[i, :, 0]}
+        if qs is not None:
+            cols.update(interval_columns(sid, qs[i, :, 0], levels))
+        frames.append(pd.DataFrame(cols))
     out = frames[0]
     for f in frames[1:]:
-        out[f.columns[-1]] = f.iloc[:, -1].to_numpy()
+        for c in f.columns[1:]:  # the series' forecast (and interval) columns after the time column
+            out[c] = f[c].to_numpy()
     return out
 
 
-def _long_frame(series: SeriesSet, meta: dict[str, Any], y: np.ndarray) -> pd.DataFrame:
+def _long_frame(series: SeriesSet, meta: dict[str, Any], y: np.ndarray, qs: np.ndarray | None,
+                levels: list[int]) -> pd.DataFrame:
     """One frame for all series at once: a frame per series made predict ~70x slower than the model's
     forward on 1,000 series (benchmarks/many_series.py); series ending on the same day share their
     future timestamps."""
@@ -194,7 +207,10 @@ def _long_frame(series: SeriesSet, meta: dict[str, Any], y: np.ndarray) -> pd.Da
                               else stamps[0].append(stamps[1:]) if len(stamps) > 1 else stamps[0])
     for k, name in enumerate(meta["targets"]):
         cols[name] = y[:, :, k].reshape(-1)
+        if qs is not None:  # (S, H, Q) -> (S * H, Q): the rows in the frame's order
+            cols.update(interval_columns(name, qs[:, :, k].reshape(-1, qs.shape[-1]), levels))
     return pd.DataFrame(cols)
+
 
 
 def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any], scaler: dict[str, np.ndarray],
@@ -225,9 +241,44 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any],
         sidx.append(i)
         ts.append(t)
     j = np.array([rows[i] for i in sidx])
-    pred = scaling.inverse(_predict_scaled(model, np.stack(x)), scaler["mean"][j][:, None, :T],
-                           scaler["std"][j][:, None, :T])
+    raw = _predict_scaled(model, np.stack(x))
+    mean_j, std_j = scaler["mean"][j][:, None, :T], scaler["std"][j][:, None, :T]
+    qpred = calibrated(raw, meta.get("intervals"), mean_j[..., None], std_j[..., None]) if raw.ndim == 4 else None
+    pred = qpred[..., raw.shape[-1] // 2] if qpred is not None else scaling.inverse(raw, mean_j, std_j)
     forecasts = {"model": pred, "naive": np.stack(nv), "seasonal_naive": np.stack(snv)}
     actual_arr, scale_arr = np.stack(actual), np.stack(scale)
+    metrics = score(actual_arr, forecasts, scale_arr, np.array(sidx), series.ids)
+    quantile_fc = {}
+    if qpred is not None:  # interval scores for the model and for seasonal naive's own residual intervals
+        levels = meta["intervals"]["levels"]
+        snq = seasonal_naive_quantiles(series, splits, sidx, forecasts["seasonal_naive"], H, T, season, levels)
+        quantile_fc = {"model": qpred, "seasonal_naive": snq}
+        for name, q in quantile_fc.items():
+            _add_interval_metrics(metrics, name, actual_arr, q, levels, scale_arr, np.array(sidx), series.ids)
     return Backtest(series_idx=np.array(sidx), origins=np.array(ts), actual=actual_arr, forecasts=forecasts,
-                    scale=scale_arr, metrics=score(actual_arr, forecasts, scale_arr, np.array(sidx), series.ids))
+                    scale=scale_arr, metrics=metrics, quantiles=quantile_fc)
+
+
+def _add_interval_metrics(metrics: dict[str, Any], name: str, actual: np.ndarray, q: np.ndarray, levels: list[int],
+                          scale: np.ndarray, sidx: np.ndarray, ids: list[str]) -> None:
+    """Interval scores into ``metrics[name]``; with several series per series too, the method's row the mean
+    over the series (each series counts once, as for MASE)."""
+    per = metrics.get("per_series")
+    if per is None:
+        metrics[name].update(interval_metrics(actual, q, levels, scale))
+        return
+    rows = []
+    for i in np.unique(sidx):
+        m = sidx == i
+        rows.append(interval_metrics(actual[m], q[m], levels, scale[m]))
+        per[str(ids[i])][name].update(rows[-1])
+    metrics[name].update({k: float(np.mean([r[k] for r in rows])) for k in rows[0]})
+
+
+def seasonal_naive_quantiles(series: SeriesSet, splits: list[Any], sidx: list[int], point: np.ndarray, H: int,
+                             T: int, season: int, levels: list[int]) -> np.ndarray:
+    """(n, H, T, Q): seasonal naive plus the quantiles of its in-sample errors on each series' training part."""
+    qs = quantiles_for(levels)
+    offsets = {i: seasonal_naive_offsets(series.values[i][:splits[i].train_end, :T].astype(np.float64), H,
+                                         season, qs) for i in set(sidx)}
+    return point[..., None] + np.stack([offsets[i] for i in sidx])

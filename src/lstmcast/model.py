@@ -1,7 +1,8 @@
-"""LSTMForecaster: the nn.Module only. (B, L, F) -> (B, H, T), direct multi-step head.
+"""LSTMForecaster: the nn.Module only. (B, L, F) -> (B, H, T), direct multi-step head; with quantiles
+(B, L, F) -> (B, H, T, Q), Q quantiles ascending, the median the point forecast.
 
 Shape legend: B batch, L lookback window, F input features (targets first, then covariates),
-H horizon, T targets, D directions (2 if bidirectional). batch_first=True everywhere.
+H horizon, T targets, Q quantiles, D directions (2 if bidirectional). batch_first=True everywhere.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class LSTMForecaster(nn.Module):
                  num_layers: int = 2, dropout: float = 0.0, bidirectional: bool = False,
                  residual: bool = False, bias: bool = True,
                  window_norm: Literal["last", "mean", "none"] = "mean", window: int | None = None,
-                 linear_skip: bool = False):
+                 linear_skip: bool = False, quantiles: tuple[float, ...] | list[float] | None = None):
         super().__init__()
         if n_targets > input_size:
             raise ShapeError(f"n_targets={n_targets} exceeds input_size={input_size}: targets are input channels too")
@@ -64,6 +65,14 @@ class LSTMForecaster(nn.Module):
             nn.init.zeros_(self.skip.weight)
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
+        # quantiles (ascending, the median among them): the head above forecasts the median; qhead adds, per
+        # side, cumulative softplus offsets from it, so no two quantiles ever cross (output (B, H, T, Q))
+        self.quantiles = tuple(float(q) for q in quantiles) if quantiles else None
+        if self.quantiles is not None:
+            if 0.5 not in self.quantiles or list(self.quantiles) != sorted(set(self.quantiles)):
+                raise ShapeError(f"quantiles must be ascending and include the median 0.5, got {self.quantiles}")
+            self.n_below = self.quantiles.index(0.5)
+            self.qhead = nn.Linear(width, horizon * n_targets * (len(self.quantiles) - 1))
 
     def init_hidden(self, batch_size: int, device: torch.device | str | None = None,
                     dtype: torch.dtype = torch.float32) -> State:
@@ -150,7 +159,17 @@ class LSTMForecaster(nn.Module):
             y = y + self._skip_forecast(x_in[:, :, :T])
         elif ref is not None:
             y = y + ref
+        if self.quantiles is not None:
+            y = self._quantile_paths(y, last)  # (B, H, T, Q)
         return (y, (h_n, c_n)) if return_state else y
+
+    def _quantile_paths(self, median: Tensor, last: Tensor) -> Tensor:
+        # median: (B, H, T); last: (B, D * hidden) -> (B, H, T, Q) ascending: median -+ cumulative offsets
+        B, H, T = median.shape
+        off = nn.functional.softplus(self.qhead(last)).view(B, H, T, -1)  # (B, H, T, Q - 1) > 0
+        below = median.unsqueeze(-1) - off[..., :self.n_below].cumsum(-1)  # nearest the median first
+        above = median.unsqueeze(-1) + off[..., self.n_below:].cumsum(-1)
+        return torch.cat([below.flip(-1), median.unsqueeze(-1), above], dim=-1)
 
     def _skip_forecast(self, xt: Tensor) -> Tensor:
         # xt: (B, L, T) the targets' own window -> (B, H, T): last value + a linear map of the changes to it
@@ -171,5 +190,6 @@ class LSTMForecaster(nn.Module):
         return x, torch.cat(hs), torch.cat(cs)
 
     def extra_repr(self) -> str:
-        return (f"(B, L, F={self.input_size}) -> (B, H={self.horizon}, T={self.n_targets}), "
+        out = f"(B, H={self.horizon}, T={self.n_targets}" + (f", Q={len(self.quantiles)})" if self.quantiles else ")")
+        return (f"(B, L, F={self.input_size}) -> {out}, "
                 f"window_norm={self.window_norm}, residual={self.residual}, linear_skip={self.linear_skip}")

@@ -121,7 +121,7 @@ def metrics_section(metrics: dict[str, dict[str, float]] | None) -> str:
     cols = [n for n in NAMES if any(n in row for row in metrics.values())]
     cols += sorted({k for row in metrics.values() for k in row} - set(cols))
     best = {c: min((row[c] for row in metrics.values() if isinstance(row.get(c), (int, float))
-                    and math.isfinite(row[c])), default=None) for c in cols}
+                    and math.isfinite(row[c])), default=None, key=_badness(c)) for c in cols}
     rows = []
     for method, row in metrics.items():
         cells = [f"<td>{_esc(method)}</td>"]
@@ -133,11 +133,24 @@ def metrics_section(metrics: dict[str, dict[str, float]] | None) -> str:
         rows.append(cells)
     table = _table(["method", *cols], rows, "metrics-table").replace("<tr><td>model</td>",
                                                                      '<tr class="model"><td>model</td>', 1)
+    note = ""
+    if any(c.startswith("coverage_") for c in cols):
+        note = (" Intervals: coverage_L is the share of actuals inside the L% interval (best: nearest L%), width_L "
+                "and interval_score_L (Winkler) are scaled like MASE, pinball is the scaled pinball loss over all "
+                "quantiles; seasonal naive's intervals come from its in-sample error quantiles.")
     return (table + "<p>Rolling-origin backtest on the test split, original units (sMAPE in percent; MASE below "
             "1 beats the in-sample seasonal-naive forecast). Best value per column shaded."
             + (f" {per_series} series: sMAPE and MASE are means over the series; MAE_pooled / RMSE_pooled mix "
                "the series' units; each series' metrics are in metrics.json (per_series), its forecasts in "
-               "backtest.csv." if per_series else "") + "</p>")
+               "backtest.csv." if per_series else "") + f"{note}</p>")
+
+
+def _badness(column: str) -> Any:
+    """Lower is better, except coverage, where nearer the nominal level is better."""
+    if column.startswith("coverage_") and column[9:].isdigit():
+        nominal = int(column[9:]) / 100
+        return lambda v: abs(v - nominal)
+    return lambda v: v
 
 
 def evaluations_section(run: Path) -> str | None:
@@ -244,6 +257,11 @@ def summary_section(meta: dict[str, Any] | None, metrics: dict[str, Any] | None,
     if meta:
         parts.append(f"Forecasts {_esc(meta.get('horizon'))} steps of {_esc(', '.join(meta.get('targets') or []))} "
                      f"from the last {_esc(meta.get('window'))}.")
+        refit = meta.get("refit")
+        if isinstance(refit, dict):  # train.refit: two models, each number says which
+            parts.append(f"The forecasts come from the final model, refitted on all {_esc(refit.get('rows'))} rows "
+                         f"for {_esc(refit.get('steps'))} steps; the backtest comes from the first model, which "
+                         "never saw the test split.")
     return "<p>" + " ".join(parts) + "</p>" if parts else "<p>No results in this folder yet.</p>"
 
 

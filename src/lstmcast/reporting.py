@@ -75,14 +75,11 @@ def forecast_plot(series: SeriesSet, forecast: pd.DataFrame, meta: dict[str, Any
         ax = axes[i][0]
         sid, times, vals = series.ids[i], series.times[i], series.values[i][:, 0]
         ax.plot(times[-history_points:], vals[-history_points:], color="black", lw=1, label="history")
-        if meta["layout"] == "long":
-            part = forecast[forecast[meta["id_col"]].astype(str) == sid]
-            fvals = part[target].to_numpy()
-        elif meta["layout"] == "wide":
-            part, fvals = forecast, forecast[sid].to_numpy()
-        else:
-            part, fvals = forecast, forecast[target].to_numpy()
+        name = sid if meta["layout"] == "wide" else target
+        part = forecast[forecast[meta["id_col"]].astype(str) == sid] if meta["layout"] == "long" else forecast
+        fvals = part[name].to_numpy()
         ftimes = part[meta["time_col"]].to_numpy()
+        _fan(ax, part, name, ftimes, (meta.get("intervals") or {}).get("levels") or [])
         ax.plot(ftimes, fvals, color="tab:blue", lw=2, label="forecast")
         if bt is not None:
             first = True
@@ -104,6 +101,15 @@ def forecast_plot(series: SeriesSet, forecast: pd.DataFrame, meta: dict[str, Any
         fig.suptitle(shown, y=1.0)
     fig.autofmt_xdate()
     _save(fig, path)
+
+
+def _fan(ax: Any, part: pd.DataFrame, name: str, times: Any, levels: list[int]) -> None:
+    """A fan chart: each level's interval shaded, the widest lightest."""
+    for L in sorted(levels, reverse=True):
+        lo, hi = f"{name}_lo_{L}", f"{name}_hi_{L}"
+        if lo in part and hi in part:
+            ax.fill_between(times, part[lo].to_numpy(), part[hi].to_numpy(), color="tab:blue",
+                            alpha=0.12 + 0.5 * (100 - L) / 100, lw=0, label=f"{L}% interval")
 
 
 def probe_plot(probes: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:

@@ -61,6 +61,15 @@ class RunMeta(_Strict):
     last_time: list[str] | None = None
 
 
+class Intervals(_Strict):
+    """meta.json "intervals" (model.levels set): what reproduces the calibrated intervals."""
+
+    levels: list[Annotated[int, Field(ge=1, le=99)]] = Field(min_length=1, max_length=20)
+    quantiles: list[Annotated[float, Field(gt=0.0, lt=1.0)]]
+    calibration: Literal["conformal", "none"]
+    offsets: list[list[list[float]]] | None  # (levels, H, T) in scaled units
+
+
 class ScalerFile(_Strict):
     """scaler.json: one row of per-channel mean and std per series."""
 
@@ -144,6 +153,23 @@ def check_meta(meta: dict[str, Any], path: Path) -> None:
     """Raise CheckpointError naming every problem of meta.json (types first, then relations)."""
     _raise(path, schema_problems(RunMeta, meta))
     _raise(path, _meta_consistency(meta))
+    if meta.get("intervals") is not None:
+        _raise(path, [f"intervals.{p}" for p in schema_problems(Intervals, meta["intervals"])])
+        _raise(path, _interval_problems(meta["intervals"], meta["horizon"], meta["n_targets"]))
+
+
+def _interval_problems(iv: dict[str, Any], H: int, T: int) -> list[str]:
+    """Quantiles that the levels need, offsets one per level, horizon step and target."""
+    from .quantiles import quantiles_for
+
+    problems = []
+    if iv["quantiles"] != quantiles_for(iv["levels"]) or sorted(set(iv["levels"])) != iv["levels"]:
+        problems.append(f"intervals: quantiles {short(iv['quantiles'])} are not those of levels "
+                        f"{short(iv['levels'])}")
+    off = iv["offsets"]
+    if off is not None and np.shape(off) != (len(iv["levels"]), H, T):
+        problems.append(f"intervals.offsets must be {len(iv['levels'])} x {H} x {T} (levels x horizon x targets)")
+    return problems
 
 
 def check_scaler(scaler: dict[str, Any], meta: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -32,6 +32,8 @@ def model_parameters(m: ModelConfig, hidden: int, F: int, T: int, H: int, L: int
         if m.residual and ins != width:
             total += ins * width
     total += width * H * T + H * T
+    if m.levels:  # the quantile head: offsets for the 2 * len(levels) quantiles around the median
+        total += (width + 1) * H * T * 2 * len(m.levels)
     return total + (L * H if m.linear_skip else 0)
 
 

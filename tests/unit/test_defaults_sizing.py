@@ -21,7 +21,8 @@ from tests.conftest import seasonal_frame
 
 
 @pytest.mark.parametrize("m", [ModelConfig(), ModelConfig(num_layers=3, bidirectional=True),
-                               ModelConfig(residual=True, linear_skip=False), ModelConfig(bias=False)])
+                               ModelConfig(residual=True, linear_skip=False), ModelConfig(bias=False),
+                               ModelConfig(levels=[80, 95]), ModelConfig(levels=[50], bidirectional=True)])
 def test_parameter_formula_equals_the_built_model(m):
     for hidden in (8, 32):
         model = build_model(m.model_copy(update={"hidden_size": hidden, "dropout": 0.0}), 3, 2, 7, 20)
@@ -162,3 +163,16 @@ def test_cli_summary_says_the_loss_to_a_baseline_before_the_table(capsys, tmp_pa
     warning = out.index("WARNING: the model loses to naive on the backtest: MASE 1.3 against 1.1")
     assert warning < out.index("backtest on the test split")  # said first, before the numbers
     assert "refitted on all 50 rows for 120 steps" in out
+
+
+def test_report_says_which_model_produced_which_number():
+    from lstmcast.report import summary_section
+
+    metrics = {"model": {"MASE": 1.3}, "naive": {"MASE": 1.1}, "seasonal_naive": {"MASE": 1.2}}
+    diag = {"summary": "the model loses to naive on the backtest: MASE 1.3 against 1.1 (18% worse); learning "
+                       "curves: converged"}
+    meta = {"horizon": 4, "targets": ["y"], "window": 8, "refit": {"rows": 50, "steps": 120, "windows": 40}}
+    html = summary_section(meta, metrics, diag)
+    assert html.index("the model loses to naive") < html.index("Backtest MASE")  # the headline first
+    assert "refitted on all 50 rows for 120 steps" in html and "never saw the test split" in html
+    assert "refitted" not in summary_section({**meta, "refit": None}, metrics, diag)

@@ -51,6 +51,18 @@ LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 }
 
 
+def _loss_for(model: nn.Module, name: str, device: torch.device) -> Callable[[Tensor, Tensor], Tensor]:
+    """train.loss for a point model; the pinball loss over Q for a quantile model (model.levels set).
+
+    Training, validation and early stopping all use it, so the quantiles are what early stopping selects."""
+    quantiles = getattr(model, "quantiles", None)
+    if not quantiles:
+        return LOSSES[name]
+    from ..quantiles import pinball_loss
+
+    return pinball_loss(torch.tensor(quantiles, device=device))  # made once: no host copy in a CUDA graph
+
+
 @dataclass
 class EpochRecord:
     epoch: int
@@ -99,7 +111,7 @@ class Trainer:
         # resident gather, or batches streamed from host memory when the series did not fit the device
         self._gather = streaming.make_gather(self.windows, accel.device, window, n_targets)
         self.train_idx, self.val_idx = train_idx, val_idx
-        self.loss_fn = LOSSES[cfg.loss]
+        self.loss_fn = _loss_for(model, cfg.loss, accel.device)
         self.callbacks = list(callbacks or [])
         dev = accel.device
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -135,7 +147,7 @@ class Trainer:
         dtype = self.accel.autocast_dtype
         # no autocast weight cache: it must not outlive a CUDA graph capture (each weight is cast once anyway)
         with torch.autocast(self.accel.device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=False):
-            pred = self.model(x)  # (B, H, T)
+            pred = self.model(x)  # (B, H, T), or (B, H, T, Q) with quantiles
         return self.loss_fn(pred.float(), y)
 
     def train_step(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:

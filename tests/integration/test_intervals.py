@@ -1,0 +1,129 @@
+"""Prediction intervals end to end: model.levels through fit, predict, backtest, save/load and ONNX export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lstmcast import Forecaster
+from lstmcast.errors import CheckpointError
+from tests.conftest import seasonal_frame, small_config
+
+LEVELS = [80, 95]
+INTERVAL_KEYS = {"coverage_80", "width_80", "interval_score_80", "coverage_95", "width_95", "interval_score_95",
+                 "pinball"}
+
+
+def _config(**model):
+    cfg = small_config(model={"hidden_size": 8, "num_layers": 1, "dropout": 0.0, **model})
+    cfg["train"].update(max_epochs=1)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    df = seasonal_frame(300, noise=0.5)
+    fc = Forecaster(_config(levels=LEVELS)).fit(df)
+    run = tmp_path_factory.mktemp("intervals") / "run"
+    fc.save(run)
+    return fc, df, run
+
+
+def test_predict_writes_median_and_interval_columns(fitted):
+    fc, df, _ = fitted
+    out = fc.predict(df)
+    assert list(out.columns) == ["time", "y", "y_lo_80", "y_hi_80", "y_lo_95", "y_hi_95"]
+    assert (out["y_lo_95"] <= out["y_lo_80"]).all() and (out["y_lo_80"] <= out["y"]).all()
+    assert (out["y"] <= out["y_hi_80"]).all() and (out["y_hi_80"] <= out["y_hi_95"]).all()
+
+
+def test_calibration_offsets_are_stored_and_reproduced_after_load(fitted):
+    fc, df, run = fitted
+    iv = fc.meta_["intervals"]
+    assert iv["levels"] == LEVELS and iv["quantiles"] == [0.025, 0.1, 0.5, 0.9, 0.975]
+    assert iv["calibration"] == "conformal" and np.shape(iv["offsets"]) == (2, 6, 1)
+    assert iv["calibration_windows"] == len(fc.prepared_.index.val)  # the validation windows, not the test
+    loaded = Forecaster.load(run)
+    pd.testing.assert_frame_equal(loaded.predict(df), fc.predict(df))
+
+
+def test_backtest_scores_intervals_for_the_model_and_seasonal_naive(fitted):
+    fc, df, _ = fitted
+    m = fc.backtest(df)
+    assert set(m["model"]) == {"MAE", "RMSE", "sMAPE", "MASE"} | INTERVAL_KEYS
+    assert set(m["seasonal_naive"]) == {"MAE", "RMSE", "sMAPE", "MASE"} | INTERVAL_KEYS
+    assert set(m["naive"]) == {"MAE", "RMSE", "sMAPE", "MASE"}
+    for row in (m["model"], m["seasonal_naive"]):
+        assert 0 <= row["coverage_80"] <= row["coverage_95"] <= 1
+        assert 0 < row["width_80"] < row["width_95"] <= row["interval_score_95"]
+    # the median is the point forecast the point metrics score
+    q = fc.backtest_.quantiles["model"]
+    np.testing.assert_array_equal(q[..., 2], fc.backtest_.forecasts["model"])
+
+
+def test_calibration_none_keeps_the_raw_quantiles():
+    fc = Forecaster(_config(levels=[80], calibration="none")).fit(seasonal_frame(300, noise=0.5))
+    assert fc.meta_["intervals"]["offsets"] is None and fc.meta_["intervals"]["calibration"] == "none"
+    assert list(fc.predict().columns) == ["time", "y", "y_lo_80", "y_hi_80"]
+
+
+def test_point_model_outputs_and_metrics_unchanged():
+    df = seasonal_frame(300, noise=0.5)
+    fc = Forecaster(_config()).fit(df)
+    same = Forecaster(_config(levels=[])).fit(df)
+    assert "intervals" not in fc.meta_
+    assert list(fc.model_.state_dict()) == list(same.model_.state_dict())
+    pd.testing.assert_frame_equal(fc.predict(df), same.predict(df))
+    assert list(fc.predict(df).columns) == ["time", "y"]
+    assert fc.backtest(df) == same.backtest(df)
+    assert set(fc.backtest(df)["model"]) == {"MAE", "RMSE", "sMAPE", "MASE"}
+
+
+def test_edited_interval_offsets_are_refused_on_load(fitted, tmp_path):
+    """FAULTS T12: a re-hashed meta.json edit must not load; here the offsets lose their horizon axis."""
+    import shutil
+
+    from lstmcast.artifacts import sha256_bytes
+
+    _, _, run = fitted
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    meta = json.loads((copy / "meta.json").read_text())
+    meta["intervals"]["offsets"] = [[[0.1]], [[0.2]]]
+    data = json.dumps(meta).encode()
+    (copy / "meta.json").write_bytes(data)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["sha256"]["meta.json"] = sha256_bytes(data)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match=r"intervals.offsets must be 2 x 6 x 1"):
+        Forecaster.load(copy)
+
+
+def test_onnx_export_outputs_quantiles_with_parity(fitted):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import onnxruntime as ort
+
+    from lstmcast.export import export_run
+    from lstmcast.quantiles import calibrated
+
+    fc, df, run = fitted
+    res = export_run(run)
+    assert res.max_abs_diff <= 1e-4
+    spec = json.loads(res.spec_path.read_text())
+    assert spec["output"]["shape"] == ["B", 6, 1, 5]
+    assert spec["intervals"]["quantiles"] == [0.025, 0.1, 0.5, 0.9, 0.975]
+    assert spec["intervals"]["offsets"] == fc.meta_["intervals"]["offsets"]
+    # a deployment following export.json reproduces predict's intervals
+    mean, std = np.asarray(spec["scaler"]["mean"][0]), np.asarray(spec["scaler"]["std"][0])
+    raw = df[spec["channels"]].to_numpy(np.float64)[-spec["window"]:]
+    x = ((raw - mean) / std).astype(np.float32)[None]
+    y = ort.InferenceSession(str(res.onnx_path), providers=["CPUExecutionProvider"]).run(["y"], {"x": x})[0]
+    q = calibrated(y, spec["intervals"], mean[:1, None], std[:1, None])[0, :, 0]  # (H, Q)
+    want = fc.predict(df)
+    np.testing.assert_allclose(q[:, 2], want["y"], atol=1e-4)
+    np.testing.assert_allclose(q[:, 0], want["y_lo_95"], atol=1e-4)
+    np.testing.assert_allclose(q[:, 3], want["y_hi_80"], atol=1e-4)
