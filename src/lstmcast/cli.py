@@ -132,8 +132,36 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
                                                 "folder exactly, from its last good checkpoint."),
           no_tensorboard: bool = typer.Option(False, "--no-tensorboard",
                                               help="Write no TensorBoard events to RUN/tb "
-                                                   "(same as --set monitor.tensorboard=false).")) -> None:
+                                                   "(same as --set monitor.tensorboard=false)."),
+          nproc: int = typer.Option(1, "--nproc", min=1, help="Train data-parallel on this many processes of this "
+                                    "machine (gloo, CPU; several machines: torchrun, see README 'Scale').")) -> None:
     """Train on a CSV/Parquet file, backtest against naive baselines, forecast, write a run folder."""
+    import os
+
+    if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        from .launch import launch
+
+        raise typer.Exit(launch(nproc, sys.argv[1:], run is None and resume is None))
+    if int(os.environ.get("RANK", "0")) > 0:  # a rank other than 0: train only, write nothing
+
+        def _rank() -> None:
+            from .workflow import outputs_missing, train_rank
+
+            ckpt = None
+            if resume is not None:
+                if outputs_missing(resume):
+                    return  # rank 0 writes the missing outputs alone
+                from .training.resume import resume_config
+
+                flags = {"path": data, "time_col": time_col, "target": target, "features": features,
+                         "id_col": id_col, "window": window, "horizon": horizon, "season": season}
+                cfg, ckpt = resume_config(resume, config, flags, overrides)
+            else:
+                cfg = build_config(config, data, time_col, target, features, id_col, window, horizon, season,
+                                   overrides)
+            train_rank(cfg, ckpt)
+
+        return run_guarded(_rank)
 
     def _do() -> None:
         from contextlib import nullcontext

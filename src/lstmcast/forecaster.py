@@ -69,6 +69,7 @@ class Forecaster:
         from .training.accel import resolve
 
         cfg = validate_config(self.config)
+        cfg, dist = _distributed(cfg)  # under torchrun: this rank's place (None alone)
         # before any data is read
         accel = resolve(cfg.train.device, cfg.train.precision, cfg.train.threads, cfg.train.accel)
         _seed_everything(cfg.train.seed)
@@ -84,7 +85,7 @@ class Forecaster:
         idx = prep.index
         train_idx, val_idx = (torch.from_numpy(i).to(tensor.device) for i in (idx.train, idx.val))
         model, trainer, skip = _train(resolved, accel, tensor, prep, train_idx, val_idx, callbacks, run_dir,
-                                      resume_from)
+                                      resume_from, dist)
         result = trainer.fit()
         self.trainer_ = trainer
         self.config_ = resolved
@@ -95,11 +96,13 @@ class Forecaster:
         self.accel_ = accel = trainer.accel  # precision: auto is settled (measured) inside the Trainer
         self.refit_: dict[str, int] | None = None
         if resolved.train.refit and not result.stop_reason.startswith("interrupted"):
-            self.model_, self.refit_ = _refit(resolved, accel, tensor, prep, result, skip)
+            self.model_, self.refit_ = _refit(resolved, accel, tensor, prep, result, skip, dist)
         from .artifacts import build_meta, build_scaler
 
         self.meta_ = build_meta(resolved, prep, self.model_, accel)
         self.meta_["refit"] = self.refit_  # None: model.safetensors is the backtested model itself
+        self.meta_["world_size"] = dist.world if dist is not None else 1
+        self.rank_ = dist.rank if dist is not None else 0
         if resolved.model.levels:
             self.meta_["intervals"] = _calibrate(resolved, self.backtest_model_, tensor, val_idx, prep)
         self.scaler_ = build_scaler(prep)
@@ -194,7 +197,8 @@ def _resolve(cfg: ForecastConfig, prep: Prepared, data: Any) -> ForecastConfig:
 
 
 def _train(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, train_idx: Any, val_idx: Any,
-           callbacks: Any, run_dir: Any, resume_from: Any) -> tuple[LSTMForecaster, Trainer, SkipFit | None]:
+           callbacks: Any, run_dir: Any, resume_from: Any,
+           dist: Any = None) -> tuple[LSTMForecaster, Trainer, SkipFit | None]:
     """Build the model (its linear skip fitted on the training windows) and the Trainer around it."""
     from .training.loop import Trainer
     from .training.skip_init import SkipFit
@@ -208,8 +212,11 @@ def _train(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, train_i
         skip = SkipFit.from_dict(resume_from.meta.get("skip"))
     model = model.to(accel.device)
     trainer = Trainer(model, cfg.train, accel, tensor, train_idx, val_idx, prep.window, prep.horizon, T,
-                      callbacks=callbacks)
-    if run_dir is not None or resume_from is not None:  # checkpoints, exact resume (training/resume.py)
+                      callbacks=callbacks, dist=dist)
+    if dist is not None and not dist.is_main:  # only rank 0 writes checkpoints; the others only read one
+        if resume_from is not None:
+            trainer.resume(resume_from)
+    elif run_dir is not None or resume_from is not None:  # checkpoints, exact resume (training/resume.py)
         from .training.resume import attach_run
 
         attach_run(trainer, run_dir, resume_from, cfg.to_dict(), prep)
@@ -233,10 +240,10 @@ def _init_skip(model: LSTMForecaster, tensor: Any, train_idx: Any, val_idx: Any,
 
 
 def _refit(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, first: Any,
-           skip: SkipFit | None) -> tuple[LSTMForecaster, dict[str, int]]:
+           skip: SkipFit | None, dist: Any = None) -> tuple[LSTMForecaster, dict[str, int]]:
     """train.refit: the final model, trained on every window of the data for the steps early stopping chose.
 
-    Same seed, same settings; no validation split is left, so no early stopping: the number of optimizer
+    Same seed, same settings, on every rank when distributed; no validation split is left, so no early stopping: the number of optimizer
     steps up to the first model's best epoch (0: the fitted linear skip alone)."""
     import torch
 
@@ -254,7 +261,7 @@ def _refit(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, first: 
     model = model.to(accel.device)
     if steps > 0:
         trainer = Trainer(model, refit_cfg, accel, tensor, every, every[:0], prep.window, prep.horizon,
-                          prep.series.n_targets)
+                          prep.series.n_targets, dist=dist)
         trainer.fit()
     log.info("refit on all %d windows for %d steps", len(starts), steps)
     return model.cpu().eval(), {"steps": int(steps), "windows": int(len(starts)), "rows": int(len(tensor))}
@@ -267,6 +274,23 @@ def _all_window_starts(prep: Prepared) -> np.ndarray:
     offsets = prep.index.offsets
     return np.concatenate([window_starts(0, sp.n, prep.window, prep.horizon) + offsets[i]
                            for i, sp in enumerate(prep.splits)])
+
+
+def _distributed(cfg: ForecastConfig) -> tuple[ForecastConfig, Any]:
+    """Under torchrun: join the process group, train on CPU with the cores shared among this machine's ranks,
+    and in fp32 unless set (a measured precision could differ between ranks)."""
+    from .training import distributed
+
+    dist = distributed.from_env()
+    if dist is not None:
+        from .training.accel import available_cores
+
+        t = cfg.train
+        train = t.model_copy(update={"device": distributed.check_device(t.device),
+                                     "threads": t.threads or dist.threads(available_cores()),
+                                     "precision": "fp32" if t.precision == "auto" else t.precision})
+        cfg = cfg.model_copy(update={"train": train})
+    return cfg, dist
 
 
 def _calibrate(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, val_idx: Any,

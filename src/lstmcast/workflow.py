@@ -96,6 +96,20 @@ def train_run(cfg: ForecastConfig, run: Path, callbacks: list[Callable[..., None
     return fc, metrics
 
 
+def train_rank(cfg: ForecastConfig, resume_from: Checkpoint | None = None) -> None:
+    """A rank other than 0 of a distributed run: the same training, no run folder, no lock, no outputs."""
+    from .errors import InterruptedRun
+    from .forecaster import Forecaster
+    from .training import distributed
+
+    try:
+        fc = Forecaster(cfg).fit(cfg.data.path, resume_from=resume_from)
+    finally:
+        distributed.close()
+    if fc.fit_result_.stop_reason.startswith("interrupted"):
+        raise InterruptedRun(f"rank {fc.rank_}: {fc.fit_result_.stop_reason}; rank 0 wrote the checkpoint")
+
+
 def finish_outputs(fc: Forecaster, run: Path, extra: list[Any] | None = None) -> dict[str, Any]:
     """Metrics, forecast, plots, diagnosis and report of a saved model, then complete.json (T10).
 

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..config import TrainConfig
 from ..errors import InterruptedRun, ResourceError
-from . import graphs, precision, streaming
+from . import graphs, precision, sampling, streaming
 from .accel import Accel
 from .guard import Guard
 from .signals import signal_name, stop_on_signals
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from .checkpoint import Checkpoint, CheckpointStore
+    from .distributed import Distributed
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +98,14 @@ class Trainer:
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, accel: Accel, series: Tensor,
                  train_idx: Tensor, val_idx: Tensor, window: int, horizon: int, n_targets: int,
-                 callbacks: list[Callable[[Trainer, EpochRecord], None]] | None = None):
+                 callbacks: list[Callable[[Trainer, EpochRecord], None]] | None = None,
+                 dist: Distributed | None = None):
         # precision: auto -> the measured choice (a short probe on copies of the model; precision.py)
         accel = precision.settle(accel, model, cfg, series, train_idx, val_idx, window, horizon, n_targets)
         self.model, self.cfg, self.accel = model, cfg, accel
+        self.dist = dist  # several ranks (distributed.py): sharded batches, one all-reduce per step
+        if dist is not None:
+            dist.broadcast_model(model)
         self.window, self.horizon, self.n_targets = window, horizon, n_targets
         self.windows = series.unfold(0, window + horizon, 1)  # (rows, C, L + H): a view, no copy
         # resident gather, or batches streamed from host memory when the series did not fit the device
@@ -122,6 +127,7 @@ class Trainer:
         self.result = FitResult()
         self.epoch = 0
         self.stop_requested = False
+        self._stop_agreed = False  # several ranks: a stop any rank asked for, as of the last step's all-reduce
         self._best_state: dict[str, Tensor] | None = None
         self._bad_epochs = 0
         self.step = 0  # optimizer steps taken in the run, skipped ones included
@@ -134,7 +140,7 @@ class Trainer:
         self._next_event = 0
         self._ckpt_due = False
         self._last_save = time.monotonic()
-        self._graphs = graphs.attach(self)  # whole-step CUDA graphs (None: eager)
+        self._graphs = graphs.attach(self) if dist is None else None  # whole-step CUDA graphs (None: eager)
 
     # -- the step -----------------------------------------------------------------------------
     def _forward_loss(self, x: Tensor, y: Tensor) -> Tensor:
@@ -151,9 +157,14 @@ class Trainer:
         return self._eager_step(idx)
 
     def _eager_step(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        weight = 1.0
+        if self.dist is not None:
+            idx, weight = self.dist.shard(idx)  # this rank's windows; its mean loss weighs b_r / B
         x, y = self._gather(idx)
         loss = self._forward_loss(x, y)
-        self.grad_scaler.scale(loss).backward()
+        self.grad_scaler.scale(loss * weight if weight != 1.0 else loss).backward()
+        if self.dist is not None:  # the batch's gradients and loss on every rank, and a stop any rank saw
+            loss, self._stop_agreed = self.dist.step(self._params, loss * weight, self.stop_requested)
         self.grad_scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(self._params, self._max_norm, foreach=True)
         bad = (~(torch.isfinite(loss) & torch.isfinite(norm))).float()
@@ -167,18 +178,28 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach(), norm.detach(), bad
 
+    def _should_stop(self) -> bool:
+        # several ranks stop at the same step: a signal seen by one is acted on after the next all-reduce
+        return self.stop_requested if self.dist is None else self._stop_agreed
+
     # -- the loop -----------------------------------------------------------------------------
     def steps_per_epoch(self) -> int:
-        """One pass over the training windows, but at least ``train.min_epoch_steps`` (windows re-drawn)."""
-        n, B = len(self.train_idx), self.cfg.batch_size
+        """One pass over the training windows (or ``train.windows_per_epoch`` of them), but at least
+        ``train.min_epoch_steps`` (windows re-drawn)."""
+        n, B = self._epoch_windows(), self.cfg.batch_size
         n_steps = max(1, n // B, self.cfg.min_epoch_steps)
         return min(n_steps, self.cfg.max_steps_per_epoch) if self.cfg.max_steps_per_epoch else n_steps
 
+    def _epoch_windows(self) -> int:
+        n, per = len(self.train_idx), self.cfg.windows_per_epoch
+        return min(n, per) if per else n
+
     def _epoch_order(self, n_steps: int) -> Tensor:
-        """The epoch's batch order: as many permutations of the training windows as its steps need."""
-        n, dev = len(self.train_idx), self.train_idx.device
-        reps = max(1, -(-n_steps * self.cfg.batch_size // n))
-        orders = [torch.randperm(n, generator=self.generator, device=dev) for _ in range(reps)]
+        """The epoch's batch order: as many draws of the epoch's windows (all of them: permutations) as
+        its steps need."""
+        n, k = len(self.train_idx), self._epoch_windows()
+        reps = max(1, -(-n_steps * self.cfg.batch_size // k))
+        orders = [sampling.draw(n, k, self.generator) for _ in range(reps)]
         return self.train_idx[orders[0] if reps == 1 else torch.cat(orders)]
 
     def run_epoch(self) -> EpochRecord | None:
@@ -192,7 +213,7 @@ class Trainer:
         perm = self._epoch_order(n_steps)
         sums, skipped, norm_max = cur.acc[:3], cur.acc[3], cur.acc[4]
         for s in range(cur.pos, n_steps):
-            if self.stop_requested:
+            if self._should_stop():
                 cur.seconds += time.perf_counter() - t0
                 return None
             loss, norm, bad = self.train_step(perm[s * B:(s + 1) * B])
@@ -224,13 +245,18 @@ class Trainer:
     def _schedule(self) -> None:
         every, window = self.cfg.checkpoint_every, self.cfg.skip_window
         nxt = (self.step // window + 1) * window
-        if every and self.store is not None:
+        if every and self._checkpoints:
             nxt = min(nxt, (self.step // every + 1) * every)
         self._next_event = nxt
 
+    @property
+    def _checkpoints(self) -> bool:
+        # every rank keeps rank 0's schedule of guard checks and snapshots, though only rank 0 writes
+        return self.store is not None or self.dist is not None
+
     def _step_event(self, cur: EpochCursor, n_steps: int) -> None:
         every = self.cfg.checkpoint_every
-        due = bool(every) and self.store is not None and self.step % every == 0
+        due = bool(every) and self._checkpoints and self.step % every == 0
         rolled_back = self.guard.check(cur, epoch_end=False)
         if due and not rolled_back:
             if cur.pos < n_steps:
@@ -254,10 +280,11 @@ class Trainer:
 
     def _val_total(self, batch_size: int) -> Tensor:
         total = self._zero.clone()
-        for i in range(0, len(self.val_idx), batch_size):
-            x, y = self._gather(self.val_idx[i:i + batch_size])
+        idx = self.val_idx if self.dist is None else self.dist.val_share(self.val_idx)
+        for i in range(0, len(idx), batch_size):
+            x, y = self._gather(idx[i:i + batch_size])
             total += self._forward_loss(x, y) * len(x)
-        return total
+        return total if self.dist is None else self.dist.total(total)
 
     # -- fitting, checkpoints, interruption ---------------------------------------------------
     def attach_checkpoints(self, store: CheckpointStore, context: dict[str, Any]) -> None:
@@ -298,7 +325,7 @@ class Trainer:
         if self.step == 0 and self._best_state is None:
             self._validate_start()
         while not self.finished:
-            if self.stop_requested:
+            if self._should_stop():
                 self._stop(None)
                 return
             if self.cursor is None:

@@ -135,7 +135,7 @@ def model_step_flops(model: nn.Module, window: int, batch: int) -> float:
 
 def expected_steps(cfg: TrainConfig, n_train: int) -> int:
     """Training steps the run will likely take: early stopping usually ends it within ~3 x patience epochs."""
-    per_epoch = max(1, n_train // cfg.batch_size)
+    per_epoch = max(1, min(n_train, cfg.windows_per_epoch or n_train) // cfg.batch_size)
     if cfg.max_steps_per_epoch:
         per_epoch = min(per_epoch, cfg.max_steps_per_epoch)
     return per_epoch * min(cfg.max_epochs, max(10, 3 * cfg.patience))

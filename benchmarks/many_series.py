@@ -1,0 +1,229 @@
+"""Many series on one machine: what each stage costs a user at 1k, 10k and 100k series x 500 points.
+
+Generates long-format Parquet tables of synthetic daily series (a level, trend, weekly season and noise
+that differ per series; 10% short ones of 120 points; 5% with 2% of their days missing, filled by
+``data.missing: interpolate``), then times each stage through the public functions a user's run goes
+through: read, validate, prepare, one training epoch of a fixed number of windows
+(``train.windows_per_epoch``; ``Forecaster.fit`` with ``max_epochs: 1``, so the doctor's checks and the
+linear skip's fit are in it), backtest, predict for every series and writing forecast.csv. Each stage:
+wall time, rows/s and peak RSS (a thread sampling /proc/self/statm every 10 ms).
+
+Then the target ratios:
+- time per row of read+validate+prepare at the largest size vs the smallest (target <= 1.5x);
+- peak RSS at the largest size vs 3 x the table's in-memory size + 500 MB (target: below);
+- training samples/s on many series vs the same model on one series with the same batch (target >= 0.95);
+- predict series/s vs a bare batched forward of the model on every series' last window (target >= 0.5).
+
+Usage: python benchmarks/many_series.py [--quick] [--sizes 1000,10000,100000] [--points 500] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import resource
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HORIZON, WINDOW, SEASON = 14, 28, 7
+BATCH, EPOCH_WINDOWS = 256, 32_768
+
+
+class PeakRSS:
+    """Peak resident memory during a block, sampled from /proc/self/statm (ru_maxrss never goes down)."""
+
+    def __init__(self, every: float = 0.01):
+        self.every, self.peak, self._stop = every, 0, threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE")
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * self._page
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.peak = max(self.peak, self._rss())
+
+    def __enter__(self) -> PeakRSS:
+        gc.collect()
+        self.peak = self._rss()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+
+def make_table(n_series: int, points: int, seed: int = 0):
+    """A long table (id, date, y) of realistic daily series; returns the frame."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    lengths = np.where(rng.random(n_series) < 0.10, 120, points)
+    gappy = rng.random(n_series) < 0.05
+    t = np.arange(points)
+    level = rng.lognormal(3.0, 1.0, n_series)[:, None]
+    amp = level * rng.uniform(0.05, 0.4, n_series)[:, None]
+    phase = rng.uniform(0, 2 * np.pi, n_series)[:, None]
+    trend = level * rng.normal(0, 0.0005, n_series)[:, None]
+    y = level + trend * t + amp * np.sin(2 * np.pi * t / SEASON + phase)
+    y = (y + amp * 0.3 * rng.standard_normal((n_series, points))).astype(np.float32)
+    keep = t[None, :] >= points - lengths[:, None]  # short series end on the same day as the others
+    drop = gappy[:, None] & (rng.random((n_series, points)) < 0.02)
+    drop[:, -1] = drop[:, 0] = False  # a gap is inside a series, never at its ends
+    keep &= ~drop | (t[None, :] < points - lengths[:, None])
+    keep &= ~drop
+    ids = np.repeat(np.array([f"s{i:06d}" for i in range(n_series)]), points).reshape(n_series, points)
+    dates = pd.date_range("2020-01-01", periods=points, freq="D").values
+    return pd.DataFrame({"id": ids[keep], "date": np.broadcast_to(dates, (n_series, points))[keep],
+                         "y": y[keep]})
+
+
+def config(path: str, **train):
+    return {"data": {"path": path, "time_col": "date", "target": "y", "id_col": "id", "freq": "D",
+                     "horizon": HORIZON, "window": WINDOW, "season": SEASON, "missing": "interpolate"},
+            "model": {"hidden_size": 32, "num_layers": 1, "dropout": 0.0},
+            "train": {"batch_size": BATCH, "max_epochs": 1, "windows_per_epoch": EPOCH_WINDOWS,
+                      "min_epoch_steps": 1, "min_steps": 0, "refit": False, "precision": "fp32", "seed": 0,
+                      **train},
+            "eval": {"max_origins": 4}}
+
+
+def stage(results: dict, name: str, rows: int, fn):
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        out = fn()
+        dt = time.perf_counter() - t0
+    results[name] = {"seconds": dt, "rows_per_s": rows / dt, "peak_rss_mb": mem.peak / 2**20}
+    print(f"  {name:<10} {dt:8.2f} s  {rows / dt:12,.0f} rows/s  peak RSS {mem.peak / 2**20:8.0f} MB", flush=True)
+    return out
+
+
+def run_size(n_series: int, points: int, folder: Path) -> dict:
+    from lstmcast import Forecaster
+    from lstmcast.config import validate_config
+    from lstmcast.data.io import read_table
+    from lstmcast.data.prepare import prepare
+    from lstmcast.data.validate import validate_frame
+    from lstmcast.workflow import write_csv
+
+    path = folder / f"series_{n_series}.parquet"
+    frame = make_table(n_series, points)
+    frame.to_parquet(path, index=False)
+    rows, mem_table = len(frame), int(frame.memory_usage(deep=True).sum())
+    del frame
+    print(f"{n_series:,} series, {rows:,} rows ({mem_table / 2**20:.0f} MB in memory as pandas, "
+          f"{path.stat().st_size / 2**20:.0f} MB on disk)", flush=True)
+    cfg = validate_config(config(str(path)))
+    res: dict = {"series": n_series, "rows": rows, "table_mb": mem_table / 2**20}
+    raw = stage(res, "read", rows, lambda: read_table(str(path), None, "id"))
+    series = stage(res, "validate", rows, lambda: validate_frame(raw, cfg.data, "fp32"))
+    del raw
+    stage(res, "prepare", rows, lambda: prepare(series, cfg.data, "fp32"))
+    fc = Forecaster(cfg)
+    stage(res, "fit", rows, lambda: fc.fit(series))
+    res["epoch_samples_per_s"] = fc.history_[0]["samples_per_s"]
+    res["train_samples_per_s"] = steps_only_speed(fc)
+    stage(res, "backtest", rows, lambda: fc.backtest())
+    forecast = stage(res, "predict", rows, lambda: fc.predict())
+    stage(res, "write_csv", len(forecast), lambda: write_csv(forecast, folder / "forecast.csv"))
+    res["predict_series_per_s"] = n_series / res["predict"]["seconds"]
+    res["bare_series_per_s"] = bare_forward(fc, n_series)
+    res["one_series_samples_per_s"] = one_series_speed(folder)
+    res["ru_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  training {res['train_samples_per_s']:,.0f} samples/s without validation, "
+          f"{res['epoch_samples_per_s']:,.0f} with it (one series, same model and batch: "
+          f"{res['one_series_samples_per_s']:,.0f}); predict {res['predict_series_per_s']:,.0f} series/s "
+          f"(bare batched forward {res['bare_series_per_s']:,.0f})", flush=True)
+    return res
+
+
+def bare_forward(fc, n_series: int, batch: int = 4096) -> float:
+    """The floor for predict: the fitted model on n_series random windows, batched, no_grad."""
+    import torch
+
+    F = len(fc.prepared_.series.channel_names)
+    x = torch.randn(n_series, WINDOW, F)
+    model = fc.model_.eval()
+    with torch.inference_mode():
+        model(x[:batch])
+        t0 = time.perf_counter()
+        for i in range(0, n_series, batch):
+            model(x[i:i + batch])
+        return n_series / (time.perf_counter() - t0)
+
+
+def one_series_speed(folder: Path) -> float:
+    """The same model and batch trained on one long series, for as many windows as the many-series epoch."""
+    import pandas as pd
+
+    from lstmcast import Forecaster
+
+    rng = np.random.default_rng(1)
+    n = EPOCH_WINDOWS + 2000
+    t = np.arange(n)
+    y = 10 + 2 * np.sin(2 * np.pi * t / SEASON) + 0.5 * rng.standard_normal(n)
+    path = folder / "one_series.parquet"
+    pd.DataFrame({"id": "only", "date": pd.date_range("1900-01-01", periods=n, freq="D"), "y": y}).to_parquet(path)
+    fc = Forecaster(config(str(path))).fit()
+    return steps_only_speed(fc)
+
+
+def steps_only_speed(fc) -> float:
+    """Training samples/s of the first epoch without its validation pass (many series validate on many more
+    windows than one series; that is a separate cost, in the fit stage's time)."""
+    rec = fc.history_[0]
+    t0 = time.perf_counter()
+    fc.trainer_.validate()
+    return rec["steps"] * BATCH / max(rec["seconds"] - (time.perf_counter() - t0), 1e-9)
+
+
+def summary(results: list[dict]) -> None:
+    lo, hi = results[0], results[-1]
+
+    def per_row(r: dict) -> float:
+        return sum(r[s]["seconds"] for s in ("read", "validate", "prepare")) / r["rows"]
+
+    print("\ntarget ratios")
+    print(f"  read+validate+prepare time per row, {hi['series']:,} vs {lo['series']:,} series: "
+          f"{per_row(hi) / per_row(lo):.2f}x (target <= 1.5)")
+    peak = max(v["peak_rss_mb"] for v in hi.values() if isinstance(v, dict))
+    budget = 3 * hi["table_mb"] + 500
+    print(f"  peak RSS at {hi['series']:,} series: {peak:,.0f} MB vs 3 x table + 500 MB = {budget:,.0f} MB "
+          f"(ratio {peak / budget:.2f}, target <= 1)")
+    for r in results:
+        print(f"  {r['series']:,} series: training samples/s vs one series {r['train_samples_per_s'] / r['one_series_samples_per_s']:.2f}"
+              f" (target >= 0.95); predict series/s vs bare forward {r['predict_series_per_s'] / r['bare_series_per_s']:.2f}"
+              " (target >= 0.5)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1k and 10k series only")
+    ap.add_argument("--sizes", default="1000,10000,100000", help="comma-separated series counts")
+    ap.add_argument("--points", type=int, default=500)
+    ap.add_argument("--keep", default=None, help="write the tables and forecast here (default: a temp folder)")
+    args = ap.parse_args()
+    sizes = [1000, 10000] if args.quick else [int(s) for s in args.sizes.split(",")]
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores visible; "
+          f"batch {BATCH}, {EPOCH_WINDOWS} windows an epoch, L={WINDOW}, H={HORIZON}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.keep or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        results = [run_size(n, args.points, folder) for n in sizes]
+    summary(results)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

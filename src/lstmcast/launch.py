@@ -1,0 +1,59 @@
+"""`lstmcast train --nproc N`: start N ranks of the same command through torch.distributed.run (torchrun).
+
+The launcher picks the run folder before starting the ranks (they must agree on it), maps a failed rank
+to lstmcast's exit codes and names it: a rank killed by a signal stops the others (torchrun's agent) and
+the run continues with `lstmcast train --resume RUN --nproc N` (FAULTS T13).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def launch(nproc: int, argv: list[str], add_run: bool) -> int:
+    """Run ``lstmcast <argv>`` on ``nproc`` local ranks; returns the exit code for the CLI."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    from .workflow import default_run_dir
+
+    args = _without_nproc(argv)
+    if add_run:
+        args += ["--run", str(default_run_dir())]
+    ns = get_args_parser().parse_args(["--standalone", "--nproc-per-node", str(nproc), "--module", "lstmcast.cli"])
+    ns.training_script_args = args  # set here: torchrun's parser would read `--run` as its own `--run-path`
+    try:
+        run(ns)
+    except ChildFailedError as exc:
+        return _report(exc)
+    return 0
+
+
+def _report(exc: BaseException) -> int:
+    failures = getattr(exc, "failures", {})
+    rank, first = min(failures.items(), key=lambda kv: kv[1].timestamp)
+    code = first.exitcode
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
+        print(f"error: rank {rank} was killed by {name}; the other ranks were stopped. Continue from the last "
+              "checkpoint with `lstmcast train --resume RUN --nproc N`", file=sys.stderr)
+        return 130
+    codes = {f.exitcode for f in failures.values()}
+    for known in (130, 5, 4, 3, 2):  # the most telling exit code any rank gave
+        if known in codes:
+            return known
+    print(f"error: rank {rank} failed with exit code {code} (see its messages above)", file=sys.stderr)
+    return code if 0 < code < 256 else 1
