@@ -110,3 +110,12 @@ def test_ids_that_print_alike_and_categorical_ids_go_to_the_loop(monkeypatch):
     assert not decided and _same(fast, loop)
     fast, loop, decided = _both(_clean().astype({"id": "category"}), monkeypatch)
     assert not decided and _same(fast, loop)
+
+
+def test_filling_a_grouped_table_leaves_the_callers_frame_alone(monkeypatch):
+    """Rows already in series and time order are read without copies; a fill must not write through."""
+    df = _clean()
+    df.loc[3, "y"] = np.nan
+    fast, loop, decided = _both(df, monkeypatch, missing="interpolate")
+    assert decided and _same(fast, loop)
+    assert np.isnan(df.loc[3, "y"]) and fast.values[0][3, 0] == 3.0

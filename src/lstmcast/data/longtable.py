@@ -97,8 +97,12 @@ def validate_long(df: pd.DataFrame, cfg: DataConfig, times: np.ndarray, numeric:
         return None
     order, ts, cs, moved = ordered
     del ordered
-    vals = np.column_stack([numeric[c][order] for c in cols])  # (N, C) float64, series by series
-    first_rows = Rows(df["__row__"].to_numpy()[order[:counts[0]]], df.attrs.get("row_kind", "row"))
+    first = slice(0, counts[0]) if order is None else order[:counts[0]]
+    first_rows = Rows(df["__row__"].to_numpy()[first], df.attrs.get("row_kind", "row"))
+    if order is None:  # in table order: the table's arrays themselves (copied below before any write)
+        vals = numeric[cols[0]][:, None] if len(cols) == 1 else np.column_stack([numeric[c] for c in cols])
+    else:
+        vals = np.column_stack([numeric[c][order] for c in cols])  # (N, C) float64, series by series
     del order
     gridded = _on_grid(ts, vals, cs, counts, first_rows, ids[0], cfg, tz)
     if gridded is None:
@@ -108,6 +112,8 @@ def validate_long(df: pd.DataFrame, cfg: DataConfig, times: np.ndarray, numeric:
         if cfg.missing == "error":
             return None
         if cfg.missing in ("interpolate", "ffill"):
+            if not vals.flags.owndata:  # a view of the caller's column (maybe of the user's frame)
+                vals = vals.copy()
             _fill_series_with_gaps(vals, counts, cfg.missing)
     notes = _sort_notes(ids, moved)
     cut = np.cumsum(counts)[:-1]
@@ -119,12 +125,15 @@ def _order(codes: np.ndarray, t: np.ndarray, counts: np.ndarray
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None] | None:
     """Rows by series, then time (stable, D4): (order, sorted stamps, series of each sorted row, rows each
     series' sort moved or None if none was out of order); None on a duplicated timestamp (D3)."""
-    order = np.argsort(codes, kind="stable")  # each series' rows in table order (the loop's groups)
-    ts = t[order]
-    cs = np.repeat(np.arange(len(counts), dtype=codes.dtype), counts)
+    if not np.any(codes[1:] < codes[:-1]):  # rows already grouped by series (the usual table): no copies
+        order, ts, cs = None, t, codes
+    else:
+        order = np.argsort(codes, kind="stable")  # each series' rows in table order (the loop's groups)
+        ts = t[order]
+        cs = np.repeat(np.arange(len(counts), dtype=codes.dtype), counts)
     moved = None
     if np.any((ts[1:] < ts[:-1]) & (cs[1:] == cs[:-1])):  # rows out of time order within a series
-        grouped, order = order, np.lexsort((t, codes))
+        grouped, order = np.arange(len(t)) if order is None else order, np.lexsort((t, codes))
         ts = t[order]
         moved = np.bincount(cs, weights=order != grouped, minlength=len(counts)).astype(np.int64)
     if np.any((ts[1:] == ts[:-1]) & (cs[1:] == cs[:-1])):
