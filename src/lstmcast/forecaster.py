@@ -246,25 +246,36 @@ def _refit(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, first: 
            skip: SkipFit | None, dist: Any = None) -> tuple[LSTMForecaster, dict[str, int]]:
     """train.refit: the final model, trained on every window of the data for the steps early stopping chose.
 
-    Same seed, same settings, on every rank when distributed; no validation split is left, so no early stopping: the number of optimizer
-    steps up to the first model's best epoch (0: the fitted linear skip alone)."""
+    Same seed, same settings, on every rank when distributed; no validation split is left, so no early
+    stopping: the first model's epochs up to its best one (none: the fitted linear skip alone)."""
     import torch
 
-    from .training.loop import Trainer
+    from .training.loop import EpochRecord, Trainer
 
-    steps = sum(r.steps for r in first.history if r.epoch <= first.best_epoch)
+    epochs = [r for r in first.history if r.epoch <= first.best_epoch]
+    steps = sum(r.steps for r in epochs)
     _seed_everything(cfg.train.seed)
     starts = _all_window_starts(prep)
     every = torch.from_numpy(starts).to(tensor.device)
-    refit_cfg = cfg.train.model_copy(update={"max_epochs": 1, "min_epoch_steps": max(1, steps), "min_steps": 0,
-                                             "max_steps_per_epoch": max(1, steps)})
+    # the first run's epochs again: as many, of as many steps, each at the learning rate it had there (the
+    # plateau schedule cannot run without validation, and one long epoch at the first rate trained worse)
+    per_epoch = max(1, epochs[0].steps) if epochs else 1
+    refit_cfg = cfg.train.model_copy(update={
+        "max_epochs": max(1, len(epochs)), "min_epoch_steps": per_epoch, "max_steps_per_epoch": per_epoch,
+        "min_steps": 0, "patience": len(epochs) + 1})
+    lrs = [r.lr for r in epochs]
+
+    def replay_lr(trainer: Trainer, rec: EpochRecord) -> None:
+        if rec.epoch < len(lrs):
+            for group in trainer.optimizer.param_groups:
+                group["lr"] = lrs[rec.epoch]
     model = build_model(cfg.model, tensor.shape[1], prep.series.n_targets, prep.horizon, prep.window)
     if cfg.model.linear_skip:  # the prior and strength chosen on validation, refitted on all windows
         _init_skip(model, tensor, every, every[:0], cfg, prep, skip)
     model = model.to(accel.device)
     if steps > 0:
         trainer = Trainer(model, refit_cfg, accel, tensor, every, every[:0], prep.window, prep.horizon,
-                          prep.series.n_targets, dist=dist)
+                          prep.series.n_targets, callbacks=[replay_lr], dist=dist)
         trainer.fit()
     log.info("refit on all %d windows for %d steps", len(starts), steps)
     return model.cpu().eval(), {"steps": int(steps), "windows": int(len(starts)), "rows": int(len(tensor))}
