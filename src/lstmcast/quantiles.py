@@ -55,7 +55,8 @@ def conformal_offsets(pred: np.ndarray, y: np.ndarray, levels: list[int],
 
     Conformalized quantile regression: the score max(lo - y, y - hi) per window; its ceil((N+1) L%)-th
     smallest value is the offset. Per horizon step when there are ``min_per_step`` windows, else pooled
-    over steps. Returns the offsets and whether they were pooled.
+    over steps. Returns the offsets and whether they were pooled. (fit calibrates with
+    calibration.scaled_conformal_offsets instead: more windows, widths scaled per step.)
     """
     N, H, T, _ = pred.shape
     pooled = N < min_per_step
