@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 from collections.abc import Callable
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from .training.skip_init import SkipFit
 
 log = logging.getLogger(__name__)
+MAX_SCALE_WINDOWS = 4096  # training windows in the intervals' calibration set
 DataSource = "str | os.PathLike[str] | pd.DataFrame | None"
 
 
@@ -104,7 +106,8 @@ class Forecaster:
         self.meta_["world_size"] = dist.world if dist is not None else 1
         self.rank_ = dist.rank if dist is not None else 0
         if resolved.model.levels:
-            self.meta_["intervals"] = _calibrate(resolved, self.backtest_model_, tensor, val_idx, prep)
+            self.meta_["intervals"] = _calibrate(resolved, self.backtest_model_, tensor, train_idx, val_idx,
+                                                  prep, skip)
         self.scaler_ = build_scaler(prep)
         return self
 
@@ -304,31 +307,61 @@ def _distributed(cfg: ForecastConfig) -> tuple[ForecastConfig, Any]:
     return cfg, dist
 
 
-def _calibrate(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, val_idx: Any,
-               prep: Prepared) -> dict[str, Any]:
-    """Conformal offsets of each interval level from the validation windows (never the test split).
+def _calibrate(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, train_idx: Any, val_idx: Any,
+               prep: Prepared, skip: SkipFit | None = None) -> dict[str, Any]:
+    """Conformal offsets of each interval level (calibration.py), never from the test split.
 
-    The model calibrated is the one early stopping chose, which never trained on these windows; the refit
-    model (train.refit) reuses its offsets."""
-    import torch
+    The model calibrated is the one early stopping chose; the refit model (train.refit) reuses its
+    offsets. The calibration windows: the validation windows and (evenly spread, at most
+    MAX_SCALE_WINDOWS) the training windows, their linear skip forecast out of sample."""
+    from .calibration import scaled_conformal_offsets, step_scale
+    from .quantiles import intervals_meta
 
-    from .inference import _predict_scaled
-    from .quantiles import conformal_offsets, intervals_meta
-
-    levels, L, H, T = cfg.model.levels, prep.window, prep.horizon, prep.series.n_targets
+    levels = cfg.model.levels
     n = len(val_idx)
     if cfg.model.calibration == "none" or n == 0:
         if n == 0 and cfg.model.calibration != "none":
             log.warning("no validation windows to calibrate the prediction intervals on: they are the raw "
                         "quantiles; raise data.val_fraction to calibrate them")
         return intervals_meta(levels, "none", None, 0, False)
-    windows = tensor.unfold(0, L + H, 1)[val_idx.to(tensor.device)].cpu()  # (N, C, L + H)
+    pred_tr, y_tr = _training_forecasts(cfg, model, tensor, train_idx, prep, skip)
+    scale = step_scale(pred_tr[..., len(levels)] - y_tr)  # (H, T): the median's error per step
+    pred, y = _window_forecasts(model, tensor, val_idx, prep)
+    offsets = scaled_conformal_offsets(np.concatenate([pred, pred_tr]), np.concatenate([y, y_tr]), levels, scale)
+    log.info("calibrated intervals %s on %d validation and %d training windows", levels, n, len(y_tr))
+    return intervals_meta(levels, "conformal", offsets, n, True, len(y_tr))
+
+
+def _training_forecasts(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, train_idx: Any,
+                        prep: Prepared, skip: SkipFit | None) -> tuple[Any, Any]:
+    """Forecasts and actuals of the training windows for calibration, the fitted linear skip's part
+    replaced by an out-of-sample one (calibration.out_of_sample_shift; windows without earlier data dropped)."""
+    import torch
+
+    pick = np.linspace(0, len(train_idx) - 1, min(len(train_idx), MAX_SCALE_WINDOWS)).astype(np.int64)
+    tr = train_idx[torch.from_numpy(pick).to(train_idx.device)]  # evenly spread: the cost stays bounded
+    pred, y = _window_forecasts(model, tensor, tr, prep)
+    if skip is None or math.isinf(skip.lam) or not len(tr):  # no skip, or a baseline: nothing fitted
+        return pred, y
+    from .calibration import out_of_sample_shift
+
+    shift, ok = out_of_sample_shift(tensor.unfold(0, prep.window + prep.horizon, 1).cpu(), tr, train_idx,
+                                    prep.window, prep.horizon, prep.series.n_targets, prep.season, skip,
+                                    model.skip.weight.detach().cpu(), cfg.train.loss, cfg.train.seed)
+    return pred[ok] + shift[ok][..., None], y[ok]
+
+
+def _window_forecasts(model: LSTMForecaster, tensor: Any, idx: Any, prep: Prepared) -> tuple[Any, Any]:
+    """The model's quantile forecasts (N, H, T, Q) and the actuals (N, H, T) of windows ``idx`` (scaled)."""
+    from .inference import _predict_scaled
+
+    L, H, T = prep.window, prep.horizon, prep.series.n_targets
+    if len(idx) == 0:
+        return np.zeros((0, H, T, len(model.quantiles or ()))), np.zeros((0, H, T))
+    windows = tensor.unfold(0, L + H, 1)[idx.to(tensor.device)].cpu()  # (N, C, L + H)
     x = windows[:, :, :L].transpose(1, 2).contiguous()  # (N, L, C)
     y = windows[:, :T, L:].transpose(1, 2).double().numpy()  # (N, H, T)
-    pred = _predict_scaled(model, x.float().numpy())  # (N, H, T, Q)
-    offsets, pooled = conformal_offsets(pred.astype(np.float64), y, levels)
-    log.info("calibrated intervals %s on %d validation windows%s", levels, n, " (pooled over steps)" if pooled else "")
-    return intervals_meta(levels, "conformal", offsets, n, pooled)
+    return _predict_scaled(model, x.float().numpy()).astype(np.float64), y
 
 
 def _seed_everything(seed: int) -> None:

@@ -55,7 +55,8 @@ def conformal_offsets(pred: np.ndarray, y: np.ndarray, levels: list[int],
 
     Conformalized quantile regression: the score max(lo - y, y - hi) per window; its ceil((N+1) L%)-th
     smallest value is the offset. Per horizon step when there are ``min_per_step`` windows, else pooled
-    over steps. Returns the offsets and whether they were pooled.
+    over steps. Returns the offsets and whether they were pooled. (fit calibrates with
+    calibration.scaled_conformal_offsets instead: more windows, widths scaled per step.)
     """
     N, H, T, _ = pred.shape
     pooled = N < min_per_step
@@ -151,8 +152,9 @@ def interval_columns(name: str, qpred: np.ndarray, levels: list[int]) -> dict[st
 
 
 def intervals_meta(levels: list[int], calibration: str, offsets: np.ndarray | None, windows: int,
-                   pooled: bool) -> dict[str, Any]:
+                   pooled: bool, training_windows: int = 0) -> dict[str, Any]:
     """meta.json "intervals": what a loaded run and export.json need to reproduce the intervals."""
     return {"levels": list(levels), "quantiles": quantiles_for(levels), "calibration": calibration,
             "offsets": None if offsets is None else np.asarray(offsets, dtype=np.float64).tolist(),
-            "calibration_windows": int(windows), "pooled": bool(pooled)}
+            "calibration_windows": int(windows), "pooled": bool(pooled),
+            "training_windows": int(training_windows)}  # calibration.py: training windows in the set too

@@ -46,6 +46,7 @@ def test_calibration_offsets_are_stored_and_reproduced_after_load(fitted):
     assert iv["levels"] == LEVELS and iv["quantiles"] == [0.025, 0.1, 0.5, 0.9, 0.975]
     assert iv["calibration"] == "conformal" and np.shape(iv["offsets"]) == (2, 6, 1)
     assert iv["calibration_windows"] == len(fc.prepared_.index.val)  # the validation windows, not the test
+    assert 0 < iv["training_windows"] <= len(fc.prepared_.index.train)  # plus the training windows
     loaded = Forecaster.load(run)
     pd.testing.assert_frame_equal(loaded.predict(df), fc.predict(df))
 
