@@ -14,6 +14,8 @@ from typing import Any, Optional
 
 import typer
 
+from .cli_output import metrics_table, print_best, print_space, print_trained, print_trial
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="LSTM time-series forecasting: train, evaluate, predict, doctor, tune, report, export.")
 _STATE = {"debug": False}
@@ -99,29 +101,6 @@ def build_config(config: Optional[Path], data: Optional[str], time_col: Optional
     return validate_config(raw) if validate else raw
 
 
-def _metrics_table(metrics: dict[str, dict[str, float]], title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from .evaluation import methods
-
-    rows = methods(metrics)  # several series: MAE/RMSE are pooled, per-series metrics in metrics.json (H16)
-    every = list(dict.fromkeys(k for row in rows.values() for k in row))
-    interval = [k for k in every if k == "pinball" or k.split("_")[0] in ("coverage", "width", "interval")]
-    point = [k for k in every if k not in interval]
-    for names, heading in ((point, title), (interval, "prediction intervals (width and scores scaled like MASE)")):
-        if not names:
-            continue
-        table = Table(title=heading)
-        table.add_column("method")
-        for name in names:
-            table.add_column(name, justify="right")
-        for method, row in rows.items():
-            if any(k in row for k in names):
-                table.add_row(method, *(f"{row[k]:.4g}" if k in row else "" for k in names))
-        Console().print(table)
-
-
 @app.command()
 def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, target: Optional[str] = TargetOpt,
           features: Optional[str] = FeatOpt, id_col: Optional[str] = IdOpt, window: Optional[int] = WindowOpt,
@@ -176,7 +155,7 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
             if resume is not None and outputs_missing(resume):
                 typer.echo(f"{resume}: the model is trained and saved; writing the missing outputs", err=True)
                 fc, metrics = resume_outputs(resume)
-                return _print_trained(fc, metrics, resume)
+                return print_trained(fc, metrics, resume)
             if resume is not None:
                 flags = {"path": data, "time_col": time_col, "target": target, "features": features,
                          "id_col": id_col, "window": window, "horizon": horizon, "season": season}
@@ -190,32 +169,9 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
                 cfg.monitor.tensorboard = False
             with EpochProgress(cfg.train.max_epochs) as progress:
                 fc, metrics = train_run(cfg, run_dir, callbacks=[progress], resume_from=ckpt)
-        _print_trained(fc, metrics, run_dir)
+        print_trained(fc, metrics, run_dir)
 
     run_guarded(_do)
-
-
-def _print_trained(fc: Any, metrics: dict[str, Any], run_dir: Path) -> None:
-    res = getattr(fc, "fit_result_", None)  # None: a saved model whose outputs `--resume` just finished
-    if res is not None:
-        typer.echo(f"trained {fc.meta_['n_parameters']:,} parameters for {len(fc.history_)} epochs "
-                   f"(best epoch {res.best_epoch}, {res.stop_reason})")
-    refit = getattr(fc, "refit_", None) or (fc.meta_.get("refit") if isinstance(fc.meta_, dict) else None)
-    if refit:
-        typer.echo(f"final model: refitted on all {refit['rows']:,} rows for {refit['steps']} steps "
-                   "(train.refit); the backtest below is the first model's, which never saw the test split")
-    diagnosis = getattr(fc, "diagnosis_", None)
-    if diagnosis is not None and diagnosis.verdict == "loses-to-baseline":  # said first, before the table
-        typer.echo(f"WARNING: {diagnosis.findings[0].message}")
-    _metrics_table(metrics, f"backtest on the test split ({len(fc.backtest_.origins)} origins, "
-                            f"horizon {fc.meta_['horizon']})")
-    if getattr(fc, "diagnosis_", None) is not None:
-        typer.echo("\n".join(fc.diagnosis_.lines()))
-    if (run_dir / "report.html").is_file():
-        typer.echo(f"report: {run_dir / 'report.html'}")
-    if fc.config_.monitor.tensorboard and (run_dir / "tb").is_dir():
-        typer.echo(f"tensorboard: tensorboard --logdir {run_dir / 'tb'}")
-    typer.echo(f"run folder: {run_dir}")
 
 
 def _resume_setup(resume: Path, run: Optional[Path], config: Optional[Path], flags: dict[str, Any],
@@ -249,7 +205,7 @@ def evaluate(run: Path = typer.Argument(..., help="Run folder written by `lstmca
         from .workflow import evaluate_run
 
         metrics, path = evaluate_run(run, data, name)
-        _metrics_table(metrics, f"backtest of {run} on {data or 'its training data'}")
+        metrics_table(metrics, f"backtest of {run} on {data or 'its training data'}")
         typer.echo(f"evaluation written to {path} (the held-out backtest stays in {run / 'metrics.json'})")
 
     run_guarded(_do)
@@ -273,49 +229,6 @@ def predict(run: Path = typer.Argument(..., help="Run folder written by `lstmcas
         typer.echo(f"{len(frame)} forecast rows written to {target}")
 
     run_guarded(_do)
-
-
-def _print_space(space: Any) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="search space (override under tune: in the config)")
-    for col in ("parameter", "distribution", "note"):
-        table.add_column(col)
-    for row in space.rows():
-        table.add_row(*row)
-    Console().print(table)
-
-
-def _print_trial(outcome: Any) -> None:
-    value = f" value {outcome.value:.5g}" if outcome.value is not None else ""
-    p = outcome.params
-    typer.echo(f"trial {outcome.number}: {outcome.state}{value} after {outcome.attrs.get('epochs', 0)} epochs "
-               f"({outcome.attrs.get('seconds', 0):.1f}s)  hidden {p['hidden_size']}x{p['num_layers']} "
-               f"lr {p['lr']:.2g} window {p['window']} batch {p['batch_size']}")
-
-
-def _print_best(summary: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    cols = {"trial": "#", "value": summary["objective"], "epochs": "epochs", "hidden_size": "hidden",
-            "num_layers": "layers", "dropout": "dropout", "lr": "lr", "window": "window", "batch_size": "batch",
-            "bidirectional": "bidir", "residual": "resid"}
-    table = Table(title=f"best trials ({summary['trials']} trials: "
-                        + ", ".join(f"{n} {s}" for s, n in summary["states"].items()) + ")")
-    for head in cols.values():
-        table.add_column(head, justify="right", no_wrap=True)
-    for r in summary["best_trials"]:
-        table.add_row(*(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols))
-    console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 120)  # logs and pipes: no need to squeeze the columns
-    console.print(table)
-    if summary["importances"]:
-        typer.echo("parameter importances: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["importances"].items()))
-    if summary.get("importance_note"):
-        typer.echo(f"  ({summary['importance_note']})")
 
 
 @app.command()
@@ -357,12 +270,12 @@ def tune(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targe
                            workers_per_machine=workers_per_machine)
         route_optuna_logs()
         with Tuner(cfg, opts) as tuner:
-            _print_space(tuner.space)
+            print_space(tuner.space)
             t = cfg.tune
             typer.echo(f"study {study!r} in {redact(tuner.url)}: {t.trials} trials, objective {t.objective}, "
                        f"pruner {t.pruner}, up to {t.max_epochs} epochs each, {tuner.threads()} threads per trial")
-            summary = tuner.run(on_trial=_print_trial)
-        _print_best(summary)
+            summary = tuner.run(on_trial=print_trial)
+        print_best(summary)
         if summary["best"] is None:
             raise no_best_trial_error(summary)
         typer.echo(f"results in {run_dir}: best.yaml, trials.csv, summary.json, history.png, importances.png")

@@ -107,7 +107,7 @@ def data_info_of(prepared: Any, doctor: Any = None) -> DataInfo | None:
     if doctor is not None:
         from dataclasses import replace
 
-        from .doctor import n_parameters
+        from .estimate import n_parameters
 
         wider = n_parameters(replace(doctor.dims, hidden=2 * doctor.dims.hidden))
     return DataInfo(tuple(int(sp.train_end) for sp in prepared.splits), int(prepared.window),

@@ -125,7 +125,7 @@ def _hidden_size(d: Dims) -> list[Finding]:
 def _bidirectional(d: Dims, report: DoctorReport) -> list[Finding]:
     if d.D != 2:
         return []
-    from .doctor import n_parameters
+    from .estimate import n_parameters
 
     one_way = n_parameters(replace(d, D=1))
     return [Finding("info", "bidirectional-head",
@@ -140,7 +140,7 @@ def _windows_per_parameter(cfg: ForecastConfig, report: DoctorReport) -> list[Fi
     ratio = report.windows_per_parameter
     if ratio is None or ratio >= MIN_WINDOWS_PER_PARAMETER:
         return []
-    from .doctor import n_parameters
+    from .estimate import n_parameters
 
     d, W = report.dims, report.train_windows or 0
     hidden = d.hidden

@@ -15,6 +15,7 @@ between stacked layers and 0 with one layer (LSTM dropout acts between layers on
 from __future__ import annotations
 
 from .config import ModelConfig
+from .estimate import Dims, n_parameters
 
 MIN_WINDOWS_PER_PARAMETER = 0.01  # fewer than one training window per 100 parameters: overfitting risk
 HIDDEN_CHOICES = (8, 16, 32, 64)
@@ -23,18 +24,9 @@ AUTO_DROPOUT = 0.1
 
 def model_parameters(m: ModelConfig, hidden: int, F: int, T: int, H: int, L: int) -> int:
     """Trainable parameters of the model ``m`` describes with ``hidden`` units (equal to sum(p.numel()))."""
-    D = 2 if m.bidirectional else 1
-    width = D * hidden
-    total = 0
-    for k in range(m.num_layers):
-        ins = F if k == 0 else width
-        total += D * (4 * hidden * (ins + hidden) + (8 * hidden if m.bias else 0))
-        if m.residual and ins != width:
-            total += ins * width
-    total += width * H * T + H * T
-    if m.levels:  # the quantile head: offsets for the 2 * len(levels) quantiles around the median
-        total += (width + 1) * H * T * 2 * len(m.levels)
-    return total + (L * H if m.linear_skip else 0)
+    d = Dims(B=1, L=L, H=H, F=F, T=T, D=2 if m.bidirectional else 1, hidden=hidden, layers=m.num_layers,
+             residual=m.residual, bias=m.bias, skip=m.linear_skip, Q=2 * len(m.levels) + 1 if m.levels else 0)
+    return n_parameters(d)
 
 
 def auto_hidden(m: ModelConfig, train_windows: int, F: int, T: int, H: int, L: int) -> int:

@@ -124,7 +124,7 @@ def test_cli_metrics_table_and_report_handle_per_series_metrics(long_run):
 
 
 def test_cli_metrics_table_shows_the_pooled_columns_not_per_series(capsys):
-    from lstmcast.cli import _metrics_table
+    from lstmcast.cli_output import metrics_table as _metrics_table
 
     actual, fc, scale, sidx = _two_scales()
     _metrics_table(score(actual, fc, scale, sidx, ["small", "big"]), "backtest")

@@ -146,7 +146,7 @@ def test_headline_leads_the_diagnosis_when_the_model_loses():
 def test_cli_summary_says_the_loss_to_a_baseline_before_the_table(capsys, tmp_path):
     from types import SimpleNamespace
 
-    from lstmcast.cli import _print_trained
+    from lstmcast.cli_output import print_trained as _print_trained
     from lstmcast.diagnosis import diagnose
 
     metrics = {"model": {"MAE": 2.0, "RMSE": 2.5, "sMAPE": 9.0, "MASE": 1.3},

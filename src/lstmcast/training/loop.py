@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import TrainConfig
@@ -33,6 +32,7 @@ from ..errors import InterruptedRun, ResourceError
 from . import graphs, precision, sampling, streaming
 from .accel import Accel
 from .guard import Guard
+from .losses import LOSSES, loss_for  # noqa: F401  (LOSSES re-exported: tests swap a loss in)
 from .signals import signal_name, stop_on_signals
 from .state import EpochCursor, capture, new_cursor, restore
 
@@ -43,25 +43,6 @@ if TYPE_CHECKING:
     from .distributed import Distributed
 
 log = logging.getLogger(__name__)
-
-LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "mse": F.mse_loss,
-    "mae": F.l1_loss,
-    "huber": F.huber_loss,
-}
-
-
-def _loss_for(model: nn.Module, name: str, device: torch.device) -> Callable[[Tensor, Tensor], Tensor]:
-    """train.loss for a point model; the pinball loss over Q for a quantile model (model.levels set).
-
-    Training, validation and early stopping all use it, so the quantiles are what early stopping selects."""
-    quantiles = getattr(model, "quantiles", None)
-    if not quantiles:
-        return LOSSES[name]
-    from ..quantiles import pinball_loss
-
-    return pinball_loss(torch.tensor(quantiles, device=device))  # made once: no host copy in a CUDA graph
-
 
 @dataclass
 class EpochRecord:
@@ -111,7 +92,7 @@ class Trainer:
         # resident gather, or batches streamed from host memory when the series did not fit the device
         self._gather = streaming.make_gather(self.windows, accel.device, window, n_targets)
         self.train_idx, self.val_idx = train_idx, val_idx
-        self.loss_fn = _loss_for(model, cfg.loss, accel.device)
+        self.loss_fn = loss_for(model, cfg.loss, accel.device)
         self.callbacks = list(callbacks or [])
         dev = accel.device
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,

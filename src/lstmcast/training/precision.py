@@ -119,12 +119,10 @@ def candidates(device: torch.device, cpuinfo: str | None = None) -> tuple[list[s
 def lstm_step_flops(input_size: int, hidden: int, layers: int, directions: int, window: int, batch: int,
                     outputs: int) -> float:
     """Approximate FLOPs of one training step (forward + backward ~ 3x forward) of LSTM + linear head."""
-    per_step = 0.0
-    width = input_size
-    for _ in range(layers):
-        per_step += directions * 2 * 4 * hidden * (width + hidden)  # 4 gates, one MAC = 2 FLOPs
-        width = directions * hidden
-    return 3.0 * batch * (window * per_step + 2 * width * outputs)
+    from ..estimate import Dims, flops_per_step
+
+    d = Dims(B=batch, L=window, H=outputs, F=input_size, T=1, D=directions, hidden=hidden, layers=layers)
+    return float(flops_per_step(d))
 
 
 def model_step_flops(model: nn.Module, window: int, batch: int) -> float:
