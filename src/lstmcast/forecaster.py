@@ -282,11 +282,14 @@ def _refit(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, first: 
 
 
 def _all_window_starts(prep: Prepared) -> np.ndarray:
-    """Every complete window of every series, test split included (the refit sees all the data given)."""
-    from .data.windows import window_starts
+    """Every complete window of every series, test split included (the refit sees all the data given);
+    with ``missing: drop-windows`` only windows without a missing value, as for training."""
+    from .data.windows import complete_starts, window_starts
 
-    offsets = prep.index.offsets
-    return np.concatenate([window_starts(0, sp.n, prep.window, prep.horizon) + offsets[i]
+    offsets, span = prep.index.offsets, prep.window + prep.horizon
+    finite = np.isfinite(prep.scaled).all(axis=1)
+    return np.concatenate([complete_starts(window_starts(0, sp.n, prep.window, prep.horizon),
+                                           finite[offsets[i]:offsets[i + 1]], span) + offsets[i]
                            for i, sp in enumerate(prep.splits)])
 
 

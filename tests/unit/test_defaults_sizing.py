@@ -176,3 +176,15 @@ def test_report_says_which_model_produced_which_number():
     assert html.index("the model loses to naive") < html.index("Backtest MASE")  # the headline first
     assert "refitted on all 50 rows for 120 steps" in html and "never saw the test split" in html
     assert "refitted" not in summary_section({**meta, "refit": None}, metrics, diag)
+
+
+def test_refit_skips_windows_with_missing_values_like_training():
+    df = seasonal_frame(300, period=12, noise=0.2)
+    df.loc[150:152, "y"] = np.nan  # kept as NaN by missing: drop-windows
+    cfg = {"data": {"time_col": "time", "target": "y", "horizon": 6, "window": 24, "season": 12,
+                    "missing": "drop-windows"},
+           "model": {"hidden_size": 8}, "train": {"max_epochs": 2, "seed": 0, "min_steps": 0},
+           "monitor": {"tensorboard": False}}
+    fc = lstmcast.Forecaster(cfg).fit(df)
+    assert fc.refit_["windows"] == 300 - 24 - 6 + 1 - (3 + 24 + 6 - 1)  # every window touching a NaN dropped
+    assert all(torch.isfinite(p).all() for p in fc.model_.parameters())
