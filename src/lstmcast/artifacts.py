@@ -143,7 +143,8 @@ def load_run(path: str | os.PathLike[str]) -> Forecaster:
     from safetensors.torch import load as st_load
 
     from .config import validate_config, yaml_load_bytes
-    from .forecaster import Forecaster, build_model
+    from .build import build_model
+    from .forecaster import Forecaster
 
     folder = Path(path)
     manifest = read_manifest(folder)

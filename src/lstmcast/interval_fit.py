@@ -1,0 +1,78 @@
+"""Calibrating a fitted quantile model's intervals (``model.levels``) on windows it was not fitted to.
+
+The maths is in calibration.py; this module runs the model on the validation and training windows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .config import ForecastConfig
+    from .data.prepare import Prepared
+    from .model import LSTMForecaster
+    from .training.skip_init import SkipFit
+
+log = logging.getLogger("lstmcast.forecaster")
+MAX_SCALE_WINDOWS = 4096  # training windows in the intervals' calibration set
+
+
+def calibrate(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, train_idx: Any, val_idx: Any,
+               prep: Prepared, skip: SkipFit | None = None) -> dict[str, Any]:
+    """Conformal offsets of each interval level (calibration.py), never from the test split.
+
+    The model calibrated is the one early stopping chose; the refit model (train.refit) reuses its
+    offsets. The calibration windows: the validation windows and (evenly spread, at most
+    MAX_SCALE_WINDOWS) the training windows, their linear skip forecast out of sample."""
+    from .calibration import scaled_conformal_offsets, step_scale
+    from .quantiles import intervals_meta
+
+    levels = cfg.model.levels
+    n = len(val_idx)
+    if cfg.model.calibration == "none" or n == 0:
+        if n == 0 and cfg.model.calibration != "none":
+            log.warning("no validation windows to calibrate the prediction intervals on: they are the raw "
+                        "quantiles; raise data.val_fraction to calibrate them")
+        return intervals_meta(levels, "none", None, 0, False)
+    pred_tr, y_tr = training_forecasts(cfg, model, tensor, train_idx, prep, skip)
+    scale = step_scale(pred_tr[..., len(levels)] - y_tr)  # (H, T): the median's error per step
+    pred, y = window_forecasts(model, tensor, val_idx, prep)
+    offsets = scaled_conformal_offsets(np.concatenate([pred, pred_tr]), np.concatenate([y, y_tr]), levels, scale)
+    log.info("calibrated intervals %s on %d validation and %d training windows", levels, n, len(y_tr))
+    return intervals_meta(levels, "conformal", offsets, n, True, len(y_tr))
+
+
+def training_forecasts(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, train_idx: Any,
+                        prep: Prepared, skip: SkipFit | None) -> tuple[Any, Any]:
+    """Forecasts and actuals of the training windows for calibration, the fitted linear skip's part
+    replaced by an out-of-sample one (calibration.out_of_sample_shift; windows without earlier data dropped)."""
+    import torch
+
+    pick = np.linspace(0, len(train_idx) - 1, min(len(train_idx), MAX_SCALE_WINDOWS)).astype(np.int64)
+    tr = train_idx[torch.from_numpy(pick).to(train_idx.device)]  # evenly spread: the cost stays bounded
+    pred, y = window_forecasts(model, tensor, tr, prep)
+    if skip is None or math.isinf(skip.lam) or not len(tr):  # no skip, or a baseline: nothing fitted
+        return pred, y
+    from .calibration import out_of_sample_shift
+
+    shift, ok = out_of_sample_shift(tensor.unfold(0, prep.window + prep.horizon, 1).cpu(), tr, train_idx,
+                                    prep.window, prep.horizon, prep.series.n_targets, prep.season, skip,
+                                    model.skip.weight.detach().cpu(), cfg.train.loss, cfg.train.seed)
+    return pred[ok] + shift[ok][..., None], y[ok]
+
+
+def window_forecasts(model: LSTMForecaster, tensor: Any, idx: Any, prep: Prepared) -> tuple[Any, Any]:
+    """The model's quantile forecasts (N, H, T, Q) and the actuals (N, H, T) of windows ``idx`` (scaled)."""
+    from .inference import _predict_scaled
+
+    L, H, T = prep.window, prep.horizon, prep.series.n_targets
+    if len(idx) == 0:
+        return np.zeros((0, H, T, len(model.quantiles or ()))), np.zeros((0, H, T))
+    windows = tensor.unfold(0, L + H, 1)[idx.to(tensor.device)].cpu()  # (N, C, L + H)
+    x = windows[:, :, :L].transpose(1, 2).contiguous()  # (N, L, C)
+    y = windows[:, :T, L:].transpose(1, 2).double().numpy()  # (N, H, T)
+    return _predict_scaled(model, x.float().numpy()).astype(np.float64), y

@@ -1,0 +1,157 @@
+"""How ``Forecaster.fit`` trains: the config resolved against the data, the linear skip fitted, the Trainer
+built (checkpoints, resume, ranks), and the final model refitted on every window (train.refit).
+
+The facade (forecaster.py) calls these in order; each gets the few values it needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..build import build_model
+
+if TYPE_CHECKING:
+    from ..config import ForecastConfig
+    from ..data.prepare import Prepared
+    from ..model import LSTMForecaster
+    from .loop import Trainer
+    from .skip_init import SkipFit
+
+log = logging.getLogger("lstmcast.forecaster")  # the name users filter on for fit's messages
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def resolve_config(cfg: ForecastConfig, prep: Prepared, data: Any) -> ForecastConfig:
+    """The config as trained: window, season and ``auto`` model settings as numbers, the data's path."""
+    from ..sizing import resolve_model
+
+    resolved = cfg.model_copy(deep=True)
+    resolved.data.window, resolved.data.season = prep.window, prep.season
+    F, T = len(prep.series.channel_names), prep.series.n_targets
+    resolved.model = resolve_model(cfg.model, len(prep.index.train), F, T, prep.horizon, prep.window)
+    if isinstance(data, (str, os.PathLike)):
+        resolved.data.path = os.path.abspath(data)
+    return resolved
+
+
+def train_first(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, train_idx: Any, val_idx: Any,
+           callbacks: Any, run_dir: Any, resume_from: Any,
+           dist: Any = None) -> tuple[LSTMForecaster, Trainer, SkipFit | None]:
+    """Build the model (its linear skip fitted on the training windows) and the Trainer around it."""
+    from .loop import Trainer
+    from .skip_init import SkipFit
+
+    T = prep.series.n_targets
+    model = build_model(cfg.model, tensor.shape[1], T, prep.horizon, prep.window)
+    skip = None
+    if cfg.model.linear_skip and resume_from is None:
+        skip = init_skip(model, tensor, train_idx, val_idx, cfg, prep)
+    elif cfg.model.linear_skip:  # resumed: the weights come from the checkpoint, the choice from its metadata
+        skip = SkipFit.from_dict(resume_from.meta.get("skip"))
+    model = model.to(accel.device)
+    trainer = Trainer(model, cfg.train, accel, tensor, train_idx, val_idx, prep.window, prep.horizon, T,
+                      callbacks=callbacks, dist=dist)
+    if dist is not None and not dist.is_main:  # only rank 0 writes checkpoints; the others only read one
+        if resume_from is not None:
+            trainer.resume(resume_from)
+    elif run_dir is not None or resume_from is not None:  # checkpoints, exact resume (training/resume.py)
+        from .resume import attach_run
+
+        attach_run(trainer, run_dir, resume_from, cfg.to_dict(), prep)
+        if skip is not None:  # so a resumed run refits with the same choice
+            trainer.context["skip"] = skip.as_dict()
+    return model, trainer, skip
+
+
+def init_skip(model: LSTMForecaster, tensor: Any, train_idx: Any, val_idx: Any, cfg: ForecastConfig,
+               prep: Prepared, choice: SkipFit | None = None) -> SkipFit:
+    import torch
+
+    from .skip_init import fit_skip
+
+    windows = tensor.unfold(0, prep.window + prep.horizon, 1)
+    fit = fit_skip(windows, train_idx, val_idx, prep.window, prep.horizon, prep.series.n_targets, prep.season,
+                   cfg.train.loss, cfg.train.seed, choice)
+    with torch.no_grad():
+        model.skip.weight.copy_(fit.weight)
+    return fit
+
+
+def refit(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, first: Any,
+           skip: SkipFit | None, dist: Any = None) -> tuple[LSTMForecaster, dict[str, int]]:
+    """train.refit: the final model, trained on every window of the data for the steps early stopping chose.
+
+    Same seed, same settings, on every rank when distributed; no validation split is left, so no early
+    stopping: the first model's epochs up to its best one (none: the fitted linear skip alone)."""
+    import torch
+
+    from .loop import EpochRecord, Trainer
+
+    epochs = [r for r in first.history if r.epoch <= first.best_epoch]
+    steps = sum(r.steps for r in epochs)
+    seed_everything(cfg.train.seed)
+    starts = all_window_starts(prep)
+    every = torch.from_numpy(starts).to(tensor.device)
+    # the first run's epochs again: as many, of as many steps, each at the learning rate it had there (the
+    # plateau schedule cannot run without validation, and one long epoch at the first rate trained worse)
+    per_epoch = max(1, epochs[0].steps) if epochs else 1
+    refit_cfg = cfg.train.model_copy(update={
+        "max_epochs": max(1, len(epochs)), "min_epoch_steps": per_epoch, "max_steps_per_epoch": per_epoch,
+        "min_steps": 0, "patience": len(epochs) + 1})
+    lrs = [r.lr for r in epochs]
+
+    def replay_lr(trainer: Trainer, rec: EpochRecord) -> None:
+        if rec.epoch < len(lrs):
+            for group in trainer.optimizer.param_groups:
+                group["lr"] = lrs[rec.epoch]
+    model = build_model(cfg.model, tensor.shape[1], prep.series.n_targets, prep.horizon, prep.window)
+    if cfg.model.linear_skip:  # the prior and strength chosen on validation, refitted on all windows
+        init_skip(model, tensor, every, every[:0], cfg, prep, skip)
+    model = model.to(accel.device)
+    if steps > 0:
+        trainer = Trainer(model, refit_cfg, accel, tensor, every, every[:0], prep.window, prep.horizon,
+                          prep.series.n_targets, callbacks=[replay_lr], dist=dist)
+        trainer.fit()
+    log.info("refit on all %d windows for %d steps", len(starts), steps)
+    return model.cpu().eval(), {"steps": int(steps), "windows": int(len(starts)), "rows": int(len(tensor))}
+
+
+def all_window_starts(prep: Prepared) -> np.ndarray:
+    """Every complete window of every series, test split included (the refit sees all the data given);
+    with ``missing: drop-windows`` only windows without a missing value, as for training."""
+    from ..data.windows import complete_starts, window_starts
+
+    offsets, span = prep.index.offsets, prep.window + prep.horizon
+    finite = np.isfinite(prep.scaled).all(axis=1)
+    return np.concatenate([complete_starts(window_starts(0, sp.n, prep.window, prep.horizon),
+                                           finite[offsets[i]:offsets[i + 1]], span) + offsets[i]
+                           for i, sp in enumerate(prep.splits)])
+
+
+def join_distributed(cfg: ForecastConfig) -> tuple[ForecastConfig, Any]:
+    """Under torchrun: join the process group, train on CPU with the cores shared among this machine's ranks,
+    and in fp32 unless set (a measured precision could differ between ranks)."""
+    from . import distributed
+
+    dist = distributed.from_env()
+    if dist is not None:
+        from .accel import available_cores
+
+        t = cfg.train
+        train = t.model_copy(update={"device": distributed.check_device(t.device),
+                                     "threads": t.threads or dist.threads(available_cores()),
+                                     "precision": "fp32" if t.precision == "auto" else t.precision})
+        cfg = cfg.model_copy(update={"train": train})
+    return cfg, dist
