@@ -1,7 +1,7 @@
 """benchmarks/quality.py --levels: prediction-interval scores of lstmcast against seasonal naive.
 
 Seasonal naive's intervals are refitted at each origin like its point forecast: the quantiles of its
-in-sample h-step errors on all data up to the origin (lstmcast.quantiles.seasonal_naive_offsets).
+in-sample h-step errors on all data up to the origin (lstmcast.model.quantiles.seasonal_naive_offsets).
 lstmcast's are the calibrated intervals ``predict`` writes. Coverage is the share of actuals inside;
 width and the Winkler interval score are divided by the history's seasonal-naive MAE (like MASE).
 Targets: median coverage over the suite within 5 points of nominal per level, lstmcast's interval
@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from lstmcast.quantiles import interval_metrics, quantiles_for, seasonal_naive_offsets
+from lstmcast.model.quantiles import interval_metrics, quantiles_for, seasonal_naive_offsets
 
 
 def interval_frame_columns(levels: list[int]) -> list[str]:

@@ -52,7 +52,7 @@ def make_data(F, L, H, B, dev, seed=0):
 def make_model(F, hidden, layers, H, L, dev, seed=0):
     import torch
 
-    from lstmcast.model import LSTMForecaster
+    from lstmcast.model.network import LSTMForecaster
 
     torch.manual_seed(seed)
     return LSTMForecaster(F, 1, H, hidden, layers, dropout=0.0, window_norm="none", window=L).to(dev)

@@ -84,7 +84,7 @@ def ours(data, L, H, B, hidden, layers, steps, seed=0):
     import torch
 
     from lstmcast.config import TrainConfig
-    from lstmcast.model import LSTMForecaster
+    from lstmcast.model.network import LSTMForecaster
     from lstmcast.training.accel import resolve
     from lstmcast.training.loop import Trainer
 
@@ -275,7 +275,7 @@ def precision_speed(L=96, B=32, hidden=64, layers=2, H=1, steps=100, rounds=5):
     import torch
 
     from lstmcast.config import TrainConfig
-    from lstmcast.model import LSTMForecaster
+    from lstmcast.model.network import LSTMForecaster
     from lstmcast.training.accel import resolve
     from lstmcast.training.loop import Trainer
 

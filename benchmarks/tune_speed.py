@@ -38,7 +38,7 @@ def run_studies(pruners: list[str], seconds: float, rounds: int, epochs: int, st
                 threads: int | None) -> list[dict]:
     """Alternate the studies in ``rounds`` slices of ``seconds / rounds`` each (a resumed study goes on
     where it stopped), so that load from other processes hits every study alike."""
-    from lstmcast.tuning import Tuner, TuneOptions
+    from lstmcast.tuning.study import Tuner, TuneOptions
 
     tmp = tempfile.TemporaryDirectory()
     tuners = [Tuner(config(p, epochs, steps, threads), TuneOptions(run_dir=Path(tmp.name) / p)) for p in pruners]
@@ -81,7 +81,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores this process may use)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from lstmcast.tuning import route_optuna_logs
+    from lstmcast.tuning.study import route_optuna_logs
 
     route_optuna_logs()
     pruners = [p.strip() for p in args.pruner.split(",") if p.strip()]

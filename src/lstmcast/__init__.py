@@ -19,9 +19,9 @@ _LAZY = {
     "Forecaster": ("lstmcast.forecaster", "Forecaster"),
     "ForecastConfig": ("lstmcast.config", "ForecastConfig"),
     "load_config": ("lstmcast.config", "load_config"),
-    "LSTMForecaster": ("lstmcast.model", "LSTMForecaster"),
-    "load": ("lstmcast.artifacts", "load_run"),
-    "doctor": ("lstmcast.doctor", "doctor"),
+    "LSTMForecaster": ("lstmcast.model.network", "LSTMForecaster"),
+    "load": ("lstmcast.forecaster", "load_run"),
+    "doctor": ("lstmcast.doctor.report", "doctor"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, ConfigError
+from lstmcast.errors import CheckpointError, ConfigError
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

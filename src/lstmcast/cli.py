@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import typer
 
-from .cli_output import metrics_table, print_best, print_space, print_trained, print_trial
+from lstmcast.cli_output import metrics_table, print_best, print_space, print_trained, print_trial
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="LSTM time-series forecasting: train, evaluate, predict, doctor, tune, report, export.")
@@ -41,7 +41,7 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 
 
 def _fail(exc: BaseException) -> None:
-    from .errors import LstmcastError
+    from lstmcast.errors import LstmcastError
 
     if _STATE["debug"]:
         raise exc
@@ -56,7 +56,7 @@ def _fail(exc: BaseException) -> None:
 
 def run_guarded(fn, *args: Any, **kwargs: Any) -> Any:
     """Call ``fn`` and turn lstmcast errors into their exit codes (tracebacks only with --debug)."""
-    from .errors import InterruptedRun
+    from lstmcast.errors import InterruptedRun
 
     try:
         return fn(*args, **kwargs)
@@ -79,8 +79,8 @@ def build_config(config: Optional[Path], data: Optional[str], time_col: Optional
 
     ``validate=False`` returns the merged mapping unvalidated (the doctor reports semantic problems as findings).
     """
-    from .config import apply_overrides, read_yaml_mapping, validate_config
-    from .data.io import bundled_path
+    from lstmcast.config import apply_overrides, read_yaml_mapping, validate_config
+    from lstmcast.data.io import bundled_path
 
     if config is not None:
         raw = read_yaml_mapping(config)
@@ -93,7 +93,7 @@ def build_config(config: Optional[Path], data: Optional[str], time_col: Optional
              "window": window, "horizon": horizon, "season": season}
     section = raw.setdefault("data", {})
     if not isinstance(section, dict):
-        from .errors import ConfigError
+        from lstmcast.errors import ConfigError
 
         raise ConfigError("data: must be a mapping of keys (path, time_col, target, ...)")
     section.update({k: v for k, v in flags.items() if v is not None})
@@ -118,19 +118,19 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
     import os
 
     if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        from .launch import launch
+        from lstmcast.launch import launch
 
         raise typer.Exit(launch(nproc, sys.argv[1:], run is None and resume is None))
     if int(os.environ.get("RANK", "0")) > 0:  # a rank other than 0: train only, write nothing
 
         def _rank() -> None:
-            from .workflow import outputs_missing, train_rank
+            from lstmcast.workflow import outputs_missing, train_rank
 
             ckpt = None
             if resume is not None:
                 if outputs_missing(resume):
                     return  # rank 0 writes the missing outputs alone
-                from .training.resume import resume_config
+                from lstmcast.training.resume import resume_config
 
                 flags = {"path": data, "time_col": time_col, "target": target, "features": features,
                          "id_col": id_col, "window": window, "horizon": horizon, "season": season}
@@ -145,9 +145,9 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
     def _do() -> None:
         from contextlib import nullcontext
 
-        from .progress import EpochProgress
-        from .runlock import RunLock
-        from .workflow import default_run_dir, outputs_missing, resume_outputs, train_run
+        from lstmcast.progress import EpochProgress
+        from lstmcast.run.lock import RunLock
+        from lstmcast.workflow import default_run_dir, outputs_missing, resume_outputs, train_run
 
         ckpt = None
         # T9: lock before reading any checkpoint; train_run takes the same lock again (re-entrant)
@@ -176,10 +176,10 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
 
 def _resume_setup(resume: Path, run: Optional[Path], config: Optional[Path], flags: dict[str, Any],
                   overrides: Optional[list[str]]):
-    from .errors import ConfigError
-    from .training.checkpoint import refuse_unsafe
-    from .training.resume import resume_config
-    from .workflow import check_run_dir
+    from lstmcast.errors import ConfigError
+    from lstmcast.training.checkpoint import refuse_unsafe
+    from lstmcast.training.resume import resume_config
+    from lstmcast.workflow import check_run_dir
 
     refuse_unsafe(resume)  # a .pt/.pkl file is refused with the reason, never opened
     if run is not None and run.resolve() != resume.resolve():
@@ -202,7 +202,7 @@ def evaluate(run: Path = typer.Argument(..., help="Run folder written by `lstmca
     stays the held-out backtest of training."""
 
     def _do() -> None:
-        from .workflow import evaluate_run
+        from lstmcast.workflow import evaluate_run
 
         metrics, path = evaluate_run(run, data, name)
         metrics_table(metrics, f"backtest of {run} on {data or 'its training data'}")
@@ -219,7 +219,7 @@ def predict(run: Path = typer.Argument(..., help="Run folder written by `lstmcas
     """Forecast the next `horizon` steps with timestamps, in original units, to CSV."""
 
     def _do() -> None:
-        from .workflow import predict_run
+        from lstmcast.workflow import predict_run
 
         frame, target = predict_run(run, data, out)
         if target is None:  # --out -: standard output holds the CSV alone
@@ -257,8 +257,8 @@ def tune(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targe
     def _do() -> None:
         from datetime import datetime
 
-        from .tuning import TuneOptions, Tuner, no_best_trial_error, parse_duration, route_optuna_logs
-        from .tuning_storage import redact
+        from lstmcast.tuning.study import TuneOptions, Tuner, no_best_trial_error, parse_duration, route_optuna_logs
+        from lstmcast.tuning.storage import redact
 
         extra = [f"tune.{k}={v}" for k, v in (("trials", trials), ("objective", objective), ("pruner", pruner))
                  if v is not None]
@@ -299,7 +299,7 @@ def doctor_cmd(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt,
     def _do() -> int:
         import json
 
-        from .doctor import doctor, render
+        from lstmcast.doctor.report import doctor, render
 
         raw = build_config(config, data, time_col, target, features, id_col, window, horizon, season, overrides,
                            validate=False)
@@ -328,7 +328,7 @@ def report(run: Path = typer.Argument(..., help="Run folder written by `lstmcast
     """Write RUN/report.html: plots, gates, backtest and diagnosis of a run in one self-contained page."""
 
     def _do() -> None:
-        from .report import write_report
+        from lstmcast.report.html import write_report
 
         typer.echo(f"report written to {write_report(run, out)}")
 
@@ -345,7 +345,7 @@ def export_cmd(run: Path = typer.Argument(..., help="Run folder written by `lstm
     """
 
     def _do() -> None:
-        from .export import TOLERANCE, export_run
+        from lstmcast.export import TOLERANCE, export_run
 
         res = export_run(run, out)
         shown = ", ".join(f"B={b}: {d:.3g}" for b, d in res.diffs.items())

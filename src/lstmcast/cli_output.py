@@ -15,7 +15,7 @@ def metrics_table(metrics: dict[str, dict[str, float]], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .evaluation import methods
+    from lstmcast.inference.backtest import methods
 
     rows = methods(metrics)  # several series: MAE/RMSE are pooled, per-series metrics in metrics.json (H16)
     every = list(dict.fromkeys(k for row in rows.values() for k in row))

@@ -18,8 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from .errors import ConfigError, did_you_mean
-from .safe_yaml import MAX_ECHO, MAX_YAML_BYTES, cut, load_yaml, short
+from lstmcast.errors import ConfigError, did_you_mean
+from lstmcast.safe_yaml import MAX_ECHO, MAX_YAML_BYTES, cut, load_yaml, short
 
 CONFIG_VERSION = 1
 MAX_INT = 2**63 - 1  # what torch and numpy can hold; a larger integer is a typo or an attack (FAULTS C5)
@@ -90,7 +90,7 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    # auto: sized from the training windows per parameter (lstmcast.sizing), so short series get small models
+    # auto: sized from the training windows per parameter (lstmcast.model.sizing), so short series get small models
     hidden_size: Annotated[int, Field(ge=1, le=8192)] | Literal["auto"] = "auto"
     num_layers: int = Field(default=2, ge=1, le=16)
     # auto: 0.1 between stacked layers, 0 with one layer (LSTM dropout acts between layers only)
@@ -105,7 +105,7 @@ class ModelConfig(_Section):
     # (shrunk towards the naive / seasonal-naive forecast, chosen on validation); the LSTM learns what it misses
     linear_skip: bool = True
     # prediction intervals: the central L% interval for each level (none: a point forecast); the model learns
-    # the quantiles they need plus the median with the pinball loss (lstmcast.quantiles)
+    # the quantiles they need plus the median with the pinball loss (lstmcast.model.quantiles)
     levels: list[int] = Field(default_factory=list, max_length=20)
     # conformal: each interval widened or narrowed on the validation windows to reach its nominal coverage
     calibration: Literal["conformal", "none"] = "conformal"
@@ -179,7 +179,7 @@ class TuneConfig(_Section):
 
     ``hidden_size`` unset: [2F / hidden_factor, 4F * hidden_factor] around the guide's 2-4x rule (F input
     features). ``window`` unset: ``window_periods`` seasonal periods. ``dropout`` is drawn only where
-    num_layers > 1. See lstmcast.tuning_space.
+    num_layers > 1. See lstmcast.tuning.space.
     """
 
     trials: int = Field(default=20, ge=1)

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import atomic
-from .artifacts import sha256_bytes
-from .errors import CheckpointError, ConfigError
+from lstmcast import atomic
+from lstmcast.run.folder import sha256_bytes
+from lstmcast.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
-    from .forecaster import Forecaster
-    from .model import LSTMForecaster
+    from lstmcast.forecaster import Forecaster
+    from lstmcast.model.network import LSTMForecaster
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def build_spec(fc: Forecaster, onnx_name: str, digest: str, opset: int) -> dict[
     import onnxruntime
     import torch
 
-    from . import __version__
+    from lstmcast import __version__
 
     meta, scaler = fc.meta_, fc.scaler_
     L, H, T = meta["window"], meta["horizon"], meta["n_targets"]
@@ -185,7 +185,7 @@ def export_run(run: str | os.PathLike[str], out: str | os.PathLike[str] | None =
 
     Nothing is written unless onnxruntime reproduces PyTorch within ``tol`` for B=1 and B=7.
     """
-    from .artifacts import load_run
+    from lstmcast.forecaster import load_run
 
     _require_runtime()
     target = Path(run) / "model.onnx" if out is None else Path(out)

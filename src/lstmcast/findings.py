@@ -32,3 +32,9 @@ class Finding:
 
     def __str__(self) -> str:
         return f"[{self.severity}] {self.message}" + (f": {self.fix}" if self.fix else "")
+
+
+def split_message(text: str) -> tuple[str, str]:
+    """lstmcast messages read 'what: how to fix'; split at the last ': ' (joining gives the text back)."""
+    what, sep, fix = text.rpartition(": ")
+    return (what, fix) if sep else (text, "")

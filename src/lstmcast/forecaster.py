@@ -13,36 +13,23 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .build import build_model  # noqa: F401  (re-exported: the one config-to-module mapping)
-from .config import ForecastConfig, validate_config
-from .errors import DataError, NotFittedError
+from lstmcast.model.build import build_model  # noqa: F401  (re-exported: the one config-to-module mapping)
+from lstmcast.config import ForecastConfig, validate_config
+from lstmcast.data.load import load_series  # noqa: F401  (re-exported)
+from lstmcast.errors import NotFittedError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .data.prepare import Prepared
-    from .data.validate import SeriesSet
-    from .evaluation import Backtest
-    from .model import LSTMForecaster
-    from .training.checkpoint import Checkpoint
-    from .training.loop import EpochRecord, Trainer
+    from lstmcast.data.prepare import Prepared
+    from lstmcast.data.validate import SeriesSet
+    from lstmcast.inference.backtest import Backtest
+    from lstmcast.model.network import LSTMForecaster
+    from lstmcast.training.checkpoint import Checkpoint
+    from lstmcast.training.loop import EpochRecord, Trainer
 
 log = logging.getLogger(__name__)
 DataSource = "str | os.PathLike[str] | pd.DataFrame | None"
-
-
-def load_series(source: Any, cfg: ForecastConfig) -> SeriesSet:
-    """Read and validate a file path or DataFrame (``None``: the config's ``data.path``)."""
-    from .data.io import read_table
-    from .data.validate import SeriesSet, validate_frame
-
-    if isinstance(source, SeriesSet):  # validated already: tuning loads once and reuses it across trials
-        return source
-    if source is None:
-        source = cfg.data.path
-    if source is None:
-        raise DataError("no data given: pass a CSV/Parquet path or a DataFrame, or set data.path")
-    return validate_frame(read_table(source, cfg.data.delimiter, cfg.data.id_col), cfg.data, cfg.train.precision)
 
 
 class Forecaster:
@@ -62,9 +49,9 @@ class Forecaster:
         """Train on ``data``; with ``run_dir`` checkpoints go to RUN/checkpoints, ``resume_from`` continues one."""
         import torch
 
-        from .data.prepare import prepare
-        from .training import fit as fitting
-        from .training.accel import resolve
+        from lstmcast.data.prepare import prepare
+        from lstmcast.training import fit as fitting
+        from lstmcast.training.accel import resolve
 
         cfg = validate_config(self.config)
         cfg, dist = fitting.join_distributed(cfg)  # under torchrun: this rank's place (None alone)
@@ -74,10 +61,10 @@ class Forecaster:
         series = load_series(data, cfg)
         prep = prepare(series, cfg.data, accel.precision)
         resolved = fitting.resolve_config(cfg, prep, data)
-        from .doctor import preflight
+        from lstmcast.doctor.report import preflight
 
         self.doctor_ = preflight(resolved, series, prep, accel)  # the doctor's checks: refuse errors, log advice
-        from .training.streaming import place_series
+        from lstmcast.training.streaming import place_series
 
         tensor = place_series(torch.from_numpy(prep.scaled), accel.device)  # host memory if it cannot fit
         idx = prep.index
@@ -95,14 +82,14 @@ class Forecaster:
         self.refit_: dict[str, int] | None = None
         if resolved.train.refit and not result.stop_reason.startswith("interrupted"):
             self.model_, self.refit_ = fitting.refit(resolved, accel, tensor, prep, result, skip, dist)
-        from .artifacts import build_meta, build_scaler
+        from lstmcast.run.folder import build_meta, build_scaler
 
         self.meta_ = build_meta(resolved, prep, self.model_, accel)
         self.meta_["refit"] = self.refit_  # None: model.safetensors is the backtested model itself
         self.meta_["world_size"] = dist.world if dist is not None else 1
         self.rank_ = dist.rank if dist is not None else 0
         if resolved.model.levels:
-            from .interval_fit import calibrate
+            from lstmcast.inference.intervals import calibrate
 
             self.meta_["intervals"] = calibrate(resolved, self.backtest_model_, tensor, train_idx, val_idx, prep,
                                                 skip)
@@ -118,8 +105,8 @@ class Forecaster:
     def _series(self, data: Any, fast: bool = False) -> SeriesSet:
         if data is None and getattr(self, "prepared_", None) is not None:
             return self.prepared_.series
-        from .fastpath import fast_series
-        from .inference import load_new_series
+        from lstmcast.inference.fastpath import fast_series
+        from lstmcast.inference.predict import load_new_series
 
         if fast and type(data).__name__ == "DataFrame":  # predict reads only the last window rows
             cfg = self.config_
@@ -135,14 +122,14 @@ class Forecaster:
         per series; ``None`` forecasts from the end of the training data.
         """
         self._check_fitted("predict")
-        from .inference import forecast_frame
+        from lstmcast.inference.predict import forecast_frame
 
         return forecast_frame(self.model_, self._series(data, fast=True), self.meta_, self.scaler_)
 
     def backtest(self, data: Any = None) -> dict[str, dict[str, float]]:
         """Rolling-origin backtest over the test split; metrics for the model and both baselines."""
         self._check_fitted("backtest")
-        from .inference import run_backtest
+        from lstmcast.inference.predict import run_backtest
 
         # train.refit: the model that never saw the test split (model_ was trained on all of it)
         model = getattr(self, "backtest_model_", self.model_)
@@ -153,14 +140,12 @@ class Forecaster:
     def save(self, path: str | os.PathLike[str]) -> str:
         """Write the run folder (config.yaml, model.safetensors, scaler.json, meta.json, history.json)."""
         self._check_fitted("save")
-        from .artifacts import save_run
+        from lstmcast.run.folder import save_run
 
         return save_run(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Forecaster:
-        from .artifacts import load_run
-
         return load_run(path)
 
     @property
@@ -171,3 +156,32 @@ class Forecaster:
     @property
     def prepared(self) -> Prepared | None:
         return getattr(self, "prepared_", None)
+
+
+def load_run(path: str | os.PathLike[str]) -> Forecaster:
+    """Rebuild a fitted Forecaster from a run folder (``lstmcast.load``): files checked, models built."""
+    import torch
+
+    from lstmcast.errors import CheckpointError, LstmcastError
+    from lstmcast.run.folder import BACKTEST_MODEL, read_run
+
+    stored = read_run(path)
+    cfg, meta, folder = stored.config, stored.meta, stored.folder
+
+    def build(state: dict[str, Any]) -> LSTMForecaster:
+        with torch.device("meta"):  # shapes only: the weights come from the file (assign=True), nothing allocated
+            model = build_model(cfg.model, meta["input_size"], meta["n_targets"], meta["horizon"], meta["window"])
+        model.load_state_dict(state, assign=True)
+        return model.eval()
+    try:
+        model = build(stored.state)
+        backtest_model = build(stored.backtest_state) if stored.backtest_state is not None else model
+    except (KeyError, TypeError, ValueError, RuntimeError, LstmcastError) as exc:
+        which = BACKTEST_MODEL if "model" in locals() else "model.safetensors"
+        raise CheckpointError(f"{folder}: the files do not fit together ({which}: {exc}): retrain this run") from None
+    fc = Forecaster(cfg)
+    fc.config_, fc.model_, fc.meta_, fc.scaler_ = cfg, model, meta, stored.scaler
+    fc.backtest_model_ = backtest_model
+    fc.prepared_ = None
+    fc.history_ = stored.history
+    return fc

@@ -28,7 +28,7 @@ def launch(nproc: int, argv: list[str], add_run: bool) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    from .workflow import default_run_dir
+    from lstmcast.workflow import default_run_dir
 
     args = _without_nproc(argv)
     if add_run:

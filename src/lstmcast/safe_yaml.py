@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from lstmcast.errors import ConfigError
 
 MAX_YAML_BYTES = 1_000_000  # a config is a few KB; a bigger file is not a config
 MAX_YAML_NODES = 100_000  # values after alias expansion: a 1 KB alias bomb expands to billions

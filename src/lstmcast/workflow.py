@@ -9,15 +9,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import atomic
-from .errors import ConfigError, LstmcastError
+from lstmcast import atomic
+from lstmcast.errors import ConfigError, LstmcastError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .config import ForecastConfig
-    from .forecaster import Forecaster
-    from .training.checkpoint import Checkpoint
+    from lstmcast.config import ForecastConfig
+    from lstmcast.forecaster import Forecaster
+    from lstmcast.training.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 COMPLETE = "complete.json"  # written after every output: the run folder is whole (FAULTS T10)
@@ -49,7 +49,7 @@ def outputs_missing(run: Path) -> bool:
 
 def write_outputs(fc: Forecaster, run: Path, series: Any = None) -> dict[str, Any]:
     """Backtest, forecast and plot into ``run``; return the metrics."""
-    from .reporting import forecast_plot, loss_plot
+    from lstmcast.report.plots import forecast_plot, loss_plot
 
     metrics = fc.backtest(series)
     atomic.write_json(run / "metrics.json", metrics)
@@ -75,9 +75,9 @@ def train_run(cfg: ForecastConfig, run: Path, callbacks: list[Callable[..., None
     Holds RUN/.lock throughout (T9). Order matters for T10: what exists only in memory (monitor, doctor)
     is written before manifest.json (the model is saved), everything derived from the saved model after
     it, and complete.json last, so an interruption anywhere leaves a folder `--resume` can finish."""
-    from .forecaster import Forecaster
-    from .runlock import RunLock
-    from .training.monitor import Monitor
+    from lstmcast.forecaster import Forecaster
+    from lstmcast.run.lock import RunLock
+    from lstmcast.training.monitor import Monitor
 
     with RunLock(run):
         check_run_dir(run, resuming=resume_from is not None)
@@ -85,7 +85,9 @@ def train_run(cfg: ForecastConfig, run: Path, callbacks: list[Callable[..., None
         try:
             fc = Forecaster(cfg).fit(cfg.data.path, callbacks=[*(callbacks or []), monitor], run_dir=run,
                                      resume_from=resume_from)
-            monitor.add_doctor(getattr(fc, "doctor_", None))
+            from lstmcast.doctor.report import render_text
+
+            monitor.add_doctor(render_text(getattr(fc, "doctor_", None)))
         finally:
             monitor.close()
         monitor.save(run / "monitor.json")
@@ -98,9 +100,9 @@ def train_run(cfg: ForecastConfig, run: Path, callbacks: list[Callable[..., None
 
 def train_rank(cfg: ForecastConfig, resume_from: Checkpoint | None = None) -> None:
     """A rank other than 0 of a distributed run: the same training, no run folder, no lock, no outputs."""
-    from .errors import InterruptedRun
-    from .forecaster import Forecaster
-    from .training import distributed
+    from lstmcast.errors import InterruptedRun
+    from lstmcast.forecaster import Forecaster
+    from lstmcast.training import distributed
 
     try:
         fc = Forecaster(cfg).fit(cfg.data.path, resume_from=resume_from)
@@ -114,8 +116,8 @@ def finish_outputs(fc: Forecaster, run: Path, extra: list[Any] | None = None) ->
     """Metrics, forecast, plots, diagnosis and report of a saved model, then complete.json (T10).
 
     SIGINT/SIGTERM here stop with InterruptedRun (exit 130) and the resume hint; nothing is half-written."""
-    from .report import try_write_report
-    from .training.signals import interrupt_on_signals
+    from lstmcast.report.html import try_write_report
+    from lstmcast.training.signals import interrupt_on_signals
 
     hint = (f"stopped while writing the outputs of {run}; the trained model is saved: finish the outputs with "
             f"`lstmcast train --resume {run}`")
@@ -129,9 +131,9 @@ def finish_outputs(fc: Forecaster, run: Path, extra: list[Any] | None = None) ->
 
 def resume_outputs(run: Path) -> tuple[Forecaster, dict[str, Any]]:
     """`train --resume` of a folder whose model is saved but whose outputs are not: write them, no retraining."""
-    from .artifacts import load_run
-    from .findings import Finding
-    from .runlock import RunLock
+    from lstmcast.forecaster import load_run
+    from lstmcast.findings import Finding
+    from lstmcast.run.lock import RunLock
 
     with RunLock(run):
         if not outputs_missing(run):
@@ -152,8 +154,8 @@ def write_diagnosis(fc: Forecaster, run: Path, extra: list[Any] | None = None,
 
     ``extra``: findings from elsewhere (the hidden-state monitor's) that the diagnosis lists too; ``metrics``:
     the backtest, whose loss to a baseline leads the diagnosis (headline.py)."""
-    from .diagnosis import data_info_of, diagnose
-    from .headline import with_headline
+    from lstmcast.doctor.diagnosis import data_info_of, diagnose
+    from lstmcast.doctor.headline import with_headline
 
     info = data_info_of(getattr(fc, "prepared_", None), getattr(fc, "doctor_", None))
     fc.diagnosis_ = with_headline(diagnose(fc.history_, extra, config=fc.config_, data_info=info), metrics or {})
@@ -165,7 +167,7 @@ def evaluate_run(run: Path, data: str | None = None, name: str | None = None) ->
 
     RUN/metrics.json stays the held-out backtest `train` wrote; an evaluation is labelled with its data
     file, that file's sha256 and the time, and never overwrites another."""
-    from .artifacts import load_run
+    from lstmcast.forecaster import load_run
 
     fc = load_run(run)
     metrics = fc.backtest(data)
@@ -221,8 +223,8 @@ def predict_run(run: Path, data: str | None = None, out: Path | None = None) -> 
     and returns None as the path."""
     import sys
 
-    from .artifacts import load_run
-    from .errors import ConfigError
+    from lstmcast.forecaster import load_run
+    from lstmcast.errors import ConfigError
 
     to_stdout = out is not None and str(out) == "-"
     if out is not None and not to_stdout:

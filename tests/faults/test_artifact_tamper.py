@@ -16,7 +16,7 @@ from safetensors.torch import save as st_save
 
 import lstmcast
 from lstmcast import Forecaster
-from lstmcast.artifacts import sha256_bytes
+from lstmcast.run.folder import sha256_bytes
 from lstmcast.errors import CheckpointError
 from lstmcast.training import checkpoint as ck
 from lstmcast.training.checkpoint import CheckpointStore, read_checkpoint

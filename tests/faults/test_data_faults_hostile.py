@@ -21,7 +21,7 @@ from lstmcast.data.io import read_table
 from lstmcast.data.prepare import prepare
 from lstmcast.data.validate import validate_frame
 from lstmcast.errors import DataError, did_you_mean
-from lstmcast.fastpath import future_times
+from lstmcast.inference.fastpath import future_times
 from tests.conftest import run_cli, seasonal_frame, small_config
 from tests.faults.test_data_faults import CLI_ARGS, cli_train_fails
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lstmcast import Forecaster
-from lstmcast.inference import forecast_frame, load_new_series
+from lstmcast.inference.predict import forecast_frame, load_new_series
 from tests.conftest import seasonal_frame, small_config
 
 EDITS = ("nan", "inf", "huge", "f32edge", "drop", "dup", "swap", "nat", "offgrid", "text")
@@ -83,7 +83,7 @@ def test_h11_nan_before_the_last_window_refused_by_predict(fitted):
 
 def test_h11_clean_frames_take_the_fast_path(fitted):
     """Without this the property above would hold vacuously (pandas 3 frames hold microseconds)."""
-    from lstmcast.fastpath import fast_series
+    from lstmcast.inference.fastpath import fast_series
 
     df = seasonal_frame(340).iloc[-40:].reset_index(drop=True)
     series = fast_series(df, fitted.meta_)

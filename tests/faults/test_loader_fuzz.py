@@ -19,7 +19,7 @@ import pytest
 
 import lstmcast
 from lstmcast import Forecaster
-from lstmcast.artifacts import sha256_bytes
+from lstmcast.run.folder import sha256_bytes
 from lstmcast.errors import CheckpointError
 from lstmcast.training import checkpoint as ck
 from lstmcast.training.state import restore

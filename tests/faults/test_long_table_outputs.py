@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lstmcast.evaluation import methods, score
+from lstmcast.inference.backtest import methods, score
 from lstmcast.metrics import all_metrics
 from tests.conftest import seasonal_frame, small_config
 
@@ -100,7 +100,7 @@ def test_forecast_plot_title_says_how_many_series_are_shown(long_run, tmp_path):
 
     import matplotlib.figure
 
-    from lstmcast.reporting import forecast_plot
+    from lstmcast.report.plots import forecast_plot
 
     fc, _, _ = long_run
     titles = []
@@ -114,7 +114,7 @@ def test_forecast_plot_title_says_how_many_series_are_shown(long_run, tmp_path):
 
 @pytest.mark.slow  # trains a 6-series run (~7 s); the score() tests above are the fast ones
 def test_cli_metrics_table_and_report_handle_per_series_metrics(long_run):
-    from lstmcast.report import metrics_section, summary_section
+    from lstmcast.report.html import metrics_section, summary_section
 
     _, metrics, _ = long_run
     html = metrics_section(metrics)

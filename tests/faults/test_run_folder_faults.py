@@ -26,7 +26,7 @@ from lstmcast.cli import app
 from lstmcast.config import validate_config
 from lstmcast.errors import ConfigError, InterruptedRun
 from lstmcast.training.signals import interrupt_on_signals
-from lstmcast.tuning import Tuner, TuneOptions
+from lstmcast.tuning.study import Tuner, TuneOptions
 from tests.conftest import ROOT, seasonal_frame, small_config
 
 OUTPUTS = ("metrics.json", "forecast.csv", "forecast.png", "loss.png", "diagnosis.json", "report.html",
@@ -65,7 +65,7 @@ def _copy_run(trained: dict, tmp_path: Path) -> Path:
 # -- T9: one writer per run folder ---------------------------------------------------------------
 HOLDER = """
 import sys, time
-from lstmcast.runlock import RunLock
+from lstmcast.run.lock import RunLock
 RunLock(sys.argv[1], shared=sys.argv[2] == "shared").acquire()
 print("locked", flush=True)
 time.sleep(120)
@@ -123,7 +123,7 @@ def test_a_tune_worker_and_a_train_exclude_each_other_but_tune_workers_share(hol
 
 def test_the_lock_dies_with_its_holder_even_on_sigkill(holder, tmp_path):
     """T9: the kernel drops a flock when its process dies: no stale lock blocks the next run."""
-    from lstmcast.runlock import RunLock
+    from lstmcast.run.lock import RunLock
 
     proc = holder(tmp_path / "run")
     with pytest.raises(ConfigError, match="in use"):

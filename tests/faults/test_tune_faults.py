@@ -15,10 +15,10 @@ import optuna
 import pytest
 import torch
 
-from lstmcast import tuning
+from lstmcast.tuning import study as tuning
 from lstmcast.config import validate_config
 from lstmcast.errors import DivergedError, InterruptedRun
-from lstmcast.tuning import Tuner, TuneOptions, no_best_trial_error
+from lstmcast.tuning.study import Tuner, TuneOptions, no_best_trial_error
 from tests.conftest import seasonal_frame, small_config
 
 FAIL, COMPLETE, PRUNED, RUNNING = (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE,

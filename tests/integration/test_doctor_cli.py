@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lstmcast.cli import app
-from lstmcast.model import LSTMForecaster
+from lstmcast.model.network import LSTMForecaster
 from tests.conftest import run_cli, seasonal_frame
 
 DATA = ["--time-col", "time", "--target", "y", "--horizon", "6", "--window", "24", "--season", "24"]

@@ -87,7 +87,7 @@ def test_edited_interval_offsets_are_refused_on_load(fitted, tmp_path):
     """FAULTS T12: a re-hashed meta.json edit must not load; here the offsets lose their horizon axis."""
     import shutil
 
-    from lstmcast.artifacts import sha256_bytes
+    from lstmcast.run.folder import sha256_bytes
 
     _, _, run = fitted
     copy = tmp_path / "run"
@@ -109,7 +109,7 @@ def test_onnx_export_outputs_quantiles_with_parity(fitted):
     import onnxruntime as ort
 
     from lstmcast.export import export_run
-    from lstmcast.quantiles import calibrated
+    from lstmcast.model.quantiles import calibrated
 
     fc, df, run = fitted
     res = export_run(run)

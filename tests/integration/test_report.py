@@ -63,7 +63,7 @@ def test_cli_train_no_tensorboard_then_report_command(tmp_path):
 
 
 def test_report_of_a_partial_folder_names_what_is_missing(tmp_path):
-    from lstmcast.report import write_report
+    from lstmcast.report.html import write_report
 
     metrics = {"model": {"MAE": 1.25, "RMSE": 2.5, "sMAPE": 3.0, "MASE": 0.5},
                "seasonal_naive": {"MAE": 2.0, "RMSE": 3.0, "sMAPE": 4.0, "MASE": 1.0}}

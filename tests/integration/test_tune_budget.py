@@ -6,7 +6,7 @@ import pytest
 
 from lstmcast.config import validate_config
 from lstmcast.errors import ConfigError
-from lstmcast.tuning import Tuner, TuneOptions, no_best_trial_error
+from lstmcast.tuning.study import Tuner, TuneOptions, no_best_trial_error
 from tests.conftest import seasonal_frame, small_config
 
 

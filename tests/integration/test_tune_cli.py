@@ -15,7 +15,7 @@ import optuna
 import pytest
 import yaml
 
-from lstmcast.tuning_storage import normalize_url
+from lstmcast.tuning.storage import normalize_url
 from tests.conftest import run_cli, seasonal_frame
 
 # tiny data and models: each trial trains a few epochs of a few steps

@@ -10,8 +10,8 @@ import torch
 
 from lstmcast.config import TrainConfig
 from lstmcast.data.windows import gather
-from lstmcast.model import LSTMForecaster
-from lstmcast.training import streaming
+from lstmcast.model.network import LSTMForecaster
+from lstmcast.training import streaming as streaming
 from lstmcast.training.accel import resolve
 from lstmcast.training.loop import Trainer
 

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lstmcast.evaluation import naive, seasonal_naive
+from lstmcast.inference.backtest import naive, seasonal_naive
 
 Y = np.arange(20.0).reshape(20, 1) * 10  # y[i] = 10 i
 

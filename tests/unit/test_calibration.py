@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from lstmcast.calibration import effective_level, out_of_sample_shift, scaled_conformal_offsets, step_scale
+from lstmcast.inference.calibration import effective_level, out_of_sample_shift, scaled_conformal_offsets, step_scale
 from lstmcast.training.skip_init import SkipFit, fit_skip
 
 

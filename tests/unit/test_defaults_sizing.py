@@ -12,8 +12,8 @@ import lstmcast
 from lstmcast.config import ModelConfig, TrainConfig, validate_config
 from lstmcast.errors import ConfigError
 from lstmcast.forecaster import build_model
-from lstmcast.headline import baseline_finding, with_headline
-from lstmcast.sizing import auto_hidden, model_parameters, resolve_model
+from lstmcast.doctor.headline import baseline_finding, with_headline
+from lstmcast.model.sizing import auto_hidden, model_parameters, resolve_model
 from lstmcast.training.accel import resolve
 from lstmcast.training.loop import Trainer
 from lstmcast.training.skip_init import fit_skip, priors
@@ -131,7 +131,7 @@ def test_refit_trains_the_final_model_on_every_row_and_backtests_the_first(tmp_p
 
 
 def test_headline_leads_the_diagnosis_when_the_model_loses():
-    from lstmcast.diagnosis import diagnose
+    from lstmcast.doctor.diagnosis import diagnose
 
     h = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "skipped_steps": 0} for e in range(1, 6)]
     metrics = {"model": {"MASE": 1.4}, "naive": {"MASE": 1.2}, "seasonal_naive": {"MASE": 1.0}}
@@ -147,7 +147,7 @@ def test_cli_summary_says_the_loss_to_a_baseline_before_the_table(capsys, tmp_pa
     from types import SimpleNamespace
 
     from lstmcast.cli_output import print_trained as _print_trained
-    from lstmcast.diagnosis import diagnose
+    from lstmcast.doctor.diagnosis import diagnose
 
     metrics = {"model": {"MAE": 2.0, "RMSE": 2.5, "sMAPE": 9.0, "MASE": 1.3},
                "naive": {"MAE": 1.8, "RMSE": 2.2, "sMAPE": 8.0, "MASE": 1.1},
@@ -166,7 +166,7 @@ def test_cli_summary_says_the_loss_to_a_baseline_before_the_table(capsys, tmp_pa
 
 
 def test_report_says_which_model_produced_which_number():
-    from lstmcast.report import summary_section
+    from lstmcast.report.html import summary_section
 
     metrics = {"model": {"MASE": 1.3}, "naive": {"MASE": 1.1}, "seasonal_naive": {"MASE": 1.2}}
     diag = {"summary": "the model loses to naive on the backtest: MASE 1.3 against 1.1 (18% worse); learning "

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from lstmcast.config import validate_config
-from lstmcast.diagnosis import DataInfo, Diagnosis, data_info_of, diagnose
+from lstmcast.doctor.diagnosis import DataInfo, Diagnosis, data_info_of, diagnose
 from lstmcast.findings import Finding
 from tests.conftest import small_config
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import lstmcast
-from lstmcast import doctor_checks
+from lstmcast.doctor import checks as doctor_checks
 from lstmcast.config import validate_config
-from lstmcast.doctor import doctor, preflight
+from lstmcast.doctor.report import doctor, preflight
 from lstmcast.errors import ConfigError, DataError
 from lstmcast.findings import Finding
 from lstmcast.forecaster import Forecaster
@@ -51,9 +51,9 @@ def test_clean_config_has_no_findings_and_is_ok():
 
 
 def test_module_and_function_are_both_callable():
-    import lstmcast.doctor as module
+    import lstmcast.doctor.report as module
 
-    assert module(cfg_only()).ok and lstmcast.doctor(cfg_only()).ok
+    assert module(cfg_only()).ok and lstmcast.doctor.report(cfg_only()).ok
 
 
 # -- errors: the same text train stops with ----------------------------------------------------------
@@ -130,7 +130,7 @@ def test_preflight_logs_advice_and_warnings(caplog):
 
     cfg = validate_config(small_config(model={"hidden_size": 256, "num_layers": 2}))
     series = load_series(seasonal_frame(200), cfg)
-    with caplog.at_level(logging.INFO, logger="lstmcast.doctor"):
+    with caplog.at_level(logging.INFO, logger="lstmcast.doctor.report"):
         rep = preflight(cfg, series, prepare(series, cfg.data), resolve("cpu", "fp32", 1))
     assert rep.ok
     warned = [r for r in caplog.records if r.levelno == logging.WARNING]

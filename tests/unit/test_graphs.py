@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from lstmcast.config import TrainConfig
-from lstmcast.model import LSTMForecaster
+from lstmcast.model.network import LSTMForecaster
 from lstmcast.training import graphs
 from lstmcast.training.accel import graphs_decision, resolve
 from lstmcast.training.loop import Trainer

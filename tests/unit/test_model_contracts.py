@@ -9,7 +9,7 @@ import torch
 
 from lstmcast.errors import NotFittedError, ShapeError
 from lstmcast.forecaster import Forecaster
-from lstmcast.model import LSTMForecaster
+from lstmcast.model.network import LSTMForecaster
 from tests.conftest import small_config
 
 

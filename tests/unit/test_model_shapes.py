@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lstmcast.model import LSTMForecaster
+from lstmcast.model.network import LSTMForecaster
 
 B, L, F, H, T, HIDDEN = 5, 7, 3, 4, 2, 8
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lstmcast.model import LSTMForecaster
+from lstmcast.model.network import LSTMForecaster
 from lstmcast.training.probe import probe_model, recompute_lstm
 
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")

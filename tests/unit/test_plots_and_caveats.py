@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from lstmcast import tuning_report
-from lstmcast.report import _overhead_text
+from lstmcast.tuning import results as tuning_report
+from lstmcast.report.html import _overhead_text
 
 
 def _study(n: int, seed: int = 0):
@@ -88,7 +88,7 @@ def test_a_log_axis_spanning_about_a_decade_has_at_least_three_labels(monkeypatc
 
 
 def test_values_within_a_decade_stay_on_a_linear_axis(monkeypatch, tmp_path):
-    from lstmcast import reporting
+    from lstmcast.report import plots as reporting
 
     figs = _captured(monkeypatch, reporting, "_save")
     history = [{"epoch": e, "train_loss": 0.5 - 0.01 * e, "val_loss": 0.55 - 0.01 * e} for e in range(1, 4)]

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from lstmcast.config import TrainConfig
-from lstmcast.model import LSTMForecaster
+from lstmcast.model.network import LSTMForecaster
 from lstmcast.training import precision as P
 from lstmcast.training.accel import PENDING, Accel, resolve
+from lstmcast.training.accel import cpu_bf16_runs
 from lstmcast.training.loop import Trainer
 
 AVX512_BF16 = "processor : 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
@@ -96,16 +97,33 @@ def test_expected_steps_follow_early_stopping_and_step_caps():
     assert P.expected_steps(TrainConfig(max_epochs=50, max_steps_per_epoch=4), 1444) == 4 * 30
 
 
-def test_resolve_leaves_auto_pending_and_forced_precisions_alone():
+def test_resolve_leaves_auto_pending_and_forced_precisions_alone(monkeypatch):
+    from lstmcast.training import accel as A
+
+    monkeypatch.setattr(A, "cpu_bf16_runs", lambda: True)  # the policy, on any CPU
     a = resolve("cpu", "auto", 1)
     assert a.pending and a.precision == "fp32" and a.requested == "auto"
     forced = resolve("cpu", "bf16", 1)
     assert not forced.pending and forced.autocast_dtype == torch.bfloat16
     cfg = TrainConfig()
-    assert P.settle(forced, None, cfg, None, None, None, 8, 2, 1) is forced  # nothing measured when forced
+    assert P.settle(forced, None, cfg, None, None, None, 8, 2, 1, make_trainer=Trainer) is forced  # nothing measured when forced
 
 
 # -- the probe on a real (tiny) model -----------------------------------------------------------
+needs_bf16 = pytest.mark.skipif(not cpu_bf16_runs(), reason="this CPU's oneDNN has no bf16 LSTM kernels")
+
+
+def test_explicit_bf16_on_a_cpu_without_bf16_kernels_says_so(monkeypatch):
+    from lstmcast.errors import ConfigError
+    from lstmcast.training import accel as A
+
+    monkeypatch.setattr(A, "cpu_bf16_runs", lambda: False)
+    with pytest.raises(ConfigError, match="cannot run an LSTM in bf16.*use fp32"):
+        A.resolve("cpu", "bf16", 1)
+    monkeypatch.setattr(P, "cpu_bf16_runs", lambda: False)
+    assert P.candidates(torch.device("cpu"))[0] == ["fp32"]
+
+
 def _setup(seed=0):
     torch.manual_seed(seed)
     t = torch.arange(600, dtype=torch.float32)
@@ -117,6 +135,7 @@ def _setup(seed=0):
     return model, cfg, series, starts[:480], starts[480:], L, H
 
 
+@needs_bf16
 def test_probe_measures_every_candidate_and_leaves_model_and_rng_untouched(monkeypatch, caplog):
     monkeypatch.setattr(P, "candidates", lambda dev: (["fp32", "bf16"], "test CPU with bf16"))
     monkeypatch.setattr(P, "_DECIDED", {})
@@ -125,7 +144,7 @@ def test_probe_measures_every_candidate_and_leaves_model_and_rng_untouched(monke
     rng = torch.get_rng_state()
     plan = P.ProbePlan(rounds=2, steps_per_round=1, warmup=1)
     with caplog.at_level(logging.INFO, logger="lstmcast.training.precision"):
-        settled = P.settle(resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, plan)
+        settled = P.settle(resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, make_trainer=Trainer, plan=plan)
     assert settled.precision in ("fp32", "bf16") and not settled.pending
     assert settled.reason.startswith(f"auto: {settled.precision}, measured over 2 interleaved blocks of 1 steps each")
     assert "validation loss" in settled.reason and "test CPU with bf16" in settled.reason
@@ -134,11 +153,12 @@ def test_probe_measures_every_candidate_and_leaves_model_and_rng_untouched(monke
     assert torch.equal(torch.get_rng_state(), rng)  # the real run draws the same dropout masks
     calls = []
     monkeypatch.setattr(P, "run_probe", lambda *a, **k: calls.append(1))
-    again = P.settle(resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, plan)
+    again = P.settle(resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, make_trainer=Trainer, plan=plan)
     assert calls == [] and again.precision == settled.precision
     assert "measured earlier on this machine" in again.reason
 
 
+@needs_bf16
 def test_the_trainer_trains_in_the_probed_precision(monkeypatch):
     model, cfg, series, tr, va, L, H = _setup(1)
     fake = [P.Measured("fp32", [0.04] * 4, 0.30), P.Measured("bf16", [0.02] * 4, 0.30)]
@@ -167,6 +187,7 @@ def test_auto_is_the_default_precision():
     assert TrainConfig().precision == "auto"
 
 
+@needs_bf16
 def test_probe_times_each_candidate_in_blocks_of_steps(monkeypatch):
     # training runs one precision for many steps in a row; alternating single steps between two models
     # hid most of bf16's gain on this project's CPU, so each round times a block per candidate
@@ -177,7 +198,7 @@ def test_probe_times_each_candidate_in_blocks_of_steps(monkeypatch):
     monkeypatch.setattr(P, "_timed", lambda dev, prec, step, batches: blocks.append((prec, len(batches)))
                         or real(dev, prec, step, batches))
     plan = P.ProbePlan(rounds=3, steps_per_round=4, warmup=1)
-    measured = P.run_probe(["fp32", "bf16"], resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, plan)
+    measured = P.run_probe(["fp32", "bf16"], resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, plan, Trainer)
     timed = blocks[2:]  # after one warm-up call per candidate
     assert timed == [("fp32", 4), ("bf16", 4), ("bf16", 4), ("fp32", 4), ("fp32", 4), ("bf16", 4)]  # ABBA
     assert [len(m.seconds) for m in measured] == [3, 3]
@@ -194,16 +215,16 @@ def test_a_verdict_is_remembered_per_machine_so_the_same_config_trains_the_same_
         P.Measured("fp32", seconds=[2.0] * 6, val_loss=0.1), P.Measured("bf16", seconds=[1.0] * 6, val_loss=0.1)])
     model, cfg, series, tr, va, L, H = _setup()
     plan = P.ProbePlan(rounds=2, steps_per_round=1, warmup=1)
-    first = P.settle(resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, plan)
+    first = P.settle(resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, make_trainer=Trainer, plan=plan)
     assert first.precision == "bf16" and len(probes) == 1
     assert (tmp_path / decision_cache.FILE).is_file()
     monkeypatch.setattr(P, "_DECIDED", {})  # a new process: only the file remembers
-    second = P.settle(resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, plan)
+    second = P.settle(resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, make_trainer=Trainer, plan=plan)
     assert second.precision == "bf16" and len(probes) == 1
     assert "measured earlier on this machine" in second.reason
     (tmp_path / decision_cache.FILE).write_text("{not json")  # a damaged cache is ignored, never fatal
     monkeypatch.setattr(P, "_DECIDED", {})
-    third = P.settle(resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, plan)
+    third = P.settle(resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, make_trainer=Trainer, plan=plan)
     assert third.precision == "bf16" and len(probes) == 2
     monkeypatch.setenv("LSTMCAST_CACHE_DIR", "off")
     assert decision_cache.folder() is None

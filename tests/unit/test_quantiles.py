@@ -1,4 +1,4 @@
-"""Quantile maths (lstmcast.quantiles) and the non-crossing quantile head of LSTMForecaster."""
+"""Quantile maths (lstmcast.model.quantiles) and the non-crossing quantile head of LSTMForecaster."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from lstmcast.config import ModelConfig
 from lstmcast.errors import ConfigError
 from lstmcast.forecaster import build_model
-from lstmcast.model import LSTMForecaster
-from lstmcast.quantiles import (apply_offsets, conformal_offsets, interval_metrics, pinball, pinball_loss,
+from lstmcast.model.network import LSTMForecaster
+from lstmcast.model.quantiles import (apply_offsets, conformal_offsets, interval_metrics, pinball, pinball_loss,
                                 quantiles_for, seasonal_naive_offsets)
 from lstmcast.config import validate_config
 

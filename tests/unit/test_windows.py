@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lstmcast.data.windows import build_index, complete_starts, gather, origins, split_points, window_starts
-from lstmcast.evaluation import backtest_origins
+from lstmcast.inference.backtest import backtest_origins
 
 FAST = settings(max_examples=150, deadline=None)
 

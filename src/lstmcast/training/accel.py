@@ -12,13 +12,14 @@ the data exist (``training.precision.settle``), and ``Accel.reason`` then says w
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
+from lstmcast.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,20 @@ def graphs_decision(mode: str, device: torch.device) -> tuple[bool, str]:
     return True, f"train.accel is {mode}: the whole step is captured once per batch shape and replayed"
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_runs() -> bool:
+    """Whether this CPU's oneDNN runs an LSTM under bf16 autocast (forward and backward); some CPUs refuse
+    ("could not create a primitive descriptor for the LSTM forward propagation primitive")."""
+    try:
+        lstm = torch.nn.LSTM(2, 4, batch_first=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, _ = lstm(torch.zeros(1, 3, 2))
+        out.float().sum().backward()
+        return True
+    except RuntimeError:
+        return False
+
+
 def resolve(device: str, precision: str, threads: int | None, accel: str = "auto") -> Accel:
     """Resolve the device, the precision, the thread count and the step mode, refusing impossible combinations."""
     dev = resolve_device(device)
@@ -97,6 +112,9 @@ def resolve(device: str, precision: str, threads: int | None, accel: str = "auto
         raise ConfigError("train.precision fp16 is not supported on CPU: use bf16 or fp32 (or auto)")
     if precision == "tf32" and dev.type == "cpu":
         raise ConfigError("train.precision tf32 exists on NVIDIA GPUs only: use fp32 or bf16 on CPU (or auto)")
+    if precision == "bf16" and dev.type == "cpu" and not cpu_bf16_runs():
+        raise ConfigError("train.precision bf16: this CPU's oneDNN cannot run an LSTM in bf16 (no bf16 kernels for "
+                          "it): use fp32 (or auto, which then stays fp32)")
     if precision == "bf16" and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError("train.precision bf16 is not supported by this GPU: use fp16 or fp32 (or auto)")
     resolved, reason = precision, "asked for in the config"

@@ -30,9 +30,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import atomic
-from ..errors import CheckpointError
-from .state_schema import state_problems
+from lstmcast import atomic
+from lstmcast.errors import CheckpointError
+from lstmcast.training.state_schema import state_problems
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import atomic
-from ..errors import LstmcastError
+from lstmcast import atomic
+from lstmcast.errors import LstmcastError
 
 log = logging.getLogger(__name__)
 FILE = "precision.json"

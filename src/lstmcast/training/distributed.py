@@ -26,7 +26,7 @@ from datetime import timedelta
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError, InterruptedRun
+from lstmcast.errors import ConfigError, InterruptedRun
 
 log = logging.getLogger(__name__)
 TIMEOUT = timedelta(seconds=300)  # a rank that hangs (not dies) stops the others after this

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..build import build_model
+from lstmcast.model.build import build_model
 
 if TYPE_CHECKING:
-    from ..config import ForecastConfig
-    from ..data.prepare import Prepared
-    from ..model import LSTMForecaster
-    from .loop import Trainer
-    from .skip_init import SkipFit
+    from lstmcast.config import ForecastConfig
+    from lstmcast.data.prepare import Prepared
+    from lstmcast.model.network import LSTMForecaster
+    from lstmcast.training.loop import Trainer
+    from lstmcast.training.skip_init import SkipFit
 
 log = logging.getLogger("lstmcast.forecaster")  # the name users filter on for fit's messages
 
@@ -35,7 +35,7 @@ def seed_everything(seed: int) -> None:
 
 def resolve_config(cfg: ForecastConfig, prep: Prepared, data: Any) -> ForecastConfig:
     """The config as trained: window, season and ``auto`` model settings as numbers, the data's path."""
-    from ..sizing import resolve_model
+    from lstmcast.model.sizing import resolve_model
 
     resolved = cfg.model_copy(deep=True)
     resolved.data.window, resolved.data.season = prep.window, prep.season
@@ -50,8 +50,9 @@ def train_first(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, tr
            callbacks: Any, run_dir: Any, resume_from: Any,
            dist: Any = None) -> tuple[LSTMForecaster, Trainer, SkipFit | None]:
     """Build the model (its linear skip fitted on the training windows) and the Trainer around it."""
-    from .loop import Trainer
-    from .skip_init import SkipFit
+    from lstmcast.training import precision
+    from lstmcast.training.loop import Trainer
+    from lstmcast.training.skip_init import SkipFit
 
     T = prep.series.n_targets
     model = build_model(cfg.model, tensor.shape[1], T, prep.horizon, prep.window)
@@ -61,13 +62,16 @@ def train_first(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, tr
     elif cfg.model.linear_skip:  # resumed: the weights come from the checkpoint, the choice from its metadata
         skip = SkipFit.from_dict(resume_from.meta.get("skip"))
     model = model.to(accel.device)
+    # precision auto -> the measured choice, settled before the Trainer is built (a probe on copies of the model)
+    accel = precision.settle(accel, model, cfg.train, tensor, train_idx, val_idx, prep.window, prep.horizon, T,
+                             make_trainer=Trainer)
     trainer = Trainer(model, cfg.train, accel, tensor, train_idx, val_idx, prep.window, prep.horizon, T,
                       callbacks=callbacks, dist=dist)
     if dist is not None and not dist.is_main:  # only rank 0 writes checkpoints; the others only read one
         if resume_from is not None:
             trainer.resume(resume_from)
     elif run_dir is not None or resume_from is not None:  # checkpoints, exact resume (training/resume.py)
-        from .resume import attach_run
+        from lstmcast.training.resume import attach_run
 
         attach_run(trainer, run_dir, resume_from, cfg.to_dict(), prep)
         if skip is not None:  # so a resumed run refits with the same choice
@@ -79,7 +83,7 @@ def init_skip(model: LSTMForecaster, tensor: Any, train_idx: Any, val_idx: Any, 
                prep: Prepared, choice: SkipFit | None = None) -> SkipFit:
     import torch
 
-    from .skip_init import fit_skip
+    from lstmcast.training.skip_init import fit_skip
 
     windows = tensor.unfold(0, prep.window + prep.horizon, 1)
     fit = fit_skip(windows, train_idx, val_idx, prep.window, prep.horizon, prep.series.n_targets, prep.season,
@@ -97,7 +101,7 @@ def refit(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, first: A
     stopping: the first model's epochs up to its best one (none: the fitted linear skip alone)."""
     import torch
 
-    from .loop import EpochRecord, Trainer
+    from lstmcast.training.loop import EpochRecord, Trainer
 
     epochs = [r for r in first.history if r.epoch <= first.best_epoch]
     steps = sum(r.steps for r in epochs)
@@ -131,7 +135,7 @@ def refit(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, first: A
 def all_window_starts(prep: Prepared) -> np.ndarray:
     """Every complete window of every series, test split included (the refit sees all the data given);
     with ``missing: drop-windows`` only windows without a missing value, as for training."""
-    from ..data.windows import complete_starts, window_starts
+    from lstmcast.data.windows import complete_starts, window_starts
 
     offsets, span = prep.index.offsets, prep.window + prep.horizon
     finite = np.isfinite(prep.scaled).all(axis=1)
@@ -143,11 +147,11 @@ def all_window_starts(prep: Prepared) -> np.ndarray:
 def join_distributed(cfg: ForecastConfig) -> tuple[ForecastConfig, Any]:
     """Under torchrun: join the process group, train on CPU with the cores shared among this machine's ranks,
     and in fp32 unless set (a measured precision could differ between ranks)."""
-    from . import distributed
+    from lstmcast.training import distributed
 
     dist = distributed.from_env()
     if dist is not None:
-        from .accel import available_cores
+        from lstmcast.training.accel import available_cores
 
         t = cfg.train
         train = t.model_copy(update={"device": distributed.check_device(t.device),

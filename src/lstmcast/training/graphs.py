@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from .loop import Trainer
+    from lstmcast.training.loop import Trainer
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..errors import DivergedError
+from lstmcast.errors import DivergedError
 
 if TYPE_CHECKING:
-    from .loop import Trainer
-    from .state import EpochCursor
+    from lstmcast.training.loop import Trainer
+    from lstmcast.training.state import EpochCursor
 
 log = logging.getLogger(__name__)
 _KEEP_INTERVALS = 20

@@ -27,40 +27,24 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from ..config import TrainConfig
-from ..errors import InterruptedRun, ResourceError
-from . import graphs, precision, sampling, streaming
-from .accel import Accel
-from .guard import Guard
-from .losses import LOSSES, loss_for  # noqa: F401  (LOSSES re-exported: tests swap a loss in)
-from .signals import signal_name, stop_on_signals
-from .state import EpochCursor, capture, new_cursor, restore
+from lstmcast.config import TrainConfig
+from lstmcast.errors import InterruptedRun, ResourceError
+from lstmcast.training import graphs, precision, sampling
+from lstmcast.training import streaming as streaming
+from lstmcast.training.accel import Accel
+from lstmcast.training.guard import Guard
+from lstmcast.model.losses import LOSSES, loss_for  # noqa: F401  (LOSSES re-exported: tests swap a loss in)
+from lstmcast.training.signals import signal_name, stop_on_signals
+from lstmcast.training.records import EpochRecord
+from lstmcast.training.state import EpochCursor, capture, new_cursor, restore
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from .checkpoint import Checkpoint, CheckpointStore
-    from .distributed import Distributed
+    from lstmcast.training.checkpoint import Checkpoint, CheckpointStore
+    from lstmcast.training.distributed import Distributed
 
 log = logging.getLogger(__name__)
-
-@dataclass
-class EpochRecord:
-    epoch: int
-    train_loss: float
-    val_loss: float
-    lr: float
-    grad_norm: float
-    clipped_fraction: float
-    skipped_steps: int
-    steps: int
-    seconds: float
-    samples_per_s: float
-    rollbacks: int = 0  # rollbacks of the non-finite guard so far in the run
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
 
 @dataclass
 class FitResult:
@@ -81,8 +65,9 @@ class Trainer:
                  train_idx: Tensor, val_idx: Tensor, window: int, horizon: int, n_targets: int,
                  callbacks: list[Callable[[Trainer, EpochRecord], None]] | None = None,
                  dist: Distributed | None = None):
-        # precision: auto -> the measured choice (a short probe on copies of the model; precision.py)
-        accel = precision.settle(accel, model, cfg, series, train_idx, val_idx, window, horizon, n_targets)
+        # fit settles precision: auto before building the Trainer; a Trainer built directly settles it here
+        accel = precision.settle(accel, model, cfg, series, train_idx, val_idx, window, horizon, n_targets,
+                                 make_trainer=type(self))
         self.model, self.cfg, self.accel = model, cfg, accel
         self.dist = dist  # several ranks (distributed.py): sharded batches, one all-reduce per step
         if dist is not None:

@@ -26,12 +26,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import atomic
-from ..findings import Finding
+from lstmcast import atomic
+from lstmcast.findings import Finding
 
 if TYPE_CHECKING:
-    from ..config import ForecastConfig
-    from .loop import EpochRecord, Trainer
+    from lstmcast.config import ForecastConfig
+    from lstmcast.training.loop import EpochRecord, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class Monitor:
         if self._batch is None:
             import torch
 
-            from ..data.windows import gather
+            from lstmcast.data.windows import gather
 
             pool = trainer.val_idx if len(trainer.val_idx) else trainer.train_idx
             pick = torch.linspace(0, len(pool) - 1, min(self.probe_size, len(pool))).round().long()
@@ -175,7 +175,7 @@ class Monitor:
         return self._batch
 
     def _probe(self, trainer: Trainer, epoch: int) -> None:
-        from .probe import probe_model
+        from lstmcast.training.probe import probe_model
 
         t0 = time.perf_counter()
         x, y = self._probe_batch(trainer)
@@ -220,23 +220,10 @@ class Monitor:
             self._histogram(f"grads/{name}", grad, epoch)
         self._tb("add_scalar", "probe/recompute_error", probe.recompute_error, epoch)
 
-    def add_doctor(self, report: Any) -> None:
-        """The doctor's report (``Forecaster.doctor_``) as TensorBoard text, tables rendered as plain text."""
-        if report is None or self.writer is None:
-            return
-        try:
-            from io import StringIO
-
-            from rich.console import Console
-
-            from ..doctor import render
-        except ImportError as exc:
-            log.info("monitor: no doctor report in TensorBoard (%s)", exc)
-            return
-        console = Console(file=StringIO(), width=140, color_system=None)
-        for table in render(report):
-            console.print(table)
-        self._text("doctor", console.file.getvalue())
+    def add_doctor(self, text: str | None) -> None:
+        """The doctor's report as TensorBoard text (rendered by ``lstmcast.doctor.report.render_text``)."""
+        if text and self.writer is not None:
+            self._text("doctor", text)
 
     # -- results ------------------------------------------------------------------------------
     def flush(self) -> None:

@@ -36,16 +36,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from . import decision_cache
-from .accel import Accel, set_tf32
+from lstmcast.training import decision_cache
+from lstmcast.training.accel import Accel, cpu_bf16_runs, set_tf32
 
 if TYPE_CHECKING:
-    from ..config import TrainConfig
+    from lstmcast.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +111,17 @@ def candidates(device: torch.device, cpuinfo: str | None = None) -> tuple[list[s
             return ["fp32", "tf32", "bf16"], f"{name} runs fp32, tf32 and bf16"
         return ["fp32", "tf32"], f"{name} has no bf16 (auto never picks fp16: ask for it explicitly)"
     flags = cpu_bf16_flags(cpuinfo)
-    if flags:
+    if flags and (cpuinfo is not None or cpu_bf16_runs()):
         return ["fp32", "bf16"], f"this CPU has {' and '.join(flags)}"
+    if flags:
+        return ["fp32"], f"this CPU has {' and '.join(flags)} but its oneDNN has no bf16 LSTM kernels"
     return ["fp32"], "this CPU has neither AMX-BF16 nor AVX512-BF16, so bf16 would be emulated (slower)"
 
 
 def lstm_step_flops(input_size: int, hidden: int, layers: int, directions: int, window: int, batch: int,
                     outputs: int) -> float:
     """Approximate FLOPs of one training step (forward + backward ~ 3x forward) of LSTM + linear head."""
-    from ..estimate import Dims, flops_per_step
+    from lstmcast.model.estimate import Dims, flops_per_step
 
     d = Dims(B=batch, L=window, H=outputs, F=input_size, T=1, D=directions, hidden=hidden, layers=layers)
     return float(flops_per_step(d))
@@ -206,9 +208,12 @@ def probe_key(accel: Accel, model: nn.Module, cfg: TrainConfig, series: Tensor, 
 
 
 def settle(accel: Accel, model: nn.Module, cfg: TrainConfig, series: Tensor, train_idx: Tensor,
-           val_idx: Tensor, window: int, horizon: int, n_targets: int,
-           plan: ProbePlan | None = None) -> Accel:
-    """Resolve a pending ``precision: auto`` into a measured choice; any other Accel is returned as is."""
+           val_idx: Tensor, window: int, horizon: int, n_targets: int, *,
+           make_trainer: Callable[..., Any], plan: ProbePlan | None = None) -> Accel:
+    """Resolve a pending ``precision: auto`` into a measured choice; any other Accel is returned as is.
+
+    ``make_trainer`` builds the Trainer the probe times (lstmcast's own step, graphed on CUDA, not a
+    stand-in); the loop passes its class, so this module never imports the loop."""
     if not accel.pending:
         return accel
     plan = plan or ProbePlan()
@@ -223,7 +228,7 @@ def settle(accel: Accel, model: nn.Module, cfg: TrainConfig, series: Tensor, tra
         else:
             t0 = time.perf_counter()
             measured = run_probe(cands, accel, model, cfg, series, train_idx, val_idx, window, horizon,
-                                 n_targets, plan)
+                                 n_targets, plan, make_trainer)
             choice, reason = decide(measured, plan)
             reason += f"; {why}; the probe took {time.perf_counter() - t0:.1f} s"
             decision_cache.write(key, choice, reason)
@@ -237,10 +242,8 @@ def settle(accel: Accel, model: nn.Module, cfg: TrainConfig, series: Tensor, tra
 
 def run_probe(cands: list[str], accel: Accel, model: nn.Module, cfg: TrainConfig, series: Tensor,
               train_idx: Tensor, val_idx: Tensor, window: int, horizon: int, n_targets: int,
-              plan: ProbePlan) -> list[Measured]:
+              plan: ProbePlan, make_trainer: Callable[..., Any]) -> list[Measured]:
     """Train one copy of ``model`` per candidate on the same batches, interleaved; see the module doc."""
-    from .loop import Trainer  # the probe times lstmcast's own step (graphed on CUDA), not a stand-in
-
     dev = train_idx.device
     gen = torch.Generator(device=dev)
     gen.manual_seed(cfg.seed + 7919)
@@ -250,7 +253,7 @@ def run_probe(cands: list[str], accel: Accel, model: nn.Module, cfg: TrainConfig
     val_sub = _subset(val_idx, plan.val_windows)
     rng_devices = [accel.device] if accel.device.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
-        trainers = {c: Trainer(copy.deepcopy(model), cfg, replace(accel, precision=c, requested=c, reason="probe"),
+        trainers = {c: make_trainer(copy.deepcopy(model), cfg, replace(accel, precision=c, requested=c, reason="probe"),
                                series, train_idx, val_sub, window, horizon, n_targets) for c in cands}
         results = {c: Measured(c) for c in cands}
         for c, t in trainers.items():

@@ -19,12 +19,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CheckpointError, ConfigError
-from .checkpoint import Checkpoint, CheckpointStore
+from lstmcast.errors import CheckpointError, ConfigError
+from lstmcast.training.checkpoint import Checkpoint, CheckpointStore
 
 if TYPE_CHECKING:
-    from ..config import ForecastConfig
-    from ..data.prepare import Prepared
+    from lstmcast.config import ForecastConfig
+    from lstmcast.data.prepare import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def resume_config(run: str | os.PathLike[str], config: str | os.PathLike[str] | 
                   data_flags: dict[str, Any] | None = None,
                   overrides: list[str] | None = None) -> tuple[ForecastConfig, Checkpoint]:
     """The config to continue ``run`` with and its newest good checkpoint; C4 differences refused."""
-    from ..config import apply_overrides, read_yaml_mapping, validate_config
+    from lstmcast.config import apply_overrides, read_yaml_mapping, validate_config
 
     store = CheckpointStore(run)
     ckpt = store.load_latest()

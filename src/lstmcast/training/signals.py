@@ -58,7 +58,7 @@ def interrupt_on_signals(message: str) -> Iterator[None]:
 
     For work that has no step to finish (writing a run's outputs): every write there is atomic, so
     stopping anywhere leaves whole files, and ``message`` says how to finish the rest."""
-    from ..errors import InterruptedRun
+    from lstmcast.errors import InterruptedRun
 
     if threading.current_thread() is not threading.main_thread():
         yield

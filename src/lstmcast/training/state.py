@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import CheckpointError, LstmcastError
-from .checkpoint import CHECKPOINT_FORMAT, Checkpoint, b64, decode, encode, unb64
+from lstmcast.errors import CheckpointError, LstmcastError
+from lstmcast.training.checkpoint import CHECKPOINT_FORMAT, Checkpoint, b64, decode, encode, unb64
 
 if TYPE_CHECKING:
-    from .loop import Trainer
+    from lstmcast.training.loop import Trainer
 
 ACC = ("loss_sum", "norm_sum", "clipped", "skipped", "norm_max")  # the cursor's running sums, in order
 
@@ -75,7 +75,7 @@ def set_rng_state(generator: torch.Generator, rng: dict[str, Any]) -> None:
 
 def capture(t: Trainer, cursor: EpochCursor | None, note: str = "") -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The trainer's state now: tensors for safetensors and a JSON-able dict."""
-    from .. import __version__
+    from lstmcast import __version__
 
     tensors: dict[str, Tensor] = {}
     for k, v in t.model.state_dict().items():
@@ -120,7 +120,7 @@ def restore(t: Trainer, ckpt: Checkpoint) -> None:
 
 
 def _restore(t: Trainer, ckpt: Checkpoint) -> None:
-    from .loop import EpochRecord
+    from lstmcast.training.records import EpochRecord
 
     meta, tensors, dev = ckpt.meta, ckpt.tensors, t.accel.device
     t.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})

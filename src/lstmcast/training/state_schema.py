@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..run_schema import schema_problems
+from lstmcast.run.meta import schema_problems
 
 Count = Annotated[int, Field(ge=0)]
 Loss = Annotated[float, Field(allow_inf_nan=True)]  # inf before the first validation, nan on divergence

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..data.windows import gather
+from lstmcast.data.windows import gather
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import atomic
-from .tuning_space import apply_params
+from lstmcast import atomic
+from lstmcast.tuning.space import apply_params
 
 if TYPE_CHECKING:
     import optuna
 
-    from .config import ForecastConfig
+    from lstmcast.config import ForecastConfig
 
 log = logging.getLogger(__name__)
 PARAMS = ("hidden_size", "num_layers", "dropout", "lr", "window", "batch_size", "bidirectional", "residual")
@@ -151,7 +151,7 @@ def history_plot(rows: list[dict[str, Any]], objective: str, path: Path) -> None
         ax.legend()
     from matplotlib.ticker import MaxNLocator
 
-    from .reporting import readable_log_y
+    from lstmcast.report.plots import readable_log_y
 
     if done:
         readable_log_y(ax, ys)

@@ -6,20 +6,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .data import scaling
-from .data.windows import split_points
-from .errors import DataError, did_you_mean
-from .fastpath import future_times
-from .evaluation import Backtest, backtest_origins, naive, score, seasonal_naive
-from .metrics import mase_scale
-from .quantiles import calibrated, interval_columns, interval_metrics, quantiles_for, seasonal_naive_offsets
+from lstmcast.data import scaling
+from lstmcast.data.windows import split_points
+from lstmcast.errors import DataError, did_you_mean
+from lstmcast.inference.fastpath import future_times
+from lstmcast.inference.backtest import Backtest, backtest_origins, naive, score, seasonal_naive
+from lstmcast.metrics import mase_scale
+from lstmcast.model.quantiles import calibrated, interval_columns, interval_metrics, quantiles_for, seasonal_naive_offsets
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .config import ForecastConfig
-    from .data.validate import SeriesSet
-    from .model import LSTMForecaster
+    from lstmcast.config import ForecastConfig
+    from lstmcast.data.validate import SeriesSet
+    from lstmcast.model.network import LSTMForecaster
 
 
 def load_new_series(source: Any, cfg: ForecastConfig, meta: dict[str, Any]) -> SeriesSet:
@@ -27,8 +27,8 @@ def load_new_series(source: Any, cfg: ForecastConfig, meta: dict[str, Any]) -> S
 
     ``None`` reads the run's training data (``data.path``). Errors say what the model needs.
     """
-    from .data.io import read_table
-    from .data.validate import SeriesSet, validate_frame
+    from lstmcast.data.io import read_table
+    from lstmcast.data.validate import SeriesSet, validate_frame
 
     if isinstance(source, SeriesSet):
         series = source

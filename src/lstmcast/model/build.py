@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .config import ModelConfig
+from lstmcast.config import ModelConfig
 
 if TYPE_CHECKING:
-    from .model import LSTMForecaster
+    from lstmcast.model.network import LSTMForecaster
 
 
 def build_model(m: ModelConfig, input_size: int, n_targets: int, horizon: int, window: int) -> LSTMForecaster:
     """The LSTMForecaster a config describes, for data of ``input_size`` channels (F is never typed in)."""
-    from .model import LSTMForecaster
-    from .quantiles import quantiles_for
+    from lstmcast.model.network import LSTMForecaster
+    from lstmcast.model.quantiles import quantiles_for
 
     return LSTMForecaster(input_size=input_size, n_targets=n_targets, horizon=horizon, hidden_size=m.hidden_size,
                           num_layers=m.num_layers, dropout=m.dropout, bidirectional=m.bidirectional,

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import metrics
-from .data.windows import complete_starts, origins
+from lstmcast import metrics
+from lstmcast.data.windows import complete_starts, origins
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .data.validate import SeriesSet
+    from lstmcast.data.validate import SeriesSet
 
 
 def naive(y: np.ndarray, t: int, horizon: int) -> np.ndarray:

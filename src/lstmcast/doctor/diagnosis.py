@@ -21,10 +21,10 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .findings import Finding
+from lstmcast.findings import Finding
 
 if TYPE_CHECKING:
-    from .config import ForecastConfig
+    from lstmcast.config import ForecastConfig
 
 # Thresholds, each stated in the finding it triggers.
 SPIKE = 1.5  # an epoch's training loss above 1.5x the best so far, undoing half the progress, is a spike
@@ -107,7 +107,7 @@ def data_info_of(prepared: Any, doctor: Any = None) -> DataInfo | None:
     if doctor is not None:
         from dataclasses import replace
 
-        from .estimate import n_parameters
+        from lstmcast.model.estimate import n_parameters
 
         wider = n_parameters(replace(doctor.dims, hidden=2 * doctor.dims.hidden))
     return DataInfo(tuple(int(sp.train_end) for sp in prepared.splits), int(prepared.window),
@@ -122,7 +122,7 @@ def diagnose(history: list[dict[str, Any]], extra: list[Finding] | None = None, 
     so new inputs can be added without breaking callers."""
     extra = list(extra or [])
     if config is not None and "auto" in (config.model.hidden_size, config.model.dropout):
-        from .sizing import resolve_model  # a config as written: 'auto' as the numbers fit would pick
+        from lstmcast.model.sizing import resolve_model  # a config as written: 'auto' as the numbers fit would pick
 
         config = config.model_copy(update={"model": resolve_model(config.model, None, 1, 1, 1, 1)})
     n = len(history)

@@ -14,8 +14,8 @@ between stacked layers and 0 with one layer (LSTM dropout acts between layers on
 
 from __future__ import annotations
 
-from .config import ModelConfig
-from .estimate import Dims, n_parameters
+from lstmcast.config import ModelConfig
+from lstmcast.model.estimate import Dims, n_parameters
 
 MIN_WINDOWS_PER_PARAMETER = 0.01  # fewer than one training window per 100 parameters: overfitting risk
 HIDDEN_CHOICES = (8, 16, 32, 64)

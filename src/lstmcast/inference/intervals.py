@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from .config import ForecastConfig
-    from .data.prepare import Prepared
-    from .model import LSTMForecaster
-    from .training.skip_init import SkipFit
+    from lstmcast.config import ForecastConfig
+    from lstmcast.data.prepare import Prepared
+    from lstmcast.model.network import LSTMForecaster
+    from lstmcast.training.skip_init import SkipFit
 
 log = logging.getLogger("lstmcast.forecaster")
 MAX_SCALE_WINDOWS = 4096  # training windows in the intervals' calibration set
@@ -28,8 +28,8 @@ def calibrate(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, train_idx
     The model calibrated is the one early stopping chose; the refit model (train.refit) reuses its
     offsets. The calibration windows: the validation windows and (evenly spread, at most
     MAX_SCALE_WINDOWS) the training windows, their linear skip forecast out of sample."""
-    from .calibration import scaled_conformal_offsets, step_scale
-    from .quantiles import intervals_meta
+    from lstmcast.inference.calibration import scaled_conformal_offsets, step_scale
+    from lstmcast.model.quantiles import intervals_meta
 
     levels = cfg.model.levels
     n = len(val_idx)
@@ -57,7 +57,7 @@ def training_forecasts(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, 
     pred, y = window_forecasts(model, tensor, tr, prep)
     if skip is None or math.isinf(skip.lam) or not len(tr):  # no skip, or a baseline: nothing fitted
         return pred, y
-    from .calibration import out_of_sample_shift
+    from lstmcast.inference.calibration import out_of_sample_shift
 
     shift, ok = out_of_sample_shift(tensor.unfold(0, prep.window + prep.horizon, 1).cpu(), tr, train_idx,
                                     prep.window, prep.horizon, prep.series.n_targets, prep.season, skip,
@@ -67,7 +67,7 @@ def training_forecasts(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, 
 
 def window_forecasts(model: LSTMForecaster, tensor: Any, idx: Any, prep: Prepared) -> tuple[Any, Any]:
     """The model's quantile forecasts (N, H, T, Q) and the actuals (N, H, T) of windows ``idx`` (scaled)."""
-    from .inference import _predict_scaled
+    from lstmcast.inference.predict import _predict_scaled
 
     L, H, T = prep.window, prep.horizon, prep.series.n_targets
     if len(idx) == 0:

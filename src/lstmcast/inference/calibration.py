@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .quantiles import level_columns
+from lstmcast.model.quantiles import level_columns
 
 OOS_BLOCKS = 20  # refits of the linear skip for the out-of-sample training forecasts
 
@@ -68,7 +68,7 @@ def out_of_sample_shift(windows: Any, idx: Any, fit_idx: Any, window: int, horiz
     minus the fitted map's (``weight``, (H, L)). Returns the shifts (n, H, T) and which windows had at
     least max(2, H) earlier windows to refit on (the others are left out of calibration).
     """
-    from .training.skip_init import fit_skip
+    from lstmcast.training.skip_init import fit_skip
 
     n = len(idx)
     shift, ok = np.zeros((n, horizon, n_targets)), np.zeros(n, dtype=bool)

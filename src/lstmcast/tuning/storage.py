@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
+from lstmcast.errors import ConfigError
 
 if TYPE_CHECKING:
     import optuna

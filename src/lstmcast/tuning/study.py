@@ -28,19 +28,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import tuning_report
-from .errors import ConfigError, DataError, DivergedError, InterruptedRun
-from .runlock import RunLock
-from .tuning_space import SearchSpace, apply_params, space_for, suggest
-from .tuning_storage import (HOST, Heartbeat, WorkerSlot, claim_lock, default_storage, normalize_url,
+from lstmcast.tuning import results as tuning_report
+from lstmcast.errors import ConfigError, DataError, DivergedError, InterruptedRun
+from lstmcast.run.lock import RunLock
+from lstmcast.tuning.space import SearchSpace, apply_params, space_for, suggest
+from lstmcast.tuning.storage import (HOST, Heartbeat, WorkerSlot, claim_lock, default_storage, normalize_url,
                              open_storage, quiet_optuna_warnings, redact, sqlite_path)
 
 if TYPE_CHECKING:
     import optuna
 
-    from .config import ForecastConfig
-    from .data.validate import SeriesSet
-    from .forecaster import Forecaster
+    from lstmcast.config import ForecastConfig
+    from lstmcast.data.validate import SeriesSet
+    from lstmcast.forecaster import Forecaster
 
 log = logging.getLogger(__name__)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([hms]?)")
@@ -98,7 +98,7 @@ class PruningReporter:
 
 def fit_trial(cfg: ForecastConfig, series: SeriesSet, callbacks: list[Callable[..., None]]) -> Forecaster:
     """Train one trial's model on the already validated series (a seam for fault-injection tests)."""
-    from .forecaster import Forecaster
+    from lstmcast.forecaster import Forecaster
 
     return Forecaster(cfg).fit(series, callbacks=callbacks)
 
@@ -171,8 +171,8 @@ class Tuner:
         """Check device and data, resolve the space, join the study. Call before ``run``."""
         import optuna
 
-        from .forecaster import load_series
-        from .training.accel import resolve
+        from lstmcast.data.load import load_series
+        from lstmcast.training.accel import resolve
 
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise ConfigError(f"--run {self.run_dir} is a file, not a folder: choose another path")
@@ -204,7 +204,7 @@ class Tuner:
     def _fingerprint(self) -> dict[str, Any]:
         """What every worker of one study must agree on: the data's content (sha256), not its path (machines
         differ; the path is kept as ``data.file`` to name it in a refusal), and the settings trials depend on."""
-        from .workflow import file_sha256
+        from lstmcast.workflow import file_sha256
 
         c = self.cfg.to_dict()
         fp = {f"data.{k}": v for k, v in c["data"].items() if k not in ("path", "delimiter")}
@@ -237,7 +237,7 @@ class Tuner:
     # -- the worker loop ----------------------------------------------------------------------
     def threads(self) -> int:
         """Torch threads per trial: --threads, else train.threads, else cores // local live workers."""
-        from .training.accel import available_cores, check_threads
+        from lstmcast.training.accel import available_cores, check_threads
 
         if self.opts.threads or self.cfg.train.threads:
             key = "--threads" if self.opts.threads else "train.threads"

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import CheckpointError
-from .safe_yaml import short
+from lstmcast.errors import CheckpointError
+from lstmcast.safe_yaml import short
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -160,7 +160,7 @@ def check_meta(meta: dict[str, Any], path: Path) -> None:
 
 def _interval_problems(iv: dict[str, Any], H: int, T: int) -> list[str]:
     """Quantiles that the levels need, offsets one per level, horizon step and target."""
-    from .quantiles import quantiles_for
+    from lstmcast.model.quantiles import quantiles_for
 
     problems = []
     if iv["quantiles"] != quantiles_for(iv["levels"]) or sorted(set(iv["levels"])) != iv["levels"]:

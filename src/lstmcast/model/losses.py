@@ -22,6 +22,6 @@ def loss_for(model: nn.Module, name: str, device: torch.device) -> Callable[[Ten
     quantiles = getattr(model, "quantiles", None)
     if not quantiles:
         return LOSSES[name]
-    from ..quantiles import pinball_loss
+    from lstmcast.model.quantiles import pinball_loss
 
     return pinball_loss(torch.tensor(quantiles, device=device))  # made once: no host copy in a CUDA graph

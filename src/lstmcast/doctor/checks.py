@@ -11,15 +11,15 @@ from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from .config import ForecastConfig
-from .errors import ConfigError
-from .findings import Finding
+from lstmcast.config import ForecastConfig
+from lstmcast.errors import ConfigError
+from lstmcast.findings import Finding
 
 if TYPE_CHECKING:
-    from .data.prepare import Prepared
-    from .data.validate import SeriesSet
-    from .doctor import Dims, DoctorReport
-    from .training.accel import Accel
+    from lstmcast.data.prepare import Prepared
+    from lstmcast.data.validate import SeriesSet
+    from lstmcast.doctor.report import Dims, DoctorReport
+    from lstmcast.training.accel import Accel
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ def config_findings(config: ForecastConfig | dict[str, Any] | None) -> tuple[For
     """Structural problems raise ConfigError (nothing to examine); semantic ones become error findings."""
     from pydantic import ValidationError
 
-    from .config import _describe, _semantic_problems  # the exact texts validate_config raises with
-    from .doctor import split_message
+    from lstmcast.config import _describe, _semantic_problems  # the exact texts validate_config raises with
+    from lstmcast.findings import split_message
 
     if isinstance(config, ForecastConfig):
         cfg = config
@@ -58,8 +58,8 @@ def device_findings(cfg: ForecastConfig) -> tuple[Accel | None, list[Finding]]:
     """Resolve device and precision as ``train`` does; an impossible combination is an error finding."""
     import torch
 
-    from .doctor import split_message
-    from .training.accel import resolve
+    from lstmcast.findings import split_message
+    from lstmcast.training.accel import resolve
 
     threads = torch.get_num_threads()
     try:
@@ -125,7 +125,7 @@ def _hidden_size(d: Dims) -> list[Finding]:
 def _bidirectional(d: Dims, report: DoctorReport) -> list[Finding]:
     if d.D != 2:
         return []
-    from .estimate import n_parameters
+    from lstmcast.model.estimate import n_parameters
 
     one_way = n_parameters(replace(d, D=1))
     return [Finding("info", "bidirectional-head",
@@ -140,7 +140,7 @@ def _windows_per_parameter(cfg: ForecastConfig, report: DoctorReport) -> list[Fi
     ratio = report.windows_per_parameter
     if ratio is None or ratio >= MIN_WINDOWS_PER_PARAMETER:
         return []
-    from .estimate import n_parameters
+    from lstmcast.model.estimate import n_parameters
 
     d, W = report.dims, report.train_windows or 0
     hidden = d.hidden

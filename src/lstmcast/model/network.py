@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .errors import ShapeError
+from lstmcast.errors import ShapeError
 
 State = tuple[Tensor, Tensor]
 

@@ -9,22 +9,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import atomic
-from .errors import CheckpointError, ConfigError, LstmcastError
-from .run_schema import check_meta, check_scaler, check_weights
+from lstmcast import atomic
+from lstmcast.errors import CheckpointError, ConfigError, LstmcastError
+from lstmcast.run.meta import check_meta, check_scaler, check_weights
 
 if TYPE_CHECKING:
-    from .config import ForecastConfig
-    from .data.prepare import Prepared
-    from .forecaster import Forecaster
-    from .model import LSTMForecaster
-    from .training.accel import Accel
+    from lstmcast.config import ForecastConfig
+    from lstmcast.data.prepare import Prepared
+    from lstmcast.forecaster import Forecaster
+    from lstmcast.model.network import LSTMForecaster
+    from lstmcast.training.accel import Accel
 
 FORMAT_VERSION = 1
 HASHED = ("config.yaml", "model.safetensors", "scaler.json", "meta.json")
@@ -34,6 +35,19 @@ BACKTEST_MODEL = "backtest_model.safetensors"
 UNSAFE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 
 
+@dataclass
+class StoredRun:
+    """The checked contents of a run folder: config, metadata, scaler, weights (tensors by name), history."""
+
+    folder: Path
+    config: ForecastConfig
+    meta: dict[str, Any]
+    scaler: dict[str, Any]
+    state: dict[str, Any]
+    backtest_state: dict[str, Any] | None
+    history: list[Any]
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -41,7 +55,7 @@ def sha256_bytes(data: bytes) -> str:
 def build_meta(cfg: ForecastConfig, prep: Prepared, model: LSTMForecaster, accel: Accel) -> dict[str, Any]:
     import torch
 
-    from . import __version__
+    from lstmcast import __version__
 
     s = prep.series
     return {
@@ -137,14 +151,12 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def load_run(path: str | os.PathLike[str]) -> Forecaster:
-    """Rebuild a fitted Forecaster from a run folder (hashes checked; no pickle anywhere)."""
+def read_run(path: str | os.PathLike[str]) -> StoredRun:
+    """Read and check every file of a run folder (hashes, schemas, weights); build nothing. No pickle anywhere."""
     from safetensors import SafetensorError
     from safetensors.torch import load as st_load
 
-    from .config import validate_config, yaml_load_bytes
-    from .build import build_model
-    from .forecaster import Forecaster
+    from lstmcast.config import validate_config, yaml_load_bytes
 
     folder = Path(path)
     manifest = read_manifest(folder)
@@ -165,28 +177,14 @@ def load_run(path: str | os.PathLike[str]) -> Forecaster:
     except (SafetensorError, ValueError, TypeError, OSError) as exc:
         raise CheckpointError(f"{folder / 'model.safetensors'} is not a valid safetensors file ({exc})") from None
     check_weights(state, folder / "model.safetensors")
-    try:
-        import torch
-
-        with torch.device("meta"):  # shapes only: the weights come from the file (assign=True), nothing allocated
-            model = build_model(cfg.model, meta["input_size"], meta["n_targets"], meta["horizon"], meta["window"])
-        model.load_state_dict(state, assign=True)
-        backtest_model = model
-        if BACKTEST_MODEL in manifest.get("sha256", {}):
-            bstate = st_load(_read(folder, BACKTEST_MODEL, manifest))
-            check_weights(bstate, folder / BACKTEST_MODEL)
-            with torch.device("meta"):
-                backtest_model = build_model(cfg.model, meta["input_size"], meta["n_targets"], meta["horizon"],
-                                             meta["window"])
-            backtest_model.load_state_dict(bstate, assign=True)
-    except SafetensorError as exc:
-        raise CheckpointError(f"{folder / BACKTEST_MODEL} is not a valid safetensors file ({exc})") from None
-    except (KeyError, TypeError, ValueError, RuntimeError, LstmcastError) as exc:
-        raise CheckpointError(f"{folder}: the files do not fit together ({exc}): retrain this run") from None
-    fc = Forecaster(cfg)
-    fc.config_, fc.model_, fc.meta_, fc.scaler_ = cfg, model.eval(), meta, scaler
-    fc.backtest_model_ = backtest_model.eval()
-    fc.prepared_ = None
     hist = folder / "history.json"
-    fc.history_ = _json(hist.read_bytes(), "history.json", list) if hist.is_file() else []
-    return fc
+    history = _json(hist.read_bytes(), "history.json", list) if hist.is_file() else []
+    bstate = None
+    if BACKTEST_MODEL in manifest.get("sha256", {}):
+        try:
+            bstate = st_load(_read(folder, BACKTEST_MODEL, manifest))
+        except (SafetensorError, ValueError, TypeError, OSError) as exc:
+            raise CheckpointError(f"{folder / BACKTEST_MODEL} is not a valid safetensors file ({exc})") from None
+        check_weights(bstate, folder / BACKTEST_MODEL)
+    return StoredRun(folder=folder, config=cfg, meta=meta, scaler=scaler, state=state, backtest_state=bstate,
+                     history=history)

@@ -19,7 +19,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .data.validate import SeriesSet
+    from lstmcast.data.validate import SeriesSet
 
 
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -42,7 +42,7 @@ def fast_series(df: pd.DataFrame, meta: dict[str, Any], fp16_unscaled: bool = Fa
 
     ``fp16_unscaled``: the run trains in fp16 without scaling, so the general path refuses |x| > 65504.
     """
-    from .data.validate import TIME_RANGE, SeriesSet
+    from lstmcast.data.validate import TIME_RANGE, SeriesSet
 
     if meta["layout"] != "single" or meta.get("tz"):
         return None
@@ -106,7 +106,7 @@ def future_times(last: np.datetime64, horizon: int, freq: str, tz: str | None = 
                                          nonexistent="shift_forward") if tz else times
         except (OverflowError, pd.errors.OutOfBoundsDatetime):
             pass
-    from .errors import DataError
+    from lstmcast.errors import DataError
 
     raise DataError(f"the {horizon} forecast timestamps after {pd.Timestamp(last)} ({freq!r} steps) run past "
                     f"{pd.Timestamp.max.floor('s')}, the last timestamp lstmcast can represent (pandas "

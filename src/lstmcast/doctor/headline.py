@@ -18,10 +18,10 @@ import math
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .findings import Finding
+from lstmcast.findings import Finding
 
 if TYPE_CHECKING:
-    from .diagnosis import Diagnosis
+    from lstmcast.doctor.diagnosis import Diagnosis
 
 BASELINES = ("naive", "seasonal_naive")
 CURES = ("give more history (a longer series, or several series in a long table)",

@@ -18,13 +18,13 @@ import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, DataError
+from lstmcast.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     import optuna
 
-    from .config import ForecastConfig, TuneConfig
-    from .data.validate import SeriesSet
+    from lstmcast.config import ForecastConfig, TuneConfig
+    from lstmcast.data.validate import SeriesSet
 
 
 @dataclass(frozen=True)
@@ -124,8 +124,8 @@ def resolve_space(t: TuneConfig, n_features: int, season: int | None, horizon: i
 
 def space_for(cfg: ForecastConfig, series: SeriesSet) -> SearchSpace:
     """Resolve the space for validated ``series``: F from its channels, season and split as training does."""
-    from .data.prepare import season_from_freq
-    from .data.windows import split_points
+    from lstmcast.data.prepare import season_from_freq
+    from lstmcast.data.windows import split_points
 
     d = cfg.data
     season = d.season if d.season is not None else season_from_freq(series.freq)
@@ -155,7 +155,7 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
 def apply_params(base: ForecastConfig, params: dict[str, Any], max_epochs: int | None = None,
                  threads: int | None = None) -> ForecastConfig:
     """``base`` with a trial's parameters; ``max_epochs``/``threads`` set only for trials, not best.yaml."""
-    from .config import validate_config
+    from lstmcast.config import validate_config
 
     raw = base.to_dict()
     raw["model"].update(hidden_size=params["hidden_size"], num_layers=params["num_layers"],

@@ -6,13 +6,13 @@ import io
 import os
 from typing import TYPE_CHECKING, Any
 
-from . import atomic
+from lstmcast import atomic
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .data.validate import SeriesSet
-    from .evaluation import Backtest
+    from lstmcast.data.validate import SeriesSet
+    from lstmcast.inference.backtest import Backtest
 
 
 def _pyplot():

@@ -20,17 +20,18 @@ import types
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .config import ForecastConfig
-from .errors import ConfigError, DataError
+from lstmcast.config import ForecastConfig
+from lstmcast.errors import ConfigError, DataError
 # re-exported: the doctor's public arithmetic (tests and callers import it from here)
-from .estimate import (Dims, LayerCount, ShapeRow, flops_per_step, layer_counts, memory_bytes,  # noqa: F401
+from lstmcast.model.estimate import (Dims, LayerCount, ShapeRow, flops_per_step, layer_counts, memory_bytes,  # noqa: F401
                        n_parameters, trace)
-from .findings import Finding
+from lstmcast.findings import split_message  # noqa: F401  (re-exported)
+from lstmcast.findings import Finding
 
 if TYPE_CHECKING:
-    from .data.prepare import Prepared
-    from .data.validate import SeriesSet
-    from .training.accel import Accel
+    from lstmcast.data.prepare import Prepared
+    from lstmcast.data.validate import SeriesSet
+    from lstmcast.training.accel import Accel
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +98,6 @@ def _text(f: Finding) -> str:
     return f.message + (f": {f.fix}" if f.fix else "")
 
 
-def split_message(text: str) -> tuple[str, str]:
-    """lstmcast messages read 'what: how to fix'; split at the last ': ' (joining gives the text back)."""
-    what, sep, fix = text.rpartition(": ")
-    return (what, fix) if sep else (text, "")
-
-
 # -- the entry points -----------------------------------------------------------------------------
 def doctor(config: ForecastConfig | dict[str, Any] | None = None, data: Any = None, *,
            measure: bool = False) -> DoctorReport:
@@ -112,7 +107,7 @@ def doctor(config: ForecastConfig | dict[str, Any] | None = None, data: Any = No
     skipped. Invalid data (missing columns, gaps, ...) raises DataError as ``train`` would.
     ``measure=True`` times a few real training steps on this machine.
     """
-    from .doctor_checks import config_findings, device_findings
+    from lstmcast.doctor.checks import config_findings, device_findings
 
     cfg, findings = config_findings(config)
     accel, dev_findings = device_findings(cfg)
@@ -120,7 +115,7 @@ def doctor(config: ForecastConfig | dict[str, Any] | None = None, data: Any = No
     series = prep = None
     source = data if data is not None else cfg.data.path
     if source is not None:
-        from .forecaster import load_series
+        from lstmcast.data.load import load_series
 
         series = load_series(source, cfg)
         prep, data_findings = _prepare(cfg, series, accel)
@@ -133,7 +128,7 @@ def doctor(config: ForecastConfig | dict[str, Any] | None = None, data: Any = No
 
 def preflight(cfg: ForecastConfig, series: SeriesSet, prep: Prepared, accel: Accel) -> DoctorReport:
     """The doctor's checks at the start of ``fit``: log advice, refuse error findings with their text."""
-    from .doctor_checks import config_findings
+    from lstmcast.doctor.checks import config_findings
 
     _, findings = config_findings(cfg)
     report = _examine(cfg, series, prep, accel, findings)
@@ -147,7 +142,7 @@ def preflight(cfg: ForecastConfig, series: SeriesSet, prep: Prepared, accel: Acc
 
 
 def _prepare(cfg: ForecastConfig, series: SeriesSet, accel: Accel | None) -> tuple[Prepared | None, list[Finding]]:
-    from .data.prepare import prepare
+    from lstmcast.data.prepare import prepare
 
     precision = accel.precision if accel is not None else cfg.train.precision
     try:
@@ -160,7 +155,7 @@ def _prepare(cfg: ForecastConfig, series: SeriesSet, accel: Accel | None) -> tup
 
 def config_dims(cfg: ForecastConfig) -> tuple[int, int, int]:
     """(F, T, L) from the config alone: targets + features, the window or the automatic one."""
-    from .data.prepare import auto_window, season_from_freq
+    from lstmcast.data.prepare import auto_window, season_from_freq
 
     d = cfg.data
     wide = d.format == "wide" and len(d.target) > 1
@@ -172,9 +167,9 @@ def config_dims(cfg: ForecastConfig) -> tuple[int, int, int]:
 
 def _examine(cfg: ForecastConfig, series: SeriesSet | None, prep: Prepared | None, accel: Accel | None,
              findings: list[Finding]) -> DoctorReport:
-    from .doctor_checks import model_findings
+    from lstmcast.doctor.checks import model_findings
 
-    from .sizing import resolve_model
+    from lstmcast.model.sizing import resolve_model
 
     F, T, L = config_dims(cfg)
     report_src = "config only (no data): F from the config's target and feature columns"
@@ -209,10 +204,10 @@ def measure_step(d: Dims, cfg: ForecastConfig, accel: Accel, steps: int = 10, wa
     ``warmup`` untimed steps, then up to ``steps`` timed ones (at least 3) within ``budget_s`` seconds."""
     import torch
 
-    from .model import LSTMForecaster
-    from .quantiles import quantiles_for
-    from .sizing import resolve_model
-    from .training.loop import Trainer
+    from lstmcast.model.network import LSTMForecaster
+    from lstmcast.model.quantiles import quantiles_for
+    from lstmcast.model.sizing import resolve_model
+    from lstmcast.training.loop import Trainer
 
     m = resolve_model(cfg.model, None, d.F, d.T, d.H, d.L)  # dropout auto -> a number (d holds the width)
     dev = accel.device
@@ -289,7 +284,7 @@ _ORDER = ["error", "warning", "advice", "info"]
 
 
 class _CallableModule(types.ModuleType):
-    """``lstmcast.doctor`` is both this module and the function: importing the submodule rebinds the package
+    """``lstmcast.doctor.report`` is both this module and the function: importing the submodule rebinds the package
     attribute to the module (Python's import system does that), so the module forwards calls to the function."""
 
     def __call__(self, config: ForecastConfig | dict[str, Any] | None = None, data: Any = None, *,
@@ -302,3 +297,20 @@ sys.modules[__name__].__class__ = _CallableModule
 __all__ = ["Dims", "DoctorReport", "LayerCount", "ShapeRow", "doctor", "preflight", "trace", "layer_counts",
            "n_parameters", "memory_bytes", "flops_per_step", "measure_step", "split_message", "config_dims",
            "render"]
+
+
+def render_text(report: DoctorReport | None) -> str | None:
+    """The report's tables as plain text (for TensorBoard), or None when rich is missing or no report."""
+    if report is None:
+        return None
+    try:
+        from io import StringIO
+
+        from rich.console import Console
+    except ImportError as exc:
+        log.info("no doctor report text (%s)", exc)
+        return None
+    console = Console(file=StringIO(), width=140, color_system=None)
+    for table in render(report):
+        console.print(table)
+    return console.file.getvalue()

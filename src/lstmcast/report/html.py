@@ -5,7 +5,7 @@ diagnosis.json, doctor.json, loss.png, forecast.png), so ``lstmcast report RUN``
 run; plots are embedded as base64 PNG and a Content-Security-Policy forbids any network access. A part
 whose file is missing says which file and what writes it instead of failing the page.
 
->>> from lstmcast.report import write_report
+>>> from lstmcast.report.html import write_report
 >>> write_report("runs/demo")                       # doctest: +SKIP
 PosixPath('runs/demo/report.html')
 """
@@ -21,8 +21,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import atomic
-from .errors import CheckpointError, LstmcastError
+from lstmcast import atomic
+from lstmcast.errors import CheckpointError, LstmcastError
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,8 @@ def metrics_section(metrics: dict[str, dict[str, float]] | None) -> str:
     """The backtest table: one row per method, best value per column marked; exact values in data-value."""
     if not metrics:
         return _missing("metrics.json", "written by `lstmcast train`")
-    from .evaluation import methods
-    from .metrics import NAMES
+    from lstmcast.inference.backtest import methods
+    from lstmcast.metrics import NAMES
 
     per_series = len(metrics.get("per_series", {}))
     metrics = methods(metrics)
@@ -187,7 +187,7 @@ def monitor_section(run: Path, monitor: dict[str, Any] | None) -> str:
     probes = monitor.get("probes") or []
     if not probes:
         return "<p>The probe did not run in this training (see the log).</p>"
-    from .reporting import probe_plot
+    from lstmcast.report.plots import probe_plot
 
     plot = run / "monitor.png"
     probe_plot(probes, plot)

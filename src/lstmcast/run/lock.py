@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, ConfigError
+from lstmcast.errors import CheckpointError, ConfigError
 
 LOCK_NAME = ".lock"
 _HELD: dict[str, list[Any]] = {}  # resolved folder -> [fd, count, created]; flock is per open file, not per process

@@ -1,0 +1,25 @@
+"""Read and validate a table for fit, the doctor and tuning: one entry point for every caller."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lstmcast.errors import DataError
+
+if TYPE_CHECKING:
+    from lstmcast.config import ForecastConfig
+    from lstmcast.data.validate import SeriesSet
+
+
+def load_series(source: Any, cfg: ForecastConfig) -> SeriesSet:
+    """Read and validate a file path or DataFrame (``None``: the config's ``data.path``)."""
+    from lstmcast.data.io import read_table
+    from lstmcast.data.validate import SeriesSet, validate_frame
+
+    if isinstance(source, SeriesSet):  # validated already: tuning loads once and reuses it across trials
+        return source
+    if source is None:
+        source = cfg.data.path
+    if source is None:
+        raise DataError("no data given: pass a CSV/Parquet path or a DataFrame, or set data.path")
+    return validate_frame(read_table(source, cfg.data.delimiter, cfg.data.id_col), cfg.data, cfg.train.precision)
