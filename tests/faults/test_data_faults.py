@@ -20,7 +20,7 @@ from lstmcast.config import validate_config
 from lstmcast.data.io import bundled_path, read_table
 from lstmcast.data.prepare import prepare
 from lstmcast.data.validate import validate_frame
-from lstmcast.data.windows import gather
+from lstmcast.data.windows import Roles, gather
 from lstmcast.errors import ConfigError, DataError
 from tests.conftest import run_cli, seasonal_frame, small_config
 
@@ -105,7 +105,7 @@ def test_d1_drop_windows_never_lets_nan_reach_the_loss():
     windows = torch.from_numpy(prep.scaled).unfold(0, prep.window + prep.horizon, 1)
     for idx in (prep.index.train, prep.index.val):  # ... but in no gathered training/validation window
         assert len(idx) > 0
-        x, y = gather(windows, torch.from_numpy(idx), prep.window, 1)
+        x, y, *_ = gather(windows, torch.from_numpy(idx), Roles(prep.window, prep.horizon, 1))
         assert torch.isfinite(x).all() and torch.isfinite(y).all()
 
 

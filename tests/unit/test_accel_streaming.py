@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lstmcast.config import TrainConfig
-from lstmcast.data.windows import gather
+from lstmcast.data.windows import Roles, gather
 from lstmcast.model.network import LSTMForecaster
 from lstmcast.training import streaming as streaming
 from lstmcast.training.accel import resolve
@@ -34,11 +34,11 @@ def _windows():
 
 def test_host_batches_equal_the_resident_gather_and_survive_later_batches():
     w = _windows()
-    batcher = streaming.HostBatcher(w, torch.device("cpu"), window=12, n_targets=2)
+    batcher = streaming.HostBatcher(w, torch.device("cpu"), Roles(12, w.shape[2] - 12, 2))
     idxs = [torch.randint(0, len(w), (n,)) for n in (8, 8, 5, 8)]
     out = [batcher(i) for i in idxs]
-    for i, (x, y) in zip(idxs, out):  # earlier batches are intact after both buffers were reused
-        ex, ey = gather(w, i, 12, 2)
+    for i, (x, y, *_) in zip(idxs, out):  # earlier batches are intact after both buffers were reused
+        ex, ey, *_ = gather(w, i, Roles(12, w.shape[2] - 12, 2))
         assert x.shape == (len(i), 12, 3) and y.shape == (len(i), 4, 2)
         assert torch.equal(x, ex) and torch.equal(y, ey)
     assert batcher.copies == 4 and batcher.turn == 0
@@ -47,9 +47,9 @@ def test_host_batches_equal_the_resident_gather_and_survive_later_batches():
 
 def test_make_gather_streams_only_for_windows_off_the_device():
     w = _windows()
-    resident = streaming.make_gather(w, torch.device("cpu"), 12, 2)
+    resident = streaming.make_gather(w, torch.device("cpu"), Roles(12, w.shape[2] - 12, 2))
     assert not isinstance(resident, streaming.HostBatcher)
-    assert isinstance(streaming.make_gather(w, torch.device("meta"), 12, 2), streaming.HostBatcher)
+    assert isinstance(streaming.make_gather(w, torch.device("meta"), Roles(12, w.shape[2] - 12, 2)), streaming.HostBatcher)
 
 
 def test_a_trainer_fed_by_the_host_batcher_trains_like_the_resident_one():
@@ -63,7 +63,7 @@ def test_a_trainer_fed_by_the_host_batcher_trains_like_the_resident_one():
     for stream in (False, True):
         t = Trainer(copy.deepcopy(model), cfg, resolve("cpu", "fp32", 1), series, starts[:250], starts[250:], L, H, 1)
         if stream:
-            t._gather = streaming.HostBatcher(t.windows, torch.device("cpu"), L, 1)
+            t._gather = streaming.HostBatcher(t.windows, torch.device("cpu"), t.roles)
         runs.append((t, [(r.train_loss, r.val_loss) for r in t.fit().history]))
     assert runs[0][1] == runs[1][1]
     # every step and validation pass streamed: 2 epochs, a validation each, and the check at step 0
@@ -74,9 +74,9 @@ def test_a_trainer_fed_by_the_host_batcher_trains_like_the_resident_one():
 def test_cuda_streaming_uses_pinned_staging_and_matches_the_resident_gather():
     w = _windows()
     dev = torch.device("cuda")
-    batcher = streaming.HostBatcher(w, dev, window=12, n_targets=2)
+    batcher = streaming.HostBatcher(w, dev, Roles(12, w.shape[2] - 12, 2))
     idx = torch.randint(0, len(w), (64,))
-    x, y = batcher(idx)
+    x, y, *_ = batcher(idx)
     assert batcher.slots[0].is_pinned() and x.device.type == "cuda"
-    ex, ey = gather(w.to(dev), idx.to(dev), 12, 2)
+    ex, ey, *_ = gather(w.to(dev), idx.to(dev), Roles(12, w.shape[2] - 12, 2))
     assert torch.equal(x, ex) and torch.equal(y, ey)

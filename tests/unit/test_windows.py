@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lstmcast.data.windows import build_index, complete_starts, gather, origins, split_points, window_starts
+from lstmcast.data.windows import Roles, build_index, complete_starts, gather, origins, split_points, window_starts
 from lstmcast.inference.backtest import backtest_origins
 
 FAST = settings(max_examples=150, deadline=None)
@@ -136,7 +136,7 @@ def test_gather_returns_the_slices_of_the_original_series(case, C, data):
     series = torch.arange(total * C, dtype=torch.float32).reshape(total, C)  # every value unique
     view = series.unfold(0, L + H, 1)  # (rows, C, L + H)
     pick = every[data.draw(st.lists(st.integers(0, len(every) - 1), min_size=1, max_size=8))]
-    x, y = gather(view, torch.from_numpy(pick), L, T)
+    x, y, *_ = gather(view, torch.from_numpy(pick), Roles(L, view.shape[2] - L, T))
     assert x.shape == (len(pick), L, C) and y.shape == (len(pick), H, T)
     for b, s in enumerate(pick):
         assert torch.equal(x[b], series[s:s + L])

@@ -9,6 +9,7 @@ tensor; windows are strided views of it (``Tensor.unfold``) and batches are gath
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -80,12 +81,56 @@ def build_index(lengths: list[int], splits: list[Split], window: int, horizon: i
     return WindowIndex(offsets=offsets, train=np.concatenate(train), val=np.concatenate(val))
 
 
-def gather(windows, idx, window: int, n_targets: int):
-    """Batch from the strided view ``series.unfold(0, L + H, 1)`` (rows, C, L + H) at ``idx``.
+@dataclass(frozen=True)
+class Roles:
+    """Which channels of the series tensor play which role in a window (the batch's contract).
 
-    Returns x (B, L, C) and y (B, H, T).
+    Channels are ordered targets (T) first, then past-only covariates, then the known-future ones
+    (``future``: future covariates, then calendar features), which the model also reads over the horizon.
     """
-    w = windows[idx]  # (B, C, L + H): one copy of just this batch
-    x = w[:, :, :window].transpose(1, 2)  # (B, L, C)
-    y = w[:, :n_targets, window:].transpose(1, 2)  # (B, H, T)
-    return x, y
+
+    window: int
+    horizon: int
+    n_targets: int
+    future: tuple[int, ...] = ()  # channel indices known over the horizon
+
+    def future_slice(self, channels: int) -> slice | None:
+        """The known-future channels as one slice (they are always the last ones), or None."""
+        return slice(channels - len(self.future), channels) if self.future else None
+
+
+class Batch(NamedTuple):
+    """One batch of windows, a field per input role; what every consumer of windows takes."""
+
+    past: Any  # (B, L, C) every channel over the lookback window
+    y: Any  # (B, H, T) the targets over the horizon
+    future: Any = None  # (B, H, K) known-future channels over the horizon (None without any)
+    static: Any = None  # (B, S) per-series inputs: numeric, then categorical codes (None without any)
+    series_idx: Any = None  # (B,) which series each window belongs to (with statics)
+
+
+@dataclass
+class Statics:
+    """Per-series inputs on the training device: ``table`` (S_series, S) and ``row_series`` (N_rows,), the
+    series each row of the concatenated tensor belongs to, so a window start indexes its series' row."""
+
+    table: Any
+    row_series: Any
+
+
+def split_window(w, roles: Roles, statics: Statics | None = None, starts=None) -> Batch:
+    """A Batch from windows ``w`` (B, C, L + H) (rows of the strided view), starting at global rows ``starts``."""
+    L, T = roles.window, roles.n_targets
+    x = w[:, :, :L].transpose(1, 2)  # (B, L, C)
+    y = w[:, :T, L:].transpose(1, 2)  # (B, H, T)
+    fs = roles.future_slice(w.shape[1])
+    future = w[:, fs, L:].transpose(1, 2) if fs is not None else None  # (B, H, K)
+    if statics is None or starts is None:
+        return Batch(x, y, future)
+    sidx = statics.row_series[starts]
+    return Batch(x, y, future, statics.table[sidx], sidx)
+
+
+def gather(windows, idx, roles: Roles, statics: Statics | None = None) -> Batch:
+    """Batch from the strided view ``series.unfold(0, L + H, 1)`` (rows, C, L + H) at ``idx``."""
+    return split_window(windows[idx], roles, statics, idx)  # one copy of just this batch

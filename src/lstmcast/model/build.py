@@ -10,12 +10,16 @@ if TYPE_CHECKING:
     from lstmcast.model.network import LSTMForecaster
 
 
-def build_model(m: ModelConfig, input_size: int, n_targets: int, horizon: int, window: int) -> LSTMForecaster:
-    """The LSTMForecaster a config describes, for data of ``input_size`` channels (F is never typed in)."""
+def build_model(m: ModelConfig, input_size: int, n_targets: int, horizon: int, window: int, future_size: int = 0,
+                static_size: int = 0, static_cardinalities: tuple[int, ...] = ()) -> LSTMForecaster:
+    """The LSTMForecaster a config describes, for data of ``input_size`` channels (F is never typed in), with
+    ``future_size`` known-future channels, ``static_size`` numeric statics and one embedding per cardinality."""
     from lstmcast.model.network import LSTMForecaster
     from lstmcast.model.quantiles import quantiles_for
 
     return LSTMForecaster(input_size=input_size, n_targets=n_targets, horizon=horizon, hidden_size=m.hidden_size,
                           num_layers=m.num_layers, dropout=m.dropout, bidirectional=m.bidirectional,
                           residual=m.residual, bias=m.bias, window_norm=m.window_norm, window=window,
-                          linear_skip=m.linear_skip, quantiles=quantiles_for(m.levels) if m.levels else None)
+                          linear_skip=m.linear_skip, quantiles=quantiles_for(m.levels) if m.levels else None,
+                          future_size=future_size, static_size=static_size,
+                          static_cardinalities=tuple(static_cardinalities))

@@ -1,8 +1,13 @@
 """LSTMForecaster: the nn.Module only. (B, L, F) -> (B, H, T), direct multi-step head; with quantiles
 (B, L, F) -> (B, H, T, Q), Q quantiles ascending, the median the point forecast.
 
+Input roles (data/windows.py's Batch): ``x`` the past (B, L, F), every channel over the window;
+``future`` (B, H, K) what is known over the horizon (future covariates, calendar); ``static`` (B, S)
+per-series values, numeric ones first, then categorical codes (as floats) that index embeddings.
+
 Shape legend: B batch, L lookback window, F input features (targets first, then covariates),
-H horizon, T targets, Q quantiles, D directions (2 if bidirectional). batch_first=True everywhere.
+H horizon, T targets, K known-future inputs, S static inputs, Q quantiles, D directions (2 if
+bidirectional). batch_first=True everywhere.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ class LSTMForecaster(nn.Module):
                  num_layers: int = 2, dropout: float = 0.0, bidirectional: bool = False,
                  residual: bool = False, bias: bool = True,
                  window_norm: Literal["last", "mean", "none"] = "mean", window: int | None = None,
-                 linear_skip: bool = False, quantiles: tuple[float, ...] | list[float] | None = None):
+                 linear_skip: bool = False, quantiles: tuple[float, ...] | list[float] | None = None,
+                 future_size: int = 0, static_size: int = 0, static_cardinalities: tuple[int, ...] = ()):
         super().__init__()
         if n_targets > input_size:
             raise ShapeError(f"n_targets={n_targets} exceeds input_size={input_size}: targets are input channels too")
@@ -45,17 +51,24 @@ class LSTMForecaster(nn.Module):
         self.residual, self.window_norm, self.window = residual, window_norm, window
         self.num_directions = 2 if bidirectional else 1
         width = self.num_directions * hidden_size
+        self.future_size, self.static_size = future_size, static_size
+        self.static_cardinalities = tuple(int(c) for c in static_cardinalities)
+        self.statics = StaticEncoder(static_size, self.static_cardinalities)
+        enc_in = input_size + self.statics.width  # the statics join every step of the encoder's input
         if residual:
-            ins = [input_size] + [width] * (num_layers - 1)
+            ins = [enc_in] + [width] * (num_layers - 1)
             self.layers = nn.ModuleList(
                 nn.LSTM(i, hidden_size, 1, bias=bias, batch_first=True, bidirectional=bidirectional) for i in ins)
             # a projection only where the widths differ (the first layer, usually)
             self.projs = nn.ModuleList(nn.Linear(i, width, bias=False) if i != width else nn.Identity() for i in ins)
             self.drop = nn.Dropout(dropout)
         else:
-            self.lstm = nn.LSTM(input_size, hidden_size, num_layers, bias=bias, batch_first=True,
+            self.lstm = nn.LSTM(enc_in, hidden_size, num_layers, bias=bias, batch_first=True,
                                 dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional)
         self.head = nn.Linear(width, horizon * n_targets)
+        # known-future inputs enter a decoder over the horizon, conditioned on the encoder's last state
+        self.decoder = HorizonDecoder(width, future_size, self.statics.width, horizon, n_targets) \
+            if future_size or self.statics.width else None
         self.linear_skip = linear_skip
         if linear_skip:
             # y = last + skip(x - last) + head(lstm): the skip, shared by the targets, starts as the naive
@@ -121,6 +134,22 @@ class LSTMForecaster(nn.Module):
                 fix = f"the model was trained on windows of {L} steps; give {L} steps of history"
             raise ShapeError(f"expected x of shape {want}, got {got}: {fix}")
 
+    def _check_roles(self, x: Tensor, future: Tensor | None, static: Tensor | None) -> None:
+        """The known-future and static inputs the model was built for, with their shapes (FAULTS M1)."""
+        B = x.shape[0]
+        for name, got, want in (("future", future, (B, self.horizon, self.future_size) if self.future_size else None),
+                                ("static", static, (B, self.static_size + len(self.static_cardinalities))
+                                 if self.statics.width else None)):
+            if want is None:
+                if got is not None:
+                    raise ShapeError(f"this model takes no {name} input (it was built without one): drop {name}=")
+                continue
+            if not isinstance(got, Tensor):
+                raise ShapeError(f"this model needs {name}= of shape {want} ({'B, H, K known-future inputs' if name == 'future' else 'B, S static inputs'}), got {type(got).__name__}")
+            if tuple(got.shape) != want or got.dtype != x.dtype or got.device != x.device:
+                raise ShapeError(f"expected {name} of shape {want}, dtype {x.dtype} on {x.device}, got shape "
+                                 f"{tuple(got.shape)}, dtype {got.dtype} on {got.device}")
+
     def _check_state(self, x: Tensor, state: State) -> None:
         if not isinstance(state, (tuple, list)) or len(state) != 2:
             raise ShapeError(f"state must be a pair (h0, c0), got {type(state).__name__}: "
@@ -137,14 +166,19 @@ class LSTMForecaster(nn.Module):
                     f"use model.init_hidden({x.shape[0]}, x.device) (batch-first input, but states are "
                     "always (layers * directions, B, hidden))")
 
-    def forward(self, x: Tensor, state: State | None = None, return_state: bool = False):
-        # x: (B, L, F); state: (h0, c0) each (num_layers * D, B, hidden)
+    def forward(self, x: Tensor, state: State | None = None, return_state: bool = False,
+                future: Tensor | None = None, static: Tensor | None = None):
+        # x: (B, L, F); state: (h0, c0) each (num_layers * D, B, hidden); future: (B, H, K); static: (B, S)
         self._check(x, state)
+        self._check_roles(x, future, static)
         T = self.n_targets
         x_in, ref = x, None
         if self.window_norm != "none":
             ref = x[:, -1:, :T] if self.window_norm == "last" else x[:, :, :T].mean(dim=1, keepdim=True)  # (B, 1, T)
             x = torch.cat([x[:, :, :T] - ref, x[:, :, T:]], dim=2) if x.shape[2] > T else x - ref
+        s = self.statics(static) if self.statics.width else None  # (B, S') numeric + embeddings
+        if s is not None:
+            x = torch.cat([x, s.unsqueeze(1).expand(-1, x.shape[1], -1)], dim=2)  # (B, L, F + S')
         if self.residual:
             out, h_n, c_n = self._residual_stack(x, state)
         else:
@@ -155,6 +189,8 @@ class LSTMForecaster(nn.Module):
         else:
             last = out[:, -1]  # (B, hidden)
         y = self.head(last).view(x.shape[0], self.horizon, T)  # (B, H, T)
+        if self.decoder is not None:
+            y = y + self.decoder(last, future, s)  # (B, H, T): what the known future adds
         if self.linear_skip:
             y = y + self._skip_forecast(x_in[:, :, :T])
         elif ref is not None:
@@ -193,3 +229,54 @@ class LSTMForecaster(nn.Module):
         out = f"(B, H={self.horizon}, T={self.n_targets}" + (f", Q={len(self.quantiles)})" if self.quantiles else ")")
         return (f"(B, L, F={self.input_size}) -> {out}, "
                 f"window_norm={self.window_norm}, residual={self.residual}, linear_skip={self.linear_skip}")
+
+
+class StaticEncoder(nn.Module):
+    """Per-series inputs (B, S): numeric ones pass through, each categorical code gets an embedding.
+
+    Code 0 of every categorical is "unknown" (a value or series id not seen in training); its embedding
+    is kept at zero, so a new series is forecast from its own history and numeric statics alone.
+    """
+
+    def __init__(self, n_numeric: int, cardinalities: tuple[int, ...]):
+        super().__init__()
+        self.n_numeric = n_numeric
+        dims = [min(16, max(2, round(1.6 * c ** 0.56))) for c in cardinalities]  # a common rule of thumb
+        self.embeddings = nn.ModuleList(nn.Embedding(c, d, padding_idx=0) for c, d in zip(cardinalities, dims))
+        self.width = n_numeric + sum(dims)
+
+    def forward(self, static: Tensor) -> Tensor:
+        # static: (B, S numeric + C codes) -> (B, S numeric + sum of embedding widths)
+        parts = [static[:, :self.n_numeric]]
+        for k, emb in enumerate(self.embeddings):
+            parts.append(emb(static[:, self.n_numeric + k].long()).to(static.dtype))
+        return torch.cat(parts, dim=1)
+
+
+class HorizonDecoder(nn.Module):
+    """An MLP applied to every horizon step: [encoder state, that step's known inputs, statics, step] -> T.
+
+    Its last layer starts at zero, so a fresh model forecasts exactly what the encoder's head does and
+    learns only what the known future adds (the same start as the LSTM head on the linear skip).
+    """
+
+    def __init__(self, width: int, future_size: int, static_width: int, horizon: int, n_targets: int,
+                 hidden: int = 64):
+        super().__init__()
+        self.horizon, self.n_targets = horizon, n_targets
+        self.step = nn.Embedding(horizon, 8)  # which step ahead: effects can differ by lead time
+        self.net = nn.Sequential(nn.Linear(width + future_size + static_width + 8, hidden), nn.GELU(),
+                                 nn.Linear(hidden, n_targets))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, last: Tensor, future: Tensor | None, s: Tensor | None) -> Tensor:
+        # last: (B, D * hidden); future: (B, H, K); s: (B, S') -> (B, H, T)
+        B, H = last.shape[0], self.horizon
+        parts = [last.unsqueeze(1).expand(B, H, -1)]
+        if future is not None:
+            parts.append(future)
+        if s is not None:
+            parts.append(s.unsqueeze(1).expand(B, H, -1))
+        parts.append(self.step.weight.to(last.dtype).unsqueeze(0).expand(B, H, -1))
+        return self.net(torch.cat(parts, dim=2))

@@ -17,6 +17,7 @@ at each epoch end; a callback with a ``flush()`` method is flushed before an int
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import time
@@ -31,6 +32,7 @@ from lstmcast.config import TrainConfig
 from lstmcast.errors import InterruptedRun, ResourceError
 from lstmcast.training import graphs, precision, sampling
 from lstmcast.training import streaming as streaming
+from lstmcast.data.windows import Batch, Roles, Statics
 from lstmcast.training.accel import Accel
 from lstmcast.training.guard import Guard
 from lstmcast.model.losses import LOSSES, loss_for  # noqa: F401  (LOSSES re-exported: tests swap a loss in)
@@ -64,10 +66,11 @@ class Trainer:
     def __init__(self, model: nn.Module, cfg: TrainConfig, accel: Accel, series: Tensor,
                  train_idx: Tensor, val_idx: Tensor, window: int, horizon: int, n_targets: int,
                  callbacks: list[Callable[[Trainer, EpochRecord], None]] | None = None,
-                 dist: Distributed | None = None):
+                 dist: Distributed | None = None, roles: Roles | None = None, statics: Statics | None = None):
+        roles = roles or Roles(window, horizon, n_targets)
         # fit settles precision: auto before building the Trainer; a Trainer built directly settles it here
         accel = precision.settle(accel, model, cfg, series, train_idx, val_idx, window, horizon, n_targets,
-                                 make_trainer=type(self))
+                                 make_trainer=functools.partial(type(self), roles=roles, statics=statics))
         self.model, self.cfg, self.accel = model, cfg, accel
         self.dist = dist  # several ranks (distributed.py): sharded batches, one all-reduce per step
         if dist is not None:
@@ -75,7 +78,8 @@ class Trainer:
         self.window, self.horizon, self.n_targets = window, horizon, n_targets
         self.windows = series.unfold(0, window + horizon, 1)  # (rows, C, L + H): a view, no copy
         # resident gather, or batches streamed from host memory when the series did not fit the device
-        self._gather = streaming.make_gather(self.windows, accel.device, window, n_targets)
+        self.roles, self.statics = roles, statics
+        self._gather = streaming.make_gather(self.windows, accel.device, roles, statics)  # idx -> Batch
         self.train_idx, self.val_idx = train_idx, val_idx
         self.loss_fn = loss_for(model, cfg.loss, accel.device)
         self.callbacks = list(callbacks or [])
@@ -109,12 +113,12 @@ class Trainer:
         self._graphs = graphs.attach(self) if dist is None else None  # whole-step CUDA graphs (None: eager)
 
     # -- the step -----------------------------------------------------------------------------
-    def _forward_loss(self, x: Tensor, y: Tensor) -> Tensor:
+    def _forward_loss(self, b: Batch) -> Tensor:
         dtype = self.accel.autocast_dtype
         # no autocast weight cache: it must not outlive a CUDA graph capture (each weight is cast once anyway)
         with torch.autocast(self.accel.device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=False):
-            pred = self.model(x)  # (B, H, T), or (B, H, T, Q) with quantiles
-        return self.loss_fn(pred.float(), y)
+            pred = self.model(b.past, future=b.future, static=b.static)  # (B, H, T), or (B, H, T, Q) with quantiles
+        return self.loss_fn(pred.float(), b.y)
 
     def train_step(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One step on the windows at ``idx``; returns (loss, grad_norm, skipped) as device tensors."""
@@ -126,8 +130,7 @@ class Trainer:
         weight = 1.0
         if self.dist is not None:
             idx, weight = self.dist.shard(idx)  # this rank's windows; its mean loss weighs b_r / B
-        x, y = self._gather(idx)
-        loss = self._forward_loss(x, y)
+        loss = self._forward_loss(self._gather(idx))
         self.grad_scaler.scale(loss * weight if weight != 1.0 else loss).backward()
         if self.dist is not None:  # the batch's gradients and loss on every rank, and a stop any rank saw
             loss, self._stop_agreed = self.dist.step(self._params, loss * weight, self.stop_requested)
@@ -248,8 +251,8 @@ class Trainer:
         total = self._zero.clone()
         idx = self.val_idx if self.dist is None else self.dist.val_share(self.val_idx)
         for i in range(0, len(idx), batch_size):
-            x, y = self._gather(idx[i:i + batch_size])
-            total += self._forward_loss(x, y) * len(x)
+            batch = self._gather(idx[i:i + batch_size])
+            total += self._forward_loss(batch) * len(batch.y)
         return total if self.dist is None else self.dist.total(total)
 
     # -- fitting, checkpoints, interruption ---------------------------------------------------

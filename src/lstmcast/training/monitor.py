@@ -168,19 +168,18 @@ class Monitor:
             pick = torch.linspace(0, len(pool) - 1, min(self.probe_size, len(pool))).round().long()
             idx = pool[pick.to(pool.device)]
             fetch = getattr(trainer, "_gather", None)
-            x, y = fetch(idx) if fetch is not None else gather(trainer.windows, idx, trainer.window,
-                                                               trainer.n_targets)
+            b = fetch(idx) if fetch is not None else gather(trainer.windows, idx, trainer.roles, trainer.statics)
             device = next(trainer.model.parameters()).device
-            self._batch = (x.to(device).float().clone(), y.to(device).float().clone())
+            self._batch = type(b)(*(v.to(device).float().clone() if v is not None else None for v in b))
         return self._batch
 
     def _probe(self, trainer: Trainer, epoch: int) -> None:
         from lstmcast.training.probe import probe_model
 
         t0 = time.perf_counter()
-        x, y = self._probe_batch(trainer)
+        b = self._probe_batch(trainer)
         try:
-            probe = probe_model(trainer.model, x, y, trainer.loss_fn)
+            probe = probe_model(trainer.model, b.past, b.y, trainer.loss_fn, future=b.future, static=b.static)
         except Exception as exc:  # noqa: BLE001 - the monitor must never stop training
             log.warning("monitor: the probe failed (%s: %s); hidden-state statistics are off for this run",
                         type(exc).__name__, exc)

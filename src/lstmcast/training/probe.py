@@ -219,7 +219,8 @@ def lstm_modules(model: nn.Module) -> list[nn.LSTM]:
 
 
 def probe_model(model: nn.Module, x: Tensor, y: Tensor | None = None,
-                loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None) -> Probe:
+                loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None, *, future: Tensor | None = None,
+                static: Tensor | None = None) -> Probe:
     """Run ``model`` once on the probe batch x (B, L, F) in eval mode and fp32, capture each LSTM's real input
     with a hook (so window_norm, residual projections and any other preprocessing are the model's own), and
     replay every layer. With targets ``y`` (B, H, T) and ``loss_fn`` also take every parameter's gradient of
@@ -241,7 +242,8 @@ def probe_model(model: nn.Module, x: Tensor, y: Tensor | None = None,
     try:
         # cuDNN refuses backward in eval mode; its native fallback computes the same gradients
         with torch.backends.cudnn.flags(enabled=not want_grads), torch.set_grad_enabled(want_grads):
-            pred = model(x)
+            pred = model(x, future=future, static=static) if future is not None or static is not None \
+                else model(x)
             if want_grads:
                 loss = loss_fn(pred.float(), y)
                 found = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)

@@ -12,7 +12,7 @@ wait on that copy alone, never a device-wide sync).
 >>> should_stream(nbytes=10 * 2**30, free_bytes=8 * 2**30)
 True
 >>> w = torch.arange(20.0).view(10, 2).unfold(0, 4, 1)   # 10 rows, C=2, L+H=4
->>> x, y = make_gather(w, torch.device("cpu"), window=3, n_targets=1)(torch.tensor([0, 5]))
+>>> x, y, *_ = make_gather(w, torch.device("cpu"), Roles(window=3, horizon=1, n_targets=1))(torch.tensor([0, 5]))
 >>> tuple(x.shape), tuple(y.shape)
 ((2, 3, 2), (2, 1, 1))
 """
@@ -26,12 +26,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from lstmcast.data.windows import gather
+from lstmcast.data.windows import Batch, Roles, Statics, gather, split_window
 
 log = logging.getLogger(__name__)
 
 DEVICE_FRACTION = 0.5  # the series may take at most this share of the free device memory
-Gather = Callable[[Tensor], tuple[Tensor, Tensor]]
+Gather = Callable[[Tensor], "Batch"]
 
 
 def should_stream(nbytes: int, free_bytes: int, fraction: float = DEVICE_FRACTION) -> bool:
@@ -50,18 +50,19 @@ def place_series(series: Tensor, device: torch.device) -> Tensor:
     return series.to(device)
 
 
-def make_gather(windows: Tensor, device: torch.device, window: int, n_targets: int) -> Gather:
-    """``idx -> (x (B, L, C), y (B, H, T))`` on ``device``: resident gather, or streaming when the windows are elsewhere."""
+def make_gather(windows: Tensor, device: torch.device, roles: Roles, statics: Statics | None = None) -> Gather:
+    """``idx -> Batch`` on ``device``: resident gather, or streaming when the windows are elsewhere."""
     if windows.device == device:
-        return functools.partial(gather, windows, window=window, n_targets=n_targets)
-    return HostBatcher(windows, device, window, n_targets)
+        return functools.partial(gather, windows, roles=roles, statics=statics)
+    return HostBatcher(windows, device, roles, statics)
 
 
 class HostBatcher:
     """Gathers batches from host-resident windows into pinned staging buffers, copies them non_blocking."""
 
-    def __init__(self, windows: Tensor, device: torch.device, window: int, n_targets: int, slots: int = 2):
-        self.windows, self.device, self.window, self.n_targets = windows, device, window, n_targets
+    def __init__(self, windows: Tensor, device: torch.device, roles: Roles, statics: Statics | None = None,
+                 slots: int = 2):
+        self.windows, self.device, self.roles, self.statics = windows, device, roles, statics
         self.pin = device.type == "cuda" and torch.cuda.is_available()
         self.slots: list[Tensor | None] = [None] * slots
         self.events: list[object | None] = [None] * slots
@@ -76,7 +77,7 @@ class HostBatcher:
             self.slots[slot] = buf
         return buf[:rows]
 
-    def __call__(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, idx: Tensor) -> Batch:
         slot = self.turn
         self.turn = (self.turn + 1) % len(self.slots)
         event = self.events[slot]
@@ -90,6 +91,4 @@ class HostBatcher:
             ev.record()
             self.events[slot] = ev
         self.copies += 1
-        x = batch[:, :, :self.window].transpose(1, 2)  # (B, L, C)
-        y = batch[:, :self.n_targets, self.window:].transpose(1, 2)  # (B, H, T)
-        return x, y
+        return split_window(batch, self.roles, self.statics, idx.to(self.device) if self.statics else None)
