@@ -64,14 +64,52 @@ def _split_names(value: Any) -> Any:
     return value
 
 
+# calendar features derivable from timestamps (lstmcast.data.calendar computes them)
+CalendarName = Literal["minute_of_hour", "hour_of_day", "day_of_week", "day_of_month", "day_of_year",
+                       "week_of_year", "month_of_year", "quarter_of_year"]
+_CALENDAR_NAMES = get_args(CalendarName)
+
+
+def _calendar_spec(value: Any) -> Any:
+    """``auto`` / ``none`` / a list (or ``"a,b"``) of calendar names, each known and named once."""
+    if isinstance(value, str) and value in ("auto", "none"):
+        return value
+    names = _split_names(value)
+    unknown = [n for n in names if n not in _CALENDAR_NAMES] if isinstance(names, list) else [names]
+    if unknown:
+        raise PydanticCustomError("calendar_name", f"unknown calendar feature {short(unknown[0])}"
+                                  f"{did_you_mean(str(unknown[0])[:MAX_ECHO], _CALENDAR_NAMES)}: use 'auto', "
+                                  f"'none' or a list of {', '.join(_CALENDAR_NAMES)}")
+    if len(set(names)) != len(names):
+        raise PydanticCustomError("calendar_repeat", "data.calendar must name each feature once")
+    return names
+
+
+def _freq_value(value: Any) -> Any:
+    """A pandas frequency, or an integer time step written ``1`` or ``"1"`` (a run's saved freq is text)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, float) or (isinstance(value, int) and value < 1):
+        raise PydanticCustomError("freq_step", "an integer time step must be a whole number >= 1 (or give a "
+                                  "pandas frequency such as 'h' or '15min')")
+    return value
+
+
 class DataConfig(_Section):
+    """Column roles, one per column: target, features (known up to the origin), future_features (known over
+    the horizon too), static_features (one value per series), id_col, time_col. ``freq``: a pandas frequency
+    or, for integer time, the integer step. ``calendar``: see lstmcast.data.calendar."""
+
     path: str | None = None
     time_col: str | None = None
     target: list[str] = Field(default_factory=list)
     features: list[str] = Field(default_factory=list)
+    future_features: list[str] = Field(default_factory=list)
+    static_features: list[str] = Field(default_factory=list)
+    calendar: Literal["auto", "none"] | list[CalendarName] = "auto"
     id_col: str | None = None
     format: Literal["auto", "long", "wide"] = "auto"
-    freq: str | None = None
+    freq: int | str | None = None
     window: int | None = Field(default=None, ge=2)
     horizon: int = Field(default=24, ge=1)
     season: int | None = Field(default=None, ge=1)
@@ -86,7 +124,10 @@ class DataConfig(_Section):
     time_format: str | None = None
     delimiter: str | None = None
 
-    _split_target = field_validator("target", "features", mode="before")(_split_names)
+    _split_target = field_validator("target", "features", "future_features", "static_features",
+                                    mode="before")(_split_names)
+    _calendar = field_validator("calendar", mode="before")(_calendar_spec)
+    _freq = field_validator("freq", mode="before")(_freq_value)
 
 
 class ModelConfig(_Section):
@@ -284,15 +325,25 @@ def _semantic_problems(cfg: ForecastConfig) -> list[str]:
         )
     if cfg.version != CONFIG_VERSION:
         problems.append(f"version: this lstmcast reads config version {CONFIG_VERSION}, got {cfg.version}")
-    if d.id_col is not None and d.id_col in d.target:
-        problems.append(f"data.id_col {short(d.id_col)} is also listed in data.target: pick one role for it")
-    overlap = set(d.target) & set(d.features)
-    if overlap:
-        problems.append(f"columns {short(sorted(overlap))} are both in data.target and data.features")
-    for key, names in (("data.target", d.target), ("data.features", d.features)):
+    return problems + _role_problems(d)
+
+
+def _role_problems(d: DataConfig) -> list[str]:
+    """Each column has one role (FAULTS C6: [y, y] would train on one column twice and forecast it twice)."""
+    problems = []
+    lists = (("data.target", d.target), ("data.features", d.features),
+             ("data.future_features", d.future_features), ("data.static_features", d.static_features))
+    for key, names in lists:
         repeated = sorted(n for n, count in Counter(names).items() if count > 1)
-        if repeated:  # FAULTS C6: [y, y] would train on one column twice and forecast it twice
+        if repeated:
             problems.append(f"{key} lists {short(repeated)} more than once: name each column once")
+    roles: dict[str, str] = {}
+    singles = [("data.id_col", [d.id_col]), ("data.time_col", [d.time_col])]
+    for key, names in singles + list(lists):
+        for name in dict.fromkeys(n for n in names if n is not None):
+            if name in roles and roles[name] != key:
+                problems.append(f"{roles[name]} {short(name)} is also listed in {key}: pick one role for it")
+            roles.setdefault(name, key)
     return problems
 
 

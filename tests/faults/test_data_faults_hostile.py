@@ -207,8 +207,9 @@ def test_did_you_mean_ignores_case():
 
 def test_numeric_time_column_message_has_no_numpy_repr():
     df = seasonal_frame(100)
-    df["time"] = np.arange(1700, 1800)
-    with pytest.raises(DataError, match=r"holds numbers, not timestamps \(first 1700\)") as err:
+    df["time"] = np.arange(1700, 1800) + 0.5  # integers are integer time (issue 12); decimals are refused
+    with pytest.raises(DataError, match=r"holds decimal numbers, not timestamps or integer steps \(first 1700.5\)") \
+            as err:
         load(df)
     assert "np." not in str(err.value)
 

@@ -1,6 +1,8 @@
 """The time grid of one series: its frequency (inferred or given), and gaps or off-grid stamps (D2, D5).
 
 Pure numpy/pandas on sorted, unique timestamps; the caller (validate.py) owns sorting and duplicates.
+Integer time (int64 steps, see times.py) follows the same rules with an integer step; its ``freq`` is
+the step as text ("1").
 """
 
 from __future__ import annotations
@@ -25,7 +27,16 @@ def label(sid: str) -> str:
     return f"series {sid!r}" if sid else "the series"
 
 
-def fmt(arr: np.ndarray | Rows) -> str:
+def stamp(value: object) -> object:
+    """A time as messages show it: a Timestamp for datetime64, a plain int for integer time."""
+    import pandas as pd
+
+    if isinstance(value, np.datetime64):
+        return pd.Timestamp(value)
+    return int(value) if isinstance(value, np.integer) else value
+
+
+def fmt(arr: np.ndarray | Rows | list) -> str:
     import pandas as pd
 
     head = arr[:_MAX_LISTED]
@@ -97,6 +108,8 @@ def regularise(times: np.ndarray, values: np.ndarray, rows: Rows, cfg: DataConfi
     where = label(name)
     if len(times) < 3:
         raise DataError(f"{where} has {len(times)} rows; a forecaster needs many more (at least window + horizon)")
+    if times.dtype.kind in "iu":
+        return _regularise_int(times, values, rows, cfg, where, freq)
     step = _even_step(times)
     if step is not None:  # evenly spaced at a sub-daily step: on its grid, no gaps, nothing to build
         tick = pd.tseries.frequencies.to_offset(pd.Timedelta(step))
@@ -125,6 +138,53 @@ def regularise(times: np.ndarray, values: np.ndarray, rows: Rows, cfg: DataConfi
         full[pos] = values
         times, values = grid, full
     return times, values, freq
+
+
+def _int_step(times: np.ndarray, rows: Rows, where: str) -> int:
+    """The commonest step of integer times, if every step is a multiple of it (gaps); else a DataError (D5)."""
+    steps = np.diff(times)
+    uniq, counts = np.unique(steps, return_counts=True)
+    step = int(uniq[np.argmax(counts)])
+    odd = steps % step != 0
+    if odd.any():
+        order = np.argsort(-counts)[:_MAX_LISTED]
+        shown = ", ".join(f"{int(uniq[k])} ({counts[k]}x)" for k in order)
+        k = int(np.argmax(odd))
+        raise DataError(f"{where} is not on a regular grid of integer times: observed steps {shown}; the first step "
+                        f"that is not a multiple of {step} is {int(steps[k])} (from {int(times[k])} to "
+                        f"{int(times[k + 1])}, {rows[k]} and {rows[k + 1]}). Set data.freq to the intended integer "
+                        "step (e.g. data.freq: 1), or fix the time column")
+    return step
+
+
+def _regularise_int(times: np.ndarray, values: np.ndarray, rows: Rows, cfg: DataConfig, where: str,
+                    freq: str | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """``regularise`` for integer time: off-grid values and gaps checked with integer arithmetic."""
+    step = int(freq) if freq is not None else _int_step(times, rows, where)
+    rel = times - times[0]
+    off = rel % step != 0
+    if off.any():
+        raise DataError(f"{where}: times {fmt(times[off])} (at {fmt(rows[off])}) are off the grid of step {step} "
+                        f"starting at {int(times[0])}: fix data.freq (the integer step) or the time column")
+    pos = rel // step
+    n_grid = int(pos[-1]) + 1
+    if n_grid == len(times):
+        return times, values, str(step)
+    gaps = np.flatnonzero(np.diff(pos) > 1)
+    n_missing = n_grid - len(times)
+    if cfg.missing == "error":  # listed from the steps: a huge gap is never built as an array here
+        shown = [f"{int(times[k]) + step}" + (f"..{int(times[k + 1]) - step}" if times[k + 1] - times[k] > 2 * step
+                                              else "") for k in gaps[:_MAX_LISTED]]
+        more = f" and {len(gaps) - _MAX_LISTED} more gaps" if len(gaps) > _MAX_LISTED else ""
+        raise DataError(f"{where} has {n_missing} missing times (gaps) on the grid of step {step}: "
+                        f"{', '.join(shown)}{more}. Set data.missing to interpolate, ffill or drop-windows to fill "
+                        "them explicitly (CLI: --set data.missing=interpolate), or add the rows")
+    if n_missing > 10 * len(times) + 10**6:
+        raise DataError(f"{where}: filling its gaps would add {n_missing} rows to {len(times)}: check the time "
+                        "column and data.freq (the integer step)")
+    full = np.full((n_grid, values.shape[1]), np.nan)
+    full[pos] = values
+    return times[0] + step * np.arange(n_grid, dtype=np.int64), full, str(step)
 
 
 def _on_calendar_days(times: np.ndarray, freq: str | None) -> bool:

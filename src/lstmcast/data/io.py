@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ..errors import DataError
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,9 @@ def read_table(source: str | os.PathLike[str] | pd.DataFrame, delimiter: str | N
     import pandas as pd
 
     if isinstance(source, pd.DataFrame):
-        if isinstance(source.index, pd.DatetimeIndex) and source.index.name and \
-                source.index.name not in source.columns:  # time in a named index: make it a column
-            source = source.reset_index()
+        timelike = isinstance(source.index, pd.DatetimeIndex) or pd.api.types.is_integer_dtype(source.index)
+        if timelike and source.index.name and source.index.name not in source.columns:
+            source = source.reset_index()  # time (dates or integer steps) in a named index: make it a column
         _refuse_duplicates([str(c) for c in source.columns], "the DataFrame")
         df = source.copy(deep=False)  # the caller's frame is never modified (copy-on-write)
         df["__row__"] = source.index.to_numpy()
@@ -74,6 +75,32 @@ def row_name(value: object, kind: str) -> str:
     if isinstance(value, np.datetime64):
         value = pd.Timestamp(value)
     return f"row {value!r}" if isinstance(value, str) else f"row {value}"
+
+
+class Rows:
+    """Where each row of a series came from (see ``read_table``), named only for error messages."""
+
+    def __init__(self, values: np.ndarray, kind: str):
+        self.values, self.kind = values, kind
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, key):  # an int gives the row's name; a mask, slice or order gives Rows
+        import numpy as np
+
+        if isinstance(key, (int, np.integer)):
+            return row_name(self.values[key], self.kind)
+        return Rows(self.values[key], self.kind)
+
+    def __iter__(self):
+        return (row_name(v, self.kind) for v in self.values)
+
+
+def table_rows(df: pd.DataFrame) -> Rows:
+    """The rows of a table from ``read_table`` (its ``__row__`` column; a plain DataFrame: its index)."""
+    values = df["__row__"].to_numpy() if "__row__" in df.columns else df.index.to_numpy()
+    return Rows(values, df.attrs.get("row_kind", "row"))
 
 
 def _describe(path: Path) -> str:

@@ -51,10 +51,13 @@ def _codes(raw: pd.Series) -> tuple[np.ndarray, list[str]] | None:
     return codes.astype(np.int32 if len(ids) < 2**31 else np.int64), ids  # half the memory of intp
 
 
-def _step_ns(freq: str) -> int | None:
-    """A fixed step in ns (sub-daily ticks, whole days on naive times); None for calendar frequencies."""
+def _step_ns(freq: str, integer_time: bool = False) -> int | None:
+    """A fixed step in ns (sub-daily ticks, whole days on naive times), the step of integer time (freq "5"),
+    or None for calendar frequencies."""
     import pandas as pd
 
+    if integer_time:
+        return int(freq)
     offset = pd.tseries.frequencies.to_offset(freq)
     if isinstance(offset, pd.offsets.Tick):
         return int(pd.Timedelta(offset).value)
@@ -67,7 +70,7 @@ def _first_freq(t: np.ndarray, vals: np.ndarray, rows: Any, cfg: DataConfig, sid
                 tz: str | None) -> str | None:
     """The first series sets the frequency for all (as in the loop); None if it raises (the loop explains)."""
     try:
-        return regularise_zoned(t, vals, rows, cfg, sid, cfg.freq, tz)[2]
+        return regularise_zoned(t, vals, rows, cfg, sid, None if cfg.freq is None else str(cfg.freq), tz)[2]
     except DataError:
         return None
 
@@ -77,12 +80,13 @@ def validate_long(df: pd.DataFrame, cfg: DataConfig, times: np.ndarray, numeric:
                                                             list[str]] | None:
     """(ids, times, values, freq, notes) of every series of a long table, or None for the per-series loop.
 
-    ``times`` (N,) UTC-naive datetime64[ns] and ``numeric`` (N,) float64 per column are the table's
+    ``times`` (N,) UTC-naive datetime64[ns] (or int64 steps for integer time) and ``numeric`` (N,) float64 per column are the table's
     checked columns (validate_frame parses them once for both paths). At 4.6M rows each int64 copy
     is 35 MB, so scratch arrays are dropped or reused as soon as they are spent.
     """
     from .validate import Rows
 
+    integer_time = times.dtype.kind in "iu"  # int64 steps (times.py), else datetime64[ns]
     got = _codes(df[cfg.id_col])
     if got is None:
         return None
@@ -104,7 +108,7 @@ def validate_long(df: pd.DataFrame, cfg: DataConfig, times: np.ndarray, numeric:
     else:
         vals = np.column_stack([numeric[c][order] for c in cols])  # (N, C) float64, series by series
     del order
-    gridded = _on_grid(ts, vals, cs, counts, first_rows, ids[0], cfg, tz)
+    gridded = _on_grid(ts, vals, cs, counts, first_rows, ids[0], cfg, tz, integer_time)
     if gridded is None:
         return None
     ts, vals, counts, freq = gridded
@@ -118,7 +122,7 @@ def validate_long(df: pd.DataFrame, cfg: DataConfig, times: np.ndarray, numeric:
     notes = _sort_notes(ids, moved)
     cut = np.cumsum(counts)[:-1]
     out_v = np.split(vals.astype(np.float32), cut)
-    return ids, np.split(ts.view("datetime64[ns]"), cut), out_v, freq, notes
+    return ids, np.split(ts if integer_time else ts.view("datetime64[ns]"), cut), out_v, freq, notes
 
 
 def _order(codes: np.ndarray, t: np.ndarray, counts: np.ndarray
@@ -142,13 +146,14 @@ def _order(codes: np.ndarray, t: np.ndarray, counts: np.ndarray
 
 
 def _on_grid(ts: np.ndarray, vals: np.ndarray, cs: np.ndarray, counts: np.ndarray, first_rows: Rows,
-             first_id: str, cfg: DataConfig, tz: str | None
+             first_id: str, cfg: DataConfig, tz: str | None, integer_time: bool
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str] | None:
     """Every series on the first series' grid (D2, D5), gaps inserted as NaN rows; None where the loop
     must explain (off-grid stamps, gaps under ``missing: error``, calendar steps, gaps in zoned days)."""
     first = slice(0, counts[0])
-    freq = _first_freq(ts[first].view("datetime64[ns]"), vals[first], first_rows, cfg, first_id, tz)
-    step = None if freq is None else _step_ns(freq)
+    freq = _first_freq(ts[first] if integer_time else ts[first].view("datetime64[ns]"), vals[first], first_rows,
+                       cfg, first_id, tz)
+    step = None if freq is None else _step_ns(freq, integer_time)
     if step is None:
         return None
     on_calendar = tz is not None and not isinstance(_offset(freq), _tick())

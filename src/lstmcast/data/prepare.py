@@ -23,7 +23,8 @@ _SEASONS = {"min": 1440, "t": 1440, "h": 24, "d": 7, "b": 5, "w": 52, "m": 12, "
 
 
 def season_from_freq(freq: str) -> int | None:
-    """Steps per natural cycle: hourly -> 24 (a day), daily -> 7, weekly -> 52, monthly -> 12, ..."""
+    """Steps per natural cycle: hourly -> 24 (a day), daily -> 7, weekly -> 52, monthly -> 12, ...;
+    None for integer time (freq "1": no natural cycle; set data.season)."""
     m = re.fullmatch(r"(\d*)([A-Za-z]+)(-\w+)?", freq.strip())
     if not m:
         return None
@@ -90,7 +91,7 @@ def _fit_window(cfg: DataConfig, series: SeriesSet, splits: list[Split], season:
 
 def check_fp16_range(scaled: list[np.ndarray], series: SeriesSet, scaling: str) -> None:
     """D10: what enters an fp16 model must fit float16 (|x| <= 65504), checked before training."""
-    import pandas as pd
+    from .grid import stamp
 
     for sid, times, vals in zip(series.ids, series.times, scaled):
         big = np.abs(np.nan_to_num(vals)) > _FP16_MAX
@@ -99,7 +100,7 @@ def check_fp16_range(scaled: list[np.ndarray], series: SeriesSet, scaling: str) 
             label = f"series {sid!r}" if sid else "the series"
             raise DataError(
                 f"{int(big.sum())} values of {label} exceed the float16 range (|x| > 65504) after scaling, first "
-                f"in column {series.channel_names[col]!r} at {pd.Timestamp(times[row])}, and train.precision is "
+                f"in column {series.channel_names[col]!r} at {stamp(times[row])}, and train.precision is "
                 "fp16: use train.precision bf16 or fp32" + (", or data.scaling: standard" if scaling == "none" else
                                                             " (or remove the outliers)"))
 

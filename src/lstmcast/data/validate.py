@@ -1,42 +1,47 @@
-"""The data invariants (FAULTS.md D1-D12): a raw table in, validated float32 series out.
+"""The data invariants (FAULTS.md D1-D18): a raw table in, validated float32 series out.
 
 Invariants of a :class:`SeriesSet` (what every later stage may rely on):
-- each series has strictly increasing timestamps on one regular grid of step ``freq``;
-- values are float32, targets first then features, finite except NaN under ``missing: drop-windows``;
-- no duplicated timestamps, no text, no inf; columns as named in the config.
+- each series has strictly increasing times on one regular grid of step ``freq``: UTC-naive
+  datetime64[ns], or int64 steps with ``integer_time`` (then ``freq`` is the step as text, "1");
+- values are float32, channels: targets, then features, then future_features; finite except NaN
+  under ``missing: drop-windows``;
+- no duplicated timestamps, no text, no inf; columns as named in the config;
+- ``static`` holds one value per series and static column (constant within the series, never missing).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, did_you_mean, plain
+from ..errors import DataError, did_you_mean, plain
 from .grid import MAX_LISTED as _MAX_LISTED
 from .grid import fmt as _fmt
 from .grid import label as _label
 from .grid import regularise_zoned as _regularise
-from .io import row_name
+from .grid import stamp
+from .io import Rows, table_rows
+from .static import StaticValues, static_for
+from .times import TIME_RANGE, check_freq, parse_times, rows_at
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ..config import DataConfig
 
+__all__ = ["Rows", "SeriesSet", "TIME_RANGE", "missing_columns", "static_for", "validate_frame"]
 log = logging.getLogger(__name__)
 _FP16_MAX = 65504.0
 _F32_MAX = float(np.finfo(np.float32).max)
-TIME_RANGE = (np.datetime64("1677-09-22", "D"), np.datetime64("2262-04-11", "D"))
-_TZ_RE = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
 
 
 @dataclass
 class SeriesSet:
-    """Validated series, one entry per series; values are (N_i, T + F) float32, targets first."""
+    """Validated series, one entry per series; values are (N_i, T + F + Kf) float32: targets, features
+    (past covariates), future_features (known-future covariates), in that order."""
 
     ids: list[str]
     times: list[np.ndarray]
@@ -49,6 +54,9 @@ class SeriesSet:
     layout: str = "single"
     tz: str | None = None
     notes: list[str] = field(default_factory=list)
+    future_features: list[str] = field(default_factory=list)
+    static: StaticValues | None = None  # rows in ``ids`` order; None without data.static_features
+    integer_time: bool = False  # times are int64 steps and freq the step as text ("1")
 
     @property
     def n_targets(self) -> int:
@@ -57,56 +65,43 @@ class SeriesSet:
 
     @property
     def channel_names(self) -> list[str]:
-        """Names of the value channels of each series: targets first, then features."""
-        return (["value"] if self.layout == "wide" else self.targets) + self.features
+        """Names of the value channels of each series: targets, then features, then future_features."""
+        return (["value"] if self.layout == "wide" else self.targets) + self.features + self.future_features
+
+    @property
+    def n_past_only(self) -> int:
+        """Leading channels known only up to the forecast origin: targets and features (T + F)."""
+        return self.n_targets + len(self.features)
 
     def lengths(self) -> list[int]:
         return [len(v) for v in self.values]
 
 
-class Rows:
-    """Where each row of a series came from (see ``io.read_table``), named only for error messages."""
-
-    def __init__(self, values: np.ndarray, kind: str):
-        self.values, self.kind = values, kind
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def __getitem__(self, key):  # an int gives the row's name; a mask, slice or order gives Rows
-        if isinstance(key, (int, np.integer)):
-            return row_name(self.values[key], self.kind)
-        return Rows(self.values[key], self.kind)
-
-    def __iter__(self):
-        return (row_name(v, self.kind) for v in self.values)
-
-
-def _table_rows(df: pd.DataFrame) -> Rows:
-    return Rows(df["__row__"].to_numpy(), df.attrs.get("row_kind", "row"))
-
-
-def _rows(df: pd.DataFrame, mask: np.ndarray) -> str:
-    return _fmt(_table_rows(df)[np.asarray(mask)])
+def missing_columns(df: pd.DataFrame, roles: list[tuple[str, str]]) -> None:
+    """DataError naming each ``(config key, column)`` absent from ``df``, the closest match and the columns."""
+    origin = df.attrs.get("origin", "the data")
+    cols = [str(c) for c in df.columns if c != "__row__"]
+    missing = [f"{key} {name!r} is not a column of {origin}{did_you_mean(name, cols)}"
+               for key, name in roles if name not in cols]
+    if missing:
+        raise DataError("; ".join(missing) + f". Columns present: {', '.join(repr(c) for c in cols)}")
 
 
 def _check_columns(df: pd.DataFrame, cfg: DataConfig) -> tuple[str, list[str], list[str]]:
-    origin = df.attrs.get("origin", "the data")
     cols = [c for c in df.columns if c != "__row__"]
     listed = ", ".join(repr(c) for c in cols)
     if cfg.time_col is None:
         raise DataError(f"no time column given: set --time-col / data.time_col to one of {listed}")
     roles = [("data.time_col", cfg.time_col)] + [("data.target", t) for t in cfg.target]
     roles += [("data.features", f) for f in cfg.features]
+    roles += [("data.future_features", f) for f in cfg.future_features]
+    roles += [("data.static_features", f) for f in cfg.static_features]
     if cfg.id_col:
         roles.append(("data.id_col", cfg.id_col))
-    missing = [f"{key} {name!r} is not a column of {origin}{did_you_mean(name, cols)}"
-               for key, name in roles if name not in cols]
-    if missing:
-        raise DataError("; ".join(missing) + f". Columns present: {listed}")
+    missing_columns(df, roles)
     targets = list(cfg.target)
     if not targets:
-        used = {cfg.time_col, cfg.id_col, *cfg.features}
+        used = {cfg.time_col, cfg.id_col, *cfg.features, *cfg.future_features, *cfg.static_features}
         candidates = [c for c in cols if c not in used]
         if cfg.format == "wide" and candidates:  # wide: every other column is a series
             log.info("wide format: %d series columns %s", len(candidates), candidates[:10])
@@ -119,68 +114,6 @@ def _check_columns(df: pd.DataFrame, cfg: DataConfig) -> tuple[str, list[str], l
     return cfg.time_col, targets, list(cfg.features)
 
 
-def _parse_times(df: pd.DataFrame, cfg: DataConfig) -> tuple[np.ndarray, str | None]:
-    """Timestamps as UTC-naive datetime64[ns] plus the time zone they came in (None if naive), D7."""
-    import pandas as pd
-
-    raw = df[cfg.time_col]
-    if raw.isna().any():
-        raise DataError(f"time column {cfg.time_col!r} has empty cells at {_rows(df, raw.isna().to_numpy())}: "
-                        "every row needs a timestamp")
-    if pd.api.types.is_datetime64_any_dtype(raw):  # already parsed (DataFrame or Parquet): keep its zone
-        parsed = raw.dt.tz_convert("UTC") if cfg.utc and raw.dt.tz is not None else raw
-    elif pd.api.types.is_numeric_dtype(raw):
-        raise DataError(f"time column {cfg.time_col!r} holds numbers, not timestamps (first {plain(raw.iloc[0])}): "
-                        "give dates/times, e.g. 2024-01-31 or 2024-01-31T13:00")
-    else:
-        parsed = _parse_text_times(df, cfg)
-    tz = None
-    if getattr(parsed.dt, "tz", None) is not None:
-        tz = str(parsed.dt.tz)
-        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-    _check_time_range(df, cfg.time_col, parsed.to_numpy())
-    return parsed.to_numpy(dtype="datetime64[ns]"), tz
-
-
-def _check_time_range(df: pd.DataFrame, col: str, times: np.ndarray) -> None:
-    """D15: lstmcast's grid is in nanoseconds; a timestamp outside that range would wrap (1500 -> 2084)."""
-    import pandas as pd
-
-    lo, hi = TIME_RANGE  # whole days inside pandas' limits (numpy wraps converting the exact ones)
-    bad = (times < lo) | (times > hi)
-    if bad.any():
-        raise DataError(f"time column {col!r} has {int(bad.sum())} timestamps outside the supported range "
-                        f"{lo} to {hi} (pandas nanosecond timestamps), first "
-                        f"{pd.Timestamp(times[bad][0]).isoformat()} at {_rows(df, bad)}: shift or re-date the series "
-                        "into that range")
-
-
-def _parse_text_times(df: pd.DataFrame, cfg: DataConfig) -> pd.Series:
-    import pandas as pd
-
-    text = df[cfg.time_col].astype(str).str.strip()
-    hint = "set data.time_format (e.g. '%Y-%m-%d %H:%M') to the format of the column"
-    if not cfg.utc:
-        offsets = text.str.extract(_TZ_RE, expand=False).fillna("none")
-        offsets = offsets.str.replace("Z", "+00:00", regex=False).str.replace(r"(\d\d)(\d\d)$", r"\1:\2", regex=True)
-        if offsets.nunique() > 1:
-            first = offsets.iloc[0]
-            bad = (offsets != first).to_numpy()
-            raise DataError(f"time column {cfg.time_col!r} mixes time zones ({first} at {_table_rows(df)[0]}, "
-                            f"{offsets[bad].iloc[0]} at {_rows(df, bad)}): set data.utc: true (CLI: --set "
-                            "data.utc=true) to convert all timestamps to UTC")
-    try:
-        parsed = pd.to_datetime(text, format=cfg.time_format, utc=cfg.utc, errors="coerce")
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"time column {cfg.time_col!r} cannot be parsed ({exc}): {hint}") from None
-    bad = parsed.isna().to_numpy()
-    if bad.any():
-        first = text[bad].iloc[0]
-        raise DataError(f"time column {cfg.time_col!r}: {int(bad.sum())} unparseable timestamps, first "
-                        f"{first!r} at {_rows(df, bad)}: fix those rows or {hint}")
-    return parsed
-
-
 def _numeric(df: pd.DataFrame, col: str, precision: str, scaling: str = "none") -> np.ndarray:
     import pandas as pd
 
@@ -191,23 +124,23 @@ def _numeric(df: pd.DataFrame, col: str, precision: str, scaling: str = "none") 
         bad = bad & raw.astype(str).str.strip().ne("").to_numpy()
     if bad.any():
         value = raw[bad].iloc[0]
-        raise DataError(f"column {col!r} must be numeric but holds text: {value!r} at {_rows(df, bad)} "
+        raise DataError(f"column {col!r} must be numeric but holds text: {value!r} at {rows_at(df, bad)} "
                         f"({int(bad.sum())} cells): fix or blank those cells")
     values = num.to_numpy(dtype=np.float64)
     inf = np.isinf(values)
     if inf.any():
-        raise DataError(f"column {col!r} holds {int(inf.sum())} infinite values at {_rows(df, inf)}: "
+        raise DataError(f"column {col!r} holds {int(inf.sum())} infinite values at {rows_at(df, inf)}: "
                         "replace them (inf cannot be scaled or learned)")
     big = np.abs(values) > _F32_MAX  # finite in float64, inf once cast to float32 (D14); NaN compares False
     if big.any():
         raise DataError(f"column {col!r} holds {int(big.sum())} values beyond the float32 range (|x| > 3.4e38) "
-                        f"at {_rows(df, big)}, first {plain(values[big][0])}: lstmcast computes in float32; "
+                        f"at {rows_at(df, big)}, first {plain(values[big][0])}: lstmcast computes in float32; "
                         "fix those cells or rescale the column (e.g. divide it by a power of ten)")
     if precision == "fp16" and scaling == "none":  # scaled values are checked in prepare
         big = np.abs(np.nan_to_num(values)) > _FP16_MAX
         if big.any():
             raise DataError(f"column {col!r} has values beyond the float16 range (|x| > 65504) at "
-                            f"{_rows(df, big)}, data.scaling is 'none' and train.precision is fp16: use "
+                            f"{rows_at(df, big)}, data.scaling is 'none' and train.precision is fp16: use "
                             "data.scaling: standard, or train.precision bf16 or fp32")
     return values
 
@@ -222,7 +155,7 @@ def _groups(df: pd.DataFrame, cfg: DataConfig, targets: list[str]) -> tuple[list
             empty = empty | raw.astype(str).str.strip().eq("").to_numpy()
         if empty.any():
             raise DataError(f"series id column {cfg.id_col!r} has {int(empty.sum())} empty cells at "
-                            f"{_rows(df, empty)}: every row must name its series")
+                            f"{rows_at(df, empty)}: every row must name its series")
         ids, parts = [], []
         for key, part in df.groupby(cfg.id_col, sort=True):
             ids.append(str(key))
@@ -272,7 +205,7 @@ def _sorted_unique(t: np.ndarray, vals: np.ndarray, rows: Rows, sid: str,
     dup = np.flatnonzero(t[1:] == t[:-1]) + 1
     if len(dup):
         label = f" in series {sid!r}" if sid else ""
-        pairs = [f"{pd.Timestamp(t[k])} at {rows[k - 1]} and {rows[k]}" for k in dup[:_MAX_LISTED]]
+        pairs = [f"{stamp(t[k])} at {rows[k - 1]} and {rows[k]}" for k in dup[:_MAX_LISTED]]
         more = f" and {len(dup) - _MAX_LISTED} more" if len(dup) > _MAX_LISTED else ""
         raise DataError(f"{len(dup)} duplicated timestamps{label}: " + "; ".join(pairs) + more +
                         ". Each timestamp must appear once per series: remove or aggregate the duplicates "
@@ -280,41 +213,51 @@ def _sorted_unique(t: np.ndarray, vals: np.ndarray, rows: Rows, sid: str,
     return t, vals, rows
 
 
-def _check_freq(freq: str | None) -> None:
-    import pandas as pd
-
-    if freq is None:
-        return
-    try:
-        pd.tseries.frequencies.to_offset(freq)
-    except ValueError:
-        raise ConfigError(f"data.freq {freq!r} is not a pandas frequency: use e.g. 'h' (hourly), '15min', 'D', "
-                          "'W-SUN', 'MS' (month start)") from None
-
-
 def validate_frame(df: pd.DataFrame, cfg: DataConfig, precision: str = "fp32") -> SeriesSet:
-    """Check every data invariant on a raw table and return float32 series on a regular grid."""
-    _check_freq(cfg.freq)
+    """Check every data invariant on a raw table and return float32 series on a regular grid.
+
+    ``df`` as ``io.read_table`` returns it. The time column may hold dates or integer steps (see
+    lstmcast.data.times); future_features are checked like features; static_features (long table)
+    must be constant within each series (lstmcast.data.static).
+    """
+    check_freq(cfg.freq)
     time_col, targets, features = _check_columns(df, cfg)
-    times, tz = _parse_times(df, cfg)
-    cols = targets + features
+    future = list(cfg.future_features)
+    times, tz, integer_time = parse_times(df, cfg)
+    cols = targets + features + future
     numeric = {c: _numeric(df, c, precision, cfg.scaling) for c in cols}
-    if cfg.id_col:  # a long table: whole-table passes, or None where the loop below must explain
+    found = _validate_series(df, cfg, times, tz, numeric, targets, features + future)
+    ids, layout = found[0], found[-1]
+    if cfg.static_features and layout == "wide":
+        raise DataError(f"data.static_features {cfg.static_features} need a long table (one series per id, "
+                        "data.id_col): in a wide table every column is a series and a static column belongs to none")
+    static = static_for(df, cfg, ids) if cfg.static_features else None
+    return SeriesSet(ids=ids, times=found[1], values=found[2], targets=targets, features=features,
+                     freq=found[3], time_col=time_col, id_col=cfg.id_col, layout=layout, tz=tz, notes=found[4],
+                     future_features=future, static=static, integer_time=integer_time)
+
+
+def _validate_series(df: pd.DataFrame, cfg: DataConfig, times: np.ndarray, tz: str | None,
+                     numeric: dict[str, np.ndarray], targets: list[str], covariates: list[str]
+                     ) -> tuple[list[str], list[np.ndarray], list[np.ndarray], str, list[str], str]:
+    """(ids, times, values, freq, notes, layout): the whole-table pass for a long table where it can
+    decide, else the per-series loop, which also explains what is wrong."""
+    cols = targets + covariates
+    if cfg.id_col:
         from .longtable import validate_long
 
         fast = validate_long(df, cfg, times, numeric, cols, tz)
         if fast is not None:
-            ids, out_t, out_v, freq, notes = fast
-            return SeriesSet(ids=ids, times=out_t, values=out_v, targets=targets, features=features, freq=freq,
-                             time_col=time_col, id_col=cfg.id_col, layout="long", tz=tz, notes=notes)
+            return (*fast, "long")
     kind = df.attrs.get("row_kind", "row")
     df = df.assign(__t__=times)
     ids, parts, layout = _groups(df, cfg, targets)
-    out_t, out_v, freq, notes = [], [], cfg.freq, []
+    out_t, out_v, notes = [], [], []
+    freq = None if cfg.freq is None else str(cfg.freq)
     for i, (sid, part) in enumerate(zip(ids, parts)):
         whole = part is df  # single and wide layouts: no per-series row selection (no copy)
         idx = None if whole else part.index.to_numpy()
-        series_cols = [sid] + features if layout == "wide" else cols
+        series_cols = [sid] + covariates if layout == "wide" else cols
         vals = np.column_stack([numeric[c] if whole else numeric[c][idx] for c in series_cols])
         rows = Rows(part["__row__"].to_numpy(), kind)
         t, vals, rows = _sorted_unique(part["__t__"].to_numpy(), vals, rows, sid, notes)
@@ -328,6 +271,4 @@ def validate_frame(df: pd.DataFrame, cfg: DataConfig, precision: str = "fp32") -
         vals = _fill_missing(vals, series_cols, cfg.missing, sid, rows if len(t) == n_rows else None)
         out_t.append(t)
         out_v.append(vals.astype(np.float32))
-    return SeriesSet(ids=ids, times=out_t, values=out_v, targets=targets,
-                     features=features, freq=str(freq), time_col=time_col, id_col=cfg.id_col,
-                     layout=layout, tz=tz, notes=notes)
+    return ids, out_t, out_v, str(freq), notes, layout

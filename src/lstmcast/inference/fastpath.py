@@ -11,10 +11,11 @@ takes the general path, which also produces the precise error messages.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from lstmcast.data.calendar import tick_ns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,17 +25,6 @@ if TYPE_CHECKING:
 
 _F32_MAX = float(np.finfo(np.float32).max)
 _FP16_MAX = 65504.0
-
-
-@lru_cache(maxsize=64)
-def tick_ns(freq: str) -> int | None:
-    """Step of a fixed-length frequency in nanoseconds; None for calendar frequencies."""
-    import pandas as pd
-
-    offset = pd.tseries.frequencies.to_offset(freq)
-    if not isinstance(offset, pd.offsets.Tick):
-        return None  # calendar frequencies (months, weeks anchored on a day...) take the general path
-    return int(pd.Timedelta(offset).value)
 
 
 def fast_series(df: pd.DataFrame, meta: dict[str, Any], fp16_unscaled: bool = False) -> SeriesSet | None:
@@ -84,30 +74,12 @@ def fast_series(df: pd.DataFrame, meta: dict[str, Any], fp16_unscaled: bool = Fa
 def future_times(last: np.datetime64, horizon: int, freq: str, tz: str | None = None) -> Any:
     """The ``horizon`` timestamps after ``last`` (UTC-naive) on the ``freq`` grid, in zone ``tz`` if given.
 
-    Fixed steps are numpy arithmetic in UTC; calendar steps (days and coarser) count calendar days in the
-    zone, so a daily forecast stays at local midnight across DST (H13). Refuses (D15) a forecast that
-    would run past the last nanosecond timestamp (2262-04-11) instead of letting int64 arithmetic wrap.
+    ``lstmcast.data.calendar.future_times`` computes them (calendar days in the zone for daily and coarser
+    steps, H13; a DataError past 2262-04-11, D15); here they are shown in the zone.
     """
     import pandas as pd
 
-    step = tick_ns(freq)
-    start = int(np.datetime64(last, "ns").view(np.int64))
-    if step is not None and start + step * horizon <= pd.Timestamp.max.value:
-        times = (start + step * np.arange(1, horizon + 1, dtype=np.int64)).view("datetime64[ns]")
-        return pd.DatetimeIndex(times).tz_localize("UTC").tz_convert(tz) if tz else times
-    if step is None:
-        begin = pd.Timestamp(last)
-        if tz:
-            begin = begin.tz_localize("UTC").tz_convert(tz).tz_localize(None)
-        try:
-            times = pd.date_range(begin, periods=horizon + 1, freq=freq)[1:]
-            if times.unit == "ns" and len(times) == horizon and times[-1] > begin:
-                return times.tz_localize(tz, ambiguous=np.zeros(horizon, dtype=bool),
-                                         nonexistent="shift_forward") if tz else times
-        except (OverflowError, pd.errors.OutOfBoundsDatetime):
-            pass
-    from lstmcast.errors import DataError
+    from lstmcast.data.calendar import future_times as _future_times
 
-    raise DataError(f"the {horizon} forecast timestamps after {pd.Timestamp(last)} ({freq!r} steps) run past "
-                    f"{pd.Timestamp.max.floor('s')}, the last timestamp lstmcast can represent (pandas "
-                    "nanoseconds): forecast a series that ends earlier or use a shorter horizon")
+    times = _future_times(last, freq, horizon, integer_time=False, tz=tz)
+    return pd.DatetimeIndex(times).tz_localize("UTC").tz_convert(tz) if tz else times
