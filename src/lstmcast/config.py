@@ -106,7 +106,8 @@ class DataConfig(_Section):
     features: list[str] = Field(default_factory=list)
     future_features: list[str] = Field(default_factory=list)
     static_features: list[str] = Field(default_factory=list)
-    calendar: Literal["auto", "none"] | list[CalendarName] = "auto"
+    # none by default until auto is measured against none on public series (issue #12: keep auto only if it pays)
+    calendar: Literal["auto", "none"] | list[CalendarName] = "none"
     id_col: str | None = None
     format: Literal["auto", "long", "wide"] = "auto"
     freq: int | str | None = None
@@ -150,6 +151,8 @@ class ModelConfig(_Section):
     levels: list[int] = Field(default_factory=list, max_length=20)
     # conformal: each interval widened or narrowed on the validation windows to reach its nominal coverage
     calibration: Literal["conformal", "none"] = "conformal"
+    # a global model learns an embedding per training series id; a series it never saw gets the "unknown" one
+    id_embedding: bool = False
 
     @field_validator("levels", mode="before")
     @classmethod

@@ -59,7 +59,7 @@ class Forecaster:
         accel = resolve(cfg.train.device, cfg.train.precision, cfg.train.threads, cfg.train.accel)
         fitting.seed_everything(cfg.train.seed)
         series = load_series(data, cfg)
-        prep = prepare(series, cfg.data, accel.precision)
+        prep = prepare(series, cfg.data, accel.precision, cfg.model.id_embedding)
         resolved = fitting.resolve_config(cfg, prep, data)
         from lstmcast.doctor.report import preflight
 
@@ -108,23 +108,29 @@ class Forecaster:
         from lstmcast.inference.fastpath import fast_series
         from lstmcast.inference.predict import load_new_series
 
-        if fast and type(data).__name__ == "DataFrame":  # predict reads only the last window rows
+        simple = not self.meta_.get("future_features") and not (self.meta_.get("inputs") or {}).get("static_numeric") \
+            and not (self.meta_.get("inputs") or {}).get("static_categorical")
+        if fast and simple and type(data).__name__ == "DataFrame":  # predict reads only the last window rows
             cfg = self.config_
             clean = fast_series(data, self.meta_, cfg.train.precision == "fp16" and cfg.data.scaling == "none")
             if clean is not None:
                 return clean
         return load_new_series(data, self.config_, self.meta_)  # D13: says what the model needs
 
-    def predict(self, data: Any = None) -> pd.DataFrame:
+    def predict(self, data: Any = None, future: Any = None) -> pd.DataFrame:
         """Forecast the next ``horizon`` steps after the end of each series, in original units.
 
         ``data``: a path or DataFrame with the training columns and at least ``window`` recent rows
-        per series; ``None`` forecasts from the end of the training data.
+        per series (a series the model never saw is forecast from its own rows); ``None`` forecasts from
+        the end of the training data. ``future``: a path or DataFrame with time [+ id] and the
+        ``data.future_features`` columns for the ``horizon`` steps after each series' last time (required
+        when the model was trained with known-future covariates).
         """
         self._check_fitted("predict")
         from lstmcast.inference.predict import forecast_frame
 
-        return forecast_frame(self.model_, self._series(data, fast=True), self.meta_, self.scaler_)
+        return forecast_frame(self.model_, self._series(data, fast=True), self.meta_, self.scaler_, future,
+                              self.config_)
 
     def backtest(self, data: Any = None) -> dict[str, dict[str, float]]:
         """Rolling-origin backtest over the test split; metrics for the model and both baselines."""
@@ -162,6 +168,7 @@ def load_run(path: str | os.PathLike[str]) -> Forecaster:
     """Rebuild a fitted Forecaster from a run folder (``lstmcast.load``): files checked, models built."""
     import torch
 
+    from lstmcast.data.inputs import InputSpec
     from lstmcast.errors import CheckpointError, LstmcastError
     from lstmcast.run.folder import BACKTEST_MODEL, read_run
 
@@ -170,7 +177,8 @@ def load_run(path: str | os.PathLike[str]) -> Forecaster:
 
     def build(state: dict[str, Any]) -> LSTMForecaster:
         with torch.device("meta"):  # shapes only: the weights come from the file (assign=True), nothing allocated
-            model = build_model(cfg.model, meta["input_size"], meta["n_targets"], meta["horizon"], meta["window"])
+            model = build_model(cfg.model, meta["input_size"], meta["n_targets"], meta["horizon"], meta["window"],
+                                **InputSpec.from_dict(meta.get("inputs")).model_sizes())
         model.load_state_dict(state, assign=True)
         return model.eval()
     try:

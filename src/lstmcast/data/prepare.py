@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -12,7 +12,8 @@ from ..config import DataConfig
 from ..errors import DataError
 from . import scaling
 from .validate import SeriesSet
-from .windows import Split, WindowIndex, build_index, split_points
+from .inputs import InputSpec, calendar_block, fit_inputs, static_table
+from .windows import Roles, Split, WindowIndex, build_index, split_points
 
 log = logging.getLogger(__name__)
 _FP16_MAX = 65504.0
@@ -55,6 +56,17 @@ class Prepared:
     scaled: np.ndarray  # (N_total, C) float32, all series concatenated
     index: WindowIndex
     constant: list[str]
+    inputs: InputSpec = field(default_factory=InputSpec)  # known-future channels and statics (data/inputs.py)
+    statics: np.ndarray | None = None  # (S, static inputs) float32, None when the model takes none
+
+    @property
+    def roles(self) -> Roles:
+        return Roles(self.window, self.horizon, self.series.n_targets,
+                     tuple(range(self.scaled.shape[1] - self.inputs.future_size, self.scaled.shape[1])))
+
+    def row_series(self) -> np.ndarray:
+        """(N_rows,) the series each row of ``scaled`` belongs to."""
+        return np.repeat(np.arange(len(self.series.ids)), np.diff(self.index.offsets))
 
 
 def _too_short(label: str, sp: Split, window: int | str, horizon: int) -> DataError:
@@ -105,8 +117,9 @@ def check_fp16_range(scaled: list[np.ndarray], series: SeriesSet, scaling: str) 
                                                             " (or remove the outliers)"))
 
 
-def prepare(series: SeriesSet, cfg: DataConfig, precision: str = "fp32") -> Prepared:
-    """Resolve window and season, split by time, fit scalers on train only, build the window index."""
+def prepare(series: SeriesSet, cfg: DataConfig, precision: str = "fp32", id_embedding: bool = False) -> Prepared:
+    """Resolve window and season, split by time, fit scalers on train only, add the calendar channels,
+    encode the statics, build the window index."""
     H = cfg.horizon
     splits = [split_points(len(v), H, cfg.val_fraction, cfg.test_fraction, cfg.min_val_horizons)
               for v in series.values]
@@ -128,6 +141,10 @@ def prepare(series: SeriesSet, cfg: DataConfig, precision: str = "fp32") -> Prep
                                f"series {sid!r}" if sid else "the series")
     if precision == "fp16":
         check_fp16_range(scaled, series, cfg.scaling)
+    inputs = fit_inputs(series, cfg, id_embedding)
+    if inputs.calendar:  # known for every step, past and future: derived from the timestamps, never scaled
+        scaled = [np.concatenate([s, calendar_block(inputs, t, series.tz)], axis=1)
+                  for s, t in zip(scaled, series.times)]
     if constant:
         log.warning("constant columns (std 0 on the training split) scaled with std 1 (no division by zero): %s;"
                     " a constant input carries no signal: drop it from data.features or check the data",
@@ -142,4 +159,5 @@ def prepare(series: SeriesSet, cfg: DataConfig, precision: str = "fp32") -> Prep
                         "data.horizon, raise data.val_fraction, or fill missing values")
     return Prepared(series=series, window=window, horizon=H, season=season, splits=splits,
                     means=np.stack(means), stds=np.stack(stds), scaled=np.concatenate(scaled),
-                    index=index, constant=constant)
+                    index=index, constant=constant, inputs=inputs,
+                    statics=static_table(inputs, series.static, series.ids))

@@ -72,7 +72,11 @@ def window_forecasts(model: LSTMForecaster, tensor: Any, idx: Any, prep: Prepare
     L, H, T = prep.window, prep.horizon, prep.series.n_targets
     if len(idx) == 0:
         return np.zeros((0, H, T, len(model.quantiles or ()))), np.zeros((0, H, T))
-    windows = tensor.unfold(0, L + H, 1)[idx.to(tensor.device)].cpu()  # (N, C, L + H)
-    x = windows[:, :, :L].transpose(1, 2).contiguous()  # (N, L, C)
-    y = windows[:, :T, L:].transpose(1, 2).double().numpy()  # (N, H, T)
-    return _predict_scaled(model, x.float().numpy()).astype(np.float64), y
+    from lstmcast.data.windows import split_window
+
+    idx = idx.to(tensor.device)
+    b = split_window(tensor.unfold(0, L + H, 1)[idx].cpu(), prep.roles)  # the batch's roles, on the host
+    static = prep.statics[prep.row_series()[idx.cpu().numpy()]] if prep.statics is not None else None
+    future = b.future.float().numpy() if b.future is not None else None
+    pred = _predict_scaled(model, b.past.contiguous().float().numpy(), future=future, static=static)
+    return pred.astype(np.float64), b.y.double().numpy()

@@ -52,6 +52,7 @@ def _needed_columns(meta: dict[str, Any]) -> list[tuple[str, str]]:
     if meta["layout"] == "long":
         roles.append((meta["id_col"], "series id"))
     roles += [(t, "target") for t in meta["targets"]] + [(f, "feature") for f in meta["features"]]
+    roles += [(f, "future feature") for f in meta.get("future_features") or []]
     return roles
 
 
@@ -90,10 +91,9 @@ def check_compatible(series: SeriesSet, meta: dict[str, Any]) -> None:
     if series.freq != meta["freq"]:
         problems.append(f"frequency is {series.freq!r} but the model was trained on {meta['freq']!r}: "
                         "resample the new data to the training frequency")
-    known = set(meta["ids"])  # a set: membership in the list was quadratic in the series (0.5 s at 10k)
-    unknown = [s for s in series.ids if s not in known]
-    if unknown and series.layout != "single":
-        problems.append(f"unknown series {unknown[:5]}: the model has scalers for {meta['ids'][:10]} only")
+    if list(series.future_features) != list(meta.get("future_features") or []):
+        problems.append(f"future features {series.future_features} differ from the model's "
+                        f"{meta.get('future_features') or []}")
     short = [(sid, len(v)) for sid, v in zip(series.ids, series.values) if len(v) < meta["window"]]
     for sid, n in short:
         label = f"series {sid!r}" if sid else "the series"
@@ -131,29 +131,78 @@ def _on_training_grid(series: SeriesSet, meta: dict[str, Any]) -> bool:
 
 
 def _scaler_rows(series: SeriesSet, meta: dict[str, Any]) -> list[int]:
+    """Each series' row in scaler.json; -1 for a series the model never saw (a new series)."""
     if series.layout == "single":
         return [0] * len(series.ids)
     pos = {s: i for i, s in enumerate(meta["ids"])}  # list.index per series was quadratic in the series
-    return [pos[s] for s in series.ids]
+    return [pos.get(s, -1) for s in series.ids]
 
 
-def _predict_scaled(model: LSTMForecaster, x: np.ndarray, batch: int = 4096) -> np.ndarray:
+def series_scalers(series: SeriesSet, meta: dict[str, Any], scaler: dict[str, np.ndarray],
+                   upto: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(S, C) means and stds: the trained series' own; a new series' from its own rows (the first
+    ``upto[i]`` of them when given: the training split in a backtest), as training fitted them."""
+    import logging
+
+    rows = np.array(_scaler_rows(series, meta), dtype=np.int64)
+    mean, std = scaler["mean"][rows].copy(), scaler["std"][rows].copy()
+    new = np.flatnonzero(rows < 0)
+    for i in new:
+        vals = series.values[i]
+        mean[i], std[i], _ = scaling.fit_scaler(vals, upto[i] if upto is not None else len(vals))
+    if len(new):
+        logging.getLogger(__name__).info("%d series the model never saw (e.g. %r): scaled from their own rows",
+                                         len(new), series.ids[new[0]])
+    return mean, std
+
+
+def model_inputs(series: SeriesSet, meta: dict[str, Any], times: list[np.ndarray], future_vals: np.ndarray | None,
+                 future_times_: list[np.ndarray], mean: np.ndarray, std: np.ndarray,
+                 sidx: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+    """The known-future (N, H, K) and static (N, S) inputs, and the past calendar block (N, L, 2C), for windows
+    of the series ``sidx`` (default: one per series) whose past times are ``times`` and horizon times
+    ``future_times_``; ``future_vals`` (N, H, Kf) raw known-future covariates."""
+    from lstmcast.data.inputs import InputSpec, calendar_block, static_table
+
+    spec = InputSpec.from_dict(meta.get("inputs"))
+    sidx = np.arange(len(series.ids)) if sidx is None else sidx
+    tz = meta.get("tz")
+    past_cal = np.stack([calendar_block(spec, t, tz) for t in times])  # (N, L, 2C)
+    future = None
+    if spec.future_size:
+        parts = []
+        if spec.future_features:
+            kf = len(spec.future_features)
+            parts.append(scaling.transform(future_vals, mean[sidx][:, None, -kf:], std[sidx][:, None, -kf:]))
+        parts.append(np.stack([calendar_block(spec, t, tz) for t in future_times_]))
+        future = np.concatenate(parts, axis=2).astype(np.float32)
+    table = static_table(spec, series.static, series.ids)
+    static = table[sidx] if table is not None else None
+    return future, static, past_cal
+
+
+def _predict_scaled(model: LSTMForecaster, x: np.ndarray, batch: int = 4096, future: np.ndarray | None = None,
+                    static: np.ndarray | None = None) -> np.ndarray:
     import torch
 
+    def part(a: np.ndarray | None, i: int) -> Any:
+        return None if a is None else torch.from_numpy(np.ascontiguousarray(a[i:i + batch], dtype=np.float32))
     out = []
     with torch.inference_mode():
         for i in range(0, len(x), batch):
-            out.append(model(torch.from_numpy(x[i:i + batch])).numpy())
+            xb = torch.from_numpy(x[i:i + batch])
+            out.append((model(xb, future=part(future, i), static=part(static, i)) if future is not None or
+                        static is not None else model(xb)).numpy())
     return np.concatenate(out) if len(out) > 1 else out[0]
 
 
 def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any],
-                   scaler: dict[str, np.ndarray]) -> pd.DataFrame:
+                   scaler: dict[str, np.ndarray], future: Any = None, cfg: Any = None) -> pd.DataFrame:
+    """The next ``horizon`` steps of every series; ``future``: the known-future covariates over them."""
     import pandas as pd
 
     L, H, T = meta["window"], meta["horizon"], meta["n_targets"]
-    rows = _scaler_rows(series, meta)
-    mean, std = scaler["mean"][rows], scaler["std"][rows]  # (S, C)
+    mean, std = series_scalers(series, meta, scaler)  # (S, C)
     x = np.stack([v[-L:] for v in series.values])  # (S, L, C)
     if np.isnan(x).any():
         bad = [sid or "the series" for sid, v in zip(series.ids, x) if np.isnan(v).any()]
@@ -165,7 +214,10 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any
         for i, (sid, t) in enumerate(zip(series.ids, series.times)):
             scaling.check_overflow(x_raw[i], x[i], series.channel_names, t[-L:],
                                    f"series {sid!r}" if sid else "the series")
-    raw = _predict_scaled(model, x)  # (S, H, T), or (S, H, T, Q) with quantiles
+    fut_vals, fut_times = _future_inputs(series, meta, future, cfg)
+    fut, static, cal = model_inputs(series, meta, [t[-L:] for t in series.times], fut_vals, fut_times, mean, std)
+    x = np.concatenate([x, cal], axis=2) if cal.shape[2] else x
+    raw = _predict_scaled(model, x, future=fut, static=static)  # (S, H, T), or (S, H, T, Q) with quantiles
     iv = meta.get("intervals") or {}
     levels, qs = iv.get("levels") or [], None
     if raw.ndim == 4:  # the calibrated quantiles; the median is the point forecast
@@ -181,7 +233,7 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any
         return _long_frame(series, meta, y, qs, levels)
     frames = []
     for i, (sid, t) in enumerate(zip(series.ids, series.times)):
-        cols: dict[str, Any] = {meta["time_col"]: future_times(t[-1], H, meta["freq"], meta.get("tz")),
+        cols: dict[str, Any] = {meta["time_col"]: _stamps(t[-1], H, meta),
                                 sid: y[i, :, 0]}
         if qs is not None:
             cols.update(interval_columns(sid, qs[i, :, 0], levels))
@@ -201,9 +253,9 @@ def _long_frame(series: SeriesSet, meta: dict[str, Any], y: np.ndarray, qs: np.n
     import pandas as pd
 
     H = meta["horizon"]
-    lasts = np.array([t[-1] for t in series.times], dtype="datetime64[ns]")
+    lasts = np.array([t[-1] for t in series.times], dtype=np.int64 if meta.get("integer_time") else "datetime64[ns]")
     uniq, inv = np.unique(lasts, return_inverse=True)
-    stamps = [future_times(u, H, meta["freq"], meta.get("tz")) for u in uniq]
+    stamps = [_stamps(u, H, meta) for u in uniq]
     flat = np.concatenate(stamps) if isinstance(stamps[0], np.ndarray) else stamps[0].append(stamps[1:])
     cols: dict[str, Any] = {}
     if meta["layout"] == "long":
@@ -217,13 +269,40 @@ def _long_frame(series: SeriesSet, meta: dict[str, Any], y: np.ndarray, qs: np.n
 
 
 
+def _stamps(last: Any, H: int, meta: dict[str, Any]) -> Any:
+    """The horizon's timestamps as the output shows them (integer steps, or datetimes in the zone)."""
+    if meta.get("integer_time"):
+        from lstmcast.data.calendar import future_times as steps
+
+        return steps(last, meta["freq"], H, integer_time=True)
+    return future_times(last, H, meta["freq"], meta.get("tz"))
+
+
+def _future_inputs(series: SeriesSet, meta: dict[str, Any], future: Any, cfg: Any) -> tuple[Any, list[np.ndarray]]:
+    """The raw known-future covariates (S, H, Kf) from ``future`` and each series' horizon times (UTC-naive)."""
+    from lstmcast.data.calendar import future_times as horizon_times
+
+    H, integer = meta["horizon"], bool(meta.get("integer_time"))
+    times = [horizon_times(t[-1], meta["freq"], H, integer_time=integer, tz=meta.get("tz")) for t in series.times]
+    if not meta.get("future_features"):
+        if future is not None:
+            raise DataError("future= was given but this model has no known-future covariates (data.future_features)"
+                            ": drop --future / future=")
+        return None, times
+    from lstmcast.data.future import read_future
+
+    vals = read_future(future, cfg.data, series.ids, [t[-1] for t in series.times], H, meta["freq"], integer,
+                       meta.get("tz"))
+    return vals, times
+
+
 def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any], scaler: dict[str, np.ndarray],
                  cfg: ForecastConfig) -> Backtest:
     L, H, T = meta["window"], meta["horizon"], meta["n_targets"]
     season = meta["season"] or 1
     d = cfg.data
     splits = [split_points(len(v), H, d.val_fraction, d.test_fraction, d.min_val_horizons) for v in series.values]
-    rows = _scaler_rows(series, meta)
+    mean_s, std_s = series_scalers(series, meta, scaler, [sp.train_end for sp in splits])
     finite = [np.isfinite(v).all(axis=1) for v in series.values] if d.missing == "drop-windows" else None
     stride = cfg.eval.stride or H
     pairs = backtest_origins([len(v) for v in series.values], [s.val_end for s in splits], finite, L, H, season,
@@ -233,10 +312,12 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any],
         raise DataError(f"the test split is too short for one backtest origin: each needs {need} points of "
                         f"history + horizon (window {L}, season {season}, horizon {H}); raise "
                         "data.test_fraction or use more data")
-    x, actual, nv, snv, scale, sidx, ts = [], [], [], [], [], [], []
+    kf = len(meta.get("future_features") or [])
+    x, actual, nv, snv, scale, sidx, ts, fv = [], [], [], [], [], [], [], []
     for i, t in pairs:
-        vals, j = series.values[i], rows[i]
-        x.append(scaling.transform(vals[t - L:t], scaler["mean"][j], scaler["std"][j]))
+        vals = series.values[i]
+        x.append(scaling.transform(vals[t - L:t], mean_s[i], std_s[i]))
+        fv.append(vals[t:t + H, vals.shape[1] - kf:])  # the true known-future values at this origin
         y = vals[:, :T].astype(np.float64)
         actual.append(y[t:t + H])
         nv.append(naive(y, t, H))
@@ -244,9 +325,13 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any],
         scale.append(mase_scale(y[:splits[i].train_end], season)[None, :])
         sidx.append(i)
         ts.append(t)
-    j = np.array([rows[i] for i in sidx])
-    raw = _predict_scaled(model, np.stack(x))
-    mean_j, std_j = scaler["mean"][j][:, None, :T], scaler["std"][j][:, None, :T]
+    j = np.array(sidx)
+    fut, static, cal = model_inputs(series, meta, [series.times[i][t - L:t] for i, t in pairs], np.stack(fv),
+                                    [series.times[i][t:t + H] for i, t in pairs], mean_s, std_s, j)
+    xs = np.stack(x)
+    raw = _predict_scaled(model, np.concatenate([xs, cal], axis=2) if cal.shape[2] else xs, future=fut,
+                          static=static)
+    mean_j, std_j = mean_s[j][:, None, :T], std_s[j][:, None, :T]
     qpred = calibrated(raw, meta.get("intervals"), mean_j[..., None], std_j[..., None]) if raw.ndim == 4 else None
     pred = qpred[..., raw.shape[-1] // 2] if qpred is not None else scaling.inverse(raw, mean_j, std_j)
     forecasts = {"model": pred, "naive": np.stack(nv), "seasonal_naive": np.stack(snv)}

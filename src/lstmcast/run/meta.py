@@ -36,6 +36,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False)
 
 
+class Inputs(_Strict):
+    """meta.json's ``inputs``: the known-future channels and static encodings (lstmcast.data.inputs.InputSpec)."""
+
+    future_features: list[str] = Field(default_factory=list)
+    calendar: list[str] = Field(default_factory=list, max_length=20)
+    static_numeric: list[str] = Field(default_factory=list, max_length=10_000)
+    static_mean: list[float] = Field(default_factory=list)
+    static_std: list[float] = Field(default_factory=list)
+    static_categorical: list[str] = Field(default_factory=list, max_length=10_000)
+    vocabularies: list[list[str]] = Field(default_factory=list)
+    id_vocabulary: list[str] | None = None
+
+
 class RunMeta(_Strict):
     """meta.json. The model is rebuilt from its sizes, so they are bounded: no terabyte allocations."""
 
@@ -59,6 +72,9 @@ class RunMeta(_Strict):
     train_end: list[int] | None = None
     val_end: list[int] | None = None
     last_time: list[str] | None = None
+    future_features: list[str] = Field(default_factory=list)
+    integer_time: bool = False
+    inputs: Inputs | None = None
 
 
 class Intervals(_Strict):
@@ -108,11 +124,23 @@ def _meta_consistency(m: dict[str, Any]) -> list[str]:
     for key in ("targets", "features", "ids"):
         if _repeated(m[key]):
             problems.append(f"{key} repeats {short(_repeated(m[key]))}")
-    channels = (["value"] if m["layout"] == "wide" else m["targets"]) + m["features"]
+    future = m.get("future_features") or []
+    channels = (["value"] if m["layout"] == "wide" else m["targets"]) + m["features"] + future
     if m["channels"] != channels:
-        problems.append(f"channels {short(m['channels'])} are not the targets then features {short(channels)}")
-    if m["input_size"] != len(m["channels"]):
-        problems.append(f"input_size {m['input_size']} differs from the {len(m['channels'])} channels")
+        problems.append(f"channels {short(m['channels'])} are not the targets, features, then future features "
+                        f"{short(channels)}")
+    inputs = m.get("inputs") or {}
+    calendar = 2 * len(inputs.get("calendar") or [])
+    if m["input_size"] != len(m["channels"]) + calendar:
+        problems.append(f"input_size {m['input_size']} differs from the {len(m['channels'])} channels"
+                        + (f" + {calendar} calendar channels" if calendar else ""))
+    if inputs and (inputs.get("future_features") or []) != future:
+        problems.append("inputs.future_features differ from future_features")
+    if inputs and not (len(inputs.get("static_numeric") or []) == len(inputs.get("static_mean") or [])
+                       == len(inputs.get("static_std") or [])):
+        problems.append("inputs: static_numeric, static_mean and static_std differ in length")
+    if inputs and len(inputs.get("static_categorical") or []) != len(inputs.get("vocabularies") or []):
+        problems.append("inputs: static_categorical and vocabularies differ in length")
     if m["n_targets"] != (1 if m["layout"] == "wide" else len(m["targets"])):
         problems.append(f"n_targets {m['n_targets']} does not fit {len(m['targets'])} targets in layout "
                         f"{m['layout']!r}")
@@ -129,6 +157,12 @@ def _time_problems(m: dict[str, Any]) -> list[str]:
     import pandas as pd
 
     problems = []
+    if m.get("integer_time"):  # integer steps: freq is the step, the anchor an integer
+        if not str(m["freq"]).isdigit() or int(m["freq"]) < 1:
+            problems.append(f"freq: an integer time step must be a positive integer, got {short(m['freq'])}")
+        if not str(m["anchor"]).lstrip("-").isdigit():
+            problems.append(f"anchor: not an integer time, got {short(m['anchor'])}")
+        return problems
     try:
         pd.tseries.frequencies.to_offset(m["freq"])
     except (ValueError, TypeError):
@@ -180,7 +214,7 @@ def check_scaler(scaler: dict[str, Any], meta: dict[str, Any], path: Path) -> di
         problems.append(f"ids {short(scaler['ids'])} differ from meta.json's {short(meta['ids'])}")
     if scaler["channels"] != meta["channels"]:
         problems.append(f"channels {short(scaler['channels'])} differ from meta.json's {short(meta['channels'])}")
-    shape = (len(meta["ids"]), meta["input_size"])
+    shape = (len(meta["ids"]), len(meta["channels"]))  # value channels; calendar ones are never scaled
     for key in ("mean", "std"):
         if len(scaler[key]) != shape[0] or any(len(row) != shape[1] for row in scaler[key]):
             problems.append(f"{key} must be {shape[0]} rows of {shape[1]} values (series x channels)")

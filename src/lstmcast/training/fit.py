@@ -6,6 +6,7 @@ The facade (forecaster.py) calls these in order; each gets the few values it nee
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -18,6 +19,7 @@ from lstmcast.model.build import build_model
 if TYPE_CHECKING:
     from lstmcast.config import ForecastConfig
     from lstmcast.data.prepare import Prepared
+    from lstmcast.data.windows import Statics
     from lstmcast.model.network import LSTMForecaster
     from lstmcast.training.loop import Trainer
     from lstmcast.training.skip_init import SkipFit
@@ -39,7 +41,7 @@ def resolve_config(cfg: ForecastConfig, prep: Prepared, data: Any) -> ForecastCo
 
     resolved = cfg.model_copy(deep=True)
     resolved.data.window, resolved.data.season = prep.window, prep.season
-    F, T = len(prep.series.channel_names), prep.series.n_targets
+    F, T = prep.scaled.shape[1], prep.series.n_targets  # every channel: values, then calendar
     resolved.model = resolve_model(cfg.model, len(prep.index.train), F, T, prep.horizon, prep.window)
     if isinstance(data, (str, os.PathLike)):
         resolved.data.path = os.path.abspath(data)
@@ -55,7 +57,8 @@ def train_first(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, tr
     from lstmcast.training.skip_init import SkipFit
 
     T = prep.series.n_targets
-    model = build_model(cfg.model, tensor.shape[1], T, prep.horizon, prep.window)
+    model = build_model(cfg.model, tensor.shape[1], T, prep.horizon, prep.window, **prep.inputs.model_sizes())
+    statics = place_statics(prep, tensor.device)
     skip = None
     if cfg.model.linear_skip and resume_from is None:
         skip = init_skip(model, tensor, train_idx, val_idx, cfg, prep)
@@ -63,10 +66,11 @@ def train_first(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, tr
         skip = SkipFit.from_dict(resume_from.meta.get("skip"))
     model = model.to(accel.device)
     # precision auto -> the measured choice, settled before the Trainer is built (a probe on copies of the model)
+    make = functools.partial(Trainer, roles=prep.roles, statics=statics)
     accel = precision.settle(accel, model, cfg.train, tensor, train_idx, val_idx, prep.window, prep.horizon, T,
-                             make_trainer=Trainer)
-    trainer = Trainer(model, cfg.train, accel, tensor, train_idx, val_idx, prep.window, prep.horizon, T,
-                      callbacks=callbacks, dist=dist)
+                             make_trainer=make)
+    trainer = make(model, cfg.train, accel, tensor, train_idx, val_idx, prep.window, prep.horizon, T,
+                   callbacks=callbacks, dist=dist)
     if dist is not None and not dist.is_main:  # only rank 0 writes checkpoints; the others only read one
         if resume_from is not None:
             trainer.resume(resume_from)
@@ -120,16 +124,30 @@ def refit(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, first: A
         if rec.epoch < len(lrs):
             for group in trainer.optimizer.param_groups:
                 group["lr"] = lrs[rec.epoch]
-    model = build_model(cfg.model, tensor.shape[1], prep.series.n_targets, prep.horizon, prep.window)
+    model = build_model(cfg.model, tensor.shape[1], prep.series.n_targets, prep.horizon, prep.window,
+                        **prep.inputs.model_sizes())
     if cfg.model.linear_skip:  # the prior and strength chosen on validation, refitted on all windows
         init_skip(model, tensor, every, every[:0], cfg, prep, skip)
     model = model.to(accel.device)
     if steps > 0:
         trainer = Trainer(model, refit_cfg, accel, tensor, every, every[:0], prep.window, prep.horizon,
-                          prep.series.n_targets, callbacks=[replay_lr], dist=dist)
+                          prep.series.n_targets, callbacks=[replay_lr], dist=dist, roles=prep.roles,
+                          statics=place_statics(prep, tensor.device))
         trainer.fit()
     log.info("refit on all %d windows for %d steps", len(starts), steps)
     return model.cpu().eval(), {"steps": int(steps), "windows": int(len(starts)), "rows": int(len(tensor))}
+
+
+def place_statics(prep: Prepared, device: Any) -> Statics | None:
+    """The per-series static inputs and each row's series on the training device (None without statics)."""
+    if prep.statics is None:
+        return None
+    import torch
+
+    from lstmcast.data.windows import Statics
+
+    return Statics(table=torch.from_numpy(prep.statics).to(device),
+                   row_series=torch.from_numpy(prep.row_series()).to(device))
 
 
 def all_window_starts(prep: Prepared) -> np.ndarray:
