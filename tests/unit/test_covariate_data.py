@@ -75,11 +75,6 @@ def test_integer_years_from_a_dataframe_csv_and_parquet(tmp_path: Path):
     _check_years(validate_frame(read_table(tmp_path / "y.parquet"), cfg))
 
 
-def test_integer_time_in_a_named_index_becomes_the_time_column():
-    series = validate_frame(read_table(years().set_index("year")), data_cfg(time_col="year", target="y"))
-    _check_years(series)
-
-
 def test_integer_step_inferred_or_given_and_series_values_kept():
     df = years(50, start=0, step=5)
     inferred = validate_frame(read_table(df), data_cfg(time_col="year", target="y"))
@@ -158,6 +153,15 @@ def test_long_integer_time_fast_path_and_loop_agree(monkeypatch, missing):
     for a, b, c, d in zip(fast.times, loop.times, fast.values, loop.values):
         assert a.dtype == b.dtype == np.int64 and np.array_equal(a, b)
         assert np.array_equal(c, d, equal_nan=True)
+
+
+def test_long_integer_time_from_csv_with_text_ids(tmp_path: Path):
+    df = _long_years().replace({"id": {"s0": "007"}})
+    df.to_csv(tmp_path / "long.csv", index=False)
+    cfg = data_cfg(time_col="t", target="y", id_col="id", missing="interpolate")
+    s = validate_frame(read_table(tmp_path / "long.csv", None, "id"), cfg)
+    assert s.integer_time and s.freq == "2" and "007" in s.ids
+    assert all(t.dtype == np.int64 and np.all(np.diff(t) == 2) for t in s.times)
 
 
 def test_integer_time_season_is_none_unless_set_and_prepare_runs():
@@ -317,6 +321,13 @@ def test_future_times_zoned_daily_and_fastpath_agree():
     assert [str(t) for t in local] == ["2024-03-31 00:00:00+01:00", "2024-04-01 00:00:00+02:00",
                                        "2024-04-02 00:00:00+02:00", "2024-04-03 00:00:00+02:00"]
     assert list(fastpath_future_times(last, 4, "D", "Europe/Berlin")) == list(local)
+
+
+def test_tick_ns_is_none_for_an_integer_step():
+    from lstmcast.data.calendar import tick_ns
+
+    assert tick_ns("1") is None and tick_ns("12") is None and tick_ns("D") is None
+    assert tick_ns("h") == 3600 * 10**9
 
 
 def test_future_times_integer():

@@ -49,9 +49,12 @@ _CYCLE_NS = {"minute_of_hour": _HOUR, "hour_of_day": _DAY, "day_of_week": 7 * _D
 
 @lru_cache(maxsize=64)
 def tick_ns(freq: str) -> int | None:
-    """Step of a fixed-length frequency in nanoseconds; None for calendar frequencies (days and coarser)."""
+    """Step of a fixed-length frequency in nanoseconds; None for calendar frequencies (days and coarser) and
+    for the integer step of integer time ("1")."""
     import pandas as pd
 
+    if freq.strip().isdigit():
+        return None
     offset = pd.tseries.frequencies.to_offset(freq)
     if not isinstance(offset, pd.offsets.Tick):
         return None
