@@ -11,7 +11,6 @@ import copy
 import os
 import re
 from collections import Counter
-from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
@@ -19,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic_core import PydanticCustomError
 
 from lstmcast.errors import ConfigError, did_you_mean
-from lstmcast.safe_yaml import MAX_ECHO, MAX_YAML_BYTES, cut, load_yaml, short
+from lstmcast.safe_yaml import MAX_ECHO, cut, load_yaml, read_yaml_mapping, short, yaml_load_bytes
+
+__all__ = ["ForecastConfig", "DataConfig", "load_config", "read_yaml_mapping", "validate_config", "yaml_load_bytes"]
 
 CONFIG_VERSION = 1
 MAX_INT = 2**63 - 1  # what torch and numpy can hold; a larger integer is a typo or an attack (FAULTS C5)
@@ -407,47 +408,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist: check the path given to -c")
-    try:
-        with p.open("rb") as f:
-            data = f.read(MAX_YAML_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"config file {str(p)!r} cannot be read: {exc.strerror or exc}") from None
-    if len(data) > MAX_YAML_BYTES:
-        raise ConfigError(f"{p}: larger than {MAX_YAML_BYTES} bytes; a config is a few KB of YAML: check the "
-                          "path given to -c")
-    try:
-        raw = load_yaml(data.decode("utf-8"), str(p))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: not valid YAML{where}: {cut(str(getattr(exc, 'problem', exc)), 200)}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{p}: not a UTF-8 text file; a config is YAML text") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{p}: the top level must be a mapping of sections (data:, model:, train:)")
-    return raw
-
-
 def load_config(
     path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None
 ) -> ForecastConfig:
     """Read a YAML config (optional), apply dotted overrides, validate everything at once."""
     raw = read_yaml_mapping(path) if path is not None else {}
     return validate_config(apply_overrides(raw, list(overrides or [])))
-
-
-def yaml_load_bytes(data: bytes) -> dict[str, Any]:
-    """Parse YAML bytes from a run folder into a mapping (errors become ConfigError)."""
-    try:
-        raw = load_yaml(data.decode("utf-8"), "config.yaml")
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not valid YAML: {cut(str(exc), 200)}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError("the top level must be a mapping of sections")
-    return raw

@@ -6,6 +6,8 @@ r"""Reading YAML a user wrote without letting it hang, exhaust memory or echo me
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -80,3 +82,41 @@ def load_yaml(text: str, where: str) -> Any:
         raise ConfigError(f"{where}: a value cannot be read: {cut(str(exc), 200)}") from None
     finally:
         loader.dispose()
+
+
+def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist: check the path given to -c")
+    try:
+        with p.open("rb") as f:
+            data = f.read(MAX_YAML_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {exc.strerror or exc}") from None
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError(f"{p}: larger than {MAX_YAML_BYTES} bytes; a config is a few KB of YAML: check the "
+                          "path given to -c")
+    try:
+        raw = load_yaml(data.decode("utf-8"), str(p))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}: not valid YAML{where}: {cut(str(getattr(exc, 'problem', exc)), 200)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a UTF-8 text file; a config is YAML text") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of sections (data:, model:, train:)")
+    return raw
+
+
+def yaml_load_bytes(data: bytes) -> dict[str, Any]:
+    """Parse YAML bytes from a run folder into a mapping (errors become ConfigError)."""
+    try:
+        raw = load_yaml(data.decode("utf-8"), "config.yaml")
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid YAML: {cut(str(exc), 200)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("the top level must be a mapping of sections")
+    return raw

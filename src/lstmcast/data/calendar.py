@@ -49,9 +49,12 @@ _CYCLE_NS = {"minute_of_hour": _HOUR, "hour_of_day": _DAY, "day_of_week": 7 * _D
 
 @lru_cache(maxsize=64)
 def tick_ns(freq: str) -> int | None:
-    """Step of a fixed-length frequency in nanoseconds; None for calendar frequencies (days and coarser)."""
+    """Step of a fixed-length frequency in nanoseconds; None for calendar frequencies (days and coarser) and
+    for the integer step of integer time ("1")."""
     import pandas as pd
 
+    if freq.strip().isdigit():
+        return None
     offset = pd.tseries.frequencies.to_offset(freq)
     if not isinstance(offset, pd.offsets.Tick):
         return None
@@ -72,7 +75,12 @@ def _sample(freq: str) -> tuple[pd.DatetimeIndex, int]:
     """A grid of ``_SAMPLE`` steps of ``freq`` from 2001-01-01 and its mean step in ns."""
     import pandas as pd
 
-    grid = pd.date_range("2001-01-01", periods=_SAMPLE, freq=freq).as_unit("ns")
+    try:
+        grid = pd.date_range("2001-01-01", periods=_SAMPLE, freq=freq).as_unit("ns")
+    except (OverflowError, pd.errors.OutOfBoundsDatetime):  # yearly and coarser: as many as pandas holds
+        grid = pd.date_range("1700-01-01", "2260-01-01", freq=freq)[:_SAMPLE].as_unit("ns")
+    if len(grid) < 2:
+        return grid, 2**62  # a step of centuries: no calendar feature varies within a season
     return grid, int(np.diff(grid.asi8).mean())
 
 
@@ -83,11 +91,11 @@ def _positions(index: pd.DatetimeIndex, name: str) -> np.ndarray:
     if name == "hour_of_day":  # the time of day: 15-minute data tells 12:15 from 12:45
         return (index.hour.to_numpy() + index.minute.to_numpy() / 60) / 24
     if name == "day_of_week":
-        return index.dayofweek.to_numpy() / 7
+        return index.day_of_week.to_numpy() / 7
     if name == "day_of_month":
         return (index.day.to_numpy() - 1) / index.days_in_month.to_numpy()
     if name == "day_of_year":
-        return (index.dayofyear.to_numpy() - 1) / np.where(index.is_leap_year, 366, 365)
+        return (index.day_of_year.to_numpy() - 1) / np.where(index.is_leap_year, 366, 365)
     if name == "week_of_year":  # ISO weeks 1..53: week 53 lands where week 1 is
         return (index.isocalendar().week.to_numpy(dtype=np.float64) - 1) / 52
     if name == "month_of_year":

@@ -40,9 +40,11 @@ def read_table(source: str | os.PathLike[str] | pd.DataFrame, delimiter: str | N
     import pandas as pd
 
     if isinstance(source, pd.DataFrame):
-        timelike = isinstance(source.index, pd.DatetimeIndex) or pd.api.types.is_integer_dtype(source.index)
-        if timelike and source.index.name and source.index.name not in source.columns:
-            source = source.reset_index()  # time (dates or integer steps) in a named index: make it a column
+        # time in a named DatetimeIndex: make it a column (an integer index stays row labels: integer time
+        # belongs in a column, and a wide table would otherwise gain the index as a series)
+        if isinstance(source.index, pd.DatetimeIndex) and source.index.name and \
+                source.index.name not in source.columns:
+            source = source.reset_index()
         _refuse_duplicates([str(c) for c in source.columns], "the DataFrame")
         df = source.copy(deep=False)  # the caller's frame is never modified (copy-on-write)
         df["__row__"] = source.index.to_numpy()

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, plain
 from .grid import fmt, label
 from .io import row_name
 
@@ -74,14 +74,14 @@ def is_categorical(col: pd.Series) -> bool:
     return pd.api.types.infer_dtype(col, skipna=True) not in _NUMERIC_KINDS
 
 
-def _series_codes(df: pd.DataFrame, cfg: DataConfig, ids: list[str]) -> tuple[np.ndarray, list[int]]:
-    """Each row's position in ``ids`` (-1: a series not asked for), and one row index per wanted series."""
+def _series_codes(df: pd.DataFrame, cfg: DataConfig, ids: list[str]) -> np.ndarray:
+    """Each row's position in ``ids`` (-1: a series not asked for); a DataError for a series without rows."""
     import pandas as pd
 
     if not cfg.id_col:  # one series: the whole table
         if len(ids) != 1:
             raise DataError(f"static features of {len(ids)} series need data.id_col to tell the series apart")
-        return np.zeros(len(df), dtype=np.int64), [0]
+        return np.zeros(len(df), dtype=np.int64)
     codes, uniques = pd.factorize(df[cfg.id_col], sort=False)
     pos = {s: i for i, s in enumerate(ids)}
     lookup = np.array([pos.get(str(u), -1) for u in uniques] + [-1], dtype=np.int64)
@@ -92,7 +92,7 @@ def _series_codes(df: pd.DataFrame, cfg: DataConfig, ids: list[str]) -> tuple[np
         absent = [ids[i] for i in np.flatnonzero(~found)]
         raise DataError(f"no rows for {fmt([label(s) for s in absent])} to read static features "
                         f"{cfg.static_features} from: every series needs its rows in the data")
-    return rows, []
+    return rows
 
 
 def _column_codes(col: pd.Series, categorical: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -100,12 +100,10 @@ def _column_codes(col: pd.Series, categorical: bool) -> tuple[np.ndarray, np.nda
     import pandas as pd
 
     if categorical:
-        text = col.astype(object).where(col.notna(), None)
-        blank = np.array([v is not None and not str(v).strip() for v in text], dtype=bool) if len(text) else \
-            np.zeros(0, dtype=bool)
-        codes, uniques = pd.factorize(text, sort=False)
-        codes = np.where(blank, -1, codes)
-        return codes, np.array([str(u) for u in uniques], dtype=str)
+        codes, uniques = pd.factorize(col, sort=False)  # NaN, None, pd.NA -> -1
+        text = np.array([str(u) for u in uniques], dtype=str)
+        blank = np.array([not t.strip() for t in text] + [True], dtype=bool)  # a blank cell is missing too
+        return np.where(blank[codes], -1, codes), text
     values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
     codes, uniques = pd.factorize(values, sort=False)
     return codes, np.asarray(uniques, dtype=np.float64)
@@ -117,20 +115,27 @@ def _row(df: pd.DataFrame, i: int) -> str:
     return row_name(df["__row__"].iat[i], df.attrs.get("row_kind", "row"))
 
 
-def _per_series(df: pd.DataFrame, name: str, series: np.ndarray, codes: np.ndarray,
-                uniques: np.ndarray, ids: list[str]) -> np.ndarray:
-    """The one value of column ``name`` in each series (S,), or a DataError naming the series and rows."""
-    wanted = np.flatnonzero(series >= 0)
-    s, c = series[wanted], codes[wanted]
+def _first_rows(s: np.ndarray, n_series: int) -> np.ndarray:
+    """(S,) the first of the rows ``s`` (series of each row, all >= 0) of each series, in O(N): only the
+    starts of runs of one series (few in a table grouped by series) are sorted."""
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    present, at = np.unique(s[starts], return_index=True)
+    first = np.full(n_series, -1, dtype=np.int64)
+    first[present] = starts[at]
+    return first
+
+
+def _per_series(df: pd.DataFrame, name: str, wanted: np.ndarray, s: np.ndarray, first: np.ndarray,
+                codes: np.ndarray, uniques: np.ndarray, ids: list[str]) -> np.ndarray:
+    """The one value of column ``name`` in each series (S,), or a DataError naming the series and rows.
+    ``wanted``: the table rows of the series asked for, ``s`` their series, ``first`` each series' first."""
+    c = codes[wanted]
     missing = c < 0
     if missing.any():
         sid = ids[s[missing][0]]
         where = wanted[missing & (s == s[missing][0])]
         raise DataError(f"{label(sid)}: static feature {name!r} is missing (empty) at "
                         f"{fmt([_row(df, i) for i in where])}: every row of a series needs its static value")
-    first = np.full(len(ids), -1, dtype=np.int64)
-    order = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # the first row of each run of a series
-    first[s[order[::-1]]] = order[::-1]  # the earliest run wins (assigned last)
     ref = c[first[s]]
     odd = np.flatnonzero(ref != c)
     if len(odd):
@@ -144,7 +149,7 @@ def _per_series(df: pd.DataFrame, name: str, series: np.ndarray, codes: np.ndarr
 
 
 def _shown(value: object) -> str:
-    return repr(value.item() if hasattr(value, "item") else value)
+    return plain(value)
 
 
 def static_for(df: pd.DataFrame, cfg: DataConfig, ids: list[str]) -> StaticValues:
@@ -160,12 +165,15 @@ def static_for(df: pd.DataFrame, cfg: DataConfig, ids: list[str]) -> StaticValue
 
     names = list(cfg.static_features)
     missing_columns(df, [("data.static_features", n) for n in names])
-    series, _ = _series_codes(df, cfg, ids)
+    series = _series_codes(df, cfg, ids)
+    wanted = np.flatnonzero(series >= 0)
+    s = series[wanted]
+    first = _first_rows(s, len(ids))
     num_names, cat_names, num_cols, cat_cols = [], [], [], []
     for name in names:
         categorical = is_categorical(df[name])
         codes, uniques = _column_codes(df[name], categorical)
-        per = _per_series(df, name, series, codes, uniques, ids)
+        per = _per_series(df, name, wanted, s, first, codes, uniques, ids)
         (cat_names if categorical else num_names).append(name)
         (cat_cols if categorical else num_cols).append(per)
     S = len(ids)
@@ -179,5 +187,5 @@ def _check_finite(numeric: np.ndarray, names: list[str], ids: list[str]) -> None
     bad = ~np.isfinite(numeric) | (np.abs(numeric) > np.finfo(np.float32).max)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise DataError(f"{label(ids[i])}: static feature {names[j]!r} is {numeric[i, j]!r}, not a finite number "
+        raise DataError(f"{label(ids[i])}: static feature {names[j]!r} is {plain(numeric[i, j])}, not a finite number "
                         "within float32 range: fix the value")

@@ -23,7 +23,7 @@ from .grid import fmt as _fmt
 from .grid import label as _label
 from .grid import regularise_zoned as _regularise
 from .grid import stamp
-from .io import Rows, table_rows
+from .io import Rows
 from .static import StaticValues, static_for
 from .times import TIME_RANGE, check_freq, parse_times, rows_at
 
@@ -194,8 +194,6 @@ def _fill_missing(values: np.ndarray, cols: list[str], policy: str, label: str,
 def _sorted_unique(t: np.ndarray, vals: np.ndarray, rows: Rows, sid: str,
                    notes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sort rows by time, stably and logged (D4); refuse duplicated timestamps, naming both rows (D3)."""
-    import pandas as pd
-
     if not np.all(t[1:] >= t[:-1]):
         order = np.argsort(t, kind="stable")
         moved = int(np.count_nonzero(order != np.arange(len(order))))
