@@ -16,7 +16,7 @@ from ..errors import DataError
 
 if TYPE_CHECKING:
     from ..config import DataConfig
-    from .validate import Rows
+    from .io import Rows
 
 MAX_LISTED = 5
 _MAX_LISTED = MAX_LISTED

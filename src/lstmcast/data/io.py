@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import DataError
+from ..errors import DataError, did_you_mean
 
 if TYPE_CHECKING:
     import numpy as np
@@ -208,3 +208,13 @@ def _read_csv(path: Path, where: str, delimiter: str | None, id_col: str | None)
                     f"set data.delimiter: {other!r} (CLI: --set data.delimiter={other!r})"
                 )
     return df
+
+
+def missing_columns(df: pd.DataFrame, roles: list[tuple[str, str]]) -> None:
+    """DataError naming each ``(config key, column)`` absent from ``df``, the closest match and the columns."""
+    origin = df.attrs.get("origin", "the data")
+    cols = [str(c) for c in df.columns if c != "__row__"]
+    missing = [f"{key} {name!r} is not a column of {origin}{did_you_mean(name, cols)}"
+               for key, name in roles if name not in cols]
+    if missing:
+        raise DataError("; ".join(missing) + f". Columns present: {', '.join(repr(c) for c in cols)}")

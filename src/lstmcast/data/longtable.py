@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..config import DataConfig
-    from .validate import Rows
+    from .io import Rows
 
 log = logging.getLogger(__name__)
 _DAY_NS = 86_400 * 10**9
@@ -84,7 +84,7 @@ def validate_long(df: pd.DataFrame, cfg: DataConfig, times: np.ndarray, numeric:
     checked columns (validate_frame parses them once for both paths). At 4.6M rows each int64 copy
     is 35 MB, so scratch arrays are dropped or reused as soon as they are spent.
     """
-    from .validate import Rows
+    from .io import Rows
 
     integer_time = times.dtype.kind in "iu"  # int64 steps (times.py), else datetime64[ns]
     got = _codes(df[cfg.id_col])

@@ -161,7 +161,7 @@ def static_for(df: pd.DataFrame, cfg: DataConfig, ids: list[str]) -> StaticValue
     rows. DataError (D18) for a value that changes within a series (naming the series, the column, two
     differing values and their rows), a missing value, or a series without rows.
     """
-    from .validate import missing_columns
+    from .io import missing_columns
 
     names = list(cfg.static_features)
     missing_columns(df, [("data.static_features", n) for n in names])

@@ -23,7 +23,7 @@ from .grid import fmt as _fmt
 from .grid import label as _label
 from .grid import regularise_zoned as _regularise
 from .grid import stamp
-from .io import Rows
+from .io import missing_columns, Rows
 from .static import StaticValues, static_for
 from .times import TIME_RANGE, check_freq, parse_times, rows_at
 
@@ -75,16 +75,6 @@ class SeriesSet:
 
     def lengths(self) -> list[int]:
         return [len(v) for v in self.values]
-
-
-def missing_columns(df: pd.DataFrame, roles: list[tuple[str, str]]) -> None:
-    """DataError naming each ``(config key, column)`` absent from ``df``, the closest match and the columns."""
-    origin = df.attrs.get("origin", "the data")
-    cols = [str(c) for c in df.columns if c != "__row__"]
-    missing = [f"{key} {name!r} is not a column of {origin}{did_you_mean(name, cols)}"
-               for key, name in roles if name not in cols]
-    if missing:
-        raise DataError("; ".join(missing) + f". Columns present: {', '.join(repr(c) for c in cols)}")
 
 
 def _check_columns(df: pd.DataFrame, cfg: DataConfig) -> tuple[str, list[str], list[str]]:
