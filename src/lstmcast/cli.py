@@ -215,13 +215,15 @@ def evaluate(run: Path = typer.Argument(..., help="Run folder written by `lstmca
 def predict(run: Path = typer.Argument(..., help="Run folder written by `lstmcast train`."),
             data: Optional[str] = typer.Option(None, "--data", help="Recent data (default: the training data)."),
             out: Optional[Path] = typer.Option(None, "--out", help="Output CSV (default RUN/forecast.csv); "
-                                               "- for standard output.")) -> None:
+                                               "- for standard output."),
+            future: Optional[str] = typer.Option(None, "--future", help="Known-future covariates for the next "
+                                                 "`horizon` steps (time [+ id] + data.future_features).")) -> None:
     """Forecast the next `horizon` steps with timestamps, in original units, to CSV."""
 
     def _do() -> None:
         from lstmcast.workflow import predict_run
 
-        frame, target = predict_run(run, data, out)
+        frame, target = predict_run(run, data, out, future)
         if target is None:  # --out -: standard output holds the CSV alone
             typer.echo(f"{len(frame)} forecast rows written to standard output", err=True)
             return

@@ -218,7 +218,8 @@ def _evaluation_path(run: Path, name: str | None, source: str | None, now: datet
     return path
 
 
-def predict_run(run: Path, data: str | None = None, out: Path | None = None) -> tuple[pd.DataFrame, Path | None]:
+def predict_run(run: Path, data: str | None = None, out: Path | None = None,
+                future: str | None = None) -> tuple[pd.DataFrame, Path | None]:
     """Forecast into ``out`` (default RUN/forecast.csv); ``out`` of ``-`` writes the CSV to standard output
     and returns None as the path."""
     import sys
@@ -233,7 +234,7 @@ def predict_run(run: Path, data: str | None = None, out: Path | None = None) -> 
         except ConfigError as exc:
             raise ConfigError(f"--out: {exc} (or '-' for standard output)") from None
     fc = load_run(run)
-    frame = fc.predict(data)
+    frame = fc.predict(data, future=future)
     if to_stdout:
         sys.stdout.write(frame.to_csv(index=False))
         sys.stdout.flush()

@@ -115,6 +115,11 @@ def check_compatible(series: SeriesSet, meta: dict[str, Any]) -> None:
 def _on_training_grid(series: SeriesSet, meta: dict[str, Any]) -> bool:
     import pandas as pd
 
+    if meta.get("integer_time"):  # integer steps: every last step a whole number of steps from the anchor
+        if not series.integer_time:
+            return False
+        lasts = np.array([t[-1] for t in series.times], dtype=np.int64)
+        return bool(((lasts - int(meta["anchor"])) % int(meta["freq"]) == 0).all())
     offset = pd.tseries.frequencies.to_offset(meta["freq"])
     anchor = pd.Timestamp(meta["anchor"])
     # series mostly end on the same few stamps: check each distinct last stamp once
