@@ -36,9 +36,9 @@ def metrics_table(metrics: dict[str, dict[str, float]], title: str) -> None:
 def print_trained(fc: Any, metrics: dict[str, Any], run_dir: Path) -> None:
     res = getattr(fc, "fit_result_", None)  # None: a saved model whose outputs `--resume` just finished
     if res is not None:
-        typer.echo(f"trained {fc.meta_['n_parameters']:,} parameters for {len(fc.history_)} epochs "
+        typer.echo(f"trained {fc.meta_.n_parameters:,} parameters for {len(fc.history_)} epochs "
                    f"(best epoch {res.best_epoch}, {res.stop_reason})")
-    refit = getattr(fc, "refit_", None) or (fc.meta_.get("refit") if isinstance(fc.meta_, dict) else None)
+    refit = getattr(fc, "refit_", None) or getattr(getattr(fc, "meta_", None), "refit", None)
     if refit:
         typer.echo(f"final model: refitted on all {refit['rows']:,} rows for {refit['steps']} steps "
                    "(train.refit); the backtest below is the first model's, which never saw the test split")
@@ -46,7 +46,7 @@ def print_trained(fc: Any, metrics: dict[str, Any], run_dir: Path) -> None:
     if diagnosis is not None and diagnosis.verdict == "loses-to-baseline":  # said first, before the table
         typer.echo(f"WARNING: {diagnosis.findings[0].message}")
     metrics_table(metrics, f"backtest on the test split ({len(fc.backtest_.origins)} origins, "
-                            f"horizon {fc.meta_['horizon']})")
+                            f"horizon {fc.meta_.horizon})")
     if getattr(fc, "diagnosis_", None) is not None:
         typer.echo("\n".join(fc.diagnosis_.lines()))
     if (run_dir / "report.html").is_file():

@@ -133,20 +133,20 @@ def build_spec(fc: Forecaster, onnx_name: str, digest: str, opset: int) -> dict[
     from lstmcast import __version__
 
     meta, scaler = fc.meta_, fc.scaler_
-    L, H, T = meta["window"], meta["horizon"], meta["n_targets"]
-    channels = list(meta["channels"])
+    L, H, T = meta.window, meta.horizon, meta.n_targets
+    channels = list(meta.channels)
     dtype = str(fc.model_.head.weight.dtype).removeprefix("torch.")
     spec = {
         "format_version": 1, "model": onnx_name, "sha256": digest, "opset": opset,
         "input": {"name": "x", "shape": ["B", L, len(channels)], "dtype": dtype},
         "output": {"name": "y", "shape": ["B", H, T], "dtype": dtype},
-        "channels": channels, "targets": list(meta["targets"]), "features": list(meta["features"]),
-        "n_targets": T, "window": L, "horizon": H, "freq": meta["freq"], "tz": meta.get("tz"),
-        "layout": meta["layout"], "time_col": meta["time_col"], "id_col": meta.get("id_col"),
+        "channels": channels, "targets": list(meta.targets), "features": list(meta.features),
+        "n_targets": T, "window": L, "horizon": H, "freq": meta.freq, "tz": meta.tz,
+        "layout": meta.layout, "time_col": meta.time_col, "id_col": meta.id_col,
         "scaler": {"ids": list(scaler["ids"]), "mean": np.asarray(scaler["mean"]).tolist(),
                    "std": np.asarray(scaler["std"]).tolist()},
         "recipe": [
-            f"per series: take its last {L} rows, on the {meta['freq']!r} grid with no gaps, as an array of "
+            f"per series: take its last {L} rows, on the {meta.freq!r} grid with no gaps, as an array of "
             f"shape ({L}, {len(channels)}) in the order of 'channels' (layout 'wide': channel 'value' is the "
             "series' own column, named by its id)",
             "scale: x = (raw - scaler.mean[i]) / scaler.std[i], with i the series' index in scaler.ids "
@@ -159,8 +159,8 @@ def build_spec(fc: Forecaster, onnx_name: str, digest: str, opset: int) -> dict[
         "exported_with": {"lstmcast": __version__, "torch": torch.__version__.split("+")[0],
                           "onnxruntime": onnxruntime.__version__},
     }
-    if meta.get("intervals"):
-        _add_intervals(spec, meta["intervals"])
+    if meta.intervals:
+        _add_intervals(spec, meta.intervals)
     return spec
 
 
@@ -198,7 +198,7 @@ def export_run(run: str | os.PathLike[str], out: str | os.PathLike[str] | None =
         raise ConfigError(f"{run} was trained with known-future, calendar or static inputs; ONNX export of those "
                           "extra inputs is not built yet: export a model trained without data.future_features, "
                           "data.static_features, model.id_embedding and with data.calendar: none")
-    window = fc.meta_["window"]
+    window = fc.meta_.window
     data = to_onnx_bytes(fc.model_, window, opset)
     diffs = check_parity(fc.model_, data, window, tol)
     digest = sha256_bytes(data)

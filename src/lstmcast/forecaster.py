@@ -85,13 +85,13 @@ class Forecaster:
         from lstmcast.run.folder import build_meta, build_scaler
 
         self.meta_ = build_meta(resolved, prep, self.model_, accel)
-        self.meta_["refit"] = self.refit_  # None: model.safetensors is the backtested model itself
-        self.meta_["world_size"] = dist.world if dist is not None else 1
+        self.meta_.refit = self.refit_  # None: model.safetensors is the backtested model itself
+        self.meta_.world_size = dist.world if dist is not None else 1
         self.rank_ = dist.rank if dist is not None else 0
         if resolved.model.levels:
             from lstmcast.inference.intervals import calibrate
 
-            self.meta_["intervals"] = calibrate(resolved, self.backtest_model_, tensor, train_idx, val_idx, prep,
+            self.meta_.intervals = calibrate(resolved, self.backtest_model_, tensor, train_idx, val_idx, prep,
                                                 skip)
         self.scaler_ = build_scaler(prep)
         return self
@@ -108,8 +108,9 @@ class Forecaster:
         from lstmcast.inference.fastpath import fast_series
         from lstmcast.inference.predict import load_new_series
 
-        simple = not self.meta_.get("future_features") and not (self.meta_.get("inputs") or {}).get("static_numeric") \
-            and not (self.meta_.get("inputs") or {}).get("static_categorical")
+        inputs = self.meta_.inputs
+        simple = not self.meta_.future_features and not (inputs and (inputs.static_numeric or inputs.static_categorical
+                                                                      or inputs.id_vocabulary is not None))
         if fast and simple and type(data).__name__ == "DataFrame":  # predict reads only the last window rows
             cfg = self.config_
             clean = fast_series(data, self.meta_, cfg.train.precision == "fp16" and cfg.data.scaling == "none")
@@ -177,8 +178,8 @@ def load_run(path: str | os.PathLike[str]) -> Forecaster:
 
     def build(state: dict[str, Any]) -> LSTMForecaster:
         with torch.device("meta"):  # shapes only: the weights come from the file (assign=True), nothing allocated
-            model = build_model(cfg.model, meta["input_size"], meta["n_targets"], meta["horizon"], meta["window"],
-                                **InputSpec.from_dict(meta.get("inputs")).model_sizes())
+            model = build_model(cfg.model, meta.input_size, meta.n_targets, meta.horizon, meta.window,
+                                **InputSpec.from_dict(meta.inputs_dict()).model_sizes())
         model.load_state_dict(state, assign=True)
         return model.eval()
     try:

@@ -87,5 +87,5 @@ def test_h11_clean_frames_take_the_fast_path(fitted):
 
     df = seasonal_frame(340).iloc[-40:].reset_index(drop=True)
     series = fast_series(df, fitted.meta_)
-    assert series is not None and len(series.values[0]) == fitted.meta_["window"]
+    assert series is not None and len(series.values[0]) == fitted.meta_.window
     pd.testing.assert_frame_equal(fitted.predict(df), fitted.predict(df.astype({"y": object})))

@@ -32,7 +32,7 @@ def test_save_load_round_trip_predicts_identically(tmp_path):
     loaded = lstmcast.load(tmp_path / "run")
     pd.testing.assert_frame_equal(fc.predict(df), loaded.predict(df))
     assert fc.backtest(df) == loaded.backtest(df)
-    assert loaded.meta_["window"] == 24 and loaded.config_.data.window == 24
+    assert loaded.meta_.window == 24 and loaded.config_.data.window == 24
 
 
 def test_same_seed_gives_the_same_loss_curve():
@@ -61,7 +61,7 @@ def test_backtest_reports_model_and_both_baselines_on_the_same_origins():
     for row in metrics.values():
         assert set(row) == {"MAE", "RMSE", "sMAPE", "MASE"} and all(np.isfinite(v) for v in row.values())
     bt = fc.backtest_
-    n_test_start = fc.meta_["val_end"][0]
+    n_test_start = fc.meta_.val_end[0]
     assert (bt.origins >= n_test_start).all() and (bt.origins + 6 <= 400).all()
     assert bt.forecasts["model"].shape == bt.forecasts["naive"].shape == bt.actual.shape
 

@@ -78,8 +78,8 @@ def test_onnx_with_export_json_reproduces_predict(trained):
     assert set(res.diffs) == {1, 7} and res.max_abs_diff <= 1e-4
     spec = json.loads(res.spec_path.read_text())
     assert spec["sha256"] == hashlib.sha256(res.onnx_path.read_bytes()).hexdigest() == res.sha256
-    assert spec["channels"] == fc.meta_["channels"] and spec["opset"] == 18
-    assert (spec["window"], spec["horizon"], spec["freq"]) == (fc.meta_["window"], fc.meta_["horizon"], "h")
+    assert spec["channels"] == fc.meta_.channels and spec["opset"] == 18
+    assert (spec["window"], spec["horizon"], spec["freq"]) == (fc.meta_.window, fc.meta_.horizon, "h")
     sess = ort.InferenceSession(str(res.onnx_path), providers=["CPUExecutionProvider"])
     (inp,), (outp,) = sess.get_inputs(), sess.get_outputs()
     assert (inp.name, outp.name) == ("x", "y") and isinstance(inp.shape[0], str)  # dynamic batch axis
@@ -95,7 +95,7 @@ def test_onnx_with_export_json_reproduces_predict(trained):
     with torch.no_grad():
         model.head.bias.add_(0.01)
     with pytest.raises(CheckpointError, match=r"max \|onnxruntime - torch\| = 0\.01 > 0\.0001"):
-        check_parity(model, res.onnx_path.read_bytes(), fc.meta_["window"])
+        check_parity(model, res.onnx_path.read_bytes(), fc.meta_.window)
 
 
 @pytest.mark.parametrize("trained", ["plain"], indirect=True)

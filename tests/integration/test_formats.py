@@ -47,7 +47,7 @@ def test_one_series_long_wide_and_plain_give_the_same_result(two_series):
 def test_two_series_long_and_wide_agree_per_series(two_series):
     wide = fit(two_series, format="wide", target=[])  # no target: every value column is a series
     long = fit(to_long(two_series, ["a", "b"]), id_col="sid")
-    assert wide.meta_["ids"] == ["a", "b"] and long.meta_["ids"] == ["a", "b"]
+    assert wide.meta_.ids == ["a", "b"] and long.meta_.ids == ["a", "b"]
     p_wide, p_long = wide.predict(), long.predict()
     assert list(p_wide.columns) == ["time", "a", "b"] and len(p_wide) == 6
     for sid in ("a", "b"):
@@ -59,7 +59,7 @@ def test_two_series_long_and_wide_agree_per_series(two_series):
 
 def test_several_targets_are_forecast_together(two_series):
     fc = fit(two_series, target=["a", "b"])
-    assert fc.meta_["n_targets"] == 2 and fc.model_.n_targets == 2
+    assert fc.meta_.n_targets == 2 and fc.model_.n_targets == 2
     out = fc.predict()
     assert list(out.columns) == ["time", "a", "b"] and len(out) == 6
     assert np.isfinite(out[["a", "b"]].to_numpy()).all()

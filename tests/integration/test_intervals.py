@@ -42,7 +42,7 @@ def test_predict_writes_median_and_interval_columns(fitted):
 
 def test_calibration_offsets_are_stored_and_reproduced_after_load(fitted):
     fc, df, run = fitted
-    iv = fc.meta_["intervals"]
+    iv = fc.meta_.intervals
     assert iv["levels"] == LEVELS and iv["quantiles"] == [0.025, 0.1, 0.5, 0.9, 0.975]
     assert iv["calibration"] == "conformal" and np.shape(iv["offsets"]) == (2, 6, 1)
     assert iv["calibration_windows"] == len(fc.prepared_.index.val)  # the validation windows, not the test
@@ -67,7 +67,7 @@ def test_backtest_scores_intervals_for_the_model_and_seasonal_naive(fitted):
 
 def test_calibration_none_keeps_the_raw_quantiles():
     fc = Forecaster(_config(levels=[80], calibration="none")).fit(seasonal_frame(300, noise=0.5))
-    assert fc.meta_["intervals"]["offsets"] is None and fc.meta_["intervals"]["calibration"] == "none"
+    assert fc.meta_.intervals["offsets"] is None and fc.meta_.intervals["calibration"] == "none"
     assert list(fc.predict().columns) == ["time", "y", "y_lo_80", "y_hi_80"]
 
 
@@ -117,7 +117,7 @@ def test_onnx_export_outputs_quantiles_with_parity(fitted):
     spec = json.loads(res.spec_path.read_text())
     assert spec["output"]["shape"] == ["B", 6, 1, 5]
     assert spec["intervals"]["quantiles"] == [0.025, 0.1, 0.5, 0.9, 0.975]
-    assert spec["intervals"]["offsets"] == fc.meta_["intervals"]["offsets"]
+    assert spec["intervals"]["offsets"] == fc.meta_.intervals["offsets"]
     # a deployment following export.json reproduces predict's intervals
     mean, std = np.asarray(spec["scaler"]["mean"][0]), np.asarray(spec["scaler"]["std"][0])
     raw = df[spec["channels"]].to_numpy(np.float64)[-spec["window"]:]

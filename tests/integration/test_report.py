@@ -32,7 +32,7 @@ def test_train_run_writes_tensorboard_monitor_and_report(tmp_path):
     for section in ("summary", "diagnosis", "metrics", "curves", "forecast", "monitor", "doctor", "data", "config"):
         assert f'<section id="{section}">' in page
     assert f'data-value="{metrics["model"]["MASE"]!r}"' in page
-    assert json.loads((run / "doctor.json").read_text())["parameters"]["total"] == fc.meta_["n_parameters"]
+    assert json.loads((run / "doctor.json").read_text())["parameters"]["total"] == fc.meta_.n_parameters
     assert json.loads((run / "diagnosis.json").read_text())["verdict"] == fc.diagnosis_.verdict
 
 

@@ -15,6 +15,7 @@ from lstmcast import metrics
 from lstmcast.data.windows import complete_starts, origins
 
 if TYPE_CHECKING:
+    from lstmcast.run.meta import RunMeta
     import pandas as pd
 
     from lstmcast.data.validate import SeriesSet
@@ -42,7 +43,7 @@ class Backtest:
     # model.levels set: method -> (n, H, T, Q) ascending quantiles, original units (model, seasonal_naive)
     quantiles: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def frame(self, series: SeriesSet, meta: dict[str, Any]) -> pd.DataFrame:
+    def frame(self, series: SeriesSet, meta: RunMeta) -> pd.DataFrame:
         """One row per origin, horizon step and target: what RUN/backtest.csv holds, in original units.
 
         Columns: series, target, origin (time of the first forecast step), step (1..H), time, actual,
@@ -56,15 +57,15 @@ class Backtest:
         ids = np.array(series.ids, dtype=object)
         cols: dict[str, Any] = {
             "series": ids[sidx],  # wide data: each target column is a series and its own target
-            "target": ids[sidx] if meta["layout"] == "wide" else np.array(meta["targets"][:T], dtype=object)[j],
+            "target": ids[sidx] if meta.layout == "wide" else np.array(meta.targets[:T], dtype=object)[j],
             "origin": [series.times[i][t] for i, t in zip(sidx, org)], "step": h + 1, "time": times,
             "actual": self.actual[k, h, j]}
         for name, f in self.forecasts.items():
             cols[name] = f[k, h, j]
         out = pd.DataFrame(cols)
-        if meta.get("tz"):
+        if meta.tz:
             for c in ("origin", "time"):
-                out[c] = pd.DatetimeIndex(out[c]).tz_localize("UTC").tz_convert(meta["tz"])
+                out[c] = pd.DatetimeIndex(out[c]).tz_localize("UTC").tz_convert(meta.tz)
         return out
 
 

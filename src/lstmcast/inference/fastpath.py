@@ -18,6 +18,7 @@ import numpy as np
 from lstmcast.data.calendar import tick_ns
 
 if TYPE_CHECKING:
+    from lstmcast.run.meta import RunMeta
     import pandas as pd
 
     from lstmcast.data.validate import SeriesSet
@@ -27,23 +28,23 @@ _F32_MAX = float(np.finfo(np.float32).max)
 _FP16_MAX = 65504.0
 
 
-def fast_series(df: pd.DataFrame, meta: dict[str, Any], fp16_unscaled: bool = False) -> SeriesSet | None:
+def fast_series(df: pd.DataFrame, meta: RunMeta, fp16_unscaled: bool = False) -> SeriesSet | None:
     """A SeriesSet holding the last ``window`` rows of a clean single-series frame, or ``None``.
 
     ``fp16_unscaled``: the run trains in fp16 without scaling, so the general path refuses |x| > 65504.
     """
     from lstmcast.data.validate import TIME_RANGE, SeriesSet
 
-    if meta["layout"] != "single" or meta.get("tz"):
+    if meta.layout != "single" or meta.tz:
         return None
-    step = tick_ns(meta["freq"])
+    step = tick_ns(meta.freq)
     if step is None:
         return None
-    cols = [meta["time_col"], *meta["targets"], *meta["features"]]
-    L = meta["window"]
+    cols = [meta.time_col, *meta.targets, *meta.features]
+    L = meta.window
     if not df.columns.is_unique or not all(c in df.columns for c in cols) or len(df) < max(L, 3):
         return None
-    tcol = df[meta["time_col"]]
+    tcol = df[meta.time_col]
     if tcol.dtype.kind != "M" or getattr(tcol.dtype, "tz", None) is not None:
         return None  # zones, text, numbers: the general path decides
     raw = tcol.to_numpy()  # datetime64 in the frame's unit (pandas 3 defaults to us)
@@ -53,7 +54,7 @@ def fast_series(df: pd.DataFrame, meta: dict[str, Any], fp16_unscaled: bool = Fa
     ints = raw.astype("datetime64[ns]").view(np.int64)
     if np.any(np.diff(ints) != step):
         return None  # a gap, NaT, unsorted or duplicated row anywhere: the general path sorts or explains
-    anchor = np.datetime64(meta["anchor"], "ns").view(np.int64)
+    anchor = np.datetime64(meta.anchor, "ns").view(np.int64)
     if (ints[-1] - anchor) % step:
         return None
     values = np.empty((L, len(cols) - 1), dtype=np.float32)
@@ -67,8 +68,8 @@ def fast_series(df: pd.DataFrame, meta: dict[str, Any], fp16_unscaled: bool = Fa
             return None  # NaN, inf or beyond float32 (D14) anywhere in the frame
         values[:, j] = full[-L:]
     return SeriesSet(ids=[""], times=[ints[-L:].view("datetime64[ns]")], values=[values],
-                     targets=list(meta["targets"]), features=list(meta["features"]), freq=meta["freq"],
-                     time_col=meta["time_col"], id_col=None, layout="single")
+                     targets=list(meta.targets), features=list(meta.features), freq=meta.freq,
+                     time_col=meta.time_col, id_col=None, layout="single")
 
 
 def future_times(last: np.datetime64, horizon: int, freq: str, tz: str | None = None) -> Any:

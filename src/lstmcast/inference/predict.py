@@ -15,6 +15,7 @@ from lstmcast.metrics import mase_scale
 from lstmcast.model.quantiles import calibrated, interval_columns, interval_metrics, quantiles_for, seasonal_naive_offsets
 
 if TYPE_CHECKING:
+    from lstmcast.run.meta import RunMeta
     import pandas as pd
 
     from lstmcast.config import ForecastConfig
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from lstmcast.model.network import LSTMForecaster
 
 
-def load_new_series(source: Any, cfg: ForecastConfig, meta: dict[str, Any]) -> SeriesSet:
+def load_new_series(source: Any, cfg: ForecastConfig, meta: RunMeta) -> SeriesSet:
     """Read new data for a trained model, check it against the model (D13) and validate it.
 
     ``None`` reads the run's training data (``data.path``). Errors say what the model needs.
@@ -47,16 +48,16 @@ def load_new_series(source: Any, cfg: ForecastConfig, meta: dict[str, Any]) -> S
     return series
 
 
-def _needed_columns(meta: dict[str, Any]) -> list[tuple[str, str]]:
-    roles = [(meta["time_col"], "time")]
-    if meta["layout"] == "long":
-        roles.append((meta["id_col"], "series id"))
-    roles += [(t, "target") for t in meta["targets"]] + [(f, "feature") for f in meta["features"]]
-    roles += [(f, "future feature") for f in meta.get("future_features") or []]
+def _needed_columns(meta: RunMeta) -> list[tuple[str, str]]:
+    roles = [(meta.time_col, "time")]
+    if meta.layout == "long":
+        roles.append((meta.id_col, "series id"))
+    roles += [(t, "target") for t in meta.targets] + [(f, "feature") for f in meta.features]
+    roles += [(f, "future feature") for f in meta.future_features or []]
     return roles
 
 
-def check_new_table(table: pd.DataFrame, meta: dict[str, Any], missing: str) -> None:
+def check_new_table(table: pd.DataFrame, meta: RunMeta, missing: str) -> None:
     """Before validation: the new table has the training columns and enough rows per series (D13)."""
     cols = [c for c in table.columns if c != "__row__"]
     roles = _needed_columns(meta)
@@ -65,12 +66,12 @@ def check_new_table(table: pd.DataFrame, meta: dict[str, Any], missing: str) -> 
         need = ", ".join(f"{name!r} ({role})" for name, role in roles)
         raise DataError(f"new data lacks columns the model was trained on: {'; '.join(lacking)}. It needs the "
                         f"columns {need}; columns present: {', '.join(repr(c) for c in cols)}")
-    L = meta["window"]
+    L = meta.window
     # without a fill policy no rows can be inserted, so the raw count is final; with one, check_compatible
     # counts after gap filling and this only catches what validation could not handle at all
     need_rows = L if missing == "error" else min(L, 3)
-    counts = table.groupby(meta["id_col"]).size() if meta["layout"] == "long" else {"": len(table)}
-    if meta["layout"] == "long":
+    counts = table.groupby(meta.id_col).size() if meta.layout == "long" else {"": len(table)}
+    if meta.layout == "long":
         counts = counts[counts < need_rows]  # only the short ones go through Python
     short = [(sid, int(n)) for sid, n in dict(counts).items() if n < need_rows]
     if short:
@@ -80,53 +81,53 @@ def check_new_table(table: pd.DataFrame, meta: dict[str, Any], missing: str) -> 
                         f"contiguous rows of each series (the model's data.window): give at least {L} recent rows")
 
 
-def check_compatible(series: SeriesSet, meta: dict[str, Any]) -> None:
+def check_compatible(series: SeriesSet, meta: RunMeta) -> None:
     """New data must have the training columns, frequency, series and grid (D13)."""
     problems = []
-    if series.targets != meta["targets"] or series.features != meta["features"]:
+    if series.targets != meta.targets or series.features != meta.features:
         problems.append(f"columns differ from training: targets {series.targets} / features {series.features}, "
-                        f"the model was trained on targets {meta['targets']} / features {meta['features']}")
-    if series.layout != meta["layout"]:
-        problems.append(f"layout is {series.layout!r} but the model was trained on {meta['layout']!r} data")
-    if series.freq != meta["freq"]:
-        problems.append(f"frequency is {series.freq!r} but the model was trained on {meta['freq']!r}: "
+                        f"the model was trained on targets {meta.targets} / features {meta.features}")
+    if series.layout != meta.layout:
+        problems.append(f"layout is {series.layout!r} but the model was trained on {meta.layout!r} data")
+    if series.freq != meta.freq:
+        problems.append(f"frequency is {series.freq!r} but the model was trained on {meta.freq!r}: "
                         "resample the new data to the training frequency")
-    if list(series.future_features) != list(meta.get("future_features") or []):
+    if list(series.future_features) != list(meta.future_features or []):
         problems.append(f"future features {series.future_features} differ from the model's "
-                        f"{meta.get('future_features') or []}")
-    short = [(sid, len(v)) for sid, v in zip(series.ids, series.values) if len(v) < meta["window"]]
+                        f"{meta.future_features or []}")
+    short = [(sid, len(v)) for sid, v in zip(series.ids, series.values) if len(v) < meta.window]
     for sid, n in short:
         label = f"series {sid!r}" if sid else "the series"
-        problems.append(f"{label} has {n} rows; forecasting needs the last window = {meta['window']} rows")
-    if bool(series.tz) != bool(meta.get("tz")):
+        problems.append(f"{label} has {n} rows; forecasting needs the last window = {meta.window} rows")
+    if bool(series.tz) != bool(meta.tz):
         problems.append(f"timestamps are {'in time zone ' + repr(series.tz) if series.tz else 'naive (no zone)'} "
-                        f"but the training timestamps were {'in ' + repr(meta['tz']) if meta.get('tz') else 'naive'}"
+                        f"but the training timestamps were {'in ' + repr(meta.tz) if meta.tz else 'naive'}"
                         ": give the new timestamps the same kind of zone information")
     if not problems and not _on_training_grid(series, meta):
         import pandas as pd
 
-        problems.append(f"timestamps are not on the training grid ({meta['freq']!r} steps from "
-                        f"{pd.Timestamp(meta['anchor'])}): the new data must continue the training series' "
+        problems.append(f"timestamps are not on the training grid ({meta.freq!r} steps from "
+                        f"{pd.Timestamp(meta.anchor)}): the new data must continue the training series' "
                         "time grid (same step and phase)")
     if problems:
         raise DataError("new data does not match the trained model: " + "; ".join(problems))
 
 
-def _on_training_grid(series: SeriesSet, meta: dict[str, Any]) -> bool:
+def _on_training_grid(series: SeriesSet, meta: RunMeta) -> bool:
     import pandas as pd
 
-    if meta.get("integer_time"):  # integer steps: every last step a whole number of steps from the anchor
+    if meta.integer_time:  # integer steps: every last step a whole number of steps from the anchor
         if not series.integer_time:
             return False
         lasts = np.array([t[-1] for t in series.times], dtype=np.int64)
-        return bool(((lasts - int(meta["anchor"])) % int(meta["freq"]) == 0).all())
-    offset = pd.tseries.frequencies.to_offset(meta["freq"])
-    anchor = pd.Timestamp(meta["anchor"])
+        return bool(((lasts - int(meta.anchor)) % int(meta.freq) == 0).all())
+    offset = pd.tseries.frequencies.to_offset(meta.freq)
+    anchor = pd.Timestamp(meta.anchor)
     # series mostly end on the same few stamps: check each distinct last stamp once
     for last in np.unique(np.array([t[-1] for t in series.times], dtype="datetime64[ns]")):
         last = pd.Timestamp(last)
-        if meta.get("tz") and not isinstance(offset, pd.offsets.Tick):  # calendar days in the zone (H13)
-            last = last.tz_localize("UTC").tz_convert(meta["tz"]).tz_localize(None)
+        if meta.tz and not isinstance(offset, pd.offsets.Tick):  # calendar days in the zone (H13)
+            last = last.tz_localize("UTC").tz_convert(meta.tz).tz_localize(None)
         if isinstance(offset, pd.offsets.Tick):
             if (last - anchor) % pd.Timedelta(offset) != pd.Timedelta(0):
                 return False
@@ -135,15 +136,15 @@ def _on_training_grid(series: SeriesSet, meta: dict[str, Any]) -> bool:
     return True
 
 
-def _scaler_rows(series: SeriesSet, meta: dict[str, Any]) -> list[int]:
+def _scaler_rows(series: SeriesSet, meta: RunMeta) -> list[int]:
     """Each series' row in scaler.json; -1 for a series the model never saw (a new series)."""
     if series.layout == "single":
         return [0] * len(series.ids)
-    pos = {s: i for i, s in enumerate(meta["ids"])}  # list.index per series was quadratic in the series
+    pos = {s: i for i, s in enumerate(meta.ids)}  # list.index per series was quadratic in the series
     return [pos.get(s, -1) for s in series.ids]
 
 
-def series_scalers(series: SeriesSet, meta: dict[str, Any], scaler: dict[str, np.ndarray],
+def series_scalers(series: SeriesSet, meta: RunMeta, scaler: dict[str, np.ndarray],
                    upto: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(S, C) means and stds: the trained series' own; a new series' from its own rows (the first
     ``upto[i]`` of them when given: the training split in a backtest), as training fitted them."""
@@ -161,7 +162,7 @@ def series_scalers(series: SeriesSet, meta: dict[str, Any], scaler: dict[str, np
     return mean, std
 
 
-def model_inputs(series: SeriesSet, meta: dict[str, Any], times: list[np.ndarray], future_vals: np.ndarray | None,
+def model_inputs(series: SeriesSet, meta: RunMeta, times: list[np.ndarray], future_vals: np.ndarray | None,
                  future_times_: list[np.ndarray], mean: np.ndarray, std: np.ndarray,
                  sidx: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
     """The known-future (N, H, K) and static (N, S) inputs, and the past calendar block (N, L, 2C), for windows
@@ -169,9 +170,9 @@ def model_inputs(series: SeriesSet, meta: dict[str, Any], times: list[np.ndarray
     ``future_times_``; ``future_vals`` (N, H, Kf) raw known-future covariates."""
     from lstmcast.data.inputs import InputSpec, calendar_block, static_table
 
-    spec = InputSpec.from_dict(meta.get("inputs"))
+    spec = InputSpec.from_dict(meta.inputs_dict())
     sidx = np.arange(len(series.ids)) if sidx is None else sidx
-    tz = meta.get("tz")
+    tz = meta.tz
     past_cal = np.stack([calendar_block(spec, t, tz) for t in times])  # (N, L, 2C)
     future = None
     if spec.future_size:
@@ -201,12 +202,12 @@ def _predict_scaled(model: LSTMForecaster, x: np.ndarray, batch: int = 4096, fut
     return np.concatenate(out) if len(out) > 1 else out[0]
 
 
-def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any],
+def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: RunMeta,
                    scaler: dict[str, np.ndarray], future: Any = None, cfg: Any = None) -> pd.DataFrame:
     """The next ``horizon`` steps of every series; ``future``: the known-future covariates over them."""
     import pandas as pd
 
-    L, H, T = meta["window"], meta["horizon"], meta["n_targets"]
+    L, H, T = meta.window, meta.horizon, meta.n_targets
     mean, std = series_scalers(series, meta, scaler)  # (S, C)
     x = np.stack([v[-L:] for v in series.values])  # (S, L, C)
     if np.isnan(x).any():
@@ -223,7 +224,7 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any
     fut, static, cal = model_inputs(series, meta, [t[-L:] for t in series.times], fut_vals, fut_times, mean, std)
     x = np.concatenate([x, cal], axis=2) if cal.shape[2] else x
     raw = _predict_scaled(model, x, future=fut, static=static)  # (S, H, T), or (S, H, T, Q) with quantiles
-    iv = meta.get("intervals") or {}
+    iv = meta.intervals or {}
     levels, qs = iv.get("levels") or [], None
     if raw.ndim == 4:  # the calibrated quantiles; the median is the point forecast
         qs = calibrated(raw, iv, mean[:, None, :T, None], std[:, None, :T, None])  # (S, H, T, Q)
@@ -234,11 +235,11 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any
         bad = [sid or "the series" for sid, v in zip(series.ids, y) if not np.isfinite(v).all()]
         raise DataError(f"the forecast of {bad[:5]} is not finite: the last {L} input rows lie so far outside "
                         "the training data's range that the model overflows; check those values")
-    if meta["layout"] != "wide":
+    if meta.layout != "wide":
         return _long_frame(series, meta, y, qs, levels)
     frames = []
     for i, (sid, t) in enumerate(zip(series.ids, series.times)):
-        cols: dict[str, Any] = {meta["time_col"]: _stamps(t[-1], H, meta),
+        cols: dict[str, Any] = {meta.time_col: _stamps(t[-1], H, meta),
                                 sid: y[i, :, 0]}
         if qs is not None:
             cols.update(interval_columns(sid, qs[i, :, 0], levels))
@@ -250,23 +251,23 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any
     return out
 
 
-def _long_frame(series: SeriesSet, meta: dict[str, Any], y: np.ndarray, qs: np.ndarray | None,
+def _long_frame(series: SeriesSet, meta: RunMeta, y: np.ndarray, qs: np.ndarray | None,
                 levels: list[int]) -> pd.DataFrame:
     """One frame for all series at once: a frame per series made predict ~70x slower than the model's
     forward on 1,000 series (benchmarks/many_series.py); series ending on the same day share their
     future timestamps."""
     import pandas as pd
 
-    H = meta["horizon"]
-    lasts = np.array([t[-1] for t in series.times], dtype=np.int64 if meta.get("integer_time") else "datetime64[ns]")
+    H = meta.horizon
+    lasts = np.array([t[-1] for t in series.times], dtype=np.int64 if meta.integer_time else "datetime64[ns]")
     uniq, inv = np.unique(lasts, return_inverse=True)
     stamps = [_stamps(u, H, meta) for u in uniq]
     flat = np.concatenate(stamps) if isinstance(stamps[0], np.ndarray) else stamps[0].append(stamps[1:])
     cols: dict[str, Any] = {}
-    if meta["layout"] == "long":
-        cols[meta["id_col"]] = np.repeat(np.array(series.ids, dtype=object), H)
-    cols[meta["time_col"]] = flat[(inv.reshape(-1, 1) * H + np.arange(H)).reshape(-1)]  # (S * H,) in row order
-    for k, name in enumerate(meta["targets"]):
+    if meta.layout == "long":
+        cols[meta.id_col] = np.repeat(np.array(series.ids, dtype=object), H)
+    cols[meta.time_col] = flat[(inv.reshape(-1, 1) * H + np.arange(H)).reshape(-1)]  # (S * H,) in row order
+    for k, name in enumerate(meta.targets):
         cols[name] = y[:, :, k].reshape(-1)
         if qs is not None:  # (S, H, Q) -> (S * H, Q): the rows in the frame's order
             cols.update(interval_columns(name, qs[:, :, k].reshape(-1, qs.shape[-1]), levels))
@@ -274,37 +275,37 @@ def _long_frame(series: SeriesSet, meta: dict[str, Any], y: np.ndarray, qs: np.n
 
 
 
-def _stamps(last: Any, H: int, meta: dict[str, Any]) -> Any:
+def _stamps(last: Any, H: int, meta: RunMeta) -> Any:
     """The horizon's timestamps as the output shows them (integer steps, or datetimes in the zone)."""
-    if meta.get("integer_time"):
+    if meta.integer_time:
         from lstmcast.data.calendar import future_times as steps
 
-        return steps(last, meta["freq"], H, integer_time=True)
-    return future_times(last, H, meta["freq"], meta.get("tz"))
+        return steps(last, meta.freq, H, integer_time=True)
+    return future_times(last, H, meta.freq, meta.tz)
 
 
-def _future_inputs(series: SeriesSet, meta: dict[str, Any], future: Any, cfg: Any) -> tuple[Any, list[np.ndarray]]:
+def _future_inputs(series: SeriesSet, meta: RunMeta, future: Any, cfg: Any) -> tuple[Any, list[np.ndarray]]:
     """The raw known-future covariates (S, H, Kf) from ``future`` and each series' horizon times (UTC-naive)."""
     from lstmcast.data.calendar import future_times as horizon_times
 
-    H, integer = meta["horizon"], bool(meta.get("integer_time"))
-    times = [horizon_times(t[-1], meta["freq"], H, integer_time=integer, tz=meta.get("tz")) for t in series.times]
-    if not meta.get("future_features"):
+    H, integer = meta.horizon, bool(meta.integer_time)
+    times = [horizon_times(t[-1], meta.freq, H, integer_time=integer, tz=meta.tz) for t in series.times]
+    if not meta.future_features:
         if future is not None:
             raise DataError("future= was given but this model has no known-future covariates (data.future_features)"
                             ": drop --future / future=")
         return None, times
     from lstmcast.data.future import read_future
 
-    vals = read_future(future, cfg.data, series.ids, [t[-1] for t in series.times], H, meta["freq"], integer,
-                       meta.get("tz"))
+    vals = read_future(future, cfg.data, series.ids, [t[-1] for t in series.times], H, meta.freq, integer,
+                       meta.tz)
     return vals, times
 
 
-def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any], scaler: dict[str, np.ndarray],
+def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: RunMeta, scaler: dict[str, np.ndarray],
                  cfg: ForecastConfig) -> Backtest:
-    L, H, T = meta["window"], meta["horizon"], meta["n_targets"]
-    season = meta["season"] or 1
+    L, H, T = meta.window, meta.horizon, meta.n_targets
+    season = meta.season or 1
     d = cfg.data
     splits = [split_points(len(v), H, d.val_fraction, d.test_fraction, d.min_val_horizons) for v in series.values]
     mean_s, std_s = series_scalers(series, meta, scaler, [sp.train_end for sp in splits])
@@ -317,7 +318,7 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any],
         raise DataError(f"the test split is too short for one backtest origin: each needs {need} points of "
                         f"history + horizon (window {L}, season {season}, horizon {H}); raise "
                         "data.test_fraction or use more data")
-    kf = len(meta.get("future_features") or [])
+    kf = len(meta.future_features or [])
     x, actual, nv, snv, scale, sidx, ts, fv = [], [], [], [], [], [], [], []
     for i, t in pairs:
         vals = series.values[i]
@@ -337,14 +338,14 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: dict[str, Any],
     raw = _predict_scaled(model, np.concatenate([xs, cal], axis=2) if cal.shape[2] else xs, future=fut,
                           static=static)
     mean_j, std_j = mean_s[j][:, None, :T], std_s[j][:, None, :T]
-    qpred = calibrated(raw, meta.get("intervals"), mean_j[..., None], std_j[..., None]) if raw.ndim == 4 else None
+    qpred = calibrated(raw, meta.intervals, mean_j[..., None], std_j[..., None]) if raw.ndim == 4 else None
     pred = qpred[..., raw.shape[-1] // 2] if qpred is not None else scaling.inverse(raw, mean_j, std_j)
     forecasts = {"model": pred, "naive": np.stack(nv), "seasonal_naive": np.stack(snv)}
     actual_arr, scale_arr = np.stack(actual), np.stack(scale)
     metrics = score(actual_arr, forecasts, scale_arr, np.array(sidx), series.ids)
     quantile_fc = {}
     if qpred is not None:  # interval scores for the model and for seasonal naive's own residual intervals
-        levels = meta["intervals"]["levels"]
+        levels = meta.intervals["levels"]
         snq = seasonal_naive_quantiles(series, splits, sidx, forecasts["seasonal_naive"], H, T, season, levels)
         quantile_fc = {"model": qpred, "seasonal_naive": snq}
         for name, q in quantile_fc.items():

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from lstmcast import atomic
 
 if TYPE_CHECKING:
+    from lstmcast.run.meta import RunMeta
     import pandas as pd
 
     from lstmcast.data.validate import SeriesSet
@@ -64,22 +65,22 @@ def loss_plot(history: list[dict[str, Any]], path: str | os.PathLike[str], best_
     _save(fig, path)
 
 
-def forecast_plot(series: SeriesSet, forecast: pd.DataFrame, meta: dict[str, Any], bt: Backtest | None,
+def forecast_plot(series: SeriesSet, forecast: pd.DataFrame, meta: RunMeta, bt: Backtest | None,
                   path: str | os.PathLike[str], max_series: int = 4, history_points: int = 400) -> None:
     """History, the future forecast, and the model's backtest forecasts against actuals."""
     plt = _pyplot()
     n = min(max_series, len(series.ids))
     fig, axes = plt.subplots(n, 1, figsize=(10, 3.2 * n), squeeze=False)
-    target = meta["targets"][0]
+    target = meta.targets[0]
     for i in range(n):
         ax = axes[i][0]
         sid, times, vals = series.ids[i], series.times[i], series.values[i][:, 0]
         ax.plot(times[-history_points:], vals[-history_points:], color="black", lw=1, label="history")
-        name = sid if meta["layout"] == "wide" else target
-        part = forecast[forecast[meta["id_col"]].astype(str) == sid] if meta["layout"] == "long" else forecast
+        name = sid if meta.layout == "wide" else target
+        part = forecast[forecast[meta.id_col].astype(str) == sid] if meta.layout == "long" else forecast
         fvals = part[name].to_numpy()
-        ftimes = part[meta["time_col"]].to_numpy()
-        _fan(ax, part, name, ftimes, (meta.get("intervals") or {}).get("levels") or [])
+        ftimes = part[meta.time_col].to_numpy()
+        _fan(ax, part, name, ftimes, (meta.intervals or {}).get("levels") or [])
         ax.plot(ftimes, fvals, color="tab:blue", lw=2, label="forecast")
         if bt is not None:
             first = True
@@ -87,11 +88,11 @@ def forecast_plot(series: SeriesSet, forecast: pd.DataFrame, meta: dict[str, Any
                 if bt.series_idx[k] != i:
                     continue
                 t = bt.origins[k]
-                span = times[t:t + meta["horizon"]]
+                span = times[t:t + meta.horizon]
                 ax.plot(span, bt.forecasts["model"][k, :len(span), 0], color="tab:orange", lw=1, alpha=0.8,
                         label="backtest forecasts" if first else None)
                 first = False
-        title = f"series {sid}" if sid else (target if meta["layout"] != "wide" else sid)
+        title = f"series {sid}" if sid else (target if meta.layout != "wide" else sid)
         ax.set_title(f"{title}: history, forecast and backtest")
         ax.legend(loc="upper left", fontsize=8)
     total = len(series.ids)

@@ -18,7 +18,7 @@ import numpy as np
 
 from lstmcast import atomic
 from lstmcast.errors import CheckpointError, ConfigError, LstmcastError
-from lstmcast.run.meta import check_meta, check_scaler, check_weights
+from lstmcast.run.meta import RunMeta, check_meta, check_scaler, check_weights
 
 if TYPE_CHECKING:
     from lstmcast.config import ForecastConfig
@@ -41,7 +41,7 @@ class StoredRun:
 
     folder: Path
     config: ForecastConfig
-    meta: dict[str, Any]
+    meta: RunMeta
     scaler: dict[str, Any]
     state: dict[str, Any]
     backtest_state: dict[str, Any] | None
@@ -52,13 +52,13 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def build_meta(cfg: ForecastConfig, prep: Prepared, model: LSTMForecaster, accel: Accel) -> dict[str, Any]:
+def build_meta(cfg: ForecastConfig, prep: Prepared, model: LSTMForecaster, accel: Accel) -> RunMeta:
     import torch
 
     from lstmcast import __version__
 
     s = prep.series
-    return {
+    return RunMeta.model_validate({
         "format_version": FORMAT_VERSION, "lstmcast_version": __version__, "torch_version": torch.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "layout": s.layout, "time_col": s.time_col, "id_col": s.id_col, "targets": s.targets,
@@ -71,7 +71,7 @@ def build_meta(cfg: ForecastConfig, prep: Prepared, model: LSTMForecaster, accel
         "val_end": [sp.val_end for sp in prep.splits],
         "last_time": [str(t[-1]) for t in s.times], "device": str(accel.device), "precision": accel.precision,
         "n_parameters": sum(p.numel() for p in model.parameters()),
-    }
+    })
 
 
 def build_scaler(prep: Prepared) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def save_run(fc: Forecaster, path: str | os.PathLike[str]) -> str:
         "model.safetensors": st_save(sd, metadata={"format_version": str(FORMAT_VERSION)}),
         "scaler.json": json.dumps({k: (v.tolist() if isinstance(v, np.ndarray) else v)
                                    for k, v in fc.scaler_.items()}, indent=2).encode(),
-        "meta.json": json.dumps(fc.meta_, indent=2).encode(),
+        "meta.json": json.dumps(fc.meta_.as_json(), indent=2).encode(),
     }
     backtest_model = getattr(fc, "backtest_model_", fc.model_)
     if backtest_model is not fc.model_:  # train.refit: the model the backtest comes from is kept beside it
@@ -188,5 +188,5 @@ def read_run(path: str | os.PathLike[str]) -> StoredRun:
         except (SafetensorError, ValueError, TypeError, OSError) as exc:
             raise CheckpointError(f"{folder / BACKTEST_MODEL} is not a valid safetensors file ({exc})") from None
         check_weights(bstate, folder / BACKTEST_MODEL)
-    return StoredRun(folder=folder, config=cfg, meta=meta, scaler=scaler, state=state, backtest_state=bstate,
+    return StoredRun(folder=folder, config=cfg, meta=RunMeta.model_validate(meta), scaler=scaler, state=state, backtest_state=bstate,
                      history=history)

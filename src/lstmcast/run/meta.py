@@ -50,7 +50,11 @@ class Inputs(_Strict):
 
 
 class RunMeta(_Strict):
-    """meta.json. The model is rebuilt from its sizes, so they are bounded: no terabyte allocations."""
+    """meta.json, typed: what a fitted Forecaster knows about its data and model (``Forecaster.meta_``).
+
+    Read by attribute (``meta.window``), never by string key. The model is rebuilt from its sizes, so they
+    are bounded: no terabyte allocations. Keys a newer lstmcast adds are kept (``extra="allow"``).
+    """
 
     format_version: Literal[1]
     layout: Literal["single", "long", "wide"]
@@ -75,6 +79,23 @@ class RunMeta(_Strict):
     future_features: list[str] = Field(default_factory=list)
     integer_time: bool = False
     inputs: Inputs | None = None
+    lstmcast_version: str | None = None
+    torch_version: str | None = None
+    created: str | None = None
+    device: str | None = None
+    precision: str | None = None
+    n_parameters: int | None = None
+    refit: dict[str, int] | None = None  # train.refit: steps, windows, rows of the final model (None: not refitted)
+    world_size: int = 1
+    intervals: dict[str, Any] | None = None  # checked against Intervals when a run folder is loaded
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON object meta.json holds."""
+        return self.model_dump(mode="json")
+
+    def inputs_dict(self) -> dict[str, Any] | None:
+        """``inputs`` as the plain mapping lstmcast.data.inputs.InputSpec.from_dict takes."""
+        return self.inputs.model_dump() if self.inputs is not None else None
 
 
 class Intervals(_Strict):

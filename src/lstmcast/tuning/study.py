@@ -321,7 +321,7 @@ class Tuner:
                                          "command to continue the study (this trial will be redone)")
                 value = objective_value(fc, t.objective)
             attrs.update(best_epoch=fc.fit_result_.best_epoch, best_val_loss=fc.fit_result_.best_val_loss,
-                         n_parameters=fc.meta_["n_parameters"])
+                         n_parameters=fc.meta_.n_parameters)
             if not math.isfinite(value):
                 raise DivergedError(f"the trial ended with a non-finite {t.objective} ({value})")
         except optuna.TrialPruned:
