@@ -63,7 +63,7 @@ def trained() -> loop.Trainer:
 
 def _state(t: loop.Trainer) -> tuple[dict, list]:
     weights = {k: v.clone() for k, v in t.model.state_dict().items()}
-    moments = [{k: v.clone() for k, v in t.optimizer.state[p].items()} for p in t._params]
+    moments = [{k: v.clone() for k, v in t.optimizer.state[p].items()} for p in t.params]
     return weights, moments
 
 

@@ -63,11 +63,11 @@ def test_a_trainer_fed_by_the_host_batcher_trains_like_the_resident_one():
     for stream in (False, True):
         t = Trainer(copy.deepcopy(model), cfg, resolve("cpu", "fp32", 1), series, starts[:250], starts[250:], L, H, 1)
         if stream:
-            t._gather = streaming.HostBatcher(t.windows, torch.device("cpu"), t.roles)
+            t.gather_batch = streaming.HostBatcher(t.windows, torch.device("cpu"), t.roles)
         runs.append((t, [(r.train_loss, r.val_loss) for r in t.fit().history]))
     assert runs[0][1] == runs[1][1]
     # every step and validation pass streamed: 2 epochs, a validation each, and the check at step 0
-    assert runs[1][0]._gather.copies == 2 * runs[1][0].steps_per_epoch() + 3
+    assert runs[1][0].gather_batch.copies == 2 * runs[1][0].steps_per_epoch() + 3
 
 
 @pytest.mark.gpu

@@ -23,7 +23,7 @@ def test_import_contracts_are_kept():
     res = _lint_imports()
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     assert "BROKEN" not in res.stdout
-    assert res.stdout.count("KEPT") >= 2  # both contracts ran
+    assert res.stdout.count("KEPT") >= 3  # every contract ran
 
 
 def test_the_contracts_catch_an_upward_import(tmp_path):

@@ -2,7 +2,7 @@
 
 A small LSTM step on a GPU is bound by kernel launches and Python, not arithmetic: on an H100 the
 eager step at (64x2, L96, B32) costs ~3.6 ms and the same step replayed from a CUDA graph 0.43 ms
-(shared/PERF.md). ``StepGraphs`` captures the Trainer's own eager step (``Trainer._eager_step``: index
+(shared/PERF.md). ``StepGraphs`` captures the Trainer's own eager step (``Trainer.eager_step``: index
 gather, autocast forward, loss, backward, unscale, clip, non-finite guard, fused capturable AdamW step)
 so graphed and eager training run the same code, and replays it:
 
@@ -26,18 +26,32 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
-
-if TYPE_CHECKING:
-    from lstmcast.training.loop import Trainer
 
 log = logging.getLogger(__name__)
 
 MAX_TRAIN_GRAPHS = 2  # the full batch and, for tiny training sets, the one short batch
 
+
+
+class GraphHost(Protocol):
+    """What whole-step capture needs from the loop: its eager step and validation pass, and their inputs."""
+
+    model: Any
+    optimizer: Any
+    grad_scaler: Any
+    accel: Any
+    windows: Tensor
+    train_idx: Tensor
+    val_idx: Tensor
+    max_norm: float
+
+    def eager_step(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]: ...
+
+    def val_total(self, batch_size: int) -> Tensor: ...
 
 class Replayable(Protocol):
     def replay(self) -> None: ...
@@ -76,9 +90,9 @@ class _Captured:
 
 
 class StepGraphs:
-    """Dispatches a Trainer's step and validation to captured graphs; eager on any failure."""
+    """Dispatches a GraphHost's step and validation to captured graphs; eager on any failure."""
 
-    def __init__(self, trainer: Trainer, backend: Backend | None = None, warmup_steps: int = 3):
+    def __init__(self, trainer: GraphHost, backend: Backend | None = None, warmup_steps: int = 3):
         self.t = trainer
         self.backend = backend or CudaGraphBackend()
         self.warmup_steps = warmup_steps
@@ -96,7 +110,7 @@ class StepGraphs:
     # -- the training step ----------------------------------------------------------------------
     def train_step(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if self.failed:
-            return self.t._eager_step(idx)
+            return self.t.eager_step(idx)
         size = int(idx.shape[0])
         sig = self._signature()
         cap = self.train_graphs.get(size)
@@ -105,10 +119,10 @@ class StepGraphs:
                 if size not in self._eager_sizes:
                     self._eager_sizes.add(size)
                     log.info("batch size %d runs eagerly: %d step graphs exist already", size, MAX_TRAIN_GRAPHS)
-                return self.t._eager_step(idx)
+                return self.t.eager_step(idx)
             cap = self._capture_train(size, sig)
             if cap is None:
-                return self.t._eager_step(idx)
+                return self.t.eager_step(idx)
         cap.idx.copy_(idx, non_blocking=True)
         cap.graph.replay()
         out = cap.out.clone()  # callers may keep the result past the next replay
@@ -117,7 +131,7 @@ class StepGraphs:
     def _signature(self) -> tuple:
         opt, t = self.t.optimizer, self.t
         hyper = tuple((g["lr"], g["weight_decay"], g["betas"], g["eps"]) for g in opt.param_groups)
-        return hyper, id(opt.state), id(opt.param_groups), t.model.training, t._max_norm
+        return hyper, id(opt.state), id(opt.param_groups), t.model.training, t.max_norm
 
     def _capture_train(self, size: int, sig: tuple) -> _Captured | None:
         t = self.t
@@ -125,7 +139,7 @@ class StepGraphs:
             torch.arange(size, device=t.train_idx.device) % len(t.train_idx)]
 
         def body() -> Tensor:
-            loss, norm, bad = t._eager_step(idx)
+            loss, norm, bad = t.eager_step(idx)
             return torch.stack([loss.float(), norm.float(), bad.float()])
 
         try:
@@ -159,13 +173,13 @@ class StepGraphs:
     def val_total(self, batch_size: int) -> Tensor:
         """Sum of per-window validation losses as a device scalar (model already in eval mode, no_grad)."""
         if self.failed:
-            return self.t._val_total(batch_size)
+            return self.t.val_total(batch_size)
         sig = (id(self.t.val_idx), batch_size, self.t.model.training)
         cap = self.val_graph
         if cap is None or cap.signature != sig:
             cap = self._capture_val(batch_size, sig)
             if cap is None:
-                return self.t._val_total(batch_size)
+                return self.t.val_total(batch_size)
         cap.graph.replay()
         return cap.out.clone()
 
@@ -173,7 +187,7 @@ class StepGraphs:
         t = self.t
 
         def body() -> Tensor:
-            return t._val_total(batch_size)
+            return t.val_total(batch_size)
 
         try:
             with _restored(t):  # validation changes nothing, but keep the RNG untouched too
@@ -195,7 +209,7 @@ class StepGraphs:
 
 
 @contextlib.contextmanager
-def _restored(t: Trainer) -> Iterator[None]:
+def _restored(t: GraphHost) -> Iterator[None]:
     """Snapshot weights, optimizer state, scaler state and RNG; put them back on exit."""
     params = [p for p in t.model.parameters()]
     weights = [p.detach().clone() for p in params]
@@ -226,7 +240,7 @@ def _restored(t: Trainer) -> Iterator[None]:
     t.optimizer.zero_grad(set_to_none=True)
 
 
-def attach(trainer: Trainer, backend: Backend | None = None) -> StepGraphs | None:
+def attach(trainer: GraphHost, backend: Backend | None = None) -> StepGraphs | None:
     """A StepGraphs for ``trainer`` when its Accel wants graphs and the data is resident; else None."""
     accel = trainer.accel
     if not accel.graphs:

@@ -15,14 +15,13 @@ import copy
 import logging
 import math
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from lstmcast.errors import DivergedError
 
 if TYPE_CHECKING:
-    from lstmcast.training.loop import Trainer
     from lstmcast.training.state import EpochCursor
 
 log = logging.getLogger(__name__)
@@ -33,10 +32,30 @@ def _finite_or_text(x: float) -> float | str:
     return x if math.isfinite(x) else str(x)
 
 
-class Guard:
-    """Rollback bookkeeping of one Trainer (checks at boundaries only, never per step)."""
+class GuardHost(Protocol):
+    """What the guard reads and restores: the training objects, the position, and how to checkpoint."""
 
-    def __init__(self, trainer: Trainer):
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    grad_scaler: Any
+    params: list[Any]
+    cfg: Any
+    accel: Any
+    store: Any
+    step: int
+    epoch: int
+    cursor: Any
+    result: Any
+    best_state: dict[str, Any] | None
+
+    def save_checkpoint(self, cursor: Any, note: str = "") -> Any: ...
+
+
+class Guard:
+    """Rollback bookkeeping of one training run (checks at boundaries only, never per step)."""
+
+    def __init__(self, trainer: GuardHost):
         self.t = trainer
         self.rollbacks = 0
         self.events: list[dict[str, Any]] = []  # one per rollback
@@ -50,7 +69,7 @@ class Guard:
             "step": t.step,
             "model": {k: v.detach().clone() for k, v in t.model.state_dict().items()},
             "optimizer": [{k: v.clone() if torch.is_tensor(v) else v for k, v in t.optimizer.state[p].items()}
-                          for p in t._params],
+                          for p in t.params],
             "scheduler": copy.deepcopy(t.scheduler.state_dict()),
             "scaler": t.grad_scaler.state_dict() if t.grad_scaler.is_enabled() else None,
         }
@@ -61,7 +80,7 @@ class Guard:
         if good is None:
             return
         t.model.load_state_dict(good["model"])
-        for p, saved in zip(t._params, good["optimizer"]):
+        for p, saved in zip(t.params, good["optimizer"]):
             state = t.optimizer.state[p]
             for k, v in state.items():
                 if torch.is_tensor(v) and k in saved:
@@ -127,7 +146,7 @@ class Guard:
                     f"gradient norm after {self.rollbacks} rollback(s) (train.max_rollbacks={cfg.max_rollbacks})",
             "step": t.step, "epoch": t.epoch, "lr": lr, "initial_lr": cfg.lr, "rollbacks": self.events,
             "grad_norms": list(self.intervals),
-            "best": {"epoch": t.result.best_epoch if t._best_state is not None else None,  # 0: before training
+            "best": {"epoch": t.result.best_epoch if t.best_state is not None else None,  # 0: before training
                      "val_loss": _finite_or_text(t.result.best_val_loss),
                      "checkpoint": str(saved) if saved else None},
             "cure": self.cures(lr),

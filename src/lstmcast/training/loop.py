@@ -79,7 +79,7 @@ class Trainer:
         self.windows = series.unfold(0, window + horizon, 1)  # (rows, C, L + H): a view, no copy
         # resident gather, or batches streamed from host memory when the series did not fit the device
         self.roles, self.statics = roles, statics
-        self._gather = streaming.make_gather(self.windows, accel.device, roles, statics)  # idx -> Batch
+        self.gather_batch = streaming.make_gather(self.windows, accel.device, roles, statics)  # idx -> Batch
         self.train_idx, self.val_idx = train_idx, val_idx
         self.loss_fn = loss_for(model, cfg.loss, accel.device)
         self.callbacks = list(callbacks or [])
@@ -91,15 +91,15 @@ class Trainer:
         self.grad_scaler = torch.amp.GradScaler(dev.type, enabled=accel.precision == "fp16")
         self.generator = torch.Generator(device=train_idx.device)  # the host when batches stream
         self.generator.manual_seed(cfg.seed)
-        self._params = [p for p in model.parameters() if p.requires_grad]
-        self._max_norm = cfg.clip_norm if cfg.clip_norm else math.inf
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.max_norm = cfg.clip_norm if cfg.clip_norm else math.inf
         self._zero = torch.zeros((), device=dev)
         self.result = FitResult()
         self.epoch = 0
         self.stop_requested = False
         self._stop_agreed = False  # several ranks: a stop any rank asked for, as of the last step's all-reduce
-        self._best_state: dict[str, Tensor] | None = None
-        self._bad_epochs = 0
+        self.best_state: dict[str, Tensor] | None = None
+        self.bad_epochs = 0
         self.step = 0  # optimizer steps taken in the run, skipped ones included
         self.stop_signal: int | None = None  # set by signals.stop_on_signals
         self.finished = False
@@ -113,7 +113,7 @@ class Trainer:
         self._graphs = graphs.attach(self) if dist is None else None  # whole-step CUDA graphs (None: eager)
 
     # -- the step -----------------------------------------------------------------------------
-    def _forward_loss(self, b: Batch) -> Tensor:
+    def forward_loss(self, b: Batch) -> Tensor:
         dtype = self.accel.autocast_dtype
         # no autocast weight cache: it must not outlive a CUDA graph capture (each weight is cast once anyway)
         with torch.autocast(self.accel.device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=False):
@@ -124,18 +124,18 @@ class Trainer:
         """One step on the windows at ``idx``; returns (loss, grad_norm, skipped) as device tensors."""
         if self._graphs is not None:
             return self._graphs.train_step(idx)  # replays the captured step (eager if capture failed)
-        return self._eager_step(idx)
+        return self.eager_step(idx)
 
-    def _eager_step(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def eager_step(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         weight = 1.0
         if self.dist is not None:
             idx, weight = self.dist.shard(idx)  # this rank's windows; its mean loss weighs b_r / B
-        loss = self._forward_loss(self._gather(idx))
+        loss = self.forward_loss(self.gather_batch(idx))
         self.grad_scaler.scale(loss * weight if weight != 1.0 else loss).backward()
         if self.dist is not None:  # the batch's gradients and loss on every rank, and a stop any rank saw
-            loss, self._stop_agreed = self.dist.step(self._params, loss * weight, self.stop_requested)
+            loss, self._stop_agreed = self.dist.step(self.params, loss * weight, self.stop_requested)
         self.grad_scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(self._params, self._max_norm, foreach=True)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_norm, foreach=True)
         bad = (~(torch.isfinite(loss) & torch.isfinite(norm))).float()
         if self.grad_scaler.is_enabled():
             self.grad_scaler.step(self.optimizer)  # fp16: the scaler owns found_inf
@@ -186,7 +186,7 @@ class Trainer:
                 cur.seconds += time.perf_counter() - t0
                 return None
             loss, norm, bad = self.train_step(perm[s * B:(s + 1) * B])
-            row = torch.stack((loss, norm, norm.gt(self._max_norm).float()))
+            row = torch.stack((loss, norm, norm.gt(self.max_norm).float()))
             sums.add_(row.nan_to_num_(0.0, 0.0, 0.0).mul_(1.0 - bad))  # good steps only
             skipped.add_(bad)
             torch.fmax(norm_max, norm, out=norm_max)
@@ -243,16 +243,16 @@ class Trainer:
         if self._graphs is not None:
             total = self._graphs.val_total(batch_size)  # the whole pass, replayed as one graph
         else:
-            total = self._val_total(batch_size)
+            total = self.val_total(batch_size)
         self.model.train()
         return float(total.item() / len(self.val_idx))
 
-    def _val_total(self, batch_size: int) -> Tensor:
+    def val_total(self, batch_size: int) -> Tensor:
         total = self._zero.clone()
         idx = self.val_idx if self.dist is None else self.dist.val_share(self.val_idx)
         for i in range(0, len(idx), batch_size):
-            batch = self._gather(idx[i:i + batch_size])
-            total += self._forward_loss(batch) * len(batch.y)
+            batch = self.gather_batch(idx[i:i + batch_size])
+            total += self.forward_loss(batch) * len(batch.y)
         return total if self.dist is None else self.dist.total(total)
 
     # -- fitting, checkpoints, interruption ---------------------------------------------------
@@ -280,8 +280,8 @@ class Trainer:
                 self._fit_loop()
             except torch.OutOfMemoryError as exc:
                 raise self._oom_error(exc) from None
-        if self._best_state is not None:
-            self.model.load_state_dict(self._best_state)
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
         self.model.eval()
         return self.result
 
@@ -291,7 +291,7 @@ class Trainer:
             self.store.check_writable()
         self.guard.snapshot()
         self._schedule()
-        if self.step == 0 and self._best_state is None:
+        if self.step == 0 and self.best_state is None:
             self._validate_start()
         while not self.finished:
             if self._should_stop():
@@ -315,7 +315,7 @@ class Trainer:
         val = self.validate()
         if math.isfinite(val):
             self.result.best_val_loss, self.result.best_epoch = val, 0
-            self._best_state = copy.deepcopy(self.model.state_dict())
+            self.best_state = copy.deepcopy(self.model.state_dict())
 
     def _end_epoch(self, rec: EpochRecord) -> None:
         cfg = self.cfg
@@ -324,13 +324,13 @@ class Trainer:
         self.scheduler.step(monitored)
         if monitored < self.result.best_val_loss - cfg.min_delta:
             self.result.best_val_loss, self.result.best_epoch = monitored, rec.epoch
-            self._best_state = copy.deepcopy(self.model.state_dict())
-            self._bad_epochs = 0
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            self.bad_epochs = 0
         else:
-            self._bad_epochs += 1
+            self.bad_epochs += 1
         for cb in self.callbacks:
             cb(self, rec)
-        if self._bad_epochs >= cfg.patience and self.step >= cfg.min_steps:
+        if self.bad_epochs >= cfg.patience and self.step >= cfg.min_steps:
             self.result.stop_reason = f"early stopping: no validation improvement for {cfg.patience} epochs"
             self.finished = True
         elif self.epoch >= cfg.max_epochs:

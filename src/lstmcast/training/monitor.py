@@ -167,7 +167,7 @@ class Monitor:
             pool = trainer.val_idx if len(trainer.val_idx) else trainer.train_idx
             pick = torch.linspace(0, len(pool) - 1, min(self.probe_size, len(pool))).round().long()
             idx = pool[pick.to(pool.device)]
-            fetch = getattr(trainer, "_gather", None)
+            fetch = getattr(trainer, "gather_batch", None)
             b = fetch(idx) if fetch is not None else gather(trainer.windows, idx, trainer.roles, trainer.statics)
             device = next(trainer.model.parameters()).device
             self._batch = type(b)(*(v.to(device).float().clone() if v is not None else None for v in b))

@@ -292,6 +292,6 @@ def _subset(idx: Tensor, limit: int) -> Tensor:
 def _last_loss(trainer, idx: Tensor) -> float:
     """Without validation windows, the training loss of the probe's last batch stands in."""
     trainer.model.eval()
-    loss = float(trainer._forward_loss(trainer._gather(idx)))
+    loss = float(trainer.forward_loss(trainer.gather_batch(idx)))
     trainer.model.train()
     return loss

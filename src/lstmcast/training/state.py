@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -19,9 +19,6 @@ from torch import Tensor
 
 from lstmcast.errors import CheckpointError, LstmcastError
 from lstmcast.training.checkpoint import CHECKPOINT_FORMAT, Checkpoint, b64, decode, encode, unb64
-
-if TYPE_CHECKING:
-    from lstmcast.training.loop import Trainer
 
 ACC = ("loss_sum", "norm_sum", "clipped", "skipped", "norm_max")  # the cursor's running sums, in order
 
@@ -42,6 +39,27 @@ class EpochCursor:
     checked_norm_sum: float = 0.0
     seconds: float = 0.0
 
+
+
+class StateHost(Protocol):
+    """Everything a checkpoint captures and restores of a training run (the whole state, by design)."""
+
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    grad_scaler: Any
+    generator: Any
+    guard: Any
+    accel: Any
+    cfg: Any
+    result: Any
+    context: dict[str, Any]
+    cursor: Any
+    epoch: int
+    step: int
+    finished: bool
+    best_state: dict[str, Any] | None
+    bad_epochs: int
 
 def new_cursor(generator: torch.Generator, device: torch.device) -> EpochCursor:
     return EpochCursor(gen_state=generator.get_state(), acc=torch.zeros(len(ACC), device=device))
@@ -73,14 +91,14 @@ def set_rng_state(generator: torch.Generator, rng: dict[str, Any]) -> None:
             torch.cuda.set_rng_state_all(states)
 
 
-def capture(t: Trainer, cursor: EpochCursor | None, note: str = "") -> tuple[dict[str, Tensor], dict[str, Any]]:
+def capture(t: StateHost, cursor: EpochCursor | None, note: str = "") -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The trainer's state now: tensors for safetensors and a JSON-able dict."""
     from lstmcast import __version__
 
     tensors: dict[str, Tensor] = {}
     for k, v in t.model.state_dict().items():
         tensors[f"model.{k}"] = v.detach().to("cpu", copy=True).contiguous()
-    for k, v in (t._best_state or {}).items():
+    for k, v in (t.best_state or {}).items():
         tensors[f"best.{k}"] = v.detach().to("cpu", copy=True).contiguous()
     cur = None
     if cursor is not None:
@@ -98,7 +116,7 @@ def capture(t: Trainer, cursor: EpochCursor | None, note: str = "") -> tuple[dic
         "scheduler": encode(t.scheduler.state_dict(), "scheduler", tensors),
         "grad_scaler": encode(t.grad_scaler.state_dict(), "grad_scaler", tensors),
         "early_stopping": {"best_epoch": res.best_epoch, "best_val_loss": res.best_val_loss,
-                           "bad_epochs": t._bad_epochs, "has_best": t._best_state is not None},
+                           "bad_epochs": t.bad_epochs, "has_best": t.best_state is not None},
         "history": [r.as_dict() for r in res.history], "stop_reason": res.stop_reason,
         "guard": t.guard.state(),
         **t.context,
@@ -108,7 +126,7 @@ def capture(t: Trainer, cursor: EpochCursor | None, note: str = "") -> tuple[dic
     return tensors, meta
 
 
-def restore(t: Trainer, ckpt: Checkpoint) -> None:
+def restore(t: StateHost, ckpt: Checkpoint) -> None:
     """Load a verified checkpoint into a freshly built trainer (same model and config)."""
     try:
         _restore(t, ckpt)
@@ -119,7 +137,7 @@ def restore(t: Trainer, ckpt: Checkpoint) -> None:
                               "written by another configuration; start a new run") from None
 
 
-def _restore(t: Trainer, ckpt: Checkpoint) -> None:
+def _restore(t: StateHost, ckpt: Checkpoint) -> None:
     from lstmcast.training.records import EpochRecord
 
     meta, tensors, dev = ckpt.meta, ckpt.tensors, t.accel.device
@@ -131,8 +149,8 @@ def _restore(t: Trainer, ckpt: Checkpoint) -> None:
         t.grad_scaler.load_state_dict(scaler_state)
     best = {k[5:]: v.to(dev) for k, v in tensors.items() if k.startswith("best.")}
     es = meta["early_stopping"]
-    t._best_state = best if es["has_best"] else None
-    t._bad_epochs = int(es["bad_epochs"])
+    t.best_state = best if es["has_best"] else None
+    t.bad_epochs = int(es["bad_epochs"])
     names = {f.name for f in dataclasses.fields(EpochRecord)}
     t.result.history = [EpochRecord(**{k: v for k, v in r.items() if k in names}) for r in meta["history"]]
     t.result.best_epoch, t.result.best_val_loss = int(es["best_epoch"]), float(es["best_val_loss"])
@@ -150,12 +168,12 @@ def _restore(t: Trainer, ckpt: Checkpoint) -> None:
     _apply_new_lr(t, meta)
 
 
-def _more_epochs_asked(t: Trainer, meta: dict[str, Any]) -> bool:
+def _more_epochs_asked(t: StateHost, meta: dict[str, Any]) -> bool:
     """A run that stopped at max_epochs continues when resumed with a larger max_epochs."""
     return str(meta.get("stop_reason", "")).startswith("reached max_epochs") and t.cfg.max_epochs > meta["epoch"]
 
 
-def _apply_new_lr(t: Trainer, meta: dict[str, Any]) -> None:
+def _apply_new_lr(t: StateHost, meta: dict[str, Any]) -> None:
     """``--set train.lr=...`` on resume (the cure diverged.json suggests) replaces the saved rate."""
     old = meta.get("config", {}).get("train", {}).get("lr")
     if old is not None and old != t.cfg.lr:
