@@ -2,12 +2,13 @@
 
 The frame holds the time column, the id column (long tables) and the ``data.future_features``
 columns, one row per series and time for the ``horizon`` steps after the series' last observed
-time. Rows after the horizon are ignored; anything else that does not fit is a DataError naming the
+time. Rows up to the last observed time (a file holding the covariates' history too) and rows after the
+horizon are ignored; anything else that does not fit is a DataError naming the
 series, rows and columns, raised before anything is written:
 
 - a missing column (with the closest match), a series of the data without rows in the frame,
 - a horizon step without a row (naming the missing times), a step given twice,
-- a row at or before the series' last observed time, or between its steps (off the grid),
+- a row between the steps of the series' time grid (off the grid),
 - an empty, non-finite, text or beyond-float32 value in a row the forecast uses.
 
 >>> import pandas as pd
@@ -132,8 +133,9 @@ def _series_of_rows(df: pd.DataFrame, cfg: DataConfig, series_ids: Sequence[str]
 
 def _match(df: pd.DataFrame, times: np.ndarray, series: np.ndarray, last: np.ndarray, expected: np.ndarray,
            ids: list[str], integer_time: bool) -> np.ndarray:
-    """(S, H) row index of each series' horizon step; a DataError for rows that do not continue a series,
-    steps given twice, or steps without a row. Rows after the horizon are ignored."""
+    """(S, H) row index of each series' horizon step; a DataError for rows off the series' time grid, steps
+    given twice, or steps without a row. Rows up to the last observed time (one file holding the covariates'
+    history and future serves both --data and --future) and rows after the horizon are ignored."""
     S, H = expected.shape
     mine = series >= 0
     s = np.where(mine, series, 0)
@@ -145,7 +147,6 @@ def _match(df: pd.DataFrame, times: np.ndarray, series: np.ndarray, last: np.nda
     row_keys = s * len(pool) + np.searchsorted(pool, times)
     pos = np.minimum(np.searchsorted(flat, row_keys), S * H - 1)
     hit = inside & (flat[pos] == row_keys)
-    _refuse_rows(df, times, before, s, ids, integer_time, "at or before the series' last observed time")
     _refuse_rows(df, times, inside & ~hit, s, ids, integer_time, "between the steps of its time grid (off the grid)")
     rows = np.flatnonzero(hit)
     counts = np.bincount(pos[rows], minlength=S * H)
