@@ -125,3 +125,22 @@ def test_cli_predict_takes_the_future_file(tmp_path):
                                    str(tmp_path / "none.csv")])
     assert res.exit_code == 3 and "known-future covariates" in res.output
     assert not (tmp_path / "none.csv").exists()
+
+
+def test_cli_trains_on_integer_years_and_writes_the_plot_and_forecast(tmp_path):
+    from typer.testing import CliRunner
+
+    from lstmcast.cli import app
+
+    rng = np.random.default_rng(2)
+    years = np.arange(1850, 2000)
+    pd.DataFrame({"year": years, "y": np.sin(years / 6) + 0.1 * rng.normal(size=len(years))}).to_csv(
+        tmp_path / "yearly.csv", index=False)
+    run = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "yearly.csv"), "--time-col", "year", "--target",
+                                   "y", "--horizon", "4", "--run", str(run), "--set", "train.max_epochs=2",
+                                   "--set", "train.min_steps=0", "--set", "train.min_epoch_steps=2"])
+    assert res.exit_code == 0, res.output
+    assert (run / "forecast.png").stat().st_size > 0
+    fc = pd.read_csv(run / "forecast.csv")
+    assert fc["year"].tolist() == [2000, 2001, 2002, 2003]
