@@ -49,3 +49,23 @@ def test_all_metrics_names_and_values():
     assert list(out) == ["MAE", "RMSE", "sMAPE", "MASE"]
     assert out["MASE"] == pytest.approx(1.0 / 2.0)
     assert out["MAE"] == pytest.approx(1.0)
+
+
+def test_grouped_metrics_equal_each_group_scored_alone():
+    """The one-pass per-series metrics (backtests of many series) match scoring each series by itself."""
+    import numpy as np
+
+    from lstmcast import metrics
+
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=(60, 4, 2))
+    yhat = y + rng.normal(size=y.shape)
+    yhat[5] = y[5]  # an exact forecast: sMAPE terms of 0
+    scale = rng.uniform(0.5, 2.0, size=(60, 1, 2))
+    groups = rng.integers(0, 7, size=60)
+    got = metrics.grouped_metrics(y, yhat, scale, groups, 7)
+    for g in range(7):
+        m = groups == g
+        want = metrics.all_metrics(y[m], yhat[m], scale[m])
+        for k, v in want.items():
+            assert abs(got[k][g] - v) <= 1e-12 * max(1.0, abs(v)), (k, g)

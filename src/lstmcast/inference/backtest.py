@@ -90,14 +90,16 @@ def score(actual: np.ndarray, forecasts: dict[str, np.ndarray], scale: np.ndarra
     metrics are under "per_series" (series id -> method -> metrics)."""
     if series_idx is None or ids is None or len(np.unique(series_idx)) <= 1:
         return {name: metrics.all_metrics(actual, f, scale) for name, f in forecasts.items()}
-    per = {}
-    for i in np.unique(series_idx):
-        m = series_idx == i
-        per[str(ids[i])] = {name: metrics.all_metrics(actual[m], f[m], scale[m]) for name, f in forecasts.items()}
+    present = np.unique(series_idx)
+    groups = np.searchsorted(present, series_idx)
+    scores = {name: metrics.grouped_metrics(actual, f, scale, groups, len(present)) for name, f in forecasts.items()}
+    lists = {name: {k: v.tolist() for k, v in s.items()} for name, s in scores.items()}  # Python floats, fast
+    per = {str(ids[i]): {name: {k: v[g] for k, v in s.items()} for name, s in lists.items()}
+           for g, i in enumerate(present.tolist())}
     out: dict[str, Any] = {}
     for name, f in forecasts.items():
         out[name] = {"MAE_pooled": metrics.mae(actual, f), "RMSE_pooled": metrics.rmse(actual, f),
-                     **{k: float(np.mean([row[name][k] for row in per.values()])) for k in metrics.SCALE_FREE}}
+                     **{k: float(np.mean(scores[name][k])) for k in metrics.SCALE_FREE}}
     out["per_series"] = per
     return out
 

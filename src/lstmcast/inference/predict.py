@@ -363,8 +363,10 @@ def _add_interval_metrics(metrics: dict[str, Any], name: str, actual: np.ndarray
         metrics[name].update(interval_metrics(actual, q, levels, scale))
         return
     rows = []
-    for i in np.unique(sidx):
-        m = sidx == i
+    order = np.argsort(sidx, kind="stable")  # each series' rows as one slice: a mask per series was quadratic
+    present, starts = np.unique(sidx[order], return_index=True)
+    for i, a, b in zip(present.tolist(), starts.tolist(), [*starts[1:].tolist(), len(order)]):
+        m = order[a:b]
         rows.append(interval_metrics(actual[m], q[m], levels, scale[m]))
         per[str(ids[i])][name].update(rows[-1])
     metrics[name].update({k: float(np.mean([r[k] for r in rows])) for k in rows[0]})
