@@ -1,10 +1,12 @@
 """ONNX export of a trained run, checked against PyTorch: deploy a forecaster without PyTorch.
 
 RUN/model.onnx maps ``x`` (B, L, F) -> ``y`` (B, H, T) in scaled units, exactly like the module (a quantile
-model, model.levels set: (B, H, T, Q), with the quantiles and calibration offsets in export.json); the
-export.json beside it holds what a deployment needs to go from raw values to forecasts (channel order,
-window, horizon, per-series scaler, a recipe) and the model's sha256. Both are written atomically,
-and only after onnxruntime has reproduced the PyTorch outputs.
+model, model.levels set: (B, H, T, Q), with the quantiles and calibration offsets in export.json). A model
+with known-future inputs (data.future_features, data.calendar) also takes ``future`` (B, H, K), and one with
+statics (data.static_features, model.id_embedding) ``static`` (B, S); every input has a dynamic batch axis.
+The export.json beside it holds what a deployment needs to go from raw values to forecasts (each input's
+shape, role and channel encodings, window, horizon, per-series scaler, a recipe) and the model's sha256.
+Both are written atomically, and only after onnxruntime has reproduced the PyTorch outputs.
 
 >>> from lstmcast.export import export_run
 >>> res = export_run("runs/demo")                        # doctest: +SKIP
@@ -31,6 +33,7 @@ from lstmcast.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     from lstmcast.forecaster import Forecaster
+    from lstmcast.run.meta import RunMeta
     from lstmcast.model.network import LSTMForecaster
 
 log = logging.getLogger(__name__)
@@ -82,22 +85,53 @@ def _quiet_exporter() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def to_onnx_bytes(model: LSTMForecaster, window: int, opset: int = OPSET) -> bytes:
-    """Serialized ONNX of ``model``: input ``x`` (B, L, F) with a dynamic batch axis, output ``y`` (B, H, T)."""
+def input_shapes(model: LSTMForecaster, window: int) -> dict[str, tuple[int, ...]]:
+    """The model's ONNX inputs in order, each shape without the batch axis: ``x`` (L, F), ``future`` (H, K)
+    with known-future inputs, ``static`` (S,) with statics (numeric ones, then categorical codes)."""
+    shapes = {"x": (window, model.input_size)}
+    if model.future_size:
+        shapes["future"] = (model.horizon, model.future_size)
+    if model.statics.width:
+        shapes["static"] = (model.static_size + len(model.static_cardinalities),)
+    return shapes
+
+
+def sample_inputs(model: LSTMForecaster, window: int, batch: int, rng: np.random.Generator | None = None) -> dict:
+    """Inputs for a batch of ``batch``: zeros, or with ``rng`` standard-normal values where the model takes
+    real numbers and valid codes in [0, cardinality) (as floats) where it takes categorical statics."""
     import torch
 
     dtype = model.head.weight.dtype
-    sample = torch.zeros(2, window, model.input_size, dtype=dtype)  # B=2: B=1 would be specialised
+    out = {}
+    for name, shape in input_shapes(model, window).items():
+        a = np.zeros((batch, *shape)) if rng is None else rng.standard_normal((batch, *shape))
+        if name == "static" and rng is not None:
+            for k, card in enumerate(model.static_cardinalities):  # code 0: unknown, the rest the vocabulary
+                a[:, model.static_size + k] = rng.integers(0, card, batch)
+        out[name] = torch.from_numpy(a).to(dtype)
+    return out
+
+
+def to_onnx_bytes(model: LSTMForecaster, window: int, opset: int = OPSET) -> bytes:
+    """Serialized ONNX of ``model``: inputs ``x`` (B, L, F) [, ``future`` (B, H, K)] [, ``static`` (B, S)] with a
+    dynamic batch axis, output ``y`` (B, H, T)."""
+    import torch
+
+    sample = sample_inputs(model, window, 2)  # B=2: B=1 would be specialised
+    x, extra = sample.pop("x"), sample  # future and static are keyword arguments of forward
+    batch = torch.export.Dim("B")  # one batch axis shared by every input
     with _quiet_exporter(), torch.no_grad():
-        program = torch.onnx.export(model.eval(), (sample,), dynamo=True, input_names=["x"], output_names=["y"],
-                                    opset_version=opset, dynamic_shapes={"x": {0: torch.export.Dim("B")}},
+        program = torch.onnx.export(model.eval(), (x,), kwargs=extra or None, dynamo=True,
+                                    input_names=["x", *extra], output_names=["y"], opset_version=opset,
+                                    dynamic_shapes={name: {0: batch} for name in ["x", *extra]},
                                     external_data=False, verbose=False)
     return program.model_proto.SerializeToString()
 
 
 def check_parity(model: LSTMForecaster, onnx_bytes: bytes, window: int, tol: float = TOLERANCE,
                  batches: tuple[int, ...] = PARITY_BATCHES, seed: int = 0) -> dict[int, float]:
-    """Max |onnxruntime - torch| per batch size on standard-normal windows (scaled units); raise above ``tol``."""
+    """Max |onnxruntime - torch| per batch size on random inputs (``sample_inputs``: standard-normal windows in
+    scaled units, valid categorical codes); raise above ``tol``."""
     import torch
 
     ort = _require_runtime()
@@ -105,13 +139,12 @@ def check_parity(model: LSTMForecaster, onnx_bytes: bytes, window: int, tol: flo
     opts.intra_op_num_threads = torch.get_num_threads()
     sess = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
-    dtype = model.head.weight.dtype
     diffs: dict[int, float] = {}
     for B in batches:
-        x = torch.from_numpy(rng.standard_normal((B, window, model.input_size))).to(dtype)  # (B, L, F)
+        inputs = sample_inputs(model, window, B, rng)  # x (B, L, F) [, future (B, H, K)] [, static (B, S)]
         with torch.inference_mode():
-            want = model(x).numpy()  # (B, H, T)
-        got = sess.run(["y"], {"x": x.numpy()})[0]
+            want = model(inputs["x"], future=inputs.get("future"), static=inputs.get("static")).numpy()  # (B, H, T)
+        got = sess.run(["y"], {name: t.numpy() for name, t in inputs.items()})[0]
         if got.shape != want.shape:
             raise CheckpointError(f"ONNX parity check failed: for B={B} the ONNX model returned shape {got.shape}, "
                                   f"PyTorch {want.shape}; the export is not usable")
@@ -138,7 +171,8 @@ def build_spec(fc: Forecaster, onnx_name: str, digest: str, opset: int) -> dict[
     dtype = str(fc.model_.head.weight.dtype).removeprefix("torch.")
     spec = {
         "format_version": 1, "model": onnx_name, "sha256": digest, "opset": opset,
-        "input": {"name": "x", "shape": ["B", L, len(channels)], "dtype": dtype},
+        "input": {"name": "x", "shape": ["B", L, meta.input_size], "dtype": dtype},
+        "inputs": describe_inputs(meta, fc.model_, dtype),
         "output": {"name": "y", "shape": ["B", H, T], "dtype": dtype},
         "channels": channels, "targets": list(meta.targets), "features": list(meta.features),
         "n_targets": T, "window": L, "horizon": H, "freq": meta.freq, "tz": meta.tz,
@@ -161,7 +195,100 @@ def build_spec(fc: Forecaster, onnx_name: str, digest: str, opset: int) -> dict[
     }
     if meta.intervals:
         _add_intervals(spec, meta.intervals)
+    if len(spec["inputs"]) > 1 or spec["inputs"][0]["parts"]["calendar"]:
+        _add_input_recipe(spec, meta)
     return spec
+
+
+# where each calendar feature lies in its cycle, p in [0, 1) (lstmcast.data.calendar), for a deployment to
+# compute sin(2 pi p) and cos(2 pi p) without lstmcast
+CALENDAR_POSITIONS = {
+    "minute_of_hour": "(minute + second / 60) / 60",
+    "hour_of_day": "(hour + minute / 60) / 24",
+    "day_of_week": "weekday / 7, Monday = 0",
+    "day_of_month": "(day - 1) / days in the month",
+    "day_of_year": "(day of the year - 1) / (366 in a leap year, else 365)",
+    "week_of_year": "(ISO week - 1) / 52",
+    "month_of_year": "(month - 1) / 12",
+    "quarter_of_year": "(quarter - 1) / 4",
+}
+_SCALED = "scaled with the series' scaler like the other channels: (raw - scaler.mean[i][j]) / scaler.std[i][j], " \
+          "j the channel's index in 'channels'"
+
+
+def describe_inputs(meta: RunMeta, model: LSTMForecaster, dtype: str) -> list[dict[str, Any]]:
+    """Each ONNX input with its shape, role and what its channels (or columns) hold and how they are encoded."""
+    from lstmcast.data.calendar import calendar_channel_names
+    from lstmcast.data.inputs import InputSpec
+
+    spec = InputSpec.from_dict(meta.inputs_dict())
+    shapes = input_shapes(model, meta.window)
+    T, channels, kf = meta.n_targets, list(meta.channels), len(spec.future_features)
+    future, cal = channels[len(channels) - kf:], calendar_channel_names(spec.calendar)
+    cal_text = [f"calendar ({', '.join(cal)}): sin and cos of the position in each cycle, see 'calendar'; "
+                "not scaled"] if cal else []
+    out = [{"name": "x", "shape": ["B", *shapes["x"]], "dtype": dtype, "role": "past",
+            "channels": channels + cal,
+            "parts": {"targets": channels[:T], "past_features": channels[T:len(channels) - kf],
+                      "future_features": future, "calendar": cal},
+            "encoding": [f"targets, past features and future features over the window: {_SCALED}", *cal_text]}]
+    if "future" in shapes:
+        out.append({"name": "future", "shape": ["B", *shapes["future"]], "dtype": dtype, "role": "known_future",
+                    "channels": future + cal, "parts": {"future_features": future, "calendar": cal},
+                    "encoding": [f"over the horizon's timestamps; future features {_SCALED}", *cal_text]})
+    if "static" in shapes:
+        out.append({"name": "static", "shape": ["B", *shapes["static"]], "dtype": dtype, "role": "static",
+                    "columns": _static_columns(spec, meta.id_col),
+                    "encoding": ["one row per series, in the order of 'columns': numeric ones (raw - mean) / std, "
+                                 "then categorical codes as floats: 1 + the value's index in 'vocabulary', "
+                                 "0 = unknown (a value, or a series, not seen in training)"]})
+    return out
+
+
+def _static_columns(spec: Any, id_col: str | None) -> list[dict[str, Any]]:
+    cols: list[dict[str, Any]] = [{"name": n, "kind": "numeric", "mean": m, "std": s}
+                                  for n, m, s in zip(spec.static_numeric, spec.static_mean, spec.static_std)]
+    cols += [{"name": n, "kind": "categorical", "vocabulary": list(v), "unknown_code": 0}
+             for n, v in zip(spec.static_categorical, spec.vocabularies)]
+    if spec.id_vocabulary is not None:  # model.id_embedding
+        cols.append({"name": id_col or "series id", "kind": "series_id", "vocabulary": list(spec.id_vocabulary),
+                     "unknown_code": 0})
+    return cols
+
+
+def _add_input_recipe(spec: dict[str, Any], meta: RunMeta) -> None:
+    """A model with calendar channels, known-future or static inputs: how to build each, and how to run it."""
+    inputs = {d["name"]: d for d in spec["inputs"]}
+    cal = inputs["x"]["parts"]["calendar"]
+    F = inputs["x"]["shape"][2]
+    if cal:
+        names = meta.inputs.calendar if meta.inputs is not None else []
+        spec["calendar"] = {"features": names, "channels": cal, "positions": {n: CALENDAR_POSITIONS[n] for n in names},
+                            "encoding": "per feature: sin(2 pi p), cos(2 pi p) of its position p in [0, 1) in the "
+                                        "cycle, on the local wall clock in 'tz' when 'tz' is set"}
+        spec["recipe"][1] = ("scale: x = (raw - scaler.mean[i]) / scaler.std[i], with i the series' index in "
+                             f"scaler.ids (layout 'single': i = 0); append the {len(cal)} calendar channels "
+                             f"{cal} of each row's timestamp (not scaled); stack series to (B, L, F={F}) as float32")
+    steps, feed = [], ["x"]
+    if "future" in inputs:
+        K = inputs["future"]["shape"][2]
+        steps.append(f"future: per series an array ({spec['horizon']}, {K}) over the forecast timestamps: the known "
+                     f"values of {inputs['future']['parts']['future_features']} (given by the caller) scaled like "
+                     f"their channels in x, then the calendar channels {cal} of those timestamps; stack to "
+                     f"(B, H, K={K}) as float32")
+        feed.append("future")
+    if "static" in inputs:
+        S = inputs["static"]["shape"][1]
+        steps.append(f"static: per series one row of the {S} columns in inputs[static].columns: numeric (raw - mean)"
+                     " / std, categorical 1 + the index in its vocabulary (0: unknown); stack to "
+                     f"(B, S={S}) as float32")
+        feed.append("static")
+    if meta.layout == "long":
+        steps.append("a series not in scaler.ids (never seen in training): its scaler is the mean and std (0 -> 1) "
+                     "of its own rows, and its series-id code (model.id_embedding) is 0")
+    spec["recipe"][2:2] = steps
+    run = 2 + len(steps)
+    spec["recipe"][run] = spec["recipe"][run].replace("model(x)", f"model({', '.join(feed)}) (ONNX inputs by name)")
 
 
 def _add_intervals(spec: dict[str, Any], iv: dict[str, Any]) -> None:
@@ -194,10 +321,6 @@ def export_run(run: str | os.PathLike[str], out: str | os.PathLike[str] | None =
     if target.suffix.lower() != ".onnx":
         raise ConfigError(f"--out {target} must end in .onnx")
     fc = load_run(run)
-    if fc.model_.decoder is not None or fc.model_.statics.width:
-        raise ConfigError(f"{run} was trained with known-future, calendar or static inputs; ONNX export of those "
-                          "extra inputs is not built yet: export a model trained without data.future_features, "
-                          "data.static_features, model.id_embedding and with data.calendar: none")
     window = fc.meta_.window
     data = to_onnx_bytes(fc.model_, window, opset)
     diffs = check_parity(fc.model_, data, window, tol)

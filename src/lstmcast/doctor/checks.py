@@ -158,11 +158,12 @@ def _windows_per_parameter(cfg: ForecastConfig, report: DoctorReport) -> list[Fi
 
 def _stack(cfg: ForecastConfig, d: Dims) -> list[Finding]:
     m, found = cfg.model, []
-    if d.residual and d.F != d.width:
+    if d.residual and d.enc_in != d.width:
+        ins = f"F={d.F} features" + (f" + S'={d.static_width} static encoding" if d.static_width else "")
         found.append(Finding("info", "residual-projection",
-                             f"model.residual=true: layer 1 maps F={d.F} features to D * hidden = {d.width}, so "
-                             f"lstmcast adds a Linear({d.F}, {d.width}, bias=False) projection on the skip "
-                             f"({d.F * d.width:,} parameters); later layers keep the width and need none"))
+                             f"model.residual=true: layer 1 maps {ins} to D * hidden = {d.width}, so "
+                             f"lstmcast adds a Linear({d.enc_in}, {d.width}, bias=False) projection on the skip "
+                             f"({d.enc_in * d.width:,} parameters); later layers keep the width and need none"))
     if d.residual and d.layers == 1:
         found.append(Finding("advice", "residual-one-layer",
                              "model.residual=true with model.num_layers=1 puts a skip around a single LSTM",

@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Any
 from lstmcast.config import ForecastConfig
 from lstmcast.errors import ConfigError, DataError
 # re-exported: the doctor's public arithmetic (tests and callers import it from here)
-from lstmcast.model.estimate import (Dims, LayerCount, ShapeRow, flops_per_step, layer_counts, memory_bytes,  # noqa: F401
-                       n_parameters, trace)
+from lstmcast.model.estimate import (Dims, InputRoles, LayerCount, ShapeRow, flops_per_step, layer_counts,  # noqa: F401
+                                     memory_bytes, n_parameters, trace)
 from lstmcast.findings import split_message  # noqa: F401  (re-exported)
 from lstmcast.findings import Finding
 
 if TYPE_CHECKING:
+    from lstmcast.data.inputs import InputSpec
     from lstmcast.data.prepare import Prepared
     from lstmcast.data.validate import SeriesSet
     from lstmcast.training.accel import Accel
@@ -146,7 +147,7 @@ def _prepare(cfg: ForecastConfig, series: SeriesSet, accel: Accel | None) -> tup
 
     precision = accel.precision if accel is not None else cfg.train.precision
     try:
-        return prepare(series, cfg.data, precision), []
+        return prepare(series, cfg.data, precision, cfg.model.id_embedding), []
     except DataError as exc:  # the very text train would stop with
         what, fix = split_message(str(exc))
         code = "series-too-short" if "too short" in what else "data-windows"
@@ -154,15 +155,52 @@ def _prepare(cfg: ForecastConfig, series: SeriesSet, accel: Accel | None) -> tup
 
 
 def config_dims(cfg: ForecastConfig) -> tuple[int, int, int]:
-    """(F, T, L) from the config alone: targets + features, the window or the automatic one."""
+    """(F, T, L) from the config alone: targets + features + future features (the value channels; calendar
+    channels come on top), the window or the automatic one."""
     from lstmcast.data.prepare import auto_window, season_from_freq
 
     d = cfg.data
     wide = d.format == "wide" and len(d.target) > 1
     T = 1 if wide or not d.target else len(d.target)
-    F = (1 if wide else max(1, len(d.target))) + len(d.features)
+    F = (1 if wide else max(1, len(d.target))) + len(d.features) + len(d.future_features)
     season = d.season if d.season is not None else (season_from_freq(d.freq) if d.freq else None)
     return F, T, d.window if d.window is not None else auto_window(season, d.horizon)
+
+
+def input_roles(cfg: ForecastConfig, series: SeriesSet | None, prep: Prepared | None) -> tuple[InputSpec, InputRoles]:
+    """The model's input roles as fit derives them (data/inputs.py): the prepared data's, the data's when it
+    failed to prepare, or the config's alone (its static features counted as numeric: which are categorical,
+    and their vocabularies, the id embedding's among them, only the data tells)."""
+    from lstmcast.data.inputs import InputSpec, fit_inputs
+
+    if prep is not None:
+        spec = prep.inputs
+    elif series is not None:
+        spec = fit_inputs(series, cfg.data, cfg.model.id_embedding)
+    else:
+        from lstmcast.data.calendar import calendar_for
+
+        d = cfg.data
+        calendar = list(d.calendar) if isinstance(d.calendar, list) else \
+            calendar_for(d.freq, d.calendar, d.freq.strip().isdigit()) if d.freq else []
+        spec = InputSpec(future_features=list(d.future_features), calendar=calendar,
+                         static_numeric=list(d.static_features), static_mean=[0.0] * len(d.static_features),
+                         static_std=[1.0] * len(d.static_features))
+    T = series.n_targets if series is not None else config_dims(cfg)[1]
+    ids = ("series id",) if spec.id_vocabulary is not None else ()
+    roles = InputRoles(targets=T, past_features=len(cfg.data.features), future_features=len(spec.future_features),
+                       calendar=tuple(spec.calendar), static_numeric=tuple(spec.static_numeric),
+                       static_categorical=tuple(spec.static_categorical) + ids)
+    return spec, roles
+
+
+def _source(cfg: ForecastConfig, series: SeriesSet | None) -> str:
+    if series is not None:
+        return f"data: {len(series.ids)} series, {sum(series.lengths())} rows, frequency {series.freq}"
+    statics = cfg.data.static_features or cfg.model.id_embedding
+    return ("config only (no data): F from the config's target and feature columns"
+            + ("; static features counted as numeric, categorical ones and model.id_embedding need the data"
+               if statics else ""))
 
 
 def _examine(cfg: ForecastConfig, series: SeriesSet | None, prep: Prepared | None, accel: Accel | None,
@@ -172,25 +210,27 @@ def _examine(cfg: ForecastConfig, series: SeriesSet | None, prep: Prepared | Non
     from lstmcast.model.sizing import resolve_model
 
     F, T, L = config_dims(cfg)
-    report_src = "config only (no data): F from the config's target and feature columns"
+    spec, roles = input_roles(cfg, series, prep)
     if series is not None:
         F, T = len(series.channel_names), series.n_targets
-        report_src = f"data: {len(series.ids)} series, {sum(series.lengths())} rows, frequency {series.freq}"
+    F += 2 * len(spec.calendar)  # x: the value channels, then each calendar feature's sin and cos (prepare)
     if prep is not None:
         L = prep.window
     windows = len(prep.index.train) if prep is not None else None
+    # the same numbers fit resolves ``auto`` with (training/fit.py: F = every channel of the prepared tensor)
     cfg = cfg.model_copy(update={"model": resolve_model(cfg.model, windows, F, T, cfg.data.horizon, L)})
     m = cfg.model
     d = Dims(B=cfg.train.batch_size, L=L, H=cfg.data.horizon, F=F, T=T, D=2 if m.bidirectional else 1,
              hidden=m.hidden_size, layers=m.num_layers, residual=m.residual, bias=m.bias, skip=m.linear_skip,
-             Q=2 * len(m.levels) + 1 if m.levels else 0)
+             Q=2 * len(m.levels) + 1 if m.levels else 0, K=spec.future_size, S=spec.static_size,
+             cards=spec.cardinalities)
     params = n_parameters(d)
     device = str(accel.device) if accel is not None else cfg.train.device
     precision = accel.precision if accel is not None else cfg.train.precision
     report = DoctorReport(
-        dims=d, trace=trace(d, m.window_norm), layers=layer_counts(d), n_parameters=params,
+        dims=d, trace=trace(d, m.window_norm, roles), layers=layer_counts(d, roles), n_parameters=params,
         memory_bytes={"fp32": memory_bytes(d, params, 4), "bf16": memory_bytes(d, params, 2)},
-        flops_per_step=flops_per_step(d), device=device, precision=precision, source=report_src)
+        flops_per_step=flops_per_step(d), device=device, precision=precision, source=_source(cfg, series))
     if prep is not None:
         report.train_windows, report.val_windows = len(prep.index.train), len(prep.index.val)
         report.series_bytes = int(prep.scaled.nbytes)
@@ -204,20 +244,22 @@ def measure_step(d: Dims, cfg: ForecastConfig, accel: Accel, steps: int = 10, wa
     ``warmup`` untimed steps, then up to ``steps`` timed ones (at least 3) within ``budget_s`` seconds."""
     import torch
 
-    from lstmcast.model.network import LSTMForecaster
-    from lstmcast.model.quantiles import quantiles_for
+    from lstmcast.data.windows import Roles, Statics
+    from lstmcast.model.build import build_model
     from lstmcast.model.sizing import resolve_model
     from lstmcast.training.loop import Trainer
 
     m = resolve_model(cfg.model, None, d.F, d.T, d.H, d.L)  # dropout auto -> a number (d holds the width)
+    m = m.model_copy(update={"hidden_size": d.hidden, "dropout": m.dropout if d.layers > 1 else 0.0})
     dev = accel.device
-    model = LSTMForecaster(d.F, d.T, d.H, d.hidden, d.layers, m.dropout if d.layers > 1 else 0.0,
-                           m.bidirectional, m.residual, m.bias, m.window_norm, d.L,
-                           quantiles=quantiles_for(m.levels) if m.levels else None).to(dev)
+    model = build_model(m, d.F, d.T, d.H, d.L, future_size=d.K, static_size=d.S, static_cardinalities=d.cards).to(dev)
     rows = d.L + d.H + d.B
     series = torch.randn(rows, d.F, device=dev)
     idx = torch.arange(d.B + 1, device=dev)
-    trainer = Trainer(model, cfg.train, accel, series, idx, idx, d.L, d.H, d.T)
+    roles = Roles(d.L, d.H, d.T, tuple(range(d.F - d.K, d.F)))  # the known-future channels are the last K
+    statics = Statics(table=torch.zeros(1, d.static_in, device=dev),  # one series, every code 0 (unknown)
+                      row_series=torch.zeros(rows, dtype=torch.long, device=dev)) if d.static_in else None
+    trainer = Trainer(model, cfg.train, accel, series, idx, idx, d.L, d.H, d.T, roles=roles, statics=statics)
     batch = torch.arange(d.B, device=dev)
     threads = torch.get_num_threads()
     if dev.type == "cpu":
@@ -296,7 +338,7 @@ sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["Dims", "DoctorReport", "LayerCount", "ShapeRow", "doctor", "preflight", "trace", "layer_counts",
            "n_parameters", "memory_bytes", "flops_per_step", "measure_step", "split_message", "config_dims",
-           "render"]
+           "input_roles", "InputRoles", "render"]
 
 
 def render_text(report: DoctorReport | None) -> str | None:

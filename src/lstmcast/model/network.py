@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from lstmcast.errors import ShapeError
+from lstmcast.model.estimate import DECODER_HIDDEN, STEP_DIM, embedding_dim
 
 State = tuple[Tensor, Tensor]
 
@@ -241,7 +242,7 @@ class StaticEncoder(nn.Module):
     def __init__(self, n_numeric: int, cardinalities: tuple[int, ...]):
         super().__init__()
         self.n_numeric = n_numeric
-        dims = [min(16, max(2, round(1.6 * c ** 0.56))) for c in cardinalities]  # a common rule of thumb
+        dims = [embedding_dim(c) for c in cardinalities]  # the doctor counts them with the same rule
         self.embeddings = nn.ModuleList(nn.Embedding(c, d, padding_idx=0) for c, d in zip(cardinalities, dims))
         self.width = n_numeric + sum(dims)
 
@@ -261,11 +262,11 @@ class HorizonDecoder(nn.Module):
     """
 
     def __init__(self, width: int, future_size: int, static_width: int, horizon: int, n_targets: int,
-                 hidden: int = 64):
+                 hidden: int = DECODER_HIDDEN):
         super().__init__()
         self.horizon, self.n_targets = horizon, n_targets
-        self.step = nn.Embedding(horizon, 8)  # which step ahead: effects can differ by lead time
-        self.net = nn.Sequential(nn.Linear(width + future_size + static_width + 8, hidden), nn.GELU(),
+        self.step = nn.Embedding(horizon, STEP_DIM)  # which step ahead: effects can differ by lead time
+        self.net = nn.Sequential(nn.Linear(width + future_size + static_width + STEP_DIM, hidden), nn.GELU(),
                                  nn.Linear(hidden, n_targets))
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
