@@ -160,7 +160,7 @@ def covariate_run(tmp_path_factory):
 def test_every_input_is_exported_with_parity_and_listed_in_export_json(covariate_run):
     fc, _, _, run, res = covariate_run
     assert set(res.diffs) == {1, 7} and res.max_abs_diff <= 1e-4
-    L, F = fc.meta_["window"], fc.meta_["input_size"]
+    L, F = fc.meta_.window, fc.meta_.input_size
     assert F == 3 + 4  # y, temp, price + sin/cos of hour_of_day and day_of_week
     sess = ort.InferenceSession(str(res.onnx_path), providers=["CPUExecutionProvider"])
     got = {i.name: i.shape for i in sess.get_inputs()}
@@ -182,7 +182,7 @@ def test_every_input_is_exported_with_parity_and_listed_in_export_json(covariate
     assert "sin(2 pi p), cos(2 pi p)" in spec["calendar"]["encoding"]
     assert spec["calendar"]["positions"]["day_of_week"] == "weekday / 7, Monday = 0"
     assert set(CALENDAR_POSITIONS) == set(CALENDAR_NAMES)  # every calendar feature a run can hold is described
-    meta_inputs = fc.meta_["inputs"]
+    meta_inputs = fc.meta_.inputs_dict()
     capacity, region, sid = inputs["static"]["columns"]
     assert (capacity["name"], capacity["kind"], capacity["mean"], capacity["std"]) == (
         "capacity", "numeric", meta_inputs["static_mean"][0], meta_inputs["static_std"][0])
@@ -248,7 +248,7 @@ def test_the_parity_check_feeds_every_input(covariate_run):
     from lstmcast.export import sample_inputs
 
     fc, _, _, _, res = covariate_run
-    onnx_bytes, L = res.onnx_path.read_bytes(), fc.meta_["window"]
+    onnx_bytes, L = res.onnx_path.read_bytes(), fc.meta_.window
     width = fc.model_.num_directions * fc.model_.hidden_size
     for change in ("future", "embedding"):
         model = copy.deepcopy(fc.model_)
@@ -271,6 +271,6 @@ def test_a_model_without_extra_inputs_lists_x_alone(trained):
     fc, _, run = trained
     spec = json.loads(export_run(run).spec_path.read_text())
     (x,) = spec["inputs"]
-    assert (x["name"], x["shape"], x["role"]) == ("x", ["B", fc.meta_["window"], 2], "past")
+    assert (x["name"], x["shape"], x["role"]) == ("x", ["B", fc.meta_.window, 2], "past")
     assert x["parts"] == {"targets": ["y"], "past_features": ["temp"], "future_features": [], "calendar": []}
     assert "calendar" not in spec and len(spec["recipe"]) == 5
