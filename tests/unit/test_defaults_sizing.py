@@ -154,7 +154,7 @@ def test_cli_summary_says_the_loss_to_a_baseline_before_the_table(capsys, tmp_pa
                "seasonal_naive": {"MAE": 1.9, "RMSE": 2.4, "sMAPE": 8.5, "MASE": 1.2}}
     h = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "skipped_steps": 0} for e in range(1, 6)]
     fc = SimpleNamespace(fit_result_=SimpleNamespace(best_epoch=3, stop_reason="early stopping"),
-                         meta_={"n_parameters": 100, "horizon": 4, "refit": {"rows": 50, "steps": 120, "windows": 40}},
+                         meta_=SimpleNamespace(n_parameters=100, horizon=4, refit={"rows": 50, "steps": 120, "windows": 40}),
                          history_=h, backtest_=SimpleNamespace(origins=[1, 2]),
                          diagnosis_=with_headline(diagnose(h), metrics),
                          config_=validate_config({"monitor": {"tensorboard": False}}))
@@ -188,3 +188,20 @@ def test_refit_skips_windows_with_missing_values_like_training():
     fc = lstmcast.Forecaster(cfg).fit(df)
     assert fc.refit_["windows"] == 300 - 24 - 6 + 1 - (3 + 24 + 6 - 1)  # every window touching a NaN dropped
     assert all(torch.isfinite(p).all() for p in fc.model_.parameters())
+
+
+def test_auto_hidden_counts_the_decoder_and_embeddings_of_covariate_models():
+    from lstmcast.config import ModelConfig
+    from lstmcast.model.build import build_model
+    from lstmcast.model.sizing import model_parameters, resolve_model
+
+    m = ModelConfig(hidden_size=16, num_layers=1)
+    sizes = {"future_size": 3, "static_size": 2, "static_cardinalities": (4, 9)}
+    built = build_model(m.model_copy(update={"dropout": 0.0}), 5, 1, 6, 24, **sizes)
+    assert model_parameters(m, 16, 5, 1, 6, 24, **sizes) == sum(p.numel() for p in built.parameters())
+    # 600 windows carry the plain 64-unit model (52k parameters) but not one with a 40-input decoder and a
+    # 500-id embedding (73k): the extra parameters count, so auto picks 32
+    plain = resolve_model(ModelConfig(), 600, 5, 1, 6, 24).hidden_size
+    with_inputs = resolve_model(ModelConfig(), 600, 5, 1, 6, 24, future_size=40, static_size=2,
+                                static_cardinalities=(500,)).hidden_size
+    assert (plain, with_inputs) == (64, 32)

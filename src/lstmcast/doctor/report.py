@@ -218,7 +218,8 @@ def _examine(cfg: ForecastConfig, series: SeriesSet | None, prep: Prepared | Non
         L = prep.window
     windows = len(prep.index.train) if prep is not None else None
     # the same numbers fit resolves ``auto`` with (training/fit.py: F = every channel of the prepared tensor)
-    cfg = cfg.model_copy(update={"model": resolve_model(cfg.model, windows, F, T, cfg.data.horizon, L)})
+    cfg = cfg.model_copy(update={"model": resolve_model(cfg.model, windows, F, T, cfg.data.horizon, L,
+                                                        **spec.model_sizes())})
     m = cfg.model
     d = Dims(B=cfg.train.batch_size, L=L, H=cfg.data.horizon, F=F, T=T, D=2 if m.bidirectional else 1,
              hidden=m.hidden_size, layers=m.num_layers, residual=m.residual, bias=m.bias, skip=m.linear_skip,

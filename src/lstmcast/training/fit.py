@@ -42,7 +42,8 @@ def resolve_config(cfg: ForecastConfig, prep: Prepared, data: Any) -> ForecastCo
     resolved = cfg.model_copy(deep=True)
     resolved.data.window, resolved.data.season = prep.window, prep.season
     F, T = prep.scaled.shape[1], prep.series.n_targets  # every channel: values, then calendar
-    resolved.model = resolve_model(cfg.model, len(prep.index.train), F, T, prep.horizon, prep.window)
+    resolved.model = resolve_model(cfg.model, len(prep.index.train), F, T, prep.horizon, prep.window,
+                                   **prep.inputs.model_sizes())
     if isinstance(data, (str, os.PathLike)):
         resolved.data.path = os.path.abspath(data)
     return resolved
