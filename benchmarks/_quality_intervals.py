@@ -2,10 +2,10 @@
 
 Seasonal naive's intervals are refitted at each origin like its point forecast: the quantiles of its
 in-sample h-step errors on all data up to the origin (lstmcast.model.quantiles.seasonal_naive_offsets).
-lstmcast's are the calibrated intervals ``predict`` writes. Coverage is the share of actuals inside;
+lstmcast's are the calibrated intervals ``predict`` writes, scored for every seed. Coverage is the share of actuals inside;
 width and the Winkler interval score are divided by the history's seasonal-naive MAE (like MASE).
-Targets: median coverage over the suite within 5 points of nominal per level, lstmcast's interval
-score below seasonal naive's on at least 2/3 of the series, and on a synthetic seasonal series with
+Targets (for every seed): median coverage over the suite within 5 points of nominal per level,
+lstmcast's interval score below seasonal naive's on at least 2/3 of the series, and on a synthetic seasonal series with
 N(0, 1) noise (``gauss``, lstmcast's own backtest) coverage within 3 points of nominal.
 """
 
@@ -40,17 +40,36 @@ def scores(actual: np.ndarray, q: np.ndarray, scale: float, levels: list[int]) -
     return interval_metrics(actual[:, :, None], q, levels, np.full((1, 1, 1), scale))
 
 
+def series_intervals(actual: np.ndarray, runs: dict[int, dict], y: np.ndarray, starts: list[int],
+                     snaive_point: np.ndarray, h: int, s: int, scale: float, levels: list[int]) -> dict:
+    """Seasonal naive's interval scores and each seed's lstmcast ones (with the interval method it chose)."""
+    out: dict = {"snaive": scores(actual, snaive_quantiles(y, starts, snaive_point, h, s, levels), scale, levels),
+                 "lstmcast": {}}
+    for seed, r in runs.items():
+        if r.get("intervals"):
+            q = lstm_quantiles(r["intervals"], np.asarray(r["forecasts"]), levels)
+            out["lstmcast"][str(seed)] = scores(actual, q, scale, levels) | {"method": r.get("interval_method")}
+    return out
+
+
 def summary(results: dict[str, dict], levels: list[int], synthetic: dict | None) -> dict:
+    """Per level and seed: median coverage over the suite and interval-score wins against seasonal naive.
+    A target passes when it holds for every seed; ``pooled`` counts wins over all (series, seed) pairs."""
     rows = {n: r["intervals"] for n, r in results.items() if "intervals" in r}
-    out: dict = {"levels": levels, "series": len(rows)}
+    seeds = sorted({sd for r in rows.values() for sd in r["lstmcast"]}, key=int)
+    out: dict = {"levels": levels, "series": len(rows), "seeds": seeds}
     for L in levels:
-        cov = [r["lstmcast"][f"coverage_{L}"] for r in rows.values() if "lstmcast" in r]
-        out[f"median_coverage_{L}"] = float(np.median(cov)) if cov else math.nan
-        out[f"coverage_target_{L}"] = bool(cov) and abs(out[f"median_coverage_{L}"] - L / 100) <= 0.05
-        wins = [r["lstmcast"][f"interval_score_{L}"] < r["snaive"][f"interval_score_{L}"]
-                for r in rows.values() if "lstmcast" in r]
-        out[f"interval_score_wins_{L}"] = f"{sum(wins)}/{len(wins)}"
-        out[f"interval_score_target_{L}"] = bool(wins) and sum(wins) >= 2 * len(wins) / 3
+        cov, wins = {}, {}
+        for sd in seeds:
+            per = [(r["lstmcast"][sd], r["snaive"]) for r in rows.values() if sd in r["lstmcast"]]
+            cov[sd] = float(np.median([m[f"coverage_{L}"] for m, _ in per])) if per else math.nan
+            wins[sd] = (sum(m[f"interval_score_{L}"] < b[f"interval_score_{L}"] for m, b in per), len(per))
+        out[f"median_coverage_{L}"] = cov
+        out[f"coverage_target_{L}"] = bool(seeds) and all(abs(c - L / 100) <= 0.05 for c in cov.values())
+        out[f"interval_score_wins_{L}"] = {sd: f"{w}/{n}" for sd, (w, n) in wins.items()}
+        won, total = sum(w for w, _ in wins.values()), sum(n for _, n in wins.values())
+        out[f"interval_score_wins_pooled_{L}"] = f"{won}/{total}"
+        out[f"interval_score_target_{L}"] = bool(seeds) and all(n and w >= 2 * n / 3 for w, n in wins.values())
     if synthetic is not None and "metrics" in synthetic:
         m = synthetic["metrics"]["model"]
         out["synthetic"] = {f"coverage_{L}": m[f"coverage_{L}"] for L in levels}
@@ -60,24 +79,35 @@ def summary(results: dict[str, dict], levels: list[int], synthetic: dict | None)
 
 def print_table(results: dict[str, dict], s: dict, synthetic: dict | None) -> None:
     levels = s["levels"]
-    print("\nprediction intervals (coverage = share inside; width, interval score scaled like MASE)")
-    head = "".join(f" {'cov' + str(L):>7} {'wid' + str(L):>7} {'IS' + str(L):>7}" for L in levels)
-    print(f"  {'series':<14} {'method':<9}{head} {'pinball':>8}")
+    print("\nprediction intervals (coverage = share inside; width, interval score scaled like MASE; "
+          "lstmcast per seed, its interval method in brackets; * = interval score below seasonal naive's)")
+    head = "".join(f" {'cov' + str(L):>7} {'wid' + str(L):>7} {'IS' + str(L):>8}" for L in levels)
+    print(f"  {'series':<14} {'method':<18}{head} {'pinball':>8}")
     for n, r in results.items():
-        for m, e in r.get("intervals", {}).items():
+        iv = r.get("intervals")
+        if not iv:
+            continue
+        rows = [("snaive", iv["snaive"])] + [(f"lstmcast s{sd} ({str(e['method'])[:3]})", e)
+                                             for sd, e in iv["lstmcast"].items()]
+        for label, e in rows:
+            win = {L: "*" if label != "snaive" and e[f"interval_score_{L}"] < iv["snaive"][f"interval_score_{L}"]
+                   else " " for L in levels}
             cells = "".join(f" {e[f'coverage_{L}']:>7.3f} {e[f'width_{L}']:>7.3f} {e[f'interval_score_{L}']:>7.3f}"
-                            for L in levels)
-            print(f"  {n:<14} {m:<9}{cells} {e['pinball']:>8.4f}")
+                            f"{win[L]}" for L in levels)
+            print(f"  {n:<14} {label:<18}{cells} {e['pinball']:>8.4f}")
     for L in levels:
-        print(f"level {L}: median lstmcast coverage {s[f'median_coverage_{L}']:.3f} (target {L / 100:.2f} +- 0.05: "
+        cov = ", ".join(f"s{sd} {c:.3f}" for sd, c in s[f"median_coverage_{L}"].items())
+        wins = ", ".join(f"s{sd} {w}" for sd, w in s[f"interval_score_wins_{L}"].items())
+        print(f"level {L}: median lstmcast coverage {cov} (target {L / 100:.2f} +- 0.05: "
               f"{'PASS' if s[f'coverage_target_{L}'] else 'FAIL'}); interval score better than seasonal naive on "
-              f"{s[f'interval_score_wins_{L}']} series (target >= 2/3: "
-              f"{'PASS' if s[f'interval_score_target_{L}'] else 'FAIL'})")
+              f"{wins} series, {s[f'interval_score_wins_pooled_{L}']} over all seeds (target >= 2/3 for each "
+              f"seed: {'PASS' if s[f'interval_score_target_{L}'] else 'FAIL'})")
     if synthetic is not None:
         if "metrics" not in synthetic:
             print(f"synthetic gauss: ERROR {synthetic.get('error')}")
         else:
-            print("synthetic gauss (seasonal + N(0,1) noise, lstmcast backtest): "
+            print(f"synthetic gauss (seasonal + N(0,1) noise, lstmcast backtest, seed 0, "
+                  f"{synthetic.get('interval_method')} intervals): "
                   + ", ".join(f"coverage_{L} {v:.3f}" for L, v in zip(levels, s["synthetic"].values()))
                   + f" (target +- 0.03: {'PASS' if s['synthetic_target'] else 'FAIL'})")
 
@@ -97,4 +127,5 @@ def synthetic_task(sets: list[str], threads: bool) -> dict:
            "monitor": {"tensorboard": False},
            "eval": {"stride": 1, "max_origins": 1000}, "train": {"threads": 1} if threads else {}}
     fc = lstmcast.Forecaster(apply_overrides(raw, sets)).fit(df)
-    return {"metrics": fc.backtest(), "origins": int(len(fc.backtest_.origins))}
+    return {"metrics": fc.backtest(), "origins": int(len(fc.backtest_.origins)),
+            "interval_method": fc.meta_["intervals"]["method"], "method_scores": fc.meta_["intervals"]["method_scores"]}

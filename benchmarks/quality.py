@@ -33,7 +33,8 @@ so precision verdicts are not cached between runs. lstmcast's log records of lev
 Usage: python benchmarks/quality.py [--quick] [--series a,b] [--seeds 0,1,2] [--set KEY=VALUE ...]
                                     [--jobs N] [--demo] [--levels 80,95] [--json PATH]
 --levels: interval mode (benchmarks/_quality_intervals.py): every fit with model.levels, coverage, width and
-interval score of lstmcast against seasonal naive's residual-quantile intervals, plus a synthetic Gaussian series.
+interval score of each seed's lstmcast against seasonal naive's residual-quantile intervals, plus a synthetic
+Gaussian series.
 """
 
 from __future__ import annotations
@@ -177,7 +178,8 @@ def _lstm_task(name: str, seed: int, sets: list[str]) -> dict:
         intervals: list = []
         out = [_forecast_at(fc, df, o, spec.horizon, intervals) for o in starts]
     return {"forecasts": out, "intervals": intervals, "fit_s": fit_s, "epochs": len(fc.history_), "precision": fc.accel_.precision,
-            "log": sorted(set(logs.messages)), "warnings": len(caught)}
+            "log": sorted(set(logs.messages)), "warnings": len(caught),
+            "interval_method": (fc.meta_.get("intervals") or {}).get("method")}
 
 
 def _gauss_task(sets: list[str]) -> dict:
@@ -297,15 +299,11 @@ def series_result(name: str, seeds: list[int], done: dict[tuple, dict], sets: li
         if "MASE" in entry:
             entry["ratio"] = entry["MASE"] / sn
     res["gate_pass"] = res["lstmcast"]["MASE"] <= GATE * min(res["methods"]["naive"]["MASE"], sn)
-    if levels:  # seed 0's intervals (the first seed) against seasonal naive's residual-quantile intervals
+    if levels:  # each seed's intervals against seasonal naive's residual-quantile intervals
         import _quality_intervals as qi
 
-        first = done[("lstm", name, seeds[0], tuple(sets))]
-        res["intervals"] = {"snaive": qi.scores(actual, qi.snaive_quantiles(y, starts, fc["snaive"], h, s, levels),
-                                                scale, levels)}
-        if first.get("intervals"):
-            q = qi.lstm_quantiles(first["intervals"], np.asarray(first["forecasts"]), levels)
-            res["intervals"]["lstmcast"] = qi.scores(actual, q, scale, levels)
+        runs = {sd: done[("lstm", name, sd, tuple(sets))] for sd in seeds}
+        res["intervals"] = qi.series_intervals(actual, runs, y, starts, fc["snaive"], h, s, scale, levels)
     return res
 
 

@@ -154,6 +154,9 @@ class ModelConfig(_Section):
     calibration: Literal["conformal", "none"] = "conformal"
     # a global model learns an embedding per training series id; a series it never saw gets the "unknown" one
     id_embedding: bool = False
+    # quantile: the learned quantiles calibrated; residual: the median -+ its errors' conformal quantiles;
+    # auto: the one with the lower interval score on the calibration windows (calibration.py)
+    interval_method: Literal["auto", "quantile", "residual"] = "auto"
 
     @field_validator("levels", mode="before")
     @classmethod
@@ -322,6 +325,9 @@ def _semantic_problems(cfg: ForecastConfig) -> list[str]:
             f"model.dropout={m.dropout} has no effect with model.num_layers=1 (LSTM dropout acts "
             "between layers): set model.num_layers>=2 or model.dropout=0"
         )
+    if m.interval_method == "residual" and m.calibration == "none":
+        problems.append("model.interval_method=residual builds the intervals from the calibration windows' "
+                        "errors: set model.calibration=conformal, or interval_method=quantile for the raw ones")
     if d.val_fraction + d.test_fraction >= 0.8:
         problems.append(
             f"data.val_fraction + data.test_fraction = {d.val_fraction + d.test_fraction:.2f} leaves "

@@ -295,13 +295,16 @@ def _add_intervals(spec: dict[str, Any], iv: dict[str, Any]) -> None:
     """A quantile model: y is (B, H, T, Q); the spec lists the quantiles, levels and calibration offsets."""
     H, T, Q = spec["horizon"], spec["n_targets"], len(iv["quantiles"])
     spec["output"]["shape"] = ["B", H, T, Q]
+    method = iv.get("method", "quantile")
     spec["intervals"] = {"levels": iv["levels"], "quantiles": iv["quantiles"], "calibration": iv["calibration"],
-                         "offsets": iv["offsets"], "median_index": Q // 2}
+                         "method": method, "offsets": iv["offsets"], "median_index": Q // 2}
     spec["recipe"][2] = f"run: y = model(x), shape (B, H, T, Q={Q}), in scaled units; quantiles ascending"
+    centre = ("the median y[..., median_index] minus offsets[k][h][t] for the lower and plus it for the upper "
+              "quantile (method 'residual')" if method == "residual" else
+              "the lower quantile minus offsets[k][h][t] and the upper one plus it (method 'quantile')")
     spec["recipe"].insert(3, "calibrate (offsets not null): for the k-th level in 'levels' (lower quantile index "
-                             "median_index - 1 - k, upper median_index + 1 + k) subtract offsets[k][h][t] from "
-                             "the lower and add it to the upper quantile; then clip the lower ones to at most and "
-                             "the upper ones to at least the median, and sort along Q")
+                             f"median_index - 1 - k, upper median_index + 1 + k) set them to {centre}; then clip "
+                             "the lower ones to at most and the upper ones to at least the median, and sort along Q")
     spec["recipe"][4] = (f"unscale: forecast = y * scaler.std[i][:{T}, None] + scaler.mean[i][:{T}, None] "
                          f"(the first {T} channels are the targets); y[..., median_index] is the point forecast")
 

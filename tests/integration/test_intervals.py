@@ -45,6 +45,9 @@ def test_calibration_offsets_are_stored_and_reproduced_after_load(fitted):
     iv = fc.meta_.intervals
     assert iv["levels"] == LEVELS and iv["quantiles"] == [0.025, 0.1, 0.5, 0.9, 0.975]
     assert iv["calibration"] == "conformal" and np.shape(iv["offsets"]) == (2, 6, 1)
+    # interval_method auto: both methods scored on the calibration windows, the lower score kept
+    scores = iv["method_scores"]
+    assert set(scores) == {"quantile", "residual"} and iv["method"] == min(scores, key=scores.get)
     assert iv["calibration_windows"] == len(fc.prepared_.index.val)  # the validation windows, not the test
     assert 0 < iv["training_windows"] <= len(fc.prepared_.index.train)  # plus the training windows
     loaded = Forecaster.load(run)
@@ -128,3 +131,76 @@ def test_onnx_export_outputs_quantiles_with_parity(fitted):
     np.testing.assert_allclose(q[:, 2], want["y"], atol=1e-4)
     np.testing.assert_allclose(q[:, 0], want["y_lo_95"], atol=1e-4)
     np.testing.assert_allclose(q[:, 3], want["y_hi_80"], atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def residual(tmp_path_factory):
+    df = seasonal_frame(300, noise=0.5)
+    fc = Forecaster(_config(levels=LEVELS, interval_method="residual")).fit(df)
+    run = tmp_path_factory.mktemp("residual") / "run"
+    fc.save(run)
+    return fc, df, run
+
+
+def test_residual_intervals_are_centred_on_the_median_and_survive_save_load(residual):
+    fc, df, run = residual
+    iv = fc.meta_.intervals
+    assert iv["method"] == "residual" and iv["method_scores"] is None
+    off = np.asarray(iv["offsets"])
+    assert off.shape == (2, 6, 1) and (off[1] >= off[0]).all() and (off[0] > 0).all()
+    out = fc.predict(df)
+    for L in LEVELS:  # symmetric about the median, half-width = offset x the series' scale
+        np.testing.assert_allclose(out["y"] - out[f"y_lo_{L}"], out[f"y_hi_{L}"] - out["y"], rtol=1e-9)
+    std = fc.scaler_["std"][0][0]
+    np.testing.assert_allclose(out["y_hi_95"] - out["y"], off[1, :, 0] * std, rtol=1e-6)
+    pd.testing.assert_frame_equal(Forecaster.load(run).predict(df), out)
+    m = fc.backtest(df)["model"]
+    assert 0 < m["coverage_80"] <= m["coverage_95"] <= 1 and m["width_80"] < m["width_95"]
+
+
+def test_residual_offsets_that_are_negative_are_refused_on_load(residual, tmp_path):
+    """FAULTS T12: a residual interval's half-width below 0 is no interval; a re-hashed edit must not load."""
+    import shutil
+
+    from lstmcast.run.folder import sha256_bytes
+
+    _, _, run = residual
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    meta = json.loads((copy / "meta.json").read_text())
+    meta["intervals"]["offsets"][0][0][0] = -0.5
+    data = json.dumps(meta).encode()
+    (copy / "meta.json").write_bytes(data)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["sha256"]["meta.json"] = sha256_bytes(data)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match=r"method residual .* >= 0"):
+        Forecaster.load(copy)
+
+
+def test_onnx_export_of_residual_intervals_reproduces_predict_by_the_recipe(residual):
+    """export.json's recipe, written out here without lstmcast, turns the ONNX output into predict's columns."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import onnxruntime as ort
+
+    from lstmcast.export import export_run
+
+    fc, df, run = residual
+    res = export_run(run)
+    assert res.max_abs_diff <= 1e-4
+    spec = json.loads(res.spec_path.read_text())
+    iv = spec["intervals"]
+    assert iv["method"] == "residual" and iv["offsets"] == fc.meta_.intervals["offsets"]
+    assert any("method 'residual'" in step for step in spec["recipe"])
+    mean, std = np.asarray(spec["scaler"]["mean"][0]), np.asarray(spec["scaler"]["std"][0])
+    x = ((df[spec["channels"]].to_numpy(np.float64)[-spec["window"]:] - mean) / std).astype(np.float32)[None]
+    y = ort.InferenceSession(str(res.onnx_path), providers=["CPUExecutionProvider"]).run(["y"], {"x": x})[0]
+    y = y[0, :, 0].astype(np.float64)  # (H, Q)
+    m, off = iv["median_index"], np.asarray(iv["offsets"])[:, :, 0]  # (levels, H)
+    for k, L in enumerate(iv["levels"]):
+        y[:, m - 1 - k], y[:, m + 1 + k] = y[:, m] - off[k], y[:, m] + off[k]
+    y = np.sort(y, axis=-1) * std[0] + mean[0]
+    want = fc.predict(df)
+    cols = ["y_lo_95", "y_lo_80", "y", "y_hi_80", "y_hi_95"]
+    np.testing.assert_allclose(y, want[cols].to_numpy(), atol=1e-4)

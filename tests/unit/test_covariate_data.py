@@ -21,7 +21,7 @@ from lstmcast.data.prepare import prepare, season_from_freq
 from lstmcast.data.static import StaticValues, static_for
 from lstmcast.data.validate import validate_frame
 from lstmcast.errors import ConfigError
-from lstmcast.fastpath import future_times as fastpath_future_times
+from lstmcast.inference.fastpath import future_times as fastpath_future_times
 
 
 def data_cfg(**data) -> DataConfig:
@@ -38,7 +38,7 @@ def test_config_new_roles_accept_comma_lists_and_default_to_nothing():
     d = data_cfg(future_features="price, holiday", static_features="region")
     assert d.future_features == ["price", "holiday"] and d.static_features == ["region"]
     default = DataConfig()
-    assert default.future_features == [] and default.static_features == [] and default.calendar == "auto"
+    assert default.future_features == [] and default.static_features == [] and default.calendar == "none"  # until auto is measured to pay (README)
 
 
 @pytest.mark.parametrize("given_, expected", [("auto", "auto"), ("none", "none"), (["day_of_week"], ["day_of_week"]),

@@ -65,8 +65,16 @@ def test_calibration_offsets_never_make_quantiles_cross(levels, seed):
     levels = sorted(levels)
     Q = 2 * len(levels) + 1
     pred = np.sort(rng.normal(size=(7, 3, 2, Q)), axis=-1)
-    out = apply_offsets(pred, rng.normal(scale=3, size=(len(levels), 3, 2)), levels)
-    assert (np.diff(out, axis=-1) >= 0).all()
+    for method in ("quantile", "residual"):
+        out = apply_offsets(pred, rng.normal(scale=3, size=(len(levels), 3, 2)), levels, method)
+        assert (np.diff(out, axis=-1) >= 0).all()
+        np.testing.assert_array_equal(out[..., len(levels)], pred[..., len(levels)])  # the median stays
+
+
+def test_residual_offsets_centre_the_intervals_on_the_median_whatever_the_head_says():
+    pred = np.array([[[[-9.0, -0.1, 1.0, 1.2, 30.0]]]])  # (1, H=1, T=1, Q=5): a lopsided head
+    out = apply_offsets(pred, np.array([[[0.5]], [[2.0]]]), [80, 95], "residual")
+    np.testing.assert_allclose(out[0, 0, 0], [-1.0, 0.5, 1.0, 1.5, 3.0])
 
 
 def test_calibration_restores_coverage_of_an_over_confident_model():
@@ -141,3 +149,12 @@ def test_levels_from_the_command_line_are_sorted():
     assert validate_config({"model": {"levels": "95,80"}}).model.levels == [80, 95]
     with pytest.raises(ConfigError, match="calibration"):
         validate_config({"model": {"calibration": "isotonic"}})
+
+
+def test_interval_method_is_validated_and_residual_needs_calibration():
+    assert validate_config({"model": {"levels": [80]}}).model.interval_method == "auto"
+    with pytest.raises(ConfigError, match="interval_method"):
+        validate_config({"model": {"levels": [80], "interval_method": "parametric"}})
+    with pytest.raises(ConfigError, match=r"interval_method=residual .* set model.calibration=conformal"):
+        validate_config({"model": {"levels": [80], "interval_method": "residual", "calibration": "none"}})
+    assert validate_config({"model": {"levels": [80], "calibration": "none"}}).model.calibration == "none"

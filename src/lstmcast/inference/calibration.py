@@ -7,6 +7,13 @@ scores of all horizon steps are pooled after dividing each step's by a scale ``s
 forecast's mean absolute error at step h on the training windows, made non-decreasing in h (uncertainty
 grows with the lead time). The pooled conformal quantile ``q`` sets the level, ``q * s_h`` the offsets.
 
+Two interval methods share that set (``model.interval_method``). ``quantile``: the learned quantiles, each
+level widened or narrowed by its offset. ``residual``: intervals centred on the median, half-width
+``q * s_h`` with ``q`` the conformal quantile of the pooled scaled absolute errors |y - median| / s_h (split
+conformal on the median's residuals, as seasonal naive's intervals come from its own errors). ``auto``
+keeps the one with the lower interval score on the calibration windows (``choose_method``): on short
+series the learned quantile head's widths are noisy, and calibrating them to cover makes them wide.
+
 Training windows are in-sample. Where the linear skip is a fitted ridge map (training/skip_init.py), its
 forecast on each training window is replaced by an out-of-sample one, refitted on earlier windows only
 (``out_of_sample_shift``), so that the scores carry the map's estimation error, which dominates on short
@@ -24,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from lstmcast.model.quantiles import level_columns
+from lstmcast.model.quantiles import apply_offsets, interval_metrics, level_columns
 
 OOS_BLOCKS = 20  # refits of the linear skip for the out-of-sample training forecasts
 
@@ -56,6 +63,27 @@ def scaled_conformal_offsets(pred: np.ndarray, y: np.ndarray, levels: list[int],
         score = (np.maximum(pred[..., i_lo] - y, y - pred[..., i_hi]) / scale).reshape(N * H, T)
         out[k] = np.quantile(score, effective_level(L, N * H), axis=0, method="higher")[None, :] * scale
     return out
+
+
+def residual_offsets(median: np.ndarray, y: np.ndarray, levels: list[int], scale: np.ndarray) -> np.ndarray:
+    """Half-widths (n_levels, H, T) around the median: q * scale per step, q the conformal quantile of the
+    pooled scaled absolute errors |y - median| / scale[h] of the calibration windows (median, y (N, H, T))."""
+    N, H, T = y.shape
+    score = (np.abs(y - median) / scale).reshape(N * H, T)
+    return np.stack([np.quantile(score, effective_level(L, N * H), axis=0, method="higher")[None, :] * scale
+                     for L, _, _ in level_columns(levels)])
+
+
+def choose_method(pred: np.ndarray, y: np.ndarray, levels: list[int],
+                  offsets: dict[str, np.ndarray]) -> tuple[str, dict[str, float]]:
+    """The method (a key of ``offsets``) whose calibrated intervals of (pred (N, H, T, Q), y (N, H, T)) have
+    the lowest interval score, averaged over the levels; and each method's score (scaled units)."""
+    ones = np.ones_like(y)
+    scores = {}
+    for method, off in offsets.items():
+        m = interval_metrics(y, apply_offsets(pred, off, levels, method), levels, ones)
+        scores[method] = float(np.mean([m[f"interval_score_{L}"] for L in levels]))
+    return min(scores, key=lambda k: scores[k]), scores
 
 
 def out_of_sample_shift(windows: Any, idx: Any, fit_idx: Any, window: int, horizon: int, n_targets: int,

@@ -27,8 +27,9 @@ def calibrate(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, train_idx
 
     The model calibrated is the one early stopping chose; the refit model (train.refit) reuses its
     offsets. The calibration windows: the validation windows and (evenly spread, at most
-    MAX_SCALE_WINDOWS) the training windows, their linear skip forecast out of sample."""
-    from lstmcast.inference.calibration import scaled_conformal_offsets, step_scale
+    MAX_SCALE_WINDOWS) the training windows, their linear skip forecast out of sample. model.interval_method
+    auto keeps the method (quantile or residual) with the lower interval score on them."""
+    from lstmcast.inference.calibration import choose_method, residual_offsets, scaled_conformal_offsets, step_scale
     from lstmcast.model.quantiles import intervals_meta
 
     levels = cfg.model.levels
@@ -37,13 +38,19 @@ def calibrate(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, train_idx
         if n == 0 and cfg.model.calibration != "none":
             log.warning("no validation windows to calibrate the prediction intervals on: they are the raw "
                         "quantiles; raise data.val_fraction to calibrate them")
-        return intervals_meta(levels, "none", None, 0, False)
+        return intervals_meta(levels, "none", None, 0, False)  # the raw learned quantiles
     pred_tr, y_tr = training_forecasts(cfg, model, tensor, train_idx, prep, skip)
     scale = step_scale(pred_tr[..., len(levels)] - y_tr)  # (H, T): the median's error per step
     pred, y = window_forecasts(model, tensor, val_idx, prep)
-    offsets = scaled_conformal_offsets(np.concatenate([pred, pred_tr]), np.concatenate([y, y_tr]), levels, scale)
-    log.info("calibrated intervals %s on %d validation and %d training windows", levels, n, len(y_tr))
-    return intervals_meta(levels, "conformal", offsets, n, True, len(y_tr))
+    pred, y = np.concatenate([pred, pred_tr]), np.concatenate([y, y_tr])
+    offsets = {"quantile": scaled_conformal_offsets(pred, y, levels, scale),
+               "residual": residual_offsets(pred[..., len(levels)], y, levels, scale)}
+    method, scores = cfg.model.interval_method, None
+    if method == "auto":
+        method, scores = choose_method(pred, y, levels, offsets)
+    log.info("calibrated %s intervals %s on %d validation and %d training windows%s", method, levels, n,
+             len(y_tr), f" (interval scores {scores})" if scores else "")
+    return intervals_meta(levels, "conformal", offsets[method], n, True, len(y_tr), method, scores)
 
 
 def training_forecasts(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, train_idx: Any,

@@ -2,8 +2,9 @@
 
 A level L (percent) is the central interval between the quantiles (100 - L) / 200 and (100 + L) / 200.
 The model forecasts those quantiles plus the median along a last axis Q, ascending. Calibration offsets
-are in scaled units, one per level, horizon step and target: each interval is widened (offset > 0) or
-narrowed (< 0) by that amount on both sides, so that its coverage on the validation windows reaches L%.
+are in scaled units, one per level, horizon step and target. Method ``quantile``: each learned interval is
+widened (offset > 0) or narrowed (< 0) by that amount on both sides; method ``residual``: the interval is
+the median -+ the offset (calibration.py chooses and fits them on windows the backtest never scores).
 
 >>> quantiles_for([80, 95])
 [0.025, 0.1, 0.5, 0.9, 0.975]
@@ -77,16 +78,21 @@ def _conformal_quantile(score: np.ndarray, level: int) -> np.ndarray:
     return np.sort(score, axis=0)[rank - 1]
 
 
-def apply_offsets(pred: np.ndarray, offsets: np.ndarray | None, levels: list[int]) -> np.ndarray:
-    """(..., H, T, Q) quantile forecasts with each level's offsets applied, sorted so that none cross."""
+def apply_offsets(pred: np.ndarray, offsets: np.ndarray | None, levels: list[int],
+                  method: str = "quantile") -> np.ndarray:
+    """(..., H, T, Q) quantile forecasts with each level's offsets applied, sorted so that none cross.
+
+    ``quantile``: the learned quantiles widened (offset > 0) or narrowed; ``residual``: the median -+ offset.
+    """
     if offsets is None or not len(levels):
         return pred
     out = pred.copy()
     off = np.asarray(offsets, dtype=pred.dtype)
-    for k, (_, i_lo, i_hi) in enumerate(level_columns(levels)):
-        out[..., i_lo] -= off[k]
-        out[..., i_hi] += off[k]
     med = len(levels)
+    for k, (_, i_lo, i_hi) in enumerate(level_columns(levels)):
+        lo, hi = (pred[..., med], pred[..., med]) if method == "residual" else (pred[..., i_lo], pred[..., i_hi])
+        out[..., i_lo] = lo - off[k]
+        out[..., i_hi] = hi + off[k]
     # a narrowed interval must not cross the median or a neighbouring level: clip to the median, then sort
     out[..., :med] = np.minimum(out[..., :med], out[..., med:med + 1])
     out[..., med + 1:] = np.maximum(out[..., med + 1:], out[..., med:med + 1])
@@ -136,10 +142,10 @@ def seasonal_naive_offsets(history: np.ndarray, horizon: int, season: int, quant
 def calibrated(raw: np.ndarray, intervals: dict[str, Any] | None, mean: np.ndarray,
                std: np.ndarray) -> np.ndarray:
     """Raw model quantiles (..., Q) in scaled units -> calibrated quantiles in original units (float64)."""
-    levels = (intervals or {}).get("levels") or []
-    offsets = (intervals or {}).get("offsets")
-    return apply_offsets(raw.astype(np.float64), None if offsets is None else np.asarray(offsets), levels) \
-        * std + mean
+    iv = intervals or {}
+    levels, offsets = iv.get("levels") or [], iv.get("offsets")
+    return apply_offsets(raw.astype(np.float64), None if offsets is None else np.asarray(offsets), levels,
+                         iv.get("method", "quantile")) * std + mean
 
 
 def interval_columns(name: str, qpred: np.ndarray, levels: list[int]) -> dict[str, np.ndarray]:
@@ -152,9 +158,14 @@ def interval_columns(name: str, qpred: np.ndarray, levels: list[int]) -> dict[st
 
 
 def intervals_meta(levels: list[int], calibration: str, offsets: np.ndarray | None, windows: int,
-                   pooled: bool, training_windows: int = 0) -> dict[str, Any]:
-    """meta.json "intervals": what a loaded run and export.json need to reproduce the intervals."""
+                   pooled: bool, training_windows: int = 0, method: str = "quantile",
+                   method_scores: dict[str, float] | None = None) -> dict[str, Any]:
+    """meta.json "intervals": what a loaded run and export.json need to reproduce the intervals.
+
+    ``method``: how the offsets apply (apply_offsets); ``method_scores``: with interval_method auto, each
+    method's interval score on the calibration windows, the lower one chosen (informational)."""
     return {"levels": list(levels), "quantiles": quantiles_for(levels), "calibration": calibration,
-            "offsets": None if offsets is None else np.asarray(offsets, dtype=np.float64).tolist(),
+            "method": method, "offsets": None if offsets is None else np.asarray(offsets, dtype=np.float64).tolist(),
             "calibration_windows": int(windows), "pooled": bool(pooled),
-            "training_windows": int(training_windows)}  # calibration.py: training windows in the set too
+            "training_windows": int(training_windows),  # calibration.py: training windows in the set too
+            "method_scores": method_scores}

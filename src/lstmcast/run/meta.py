@@ -104,6 +104,7 @@ class Intervals(_Strict):
     levels: list[Annotated[int, Field(ge=1, le=99)]] = Field(min_length=1, max_length=20)
     quantiles: list[Annotated[float, Field(gt=0.0, lt=1.0)]]
     calibration: Literal["conformal", "none"]
+    method: Literal["quantile", "residual"] = "quantile"  # how the offsets apply (quantiles.apply_offsets)
     offsets: list[list[list[float]]] | None  # (levels, H, T) in scaled units
 
 
@@ -224,6 +225,9 @@ def _interval_problems(iv: dict[str, Any], H: int, T: int) -> list[str]:
     off = iv["offsets"]
     if off is not None and np.shape(off) != (len(iv["levels"]), H, T):
         problems.append(f"intervals.offsets must be {len(iv['levels'])} x {H} x {T} (levels x horizon x targets)")
+    elif iv.get("method") == "residual" and (off is None or np.min(off) < 0):
+        problems.append("intervals.offsets of method residual are half-widths around the median: they must be "
+                        "given and >= 0")
     return problems
 
 
