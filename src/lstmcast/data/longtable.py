@@ -171,8 +171,10 @@ def _on_grid(ts: np.ndarray, vals: np.ndarray, cs: np.ndarray, counts: np.ndarra
     if np.any(n_grid != counts):  # gaps
         if cfg.missing == "error" or on_calendar:
             return None
-        rel //= step
-        ts, vals, counts = _insert_gaps(ts, vals, cs, rel, t0, n_grid, step)
+        rel //= step  # each row's step on its series' grid, as int32 where the rows allow: half the scratch
+        k = rel.astype(np.int32 if int(n_grid.sum()) < 2**31 else np.int64)
+        del rel
+        ts, vals, counts = _insert_gaps(ts, vals, cs, k, t0, n_grid, step)
     return ts, vals, counts, str(freq)
 
 
@@ -202,7 +204,7 @@ def _insert_gaps(ts: np.ndarray, vals: np.ndarray, cs: np.ndarray, k: np.ndarray
     """Every series on its full grid from its first to its last stamp; missing steps as NaN rows (D2)."""
     new_starts = np.concatenate([[0], np.cumsum(n_grid)[:-1]])
     dest = k  # each row's place on its series' grid (k is the caller's scratch array)
-    dest += new_starts[cs]
+    dest += new_starts.astype(k.dtype)[cs]
     total = int(n_grid.sum())
     full_t = np.empty(total, dtype=np.int64)
     full_t[dest] = ts
@@ -218,11 +220,9 @@ def _insert_gaps(ts: np.ndarray, vals: np.ndarray, cs: np.ndarray, k: np.ndarray
 
 def _fill_series_with_gaps(vals: np.ndarray, counts: np.ndarray, policy: str) -> None:
     """``_fill`` on the rows of the series that have a missing value only (few, usually)."""
-    seg = np.repeat(np.arange(len(counts), dtype=np.int32), counts)  # int32: half the scratch of intp
-    holed = np.zeros(len(counts), dtype=bool)
-    holed[seg[np.isnan(vals).any(axis=1)]] = True
-    rows = holed[seg]
-    del seg
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])  # every series has rows (validate_long: >= 3)
+    holed = np.logical_or.reduceat(np.isnan(vals).any(axis=1), starts)  # no row-sized series index
+    rows = np.repeat(holed, counts)
     sub = vals[rows].astype(np.float64, copy=False)  # float32 series are filled in float64, as the loop does
     _fill(sub, np.repeat(np.arange(int(holed.sum())), counts[holed]), counts[holed], policy)
     vals[rows] = sub
