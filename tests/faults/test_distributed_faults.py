@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lstmcast.errors import InterruptedRun
+from lstmcast.errors import ConfigError, InterruptedRun
 from lstmcast.launch import _report, _without_nproc
-from lstmcast.training.distributed import Distributed
+from lstmcast.training.distributed import Distributed, Plan, from_env, plan
 
 
 def test_t13_a_rank_killed_by_sigkill_is_named_with_exit_130(capsys):
@@ -48,3 +48,57 @@ def test_t13_a_broken_collective_is_an_interrupted_run_naming_the_rank():
 
     with pytest.raises(InterruptedRun, match=r"rank 1: another rank of the 2 was lost .*--resume RUN"):
         d._call(broken, torch.zeros(1))
+
+
+# -- NCCL on GPUs, gloo on CPU: the plan each rank joins with (the GPU run itself: tests/integration) --------
+@pytest.mark.parametrize("device,gpus", [("cpu", 0), ("cpu", 8), ("auto", 0)])
+def test_cpu_ranks_join_with_gloo(device, gpus):
+    assert plan(device, local_rank=1, local_world=2, gpus=gpus) == Plan("gloo", "cpu", None)
+
+
+@pytest.mark.parametrize("device", ["cuda", "auto"])
+def test_gpu_ranks_join_with_nccl_each_on_its_local_rank_s_gpu(device):
+    assert [plan(device, r, 4, gpus=4) for r in range(4)] == [Plan("nccl", "cuda", r) for r in range(4)]
+    assert plan(device, 1, 2, gpus=8) == Plan("nccl", "cuda", 1)  # spare GPUs stay unused
+
+
+def test_auto_with_fewer_gpus_than_local_ranks_trains_on_cpu_and_says_why(caplog):
+    with caplog.at_level("WARNING", logger="lstmcast.training.distributed"):
+        assert plan("auto", 2, 3, gpus=2) == Plan("gloo", "cpu", None)
+    assert "2 GPUs for 3 ranks" in caplog.text and "at most 2 ranks per machine" in caplog.text
+
+
+def test_cuda_without_a_gpu_is_refused_with_the_fix():
+    with pytest.raises(ConfigError, match=r"train.device=cuda but no CUDA GPU is visible.*train.device=cpu"):
+        plan("cuda", 0, 2, gpus=0)
+
+
+def test_cuda_with_fewer_gpus_than_local_ranks_is_refused_naming_both_counts():
+    with pytest.raises(ConfigError, match=r"4 ranks on this machine but 2 CUDA GPUs visible.*--nproc 2"):
+        plan("cuda", 3, 4, gpus=2)
+
+
+def test_from_env_binds_the_rank_s_gpu_before_joining_nccl(monkeypatch):
+    """The glue torchrun runs on a GPU machine, on CPU: set_device(LOCAL_RANK), then NCCL with that device."""
+    import torch.distributed as td
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: calls.append(("set_device", i)))
+    monkeypatch.setattr(td, "is_initialized", lambda: False)
+    monkeypatch.setattr(td, "init_process_group",
+                        lambda backend, timeout, device_id: calls.append((backend, device_id)))
+    dist, how = from_env("cuda")
+    assert (dist.rank, dist.world, dist.local_world) == (3, 4, 2) and how == Plan("nccl", "cuda", 1)
+    assert calls == [("set_device", 1), ("nccl", torch.device("cuda", 1))]
+    calls.clear()
+    assert from_env("cpu")[1] == Plan("gloo", "cpu", None) and calls == [("gloo", None)]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match="2 ranks on this machine but 1 CUDA GPUs"):
+        from_env("cuda")
+    assert calls == [("gloo", None)]  # refused before joining any group

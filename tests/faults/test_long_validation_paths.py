@@ -119,3 +119,19 @@ def test_filling_a_grouped_table_leaves_the_callers_frame_alone(monkeypatch):
     fast, loop, decided = _both(df, monkeypatch, missing="interpolate")
     assert decided and _same(fast, loop)
     assert np.isnan(df.loc[3, "y"]) and fast.values[0][3, 0] == 3.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("missing", ["interpolate", "ffill", "drop-windows"])
+def test_float32_columns_stay_float32_and_give_the_float64_result_on_both_paths(monkeypatch, seed, missing):
+    """Float32 columns are not widened to float64 copies (issue 14: memory at 100k series); the fill still
+    computes in float64, so the series equal those of the same values given as float64, bit for bit."""
+    df = _table(seed)
+    df["y"] = (df["y"] * 1e3).astype(np.float32)
+    df["x"] = df["x"].astype(np.float32)
+    wide = df.astype({"y": np.float64, "x": np.float64})
+    assert validate._numeric(read_table(df, None, "id"), "y", "fp32").dtype == np.float32
+    fast32, loop32, _ = _both(df, monkeypatch, missing=missing, freq="D")
+    monkeypatch.undo()  # _both leaves the loop patched in
+    fast64, loop64, decided = _both(wide, monkeypatch, missing=missing, freq="D")
+    assert decided and _same(fast32, fast64) and _same(loop32, loop64) and _same(fast32, loop32)

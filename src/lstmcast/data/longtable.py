@@ -80,9 +80,10 @@ def validate_long(df: pd.DataFrame, cfg: DataConfig, times: np.ndarray, numeric:
                                                             list[str]] | None:
     """(ids, times, values, freq, notes) of every series of a long table, or None for the per-series loop.
 
-    ``times`` (N,) UTC-naive datetime64[ns] (or int64 steps for integer time) and ``numeric`` (N,) float64 per column are the table's
-    checked columns (validate_frame parses them once for both paths). At 4.6M rows each int64 copy
-    is 35 MB, so scratch arrays are dropped or reused as soon as they are spent.
+    ``times`` (N,) UTC-naive datetime64[ns] (or int64 steps for integer time) and ``numeric`` (N,) float64 per column
+    (float32 for a float32 column) are the table's checked columns (validate_frame parses them once for both
+    paths). At 4.6M rows each int64 copy is 35 MB, so scratch arrays are dropped or reused as soon as they are
+    spent, and float32 columns stay float32 (only the rows a fill computes are float64, as in the loop).
     """
     from .io import Rows
 
@@ -106,7 +107,7 @@ def validate_long(df: pd.DataFrame, cfg: DataConfig, times: np.ndarray, numeric:
     if order is None:  # in table order: the table's arrays themselves (copied below before any write)
         vals = numeric[cols[0]][:, None] if len(cols) == 1 else np.column_stack([numeric[c] for c in cols])
     else:
-        vals = np.column_stack([numeric[c][order] for c in cols])  # (N, C) float64, series by series
+        vals = np.column_stack([numeric[c][order] for c in cols])  # (N, C) series by series
     del order
     gridded = _on_grid(ts, vals, cs, counts, first_rows, ids[0], cfg, tz, integer_time)
     if gridded is None:
@@ -121,7 +122,8 @@ def validate_long(df: pd.DataFrame, cfg: DataConfig, times: np.ndarray, numeric:
             _fill_series_with_gaps(vals, counts, cfg.missing)
     notes = _sort_notes(ids, moved)
     cut = np.cumsum(counts)[:-1]
-    out_v = np.split(vals.astype(np.float32), cut)
+    own = vals.flags.owndata and vals.dtype == np.float32  # already a fresh float32 array: no second copy
+    out_v = np.split(vals if own else vals.astype(np.float32), cut)
     return ids, np.split(ts if integer_time else ts.view("datetime64[ns]"), cut), out_v, freq, notes
 
 
@@ -169,8 +171,10 @@ def _on_grid(ts: np.ndarray, vals: np.ndarray, cs: np.ndarray, counts: np.ndarra
     if np.any(n_grid != counts):  # gaps
         if cfg.missing == "error" or on_calendar:
             return None
-        rel //= step
-        ts, vals, counts = _insert_gaps(ts, vals, cs, rel, t0, n_grid, step)
+        rel //= step  # each row's step on its series' grid, as int32 where the rows allow: half the scratch
+        k = rel.astype(np.int32 if int(n_grid.sum()) < 2**31 else np.int64)
+        del rel
+        ts, vals, counts = _insert_gaps(ts, vals, cs, k, t0, n_grid, step)
     return ts, vals, counts, str(freq)
 
 
@@ -200,7 +204,7 @@ def _insert_gaps(ts: np.ndarray, vals: np.ndarray, cs: np.ndarray, k: np.ndarray
     """Every series on its full grid from its first to its last stamp; missing steps as NaN rows (D2)."""
     new_starts = np.concatenate([[0], np.cumsum(n_grid)[:-1]])
     dest = k  # each row's place on its series' grid (k is the caller's scratch array)
-    dest += new_starts[cs]
+    dest += new_starts.astype(k.dtype)[cs]
     total = int(n_grid.sum())
     full_t = np.empty(total, dtype=np.int64)
     full_t[dest] = ts
@@ -209,18 +213,17 @@ def _insert_gaps(ts: np.ndarray, vals: np.ndarray, cs: np.ndarray, k: np.ndarray
     at = np.flatnonzero(holes)  # only the inserted rows need their series and stamp computed
     seg = np.searchsorted(new_starts, at, side="right") - 1
     full_t[at] = t0[seg] + (at - new_starts[seg]) * step
-    full_v = np.full((total, vals.shape[1]), np.nan)
+    full_v = np.full((total, vals.shape[1]), np.nan, dtype=vals.dtype)
     full_v[dest] = vals
     return full_t, full_v, n_grid
 
 
 def _fill_series_with_gaps(vals: np.ndarray, counts: np.ndarray, policy: str) -> None:
     """``_fill`` on the rows of the series that have a missing value only (few, usually)."""
-    seg = np.repeat(np.arange(len(counts)), counts)
-    holed = np.zeros(len(counts), dtype=bool)
-    holed[seg[np.isnan(vals).any(axis=1)]] = True
-    rows = holed[seg]
-    sub = vals[rows]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])  # every series has rows (validate_long: >= 3)
+    holed = np.logical_or.reduceat(np.isnan(vals).any(axis=1), starts)  # no row-sized series index
+    rows = np.repeat(holed, counts)
+    sub = vals[rows].astype(np.float64, copy=False)  # float32 series are filled in float64, as the loop does
     _fill(sub, np.repeat(np.arange(int(holed.sum())), counts[holed]), counts[holed], policy)
     vals[rows] = sub
 

@@ -116,7 +116,8 @@ def _numeric(df: pd.DataFrame, col: str, precision: str, scaling: str = "none") 
         value = raw[bad].iloc[0]
         raise DataError(f"column {col!r} must be numeric but holds text: {value!r} at {rows_at(df, bad)} "
                         f"({int(bad.sum())} cells): fix or blank those cells")
-    values = num.to_numpy(dtype=np.float64)
+    # a float32 column stays float32 (a view, no copy: the series end up float32 anyway); the rest float64
+    values = num.to_numpy(dtype=np.float32 if num.dtype == np.float32 else np.float64)
     inf = np.isinf(values)
     if inf.any():
         raise DataError(f"column {col!r} holds {int(inf.sum())} infinite values at {rows_at(df, inf)}: "
@@ -246,7 +247,8 @@ def _validate_series(df: pd.DataFrame, cfg: DataConfig, times: np.ndarray, tz: s
         whole = part is df  # single and wide layouts: no per-series row selection (no copy)
         idx = None if whole else part.index.to_numpy()
         series_cols = [sid] + covariates if layout == "wide" else cols
-        vals = np.column_stack([numeric[c] if whole else numeric[c][idx] for c in series_cols])
+        vals = np.column_stack([numeric[c] if whole else numeric[c][idx] for c in series_cols]
+                               ).astype(np.float64, copy=False)  # the per-series fill computes in float64
         rows = Rows(part["__row__"].to_numpy(), kind)
         t, vals, rows = _sorted_unique(part["__t__"].to_numpy(), vals, rows, sid, notes)
         n_rows = len(t)

@@ -7,12 +7,12 @@ At origin t (the first forecast step) every method sees only y[:t]: the model re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+import warnings
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from lstmcast import metrics
-from lstmcast.data.windows import complete_starts, origins
 
 if TYPE_CHECKING:
     from lstmcast.run.meta import RunMeta
@@ -53,13 +53,13 @@ class Backtest:
         n, H, T = self.actual.shape
         k, h, j = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(H), np.arange(T), indexing="ij"))
         sidx, org = self.series_idx[k], self.origins[k]
-        times = [series.times[i][t + s] for i, t, s in zip(sidx, org, h)]
+        flat = np.concatenate(series.times)  # one lookup for every row: a Python loop per row cost seconds
+        row = np.concatenate([[0], np.cumsum([len(t) for t in series.times])])[sidx] + org
         ids = np.array(series.ids, dtype=object)
         cols: dict[str, Any] = {
             "series": ids[sidx],  # wide data: each target column is a series and its own target
             "target": ids[sidx] if meta.layout == "wide" else np.array(meta.targets[:T], dtype=object)[j],
-            "origin": [series.times[i][t] for i, t in zip(sidx, org)], "step": h + 1, "time": times,
-            "actual": self.actual[k, h, j]}
+            "origin": flat[row], "step": h + 1, "time": flat[row + h], "actual": self.actual[k, h, j]}
         for name, f in self.forecasts.items():
             cols[name] = f[k, h, j]
         out = pd.DataFrame(cols)
@@ -70,16 +70,64 @@ class Backtest:
 
 
 def backtest_origins(lengths: list[int], val_ends: list[int], finite: list[np.ndarray] | None,
-                     window: int, horizon: int, season: int, stride: int, max_origins: int):
-    """(series index, origin) pairs on each series' test split, usable by the model and both baselines."""
-    pairs = []
-    for i, (n, lo) in enumerate(zip(lengths, val_ends)):
-        ts = origins(lo, n, max(window, season), horizon, stride, max_origins)
-        if finite is not None and len(ts):
-            span_start = ts - max(window, season)
-            ts = complete_starts(span_start, finite[i], max(window, season) + horizon) + max(window, season)
-        pairs.extend((i, int(t)) for t in ts)
-    return pairs
+                     window: int, horizon: int, season: int, stride: int, max_origins: int) -> np.ndarray:
+    """(P, 2) int64 (series index, origin) pairs on each series' test split, usable by the model and both
+    baselines, by series then origin: ``windows.origins`` of every series at once (a loop per series
+    cost seconds at 100k series)."""
+    w = max(window, season)
+    n, lo = np.asarray(lengths, dtype=np.int64), np.asarray(val_ends, dtype=np.int64)
+    first, last = np.maximum(lo, w), n - horizon
+    k = np.where(last >= first, np.minimum(max_origins, (last - first) // stride + 1), 0)  # origins a series
+    sidx = np.repeat(np.arange(len(n), dtype=np.int64), k)
+    j = np.arange(len(sidx), dtype=np.int64) - np.repeat(np.cumsum(k) - k, k)  # 0..k_i-1 within each series
+    ts = last[sidx] - stride * (k[sidx] - 1 - j)
+    if finite is not None and len(ts):  # missing: drop-windows: the whole span [t - w, t + H) finite
+        bad = np.concatenate([[0], np.cumsum(~np.concatenate(finite), dtype=np.int64)])
+        start = np.concatenate([[0], np.cumsum(n)])[sidx] + ts - w
+        ok = bad[start + w + horizon] - bad[start] == 0
+        sidx, ts = sidx[ok], ts[ok]
+    return np.stack([sidx, ts], axis=1)
+
+
+class PairRows(NamedTuple):
+    past: np.ndarray  # (P, L, C) raw input window before each origin
+    ahead: np.ndarray  # (P, H, C) raw rows from the origin: actuals and the true known-future values
+    naive: np.ndarray  # (P, H, T) float64
+    seasonal_naive: np.ndarray  # (P, H, T) float64
+
+
+def gather_pairs(values: np.ndarray, rows: np.ndarray, window: int, horizon: int, n_targets: int,
+                 season: int) -> PairRows:
+    """Every origin's rows at once from the concatenated series ``values`` (N, C); ``rows`` (P,) is each
+    origin's row in it. Equal to ``naive`` / ``seasonal_naive`` and the slices of each series, origin by origin."""
+    h = np.arange(horizon)
+    T = n_targets
+    past = values[rows[:, None] + np.arange(-window, 0)]  # (P, L, C)
+    ahead = values[rows[:, None] + h]  # (P, H, C)
+    last = values[rows - 1, :T].astype(np.float64)[:, None, :]  # (P, 1, T)
+    snv = values[rows[:, None] + (h - season * (h // season + 1)), :T].astype(np.float64)  # (P, H, T)
+    return PairRows(past, ahead, np.repeat(last, horizon, axis=1), snv)
+
+
+def series_mase_scales(values: np.ndarray, offsets: np.ndarray, history: np.ndarray, n_targets: int,
+                       season: int, chunk_rows: int = 1 << 22) -> np.ndarray:
+    """(S, T): ``metrics.mase_scale`` of rows [offsets[i], offsets[i] + history[i]) of ``values`` (N, C),
+    float64, equal to it bit for bit: series with the same history length go through one (G, n, T) nanmean,
+    whose reduction order is the single series' (a segmented sum over the flat rows is not, for T > 1)."""
+    out = np.empty((len(offsets), n_targets))
+    order = np.argsort(history, kind="stable")
+    lengths, starts = np.unique(history[order], return_index=True)
+    for n, a, b in zip(lengths.tolist(), starts.tolist(), [*starts[1:].tolist(), len(order)]):
+        m = season if n > season else 1
+        step = max(1, chunk_rows // max(n, 1))  # bounded scratch memory: (G, n, T) float64
+        for c in range(a, b, step):
+            g = order[c:min(b, c + step)]
+            y = values[offsets[g][:, None] + np.arange(n), :n_targets].astype(np.float64)  # (G, n, T)
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN history: scale 1, as below
+                scale = np.nanmean(np.abs(y[:, m:] - y[:, :-m]), axis=1)
+            out[g] = np.where(scale > 0, scale, 1.0)
+    return out
 
 
 def score(actual: np.ndarray, forecasts: dict[str, np.ndarray], scale: np.ndarray,

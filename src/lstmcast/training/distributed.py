@@ -1,4 +1,5 @@
-"""Data-parallel training over several processes (gloo, CPU): `lstmcast train --nproc N` or torchrun.
+"""Data-parallel training over several processes: `lstmcast train --nproc N` or torchrun; gloo on CPU,
+NCCL on GPUs (one GPU per rank: rank with LOCAL_RANK k trains on cuda:k).
 
 Every rank holds the whole series and draws the same epoch order from the same seed; each step, rank r
 trains on its share of the global batch (``train.batch_size`` stays the global batch, so N ranks follow
@@ -54,8 +55,8 @@ class Distributed:
     def step(self, params: list[nn.Parameter], loss: Tensor, stop: bool) -> tuple[Tensor, bool]:
         """Sum the (weighted) gradients, losses and stop flags of every rank; returns (batch loss, stop)."""
         grads = [p.grad for p in params if p.grad is not None]
-        flat = torch.cat([g.reshape(-1) for g in grads] + [loss.detach().reshape(1).float(),
-                                                           torch.tensor([float(stop)])])
+        flat = torch.cat([g.reshape(-1) for g in grads] + [loss.detach().reshape(1).float(),  # on the rank's device
+                                                           torch.tensor([float(stop)], device=loss.device)])
         self._all_reduce(flat)
         pos = 0
         for g in grads:
@@ -81,31 +82,67 @@ class Distributed:
     def _call(self, fn, *args) -> None:  # noqa: ANN001 - a torch.distributed collective
         try:
             fn(*args)
-        except RuntimeError as exc:  # gloo: a peer closed the connection or the timeout passed
+        except RuntimeError as exc:  # a peer closed the connection (gloo), the communicator aborted (NCCL), timeout
             raise InterruptedRun(
                 f"rank {self.rank}: another rank of the {self.world} was lost ({str(exc).splitlines()[0][:160]}); "
                 "the launcher names it. Continue from the last checkpoint with `lstmcast train --resume RUN` "
                 "(the same command with --nproc)") from None
 
 
-def from_env() -> Distributed | None:
-    """The process group torchrun described in the environment (initialised here, gloo), or None alone."""
+@dataclass(frozen=True)
+class Plan:
+    """How one rank joins: the process group's backend and its device (``train.device`` and the GPU index)."""
+
+    backend: str  # "nccl" or "gloo"
+    device: str  # "cuda" or "cpu": what train.device becomes on this rank
+    gpu: int | None = None  # cuda:gpu, the rank's own GPU (its LOCAL_RANK)
+
+
+def plan(device: str, local_rank: int, local_world: int, gpus: int) -> Plan:
+    """NCCL on cuda:LOCAL_RANK when the rank trains on a GPU (one GPU per rank on each machine), gloo on CPU.
+
+    ``device`` is train.device; ``gpus`` the CUDA devices this rank sees. ``auto`` takes the GPUs only when
+    every local rank gets its own; ``cuda`` refuses, saying the fix, when there are none or too few.
+    """
+    if device == "cpu":
+        return Plan("gloo", "cpu")
+    if gpus >= local_world and gpus > local_rank:
+        return Plan("nccl", "cuda", local_rank)
+    if device == "auto":
+        if gpus:
+            log.warning("%d GPUs for %d ranks on this machine: training on CPU (gloo); one GPU per rank uses "
+                        "NCCL: start at most %d ranks per machine", gpus, local_world, gpus)
+        return Plan("gloo", "cpu")
+    if not gpus:
+        raise ConfigError("train.device=cuda but no CUDA GPU is visible to this rank (torch.cuda.device_count() "
+                          "is 0): set train.device=cpu to train the ranks on CPU (gloo), or run where GPUs are")
+    raise ConfigError(f"train.device=cuda with {local_world} ranks on this machine but {gpus} CUDA GPUs visible: "
+                      "each rank needs its own GPU (NCCL, cuda:LOCAL_RANK): start at most "
+                      f"{gpus} ranks per machine (--nproc {gpus} / --nproc-per-node {gpus}), or set "
+                      "train.device=cpu")
+
+
+def from_env(device: str = "cpu") -> tuple[Distributed, Plan] | None:
+    """The process group torchrun described in the environment, joined here, or None alone.
+
+    ``device`` (train.device) picks the backend (``plan``); a GPU rank binds its GPU first
+    (``torch.cuda.set_device``), so "cuda" means cuda:LOCAL_RANK for every tensor it makes."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return None
     rank, local_world = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    local_rank = int(os.environ.get("LOCAL_RANK", rank % local_world))
+    gpus = torch.cuda.device_count() if device != "cpu" and torch.cuda.is_available() else 0
+    how = plan(device, local_rank, local_world, gpus)
     import torch.distributed as td
 
+    if how.gpu is not None:
+        torch.cuda.set_device(how.gpu)
     if not td.is_initialized():
-        td.init_process_group("gloo", timeout=TIMEOUT)
-    return Distributed(rank=rank, world=world, local_world=local_world)
-
-
-def check_device(device: str) -> str:
-    if device == "cuda":
-        raise ConfigError("train.device=cuda with several ranks is not supported yet (distributed training "
-                          "uses gloo on CPU): set train.device=cpu, or train on one GPU without --nproc/torchrun")
-    return "cpu"
+        gpu = torch.device("cuda", how.gpu) if how.gpu is not None else None
+        td.init_process_group(how.backend, timeout=TIMEOUT, device_id=gpu)
+    log.info("rank %d of %d: backend %s on %s", rank, world, how.backend, gpu or "cpu")
+    return Distributed(rank=rank, world=world, local_world=local_world), how
 
 
 def close() -> None:

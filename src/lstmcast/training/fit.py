@@ -164,16 +164,19 @@ def all_window_starts(prep: Prepared) -> np.ndarray:
 
 
 def join_distributed(cfg: ForecastConfig) -> tuple[ForecastConfig, Any]:
-    """Under torchrun: join the process group, train on CPU with the cores shared among this machine's ranks,
-    and in fp32 unless set (a measured precision could differ between ranks)."""
+    """Under torchrun: join the process group (NCCL on this rank's GPU, gloo on CPU: distributed.plan), with
+    the cores shared among this machine's ranks, and in fp32 unless set (a measured precision could differ
+    between ranks)."""
     from lstmcast.training import distributed
 
-    dist = distributed.from_env()
-    if dist is not None:
+    joined = distributed.from_env(cfg.train.device)
+    dist = None
+    if joined is not None:
         from lstmcast.training.accel import available_cores
 
+        dist, how = joined
         t = cfg.train
-        train = t.model_copy(update={"device": distributed.check_device(t.device),
+        train = t.model_copy(update={"device": how.device,
                                      "threads": t.threads or dist.threads(available_cores()),
                                      "precision": "fp32" if t.precision == "auto" else t.precision})
         cfg = cfg.model_copy(update={"train": train})
