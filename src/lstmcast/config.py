@@ -107,8 +107,8 @@ class DataConfig(_Section):
     features: list[str] = Field(default_factory=list)
     future_features: list[str] = Field(default_factory=list)
     static_features: list[str] = Field(default_factory=list)
-    # none by default until auto is measured against none on public series (issue #12: keep auto only if it pays)
-    calendar: Literal["auto", "none"] | list[CalendarName] = "none"
+    # auto: hour of day and day of week for sub-daily data, nothing for daily and longer steps (measured: README)
+    calendar: Literal["auto", "none"] | list[CalendarName] = "auto"
     id_col: str | None = None
     format: Literal["auto", "long", "wide"] = "auto"
     freq: int | str | None = None

@@ -38,7 +38,7 @@ def test_config_new_roles_accept_comma_lists_and_default_to_nothing():
     d = data_cfg(future_features="price, holiday", static_features="region")
     assert d.future_features == ["price", "holiday"] and d.static_features == ["region"]
     default = DataConfig()
-    assert default.future_features == [] and default.static_features == [] and default.calendar == "none"  # until auto is measured to pay (README)
+    assert default.future_features == [] and default.static_features == [] and default.calendar == "auto"
 
 
 @pytest.mark.parametrize("given_, expected", [("auto", "auto"), ("none", "none"), (["day_of_week"], ["day_of_week"]),
@@ -261,9 +261,7 @@ def test_single_series_statics():
 @pytest.mark.parametrize("freq, expected", [
     ("min", ["hour_of_day", "day_of_week"]), ("15min", ["hour_of_day", "day_of_week"]),
     ("h", ["hour_of_day", "day_of_week"]), ("6h", ["hour_of_day", "day_of_week"]),
-    ("D", ["day_of_week", "day_of_year"]), ("B", ["day_of_week", "day_of_year"]),
-    ("W-SUN", ["week_of_year"]), ("7D", ["week_of_year"]), ("MS", ["month_of_year"]), ("ME", ["month_of_year"]),
-    ("QS", ["quarter_of_year"]), ("YS", []), ("YE", [])])
+    ("D", []), ("B", []), ("W-SUN", []), ("7D", []), ("MS", []), ("ME", []), ("QS", []), ("YS", []), ("YE", [])])
 def test_calendar_auto_by_frequency(freq, expected):
     assert calendar_for(freq, "auto", integer_time=False) == expected
 
