@@ -1,7 +1,10 @@
 """The real public series of benchmarks/quality.py, read from data files shipped inside pip packages.
 
 Nothing is downloaded: statsmodels.datasets and pmdarima.datasets bundle these files (pmdarima's
-``load_gasoline`` downloads, so it is not used). Every loader returns a DataFrame with a datetime column
+``load_gasoline`` downloads, so it is not used). The hourly Victoria electricity demand (vic_elec, Jan-May 2012,
+from R's tsibbledata) ships with statsmodels as the data of its MSTL tests; it is the one hourly or daily series
+with calendar effects (a daily and a weekly cycle) found in the installed packages (sklearn and scipy bundle no
+time series; their fetch_* / scipy.datasets download). Every loader returns a DataFrame with a datetime column
 ``time`` on a regular pandas frequency and a float column ``y``; SUITE gives each series the window W,
 horizon H and season S a user would pick.
 """
@@ -63,6 +66,20 @@ def _pm(loader: str, start: str, freq: str) -> Callable[[], pd.DataFrame]:
     return load
 
 
+def _vic_elec(daily: bool) -> Callable[[], pd.DataFrame]:
+    def load() -> pd.DataFrame:
+        from pathlib import Path
+
+        import statsmodels.tsa.stl
+
+        path = Path(statsmodels.tsa.stl.__file__).parent / "tests" / "results" / "mstl_elec_vic.csv"
+        s = pd.read_csv(path, parse_dates=["ds"]).set_index("ds")["y"].asfreq("h")  # 3600 hours, no gaps
+        if daily:  # the day's total demand: the weekly cycle (weekends ~12% lower) stays
+            s = s.resample("D").sum()
+        return pd.DataFrame({"time": pd.DatetimeIndex(s.index), "y": s.to_numpy(dtype="float64")})
+    return load
+
+
 def _msft() -> pd.DataFrame:
     from pmdarima import datasets
 
@@ -84,6 +101,9 @@ SUITE: list[Spec] = [
     Spec("wineind", "pmdarima wineind (monthly)", 24, 12, 12, _pm("load_wineind", "1980-01-01", "MS")),
     Spec("taylor", "pmdarima taylor (half-hourly)", 96, 48, 48, _pm("load_taylor", "2000-06-05", "30min")),
     Spec("heartrate", "pmdarima heartrate (every 2 s)", 20, 10, 1, _pm("load_heartrate", "2000-01-01", "2s")),
+    Spec("vic_elec", "statsmodels MSTL test data: Victoria electricity demand (hourly)", 168, 24, 24,
+         _vic_elec(daily=False)),
+    Spec("vic_elec_d", "the same summed per day (daily, 150 days)", 28, 7, 7, _vic_elec(daily=True)),
     Spec("msft", "pmdarima msft Close (trading days as daily)", 20, 5, 5, _msft),
 ]
 BY_NAME = {s.name: s for s in SUITE}

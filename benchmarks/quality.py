@@ -1,6 +1,7 @@
 """Forecast quality of lstmcast's DEFAULTS against classical baselines on real public series.
 
-The series ship inside pip packages (statsmodels, pmdarima): nothing is downloaded at run time.
+The series ship inside pip packages (statsmodels, pmdarima; vic_elec is statsmodels' MSTL test data): nothing is
+downloaded at run time.
 
 series            W   H   S  source
 co2             104  52  52  statsmodels co2 (weekly, NaN interpolated)
@@ -14,6 +15,8 @@ woolyrnq         16   8   4  pmdarima woolyrnq (quarterly)
 wineind          24  12  12  pmdarima wineind (monthly)
 taylor           96  48  48  pmdarima taylor (half-hourly)
 heartrate        20  10   1  pmdarima heartrate (every 2 s)
+vic_elec        168  24  24  statsmodels MSTL test data: Victoria electricity demand (hourly)
+vic_elec_d       28   7   7  the same summed per day (daily, 150 days)
 msft             20   5   5  pmdarima msft Close (trading days as daily)
 
 Protocol, the same for every method: the history is the first floor(0.8 n) points; forecast origins are
