@@ -113,9 +113,18 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
                                               help="Write no TensorBoard events to RUN/tb "
                                                    "(same as --set monitor.tensorboard=false)."),
           nproc: int = typer.Option(1, "--nproc", min=1, help="Train data-parallel on this many processes of this "
-                                    "machine (gloo, CPU; several machines: torchrun, see README 'Scale').")) -> None:
+                                    "machine (gloo, CPU; several machines: torchrun, see README 'Scale')."),
+          future_features: Optional[str] = typer.Option(None, "--future-features", help="Known-future covariate "
+                                                        "columns, comma-separated (needed again at predict: "
+                                                        "--future)."),
+          static_features: Optional[str] = typer.Option(None, "--static-features", help="Per-series constant "
+                                                        "columns, comma-separated (long tables).")) -> None:
     """Train on a CSV/Parquet file, backtest against naive baselines, forecast, write a run folder."""
     import os
+
+    overrides = [f"data.{key}={value}" for key, value in (("future_features", future_features),
+                                                           ("static_features", static_features)) if value] \
+        + list(overrides or [])
 
     if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         from lstmcast.launch import launch

@@ -53,6 +53,9 @@ def print_trained(fc: Any, metrics: dict[str, Any], run_dir: Path) -> None:
         typer.echo(f"report: {run_dir / 'report.html'}")
     if fc.config_.monitor.tensorboard and (run_dir / "tb").is_dir():
         typer.echo(f"tensorboard: tensorboard --logdir {run_dir / 'tb'}")
+    if getattr(getattr(fc, "meta_", None), "future_features", None):
+        typer.echo(f"forecast: the model needs the known-future covariates {fc.meta_.future_features} over the horizon:"
+                   f" lstmcast predict {run_dir} --future NEXT.csv")
     typer.echo(f"run folder: {run_dir}")
 
 def print_space(space: Any) -> None:

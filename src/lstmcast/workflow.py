@@ -53,9 +53,18 @@ def write_outputs(fc: Forecaster, run: Path, series: Any = None) -> dict[str, An
 
     metrics = fc.backtest(series)
     atomic.write_json(run / "metrics.json", metrics)
-    forecast = fc.predict(series)
-    write_csv(forecast, run / "forecast.csv")
     src = fc._series(series)
+    if fc.meta_.future_features:  # the horizon's covariates are not in the training data: predict --future
+        import pandas as pd
+
+        log.warning("no forecast.csv: the model reads the known-future covariates %s over the horizon, which "
+                    "the training data does not hold; forecast with `lstmcast predict %s --future NEXT.csv`",
+                    fc.meta_.future_features, run)
+        cols = [fc.meta_.time_col] + ([fc.meta_.id_col] if fc.meta_.layout == "long" else []) + fc.meta_.targets
+        forecast = pd.DataFrame({c: [] for c in cols})
+    else:
+        forecast = fc.predict(series)
+        write_csv(forecast, run / "forecast.csv")
     forecast_plot(src, forecast, fc.meta_, fc.backtest_, run / "forecast.png")
     write_csv(fc.backtest_.frame(src, fc.meta_), run / "backtest.csv")  # every backtest forecast (H16)
     if fc.history_:

@@ -144,3 +144,28 @@ def test_cli_trains_on_integer_years_and_writes_the_plot_and_forecast(tmp_path):
     assert (run / "forecast.png").stat().st_size > 0
     fc = pd.read_csv(run / "forecast.csv")
     assert fc["year"].tolist() == [2000, 2001, 2002, 2003]
+
+
+def test_cli_train_takes_future_and_static_feature_flags(tmp_path):
+    from typer.testing import CliRunner
+
+    from lstmcast.cli import app
+
+    df = _long(2, n=200)
+    df["x"] = np.random.default_rng(0).normal(size=len(df))
+    df.to_csv(tmp_path / "long.csv", index=False)
+    run = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "long.csv"), "--time-col", "time", "--id-col",
+                                   "id", "--target", "y", "--horizon", "6", "--window", "24", "--run", str(run),
+                                   "--future-features", "x", "--static-features", "region,capacity",
+                                   "--set", "train.max_epochs=1", "--set", "train.min_steps=0",
+                                   "--set", "train.min_epoch_steps=2"])
+    assert res.exit_code == 0, res.output
+    import json
+
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["future_features"] == ["x"]
+    assert meta["inputs"]["static_numeric"] == ["capacity"] and meta["inputs"]["static_categorical"] == ["region"]
+    assert meta["inputs"]["calendar"] == ["hour_of_day", "day_of_week"]  # hourly data: auto
+    assert not (run / "forecast.csv").exists() and (run / "forecast.png").is_file()
+    assert "--future" in res.output
