@@ -73,7 +73,9 @@ def seasonal_df() -> pd.DataFrame:
 
 def small_config(**sections) -> dict:
     """A config that trains in about a second on ``seasonal_frame()``."""
-    cfg = {"data": {"time_col": "time", "target": "y", "horizon": 6, "window": 24, "season": 24},
+    # calendar none: these tests are about other things; tests/integration/test_covariates.py and the doctor /
+    # export input tests cover the calendar channels that data.calendar: auto adds to this hourly data
+    cfg = {"data": {"time_col": "time", "target": "y", "horizon": 6, "window": 24, "season": 24, "calendar": "none"},
            "model": {"hidden_size": 16, "num_layers": 1, "dropout": 0.0},
            # epochs of one pass and no refit: the checkpoint/resume tests count steps per pass; the step
            # budget and the refit have their own tests (tests/unit/test_defaults_sizing.py)
