@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test test-slow venv bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,14 @@ demo: $(STAMP)
 	$(VENV)/bin/lstmcast train --run $(RUN)
 	$(VENV)/bin/lstmcast predict $(RUN) --out $(RUN)/forecast.csv
 
+# the default suite: every FAULTS row (docs/FAULTS.md names a fast test for each; tests/test_fault_table.py
+# checks it), ~3 minutes on 2 cores; the slow end-to-end tests (real kills, several ranks, tuning workers,
+# browser) run in `make test-slow`, and CI runs both
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -q -p no:cacheprovider
+	$(PY) -m pytest -n 2 -q -p no:cacheprovider -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -n 2 -q -p no:cacheprovider -m slow
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_speed.py
