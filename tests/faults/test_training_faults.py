@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -328,6 +329,50 @@ def test_sigint_from_outside_checkpoints_and_exits_130(cli_setup, tmp_path):
     ckpt = CheckpointStore(run).load_latest()
     assert ckpt.meta["finished"] is False and ckpt.meta["cursor"] is not None  # the mid-run checkpoint of the stop
     assert f"stopped after step {ckpt.step} " in err
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_real_signal_mid_epoch_finishes_the_step_checkpoints_and_exits_130(tmp_path, monkeypatch, sig):
+    """T5 (fast, in-process CLI): a real SIGTERM / SIGINT delivered to this process during step k of
+    `lstmcast train` lets step k finish, checkpoints it with the epoch cursor, exits 130 naming the signal and
+    the resume command; resuming from that checkpoint ends on the uninterrupted loss curve."""
+    from typer.testing import CliRunner
+
+    from lstmcast.cli import app
+
+    csv = tmp_path / "series.csv"
+    seasonal_frame(300).to_csv(csv, index=False)
+    cfg = small_config(data={"path": str(csv)}, train={"precision": "fp32", "checkpoint_every": 4, "threads": 1},
+                       monitor={"tensorboard": False})  # 5 steps an epoch, 15 in all
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    full = Forecaster(cfg).fit(str(csv), run_dir=tmp_path / "full")
+    k, run = 7, tmp_path / "run"  # mid-epoch 2, after the checkpoint of step 4, not a checkpoint step itself
+    real = loop.Trainer.train_step
+
+    def step(self, idx):
+        out = real(self, idx)
+        if self.step + 1 == k:  # step k has been computed; the loop has not counted it yet
+            signal.raise_signal(sig)
+        return out
+
+    unhandled = []  # lstmcast must route the signal itself; without that the default would end pytest
+    previous = signal.signal(sig, lambda signum, frame: unhandled.append(signum))
+    monkeypatch.setattr(loop.Trainer, "train_step", step)
+    try:
+        res = CliRunner().invoke(app, ["train", "-c", str(tmp_path / "cfg.yaml"), "--run", str(run)])
+    finally:
+        signal.signal(sig, previous)
+    monkeypatch.undo()
+    name = signal.Signals(sig).name
+    assert unhandled == [] and res.exit_code == 130, res.output
+    assert f"{name}: stopped after step {k} (epoch 2), checkpoint written" in res.output
+    assert f"continue with `lstmcast train --resume {run}`" in res.output
+    assert not (run / "manifest.json").exists()  # stopped: no finished run folder
+    ckpt = CheckpointStore(run).load_latest()
+    assert ckpt.step == k and ckpt.meta["finished"] is False and ckpt.meta["cursor"]["pos"] == 2
+    resumed = Forecaster(cfg).fit(str(csv), run_dir=run, resume_from=ckpt)
+    assert curve(resumed.history_) == curve(full.history_)
 
 
 # -- T1 through the CLI: exit code 5 --------------------------------------------------------------
