@@ -93,29 +93,28 @@ def _write_temp(target: Path, data: bytes, mode: int, before: os.stat_result | N
 
 
 def _commit(tmp_name: str, target: Path, before: os.stat_result | None) -> None:
-    """Rename the temp file over ``target`` only if ``target`` is still what ``check_target`` saw.
+    """Rename the temp file over ``target`` only if ``target`` is still nothing or a regular file.
 
     Where the kernel can (renameat2), the swap itself is atomic: RENAME_NOREPLACE when nothing was there,
-    RENAME_EXCHANGE then a look at what came out (swapped back if it is not the checked file); elsewhere a
-    second lstat just before os.replace narrows the window to microseconds."""
+    RENAME_EXCHANGE then a look at what came out (swapped back if it is not a regular file); elsewhere a
+    second lstat just before os.replace narrows the window to microseconds. A regular file that another
+    writer put there meanwhile (two tuning workers writing trials.csv) is replaced: the last writer wins."""
     if before is None:
         if _renameat2(tmp_name, target, _RENAME_NOREPLACE):
             return
-        if check_target(target) is not None:
-            raise ConfigError(f"refusing to write {target}: a file appeared there while lstmcast was writing; "
-                              "rerun, or choose another path")
-    elif _renameat2(tmp_name, target, _RENAME_EXCHANGE):
+        before = check_target(target)  # something appeared: refused unless it is a regular file
+        if before is None:  # nothing there and no renameat2
+            os.replace(tmp_name, target)
+            return
+    if _renameat2(tmp_name, target, _RENAME_EXCHANGE):
         out = os.lstat(tmp_name)  # what was at target a moment ago
-        if not (stat.S_ISREG(out.st_mode) and (out.st_dev, out.st_ino) == (before.st_dev, before.st_ino)):
+        if not stat.S_ISREG(out.st_mode):
             _renameat2(tmp_name, target, _RENAME_EXCHANGE)  # put it back untouched
             raise ConfigError(f"refusing to write {target}: it was replaced by {_kind(out)} while lstmcast was "
                               "writing; lstmcast only ever replaces regular files: rerun with a regular file")
         os.unlink(tmp_name)  # the old file, swapped out
         return
-    else:
-        now = check_target(target)
-        if now is None or (now.st_dev, now.st_ino) != (before.st_dev, before.st_ino):
-            raise ConfigError(f"refusing to write {target}: it was replaced while lstmcast was writing; rerun")
+    check_target(target)  # refused unless nothing or a regular file is there now
     os.replace(tmp_name, target)
 
 

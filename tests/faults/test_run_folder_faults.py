@@ -227,6 +227,33 @@ def test_target_swapped_for_a_symlink_during_the_write_is_refused(tmp_path, monk
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
+@pytest.mark.parametrize("renameat2", [True, False], ids=["renameat2", "lstat-recheck"])
+@pytest.mark.parametrize("existed", [True, False], ids=["over-a-file", "new-file"])
+def test_a_regular_file_written_by_another_writer_meanwhile_is_replaced_not_refused(tmp_path, monkeypatch, renameat2,
+                                                                                    existed):
+    """T11 / U2: two tuning workers write trials.csv, best.yaml and summary.json of one folder; when the other
+    worker's atomic write lands between this one's check and rename, the target is still a regular file and
+    is replaced (last writer wins). It used to be refused ("a file appeared there"), stopping the worker."""
+    target = tmp_path / "trials.csv"
+    if existed:
+        target.write_text("old")
+    if not renameat2:
+        monkeypatch.setattr(atomic, "_renameat2", lambda *a: False)
+    write_temp = atomic._write_temp
+
+    def other_writer_meanwhile(*args):
+        tmp = write_temp(*args)
+        other = tmp_path / "other.tmp"
+        other.write_text("the other worker's")
+        os.replace(other, target)  # what the other worker's atomic write does
+        return tmp
+
+    monkeypatch.setattr(atomic, "_write_temp", other_writer_meanwhile)
+    atomic.write_text(target, "mine")
+    assert target.read_text() == "mine" and not target.is_symlink()
+    assert [p.name for p in tmp_path.iterdir()] == ["trials.csv"]  # no temp file left, the swapped-out one gone
+
+
 def test_predict_out_refuses_a_symlink_and_dash_writes_standard_output(trained, tmp_path):
     """T11 through the CLI: refused before any work (exit 2); `--out -` prints the CSV alone."""
     link = tmp_path / "link.csv"
