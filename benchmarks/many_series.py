@@ -6,8 +6,9 @@ that differ per series; 10% short ones of 120 points; 5% with 2% of their days m
 through: read, validate, prepare, one training epoch of a fixed number of windows
 (``train.windows_per_epoch``; ``Forecaster.fit`` with ``max_epochs: 1``, so the doctor's checks and the
 linear skip's fit are in it), backtest, predict for every series and writing forecast.csv, and predict from the table file as new data
-(``Forecaster.predict(path)``: read, the D13 checks and validation of every row, then the forecast). Each stage:
-wall time, rows/s and peak RSS (a thread sampling /proc/self/statm every 10 ms).
+(``lstmcast predict RUN --data TABLE`` in its own process: read, the D13 checks and validation of every row,
+the forecast and its csv). Each stage:
+wall time, rows/s and peak RSS (the kernel's high-water mark, reset before each stage).
 
 Then the target ratios:
 - time per row of read+validate+prepare at the largest size vs the smallest (target <= 1.5x);
@@ -26,7 +27,6 @@ import os
 import resource
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -37,31 +37,18 @@ BATCH, EPOCH_WINDOWS = 256, 32_768
 
 
 class PeakRSS:
-    """Peak resident memory during a block, sampled from /proc/self/statm (ru_maxrss never goes down)."""
-
-    def __init__(self, every: float = 0.01):
-        self.every, self.peak, self._stop = every, 0, threading.Event()
-        self._page = os.sysconf("SC_PAGE_SIZE")
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * self._page
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            self.peak = max(self.peak, self._rss())
+    """Peak resident memory during a block: the kernel's high-water mark (VmHWM), reset at the start by writing 5
+    to /proc/self/clear_refs, so a peak inside one long C call is seen too (a sampling thread needs the GIL)."""
 
     def __enter__(self) -> PeakRSS:
         gc.collect()
-        self.peak = self._rss()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
+        with open("/proc/self/status") as fh:
+            self.peak = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM"))
 
 
 def make_table(n_series: int, points: int, seed: int = 0):
@@ -133,24 +120,43 @@ def run_size(n_series: int, points: int, folder: Path) -> dict:
     fc = Forecaster(cfg)
     stage(res, "fit", rows, lambda: fc.fit(series))
     res["epoch_samples_per_s"] = fc.history_[0]["samples_per_s"]
-    res["train_samples_per_s"] = steps_only_speed(fc)
     stage(res, "backtest", rows, lambda: fc.backtest())
     forecast = stage(res, "predict", rows, lambda: fc.predict())
     stage(res, "write_csv", len(forecast), lambda: write_csv(forecast, folder / "forecast.csv"))
     del forecast
-    # what `lstmcast predict --data TABLE` pays: read, check and validate the whole table, then forecast
-    stage(res, "predict_new", rows, lambda: fc.predict(str(path)))
+    # what `lstmcast predict RUN --data TABLE` pays, in its own process as a user runs it: start, load the run,
+    # read, check and validate the whole table, forecast every series, write the csv
+    fc.save(folder / f"run_{n_series}")
+    res["predict_new"] = predict_cli(folder / f"run_{n_series}", path, folder / "forecast_new.csv", rows)
     res["predict_series_per_s"] = n_series / res["predict"]["seconds"]
     res["predict_new_series_per_s"] = n_series / res["predict_new"]["seconds"]
     res["bare_series_per_s"] = bare_forward(fc, n_series)
-    res["one_series_samples_per_s"] = one_series_speed(folder)
+    many, one = step_speeds(fc.trainer_, one_series_trainer(folder))
+    res["train_samples_per_s"], res["one_series_samples_per_s"] = many, one
     res["ru_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"  training {res['train_samples_per_s']:,.0f} samples/s without validation, "
-          f"{res['epoch_samples_per_s']:,.0f} with it (one series, same model and batch: "
+    print(f"  training steps {res['train_samples_per_s']:,.0f} samples/s, the epoch with its validation "
+          f"{res['epoch_samples_per_s']:,.0f} (one series, same model and batch: "
           f"{res['one_series_samples_per_s']:,.0f}); predict {res['predict_series_per_s']:,.0f} series/s "
           f"(bare batched forward {res['bare_series_per_s']:,.0f}; from the table file "
           f"{res['predict_new_series_per_s']:,.0f})", flush=True)
     return res
+
+
+def predict_cli(run: Path, table: Path, out: Path, rows: int) -> dict:
+    """``lstmcast predict RUN --data TABLE --out OUT`` in a child process: wall time and the child's peak RSS."""
+    import subprocess
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "lstmcast.cli", "predict", str(run), "--data", str(table),
+                             "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    dt = time.perf_counter() - t0
+    if status != 0:
+        raise SystemExit(f"lstmcast predict failed: {proc.stderr.read().decode()[-2000:]}")
+    peak = usage.ru_maxrss / 1024
+    print(f"  {'predict_new':<10} {dt:8.2f} s  {rows / dt:12,.0f} rows/s  peak RSS {peak:8.0f} MB "
+          "(lstmcast predict --data TABLE, its own process)", flush=True)
+    return {"seconds": dt, "rows_per_s": rows / dt, "peak_rss_mb": peak}
 
 
 def bare_forward(fc, n_series: int, batch: int = 4096) -> float:
@@ -168,29 +174,46 @@ def bare_forward(fc, n_series: int, batch: int = 4096) -> float:
         return n_series / (time.perf_counter() - t0)
 
 
-def one_series_speed(folder: Path) -> float:
-    """The same model and batch trained on one long series, for as many windows as the many-series epoch."""
+_ONE: list = []
+
+
+def one_series_trainer(folder: Path):
+    """The Trainer of the same model and batch fitted on one long series (built once, reused for every size)."""
     import pandas as pd
 
     from lstmcast import Forecaster
 
-    rng = np.random.default_rng(1)
-    n = EPOCH_WINDOWS + 2000
-    t = np.arange(n)
-    y = 10 + 2 * np.sin(2 * np.pi * t / SEASON) + 0.5 * rng.standard_normal(n)
-    path = folder / "one_series.parquet"
-    pd.DataFrame({"id": "only", "date": pd.date_range("1900-01-01", periods=n, freq="D"), "y": y}).to_parquet(path)
-    fc = Forecaster(config(str(path))).fit()
-    return steps_only_speed(fc)
+    if not _ONE:
+        rng = np.random.default_rng(1)
+        n = EPOCH_WINDOWS + 2000
+        t = np.arange(n)
+        y = 10 + 2 * np.sin(2 * np.pi * t / SEASON) + 0.5 * rng.standard_normal(n)
+        path = folder / "one_series.parquet"
+        pd.DataFrame({"id": "only", "date": pd.date_range("1900-01-01", periods=n, freq="D"), "y": y}).to_parquet(path)
+        _ONE.append(Forecaster(config(str(path))).fit().trainer_)
+    return _ONE[0]
 
 
-def steps_only_speed(fc) -> float:
-    """Training samples/s of the first epoch without its validation pass (many series validate on many more
-    windows than one series; that is a separate cost, in the fit stage's time)."""
-    rec = fc.history_[0]
-    t0 = time.perf_counter()
-    fc.trainer_.validate()
-    return rec["steps"] * BATCH / max(rec["seconds"] - (time.perf_counter() - t0), 1e-9)
+def step_speeds(many, one, steps: int = 20, rounds: int = 7) -> tuple[float, float]:
+    """Training samples/s of the two trainers' own steps (gather the batch from the series, forward, backward,
+    clip, fused AdamW), on random batches of their training windows, timed in alternating rounds so both see
+    the same machine load; the medians. An epoch's wall time would also hold its validation pass, which grows
+    with the number of series' validation windows (bounded by train.val_windows), not with the step."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    many.model.train()
+    one.model.train()
+    times: dict[int, list[float]] = {id(many): [], id(one): []}
+    for r in range(rounds + 1):
+        for tr in (many, one):
+            idx = [tr.train_idx[torch.randint(len(tr.train_idx), (BATCH,), generator=g)] for _ in range(steps)]
+            t0 = time.perf_counter()
+            for i in idx:
+                tr.train_step(i)
+            if r:  # the first round warms both up
+                times[id(tr)].append(time.perf_counter() - t0)
+    return tuple(steps * BATCH / float(np.median(times[id(tr)])) for tr in (many, one))  # type: ignore[return-value]
 
 
 def summary(results: list[dict]) -> None:

@@ -195,6 +195,9 @@ class TrainConfig(_Section):
     # many series: an epoch draws this many training windows (without replacement, across all series, from the
     # seed) instead of one pass over all of them, so validation and early stopping come at a useful rate
     windows_per_epoch: int | None = Field(default=None, ge=1)
+    # validation (early stopping, the skip's choice, interval calibration) on at most this many windows, a fixed
+    # sample from the seed when there are more (100k series x 15 windows: one check cost 50x an epoch); none: all
+    val_windows: int | None = Field(default=65_536, ge=1)
     # a budget in optimizer steps, not epochs: no early stopping before min_steps, and an epoch (one validation
     # check) has at least min_epoch_steps steps, re-drawing the training windows, so a tiny series still trains
     min_steps: int = Field(default=300, ge=0)

@@ -68,7 +68,10 @@ class Forecaster:
 
         tensor = place_series(torch.from_numpy(prep.scaled), accel.device)  # host memory if it cannot fit
         idx = prep.index
-        train_idx, val_idx = (torch.from_numpy(i).to(tensor.device) for i in (idx.train, idx.val))
+        from lstmcast.training.sampling import validation_sample
+
+        val = validation_sample(idx.val, resolved.train.val_windows, resolved.train.seed)
+        train_idx, val_idx = (torch.from_numpy(i).to(tensor.device) for i in (idx.train, val))
         model, trainer, skip = fitting.train_first(resolved, accel, tensor, prep, train_idx, val_idx, callbacks,
                                                    run_dir, resume_from, dist)
         result = trainer.fit()

@@ -28,3 +28,23 @@ def test_long_predict_gives_each_series_its_own_future_in_order():
         assert list(got.tz_localize(None) if got.tz else got) == list(expected)
     assert out.loc[out["id"] == "c", "y"].mean() > 50 * out.loc[out["id"] == "a", "y"].mean()
     assert np.isfinite(out["y"]).all()
+
+
+def test_horizon_times_are_computed_per_distinct_end_and_match_each_series():
+    """The calendar and known-future inputs of the horizon: one date_range per distinct last time (a range
+    per series cost 15x the forward at 10k series), still each series' own times, in the data's zone."""
+    from lstmcast.data.calendar import future_times
+    from lstmcast.inference.predict import _future_inputs
+
+    ends = [200, 180, 200, 193, 180]
+    frame = pd.concat([seasonal_frame(n, seed=i, freq="D").assign(id=f"s{i}") for i, n in enumerate(ends)],
+                      ignore_index=True)
+    frame["time"] = frame["time"].dt.tz_localize("Europe/Berlin")
+    cfg = small_config(data={"id_col": "id"}, train={"max_epochs": 1})
+    fc = Forecaster(cfg).fit(frame)
+    series, meta = fc.prepared_.series, fc.meta_
+    _, times = _future_inputs(series, meta, None, cfg)
+    assert times.shape == (len(ends), meta.horizon)
+    for i, t in enumerate(series.times):
+        assert np.array_equal(times[i], future_times(t[-1], meta.freq, meta.horizon, integer_time=False, tz=meta.tz))
+    assert not np.array_equal(times[0], times[1]) and np.array_equal(times[1], times[4])

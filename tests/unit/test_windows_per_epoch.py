@@ -87,3 +87,32 @@ def test_resume_mid_epoch_with_windows_per_epoch_continues_exactly(tmp_path):
     resumed = Forecaster(cfg).fit(_many(), run_dir=tmp_path / "b", resume_from=ckpt)
     assert [r["train_loss"] for r in resumed.history_] == [r["train_loss"] for r in full.history_]
     assert np.isfinite(resumed.history_[-1]["val_loss"])
+
+
+def test_validation_sample_is_all_below_the_cap_and_a_sorted_seeded_subset_above():
+    from lstmcast.training.sampling import validation_sample
+
+    val = np.arange(1000, 1100, dtype=np.int64)
+    assert validation_sample(val, None, 0) is val and validation_sample(val, 100, 0) is val
+    a, b = validation_sample(val, 30, 0), validation_sample(val, 30, 0)
+    assert np.array_equal(a, b) and len(np.unique(a)) == 30 and np.all(np.diff(a) > 0) and np.isin(a, val).all()
+    assert not np.array_equal(a, validation_sample(val, 30, 1))
+
+
+def test_fit_validates_on_val_windows_of_them_and_the_doctor_says_so():
+    """train.val_windows: many series' validation windows (15 a series at 100k series: 50x an epoch) are a
+    fixed sample from the seed; early stopping, the skip's choice and the doctor all see the cap."""
+    from lstmcast.doctor.report import render_text
+
+    cfg = small_config(data={"id_col": "id"}, train={"precision": "fp32", "max_epochs": 1, "val_windows": 25})
+    fc = Forecaster(cfg).fit(_many())
+    full = fc.prepared_.index.val
+    assert len(full) > 25 and len(fc.trainer_.val_idx) == 25
+    assert np.isin(fc.trainer_.val_idx.numpy(), full).all()
+    again = Forecaster(cfg).fit(_many())
+    assert torch.equal(again.trainer_.val_idx, fc.trainer_.val_idx)
+    assert fc.history_[0]["val_loss"] == again.history_[0]["val_loss"]
+    assert fc.doctor_.val_sample == 25 and "validates on a sample of 25" in render_text(fc.doctor_)
+    every = Forecaster(small_config(data={"id_col": "id"}, train={"precision": "fp32", "max_epochs": 1,
+                                                                  "val_windows": None})).fit(_many())
+    assert len(every.trainer_.val_idx) == len(full) and every.doctor_.val_sample is None

@@ -54,7 +54,7 @@ def read_table(source: str | os.PathLike[str] | pd.DataFrame, delimiter: str | N
         path = Path(source)
         origin = _describe(path)
         df = _read_file(path, delimiter, id_col)
-        df["__row__"] = np.arange(len(df), dtype=np.int64)
+        df["__row__"] = np.arange(len(df), dtype=np.int32 if len(df) < 2**31 else np.int64)
         kind = "row" if path.suffix.lower() in PARQUET_SUFFIXES else "line"
     if len(df.columns) <= 2:  # __row__ and at most one real column
         only = f" only one column {str(df.columns[0])!r}" if len(df.columns) == 2 else " no columns"
@@ -174,10 +174,17 @@ def _read_parquet(path: Path, where: str) -> pd.DataFrame:
         raise
     except Exception as exc:
         raise DataError(f"{where}: cannot read as Parquet ({exc})") from None
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()  # arrow's pool keeps the decoded pages: ~90 MB at 4.6M rows
+    release_arrow_memory()
     return frame
+
+
+def release_arrow_memory() -> None:
+    """Hand the pages Arrow's allocator keeps after a table is freed back to the system: a Parquet file's text
+    columns live in Arrow memory, and freeing the read table left 1.5 GB resident at 46M rows."""
+    import sys
+
+    if "pyarrow" in sys.modules:
+        sys.modules["pyarrow"].default_memory_pool().release_unused()
 
 
 def _read_csv(path: Path, where: str, delimiter: str | None, id_col: str | None) -> pd.DataFrame:

@@ -55,6 +55,7 @@ class DoctorReport:
     findings: list[Finding] = field(default_factory=list)
     train_windows: int | None = None
     val_windows: int | None = None
+    val_sample: int | None = None  # train.val_windows when below val_windows: validation uses that many
     series_bytes: int | None = None
     step_seconds: float | None = None
     source: str = "config only (no data): F from the config's target and feature columns"
@@ -87,7 +88,7 @@ class DoctorReport:
             "batch_first": True, "source": self.source, "dims": asdict(self.dims),
             "trace": [{**asdict(r), "shape": list(r.shape)} for r in self.trace],
             "parameters": {"layers": [asdict(c) for c in self.layers], "total": self.n_parameters},
-            "train_windows": self.train_windows, "val_windows": self.val_windows,
+            "train_windows": self.train_windows, "val_windows": self.val_windows, "val_sample": self.val_sample,
             "windows_per_parameter": self.windows_per_parameter, "memory_bytes": dict(self.memory_bytes),
             "series_bytes": self.series_bytes, "flops_per_step": self.flops_per_step,
             "step_seconds": self.step_seconds, "device": self.device, "precision": self.precision,
@@ -234,6 +235,8 @@ def _examine(cfg: ForecastConfig, series: SeriesSet | None, prep: Prepared | Non
         flops_per_step=flops_per_step(d), device=device, precision=precision, source=_source(cfg, series))
     if prep is not None:
         report.train_windows, report.val_windows = len(prep.index.train), len(prep.index.val)
+        cap = cfg.train.val_windows
+        report.val_sample = cap if cap is not None and cap < report.val_windows else None
         report.series_bytes = int(prep.scaled.nbytes)
     report.findings = findings + model_findings(cfg, report, series, prep)
     return report
@@ -307,7 +310,8 @@ def render(report: DoctorReport) -> list[Any]:
     step = f"{report.step_seconds * 1e3:.2f} ms" if report.step_seconds is not None else "not measured (--measure)"
     for name, value in (
             ("training / validation windows", "no data" if report.train_windows is None
-             else f"{report.train_windows:,} / {report.val_windows:,}"),
+             else f"{report.train_windows:,} / {report.val_windows:,}" + (
+                 f" (validates on a sample of {report.val_sample:,}: train.val_windows)" if report.val_sample else "")),
             ("windows per parameter", "no data" if wpp is None else f"{wpp:.3g}"),
             (f"training memory at batch {d.B}, fp32 / bf16 (estimate)",
              f"{_size(report.memory_bytes['fp32'])} / {_size(report.memory_bytes['bf16'])}"),

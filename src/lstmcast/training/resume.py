@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # keys that may differ on resume; every other data.* / model.* key (and these train.* keys) may not
 _FREE_DATA = {"data.path", "data.delimiter"}
 _FIXED_TRAIN = {"train.batch_size", "train.loss", "train.max_steps_per_epoch",
-                "train.windows_per_epoch"}
+                "train.windows_per_epoch", "train.val_windows"}
 _RESOLVED_LATER = {"data.window", "data.season"}  # None (auto) resolves from the data: the fingerprint checks
 
 

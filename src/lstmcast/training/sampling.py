@@ -8,6 +8,7 @@ thousand, so a full ``randperm(n)`` per epoch (8 bytes and a shuffle per window)
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -36,3 +37,13 @@ def _first_distinct(c: Tensor) -> Tensor:
     first = torch.full((len(uniq),), len(c), dtype=pos.dtype, device=c.device).scatter_reduce_(
         0, inv, pos, reduce="amin")
     return c[first.sort().values]
+
+
+def validation_sample(val: np.ndarray, cap: int | None, seed: int) -> np.ndarray:
+    """``train.val_windows``: the validation windows as they are when at most ``cap``, else a sorted uniform
+    sample of ``cap`` of them from ``seed`` (its own generator: the training RNG draws are the same either way,
+    and every distributed rank draws the same sample)."""
+    if cap is None or len(val) <= cap:
+        return val
+    pick = np.random.default_rng([seed, 0x5A1]).choice(len(val), size=cap, replace=False)
+    return val[np.sort(pick)]
