@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -60,3 +63,33 @@ def test_missing_values_are_ignored_by_the_fit_and_stay_missing():
     np.testing.assert_allclose(std, [np.std([1.0, 3.0, 5.0])])
     scaled = transform(v, mean, std)
     assert np.isnan(scaled[1, 0]) and np.isfinite(scaled[[0, 2, 3], 0]).all()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_fit_scalers_of_many_series_equal_fit_scaler_of_each_bit_for_bit(channels):
+    """prepare fits every series' scaler in grouped numpy calls (one call per series was 70% of prepare at 10k
+    series): the same means, stds and constant channels as the per-series fit, with gaps, constant and all-NaN
+    channels, negative split ends and chunks that split a group."""
+    from lstmcast.data.scaling import fit_scaler, fit_scalers
+
+    rng = np.random.default_rng(channels)
+    vals, ends = [], []
+    for i in range(120):
+        n = int(rng.choice([50, 120, 500]))
+        v = (rng.lognormal(3, 1) + rng.standard_normal((n, channels)) * rng.uniform(0.01, 10)).astype(np.float32)
+        if i % 7 == 0:
+            v[rng.random(n) < 0.1] = np.nan
+        if i % 11 == 0:
+            v[:, 0] = 5.0
+        if i % 13 == 0:
+            v[:, -1] = np.nan
+        vals.append(v)
+        ends.append(int(rng.choice([n - 20, -20, n])))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean, std, constant = fit_scalers(vals, ends, chunk=17)
+        for i, (v, e) in enumerate(zip(vals, ends)):
+            m1, s1, c1 = fit_scaler(v, e)
+            assert np.array_equal(mean[i], m1) and np.array_equal(std[i], s1)
+            assert [j for k, j in constant if k == i] == c1
+    assert any(k % 11 == 0 for k, _ in constant)  # the constant channels were found

@@ -125,20 +125,19 @@ def prepare(series: SeriesSet, cfg: DataConfig, precision: str = "fp32", id_embe
               for v in series.values]
     season = cfg.season if cfg.season is not None else season_from_freq(series.freq)
     window = _fit_window(cfg, series, splits, season)
-    means, stds, scaled, constant = [], [], [], []
-    for sid, vals, sp in zip(series.ids, series.values, splits):
-        if cfg.scaling == "standard":
-            mean, std, const = scaling.fit_scaler(vals, sp.train_end)
-        else:
-            mean, std, const = np.zeros(vals.shape[1]), np.ones(vals.shape[1]), []
-        for j in const:
-            name = f"{series.channel_names[j]}" + (f" of series {sid!r}" if sid else "")
-            constant.append(name)
-        means.append(mean)
-        stds.append(std)
-        scaled.append(scaling.transform(vals, mean, std))
-        scaling.check_overflow(vals, scaled[-1], series.channel_names, series.times[len(scaled) - 1],
-                               f"series {sid!r}" if sid else "the series")
+    S, C = len(series.values), len(series.channel_names)
+    if cfg.scaling == "standard":
+        means, stds, flat = scaling.fit_scalers(series.values, [sp.train_end for sp in splits])
+    else:
+        means, stds, flat = np.zeros((S, C)), np.ones((S, C)), []
+    sids = series.ids
+    constant = [series.channel_names[j] + (f" of series {sids[i]!r}" if sids[i] else "") for i, j in flat]
+    scaled = []
+    for i, vals in enumerate(series.values):
+        scaled.append(scaling.transform(vals, means[i], stds[i]))
+        if not np.isfinite(scaled[-1]).all():  # a NaN the data kept, or D14: an overflow, refused naming rows
+            scaling.check_overflow(vals, scaled[-1], series.channel_names, series.times[i],
+                                   f"series {sids[i]!r}" if sids[i] else "the series")
     if precision == "fp16":
         check_fp16_range(scaled, series, cfg.scaling)
     inputs = fit_inputs(series, cfg, id_embedding)
@@ -158,6 +157,6 @@ def prepare(series: SeriesSet, cfg: DataConfig, precision: str = "fp32", id_embe
         raise DataError(f"no complete validation window of {window + H} points: lower data.window or "
                         "data.horizon, raise data.val_fraction, or fill missing values")
     return Prepared(series=series, window=window, horizon=H, season=season, splits=splits,
-                    means=np.stack(means), stds=np.stack(stds), scaled=np.concatenate(scaled),
+                    means=means, stds=stds, scaled=np.concatenate(scaled),
                     index=index, constant=constant, inputs=inputs,
                     statics=static_table(inputs, series.static, series.ids))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 
@@ -22,6 +23,27 @@ def fit_scaler(values: np.ndarray, train_end: int) -> tuple[np.ndarray, np.ndarr
     std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)
     mean = np.where(np.isfinite(mean), mean, 0.0)
     return mean.astype(np.float64), std.astype(np.float64), constant
+
+
+def fit_scalers(values: list[np.ndarray], ends: list[int], chunk: int = 4096
+                ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """``fit_scaler`` of every series at once: (S, C) means and stds, and the (series, channel) pairs that are
+    constant. Series whose training splits are equally long are stacked and reduced together, a chunk at a
+    time (one numpy call per series was 70% of prepare at 10k series); the result equals ``fit_scaler``'s."""
+    S, C = len(values), values[0].shape[1]
+    mean, std = np.zeros((S, C)), np.ones((S, C))
+    lengths = np.array([len(v[:e]) for v, e in zip(values, ends)], dtype=np.int64)
+    for n in np.unique(lengths).tolist():
+        members = np.flatnonzero(lengths == n)
+        for lo in range(0, len(members), chunk):
+            part = members[lo:lo + chunk]
+            head = np.stack([values[i][:n] for i in part.tolist()]).astype(np.float64)  # (g, n, C)
+            with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN channels: fit_scaler's answer below
+                mean[part], std[part] = np.nanmean(head, axis=1), np.nanstd(head, axis=1)
+    flat = ~(std > 1e-12 * np.maximum(1.0, np.abs(mean)))
+    constant = [(int(i), int(j)) for i, j in np.argwhere(flat)]
+    return np.where(np.isfinite(mean), mean, 0.0), np.where(flat, 1.0, std), constant
 
 
 def transform(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:

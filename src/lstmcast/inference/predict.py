@@ -154,9 +154,10 @@ def series_scalers(series: SeriesSet, meta: RunMeta, scaler: dict[str, np.ndarra
     rows = np.array(_scaler_rows(series, meta), dtype=np.int64)
     mean, std = scaler["mean"][rows].copy(), scaler["std"][rows].copy()
     new = np.flatnonzero(rows < 0)
-    for i in new:
-        vals = series.values[i]
-        mean[i], std[i], _ = scaling.fit_scaler(vals, upto[i] if upto is not None else len(vals))
+    if len(new):
+        vals = [series.values[i] for i in new.tolist()]
+        mean[new], std[new], _ = scaling.fit_scalers(vals, [upto[i] if upto is not None else len(series.values[i])
+                                                            for i in new.tolist()])
     if len(new):
         logging.getLogger(__name__).info("%d series the model never saw (e.g. %r): scaled from their own rows",
                                          len(new), series.ids[new[0]])
