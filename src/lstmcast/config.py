@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import copy
 import os
-import re
-from collections import Counter
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from lstmcast.config_checks import all_keys, describe, merge_auto_unions, role_problems
 from lstmcast.errors import ConfigError, did_you_mean
 from lstmcast.safe_yaml import MAX_ECHO, cut, load_yaml, read_yaml_mapping, short, yaml_load_bytes
 
@@ -267,44 +266,6 @@ class ForecastConfig(_Section):
         return self.model_dump(mode="json")
 
 
-def _all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    keys: list[str] = []
-    for name, field in model.model_fields.items():
-        key = f"{prefix}{name}"
-        keys.append(key)
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            keys.extend(_all_keys(ann, key + "."))
-    return keys
-
-
-_AUTO_BRANCH = "literal['auto']"
-
-
-def _merge_auto_unions(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``int | 'auto'`` fields fail in both union branches: report one problem, saying 'auto' is allowed."""
-    merged = []
-    for err in errors:
-        loc = tuple(err["loc"])
-        if loc and loc[-1] == _AUTO_BRANCH:
-            continue
-        if any(e["loc"] == (*loc[:-1], _AUTO_BRANCH) for e in errors) and loc:
-            err = {**err, "loc": loc[:-1], "msg": err["msg"] + " (or 'auto')"}
-        merged.append(err)
-    return merged
-
-
-def _describe(err: dict[str, Any]) -> str:
-    key = cut(".".join(str(p) for p in err["loc"]))
-    if err["type"] == "extra_forbidden":
-        return f"unknown key '{key}'{did_you_mean(key, _all_keys(ForecastConfig))}"
-    hint = ""
-    if err["type"] == "literal_error" and isinstance(err.get("input"), str):  # e.g. device: 'cuda0'
-        hint = did_you_mean(err["input"][:MAX_ECHO],
-                            re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", ""))))
-    return f"{key}: {err['msg'].lower()}, got {short(err.get('input'))}{hint}"
-
-
 def _lenient_problems(raw: dict[str, Any], errors: list[dict[str, Any]]) -> list[str]:
     """The semantic problems of ``raw`` with its invalid keys dropped, so one error lists everything."""
     lenient = copy.deepcopy(raw)
@@ -338,26 +299,7 @@ def _semantic_problems(cfg: ForecastConfig) -> list[str]:
         )
     if cfg.version != CONFIG_VERSION:
         problems.append(f"version: this lstmcast reads config version {CONFIG_VERSION}, got {cfg.version}")
-    return problems + _role_problems(d)
-
-
-def _role_problems(d: DataConfig) -> list[str]:
-    """Each column has one role (FAULTS C6: [y, y] would train on one column twice and forecast it twice)."""
-    problems = []
-    lists = (("data.target", d.target), ("data.features", d.features),
-             ("data.future_features", d.future_features), ("data.static_features", d.static_features))
-    for key, names in lists:
-        repeated = sorted(n for n, count in Counter(names).items() if count > 1)
-        if repeated:
-            problems.append(f"{key} lists {short(repeated)} more than once: name each column once")
-    roles: dict[str, str] = {}
-    singles = [("data.id_col", [d.id_col]), ("data.time_col", [d.time_col])]
-    for key, names in singles + list(lists):
-        for name in dict.fromkeys(n for n in names if n is not None):
-            if name in roles and roles[name] != key:
-                problems.append(f"{roles[name]} {short(name)} is also listed in {key}: pick one role for it")
-            roles.setdefault(name, key)
-    return problems
+    return problems + role_problems(d)
 
 
 def validate_config(raw: dict[str, Any] | ForecastConfig | None) -> ForecastConfig:
@@ -367,9 +309,9 @@ def validate_config(raw: dict[str, Any] | ForecastConfig | None) -> ForecastConf
     try:
         cfg = ForecastConfig.model_validate(raw or {})
     except ValidationError as exc:
-        errors = _merge_auto_unions(exc.errors())
+        errors = merge_auto_unions(exc.errors())
         extra = _lenient_problems(raw, errors) if isinstance(raw, dict) else []
-        raise ConfigError([_describe(e) for e in errors] + extra) from None
+        raise ConfigError([describe(e, all_keys(ForecastConfig)) for e in errors] + extra) from None
     problems = _semantic_problems(cfg)
     if problems:
         raise ConfigError(problems)
@@ -392,7 +334,7 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` overrides (values parsed as YAML scalars/lists) to a mapping."""
-    known = _all_keys(ForecastConfig)
+    known = all_keys(ForecastConfig)
     problems = []
     for item in overrides:
         path, value = _parse_override(item)

@@ -35,7 +35,8 @@ def config_findings(config: ForecastConfig | dict[str, Any] | None) -> tuple[For
     """Structural problems raise ConfigError (nothing to examine); semantic ones become error findings."""
     from pydantic import ValidationError
 
-    from lstmcast.config import _describe, _semantic_problems  # the exact texts validate_config raises with
+    from lstmcast.config import _semantic_problems  # the exact texts validate_config raises with
+    from lstmcast.config_checks import all_keys, describe
     from lstmcast.findings import split_message
 
     if isinstance(config, ForecastConfig):
@@ -44,7 +45,7 @@ def config_findings(config: ForecastConfig | dict[str, Any] | None) -> tuple[For
         try:
             cfg = ForecastConfig.model_validate(config or {})
         except ValidationError as exc:
-            raise ConfigError([_describe(e) for e in exc.errors()]) from None
+            raise ConfigError([describe(e, all_keys(ForecastConfig)) for e in exc.errors()]) from None
     findings = []
     m = cfg.model
     for problem in _semantic_problems(cfg):
