@@ -158,3 +158,25 @@ def test_interval_method_is_validated_and_residual_needs_calibration():
     with pytest.raises(ConfigError, match=r"interval_method=residual .* set model.calibration=conformal"):
         validate_config({"model": {"levels": [80], "interval_method": "residual", "calibration": "none"}})
     assert validate_config({"model": {"levels": [80], "calibration": "none"}}).model.calibration == "none"
+
+
+@pytest.mark.parametrize("targets,season,horizon", [(1, 7, 14), (2, 12, 5), (1, 1, 3)])
+def test_seasonal_naive_offsets_of_many_histories_equal_each_one_s(targets, season, horizon):
+    """The backtest's seasonal-naive intervals for many series: stacked per history length and lag (one
+    np.quantile per series and step was the slowest part at 100k series), value for value the per-series
+    offsets, including histories with missing values, histories shorter than a lag, and split chunks."""
+    from lstmcast.model.quantiles import quantiles_for, seasonal_naive_offsets, seasonal_naive_offsets_many
+
+    rng = np.random.default_rng(season)
+    hist = []
+    for i in range(60):
+        n = int(rng.choice([4, 40, 90]))
+        h = rng.standard_normal((n, targets)).cumsum(axis=0) * rng.uniform(0.1, 10)
+        if i % 9 == 0:
+            h[rng.integers(n)] = np.nan
+        hist.append(h)
+    qs = quantiles_for([80, 95])
+    many = seasonal_naive_offsets_many(hist, horizon, season, qs, chunk=7)
+    for i, h in enumerate(hist):
+        assert np.array_equal(many[i], seasonal_naive_offsets(h, horizon, season, qs))
+    assert np.abs(many).max() > 0

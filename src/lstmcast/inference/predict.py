@@ -11,7 +11,8 @@ from lstmcast.data.windows import split_points
 from lstmcast.errors import DataError, did_you_mean
 from lstmcast.inference.fastpath import future_times
 from lstmcast.inference.backtest import Backtest, backtest_origins, gather_pairs, score, series_mase_scales
-from lstmcast.model.quantiles import calibrated, interval_columns, interval_metrics, quantiles_for, seasonal_naive_offsets
+from lstmcast.model.quantiles import (calibrated, interval_columns, interval_metrics, quantiles_for,
+                                      seasonal_naive_offsets_many)
 
 if TYPE_CHECKING:
     from lstmcast.run.meta import RunMeta
@@ -393,6 +394,6 @@ def seasonal_naive_quantiles(series: SeriesSet, splits: list[Any], sidx: np.ndar
     """(n, H, T, Q): seasonal naive plus the quantiles of its in-sample errors on each series' training part."""
     qs = quantiles_for(levels)
     present, where = np.unique(sidx, return_inverse=True)
-    offsets = np.stack([seasonal_naive_offsets(series.values[i][:splits[i].train_end, :T].astype(np.float64), H,
-                                               season, qs) for i in present.tolist()])
+    offsets = seasonal_naive_offsets_many([series.values[i][:splits[i].train_end, :T].astype(np.float64)
+                                           for i in present.tolist()], H, season, qs)
     return point[..., None] + offsets[where]
