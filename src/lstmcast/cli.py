@@ -30,6 +30,17 @@ HorizonOpt = typer.Option(None, "--horizon", help="Forecast horizon H.")
 SeasonOpt = typer.Option(None, "--season", help="Seasonal period in steps (default: from the frequency).")
 ConfigOpt = typer.Option(None, "-c", "--config", help="YAML config file.")
 SetOpt = typer.Option(None, "--set", help="Dotted override, e.g. --set model.hidden_size=128 (repeatable).")
+FutureOpt = typer.Option(None, "--future-features", help="Known-future covariate columns, comma-separated (needed "
+                         "again at predict: --future).")
+StaticOpt = typer.Option(None, "--static-features", help="Per-series constant columns, comma-separated (long "
+                         "tables).")
+
+
+def _with_roles(future_features: str | None, static_features: str | None, overrides: list[str] | None) -> list[str]:
+    """--future-features / --static-features as the --set overrides they stand for (--set comes after: it wins)."""
+    return [f"data.{key}={value}" for key, value in (("future_features", future_features),
+                                                      ("static_features", static_features)) if value] \
+        + list(overrides or [])
 
 
 @app.callback()
@@ -114,17 +125,11 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
                                                    "(same as --set monitor.tensorboard=false)."),
           nproc: int = typer.Option(1, "--nproc", min=1, help="Train data-parallel on this many processes of this "
                                     "machine (gloo, CPU; several machines: torchrun, see README 'Scale')."),
-          future_features: Optional[str] = typer.Option(None, "--future-features", help="Known-future covariate "
-                                                        "columns, comma-separated (needed again at predict: "
-                                                        "--future)."),
-          static_features: Optional[str] = typer.Option(None, "--static-features", help="Per-series constant "
-                                                        "columns, comma-separated (long tables).")) -> None:
+          future_features: Optional[str] = FutureOpt, static_features: Optional[str] = StaticOpt) -> None:
     """Train on a CSV/Parquet file, backtest against naive baselines, forecast, write a run folder."""
     import os
 
-    overrides = [f"data.{key}={value}" for key, value in (("future_features", future_features),
-                                                           ("static_features", static_features)) if value] \
-        + list(overrides or [])
+    overrides = _with_roles(future_features, static_features, overrides)
 
     if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         from lstmcast.launch import launch
@@ -261,9 +266,10 @@ def tune(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targe
          threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads per trial "
                                                "(default: cores // live workers in RUN/workers)."),
          workers_per_machine: Optional[int] = typer.Option(
-             None, "--workers-per-machine", min=1, help="Workers sharing this machine's cores (default: counted).")
-         ) -> None:
+             None, "--workers-per-machine", min=1, help="Workers sharing this machine's cores (default: counted)."),
+         future_features: Optional[str] = FutureOpt, static_features: Optional[str] = StaticOpt) -> None:
     """Search the guide's LSTM space with Optuna (pruning, resumable, many workers); write best.yaml."""
+    overrides = _with_roles(future_features, static_features, overrides)
 
     def _do() -> None:
         from datetime import datetime
@@ -301,11 +307,13 @@ def doctor_cmd(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt,
                horizon: Optional[int] = HorizonOpt, season: Optional[int] = SeasonOpt,
                config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = SetOpt,
                as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-               measure: bool = typer.Option(False, "--measure", help="Time a few real training steps here.")) -> None:
+               measure: bool = typer.Option(False, "--measure", help="Time a few real training steps here."),
+               future_features: Optional[str] = FutureOpt, static_features: Optional[str] = StaticOpt) -> None:
     """Check a config and its data before training: shape trace, parameters, memory, FLOPs, the guide's advice.
 
     Exit 0 with advice only, 2 when an error finding would make training fail.
     """
+    overrides = _with_roles(future_features, static_features, overrides)
 
     def _do() -> int:
         import json

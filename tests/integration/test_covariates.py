@@ -169,3 +169,25 @@ def test_cli_train_takes_future_and_static_feature_flags(tmp_path):
     assert meta["inputs"]["calendar"] == ["hour_of_day", "day_of_week"]  # hourly data: auto
     assert not (run / "forecast.csv").exists() and (run / "forecast.png").is_file()
     assert "--future" in res.output
+
+
+def test_doctor_takes_the_same_covariate_flags_as_train(tmp_path):
+    """doctor (and tune) take --future-features / --static-features like train: the shape trace shows the roles."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from lstmcast.cli import app
+
+    df = _long(2, n=200)
+    df["x"] = np.random.default_rng(0).normal(size=len(df))
+    df.to_csv(tmp_path / "long.csv", index=False)
+    args = ["doctor", "--data", str(tmp_path / "long.csv"), "--time-col", "time", "--id-col", "id", "--target", "y",
+            "--horizon", "6", "--window", "24", "--json", "--set", "data.calendar=none"]
+    plain = CliRunner().invoke(app, args)
+    roles = CliRunner().invoke(app, args + ["--future-features", "x", "--static-features", "region,capacity"])
+    assert plain.exit_code == 0 and roles.exit_code == 0, roles.output
+    a, b = json.loads(plain.stdout), json.loads(roles.stdout)
+    assert b["parameters"]["total"] > a["parameters"]["total"]  # the decoder and the static encoder
+    trace = json.dumps(b["trace"])
+    assert "future" in trace and "static" in trace and "future" not in json.dumps(a["trace"])
