@@ -83,3 +83,15 @@ def test_report_refuses_a_folder_without_a_run(tmp_path):
     assert "holds no lstmcast run (no meta.json, metrics.json or history.json)" in res.stderr
     res = run_cli("report", str(tmp_path / "nope"))
     assert res.returncode == 4 and "does not exist" in res.stderr
+
+
+def test_the_report_names_the_interval_method_and_auto_s_scores():
+    from lstmcast.report.html import data_section
+
+    meta = {"layout": "single", "targets": ["y"], "horizon": 6, "window": 24,
+            "intervals": {"levels": [80, 95], "method": "residual", "calibration_windows": 31,
+                          "method_scores": {"quantile": 2.5, "residual": 2.0}}}
+    html = data_section(meta, [])
+    assert "80%, 95%" in html and "residual: the median" in html and "31 validation windows" in html
+    assert "quantile 2.5" in html and "residual 2" in html
+    assert "intervals" not in data_section({**meta, "intervals": None}, [])

@@ -237,7 +237,24 @@ def data_section(meta: dict[str, Any] | None, history: list[dict[str, Any]] | No
              ("parameters", _num(meta.get("n_parameters"))), ("device / precision",
                                                             f"{meta.get('device')} / {meta.get('precision')}"),
              ("epochs trained", len(history or []))]
+    iv = meta.get("intervals") if isinstance(meta.get("intervals"), dict) else None
+    if iv and iv.get("levels"):
+        items.append(("intervals", _interval_method(iv)))
     return _table(["", ""], [[f"<th>{_esc(k)}</th>", f"<td>{_esc(v)}</td>"] for k, v in items], "data-table")
+
+
+def _interval_method(iv: dict[str, Any]) -> str:
+    """Which intervals the forecasts carry and how they were built (model.interval_method; auto's two scores)."""
+    levels = ", ".join(f"{level}%" for level in iv.get("levels") or [])
+    method = {"residual": "residual: the median +- conformal quantiles of its own scaled errors",
+              "quantile": "quantile: the learned quantile head, conformally calibrated"}.get(iv.get("method"),
+                                                                                           str(iv.get("method")))
+    text = f"{levels}; {method}, on {iv.get('calibration_windows', '?')} validation windows"
+    scores = iv.get("method_scores")
+    if isinstance(scores, dict) and scores:
+        text += " (chosen by interval score: " + ", ".join(
+            f"{k} {_num(float(v))}" for k, v in scores.items() if isinstance(v, (int, float))) + ")"
+    return text
 
 
 def summary_section(meta: dict[str, Any] | None, metrics: dict[str, Any] | None,
