@@ -2,7 +2,9 @@
 
 The launcher picks the run folder before starting the ranks (they must agree on it), maps a failed rank
 to lstmcast's exit codes and names it: a rank killed by a signal stops the others (torchrun's agent) and
-the run continues with `lstmcast train --resume RUN --nproc N` (FAULTS T13).
+the run continues with `lstmcast train --resume RUN --nproc N` (FAULTS T13). Ctrl-C (SIGINT) or SIGTERM reaches
+the launcher alone (torchrun starts the ranks in their own sessions); torchrun's agent passes it on to every
+rank, which stop at the same step, rank 0 checkpointing, and the launcher exits 130 as the ranks do.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 def launch(nproc: int, argv: list[str], add_run: bool) -> int:
     """Run ``lstmcast <argv>`` on ``nproc`` local ranks; returns the exit code for the CLI."""
+    from torch.distributed.elastic.multiprocessing import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -39,6 +42,10 @@ def launch(nproc: int, argv: list[str], add_run: bool) -> int:
         run(ns)
     except ChildFailedError as exc:
         return _report(exc)
+    except SignalException as exc:  # the agent has passed the signal on to the ranks and waited for them
+        print(f"{signal.Signals(exc.sigval).name}: the {nproc} ranks were stopped; continue from rank 0's "
+              f"checkpoint with `lstmcast train --resume RUN --nproc {nproc}`", file=sys.stderr)
+        return 130
     return 0
 
 

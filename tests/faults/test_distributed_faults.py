@@ -4,13 +4,14 @@ tests are in tests/integration/test_distributed.py)."""
 
 from __future__ import annotations
 
+import signal
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from lstmcast.errors import ConfigError, InterruptedRun
-from lstmcast.launch import _report, _without_nproc
+from lstmcast.launch import _report, _without_nproc, launch
 from lstmcast.training.distributed import Distributed, Plan, from_env, plan
 
 
@@ -102,3 +103,23 @@ def test_from_env_binds_the_rank_s_gpu_before_joining_nccl(monkeypatch):
     with pytest.raises(ConfigError, match="2 ranks on this machine but 1 CUDA GPUs"):
         from_env("cuda")
     assert calls == [("gloo", None)]  # refused before joining any group
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_t13_ctrl_c_at_the_launcher_exits_130_with_the_distributed_resume_command(monkeypatch, capsys, sig):
+    """torchrun's agent turns a signal into SignalException after passing it on to the ranks (which checkpoint
+    on rank 0 and exit 130, tests/integration/test_distributed.py); the launcher exits 130 too, no traceback."""
+    import torch.distributed.run as torchrun
+    from torch.distributed.elastic.multiprocessing import SignalException
+
+    seen = []
+
+    def interrupted(ns):
+        seen.append((ns.nproc_per_node, ns.module, ns.training_script, ns.training_script_args))
+        raise SignalException(f"Process 1 got signal: {int(sig)}", sigval=sig)
+
+    monkeypatch.setattr(torchrun, "run", interrupted)
+    assert launch(3, ["train", "-c", "c.yaml", "--nproc", "3", "--run", "r"], add_run=False) == 130
+    assert seen == [("3", True, "lstmcast.cli", ["train", "-c", "c.yaml", "--run", "r"])]
+    err = capsys.readouterr().err
+    assert f"{sig.name}: the 3 ranks were stopped" in err and "lstmcast train --resume RUN --nproc 3" in err
