@@ -123,3 +123,13 @@ def test_t13_ctrl_c_at_the_launcher_exits_130_with_the_distributed_resume_comman
     assert seen == [("3", True, "lstmcast.cli", ["train", "-c", "c.yaml", "--run", "r"])]
     err = capsys.readouterr().err
     assert f"{sig.name}: the 3 ranks were stopped" in err and "lstmcast train --resume RUN --nproc 3" in err
+
+
+def test_the_interrupted_run_s_resume_command_keeps_the_ranks():
+    """Ctrl-C under --nproc N: rank 0's message names --nproc N (--resume continues exactly only with the same
+    world size); across machines it says to rerun the same torchrun command."""
+    from lstmcast.training.loop import _ranks_hint
+
+    assert _ranks_hint(None) == "`"
+    assert _ranks_hint(Distributed(rank=0, world=2, local_world=2)) == " --nproc 2`"
+    assert "same torchrun command" in _ranks_hint(Distributed(rank=0, world=4, local_world=2))

@@ -359,7 +359,8 @@ class Trainer:
         if path is None:
             return  # no run folder: stop with the weights so far (the best ones), nothing to resume from
         raise InterruptedRun(f"{name}: stopped after step {self.step} (epoch {self.epoch}), checkpoint written "
-                             f"to {path}; continue with `lstmcast train --resume {self.store.run_dir}`")
+                             f"to {path}; continue with `lstmcast train --resume {self.store.run_dir}"
+                             + _ranks_hint(self.dist))
 
     def _oom_error(self, exc: BaseException) -> ResourceError:
         if torch.cuda.is_available():
@@ -370,3 +371,12 @@ class Trainer:
             f"out of memory on {self.accel.device} at step {self.step} with train.batch_size={cfg.batch_size}, "
             f"window {self.window}, precision {self.accel.precision} ({str(exc).splitlines()[0][:200]}): lower "
             "train.batch_size or data.window, use a smaller model.hidden_size, or train.precision=bf16" + kept)
+
+
+def _ranks_hint(dist: Distributed | None) -> str:
+    """The end of the resume command: the same ranks (--resume continues exactly only with the same world size)."""
+    if dist is None:
+        return "`"
+    if dist.world == dist.local_world:
+        return f" --nproc {dist.world}`"
+    return f"` under the same torchrun command on every machine ({dist.world} ranks)"
