@@ -49,7 +49,6 @@ class Forecaster:
         """Train on ``data``; with ``run_dir`` checkpoints go to RUN/checkpoints, ``resume_from`` continues one."""
         import torch
 
-        from lstmcast.data.prepare import prepare
         from lstmcast.training import fit as fitting
         from lstmcast.training.accel import resolve
 
@@ -58,9 +57,9 @@ class Forecaster:
         # before any data is read
         accel = resolve(cfg.train.device, cfg.train.precision, cfg.train.threads, cfg.train.accel)
         fitting.seed_everything(cfg.train.seed)
-        series = load_series(data, cfg)
-        prep = prepare(series, cfg.data, accel.precision, cfg.model.id_embedding)
-        resolved = fitting.resolve_config(cfg, prep, data)
+        dist, series, prep, ids = _read(data, cfg, dist, accel.precision)
+        n_train = dist.count(len(prep.index.train)) if ids is not None else None  # every rank's, if sharded
+        resolved = fitting.resolve_config(cfg, prep, data, n_train)
         from lstmcast.doctor.report import preflight
 
         self.doctor_ = preflight(resolved, series, prep, accel)  # the doctor's checks: refuse errors, log advice
@@ -70,7 +69,10 @@ class Forecaster:
         idx = prep.index
         from lstmcast.training.sampling import validation_sample
 
-        val = validation_sample(idx.val, resolved.train.val_windows, resolved.train.seed)
+        cap, seed = resolved.train.val_windows, resolved.train.seed
+        if ids is not None:  # sharded: each rank validates its share of the cap on its own series
+            cap, seed = cap and max(1, cap // dist.world), seed + dist.rank
+        val = validation_sample(idx.val, cap, seed)
         train_idx, val_idx = (torch.from_numpy(i).to(tensor.device) for i in (idx.train, val))
         model, trainer, skip = fitting.train_first(resolved, accel, tensor, prep, train_idx, val_idx, callbacks,
                                                    run_dir, resume_from, dist)
@@ -97,6 +99,11 @@ class Forecaster:
             self.meta_.intervals = calibrate(resolved, self.backtest_model_, tensor, train_idx, val_idx, prep,
                                                 skip)
         self.scaler_ = build_scaler(prep)
+        self.shards_ = dist if ids is not None else None  # data.shard_series: outputs gathered (run/shards.py)
+        if ids is not None:
+            from lstmcast.run.shards import merge_scaler_meta
+
+            self.meta_, self.scaler_ = merge_scaler_meta(self.meta_, self.scaler_, ids, dist)
         return self
 
     def _check_fitted(self, what: str) -> None:
@@ -166,6 +173,25 @@ class Forecaster:
     @property
     def prepared(self) -> Prepared | None:
         return getattr(self, "prepared_", None)
+
+
+def _read(data: Any, cfg: ForecastConfig, dist: Any, precision: str) -> tuple[Any, SeriesSet, Prepared,
+                                                                              list[str] | None]:
+    """(dist, series, prepared, every id): under data.shard_series this rank's own series only (every id of
+    the dataset then, and ``dist`` sharded), with window and channels agreed among the ranks; else all (None)."""
+    from lstmcast.data.prepare import prepare
+
+    ids = None
+    if cfg.data.shard_series:
+        from lstmcast.run import shards
+
+        dist, series, ids = shards.load(data, cfg, dist)
+    else:
+        series = load_series(data, cfg)
+    prep = prepare(series, cfg.data, precision, cfg.model.id_embedding)
+    if ids is not None:
+        prep = shards.agree(prep, cfg, dist, precision)
+    return dist, series, prep, ids
 
 
 def load_run(path: str | os.PathLike[str]) -> Forecaster:

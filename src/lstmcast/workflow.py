@@ -51,6 +51,8 @@ def write_outputs(fc: Forecaster, run: Path, series: Any = None) -> dict[str, An
     """Backtest, forecast and plot into ``run``; return the metrics."""
     from lstmcast.report.plots import forecast_plot, loss_plot
 
+    if getattr(fc, "shards_", None) is not None and series is None:  # data.shard_series: every rank's series
+        return _write_shard_outputs(fc, run)
     metrics = fc.backtest(series)
     atomic.write_json(run / "metrics.json", metrics)
     src = fc._series(series)
@@ -70,6 +72,25 @@ def write_outputs(fc: Forecaster, run: Path, series: Any = None) -> dict[str, An
     if fc.history_:
         best = getattr(getattr(fc, "fit_result_", None), "best_epoch", None)
         loss_plot(fc.history_, run / "loss.png", best)
+    return metrics
+
+
+def _write_shard_outputs(fc: Forecaster, run: Path) -> dict[str, Any]:
+    """data.shard_series: metrics, forecast.csv and backtest.csv over every rank's series (run/shards.py); the
+    forecast plot shows rank 0's series (the only ones this process holds)."""
+    from lstmcast.report.plots import forecast_plot, loss_plot
+    from lstmcast.run.shards import outputs
+
+    merged, forecast, rows = outputs(fc)  # type: ignore[misc]  # rank 0: never None
+    metrics = merged.metrics
+    atomic.write_json(run / "metrics.json", metrics)
+    if forecast is not None:
+        write_csv(forecast, run / "forecast.csv")
+        forecast_plot(fc._series(None), forecast, fc.meta_, fc.backtest_, run / "forecast.png")
+    write_csv(rows, run / "backtest.csv")
+    fc.backtest_ = merged  # every series' origins from here on (the summary counts them)
+    if fc.history_:
+        loss_plot(fc.history_, run / "loss.png", getattr(getattr(fc, "fit_result_", None), "best_epoch", None))
     return metrics
 
 
@@ -115,9 +136,14 @@ def train_rank(cfg: ForecastConfig, resume_from: Checkpoint | None = None) -> No
 
     try:
         fc = Forecaster(cfg).fit(cfg.data.path, resume_from=resume_from)
+        interrupted = fc.fit_result_.stop_reason.startswith("interrupted")
+        if getattr(fc, "shards_", None) is not None and not interrupted:
+            from lstmcast.run.shards import outputs
+
+            outputs(fc)  # data.shard_series: this rank's backtest and forecast, sent to rank 0
     finally:
         distributed.close()
-    if fc.fit_result_.stop_reason.startswith("interrupted"):
+    if interrupted:
         raise InterruptedRun(f"rank {fc.rank_}: {fc.fit_result_.stop_reason}; rank 0 wrote the checkpoint")
 
 

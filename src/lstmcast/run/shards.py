@@ -1,0 +1,119 @@
+"""``data.shard_series`` around training: the ranks agree on what the model is, and rank 0 gets every series'
+scaler, metadata, backtest and forecast, though each rank read only its own series (data/shard.py).
+
+- ``load``: this rank's series and every id (sorted: the order a one-process run gives them);
+- ``agree``: window, season, frequency and channels equal on every rank (an auto window: the smallest);
+- ``merge_scaler_meta``: scaler.json and meta.json over every series, on every rank (all-gathered);
+- ``outputs``: each rank backtests and forecasts its own series; rank 0 merges them in the global series order
+  and scores the backtest over all of them with ``backtest.score``, as one process scores its series.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lstmcast.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from lstmcast.config import ForecastConfig
+    from lstmcast.data.prepare import Prepared
+    from lstmcast.data.validate import SeriesSet
+    from lstmcast.inference.backtest import Backtest
+    from lstmcast.training.distributed import Distributed
+
+log = logging.getLogger(__name__)
+
+
+def load(data: Any, cfg: ForecastConfig, dist: Distributed | None) -> tuple[Distributed, SeriesSet, list[str]]:
+    from lstmcast.data.shard import load_shard, refuse_unshardable
+
+    if dist is None:
+        refuse_unshardable(data if data is not None else cfg.data.path, cfg, 1)
+    series, ids = load_shard(data, cfg, dist.rank, dist.world)
+    return dataclasses.replace(dist, sharded=True), series, ids
+
+
+def agree(prep: Prepared, cfg: ForecastConfig, dist: Distributed, precision: str) -> Prepared:
+    """The same window, season, frequency and channels on every rank, or a ConfigError saying which to set."""
+    from lstmcast.data.prepare import prepare
+
+    s = prep.series
+    mine = {"freq": s.freq, "season": prep.season, "channels": s.channel_names, "inputs": int(prep.scaled.shape[1])}
+    views = dist.gather({**mine, "window": prep.window})
+    for key, fix in (("freq", "data.freq"), ("season", "data.season"), ("channels", "the same columns in every "
+                                                                         "file"), ("inputs", "data.calendar")):
+        seen = [v[key] for v in views]  # type: ignore[index]
+        if any(x != seen[0] for x in seen):
+            raise ConfigError(f"data.shard_series: the ranks' series differ in {key} ({seen}, by rank): set {fix} "
+                              "so every rank prepares its series alike")
+    window = min(int(v["window"]) for v in views)  # type: ignore[index]
+    if window != prep.window:  # an auto window fits each rank's shortest series: the smallest fits them all
+        log.info("rank %d: window %d (the smallest of the ranks' auto windows)", dist.rank, window)
+        prep = prepare(s, cfg.data.model_copy(update={"window": window}), precision, cfg.model.id_embedding)
+    return prep
+
+
+def merge_scaler_meta(meta: Any, scaler: dict[str, Any], ids: list[str], dist: Distributed) -> tuple[Any, dict]:
+    """Every series' rows of scaler.json and meta.json, in the sorted order of ``ids`` (all the dataset's)."""
+    per = ("ids", "lengths", "train_end", "val_end", "last_time")
+    mine = {k: list(getattr(meta, k)) for k in per}
+    mine.update(mean=np.asarray(scaler["mean"]).tolist(), std=np.asarray(scaler["std"]).tolist(), anchor=meta.anchor)
+    parts: list[dict[str, Any]] = dist.gather(mine)  # type: ignore[assignment]
+    pos = {sid: i for i, sid in enumerate(ids)}
+    rows = [(pos[sid], p, j) for p in parts for j, sid in enumerate(p["ids"])]
+    rows.sort(key=lambda r: r[0])
+    if len(rows) != len(ids):
+        raise ConfigError(f"data.shard_series: the ranks validated {len(rows)} series of the {len(ids)} ids read; "
+                          "check that every id names one series")
+    merged = {k: [p[k][j] for _, p, j in rows] for k in (*per, "mean", "std")}
+    first = min(parts, key=lambda p: pos[p["ids"][0]])  # the first series' first time, as one process
+    meta = meta.model_copy(update={**{k: merged[k] for k in per}, "anchor": first["anchor"]})
+    scaler = {**scaler, "ids": merged["ids"], "mean": np.asarray(merged["mean"]), "std": np.asarray(merged["std"])}
+    return meta, scaler
+
+
+def outputs(fc: Any) -> tuple[Backtest, pd.DataFrame | None, pd.DataFrame] | None:
+    """This rank's backtest and forecast, gathered on rank 0: (the backtest of every series, its metrics
+    scored over them all; the forecast; backtest.csv's rows) there, None on the others. ``fc.backtest_`` stays
+    this rank's own (its series are the ones this process holds)."""
+    dist: Distributed = fc.shards_
+    fc.backtest(None)
+    bt, meta = fc.backtest_, fc.meta_
+    src = fc._series(None)
+    pos = {sid: i for i, sid in enumerate(meta.ids)}
+    part = {"sidx": np.array([pos[s] for s in src.ids], dtype=np.int64)[bt.series_idx], "actual": bt.actual,
+            "forecasts": bt.forecasts, "scale": bt.scale, "origins": bt.origins, "rows": bt.frame(src, meta),
+            "forecast": None if meta.future_features else fc.predict(None)}
+    parts = dist.gather_to_main(part)
+    if parts is None:
+        return None
+    return _merge(parts, meta)
+
+
+def _merge(parts: list[dict[str, Any]], meta: Any) -> tuple[Backtest, pd.DataFrame | None, pd.DataFrame]:
+    import pandas as pd
+
+    from lstmcast.inference.backtest import Backtest, score
+
+    sidx = np.concatenate([p["sidx"] for p in parts])
+    order = np.argsort(sidx, kind="stable")  # by series, each series' origins in their order: one process's
+    cat = {k: np.concatenate([p[k] for p in parts])[order] for k in ("actual", "scale", "origins")}
+    forecasts = {m: np.concatenate([p["forecasts"][m] for p in parts])[order] for m in parts[0]["forecasts"]}
+    metrics = score(cat["actual"], forecasts, cat["scale"], sidx[order], list(meta.ids))
+    pos = {sid: i for i, sid in enumerate(meta.ids)}
+
+    def ordered(frames: list[pd.DataFrame], col: str) -> pd.DataFrame:
+        out = pd.concat(frames, ignore_index=True)
+        key = out[col].astype(str).map(pos).to_numpy()
+        return out.iloc[np.argsort(key, kind="stable")].reset_index(drop=True)
+    rows = ordered([p["rows"] for p in parts], "series")
+    forecast = None if parts[0]["forecast"] is None else ordered([p["forecast"] for p in parts], meta.id_col)
+    bt = Backtest(series_idx=sidx[order], origins=cat["origins"], actual=cat["actual"], forecasts=forecasts,
+                  scale=cat["scale"], metrics=metrics)
+    return bt, forecast, rows
