@@ -76,10 +76,10 @@ def write_outputs(fc: Forecaster, run: Path, series: Any = None) -> dict[str, An
 
 
 def _write_shard_outputs(fc: Forecaster, run: Path) -> dict[str, Any]:
-    """data.shard_series: metrics, forecast.csv and backtest.csv over every rank's series (run/shards.py); the
-    forecast plot shows rank 0's series (the only ones this process holds)."""
+    """data.shard_series: metrics, forecast.csv and backtest.csv over every rank's series (inference/sharded.py);
+    the forecast plot shows rank 0's series (the only ones this process holds)."""
     from lstmcast.report.plots import forecast_plot, loss_plot
-    from lstmcast.run.shards import outputs
+    from lstmcast.inference.sharded import outputs
 
     merged, forecast, rows = outputs(fc)  # type: ignore[misc]  # rank 0: never None
     metrics = merged.metrics
@@ -138,7 +138,7 @@ def train_rank(cfg: ForecastConfig, resume_from: Checkpoint | None = None) -> No
         fc = Forecaster(cfg).fit(cfg.data.path, resume_from=resume_from)
         interrupted = fc.fit_result_.stop_reason.startswith("interrupted")
         if getattr(fc, "shards_", None) is not None and not interrupted:
-            from lstmcast.run.shards import outputs
+            from lstmcast.inference.sharded import outputs
 
             outputs(fc)  # data.shard_series: this rank's backtest and forecast, sent to rank 0
     finally:

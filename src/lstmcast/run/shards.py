@@ -3,9 +3,9 @@ scaler, metadata, backtest and forecast, though each rank read only its own seri
 
 - ``load``: this rank's series and every id (sorted: the order a one-process run gives them);
 - ``agree``: window, season, frequency and channels equal on every rank (an auto window: the smallest);
-- ``merge_scaler_meta``: scaler.json and meta.json over every series, on every rank (all-gathered);
-- ``outputs``: each rank backtests and forecasts its own series; rank 0 merges them in the global series order
-  and scores the backtest over all of them with ``backtest.score``, as one process scores its series.
+- ``merge_scaler_meta``: scaler.json and meta.json over every series, on every rank (all-gathered).
+
+The backtest and forecast of every series: inference/sharded.py.
 """
 
 from __future__ import annotations
@@ -19,12 +19,9 @@ import numpy as np
 from lstmcast.errors import ConfigError
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from lstmcast.config import ForecastConfig
     from lstmcast.data.prepare import Prepared
     from lstmcast.data.validate import SeriesSet
-    from lstmcast.inference.backtest import Backtest
     from lstmcast.training.distributed import Distributed
 
 log = logging.getLogger(__name__)
@@ -76,44 +73,3 @@ def merge_scaler_meta(meta: Any, scaler: dict[str, Any], ids: list[str], dist: D
     meta = meta.model_copy(update={**{k: merged[k] for k in per}, "anchor": first["anchor"]})
     scaler = {**scaler, "ids": merged["ids"], "mean": np.asarray(merged["mean"]), "std": np.asarray(merged["std"])}
     return meta, scaler
-
-
-def outputs(fc: Any) -> tuple[Backtest, pd.DataFrame | None, pd.DataFrame] | None:
-    """This rank's backtest and forecast, gathered on rank 0: (the backtest of every series, its metrics
-    scored over them all; the forecast; backtest.csv's rows) there, None on the others. ``fc.backtest_`` stays
-    this rank's own (its series are the ones this process holds)."""
-    dist: Distributed = fc.shards_
-    fc.backtest(None)
-    bt, meta = fc.backtest_, fc.meta_
-    src = fc._series(None)
-    pos = {sid: i for i, sid in enumerate(meta.ids)}
-    part = {"sidx": np.array([pos[s] for s in src.ids], dtype=np.int64)[bt.series_idx], "actual": bt.actual,
-            "forecasts": bt.forecasts, "scale": bt.scale, "origins": bt.origins, "rows": bt.frame(src, meta),
-            "forecast": None if meta.future_features else fc.predict(None)}
-    parts = dist.gather_to_main(part)
-    if parts is None:
-        return None
-    return _merge(parts, meta)
-
-
-def _merge(parts: list[dict[str, Any]], meta: Any) -> tuple[Backtest, pd.DataFrame | None, pd.DataFrame]:
-    import pandas as pd
-
-    from lstmcast.inference.backtest import Backtest, score
-
-    sidx = np.concatenate([p["sidx"] for p in parts])
-    order = np.argsort(sidx, kind="stable")  # by series, each series' origins in their order: one process's
-    cat = {k: np.concatenate([p[k] for p in parts])[order] for k in ("actual", "scale", "origins")}
-    forecasts = {m: np.concatenate([p["forecasts"][m] for p in parts])[order] for m in parts[0]["forecasts"]}
-    metrics = score(cat["actual"], forecasts, cat["scale"], sidx[order], list(meta.ids))
-    pos = {sid: i for i, sid in enumerate(meta.ids)}
-
-    def ordered(frames: list[pd.DataFrame], col: str) -> pd.DataFrame:
-        out = pd.concat(frames, ignore_index=True)
-        key = out[col].astype(str).map(pos).to_numpy()
-        return out.iloc[np.argsort(key, kind="stable")].reset_index(drop=True)
-    rows = ordered([p["rows"] for p in parts], "series")
-    forecast = None if parts[0]["forecast"] is None else ordered([p["forecast"] for p in parts], meta.id_col)
-    bt = Backtest(series_idx=sidx[order], origins=cat["origins"], actual=cat["actual"], forecasts=forecasts,
-                  scale=cat["scale"], metrics=metrics)
-    return bt, forecast, rows
