@@ -62,7 +62,9 @@ class Forecaster:
         resolved = fitting.resolve_config(cfg, prep, data, n_train)
         from lstmcast.doctor.report import preflight
 
-        self.doctor_ = preflight(resolved, series, prep, accel)  # the doctor's checks: refuse errors, log advice
+        from lstmcast.run.shards import together  # sharded: one rank's refusal stops every rank with it
+
+        self.doctor_ = together(dist, preflight, resolved, series, prep, accel)  # refuse errors, log advice
         from lstmcast.training.streaming import place_series
 
         tensor = place_series(torch.from_numpy(prep.scaled), accel.device)  # host memory if it cannot fit
@@ -181,14 +183,14 @@ def _read(data: Any, cfg: ForecastConfig, dist: Any, precision: str) -> tuple[An
     the dataset then, and ``dist`` sharded), with window and channels agreed among the ranks; else all (None)."""
     from lstmcast.data.prepare import prepare
 
+    from lstmcast.run import shards
+
     ids = None
     if cfg.data.shard_series:
-        from lstmcast.run import shards
-
         dist, series, ids = shards.load(data, cfg, dist)
     else:
         series = load_series(data, cfg)
-    prep = prepare(series, cfg.data, precision, cfg.model.id_embedding)
+    prep = shards.together(dist, prepare, series, cfg.data, precision, cfg.model.id_embedding)
     if ids is not None:
         prep = shards.agree(prep, cfg, dist, precision)
     return dist, series, prep, ids

@@ -174,6 +174,10 @@ def resume_outputs(run: Path) -> tuple[Forecaster, dict[str, Any]]:
         if not outputs_missing(run):
             check_run_dir(run, resuming=True)  # finished meanwhile: the same refusal as any finished run
         fc = load_run(run)
+        if fc.config_.data.shard_series:  # every rank's series are needed, and the ranks have gone
+            raise ConfigError(f"{run}: the model is saved but the outputs of this data.shard_series run were not all "
+                              "written, and one process cannot rewrite them (each rank backtested its own series): "
+                              f"forecast with `lstmcast predict {run} --data TABLE.parquet`, or train again")
         extra = []
         try:  # the monitor's findings were saved with monitor.json before the model
             found = atomic.parse_json((run / "monitor.json").read_bytes(), "monitor.json").get("findings", [])

@@ -70,6 +70,17 @@ def test_two_ranks_read_their_own_series_and_write_every_series_outputs(tmp_path
             assert metrics["two"]["per_series"][sid][method] == pytest.approx(
                 metrics["one"]["per_series"][sid][method], rel=1e-12)
     assert (tmp_path / "two" / "complete.json").is_file()
+    # the gathered forecast is the saved model's forecast of every series, as one process predicts it
+    out = run_cli("predict", str(tmp_path / "two"), "--data", str(tmp_path / "all.parquet"), "--out",
+                  str(tmp_path / "again.csv"))
+    assert out.returncode == 0, out.stderr
+    again = pd.read_csv(tmp_path / "again.csv")
+    assert again["sid"].tolist() == forecast["two"]["sid"].tolist()
+    assert again["y"].tolist() == pytest.approx(forecast["two"]["y"].tolist(), rel=1e-6)
+    # outputs left unwritten cannot be finished by one process: refused with the way to a forecast
+    (tmp_path / "two" / "complete.json").unlink()
+    out = run_cli("train", "--resume", str(tmp_path / "two"))
+    assert out.returncode == 2 and "one process cannot rewrite them" in out.stderr, out.stderr
 
 
 def test_a_csv_table_with_shard_series_is_refused_before_training(tmp_path):
@@ -93,4 +104,20 @@ def test_fewer_series_than_ranks_is_refused(tmp_path):
     (tmp_path / "few.yaml").write_text(yaml.safe_dump(cfg))
     out = run_cli("train", "-c", str(tmp_path / "few.yaml"), "--run", str(tmp_path / "r"), "--nproc", "2")
     assert out.returncode == 2, out.stderr
-    assert "rank 1 of 2 gets no series" in out.stderr and "use at most 1 ranks" in out.stderr
+    assert "holds 1 series for 2 ranks" in out.stderr and "use at most 1 ranks" in out.stderr
+    assert "was lost" not in out.stderr  # both ranks refused; neither waited on the other
+
+
+def test_one_ranks_bad_series_stops_every_rank_with_its_data_error(tmp_path):
+    two_cfg, _ = _setup(tmp_path)
+    table = pd.read_parquet(tmp_path / "all.parquet")
+    bad = pd.concat([table, table[table["sid"] == "s1"].iloc[[10]]])  # s1 (rank 1's) repeats a timestamp
+    (tmp_path / "bad").mkdir()
+    bad.to_parquet(tmp_path / "bad" / "part.parquet", index=False)
+    cfg = yaml.safe_load(two_cfg.read_text())
+    cfg["data"]["path"] = str(tmp_path / "bad")
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    out = run_cli("train", "-c", str(tmp_path / "bad.yaml"), "--run", str(tmp_path / "r"), "--nproc", "2")
+    assert out.returncode == 3, out.stderr  # the data's exit code, not 130 for a lost peer
+    assert "rank 1 of 2: " in out.stderr and "'s1'" in out.stderr
+    assert "was lost" not in out.stderr

@@ -73,8 +73,9 @@ def test_a_rank_validates_its_own_series_into_a_series_set(tmp_path):
 
 def test_fewer_series_than_ranks_is_refused_naming_the_counts(tmp_path):
     path = _dataset(tmp_path / "d", ["a", "b"], files=1)
-    with pytest.raises(ConfigError, match=r"rank 2 of 3 gets no series: .* holds 2 series for 3 ranks; use at most 2"):
-        read_shard(path, "sid", 2, 3)
+    for rank in range(3):  # every rank refuses, not only the one left without series
+        with pytest.raises(ConfigError, match=r"holds 2 series for 3 ranks, .* rank 2 would get none; use at most 2"):
+            read_shard(path, "sid", rank, 3)
 
 
 def test_csv_dataframe_one_process_and_unshared_inputs_are_refused(tmp_path):
@@ -156,3 +157,55 @@ def test_the_skip_fitted_from_sums_over_two_ranks_is_the_one_process_fit(seed, k
         assert (fit.prior, fit.lam) == (one.prior, one.lam)
         assert fit.val_loss == pytest.approx(one.val_loss, rel=1e-9)
         torch.testing.assert_close(fit.weight, one.weight, rtol=1e-5, atol=1e-6)
+
+
+class _Views:
+    """Stands in for the process group: ``gather`` returns this rank's view and the other ranks' given ones."""
+
+    def __init__(self, others: list[dict]) -> None:
+        self.others, self.rank, self.world = others, 0, 1 + len(others)
+
+    def gather(self, mine: dict) -> list[dict]:
+        return [mine, *({**mine, **o} for o in self.others)]
+
+
+def _prepared(tmp_path):
+    from lstmcast.data.prepare import prepare
+
+    path = _dataset(tmp_path / "d", ["a", "b", "c"], files=1, n=120)
+    cfg = _cfg(path, window=None, season=7)
+    series, _ = load_shard(None, cfg, 0, 2)
+    return prepare(series, cfg.data), cfg
+
+
+def test_ranks_with_different_auto_windows_all_take_the_smallest(tmp_path):
+    from lstmcast.run.shards import agree
+
+    prep, cfg = _prepared(tmp_path)
+    assert prep.window == 14  # auto: 2 seasons
+    again = agree(prep, cfg, _Views([{"window": 9}]), "fp32")
+    assert again.window == 9 and len(again.index.train) > len(prep.index.train)
+
+
+def test_ranks_whose_series_differ_in_frequency_are_refused_naming_the_setting(tmp_path):
+    from lstmcast.run.shards import agree
+
+    prep, cfg = _prepared(tmp_path)
+    assert agree(prep, cfg, _Views([{}]), "fp32") is prep  # all alike: nothing to change
+    with pytest.raises(ConfigError, match=r"differ in freq \(\['D', 'h'\], by rank\): set data.freq"):
+        agree(prep, cfg, _Views([{"freq": "h"}]), "fp32")
+
+
+def test_one_ranks_data_error_is_raised_on_every_rank_with_its_message_and_kind():
+    from lstmcast.errors import DataError
+    from lstmcast.run.shards import together
+
+    class Dist:
+        sharded, rank, world = True, 0, 2
+
+        @staticmethod
+        def gather(mine):
+            return [mine, ("DataError", "series 'b' has a duplicated timestamp at row 7: remove it")]
+    assert together(None, lambda x: x + 1, 1) == 2  # alone: just the call
+    with pytest.raises(DataError, match=r"^rank 1 of 2: series 'b' has a duplicated timestamp at row 7"):
+        together(Dist(), lambda: "rank 0's series are fine")

@@ -80,11 +80,11 @@ def read_shard(path: str | os.PathLike[str], id_col: str, rank: int, world: int)
                         f"{', '.join(repr(c) for c in dataset.schema.names)}")
     uniq = pc.unique(column)
     uniq = uniq.take(pc.sort_indices(uniq))  # the order validate's factorize(sort=True) gives
+    if len(uniq) < world:  # every rank sees the count, so all refuse alike (none waits on a lost peer)
+        raise ConfigError(f"{where} holds {len(uniq)} series for {world} ranks, and data.shard_series gives each rank "
+                          f"its own series: rank {world - 1} would get none; use at most {len(uniq)} ranks "
+                          f"(--nproc {max(1, len(uniq))}) or data.shard_series=false")
     mine = uniq.take(assign(len(uniq), rank, world))
-    if len(mine) == 0:
-        raise ConfigError(f"rank {rank} of {world} gets no series: {where} holds {len(uniq)} series for {world} "
-                          f"ranks; use at most {len(uniq)} ranks (--nproc {max(1, len(uniq))}) or "
-                          "data.shard_series=false")
     rows = np.flatnonzero(pc.is_in(column, value_set=mine).to_numpy(zero_copy_only=False))
     frame = dataset.to_table(filter=pc.field(id_col).isin(mine)).to_pandas()
     frame["__row__"] = rows if len(rows) == len(frame) else np.arange(len(frame))

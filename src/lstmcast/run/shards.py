@@ -2,6 +2,7 @@
 scaler, metadata, backtest and forecast, though each rank read only its own series (data/shard.py).
 
 - ``load``: this rank's series and every id (sorted: the order a one-process run gives them);
+- ``together``: a step that may refuse one rank's series refuses on every rank, with that rank's message;
 - ``agree``: window, season, frequency and channels equal on every rank (an auto window: the smallest);
 - ``merge_scaler_meta``: scaler.json and meta.json over every series, on every rank (all-gathered).
 
@@ -12,11 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from lstmcast.errors import ConfigError
+from lstmcast import errors
+from lstmcast.errors import ConfigError, LstmcastError
 
 if TYPE_CHECKING:
     from lstmcast.config import ForecastConfig
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
     from lstmcast.training.distributed import Distributed
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def load(data: Any, cfg: ForecastConfig, dist: Distributed | None) -> tuple[Distributed, SeriesSet, list[str]]:
@@ -32,8 +36,28 @@ def load(data: Any, cfg: ForecastConfig, dist: Distributed | None) -> tuple[Dist
 
     if dist is None:
         refuse_unshardable(data if data is not None else cfg.data.path, cfg, 1)
-    series, ids = load_shard(data, cfg, dist.rank, dist.world)
-    return dataclasses.replace(dist, sharded=True), series, ids
+    dist = dataclasses.replace(dist, sharded=True)
+    series, ids = together(dist, load_shard, data, cfg, dist.rank, dist.world)
+    return dist, series, ids
+
+
+def together(dist: Distributed | None, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on every rank, and where it raised a user's error (LstmcastError) on any rank, that error
+    on every rank: the ranks hold different series, so one rank's DataError must not leave the others waiting
+    on a lost peer (exit 130) but stop them all with its message and exit code."""
+    if dist is None or not dist.sharded:
+        return fn(*args)
+    failure, result = None, None
+    try:
+        result = fn(*args)
+    except LstmcastError as exc:
+        failure = (type(exc).__name__, str(exc))
+    failed = [(r, f) for r, f in enumerate(dist.gather(failure)) if f is not None]
+    if failed:
+        rank, (kind, text) = failed[0]  # type: ignore[misc]
+        cls = getattr(errors, kind, LstmcastError)
+        raise cls(text if rank == dist.rank else f"rank {rank} of {dist.world}: {text}") from None
+    return result  # type: ignore[return-value]
 
 
 def agree(prep: Prepared, cfg: ForecastConfig, dist: Distributed, precision: str) -> Prepared:

@@ -12,6 +12,11 @@ the loss curve of one process). The Trainer sees only this object:
 - ``val_share(idx)`` / ``total(x)``: validation split over the ranks and summed, so early stopping,
   the scheduler and the best epoch are decided alike everywhere.
 
+With ``sharded`` (data.shard_series, data/shard.py) each rank holds only its own series: ``shard`` takes
+the rank's own draw of ``local_batch`` windows, ``count`` sums window counts over the ranks (so every rank
+takes the same steps and validation divides by the total), ``val_share`` keeps all of the rank's windows,
+and ``sum_host`` / ``gather`` / ``gather_to_main`` carry the skip's sums and the per-series outputs.
+
 Only rank 0 writes the run folder and checkpoints. A lost rank breaks the collective on the others,
 which stop with InterruptedRun naming it (torchrun's agent also stops them); ``--resume`` continues
 from rank 0's last checkpoint.
