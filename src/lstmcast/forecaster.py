@@ -69,12 +69,7 @@ class Forecaster:
 
         tensor = place_series(torch.from_numpy(prep.scaled), accel.device)  # host memory if it cannot fit
         idx = prep.index
-        from lstmcast.training.sampling import validation_sample
-
-        cap, seed = resolved.train.val_windows, resolved.train.seed
-        if ids is not None:  # sharded: each rank validates its share of the cap on its own series
-            cap, seed = cap and max(1, cap // dist.world), seed + dist.rank
-        val = validation_sample(idx.val, cap, seed)
+        val = _validation_windows(idx.val, resolved, dist if ids is not None else None)
         train_idx, val_idx = (torch.from_numpy(i).to(tensor.device) for i in (idx.train, val))
         model, trainer, skip = fitting.train_first(resolved, accel, tensor, prep, train_idx, val_idx, callbacks,
                                                    run_dir, resume_from, dist)
@@ -194,6 +189,17 @@ def _read(data: Any, cfg: ForecastConfig, dist: Any, precision: str) -> tuple[An
     if ids is not None:
         prep = shards.agree(prep, cfg, dist, precision)
     return dist, series, prep, ids
+
+
+def _validation_windows(val: Any, cfg: ForecastConfig, sharded: Any) -> Any:
+    """train.val_windows of the validation windows; ``sharded`` (data.shard_series): this rank's share of the
+    cap (cap / ranks) from its own series, each rank's sample from its own seed."""
+    from lstmcast.training.sampling import validation_sample
+
+    cap, seed = cfg.train.val_windows, cfg.train.seed
+    if sharded is not None:
+        cap, seed = cap and max(1, cap // sharded.world), seed + sharded.rank
+    return validation_sample(val, cap, seed)
 
 
 def load_run(path: str | os.PathLike[str]) -> Forecaster:

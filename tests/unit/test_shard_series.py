@@ -52,6 +52,20 @@ def test_each_rank_reads_only_its_round_robin_series_with_their_dataset_rows(tmp
     assert sorted(seen) == ids
 
 
+def test_a_dataset_partitioned_by_the_id_is_read_by_partition(tmp_path):
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    table = pd.concat([pd.DataFrame({"sid": f"s{i}", "time": pd.date_range("2024-01-01", periods=4, freq="D"),
+                                     "y": float(i)}) for i in range(5)])
+    ds.write_dataset(pa.Table.from_pandas(table, preserve_index=False), tmp_path / "hive", format="parquet",
+                     partitioning=["sid"], partitioning_flavor="hive")  # hive/sid=s0/part-0.parquet, ...
+    frame, all_ids = read_shard(tmp_path / "hive", "sid", 0, 2)
+    assert all_ids == [f"s{i}" for i in range(5)]
+    assert sorted(frame["sid"].astype(str).unique()) == ["s0", "s2", "s4"] and len(frame) == 12
+    assert frame.groupby(frame["sid"].astype(str))["y"].first().tolist() == [0.0, 2.0, 4.0]
+
+
 def test_integer_ids_are_assigned_in_numeric_order(tmp_path):
     path = _dataset(tmp_path / "d", [10, 2, 1, 33], files=2)
     frame, all_ids = read_shard(path, "sid", 1, 2)

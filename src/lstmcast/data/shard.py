@@ -3,7 +3,9 @@
 For a long table too big for one machine, stored as Parquet (one file or a folder of files, read with
 ``pyarrow.dataset``): every rank reads the id column alone (column projection), takes the sorted distinct
 ids, keeps its share (``assign``: round-robin over the sorted ids) and reads only those rows
-(``dataset.to_table(filter=field(id).isin(mine))``). Scalers stay per series, as always.
+(``dataset.to_table(filter=field(id).isin(mine))``). Scalers stay per series, as always. Arrow's scanner
+decodes the other series' rows batch by batch and drops them (never holding them); a dataset partitioned by
+the id (``sid=a/part.parquet``, hive style) has the other series' files skipped unopened.
 
 Round-robin rather than a hash of the id: the ranks' series counts differ by at most one (a hash gives a
 binomial spread: ~±sqrt(S / N) series), and every rank computes the same sorted list, so the assignment is
@@ -71,7 +73,7 @@ def read_shard(path: str | os.PathLike[str], id_col: str, rank: int, world: int)
 
     where = f"Parquet dataset {str(path)!r}"
     try:
-        dataset = ds.dataset(str(path), format="parquet")
+        dataset = ds.dataset(str(path), format="parquet", partitioning="hive")  # id=.../ folders: files skipped
         column = dataset.to_table(columns=[id_col]).column(id_col) if id_col in dataset.schema.names else None
     except (OSError, ValueError) as exc:
         raise DataError(f"{where} cannot be read as Parquet ({exc}): check --data / data.path") from None
