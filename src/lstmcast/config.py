@@ -124,6 +124,9 @@ class DataConfig(_Section):
     utc: bool = False
     time_format: str | None = None
     delimiter: str | None = None
+    # distributed runs on a long Parquet table too big for one machine: each rank reads and validates only its
+    # own series (round-robin over the sorted ids; data/shard.py); refused for CSV, DataFrames and one process
+    shard_series: bool = False
 
     _split_target = field_validator("target", "features", "future_features", "static_features",
                                     mode="before")(_split_names)

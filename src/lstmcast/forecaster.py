@@ -49,7 +49,6 @@ class Forecaster:
         """Train on ``data``; with ``run_dir`` checkpoints go to RUN/checkpoints, ``resume_from`` continues one."""
         import torch
 
-        from lstmcast.data.prepare import prepare
         from lstmcast.training import fit as fitting
         from lstmcast.training.accel import resolve
 
@@ -58,19 +57,19 @@ class Forecaster:
         # before any data is read
         accel = resolve(cfg.train.device, cfg.train.precision, cfg.train.threads, cfg.train.accel)
         fitting.seed_everything(cfg.train.seed)
-        series = load_series(data, cfg)
-        prep = prepare(series, cfg.data, accel.precision, cfg.model.id_embedding)
-        resolved = fitting.resolve_config(cfg, prep, data)
+        dist, series, prep, ids = _read(data, cfg, dist, accel.precision)
+        n_train = dist.count(len(prep.index.train)) if ids is not None else None  # every rank's, if sharded
+        resolved = fitting.resolve_config(cfg, prep, data, n_train)
         from lstmcast.doctor.report import preflight
 
-        self.doctor_ = preflight(resolved, series, prep, accel)  # the doctor's checks: refuse errors, log advice
+        from lstmcast.run.shards import together  # sharded: one rank's refusal stops every rank with it
+
+        self.doctor_ = together(dist, preflight, resolved, series, prep, accel)  # refuse errors, log advice
         from lstmcast.training.streaming import place_series
 
         tensor = place_series(torch.from_numpy(prep.scaled), accel.device)  # host memory if it cannot fit
         idx = prep.index
-        from lstmcast.training.sampling import validation_sample
-
-        val = validation_sample(idx.val, resolved.train.val_windows, resolved.train.seed)
+        val = _validation_windows(idx.val, resolved, dist if ids is not None else None)
         train_idx, val_idx = (torch.from_numpy(i).to(tensor.device) for i in (idx.train, val))
         model, trainer, skip = fitting.train_first(resolved, accel, tensor, prep, train_idx, val_idx, callbacks,
                                                    run_dir, resume_from, dist)
@@ -97,6 +96,11 @@ class Forecaster:
             self.meta_.intervals = calibrate(resolved, self.backtest_model_, tensor, train_idx, val_idx, prep,
                                                 skip)
         self.scaler_ = build_scaler(prep)
+        self.shards_ = dist if ids is not None else None  # data.shard_series: outputs gathered (run/shards.py)
+        if ids is not None:
+            from lstmcast.run.shards import merge_scaler_meta
+
+            self.meta_, self.scaler_ = merge_scaler_meta(self.meta_, self.scaler_, ids, dist)
         return self
 
     def _check_fitted(self, what: str) -> None:
@@ -166,6 +170,36 @@ class Forecaster:
     @property
     def prepared(self) -> Prepared | None:
         return getattr(self, "prepared_", None)
+
+
+def _read(data: Any, cfg: ForecastConfig, dist: Any, precision: str) -> tuple[Any, SeriesSet, Prepared,
+                                                                              list[str] | None]:
+    """(dist, series, prepared, every id): under data.shard_series this rank's own series only (every id of
+    the dataset then, and ``dist`` sharded), with window and channels agreed among the ranks; else all (None)."""
+    from lstmcast.data.prepare import prepare
+
+    from lstmcast.run import shards
+
+    ids = None
+    if cfg.data.shard_series:
+        dist, series, ids = shards.load(data, cfg, dist)
+    else:
+        series = load_series(data, cfg)
+    prep = shards.together(dist, prepare, series, cfg.data, precision, cfg.model.id_embedding)
+    if ids is not None:
+        prep = shards.agree(prep, cfg, dist, precision)
+    return dist, series, prep, ids
+
+
+def _validation_windows(val: Any, cfg: ForecastConfig, sharded: Any) -> Any:
+    """train.val_windows of the validation windows; ``sharded`` (data.shard_series): this rank's share of the
+    cap (cap / ranks) from its own series, each rank's sample from its own seed."""
+    from lstmcast.training.sampling import validation_sample
+
+    cap, seed = cfg.train.val_windows, cfg.train.seed
+    if sharded is not None:
+        cap, seed = cap and max(1, cap // sharded.world), seed + sharded.rank
+    return validation_sample(val, cap, seed)
 
 
 def load_run(path: str | os.PathLike[str]) -> Forecaster:

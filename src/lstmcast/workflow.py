@@ -51,6 +51,8 @@ def write_outputs(fc: Forecaster, run: Path, series: Any = None) -> dict[str, An
     """Backtest, forecast and plot into ``run``; return the metrics."""
     from lstmcast.report.plots import forecast_plot, loss_plot
 
+    if getattr(fc, "shards_", None) is not None and series is None:  # data.shard_series: every rank's series
+        return _write_shard_outputs(fc, run)
     metrics = fc.backtest(series)
     atomic.write_json(run / "metrics.json", metrics)
     src = fc._series(series)
@@ -70,6 +72,25 @@ def write_outputs(fc: Forecaster, run: Path, series: Any = None) -> dict[str, An
     if fc.history_:
         best = getattr(getattr(fc, "fit_result_", None), "best_epoch", None)
         loss_plot(fc.history_, run / "loss.png", best)
+    return metrics
+
+
+def _write_shard_outputs(fc: Forecaster, run: Path) -> dict[str, Any]:
+    """data.shard_series: metrics, forecast.csv and backtest.csv over every rank's series (inference/sharded.py);
+    the forecast plot shows rank 0's series (the only ones this process holds)."""
+    from lstmcast.report.plots import forecast_plot, loss_plot
+    from lstmcast.inference.sharded import outputs
+
+    merged, forecast, rows = outputs(fc)  # type: ignore[misc]  # rank 0: never None
+    metrics = merged.metrics
+    atomic.write_json(run / "metrics.json", metrics)
+    if forecast is not None:
+        write_csv(forecast, run / "forecast.csv")
+        forecast_plot(fc._series(None), forecast, fc.meta_, fc.backtest_, run / "forecast.png")
+    write_csv(rows, run / "backtest.csv")
+    fc.backtest_ = merged  # every series' origins from here on (the summary counts them)
+    if fc.history_:
+        loss_plot(fc.history_, run / "loss.png", getattr(getattr(fc, "fit_result_", None), "best_epoch", None))
     return metrics
 
 
@@ -115,9 +136,14 @@ def train_rank(cfg: ForecastConfig, resume_from: Checkpoint | None = None) -> No
 
     try:
         fc = Forecaster(cfg).fit(cfg.data.path, resume_from=resume_from)
+        interrupted = fc.fit_result_.stop_reason.startswith("interrupted")
+        if getattr(fc, "shards_", None) is not None and not interrupted:
+            from lstmcast.inference.sharded import outputs
+
+            outputs(fc)  # data.shard_series: this rank's backtest and forecast, sent to rank 0
     finally:
         distributed.close()
-    if fc.fit_result_.stop_reason.startswith("interrupted"):
+    if interrupted:
         raise InterruptedRun(f"rank {fc.rank_}: {fc.fit_result_.stop_reason}; rank 0 wrote the checkpoint")
 
 
@@ -148,6 +174,10 @@ def resume_outputs(run: Path) -> tuple[Forecaster, dict[str, Any]]:
         if not outputs_missing(run):
             check_run_dir(run, resuming=True)  # finished meanwhile: the same refusal as any finished run
         fc = load_run(run)
+        if fc.config_.data.shard_series:  # every rank's series are needed, and the ranks have gone
+            raise ConfigError(f"{run}: the model is saved but the outputs of this data.shard_series run were not all "
+                              "written, and one process cannot rewrite them (each rank backtested its own series): "
+                              f"forecast with `lstmcast predict {run} --data TABLE.parquet`, or train again")
         extra = []
         try:  # the monitor's findings were saved with monitor.json before the model
             found = atomic.parse_json((run / "monitor.json").read_bytes(), "monitor.json").get("findings", [])

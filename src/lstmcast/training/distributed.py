@@ -12,6 +12,11 @@ the loss curve of one process). The Trainer sees only this object:
 - ``val_share(idx)`` / ``total(x)``: validation split over the ranks and summed, so early stopping,
   the scheduler and the best epoch are decided alike everywhere.
 
+With ``sharded`` (data.shard_series, data/shard.py) each rank holds only its own series: ``shard`` takes
+the rank's own draw of ``local_batch`` windows, ``count`` sums window counts over the ranks (so every rank
+takes the same steps and validation divides by the total), ``val_share`` keeps all of the rank's windows,
+and ``sum_host`` / ``gather`` / ``gather_to_main`` carry the skip's sums and the per-series outputs.
+
 Only rank 0 writes the run folder and checkpoints. A lost rank breaks the collective on the others,
 which stop with InterruptedRun naming it (torchrun's agent also stops them); ``--resume`` continues
 from rank 0's last checkpoint.
@@ -38,6 +43,9 @@ class Distributed:
     rank: int
     world: int
     local_world: int
+    # data.shard_series: each rank holds only its own series and draws its own share of every batch from them
+    sharded: bool = False
+    device: str = "cpu"  # where collectives of host values travel ("cuda" under NCCL)
 
     @property
     def is_main(self) -> bool:
@@ -47,10 +55,51 @@ class Distributed:
         """Torch threads per rank: the machine's cores shared by the ranks on it."""
         return max(1, cores // self.local_world)
 
-    def shard(self, idx: Tensor) -> tuple[Tensor, float]:
+    def shard(self, idx: Tensor, batch_size: int | None = None) -> tuple[Tensor, float]:
+        """This rank's windows of a global batch and their weight; sharded, ``idx`` is this rank's share
+        already (``local_batch``), weighing len(idx) / batch_size."""
+        if self.sharded:
+            return idx, len(idx) / (batch_size or len(idx))
         B = len(idx)
         lo, hi = self.rank * B // self.world, (self.rank + 1) * B // self.world
         return idx[lo:hi], (hi - lo) / B
+
+    def local_batch(self, batch_size: int) -> int:
+        """The windows this rank takes per step: its share of the global batch (all of it unless sharded)."""
+        if not self.sharded:
+            return batch_size
+        return (self.rank + 1) * batch_size // self.world - self.rank * batch_size // self.world
+
+    def count(self, n: int) -> int:
+        """A count over every rank's windows: summed when sharded (each rank holds its own), else ``n``."""
+        if not self.sharded:
+            return n
+        x = torch.tensor([float(n)], dtype=torch.float64, device=self.device)
+        self._all_reduce(x)
+        return int(x.item())
+
+    def sum_host(self, x: Tensor) -> Tensor:
+        """``x`` (a host tensor) summed over the ranks, back on the host."""
+        y = x.to(self.device)
+        self._all_reduce(y)
+        return y.cpu()
+
+    def gather(self, obj: object) -> list[object]:
+        """Every rank's ``obj``, in rank order, on every rank (small per-series results, not the data)."""
+        out: list[object] = [None] * self.world
+        self._call(torch.distributed.all_gather_object, out, obj)
+        return out
+
+    def gather_to_main(self, obj: object) -> list[object] | None:
+        """Every rank's ``obj`` in rank order on rank 0 (None on the others): per-series outputs."""
+        out: list[object] | None = [None] * self.world if self.is_main else None
+        self._call(torch.distributed.gather_object, obj, out, 0)
+        return out
+
+    def epoch_seed(self, seed: int, epoch: int) -> int:
+        """Sharded: the seed of this rank's draw of an epoch's windows, from (seed, epoch, rank), so a resumed
+        epoch re-draws the same windows on every rank."""
+        return ((seed * 1_000_003 + epoch) * 65_537 + self.rank) % 2**63
 
     def step(self, params: list[nn.Parameter], loss: Tensor, stop: bool) -> tuple[Tensor, bool]:
         """Sum the (weighted) gradients, losses and stop flags of every rank; returns (batch loss, stop)."""
@@ -65,7 +114,7 @@ class Distributed:
         return flat[pos], bool(flat[pos + 1] > 0)
 
     def val_share(self, idx: Tensor) -> Tensor:
-        return idx[self.rank::self.world]
+        return idx if self.sharded else idx[self.rank::self.world]
 
     def total(self, x: Tensor) -> Tensor:
         self._all_reduce(x)
@@ -142,7 +191,8 @@ def from_env(device: str = "cpu") -> tuple[Distributed, Plan] | None:
         gpu = torch.device("cuda", how.gpu) if how.gpu is not None else None
         td.init_process_group(how.backend, timeout=TIMEOUT, device_id=gpu)
     log.info("rank %d of %d: backend %s on %s", rank, world, how.backend, gpu or "cpu")
-    return Distributed(rank=rank, world=world, local_world=local_world), how
+    return Distributed(rank=rank, world=world, local_world=local_world,
+                       device="cuda" if how.gpu is not None else "cpu"), how
 
 
 def close() -> None:

@@ -35,14 +35,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_config(cfg: ForecastConfig, prep: Prepared, data: Any) -> ForecastConfig:
-    """The config as trained: window, season and ``auto`` model settings as numbers, the data's path."""
+def resolve_config(cfg: ForecastConfig, prep: Prepared, data: Any, n_train: int | None = None) -> ForecastConfig:
+    """The config as trained: window, season and ``auto`` model settings as numbers, the data's path.
+    ``n_train``: the training windows of every rank (data.shard_series), so every rank sizes the model alike."""
     from lstmcast.model.sizing import resolve_model
 
     resolved = cfg.model_copy(deep=True)
     resolved.data.window, resolved.data.season = prep.window, prep.season
     F, T = prep.scaled.shape[1], prep.series.n_targets  # every channel: values, then calendar
-    resolved.model = resolve_model(cfg.model, len(prep.index.train), F, T, prep.horizon, prep.window,
+    n_train = len(prep.index.train) if n_train is None else n_train
+    resolved.model = resolve_model(cfg.model, n_train, F, T, prep.horizon, prep.window,
                                    **prep.inputs.model_sizes())
     if isinstance(data, (str, os.PathLike)):
         resolved.data.path = os.path.abspath(data)
@@ -62,7 +64,7 @@ def train_first(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, tr
     statics = place_statics(prep, tensor.device)
     skip = None
     if cfg.model.linear_skip and resume_from is None:
-        skip = init_skip(model, tensor, train_idx, val_idx, cfg, prep)
+        skip = init_skip(model, tensor, train_idx, val_idx, cfg, prep, dist=dist)
     elif cfg.model.linear_skip:  # resumed: the weights come from the checkpoint, the choice from its metadata
         skip = SkipFit.from_dict(resume_from.meta.get("skip"))
     model = model.to(accel.device)
@@ -85,14 +87,16 @@ def train_first(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, tr
 
 
 def init_skip(model: LSTMForecaster, tensor: Any, train_idx: Any, val_idx: Any, cfg: ForecastConfig,
-               prep: Prepared, choice: SkipFit | None = None) -> SkipFit:
+               prep: Prepared, choice: SkipFit | None = None, dist: Any = None) -> SkipFit:
     import torch
 
     from lstmcast.training.skip_init import fit_skip
 
     windows = tensor.unfold(0, prep.window + prep.horizon, 1)
+    sharded = dist is not None and dist.sharded  # each rank holds its own series: sums over the ranks
     fit = fit_skip(windows, train_idx, val_idx, prep.window, prep.horizon, prep.series.n_targets, prep.season,
-                   cfg.train.loss, cfg.train.seed, choice)
+                   cfg.train.loss, cfg.train.seed, choice, reduce=dist.sum_host if sharded else None,
+                   shares=dist.world if sharded else 1)
     with torch.no_grad():
         model.skip.weight.copy_(fit.weight)
     return fit
@@ -128,7 +132,7 @@ def refit(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, first: A
     model = build_model(cfg.model, tensor.shape[1], prep.series.n_targets, prep.horizon, prep.window,
                         **prep.inputs.model_sizes())
     if cfg.model.linear_skip:  # the prior and strength chosen on validation, refitted on all windows
-        init_skip(model, tensor, every, every[:0], cfg, prep, skip)
+        init_skip(model, tensor, every, every[:0], cfg, prep, skip, dist=dist)
     model = model.to(accel.device)
     if steps > 0:
         trainer = Trainer(model, refit_cfg, accel, tensor, every, every[:0], prep.window, prep.horizon,
@@ -136,7 +140,8 @@ def refit(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, first: A
                           statics=place_statics(prep, tensor.device))
         trainer.fit()
     log.info("refit on all %d windows for %d steps", len(starts), steps)
-    return model.cpu().eval(), {"steps": int(steps), "windows": int(len(starts)), "rows": int(len(tensor))}
+    count = dist.count if dist is not None else int  # data.shard_series: every rank's windows and rows
+    return model.cpu().eval(), {"steps": int(steps), "windows": count(len(starts)), "rows": count(len(tensor))}
 
 
 def place_statics(prep: Prepared, device: Any) -> Statics | None:

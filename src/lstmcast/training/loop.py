@@ -81,6 +81,7 @@ class Trainer:
         self.roles, self.statics = roles, statics
         self.gather_batch = streaming.make_gather(self.windows, accel.device, roles, statics)  # idx -> Batch
         self.train_idx, self.val_idx = train_idx, val_idx
+        self._n_train = len(train_idx) if dist is None else dist.count(len(train_idx))
         self.loss_fn = loss_for(model, cfg.loss, accel.device)
         self.callbacks = list(callbacks or [])
         dev = accel.device
@@ -129,7 +130,7 @@ class Trainer:
     def eager_step(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         weight = 1.0
         if self.dist is not None:
-            idx, weight = self.dist.shard(idx)  # this rank's windows; its mean loss weighs b_r / B
+            idx, weight = self.dist.shard(idx, self.cfg.batch_size)  # this rank's windows, weighing b_r / B
         loss = self.forward_loss(self.gather_batch(idx))
         self.grad_scaler.scale(loss * weight if weight != 1.0 else loss).backward()
         if self.dist is not None:  # the batch's gradients and loss on every rank, and a stop any rank saw
@@ -160,20 +161,23 @@ class Trainer:
         return min(n_steps, self.cfg.max_steps_per_epoch) if self.cfg.max_steps_per_epoch else n_steps
 
     def _epoch_windows(self) -> int:
-        n, per = len(self.train_idx), self.cfg.windows_per_epoch
+        n, per = self._n_train, self.cfg.windows_per_epoch  # sharded: every rank's windows, so steps agree
         return min(n, per) if per else n
 
     def _epoch_order(self, n_steps: int) -> Tensor:
         """The epoch's batch order: as many draws of the epoch's windows (all of them: permutations) as
         its steps need."""
-        n, k = len(self.train_idx), self._epoch_windows()
-        reps = max(1, -(-n_steps * self.cfg.batch_size // k))
-        orders = [sampling.draw(n, k, self.generator) for _ in range(reps)]
+        n, k, B, gen = len(self.train_idx), self._epoch_windows(), self.cfg.batch_size, self.generator
+        if self.dist is not None and self.dist.sharded:  # this rank's share of the epoch from its own windows
+            k, B = max(1, -(-k * n // self._n_train)), self.dist.local_batch(B)
+            gen = torch.Generator(device=gen.device).manual_seed(self.dist.epoch_seed(self.cfg.seed, self.epoch))
+        reps = max(1, -(-n_steps * B // k))
+        orders = [sampling.draw(n, k, gen) for _ in range(reps)]
         return self.train_idx[orders[0] if reps == 1 else torch.cat(orders)]
 
     def run_epoch(self) -> EpochRecord | None:
         """One epoch, or the rest of one resumed mid-way; None when stopped before its end."""
-        B = self.cfg.batch_size
+        B = self.cfg.batch_size if self.dist is None else self.dist.local_batch(self.cfg.batch_size)
         self.model.train()
         t0 = time.perf_counter()
         cur = self.cursor = self.cursor or new_cursor(self.generator, self.accel.device)
@@ -237,7 +241,8 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, batch_size: int = 2048) -> float:
-        if len(self.val_idx) == 0:
+        n = len(self.val_idx) if self.dist is None else self.dist.count(len(self.val_idx))
+        if n == 0:
             return math.nan
         self.model.eval()
         if self._graphs is not None:
@@ -245,7 +250,7 @@ class Trainer:
         else:
             total = self.val_total(batch_size)
         self.model.train()
-        return float(total.item() / len(self.val_idx))
+        return float(total.item() / n)
 
     def val_total(self, batch_size: int) -> Tensor:
         total = self._zero.clone()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 RELATIVE_LAMBDAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 MAX_FIT_ROWS = 20_000  # windows used for the fit: the normal equations are L x L, the rows only cost the gather
+Reduce = Callable[[Tensor], Tensor]  # data.shard_series: a sum over the ranks (each holds its own series)
 
 
 @dataclass
@@ -95,18 +97,23 @@ def _clearly_better(cand: Tensor, base: Tensor, horizon: int) -> bool:
 
 
 def fit_skip(windows: Tensor, train_idx: Tensor, val_idx: Tensor, window: int, horizon: int, n_targets: int,
-             season: int | None, loss: str = "mse", seed: int = 0, choice: SkipFit | None = None) -> SkipFit:
+             season: int | None, loss: str = "mse", seed: int = 0, choice: SkipFit | None = None,
+             reduce: Reduce | None = None, shares: int = 1) -> SkipFit:
     """Choose the skip weights (see the module docstring); ``windows`` is ``series.unfold(0, L + H, 1)``.
 
     ``choice``: refit with that prior and strength on ``train_idx`` (train.refit: the validation windows are
-    part of the training data then, so they cannot choose again)."""
+    part of the training data then, so they cannot choose again). ``reduce`` (sharded ranks, ``shares`` of
+    them): the normal equations and the validation sums are summed over the ranks, so all choose alike."""
     gen = torch.Generator().manual_seed(seed)
     tr = train_idx.cpu()
-    if len(tr) > MAX_FIT_ROWS:
-        tr = tr[torch.randperm(len(tr), generator=gen)[:MAX_FIT_ROWS]]
+    if len(tr) > MAX_FIT_ROWS // shares:
+        tr = tr[torch.randperm(len(tr), generator=gen)[:MAX_FIT_ROWS // shares]]
     z, d = _deltas(windows.cpu(), tr, window, n_targets)
     zv, dv = _deltas(windows.cpu(), val_idx.cpu(), window, n_targets)
     gram, cross = z.T @ z, z.T @ d  # (L, L), (L, H)
+    if reduce is not None:
+        both = reduce(torch.cat([gram, cross], dim=1))
+        gram, cross = both[:, :window].contiguous(), both[:, window:].contiguous()
     scale = float(torch.diagonal(gram).mean()) or 1.0
     eye = torch.eye(window, dtype=torch.float64)
     scored: list[tuple[SkipFit, Tensor]] = []
@@ -127,7 +134,7 @@ def fit_skip(windows: Tensor, train_idx: Tensor, val_idx: Tensor, window: int, h
                 return SkipFit(weight=weight.float(), prior=name, lam=lam, val_loss=math.nan)
             per = _losses(zv, dv, weight, loss, n_targets)
             scored.append((SkipFit(weight=weight.float(), prior=name, lam=lam, val_loss=float(per.mean())), per))
-    best = _choose(scored, horizon)
+    best = _choose(scored, horizon) if reduce is None else _choose_summed(scored, horizon, reduce)
     log.info("%s", best.describe())
     return best
 
@@ -140,3 +147,24 @@ def _choose(scored: list[tuple[SkipFit, Tensor]], horizon: int) -> SkipFit:
         return base
     cand, cand_per = min(fitted, key=lambda fp: fp[0].val_loss)
     return cand if _clearly_better(cand_per, base_per, horizon) else base
+
+
+def _choose_summed(scored: list[tuple[SkipFit, Tensor]], horizon: int, reduce: Reduce) -> SkipFit:
+    """``_choose`` over every rank's validation windows: the candidates' loss sums and counts, then the paired
+    differences' sum, sum of squares and count of the two finalists, each summed over the ranks."""
+    sums = reduce(torch.tensor([[float(p.sum()), float(len(p))] for _, p in scored], dtype=torch.float64))
+    for (f, _), (total, n) in zip(scored, sums.tolist()):
+        f.val_loss = total / n if n else math.nan
+    base_i = min((i for i, (f, _) in enumerate(scored) if math.isinf(f.lam)), key=lambda i: scored[i][0].val_loss)
+    fitted = [i for i, (f, _) in enumerate(scored) if not math.isinf(f.lam)]
+    if not fitted:
+        return scored[base_i][0]
+    cand_i = min(fitted, key=lambda i: scored[i][0].val_loss)
+    diff = (scored[cand_i][1] - scored[base_i][1]).double()
+    s1, s2, n = reduce(torch.tensor([float(diff.sum()), float((diff ** 2).sum()), float(len(diff))],
+                                    dtype=torch.float64)).tolist()
+    if n <= 1:
+        return scored[base_i][0]
+    std = math.sqrt(max(0.0, (s2 - s1 * s1 / n) / (n - 1)))  # torch.std's unbiased estimate, from the sums
+    better = s1 / n < -std / math.sqrt(max(1.0, n / horizon))
+    return scored[cand_i][0] if better else scored[base_i][0]
