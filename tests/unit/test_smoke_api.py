@@ -22,3 +22,14 @@ def test_fit_returns_self_and_predicts_horizon_rows():
 def test_predict_before_fit_raises_not_fitted():
     with pytest.raises(NotFittedError, match="not fitted"):
         Forecaster(small_config()).predict()
+
+
+def test_python_dash_m_lstmcast_is_the_cli():
+    """`python -m lstmcast` (so `torchrun ... -m lstmcast -- train ...` too) runs the same command as `lstmcast`."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "lstmcast", "train", "--help"], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "--nproc" in res.stdout and "--resume" in res.stdout
