@@ -86,7 +86,8 @@ def _write_shard_outputs(fc: Forecaster, run: Path) -> dict[str, Any]:
     atomic.write_json(run / "metrics.json", metrics)
     if forecast is not None:
         write_csv(forecast, run / "forecast.csv")
-        forecast_plot(fc._series(None), forecast, fc.meta_, fc.backtest_, run / "forecast.png")
+        forecast_plot(fc._series(None), forecast, fc.meta_, fc.backtest_, run / "forecast.png",
+                      total=len(fc.meta_.ids or []) or None)
     write_csv(rows, run / "backtest.csv")
     fc.backtest_ = merged  # every series' origins from here on (the summary counts them)
     if fc.history_:

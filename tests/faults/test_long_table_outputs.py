@@ -108,7 +108,10 @@ def test_forecast_plot_title_says_how_many_series_are_shown(long_run, tmp_path):
     with mock.patch.object(matplotlib.figure.Figure, "suptitle", autospec=True,
                            side_effect=lambda fig, t, **kw: titles.append(t) or real(fig, t, **kw)):
         forecast_plot(fc.prepared_.series, fc.predict(), fc.meta_, fc.backtest_, tmp_path / "f.png")
-    assert titles == ["4 of 6 series shown (the first ones; every series' backtest is in backtest.csv)"]
+        # data.shard_series: rank 0 holds only its own series; the title counts the run's
+        forecast_plot(fc.prepared_.series, fc.predict(), fc.meta_, fc.backtest_, tmp_path / "g.png", total=12)
+    assert titles == ["4 of 6 series shown (the first ones; every series' backtest is in backtest.csv)",
+                      "4 of 12 series shown (the first of rank 0's own; every series' backtest is in backtest.csv)"]
     assert (tmp_path / "f.png").stat().st_size > 1000
 
 

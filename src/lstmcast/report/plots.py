@@ -66,8 +66,10 @@ def loss_plot(history: list[dict[str, Any]], path: str | os.PathLike[str], best_
 
 
 def forecast_plot(series: SeriesSet, forecast: pd.DataFrame, meta: RunMeta, bt: Backtest | None,
-                  path: str | os.PathLike[str], max_series: int = 4, history_points: int = 400) -> None:
-    """History, the future forecast, and the model's backtest forecasts against actuals."""
+                  path: str | os.PathLike[str], max_series: int = 4, history_points: int = 400,
+                  total: int | None = None) -> None:
+    """History, the future forecast, and the model's backtest forecasts against actuals. ``total``: the run's
+    series count when ``series`` holds only some of them (data.shard_series: rank 0's own)."""
     plt = _pyplot()
     n = min(max_series, len(series.ids))
     fig, axes = plt.subplots(n, 1, figsize=(10, 3.2 * n), squeeze=False)
@@ -95,9 +97,11 @@ def forecast_plot(series: SeriesSet, forecast: pd.DataFrame, meta: RunMeta, bt: 
         title = f"series {sid}" if sid else (target if meta.layout != "wide" else sid)
         ax.set_title(f"{title}: history, forecast and backtest")
         ax.legend(loc="upper left", fontsize=8)
-    total = len(series.ids)
+    held = len(series.ids)
+    total = held if total is None else total
     if total > 1:  # never let a long table look like a short one (H16)
-        shown = f"{n} of {total} series shown" + (" (the first ones; every series' backtest is in backtest.csv)"
+        which = "the first ones" if held == total else "the first of rank 0's own"
+        shown = f"{n} of {total} series shown" + (f" ({which}; every series' backtest is in backtest.csv)"
                                                   if n < total else "")
         fig.suptitle(shown, y=1.0)
     fig.autofmt_xdate()
