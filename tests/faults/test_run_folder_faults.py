@@ -202,25 +202,33 @@ def test_existing_file_keeps_its_mode_and_new_files_honour_the_umask(tmp_path):
         assert stat.S_IMODE(os.stat(tmp_path / f"new-{umask:o}.json").st_mode) == want
 
 
-@pytest.mark.parametrize("renameat2", [True, False], ids=["renameat2", "lstat-recheck"])
-@pytest.mark.parametrize("existed", [True, False], ids=["over-a-file", "new-file"])
-def test_target_swapped_for_a_symlink_during_the_write_is_refused(tmp_path, monkeypatch, renameat2, existed):
-    """T11: the check holds at the rename, not only before the write (the target is swapped meanwhile)."""
-    target, real = tmp_path / "out.csv", tmp_path / "real.txt"
-    real.write_text("keep me")
+def _between_check_and_rename(monkeypatch, target, existed, renameat2, action):
+    """Run ``action`` after lstmcast checked ``target`` and wrote its temp file, before the rename; with
+    ``renameat2`` False the lstat-recheck fallback is taken; ``existed``: an old file is there first."""
     if existed:
         target.write_text("old")
     if not renameat2:
         monkeypatch.setattr(atomic, "_renameat2", lambda *a: False)
     write_temp = atomic._write_temp
 
-    def swap(*args):
+    def meanwhile(*args):
         tmp = write_temp(*args)
+        action()
+        return tmp
+    monkeypatch.setattr(atomic, "_write_temp", meanwhile)
+
+
+@pytest.mark.parametrize("renameat2", [True, False], ids=["renameat2", "lstat-recheck"])
+@pytest.mark.parametrize("existed", [True, False], ids=["over-a-file", "new-file"])
+def test_target_swapped_for_a_symlink_during_the_write_is_refused(tmp_path, monkeypatch, renameat2, existed):
+    """T11: the check holds at the rename, not only before the write (the target is swapped meanwhile)."""
+    target, real = tmp_path / "out.csv", tmp_path / "real.txt"
+    real.write_text("keep me")
+
+    def swap():
         target.unlink(missing_ok=True)
         target.symlink_to(real)  # an attacker's swap between the check and the rename
-        return tmp
-
-    monkeypatch.setattr(atomic, "_write_temp", swap)
+    _between_check_and_rename(monkeypatch, target, existed, renameat2, swap)
     with pytest.raises(ConfigError, match=f"refusing to write {target}"):
         atomic.write_text(target, "data")
     assert target.is_symlink() and real.read_text() == "keep me"
@@ -235,20 +243,12 @@ def test_a_regular_file_written_by_another_writer_meanwhile_is_replaced_not_refu
     worker's atomic write lands between this one's check and rename, the target is still a regular file and
     is replaced (last writer wins). It used to be refused ("a file appeared there"), stopping the worker."""
     target = tmp_path / "trials.csv"
-    if existed:
-        target.write_text("old")
-    if not renameat2:
-        monkeypatch.setattr(atomic, "_renameat2", lambda *a: False)
-    write_temp = atomic._write_temp
 
-    def other_writer_meanwhile(*args):
-        tmp = write_temp(*args)
+    def other_writer_meanwhile():
         other = tmp_path / "other.tmp"
         other.write_text("the other worker's")
         os.replace(other, target)  # what the other worker's atomic write does
-        return tmp
-
-    monkeypatch.setattr(atomic, "_write_temp", other_writer_meanwhile)
+    _between_check_and_rename(monkeypatch, target, existed, renameat2, other_writer_meanwhile)
     atomic.write_text(target, "mine")
     assert target.read_text() == "mine" and not target.is_symlink()
     assert [p.name for p in tmp_path.iterdir()] == ["trials.csv"]  # no temp file left, the swapped-out one gone

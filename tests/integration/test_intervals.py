@@ -86,22 +86,27 @@ def test_point_model_outputs_and_metrics_unchanged():
     assert set(fc.backtest(df)["model"]) == {"MAE", "RMSE", "sMAPE", "MASE"}
 
 
-def test_edited_interval_offsets_are_refused_on_load(fitted, tmp_path):
-    """FAULTS T12: a re-hashed meta.json edit must not load; here the offsets lose their horizon axis."""
+def _rehashed_copy(run, copy, edit):
+    """A copy of ``run`` whose meta.json "intervals" ``edit`` changed, the manifest's hash recomputed (T12)."""
     import shutil
 
     from lstmcast.run.folder import sha256_bytes
 
-    _, _, run = fitted
-    copy = tmp_path / "run"
     shutil.copytree(run, copy)
     meta = json.loads((copy / "meta.json").read_text())
-    meta["intervals"]["offsets"] = [[[0.1]], [[0.2]]]
+    edit(meta["intervals"])
     data = json.dumps(meta).encode()
     (copy / "meta.json").write_bytes(data)
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["sha256"]["meta.json"] = sha256_bytes(data)
     (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_edited_interval_offsets_are_refused_on_load(fitted, tmp_path):
+    """FAULTS T12: a re-hashed meta.json edit must not load; here the offsets lose their horizon axis."""
+    _, _, run = fitted
+    copy = _rehashed_copy(run, tmp_path / "run", lambda iv: iv.update(offsets=[[[0.1]], [[0.2]]]))
     with pytest.raises(CheckpointError, match=r"intervals.offsets must be 2 x 6 x 1"):
         Forecaster.load(copy)
 
@@ -160,20 +165,8 @@ def test_residual_intervals_are_centred_on_the_median_and_survive_save_load(resi
 
 def test_residual_offsets_that_are_negative_are_refused_on_load(residual, tmp_path):
     """FAULTS T12: a residual interval's half-width below 0 is no interval; a re-hashed edit must not load."""
-    import shutil
-
-    from lstmcast.run.folder import sha256_bytes
-
     _, _, run = residual
-    copy = tmp_path / "run"
-    shutil.copytree(run, copy)
-    meta = json.loads((copy / "meta.json").read_text())
-    meta["intervals"]["offsets"][0][0][0] = -0.5
-    data = json.dumps(meta).encode()
-    (copy / "meta.json").write_bytes(data)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["sha256"]["meta.json"] = sha256_bytes(data)
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    copy = _rehashed_copy(run, tmp_path / "run", lambda iv: iv["offsets"][0][0].__setitem__(0, -0.5))
     with pytest.raises(CheckpointError, match=r"method residual .* >= 0"):
         Forecaster.load(copy)
 
