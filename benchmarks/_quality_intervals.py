@@ -128,4 +128,4 @@ def synthetic_task(sets: list[str], threads: bool) -> dict:
            "eval": {"stride": 1, "max_origins": 1000}, "train": {"threads": 1} if threads else {}}
     fc = lstmcast.Forecaster(apply_overrides(raw, sets)).fit(df)
     return {"metrics": fc.backtest(), "origins": int(len(fc.backtest_.origins)),
-            "interval_method": fc.meta_["intervals"]["method"], "method_scores": fc.meta_["intervals"]["method_scores"]}
+            "interval_method": fc.meta_.intervals["method"], "method_scores": fc.meta_.intervals["method_scores"]}

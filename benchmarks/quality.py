@@ -182,7 +182,7 @@ def _lstm_task(name: str, seed: int, sets: list[str]) -> dict:
         out = [_forecast_at(fc, df, o, spec.horizon, intervals) for o in starts]
     return {"forecasts": out, "intervals": intervals, "fit_s": fit_s, "epochs": len(fc.history_), "precision": fc.accel_.precision,
             "log": sorted(set(logs.messages)), "warnings": len(caught),
-            "interval_method": (fc.meta_.get("intervals") or {}).get("method")}
+            "interval_method": (fc.meta_.intervals or {}).get("method")}
 
 
 def _gauss_task(sets: list[str]) -> dict:
