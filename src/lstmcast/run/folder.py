@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lstmcast import atomic
-from lstmcast.errors import CheckpointError, ConfigError, LstmcastError
+from lstmcast.errors import CheckpointError, ConfigError, LstmcastError, short
 from lstmcast.run.meta import RunMeta, check_meta, check_scaler, check_weights
+
+_REMEDY = ": retrain this run, or restore the run folder from a backup"
 
 if TYPE_CHECKING:
     from lstmcast.config import ForecastConfig
@@ -46,6 +48,7 @@ class StoredRun:
     state: dict[str, Any]
     backtest_state: dict[str, Any] | None
     history: list[Any]
+    data: dict[str, str] | None = None  # manifest.json "data": the training file's path and sha256 (None: unknown)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -98,9 +101,62 @@ def save_run(fc: Forecaster, path: str | os.PathLike[str]) -> str:
     for name, data in files.items():
         atomic.write_bytes(folder / name, data)
     atomic.write_json(folder / "history.json", fc.history_)
-    atomic.write_json(folder / "manifest.json", {"format_version": FORMAT_VERSION,
-                                                  "sha256": {n: sha256_bytes(d) for n, d in files.items()}})
+    manifest: dict[str, Any] = {"format_version": FORMAT_VERSION,
+                                "sha256": {n: sha256_bytes(d) for n, d in files.items()}}
+    record = _data_record(fc)
+    if record is not None:
+        manifest["data"] = record
+    atomic.write_json(folder / "manifest.json", manifest)
     return str(folder)
+
+
+def _data_record(fc: Forecaster) -> dict[str, str] | None:
+    """manifest.json "data": config.yaml's data.path and the sha256 of the bytes trained on, so that a later
+    `predict RUN` without --data reads that file only while it is unchanged (see ``stored_data_path``)."""
+    loaded = getattr(fc, "data_record_", None)
+    if loaded is not None:  # a loaded run saved again: its record travels with it
+        return dict(loaded)
+    path = fc.config_.data.path
+    if path is None or getattr(fc, "data_file_", None) != path or not os.path.isfile(path):
+        return None  # trained on a DataFrame, or on another file than data.path names
+    return {"path": path, "sha256": file_sha256(path)}
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's bytes, read in 1 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def stored_data_path(path: str | None, record: dict[str, str] | None, folder: Path) -> str | None:
+    """The training data file a run folder names, for `predict` / `evaluate` without --data (FAULTS R9).
+
+    A path read from a run folder is not a path the user typed: anyone who can edit the folder (and re-hash
+    it) can point it anywhere, e.g. at /etc/shadow. It is read only when manifest.json recorded it at
+    training and its bytes still have the recorded sha256 (a forged record needs the file's content, so a
+    secret is never opened); otherwise ConfigError (exit 2) asking for --data. The file is never opened
+    unless it is a regular file."""
+    import stat
+
+    again = f": pass the data file with --data (Python API: the data argument) (run folder {folder})"
+    if path is None:
+        return None  # nothing stored: the caller's "no data given"
+    if record is None or record.get("path") != path:
+        raise ConfigError(f"the run folder's data.path {short(path)} was not recorded with its sha256 at training, "
+                          "so it is not read (a path stored in a run folder is not trusted like one you type)"
+                          + again)
+    try:
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+        same = regular and file_sha256(path) == record.get("sha256")
+    except OSError:
+        same = False
+    if not same:
+        raise ConfigError(f"the run's training data {short(path)} is gone or changed since training (its sha256 "
+                          "differs from the one manifest.json recorded), so it is not read" + again)
+    return path
 
 
 def _read(folder: Path, name: str, manifest: dict[str, Any]) -> bytes:
@@ -150,6 +206,11 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     hashes = manifest.get("sha256")
     if not isinstance(hashes, dict) or not all(isinstance(hashes.get(n), str) for n in HASHED):
         raise CheckpointError(f"{mpath} is damaged: it must list a sha256 for each of {list(HASHED)}")
+    data = manifest.get("data")
+    if data is not None and not (isinstance(data, dict) and set(data) == {"path", "sha256"}
+                                 and all(isinstance(v, str) and len(v) <= 5000 for v in data.values())):
+        raise CheckpointError(f"{mpath} is damaged: \"data\" must hold the training file's \"path\" and "
+                              "\"sha256\"" + _REMEDY)
     return manifest
 
 
@@ -188,5 +249,5 @@ def read_run(path: str | os.PathLike[str]) -> StoredRun:
         except (SafetensorError, ValueError, TypeError, OSError) as exc:
             raise CheckpointError(f"{folder / BACKTEST_MODEL} is not a valid safetensors file ({exc})") from None
         check_weights(bstate, folder / BACKTEST_MODEL)
-    return StoredRun(folder=folder, config=cfg, meta=RunMeta.model_validate(meta), scaler=scaler, state=state, backtest_state=bstate,
-                     history=history)
+    return StoredRun(folder=folder, config=cfg, meta=RunMeta.model_validate(meta), scaler=scaler, state=state,
+                     backtest_state=bstate, history=history, data=manifest.get("data"))
