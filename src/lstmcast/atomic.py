@@ -81,14 +81,19 @@ def _umask() -> int:
 
 def _write_temp(target: Path, data: bytes, mode: int, before: os.stat_result | None) -> str:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fchmod(fh.fileno(), mode)
-        if before is not None and os.geteuid() == 0:  # root replacing a user's file: it stays theirs
-            with contextlib.suppress(OSError):
-                os.fchown(fh.fileno(), before.st_uid, before.st_gid)
-        os.fsync(fh.fileno())
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fchmod(fh.fileno(), mode)
+            if before is not None and os.geteuid() == 0:  # root replacing a user's file: it stays theirs
+                with contextlib.suppress(OSError):
+                    os.fchown(fh.fileno(), before.st_uid, before.st_gid)
+            os.fsync(fh.fileno())
+    except BaseException:  # ENOSPC, EIO, a signal: the half-written temp file goes too (R12)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
     return tmp_name
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,13 +110,20 @@ def train_run(cfg: ForecastConfig, run: Path, callbacks: list[Callable[..., None
     from lstmcast.forecaster import Forecaster
     from lstmcast.run.lock import RunLock
     from lstmcast.training.monitor import Monitor
+    from lstmcast.training.signals import interrupt_on_signals
 
-    with RunLock(run):
+    # the lock is released last: the signal handler's InterruptedRun leaves first
+    with RunLock(run), ExitStack() as after_training:
         check_run_dir(run, resuming=resume_from is not None)
         monitor = Monitor(run, cfg)  # TensorBoard in RUN/tb + the hidden-state probe; failures only warn (FAULTS U4)
         try:
             fc = Forecaster(cfg).fit(cfg.data.path, callbacks=[*(callbacks or []), monitor], run_dir=run,
                                      resume_from=resume_from)
+            # R13: from the end of training to the outputs' own handler, SIGINT/SIGTERM exit 130 with the hint
+            # (the default SIGTERM ended the process with 143 and no word between fc.save and finish_outputs)
+            after_training.enter_context(interrupt_on_signals(
+                f"stopped after training, before the outputs of {run} were all written; finish them with "
+                f"`lstmcast train --resume {run}`"))
             from lstmcast.doctor.report import render_text
 
             monitor.add_doctor(render_text(getattr(fc, "doctor_", None)))

@@ -107,3 +107,206 @@ def test_r10_huge_column_names_are_cut_in_every_listing(tmp_path):
     df = pd.concat([seasonal_frame(100), pd.DataFrame({f"c{k}": [1.0] * 100 for k in range(200)})], axis=1)
     msg = _fit_error(tmp_path, df, target="nope")
     assert len(msg) < 600 and "(182 more)" in msg
+
+
+# -- R11: artifacts accepted too easily --------------------------------------------------------------------
+def _edit_json(run: Path, name: str, **changes) -> None:
+    data = json.loads((run / name).read_text())
+    data.update(changes)
+    (run / name).write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("name, changes, match", [
+    ("scaler.json", {"std": [[1e300]]}, r"scaler.json .*std must be within float32's range .*got 1e\+300"),
+    ("scaler.json", {"std": [[1e-300]]}, r"scaler.json .*std must be within float32's range"),
+    ("scaler.json", {"mean": [[-1e300]]}, r"scaler.json .*mean must be within float32's range"),
+    ("meta.json", {"junk": "x" * 100_000}, r"meta.json .*junk: extra inputs are not permitted, got 'xxx"),
+])
+def test_r11_rehashed_values_beyond_float32_and_unknown_meta_keys_are_refused(run, name, changes, match):
+    _edit_json(run, name, **changes)
+    rehash(run)
+    with pytest.raises(CheckpointError, match=match) as err:
+        lstmcast.load(run)
+    assert len(str(err.value)) < 1000
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m["sha256"].update({"../../etc/passwd": "0" * 64}), r"never writes there: '../../etc/passwd'"),
+    (lambda m: m["sha256"].update({"notes.txt": "0" * 64}), r"never writes there: 'notes.txt'"),
+    (lambda m: m.update({"extra": 1}), r"unknown keys 'extra'"),
+    (lambda m: m["sha256"].update({"meta.json": "not-a-hash"}), r"sha256 of 'meta.json' is not 64 hex digits"),
+])
+def test_r11_manifest_entries_for_unknown_files_or_keys_are_refused(run, edit, match):
+    m = json.loads((run / "manifest.json").read_text())
+    edit(m)
+    (run / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CheckpointError, match=r"manifest.json is damaged or was edited: .*" + match):
+        lstmcast.load(run)
+
+
+def test_r11_an_edited_rehashed_checkpoint_step_is_refused_and_the_good_one_used(run):
+    from lstmcast.training.checkpoint import CheckpointStore, read_checkpoint, sha256
+
+    newest, older = CheckpointStore(run).names()[:2]
+    state = json.loads((newest / "state.json").read_text())
+    state["step"] = int(older.name.split("-")[1]) - 1  # older than the good previous checkpoint
+    blob = json.dumps(state).encode()
+    (newest / "state.json").write_bytes(blob)
+    m = json.loads((newest / "manifest.json").read_text())
+    m["sha256"]["state.json"] = sha256(blob)
+    (newest / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CheckpointError, match=r"its step \d+ is not the \d+ its folder is named after"):
+        read_checkpoint(newest)
+    assert CheckpointStore(run).load_latest().path == older
+
+
+# -- R12: nothing left behind ------------------------------------------------------------------------------
+@pytest.mark.parametrize("failing", ["fsync", "fchmod"])
+def test_r12_an_atomic_write_failing_with_enospc_leaves_no_temp_file(tmp_path, monkeypatch, failing):
+    import errno
+    import os
+
+    from lstmcast import atomic
+
+    (tmp_path / "forecast.csv").write_text("old\n")
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, failing, full)
+    for name in ("forecast.csv", "forecast.png"):
+        with pytest.raises(CheckpointError, match=r"cannot write .*No space left on device; the previous version"):
+            atomic.write_bytes(tmp_path / name, b"new" * 1000)
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["forecast.csv"]  # no .forecast.*.tmp
+    assert (tmp_path / "forecast.csv").read_text() == "old\n"
+
+
+def test_r12_a_released_run_lock_leaves_no_lock_file_unless_another_worker_shares_it(tmp_path):
+    import subprocess
+    import sys
+
+    from lstmcast.run.lock import RunLock
+
+    run = tmp_path / "run"
+    with RunLock(run):
+        (run / "metrics.json").write_text("{}")
+        assert (run / ".lock").is_file()
+    assert sorted(p.name for p in run.iterdir()) == ["metrics.json"]
+    with RunLock(run):  # and it locks again
+        assert (run / ".lock").is_file()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from lstmcast.run.lock import RunLock; "
+         "RunLock(sys.argv[1], shared=True).acquire(); print('locked', flush=True); time.sleep(60)", str(run)],
+        stdout=subprocess.PIPE, text=True, env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with RunLock(run, shared=True):
+            pass
+        assert (run / ".lock").is_file()  # the other worker still holds it: not removed under it
+        with pytest.raises(ConfigError, match="in use by another lstmcast process"):
+            RunLock(run).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunLock(run):
+        pass
+    assert not (run / ".lock").exists()
+
+
+# -- R13: unresumable or misleading states -----------------------------------------------------------------
+def test_r13_integer_time_ending_at_2_63_is_refused_before_training(tmp_path, monkeypatch):
+    import numpy as np
+
+    from lstmcast.training import fit as fitting
+
+    df = seasonal_frame(200)
+    df["step"] = np.arange(2**63 - 200, 2**63, dtype=np.int64)  # ends at 2**63-1: no step after it exists
+    csv = tmp_path / "int.csv"
+    df[["step", "y"]].to_csv(csv, index=False)
+
+    def trained(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(fitting, "train_first", trained)
+    cfg = small_config(data={"path": str(csv), "time_col": "step", "freq": "1"})
+    with pytest.raises(DataError, match=r"forecast steps after time 9223372036854775807 .*run past"):
+        Forecaster(cfg).fit(str(csv))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A run folder `train_run` wrote (monitor.json with probes, monitor.png, report.html)."""
+    from lstmcast.config import validate_config
+    from lstmcast.workflow import train_run
+
+    d = tmp_path_factory.mktemp("r13")
+    csv = d / "series.csv"
+    seasonal_frame(300).to_csv(csv, index=False)
+    cfg = small_config(data={"path": str(csv)}, train={"precision": "fp32", "max_epochs": 2},
+                       monitor={"tensorboard": False})
+    train_run(validate_config(cfg), d / "run")
+    return d / "run"
+
+
+def _listing(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_r13_a_report_written_elsewhere_writes_nothing_into_the_run(trained, tmp_path):
+    from lstmcast.report.html import write_report
+
+    assert (trained / "monitor.png").is_file() and not list(trained.glob(".*"))  # R12 too: no .lock, no temp
+    before = _listing(trained)
+    html = write_report(trained, tmp_path / "elsewhere.html").read_text()
+    assert _listing(trained) == before  # monitor.png not rewritten: a read-only run can be reported
+    monitor = html.split('<section id="monitor">')[1].split("</section>")[0]
+    assert 'src="data:image/png;base64,' in monitor
+
+
+def test_r13_sigterm_between_saving_the_model_and_writing_the_outputs_exits_130_with_the_hint(tmp_path,
+                                                                                              monkeypatch):
+    import os
+    import signal
+
+    from lstmcast.config import validate_config
+    from lstmcast.errors import InterruptedRun
+    from lstmcast.workflow import outputs_missing, train_run
+
+    class Died(BaseException):
+        """What the default SIGTERM action would do: end the process (exit 143, no message)."""
+
+    def default_action(signum, frame):
+        raise Died
+
+    original = Forecaster.save
+
+    def save_then_sigterm(self, path):
+        out = original(self, path)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    csv = tmp_path / "series.csv"
+    seasonal_frame(300).to_csv(csv, index=False)
+    cfg = validate_config(small_config(data={"path": str(csv)}, train={"max_epochs": 1},
+                                       monitor={"tensorboard": False}))
+    monkeypatch.setattr(Forecaster, "save", save_then_sigterm)
+    previous = signal.signal(signal.SIGTERM, default_action)
+    try:
+        with pytest.raises(InterruptedRun, match=r"SIGTERM: stopped after training.*lstmcast train --resume"):
+            train_run(cfg, tmp_path / "run")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert outputs_missing(tmp_path / "run")  # the model is saved: --resume writes the outputs
+
+
+def test_r13_export_refuses_a_symlinked_export_json_before_writing_the_onnx_file(pristine, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from lstmcast.export import export_run
+
+    elsewhere = tmp_path / "victim.json"
+    elsewhere.write_text("{}")
+    (tmp_path / "export.json").symlink_to(elsewhere)
+    with pytest.raises(ConfigError, match=r"refusing to write .*export.json: it is a symbolic link"):
+        export_run(pristine / "run", tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists() and elsewhere.read_text() == "{}"

@@ -12,6 +12,7 @@ from ..config import DataConfig
 from ..errors import DataError, short
 from . import scaling
 from .validate import SeriesSet
+from .calendar import future_times
 from .inputs import InputSpec, calendar_block, fit_inputs, static_table
 from .windows import Roles, Split, WindowIndex, build_index, split_points
 
@@ -117,10 +118,20 @@ def check_fp16_range(scaled: list[np.ndarray], series: SeriesSet, scaling: str) 
                                                             " (or remove the outliers)"))
 
 
+def check_forecast_fits(series: SeriesSet, horizon: int) -> None:
+    """The forecast after the latest series end must be representable (integer time up to 2**63-1, timestamps
+    up to 2262-04-11): a DataError (exit 3) before training, not after it, and not again on every --resume."""
+    if not series.times or not all(len(t) for t in series.times):
+        return  # empty series are refused elsewhere, with their own message
+    last = max(t[-1] for t in series.times)
+    future_times(last, series.freq, horizon, series.integer_time, series.tz)
+
+
 def prepare(series: SeriesSet, cfg: DataConfig, precision: str = "fp32", id_embedding: bool = False) -> Prepared:
     """Resolve window and season, split by time, fit scalers on train only, add the calendar channels,
     encode the statics, build the window index."""
     H = cfg.horizon
+    check_forecast_fits(series, H)  # R13: before training, not when the trained model first forecasts
     splits = [split_points(len(v), H, cfg.val_fraction, cfg.test_fraction, cfg.min_val_horizons)
               for v in series.values]
     season = cfg.season if cfg.season is not None else season_from_freq(series.freq)

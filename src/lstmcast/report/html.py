@@ -181,7 +181,9 @@ def diagnosis_section(diagnosis: dict[str, Any] | None, monitor: dict[str, Any] 
     return head + _findings_table(diagnosis.get("findings", []), "diagnosis-findings")
 
 
-def monitor_section(run: Path, monitor: dict[str, Any] | None) -> str:
+def monitor_section(run: Path, monitor: dict[str, Any] | None, plots_in_run: bool = True) -> str:
+    """The probe's gate statistics; ``plots_in_run``: monitor.png is (re)written into the run folder, else the
+    plot is drawn in a temporary folder and only embedded (a report elsewhere writes nothing into RUN: R13)."""
     if monitor is None:
         return _missing("monitor.json", "written by `lstmcast train` from its hidden-state probe")
     probes = monitor.get("probes") or []
@@ -189,6 +191,11 @@ def monitor_section(run: Path, monitor: dict[str, Any] | None) -> str:
         return "<p>The probe did not run in this training (see the log).</p>"
     from lstmcast.report.plots import probe_plot
 
+    if not plots_in_run:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="lstmcast-report-") as tmp:
+            return monitor_section(Path(tmp), monitor)
     plot = run / "monitor.png"
     probe_plot(probes, plot)
     last = probes[-1]
@@ -283,8 +290,9 @@ def summary_section(meta: dict[str, Any] | None, metrics: dict[str, Any] | None,
 
 
 # -- the page -----------------------------------------------------------------------------------
-def render_report(run: str | os.PathLike[str]) -> str:
-    """The report of a run folder as one HTML string (writes monitor.png next to the other plots)."""
+def render_report(run: str | os.PathLike[str], plots_in_run: bool = True) -> str:
+    """The report of a run folder as one HTML string (writes monitor.png next to the other plots unless
+    ``plots_in_run`` is False: then nothing is written into the run folder)."""
     folder = Path(run)
     if not folder.is_dir():
         raise CheckpointError(f"run folder {str(folder)!r} does not exist: pass the folder `lstmcast train` printed")
@@ -302,7 +310,7 @@ def render_report(run: str | os.PathLike[str]) -> str:
         "curves": _img(folder / "loss.png", "training and validation loss per epoch", "written by `lstmcast train`"),
         "forecast": _img(folder / "forecast.png", "history, forecast and backtest windows",
                          "written by `lstmcast train`"),
-        "monitor": monitor_section(folder, monitor),
+        "monitor": monitor_section(folder, monitor, plots_in_run),
         "doctor": doctor_section(doctor),
         "data": data_section(meta, history),
         "config": (f"<details><summary>config.yaml (resolved)</summary><pre>{_esc(config.read_text(encoding='utf-8'))}"
@@ -327,7 +335,9 @@ def render_report(run: str | os.PathLike[str]) -> str:
 def write_report(run: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
     """Write the report of ``run`` to ``out`` (default RUN/report.html) atomically; return its path."""
     target = Path(out) if out is not None else Path(run) / "report.html"
-    atomic.write_text(target, render_report(run))
+    atomic.check_target(target)  # a symlink, folder or device is refused before any work (T11)
+    inside = os.path.realpath(target.parent) == os.path.realpath(run)  # RUN/report.html may refresh monitor.png
+    atomic.write_text(target, render_report(run, plots_in_run=inside))
     return target
 
 

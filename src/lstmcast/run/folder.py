@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lstmcast import atomic
-from lstmcast.errors import CheckpointError, ConfigError, LstmcastError, short
+from lstmcast.errors import CheckpointError, ConfigError, LstmcastError, short, short_list
 from lstmcast.run.meta import RunMeta, check_meta, check_scaler, check_weights
 
 _REMEDY = ": retrain this run, or restore the run folder from a backup"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 if TYPE_CHECKING:
     from lstmcast.config import ForecastConfig
@@ -206,12 +208,29 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     hashes = manifest.get("sha256")
     if not isinstance(hashes, dict) or not all(isinstance(hashes.get(n), str) for n in HASHED):
         raise CheckpointError(f"{mpath} is damaged: it must list a sha256 for each of {list(HASHED)}")
+    _check_manifest_entries(manifest, hashes, mpath)
     data = manifest.get("data")
     if data is not None and not (isinstance(data, dict) and set(data) == {"path", "sha256"}
                                  and all(isinstance(v, str) and len(v) <= 5000 for v in data.values())):
         raise CheckpointError(f"{mpath} is damaged: \"data\" must hold the training file's \"path\" and "
                               "\"sha256\"" + _REMEDY)
     return manifest
+
+
+def _check_manifest_entries(manifest: dict[str, Any], hashes: dict[str, Any], mpath: Path) -> None:
+    """R11: a manifest lists exactly the files lstmcast writes, each with a sha256; nothing else is ignored."""
+    problems = []
+    keys = sorted(set(manifest) - {"format_version", "sha256", "data"})
+    if keys:
+        problems.append(f"unknown keys {short_list(keys)}")
+    files = [n for n in hashes if n not in (*HASHED, BACKTEST_MODEL)]
+    if files:
+        problems.append(f"sha256 entries for files lstmcast never writes there: {short_list(files)}")
+    odd = [n for n, v in hashes.items() if n not in files and not (isinstance(v, str) and _HEX64.fullmatch(v))]
+    if odd:
+        problems.append(f"the sha256 of {short_list(odd)} is not 64 hex digits")
+    if problems:
+        raise CheckpointError(f"{mpath} is damaged or was edited: " + "; ".join(problems) + _REMEDY)
 
 
 def read_run(path: str | os.PathLike[str]) -> StoredRun:
