@@ -7,6 +7,7 @@ r"""Reading YAML a user wrote without letting it hang, exhaust memory or echo me
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,15 @@ def load_yaml(text: str, where: str) -> Any:
 
 def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist: check the path given to -c")
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(p)!r} does not exist: check the path given to -c") from None
+    except OSError as exc:  # permission denied on a folder, a loop of links, a name too long
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):  # R14: a folder or /dev/zero exists; a FIFO would block the read forever
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device, FIFO or socket)"
+        raise ConfigError(f"config file {str(p)!r} is {kind}: give -c the path of a YAML file")
     try:
         with p.open("rb") as f:
             data = f.read(MAX_YAML_BYTES + 1)

@@ -266,7 +266,7 @@ def _evaluation_path(run: Path, name: str | None, source: str | None, now: datet
     return path
 
 
-def predict_run(run: Path, data: str | None = None, out: Path | None = None,
+def predict_run(run: Path, data: str | None = None, out: str | os.PathLike[str] | None = None,
                 future: str | None = None) -> tuple[pd.DataFrame, Path | None]:
     """Forecast into ``out`` (default RUN/forecast.csv); ``out`` of ``-`` writes the CSV to standard output
     and returns None as the path."""
@@ -287,6 +287,6 @@ def predict_run(run: Path, data: str | None = None, out: Path | None = None,
         sys.stdout.write(frame.to_csv(index=False))
         sys.stdout.flush()
         return frame, None
-    target = out or run / "forecast.csv"
+    target = Path(out) if out is not None else run / "forecast.csv"  # out checked above: not 'dir/'
     write_csv(frame, target)
     return frame, target

@@ -310,3 +310,53 @@ def test_r13_export_refuses_a_symlinked_export_json_before_writing_the_onnx_file
     with pytest.raises(ConfigError, match=r"refusing to write .*export.json: it is a symbolic link"):
         export_run(pristine / "run", tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists() and elsewhere.read_text() == "{}"
+
+
+# -- R14: paths of the wrong kind ----------------------------------------------------------------------------
+def test_r14_an_out_path_ending_in_a_slash_is_refused_not_written_as_a_file(pristine, tmp_path):
+    from typer.testing import CliRunner
+
+    from lstmcast.cli import app
+    from lstmcast.report.html import write_report
+    from lstmcast.workflow import predict_run
+
+    newdir = tmp_path / "out" / "newdir"
+    res = CliRunner().invoke(app, ["predict", str(pristine / "run"), "--out", f"{newdir}/"])
+    assert res.exit_code == 2, res.output
+    assert "ends in '/', so it names a folder, not a file" in res.output
+    with pytest.raises(ConfigError, match=r"ends in '/', so it names a folder"):
+        predict_run(pristine / "run", out=f"{newdir}/")
+    with pytest.raises(ConfigError, match=r"ends in '/', so it names a folder"):
+        write_report(pristine / "run", f"{newdir}/")
+    assert not newdir.exists() and not (tmp_path / "out").exists()
+
+
+def test_r14_a_run_folder_that_is_a_dangling_symlink_is_named_as_such(tmp_path):
+    from lstmcast.run.lock import RunLock
+
+    link = tmp_path / "run"
+    link.symlink_to(tmp_path / "gone")
+    with pytest.raises(ConfigError, match=r"run is a symbolic link to '.*gone', which does not exist: create"):
+        RunLock(link).acquire()
+    assert link.is_symlink() and not (tmp_path / "gone").exists()
+
+
+def test_r14_config_files_and_run_folders_that_exist_but_are_the_wrong_kind_say_what_they_are(tmp_path):
+    import os
+
+    from lstmcast.config import read_yaml_mapping
+
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)  # would block a read forever
+    for path, kind in ((tmp_path, "is a folder"), (Path("/dev/zero"), "is not a regular file"),
+                       (fifo, "is not a regular file")):
+        with pytest.raises(ConfigError, match=rf"config file .* {kind}.*: give -c the path of a YAML file"):
+            read_yaml_mapping(path)
+    with pytest.raises(ConfigError, match=r"does not exist"):
+        read_yaml_mapping(tmp_path / "absent.yaml")
+    csv = tmp_path / "x.csv"
+    seasonal_frame(50).to_csv(csv, index=False)
+    with pytest.raises(CheckpointError, match=r"run folder '.*x.csv' is not a folder: pass the run folder"):
+        lstmcast.load(csv)
+    with pytest.raises(CheckpointError, match=r"does not exist"):
+        lstmcast.load(tmp_path / "absent")

@@ -295,7 +295,8 @@ def render_report(run: str | os.PathLike[str], plots_in_run: bool = True) -> str
     ``plots_in_run`` is False: then nothing is written into the run folder)."""
     folder = Path(run)
     if not folder.is_dir():
-        raise CheckpointError(f"run folder {str(folder)!r} does not exist: pass the folder `lstmcast train` printed")
+        what = "is not a folder" if os.path.lexists(folder) else "does not exist"
+        raise CheckpointError(f"run folder {str(folder)!r} {what}: pass the folder `lstmcast train` printed")
     meta, metrics = _read_json(folder, "meta.json"), _read_json(folder, "metrics.json")
     history, monitor = _read_json(folder, "history.json"), _read_json(folder, "monitor.json")
     diagnosis, doctor = _read_json(folder, "diagnosis.json"), _read_json(folder, "doctor.json")
@@ -335,7 +336,7 @@ def render_report(run: str | os.PathLike[str], plots_in_run: bool = True) -> str
 def write_report(run: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
     """Write the report of ``run`` to ``out`` (default RUN/report.html) atomically; return its path."""
     target = Path(out) if out is not None else Path(run) / "report.html"
-    atomic.check_target(target)  # a symlink, folder or device is refused before any work (T11)
+    atomic.check_target(out if out is not None else target)  # a symlink, folder, device or 'dir/': refused first
     inside = os.path.realpath(target.parent) == os.path.realpath(run)  # RUN/report.html may refresh monitor.png
     atomic.write_text(target, render_report(run, plots_in_run=inside))
     return target

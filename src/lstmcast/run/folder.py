@@ -192,7 +192,9 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"{folder} is a pickle-based file ({folder.suffix}): lstmcast never unpickles (loading "
                               "a pickle can run arbitrary code); pass the run folder `lstmcast train` wrote")
     if not folder.is_dir():
-        raise CheckpointError(f"run folder {str(folder)!r} does not exist: pass the folder `lstmcast train` printed")
+        what = "is not a folder" if os.path.lexists(folder) else "does not exist"  # R14: x.csv exists
+        raise CheckpointError(f"run folder {str(folder)!r} {what}: pass the run folder `lstmcast train` wrote "
+                              "(it holds manifest.json); a data file goes to fit / predict / --data")
     unsafe = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in UNSAFE_SUFFIXES)
     if unsafe and not (folder / "model.safetensors").exists():
         raise CheckpointError(f"{folder} holds only pickle-based files {unsafe}: lstmcast never unpickles (loading "

@@ -56,6 +56,9 @@ class RunLock:
     def acquire(self) -> RunLock:
         if self.folder.exists() and not self.folder.is_dir():
             raise ConfigError(f"{self.folder} is a file, not a folder: choose another path")
+        if self.folder.is_symlink() and not self.folder.exists():  # R14: mkdir said "File exists"
+            raise ConfigError(f"{self.folder} is a symbolic link to {os.readlink(self.folder)!r}, which does not "
+                              f"exist: create that folder, or choose another {self.what} folder")
         created = not self.folder.exists()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
