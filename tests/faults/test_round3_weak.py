@@ -78,6 +78,29 @@ def test_r9_the_recorded_training_data_is_read_while_unchanged_and_refused_once_
     assert len(lstmcast.load(run).predict(str(changed))) == 6  # typed: trusted
 
 
+def test_r9_resume_reads_the_checkpoint_s_data_path_only_while_unchanged(run, tmp_path):
+    from lstmcast.training.checkpoint import CheckpointStore, sha256
+    from lstmcast.training.resume import resume_config
+
+    cfg, ckpt = resume_config(run)  # untouched: the recorded training file is read
+    assert ckpt.meta["data_file"]["path"] == cfg.data.path
+    secret = tmp_path / "shadow"
+    secret.write_text(SECRET + "\n")
+    for folder in CheckpointStore(run).names():
+        state = json.loads((folder / "state.json").read_text())
+        state["config"]["data"]["path"] = str(secret)
+        blob = json.dumps(state).encode()
+        (folder / "state.json").write_bytes(blob)
+        m = json.loads((folder / "manifest.json").read_text())
+        m["sha256"]["state.json"] = sha256(blob)
+        (folder / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ConfigError, match=r"data.path .*shadow' was not recorded with its sha256") as err:
+        resume_config(run)
+    assert "SECRET" not in str(err.value)
+    cfg, _ = resume_config(run, data_flags={"path": ckpt.meta["data_file"]["path"]})  # typed: trusted
+    assert cfg.data.path == ckpt.meta["data_file"]["path"]
+
+
 # -- R10: data errors echo short excerpts only -------------------------------------------------------------
 def _fit_error(tmp_path: Path, frame: pd.DataFrame, **data) -> str:
     csv = tmp_path / "d.csv"

@@ -119,8 +119,16 @@ def _data_record(fc: Forecaster) -> dict[str, str] | None:
     if loaded is not None:  # a loaded run saved again: its record travels with it
         return dict(loaded)
     path = fc.config_.data.path
-    if path is None or getattr(fc, "data_file_", None) != path or not os.path.isfile(path):
+    if path is None or getattr(fc, "data_file_", None) != path:
         return None  # trained on a DataFrame, or on another file than data.path names
+    return data_record(path)
+
+
+def data_record(path: str | None) -> dict[str, str] | None:
+    """``{"path", "sha256"}`` of a regular data file (None for none, a folder of Parquet files or a device):
+    what lets a stored data.path be read again later (``stored_data_path``)."""
+    if path is None or not os.path.isfile(path):
+        return None
     return {"path": path, "sha256": file_sha256(path)}
 
 
