@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -192,8 +193,6 @@ def monitor_section(run: Path, monitor: dict[str, Any] | None, plots_in_run: boo
     from lstmcast.report.plots import probe_plot
 
     if not plots_in_run:
-        import tempfile
-
         with tempfile.TemporaryDirectory(prefix="lstmcast-report-") as tmp:
             return monitor_section(Path(tmp), monitor)
     plot = run / "monitor.png"

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -142,15 +143,14 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def stored_data_path(path: str | None, record: dict[str, str] | None, folder: Path) -> str | None:
-    """The training data file a run folder names, for `predict` / `evaluate` without --data (FAULTS R9).
+    """The training data file a run folder or checkpoint names, for `predict` / `evaluate` / `train --resume`
+    without --data (FAULTS R9).
 
     A path read from a run folder is not a path the user typed: anyone who can edit the folder (and re-hash
-    it) can point it anywhere, e.g. at /etc/shadow. It is read only when manifest.json recorded it at
-    training and its bytes still have the recorded sha256 (a forged record needs the file's content, so a
+    it) can point it anywhere, e.g. at /etc/shadow. It is read only when ``record`` (manifest.json "data", a
+    checkpoint's "data_file") names it and its bytes still have the recorded sha256 (a forged record needs the file's content, so a
     secret is never opened); otherwise ConfigError (exit 2) asking for --data. The file is never opened
     unless it is a regular file."""
-    import stat
-
     again = f": pass the data file with --data (Python API: the data argument) (run folder {folder})"
     if path is None:
         return None  # nothing stored: the caller's "no data given"
@@ -165,7 +165,7 @@ def stored_data_path(path: str | None, record: dict[str, str] | None, folder: Pa
         same = False
     if not same:
         raise ConfigError(f"the run's training data {short(path)} is gone or changed since training (its sha256 "
-                          "differs from the one manifest.json recorded), so it is not read" + again)
+                          "differs from the one recorded at training), so it is not read" + again)
     return path
 
 

@@ -5,8 +5,8 @@ share one study folder while a ``train`` into that folder (or a ``tune`` into a 
 The kernel drops a ``flock`` when its process ends in any way (exit, exception, SIGKILL), so a lock is
 never stale. The file holds the holder's pid, host, command and start time, which the refusal names; the
 last holder removes it on release (R12: a finished run keeps no ``.lock``), and a process that locked a
-file removed meanwhile sees that the path no longer names its file and locks the new one. Re-entrant within one process (the CLI locks before reading checkpoints, the library
-locks again in ``train_run``).
+file removed meanwhile sees that the path no longer names its file and locks the new one. Re-entrant
+within one process (the CLI locks before reading checkpoints, the library locks again in ``train_run``).
 
 >>> with RunLock("runs/a"):  # doctest: +SKIP
 ...     ...  # a second process asking for runs/a now gets ConfigError (exit 2) naming this one
