@@ -169,8 +169,17 @@ def finish_outputs(fc: Forecaster, run: Path, extra: list[Any] | None = None) ->
         metrics = write_outputs(fc, run)
         write_diagnosis(fc, run, extra, metrics)
         try_write_report(run)  # RUN/report.html; a failure only warns, the run folder is complete without it
+        remove_stale_temps(run)
         atomic.write_json(run / COMPLETE, {"completed": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     return metrics
+
+
+def remove_stale_temps(run: Path) -> None:
+    """R12: temp files (``.NAME.XXXX.tmp``, atomic.py) that an earlier process killed mid-write left in RUN.
+    Called under the run lock, so no live writer owns them; a finished run keeps no hidden file."""
+    for path in run.glob(".*.tmp"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
 
 
 def resume_outputs(run: Path) -> tuple[Forecaster, dict[str, Any]]:

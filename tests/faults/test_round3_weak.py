@@ -383,3 +383,15 @@ def test_r14_config_files_and_run_folders_that_exist_but_are_the_wrong_kind_say_
         lstmcast.load(csv)
     with pytest.raises(CheckpointError, match=r"does not exist"):
         lstmcast.load(tmp_path / "absent")
+
+
+def test_r12_a_finished_run_keeps_no_temp_file_a_killed_write_left(trained, tmp_path):
+    from lstmcast.workflow import COMPLETE, resume_outputs
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    (run / COMPLETE).unlink()  # killed while writing the outputs: one write's temp file stayed
+    (run / ".config.yaml.k2j4h1.tmp").write_text("half")
+    (run / ".forecast.png.x8d9.tmp").write_bytes(b"half")
+    resume_outputs(run)
+    assert (run / COMPLETE).is_file() and not list(run.glob(".*"))

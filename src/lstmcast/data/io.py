@@ -166,14 +166,15 @@ def _read_parquet(path: Path, where: str) -> pd.DataFrame:
     except OSError:
         raise  # unreadable: _read_file names the file and the reason
     except Exception as exc:  # pyarrow raises many types for a bad file
-        raise DataError(f"{where}: cannot read as Parquet ({exc}); is it a CSV? rename it to .csv") from None
+        raise DataError(f"{where}: cannot read as Parquet ({cut(str(exc), 200)}); is it a CSV? rename it to "
+                        ".csv") from None
     _refuse_duplicates(names, where)
     try:
         frame = pd.read_parquet(path)
     except OSError:
         raise
     except Exception as exc:
-        raise DataError(f"{where}: cannot read as Parquet ({exc})") from None
+        raise DataError(f"{where}: cannot read as Parquet ({cut(str(exc), 200)})") from None
     release_arrow_memory()
     return frame
 
@@ -203,7 +204,8 @@ def _read_csv(path: Path, where: str, delimiter: str | None, id_col: str | None)
     except pd.errors.EmptyDataError:
         raise DataError(f"{where} has no header line: expected e.g. 'date,value' on line 1") from None
     except pd.errors.ParserError as exc:
-        raise DataError(f"{where}: cannot parse as CSV ({cut(str(exc), 200)}); check the delimiter (data.delimiter)") from None
+        raise DataError(f"{where}: cannot parse as CSV ({cut(str(exc), 200)}); check the delimiter "
+                        "(data.delimiter)") from None
     except UnicodeDecodeError:
         raise DataError(f"{where}: not UTF-8 text; is it a binary or Parquet file with a wrong suffix?") from None
     if df.shape[1] == 1:

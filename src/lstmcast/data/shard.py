@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lstmcast.errors import ConfigError, DataError, short_list
+from lstmcast.errors import ConfigError, DataError, cut, short_list
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -76,7 +76,7 @@ def read_shard(path: str | os.PathLike[str], id_col: str, rank: int, world: int)
         dataset = ds.dataset(str(path), format="parquet", partitioning="hive")  # id=.../ folders: files skipped
         column = dataset.to_table(columns=[id_col]).column(id_col) if id_col in dataset.schema.names else None
     except (OSError, ValueError) as exc:
-        raise DataError(f"{where} cannot be read as Parquet ({exc}): check --data / data.path") from None
+        raise DataError(f"{where} cannot be read as Parquet ({cut(str(exc), 200)}): check --data / data.path") from None
     if column is None:
         raise DataError(f"data.id_col {id_col!r} is not a column of {where}. Columns present: "
                         f"{short_list(dataset.schema.names)}")

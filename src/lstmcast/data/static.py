@@ -187,5 +187,6 @@ def _check_finite(numeric: np.ndarray, names: list[str], ids: list[str]) -> None
     bad = ~np.isfinite(numeric) | (np.abs(numeric) > np.finfo(np.float32).max)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise DataError(f"{label(ids[i])}: static feature {short(names[j])} is {plain(numeric[i, j])}, not a finite number "
+        raise DataError(f"{label(ids[i])}: static feature {short(names[j])} is {plain(numeric[i, j])}, not a finite "
+                        "number "
                         "within float32 range: fix the value")

@@ -100,12 +100,14 @@ def _integer_times(df: pd.DataFrame, cfg: DataConfig, raw: pd.Series) -> np.ndar
     if isinstance(cfg.freq, int):
         return t
     if isinstance(cfg.freq, str):
-        raise DataError(f"time column {short(col)} holds integers (first {int(t[0])}) but data.freq is {short(cfg.freq)}, a "
+        raise DataError(f"time column {short(col)} holds integers (first {int(t[0])}) but data.freq is "
+                        f"{short(cfg.freq)}, a "
                         "calendar frequency: for step numbers or years set data.freq to the integer step (e.g. 1); "
                         "for timestamps stored as numbers convert them to dates (pd.to_datetime(df[col], unit='s'))")
     lo, hi = int(t.min()), int(t.max())
     if lo >= _EPOCH_MIN:
-        raise DataError(f"time column {short(col)} holds integers from {lo} to {hi}, which look like timestamps counted "
+        raise DataError(f"time column {short(col)} holds integers from {lo} to {hi}, which look like timestamps "
+                        "counted "
                         "since 1970 (seconds, milliseconds or nanoseconds), not step numbers: convert them to dates "
                         "(e.g. pd.to_datetime(df[col], unit='s')), or, if they are step numbers, set data.freq to "
                         "the integer step (e.g. data.freq: 1)")

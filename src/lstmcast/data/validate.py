@@ -255,7 +255,8 @@ def _validate_series(df: pd.DataFrame, cfg: DataConfig, times: np.ndarray, tz: s
         t, vals, freq_i = _regularise(t, vals, rows, cfg, sid, freq, tz)
         freq = freq if freq is not None else freq_i
         if i > 0 and freq_i != freq:
-            raise DataError(f"series {short(sid)} has frequency {short(freq_i)} but {short(ids[0])} has {short(freq)}: all series "
+            raise DataError(f"series {short(sid)} has frequency {short(freq_i)} but {short(ids[0])} has "
+                            f"{short(freq)}: all series "
                             "must share one frequency (set data.freq to resample-check them)")
         # rows name file lines; after gaps were inserted (only under a fill policy) they are not needed
         vals = _fill_missing(vals, series_cols, cfg.missing, sid, rows if len(t) == n_rows else None)

@@ -88,8 +88,8 @@ def check_compatible(series: SeriesSet, meta: RunMeta) -> None:
     problems = []
     if series.targets != meta.targets or series.features != meta.features:
         problems.append(f"columns differ from training: targets [{short_list(series.targets)}] / features "
-                        f"[{short_list(series.features)}], the model was trained on targets [{short_list(meta.targets)}] / "
-                        f"features [{short_list(meta.features)}]")
+                        f"[{short_list(series.features)}], the model was trained on targets "
+                        f"[{short_list(meta.targets)}] / features [{short_list(meta.features)}]")
     if series.layout != meta.layout:
         problems.append(f"layout is {series.layout!r} but the model was trained on {meta.layout!r} data")
     if series.freq != meta.freq:

@@ -148,9 +148,9 @@ def stored_data_path(path: str | None, record: dict[str, str] | None, folder: Pa
 
     A path read from a run folder is not a path the user typed: anyone who can edit the folder (and re-hash
     it) can point it anywhere, e.g. at /etc/shadow. It is read only when ``record`` (manifest.json "data", a
-    checkpoint's "data_file") names it and its bytes still have the recorded sha256 (a forged record needs the file's content, so a
-    secret is never opened); otherwise ConfigError (exit 2) asking for --data. The file is never opened
-    unless it is a regular file."""
+    checkpoint's "data_file") names it and its bytes still have the recorded sha256 (a forged record needs
+    the file's content, so a secret is never opened); otherwise ConfigError (exit 2) asking for --data. The
+    file is never opened unless it is a regular file."""
     again = f": pass the data file with --data (Python API: the data argument) (run folder {folder})"
     if path is None:
         return None  # nothing stored: the caller's "no data given"
