@@ -266,7 +266,7 @@ def trained(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("r13")
     csv = d / "series.csv"
     seasonal_frame(300).to_csv(csv, index=False)
-    cfg = small_config(data={"path": str(csv)}, train={"precision": "fp32", "max_epochs": 2},
+    cfg = small_config(data={"path": str(csv)}, train={"precision": "fp32", "max_epochs": 1},
                        monitor={"tensorboard": False})
     train_run(validate_config(cfg), d / "run")
     return d / "run"
