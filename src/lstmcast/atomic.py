@@ -23,6 +23,7 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     its mode (and, for root, its owner); a new file gets 0666 less the umask, like ``open()`` gives."""
     target = Path(path)
     tmp_name = None
+    _refuse_folder_name(path)
     try:
         before = check_target(target)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -48,7 +49,9 @@ _KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (sta
 
 def check_target(path: str | os.PathLike[str]) -> os.stat_result | None:
     """``os.lstat`` of an output path: None when nothing is there, its stat when it is a regular file;
-    anything else (lstmcast would replace it by a file) is a ConfigError naming what it is."""
+    anything else (lstmcast would replace it by a file) is a ConfigError naming what it is. A path that ends
+    in '/' names a folder (R14: pathlib drops the slash, and a file of that name was written)."""
+    _refuse_folder_name(path)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -58,6 +61,13 @@ def check_target(path: str | os.PathLike[str]) -> os.stat_result | None:
     raise ConfigError(f"refusing to write {path}: it is {_kind(st)}, and lstmcast only ever replaces regular files "
                       "(writing would replace it by a file, not write into it): give the path of a regular file"
                       + (" inside it" if stat.S_ISDIR(st.st_mode) else ""))
+
+
+def _refuse_folder_name(path: str | os.PathLike[str]) -> None:
+    text = os.fspath(path)
+    if isinstance(text, str) and text.endswith(("/", os.sep)):
+        raise ConfigError(f"refusing to write {text}: it ends in '/', so it names a folder, not a file: give the "
+                          "path of a file inside it")
 
 
 def _kind(st: os.stat_result) -> str:
@@ -81,14 +91,19 @@ def _umask() -> int:
 
 def _write_temp(target: Path, data: bytes, mode: int, before: os.stat_result | None) -> str:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fchmod(fh.fileno(), mode)
-        if before is not None and os.geteuid() == 0:  # root replacing a user's file: it stays theirs
-            with contextlib.suppress(OSError):
-                os.fchown(fh.fileno(), before.st_uid, before.st_gid)
-        os.fsync(fh.fileno())
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fchmod(fh.fileno(), mode)
+            if before is not None and os.geteuid() == 0:  # root replacing a user's file: it stays theirs
+                with contextlib.suppress(OSError):
+                    os.fchown(fh.fileno(), before.st_uid, before.st_gid)
+            os.fsync(fh.fileno())
+    except BaseException:  # ENOSPC, EIO, a signal: the half-written temp file goes too (R12)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
     return tmp_name
 
 

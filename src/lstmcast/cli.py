@@ -228,7 +228,7 @@ def evaluate(run: Path = typer.Argument(..., help="Run folder written by `lstmca
 @app.command()
 def predict(run: Path = typer.Argument(..., help="Run folder written by `lstmcast train`."),
             data: Optional[str] = typer.Option(None, "--data", help="Recent data (default: the training data)."),
-            out: Optional[Path] = typer.Option(None, "--out", help="Output CSV (default RUN/forecast.csv); "
+            out: Optional[str] = typer.Option(None, "--out", help="Output CSV (default RUN/forecast.csv); "
                                                "- for standard output."),
             future: Optional[str] = typer.Option(None, "--future", help="Known-future covariates for the next "
                                                  "`horizon` steps (time [+ id] + data.future_features).")) -> None:
@@ -343,7 +343,7 @@ def doctor_cmd(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt,
 
 @app.command()
 def report(run: Path = typer.Argument(..., help="Run folder written by `lstmcast train`."),
-           out: Optional[Path] = typer.Option(None, "--out", help="Output HTML file (default RUN/report.html).")) -> None:
+           out: Optional[str] = typer.Option(None, "--out", help="Output HTML file (default RUN/report.html).")) -> None:
     """Write RUN/report.html: plots, gates, backtest and diagnosis of a run in one self-contained page."""
 
     def _do() -> None:
@@ -356,7 +356,7 @@ def report(run: Path = typer.Argument(..., help="Run folder written by `lstmcast
 
 @app.command("export")
 def export_cmd(run: Path = typer.Argument(..., help="Run folder written by `lstmcast train`."),
-               out: Optional[Path] = typer.Option(None, "--out", help="ONNX file (default RUN/model.onnx); "
+               out: Optional[str] = typer.Option(None, "--out", help="ONNX file (default RUN/model.onnx); "
                                                   "export.json is written beside it.")) -> None:
     """Export a run to ONNX (+ export.json with the scaler and recipe), checked against PyTorch.
 

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
+
+MAX_ECHO = 80  # characters of a user's value repeated in an error message
+MAX_NAMES = 20  # names listed in an error message (columns present, candidates)
 
 
 class LstmcastError(Exception):
@@ -82,14 +86,40 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     options = [str(c) for c in choices]
     lowered = {c.lower(): c for c in reversed(options)}  # the first choice wins among case variants
     if str(word).lower() in lowered and lowered[str(word).lower()] != word:
-        return f" (did you mean '{lowered[str(word).lower()]}'?)"
-    match = difflib.get_close_matches(str(word).lower(), list(lowered), n=1, cutoff=0.6)
-    return f" (did you mean '{lowered[match[0]]}'?)" if match else ""
+        return f" (did you mean '{cut(lowered[str(word).lower()])}'?)"
+    if len(str(word)) > 10 * MAX_ECHO:  # difflib is quadratic in the length: a huge word matches nothing
+        return ""
+    match = difflib.get_close_matches(str(word).lower(), [c for c in lowered if len(c) <= 10 * MAX_ECHO], n=1,
+                                      cutoff=0.6)
+    return f" (did you mean '{cut(lowered[match[0]])}'?)" if match else ""
+
+
+def cut(text: str, limit: int = MAX_ECHO) -> str:
+    """``text`` cut to ``limit`` characters: an error must not echo a megabyte back (FAULTS C5, R10)."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def short(value: Any, limit: int = MAX_ECHO) -> str:
+    """``repr(value)`` cut to ``limit`` characters, without building the repr of a huge value first."""
+    if isinstance(value, (list, tuple, dict)) and len(value) > limit:
+        return f"<{type(value).__name__} of {len(value)} items>"
+    if isinstance(value, int) and value.bit_length() > 256:  # repr of a 5000-digit int raises ValueError
+        return "<an integer of more than 77 digits>"
+    if isinstance(value, str) and len(value) > 4 * limit:  # repr of a 5 MB cell would copy it first
+        return cut(repr(value[:limit]), limit)
+    return cut(repr(value), limit)
+
+
+def short_list(values: Iterable[Any], limit: int = MAX_NAMES) -> str:
+    """The first ``limit`` values, each ``short``, comma-separated, then how many more there are."""
+    items = list(values)
+    shown = ", ".join(short(v) for v in items[:limit])
+    return shown + (f" ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
 def plain(value: object) -> str:
-    """``repr`` of a value as the user wrote it: numpy scalars lose their ``np.int64(...)`` wrapper."""
+    """``repr`` of a value as the user wrote it, cut (``short``): numpy scalars lose their ``np.int64(...)`` wrapper."""
     item = getattr(value, "item", None)
     if callable(item) and type(value).__module__ == "numpy":
         value = item()
-    return repr(value)
+    return short(value)

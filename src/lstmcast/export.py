@@ -323,6 +323,8 @@ def export_run(run: str | os.PathLike[str], out: str | os.PathLike[str] | None =
         raise ConfigError(f"--out {target} is a folder: name the file, e.g. {target / 'model.onnx'}")
     if target.suffix.lower() != ".onnx":
         raise ConfigError(f"--out {target} must end in .onnx")
+    for path in (out if out is not None else target, target.with_name("export.json")):  # R13: both checked first
+        atomic.check_target(path)
     fc = load_run(run)
     window = fc.meta_.window
     data = to_onnx_bytes(fc.model_, window, opset)

@@ -78,6 +78,9 @@ class Forecaster:
         self.config_ = resolved
         self.backtest_model_ = self.model_ = model.cpu().eval()
         self.prepared_ = prep
+        # the file trained on: save() records its sha256 when it is data.path (run/folder.py, FAULTS R9)
+        self.data_file_ = os.fspath(data) if isinstance(data, (str, os.PathLike)) else \
+            (resolved.data.path if data is None else None)
         self.history_ = [r.as_dict() for r in result.history]
         self.fit_result_ = result
         self.accel_ = accel = trainer.accel  # precision: auto is settled (measured) inside the Trainer
@@ -112,6 +115,10 @@ class Forecaster:
     def _series(self, data: Any, fast: bool = False) -> SeriesSet:
         if data is None and getattr(self, "prepared_", None) is not None:
             return self.prepared_.series
+        if data is None and getattr(self, "run_folder_", None) is not None:  # loaded: data.path is not trusted
+            from lstmcast.run.folder import stored_data_path
+
+            data = stored_data_path(self.config_.data.path, self.data_record_, self.run_folder_)
         from lstmcast.inference.fastpath import fast_series
         from lstmcast.inference.predict import load_new_series
 
@@ -230,4 +237,5 @@ def load_run(path: str | os.PathLike[str]) -> Forecaster:
     fc.backtest_model_ = backtest_model
     fc.prepared_ = None
     fc.history_ = stored.history
+    fc.run_folder_, fc.data_record_ = folder, stored.data  # predict(None) reads data.path only if unchanged
     return fc

@@ -7,30 +7,16 @@ r"""Reading YAML a user wrote without letting it hang, exhaust memory or echo me
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lstmcast.errors import ConfigError
+from lstmcast.errors import MAX_ECHO, ConfigError, cut, short  # noqa: F401  (cut, short: one helper)
 
 MAX_YAML_BYTES = 1_000_000  # a config is a few KB; a bigger file is not a config
 MAX_YAML_NODES = 100_000  # values after alias expansion: a 1 KB alias bomb expands to billions
-MAX_ECHO = 80  # characters of a user's value repeated in an error message
-
-
-def cut(text: str, limit: int = MAX_ECHO) -> str:
-    """``text`` cut to ``limit`` characters: an error must not echo a megabyte back (FAULTS C5)."""
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def short(value: Any, limit: int = MAX_ECHO) -> str:
-    """``repr(value)`` cut to ``limit`` characters, without building the repr of a huge value first."""
-    if isinstance(value, (list, tuple, dict)) and len(value) > limit:
-        return f"<{type(value).__name__} of {len(value)} items>"
-    if isinstance(value, int) and value.bit_length() > 256:  # repr of a 5000-digit int raises ValueError
-        return "<an integer of more than 77 digits>"
-    return cut(repr(value), limit)
 
 
 def _expanded_size(node: yaml.Node, memo: dict[int, int], active: set[int]) -> int:
@@ -86,8 +72,15 @@ def load_yaml(text: str, where: str) -> Any:
 
 def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist: check the path given to -c")
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(p)!r} does not exist: check the path given to -c") from None
+    except OSError as exc:  # permission denied on a folder, a loop of links, a name too long
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):  # R14: a folder or /dev/zero exists; a FIFO would block the read forever
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device, FIFO or socket)"
+        raise ConfigError(f"config file {str(p)!r} is {kind}: give -c the path of a YAML file")
     try:
         with p.open("rb") as f:
             data = f.read(MAX_YAML_BYTES + 1)

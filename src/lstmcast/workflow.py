@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,13 +110,20 @@ def train_run(cfg: ForecastConfig, run: Path, callbacks: list[Callable[..., None
     from lstmcast.forecaster import Forecaster
     from lstmcast.run.lock import RunLock
     from lstmcast.training.monitor import Monitor
+    from lstmcast.training.signals import interrupt_on_signals
 
-    with RunLock(run):
+    # the lock is released last: the signal handler's InterruptedRun leaves first
+    with RunLock(run), ExitStack() as after_training:
         check_run_dir(run, resuming=resume_from is not None)
         monitor = Monitor(run, cfg)  # TensorBoard in RUN/tb + the hidden-state probe; failures only warn (FAULTS U4)
         try:
             fc = Forecaster(cfg).fit(cfg.data.path, callbacks=[*(callbacks or []), monitor], run_dir=run,
                                      resume_from=resume_from)
+            # R13: from the end of training to the outputs' own handler, SIGINT/SIGTERM exit 130 with the hint
+            # (the default SIGTERM ended the process with 143 and no word between fc.save and finish_outputs)
+            after_training.enter_context(interrupt_on_signals(
+                f"stopped after training, before the outputs of {run} were all written; finish them with "
+                f"`lstmcast train --resume {run}`"))
             from lstmcast.doctor.report import render_text
 
             monitor.add_doctor(render_text(getattr(fc, "doctor_", None)))
@@ -161,8 +169,17 @@ def finish_outputs(fc: Forecaster, run: Path, extra: list[Any] | None = None) ->
         metrics = write_outputs(fc, run)
         write_diagnosis(fc, run, extra, metrics)
         try_write_report(run)  # RUN/report.html; a failure only warns, the run folder is complete without it
+        remove_stale_temps(run)
         atomic.write_json(run / COMPLETE, {"completed": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     return metrics
+
+
+def remove_stale_temps(run: Path) -> None:
+    """R12: temp files (``.NAME.XXXX.tmp``, atomic.py) that an earlier process killed mid-write left in RUN.
+    Called under the run lock, so no live writer owns them; a finished run keeps no hidden file."""
+    for path in run.glob(".*.tmp"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
 
 
 def resume_outputs(run: Path) -> tuple[Forecaster, dict[str, Any]]:
@@ -258,7 +275,7 @@ def _evaluation_path(run: Path, name: str | None, source: str | None, now: datet
     return path
 
 
-def predict_run(run: Path, data: str | None = None, out: Path | None = None,
+def predict_run(run: Path, data: str | None = None, out: str | os.PathLike[str] | None = None,
                 future: str | None = None) -> tuple[pd.DataFrame, Path | None]:
     """Forecast into ``out`` (default RUN/forecast.csv); ``out`` of ``-`` writes the CSV to standard output
     and returns None as the path."""
@@ -279,6 +296,6 @@ def predict_run(run: Path, data: str | None = None, out: Path | None = None,
         sys.stdout.write(frame.to_csv(index=False))
         sys.stdout.flush()
         return frame, None
-    target = out or run / "forecast.csv"
+    target = Path(out) if out is not None else run / "forecast.csv"  # out checked above: not 'dir/'
     write_csv(frame, target)
     return frame, target

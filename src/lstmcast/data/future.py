@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import DataError, plain
+from ..errors import DataError, plain, short
 from .calendar import future_times
 from .grid import MAX_LISTED, fmt, label, stamp
 from .io import read_table, table_rows
@@ -94,7 +94,7 @@ def _times(df: pd.DataFrame, cfg: DataConfig, freq: str, integer_time: bool, ori
     is_int = pd.api.types.is_integer_dtype(raw) or (raw.dtype == object and integer_time)
     if is_int != integer_time and raw.notna().all():
         want = "integer steps" if integer_time else "dates"
-        raise DataError(f"{origin}: time column {cfg.time_col!r} must hold {want} as the training data did "
+        raise DataError(f"{origin}: time column {short(cfg.time_col)} must hold {want} as the training data did "
                         f"(first value {plain(raw.iloc[0])})")
     use = cfg.model_copy(update={"freq": int(freq) if integer_time else freq})
     try:
@@ -126,7 +126,7 @@ def _series_of_rows(df: pd.DataFrame, cfg: DataConfig, series_ids: Sequence[str]
     present[series[series >= 0]] = True
     if not present.all():
         absent = [label(series_ids[i]) for i in np.flatnonzero(~present)]
-        raise DataError(f"{origin} has no rows for {fmt(absent)} (id column {cfg.id_col!r}): every series to "
+        raise DataError(f"{origin} has no rows for {fmt(absent)} (id column {short(cfg.id_col)}): every series to "
                         "forecast needs its known-future covariates for the horizon")
     return series
 
@@ -215,8 +215,8 @@ def _values(df: pd.DataFrame, names: list[str], at: np.ndarray, ids: list[str]) 
                 here = bad & (np.arange(len(flat)) // H == k // H)
                 n = len(np.unique(np.flatnonzero(bad) // H))
                 more = f" ({n - 1} more series too)" if n > 1 else ""
-                shown = f" ({raw.iloc[k]!r})" if why == "holds text" else ""
-                raise DataError(f"{label(ids[k // H])}: future feature {name!r} {why}{shown} at "
+                shown = f" ({short(raw.iloc[k])})" if why == "holds text" else ""
+                raise DataError(f"{label(ids[k // H])}: future feature {short(name)} {why}{shown} at "
                                 f"{fmt(table_rows(df)[flat[here]])}{more}: every horizon step needs a finite number")
         out[:, :, j] = num.reshape(S, H)
     return out

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, short
 
 if TYPE_CHECKING:
     from ..config import DataConfig
@@ -24,7 +24,7 @@ _CALENDAR = ("MS", "ME", "QS", "QE", "YS", "YE")
 
 
 def label(sid: str) -> str:
-    return f"series {sid!r}" if sid else "the series"
+    return f"series {short(sid)}" if sid else "the series"
 
 
 def stamp(value: object) -> object:

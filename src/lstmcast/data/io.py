@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import DataError, did_you_mean
+from ..errors import DataError, cut, did_you_mean, short, short_list
 
 if TYPE_CHECKING:
     import numpy as np
@@ -57,7 +57,7 @@ def read_table(source: str | os.PathLike[str] | pd.DataFrame, delimiter: str | N
         df["__row__"] = np.arange(len(df), dtype=np.int32 if len(df) < 2**31 else np.int64)
         kind = "row" if path.suffix.lower() in PARQUET_SUFFIXES else "line"
     if len(df.columns) <= 2:  # __row__ and at most one real column
-        only = f" only one column {str(df.columns[0])!r}" if len(df.columns) == 2 else " no columns"
+        only = f" only one column {short(str(df.columns[0]))}" if len(df.columns) == 2 else " no columns"
         raise DataError(f"{origin} has{only}: expected a time column and at least one value column "
                         "(for a file: check the delimiter, data.delimiter)")
     if len(df) == 0:
@@ -76,7 +76,7 @@ def row_name(value: object, kind: str) -> str:
         return f"line {int(value) + 2}"  # type: ignore[call-overload]
     if isinstance(value, np.datetime64):
         value = pd.Timestamp(value)
-    return f"row {value!r}" if isinstance(value, str) else f"row {value}"
+    return f"row {short(value)}" if isinstance(value, str) else f"row {value}"
 
 
 class Rows:
@@ -151,7 +151,7 @@ def _refuse_duplicates(names: list[str], where: str) -> None:
     # a blank header cell is not a duplicate: pandas names each one 'Unnamed: k'
     dups = [name for name, n in Counter(names).items() if n > 1 and name]
     if dups:
-        shown = ", ".join(repr(d) for d in dups)
+        shown = short_list(dups)
         raise DataError(f"{where} has duplicated column names {shown}: each column needs a unique name; "
                         "rename or remove the duplicates")
 
@@ -166,14 +166,15 @@ def _read_parquet(path: Path, where: str) -> pd.DataFrame:
     except OSError:
         raise  # unreadable: _read_file names the file and the reason
     except Exception as exc:  # pyarrow raises many types for a bad file
-        raise DataError(f"{where}: cannot read as Parquet ({exc}); is it a CSV? rename it to .csv") from None
+        raise DataError(f"{where}: cannot read as Parquet ({cut(str(exc), 200)}); is it a CSV? rename it to "
+                        ".csv") from None
     _refuse_duplicates(names, where)
     try:
         frame = pd.read_parquet(path)
     except OSError:
         raise
     except Exception as exc:
-        raise DataError(f"{where}: cannot read as Parquet ({exc})") from None
+        raise DataError(f"{where}: cannot read as Parquet ({cut(str(exc), 200)})") from None
     release_arrow_memory()
     return frame
 
@@ -203,7 +204,8 @@ def _read_csv(path: Path, where: str, delimiter: str | None, id_col: str | None)
     except pd.errors.EmptyDataError:
         raise DataError(f"{where} has no header line: expected e.g. 'date,value' on line 1") from None
     except pd.errors.ParserError as exc:
-        raise DataError(f"{where}: cannot parse as CSV ({exc}); check the delimiter (data.delimiter)") from None
+        raise DataError(f"{where}: cannot parse as CSV ({cut(str(exc), 200)}); check the delimiter "
+                        "(data.delimiter)") from None
     except UnicodeDecodeError:
         raise DataError(f"{where}: not UTF-8 text; is it a binary or Parquet file with a wrong suffix?") from None
     if df.shape[1] == 1:
@@ -211,8 +213,8 @@ def _read_csv(path: Path, where: str, delimiter: str | None, id_col: str | None)
         for other, name in _DELIMITERS.items():
             if other != sep and other in header_text:
                 raise DataError(
-                    f"{where}: read as one column {header_text!r}; the file looks {name}-separated: "
-                    f"set data.delimiter: {other!r} (CLI: --set data.delimiter={other!r})"
+                    f"{where}: read as one column {short(header_text)}; the file looks {name}-separated: "
+                    f"set data.delimiter: {short(other)} (CLI: --set data.delimiter={short(other)})"
                 )
     return df
 
@@ -221,7 +223,7 @@ def missing_columns(df: pd.DataFrame, roles: list[tuple[str, str]]) -> None:
     """DataError naming each ``(config key, column)`` absent from ``df``, the closest match and the columns."""
     origin = df.attrs.get("origin", "the data")
     cols = [str(c) for c in df.columns if c != "__row__"]
-    missing = [f"{key} {name!r} is not a column of {origin}{did_you_mean(name, cols)}"
+    missing = [f"{key} {short(name)} is not a column of {origin}{did_you_mean(name, cols)}"
                for key, name in roles if name not in cols]
     if missing:
-        raise DataError("; ".join(missing) + f". Columns present: {', '.join(repr(c) for c in cols)}")
+        raise DataError("; ".join(missing) + f". Columns present: {short_list(cols)}")

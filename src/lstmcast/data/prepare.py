@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import DataConfig
-from ..errors import DataError
+from ..errors import DataError, short
 from . import scaling
 from .validate import SeriesSet
+from .calendar import future_times
 from .inputs import InputSpec, calendar_block, fit_inputs, static_table
 from .windows import Roles, Split, WindowIndex, build_index, split_points
 
@@ -86,7 +87,7 @@ def _fit_window(cfg: DataConfig, series: SeriesSet, splits: list[Split], season:
     H = cfg.horizon
     shortest = min(range(len(splits)), key=lambda i: splits[i].train_end)
     sp, name = splits[shortest], series.ids[shortest]
-    label = f"series {name!r}" if name else "the series"
+    label = f"series {short(name)}" if name else "the series"
     if cfg.window is not None:
         if sp.train_end < cfg.window + H:
             raise _too_short(label, sp, cfg.window, H)
@@ -109,18 +110,28 @@ def check_fp16_range(scaled: list[np.ndarray], series: SeriesSet, scaling: str) 
         big = np.abs(np.nan_to_num(vals)) > _FP16_MAX
         if big.any():
             row, col = np.argwhere(big)[0]
-            label = f"series {sid!r}" if sid else "the series"
+            label = f"series {short(sid)}" if sid else "the series"
             raise DataError(
                 f"{int(big.sum())} values of {label} exceed the float16 range (|x| > 65504) after scaling, first "
-                f"in column {series.channel_names[col]!r} at {stamp(times[row])}, and train.precision is "
+                f"in column {short(series.channel_names[col])} at {stamp(times[row])}, and train.precision is "
                 "fp16: use train.precision bf16 or fp32" + (", or data.scaling: standard" if scaling == "none" else
                                                             " (or remove the outliers)"))
+
+
+def check_forecast_fits(series: SeriesSet, horizon: int) -> None:
+    """The forecast after the latest series end must be representable (integer time up to 2**63-1, timestamps
+    up to 2262-04-11): a DataError (exit 3) before training, not after it, and not again on every --resume."""
+    if not series.times or not all(len(t) for t in series.times):
+        return  # empty series are refused elsewhere, with their own message
+    last = max(t[-1] for t in series.times)
+    future_times(last, series.freq, horizon, series.integer_time, series.tz)
 
 
 def prepare(series: SeriesSet, cfg: DataConfig, precision: str = "fp32", id_embedding: bool = False) -> Prepared:
     """Resolve window and season, split by time, fit scalers on train only, add the calendar channels,
     encode the statics, build the window index."""
     H = cfg.horizon
+    check_forecast_fits(series, H)  # R13: before training, not when the trained model first forecasts
     splits = [split_points(len(v), H, cfg.val_fraction, cfg.test_fraction, cfg.min_val_horizons)
               for v in series.values]
     season = cfg.season if cfg.season is not None else season_from_freq(series.freq)
@@ -131,13 +142,13 @@ def prepare(series: SeriesSet, cfg: DataConfig, precision: str = "fp32", id_embe
     else:
         means, stds, flat = np.zeros((S, C)), np.ones((S, C)), []
     sids = series.ids
-    constant = [series.channel_names[j] + (f" of series {sids[i]!r}" if sids[i] else "") for i, j in flat]
+    constant = [series.channel_names[j] + (f" of series {short(sids[i])}" if sids[i] else "") for i, j in flat]
     scaled = []
     for i, vals in enumerate(series.values):
         scaled.append(scaling.transform(vals, means[i], stds[i]))
         if not np.isfinite(scaled[-1]).all():  # a NaN the data kept, or D14: an overflow, refused naming rows
             scaling.check_overflow(vals, scaled[-1], series.channel_names, series.times[i],
-                                   f"series {sids[i]!r}" if sids[i] else "the series")
+                                   f"series {short(sids[i])}" if sids[i] else "the series")
     if precision == "fp16":
         check_fp16_range(scaled, series, cfg.scaling)
     inputs = fit_inputs(series, cfg, id_embedding)

@@ -52,7 +52,7 @@ def check_overflow(values: np.ndarray, scaled: np.ndarray, channels: list[str], 
 
     ``values`` (N, C) raw, ``scaled`` (N, C) float32, ``times`` (N,) datetime64; refuses naming column and rows.
     """
-    from ..errors import DataError
+    from ..errors import DataError, short
     from .grid import fmt
 
     bad = np.isfinite(values) & ~np.isfinite(scaled)
@@ -61,7 +61,7 @@ def check_overflow(values: np.ndarray, scaled: np.ndarray, channels: list[str], 
     col = int(np.flatnonzero(bad.any(axis=0))[0])
     rows = bad[:, col]
     raise DataError(f"{int(bad.sum())} values of {label} overflow float32 after scaling, first in column "
-                    f"{channels[col]!r} at {fmt(times[rows])}: they are too far from the training mean in units "
+                    f"{short(channels[col])} at {fmt(times[rows])}: they are too far from the training mean in units "
                     "of the training std; fix those values or rescale the column (lstmcast computes in float32)")
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lstmcast.errors import ConfigError, DataError
+from lstmcast.errors import ConfigError, DataError, cut, short_list
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -76,10 +76,10 @@ def read_shard(path: str | os.PathLike[str], id_col: str, rank: int, world: int)
         dataset = ds.dataset(str(path), format="parquet", partitioning="hive")  # id=.../ folders: files skipped
         column = dataset.to_table(columns=[id_col]).column(id_col) if id_col in dataset.schema.names else None
     except (OSError, ValueError) as exc:
-        raise DataError(f"{where} cannot be read as Parquet ({exc}): check --data / data.path") from None
+        raise DataError(f"{where} cannot be read as Parquet ({cut(str(exc), 200)}): check --data / data.path") from None
     if column is None:
         raise DataError(f"data.id_col {id_col!r} is not a column of {where}. Columns present: "
-                        f"{', '.join(repr(c) for c in dataset.schema.names)}")
+                        f"{short_list(dataset.schema.names)}")
     uniq = pc.unique(column)
     uniq = uniq.take(pc.sort_indices(uniq))  # the order validate's factorize(sort=True) gives
     if len(uniq) < world:  # every rank sees the count, so all refuse alike (none waits on a lost peer)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import DataError, plain
+from ..errors import DataError, plain, short
 from .grid import fmt, label
 from .io import row_name
 
@@ -111,7 +111,7 @@ def _column_codes(col: pd.Series, categorical: bool) -> tuple[np.ndarray, np.nda
 
 def _row(df: pd.DataFrame, i: int) -> str:
     if "__row__" not in df.columns:
-        return f"row {df.index[i]!r}" if isinstance(df.index[i], str) else f"row {df.index[i]}"
+        return f"row {short(df.index[i])}" if isinstance(df.index[i], str) else f"row {df.index[i]}"
     return row_name(df["__row__"].iat[i], df.attrs.get("row_kind", "row"))
 
 
@@ -134,14 +134,14 @@ def _per_series(df: pd.DataFrame, name: str, wanted: np.ndarray, s: np.ndarray, 
     if missing.any():
         sid = ids[s[missing][0]]
         where = wanted[missing & (s == s[missing][0])]
-        raise DataError(f"{label(sid)}: static feature {name!r} is missing (empty) at "
+        raise DataError(f"{label(sid)}: static feature {short(name)} is missing (empty) at "
                         f"{fmt([_row(df, i) for i in where])}: every row of a series needs its static value")
     ref = c[first[s]]
     odd = np.flatnonzero(ref != c)
     if len(odd):
         k = odd[0]
         a, b = first[s[k]], k
-        raise DataError(f"{label(ids[s[k]])}: static feature {name!r} changes within the series: "
+        raise DataError(f"{label(ids[s[k]])}: static feature {short(name)} changes within the series: "
                         f"{_shown(uniques[c[a]])} at {_row(df, wanted[a])} but {_shown(uniques[c[b]])} at "
                         f"{_row(df, wanted[b])}. A static feature holds one value per series: fix the rows, or "
                         "move the column to data.features if it varies over time")
@@ -187,5 +187,6 @@ def _check_finite(numeric: np.ndarray, names: list[str], ids: list[str]) -> None
     bad = ~np.isfinite(numeric) | (np.abs(numeric) > np.finfo(np.float32).max)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise DataError(f"{label(ids[i])}: static feature {names[j]!r} is {plain(numeric[i, j])}, not a finite number "
+        raise DataError(f"{label(ids[i])}: static feature {short(names[j])} is {plain(numeric[i, j])}, not a finite "
+                        "number "
                         "within float32 range: fix the value")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, plain
+from ..errors import ConfigError, DataError, cut, plain, short
 from .grid import fmt
 from .io import table_rows
 
@@ -46,7 +46,7 @@ def check_freq(freq: int | str | None) -> None:
     try:
         pd.tseries.frequencies.to_offset(freq)
     except ValueError:
-        raise ConfigError(f"data.freq {freq!r} is not a pandas frequency: use e.g. 'h' (hourly), '15min', 'D', "
+        raise ConfigError(f"data.freq {short(freq)} is not a pandas frequency: use e.g. 'h' (hourly), '15min', 'D', "
                           "'W-SUN', 'MS' (month start), or an integer step for a time column of integers") from None
 
 
@@ -57,7 +57,7 @@ def parse_times(df: pd.DataFrame, cfg: DataConfig) -> tuple[np.ndarray, str | No
 
     raw = df[cfg.time_col]
     if raw.isna().any():
-        raise DataError(f"time column {cfg.time_col!r} has empty cells at {rows_at(df, raw.isna().to_numpy())}: "
+        raise DataError(f"time column {short(cfg.time_col)} has empty cells at {rows_at(df, raw.isna().to_numpy())}: "
                         "every row needs a timestamp")
     if pd.api.types.is_integer_dtype(raw) and not cfg.time_format:
         return _integer_times(df, cfg, raw), None, True
@@ -65,7 +65,7 @@ def parse_times(df: pd.DataFrame, cfg: DataConfig) -> tuple[np.ndarray, str | No
             isinstance(cfg.freq, int) and _plain_integers(raw):
         return _integer_times(df, cfg, pd.to_numeric(raw.astype(str).str.strip())), None, True
     if isinstance(cfg.freq, int):
-        raise DataError(f"data.freq is the integer step {cfg.freq} but time column {cfg.time_col!r} holds dates "
+        raise DataError(f"data.freq is the integer step {cfg.freq} but time column {short(cfg.time_col)} holds dates "
                         f"(first {plain(raw.iloc[0])}): give a pandas frequency (e.g. 'h', 'D', 'MS') or leave "
                         "data.freq unset to infer it")
     if pd.api.types.is_datetime64_any_dtype(raw):  # already parsed (DataFrame or Parquet): keep its zone
@@ -73,7 +73,7 @@ def parse_times(df: pd.DataFrame, cfg: DataConfig) -> tuple[np.ndarray, str | No
     elif pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_integer_dtype(raw):
         whole = " (whole numbers stored as floats: store them as integers for integer time)" if \
             bool(np.all(np.mod(raw.to_numpy(dtype=np.float64), 1) == 0)) else ""
-        raise DataError(f"time column {cfg.time_col!r} holds decimal numbers, not timestamps or integer steps "
+        raise DataError(f"time column {short(cfg.time_col)} holds decimal numbers, not timestamps or integer steps "
                         f"(first {plain(raw.iloc[0])}){whole}: give dates/times, e.g. 2024-01-31 or "
                         "2024-01-31T13:00, or integer steps such as years")
     else:  # text, or integers with data.time_format (e.g. 20240131 with '%Y%m%d')
@@ -95,23 +95,25 @@ def _integer_times(df: pd.DataFrame, cfg: DataConfig, raw: pd.Series) -> np.ndar
     col = cfg.time_col
     if raw.dtype.kind == "u" and len(raw) and int(raw.max()) > np.iinfo(np.int64).max:
         big = raw.to_numpy() > np.iinfo(np.int64).max
-        raise DataError(f"time column {col!r} has integers beyond 2**63-1 at {rows_at(df, big)}: renumber it")
+        raise DataError(f"time column {short(col)} has integers beyond 2**63-1 at {rows_at(df, big)}: renumber it")
     t = raw.to_numpy(dtype=np.int64)
     if isinstance(cfg.freq, int):
         return t
     if isinstance(cfg.freq, str):
-        raise DataError(f"time column {col!r} holds integers (first {int(t[0])}) but data.freq is {cfg.freq!r}, a "
+        raise DataError(f"time column {short(col)} holds integers (first {int(t[0])}) but data.freq is "
+                        f"{short(cfg.freq)}, a "
                         "calendar frequency: for step numbers or years set data.freq to the integer step (e.g. 1); "
                         "for timestamps stored as numbers convert them to dates (pd.to_datetime(df[col], unit='s'))")
     lo, hi = int(t.min()), int(t.max())
     if lo >= _EPOCH_MIN:
-        raise DataError(f"time column {col!r} holds integers from {lo} to {hi}, which look like timestamps counted "
+        raise DataError(f"time column {short(col)} holds integers from {lo} to {hi}, which look like timestamps "
+                        "counted "
                         "since 1970 (seconds, milliseconds or nanoseconds), not step numbers: convert them to dates "
                         "(e.g. pd.to_datetime(df[col], unit='s')), or, if they are step numbers, set data.freq to "
                         "the integer step (e.g. data.freq: 1)")
     fmt_ = _date_digits(t)
     if fmt_ is not None:
-        raise DataError(f"time column {col!r} holds integers ({lo} to {hi}) that read as dates written "
+        raise DataError(f"time column {short(col)} holds integers ({lo} to {hi}) that read as dates written "
                         f"{fmt_.replace('%', '').upper().replace('Y', 'YYYY').replace('M', 'MM').replace('D', 'DD')}"
                         f": set data.time_format: '{fmt_}' to read them as dates, or, if they are step numbers, set "
                         "data.freq to the integer step (e.g. data.freq: 1)")
@@ -138,7 +140,7 @@ def _check_time_range(df: pd.DataFrame, col: str, times: np.ndarray) -> None:
     lo, hi = TIME_RANGE  # whole days inside pandas' limits (numpy wraps converting the exact ones)
     bad = (times < lo) | (times > hi)
     if bad.any():
-        raise DataError(f"time column {col!r} has {int(bad.sum())} timestamps outside the supported range "
+        raise DataError(f"time column {short(col)} has {int(bad.sum())} timestamps outside the supported range "
                         f"{lo} to {hi} (pandas nanosecond timestamps), first "
                         f"{pd.Timestamp(times[bad][0]).isoformat()} at {rows_at(df, bad)}: shift or re-date the "
                         "series into that range")
@@ -155,16 +157,16 @@ def _parse_text_times(df: pd.DataFrame, cfg: DataConfig) -> pd.Series:
         if offsets.nunique() > 1:
             first = offsets.iloc[0]
             bad = (offsets != first).to_numpy()
-            raise DataError(f"time column {cfg.time_col!r} mixes time zones ({first} at {table_rows(df)[0]}, "
+            raise DataError(f"time column {short(cfg.time_col)} mixes time zones ({first} at {table_rows(df)[0]}, "
                             f"{offsets[bad].iloc[0]} at {rows_at(df, bad)}): set data.utc: true (CLI: --set "
                             "data.utc=true) to convert all timestamps to UTC")
     try:
         parsed = pd.to_datetime(text, format=cfg.time_format, utc=cfg.utc, errors="coerce")
     except (ValueError, TypeError) as exc:
-        raise DataError(f"time column {cfg.time_col!r} cannot be parsed ({exc}): {hint}") from None
+        raise DataError(f"time column {short(cfg.time_col)} cannot be parsed ({cut(str(exc), 200)}): {hint}") from None
     bad = parsed.isna().to_numpy()
     if bad.any():
         first = text[bad].iloc[0]
-        raise DataError(f"time column {cfg.time_col!r}: {int(bad.sum())} unparseable timestamps, first "
-                        f"{first!r} at {rows_at(df, bad)}: fix those rows or {hint}")
+        raise DataError(f"time column {short(cfg.time_col)}: {int(bad.sum())} unparseable timestamps, first "
+                        f"{short(first)} at {rows_at(df, bad)}: fix those rows or {hint}")
     return parsed

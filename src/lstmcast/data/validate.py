@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import DataError, did_you_mean, plain
+from ..errors import DataError, did_you_mean, plain, short, short_list
 from .grid import MAX_LISTED as _MAX_LISTED
 from .grid import fmt as _fmt
 from .grid import label as _label
@@ -79,7 +79,7 @@ class SeriesSet:
 
 def _check_columns(df: pd.DataFrame, cfg: DataConfig) -> tuple[str, list[str], list[str]]:
     cols = [c for c in df.columns if c != "__row__"]
-    listed = ", ".join(repr(c) for c in cols)
+    listed = short_list(cols)
     if cfg.time_col is None:
         raise DataError(f"no time column given: set --time-col / data.time_col to one of {listed}")
     roles = [("data.time_col", cfg.time_col)] + [("data.target", t) for t in cfg.target]
@@ -98,7 +98,7 @@ def _check_columns(df: pd.DataFrame, cfg: DataConfig) -> tuple[str, list[str], l
             return cfg.time_col, candidates, list(cfg.features)
         if len(candidates) != 1:
             raise DataError(f"no target column given: set --target / data.target to one or more of "
-                            f"{', '.join(repr(c) for c in candidates)}")
+                            f"{short_list(candidates)}")
         targets = candidates
         log.info("using the only value column %r as the target", targets[0])
     return cfg.time_col, targets, list(cfg.features)
@@ -114,23 +114,23 @@ def _numeric(df: pd.DataFrame, col: str, precision: str, scaling: str = "none") 
         bad = bad & raw.astype(str).str.strip().ne("").to_numpy()
     if bad.any():
         value = raw[bad].iloc[0]
-        raise DataError(f"column {col!r} must be numeric but holds text: {value!r} at {rows_at(df, bad)} "
+        raise DataError(f"column {short(col)} must be numeric but holds text: {short(value)} at {rows_at(df, bad)} "
                         f"({int(bad.sum())} cells): fix or blank those cells")
     # a float32 column stays float32 (a view, no copy: the series end up float32 anyway); the rest float64
     values = num.to_numpy(dtype=np.float32 if num.dtype == np.float32 else np.float64)
     inf = np.isinf(values)
     if inf.any():
-        raise DataError(f"column {col!r} holds {int(inf.sum())} infinite values at {rows_at(df, inf)}: "
+        raise DataError(f"column {short(col)} holds {int(inf.sum())} infinite values at {rows_at(df, inf)}: "
                         "replace them (inf cannot be scaled or learned)")
     big = np.abs(values) > _F32_MAX  # finite in float64, inf once cast to float32 (D14); NaN compares False
     if big.any():
-        raise DataError(f"column {col!r} holds {int(big.sum())} values beyond the float32 range (|x| > 3.4e38) "
+        raise DataError(f"column {short(col)} holds {int(big.sum())} values beyond the float32 range (|x| > 3.4e38) "
                         f"at {rows_at(df, big)}, first {plain(values[big][0])}: lstmcast computes in float32; "
                         "fix those cells or rescale the column (e.g. divide it by a power of ten)")
     if precision == "fp16" and scaling == "none":  # scaled values are checked in prepare
         big = np.abs(np.nan_to_num(values)) > _FP16_MAX
         if big.any():
-            raise DataError(f"column {col!r} has values beyond the float16 range (|x| > 65504) at "
+            raise DataError(f"column {short(col)} has values beyond the float16 range (|x| > 65504) at "
                             f"{rows_at(df, big)}, data.scaling is 'none' and train.precision is fp16: use "
                             "data.scaling: standard, or train.precision bf16 or fp32")
     return values
@@ -145,7 +145,7 @@ def _groups(df: pd.DataFrame, cfg: DataConfig, targets: list[str]) -> tuple[list
         if isinstance(raw.dtype, pd.StringDtype) or raw.dtype == object:  # ids read as text (D16): "" is blank
             empty = empty | raw.astype(str).str.strip().eq("").to_numpy()
         if empty.any():
-            raise DataError(f"series id column {cfg.id_col!r} has {int(empty.sum())} empty cells at "
+            raise DataError(f"series id column {short(cfg.id_col)} has {int(empty.sum())} empty cells at "
                             f"{rows_at(df, empty)}: every row must name its series")
         ids, parts = [], []
         for key, part in df.groupby(cfg.id_col, sort=True):
@@ -170,8 +170,8 @@ def _fill_missing(values: np.ndarray, cols: list[str], policy: str, label: str,
         parts = []
         for j in np.flatnonzero(nan.any(axis=0)):
             where = f", first at {_fmt(rows[nan[:, j]])}" if rows is not None else ""
-            parts.append(f"column {cols[j]!r}: {int(nan[:, j].sum())} empty cells{where}")
-        where = f" in series {label!r}" if label else ""
+            parts.append(f"column {short(cols[j])}: {int(nan[:, j].sum())} empty cells{where}")
+        where = f" in series {short(label)}" if label else ""
         raise DataError(f"missing values{where}: " + "; ".join(parts) + ". Choose a policy: data.missing: "
                         "interpolate | ffill | drop-windows (CLI: --set data.missing=interpolate)")
     frame = pd.DataFrame(values)
@@ -193,7 +193,7 @@ def _sorted_unique(t: np.ndarray, vals: np.ndarray, rows: Rows, sid: str,
         t, vals, rows = t[order], vals[order], rows[order]
     dup = np.flatnonzero(t[1:] == t[:-1]) + 1
     if len(dup):
-        label = f" in series {sid!r}" if sid else ""
+        label = f" in series {short(sid)}" if sid else ""
         pairs = [f"{stamp(t[k])} at {rows[k - 1]} and {rows[k]}" for k in dup[:_MAX_LISTED]]
         more = f" and {len(dup) - _MAX_LISTED} more" if len(dup) > _MAX_LISTED else ""
         raise DataError(f"{len(dup)} duplicated timestamps{label}: " + "; ".join(pairs) + more +
@@ -255,7 +255,8 @@ def _validate_series(df: pd.DataFrame, cfg: DataConfig, times: np.ndarray, tz: s
         t, vals, freq_i = _regularise(t, vals, rows, cfg, sid, freq, tz)
         freq = freq if freq is not None else freq_i
         if i > 0 and freq_i != freq:
-            raise DataError(f"series {sid!r} has frequency {freq_i!r} but {ids[0]!r} has {freq!r}: all series "
+            raise DataError(f"series {short(sid)} has frequency {short(freq_i)} but {short(ids[0])} has "
+                            f"{short(freq)}: all series "
                             "must share one frequency (set data.freq to resample-check them)")
         # rows name file lines; after gaps were inserted (only under a fill policy) they are not needed
         vals = _fill_missing(vals, series_cols, cfg.missing, sid, rows if len(t) == n_rows else None)

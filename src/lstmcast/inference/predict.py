@@ -8,7 +8,7 @@ import numpy as np
 
 from lstmcast.data import scaling
 from lstmcast.data.windows import split_points
-from lstmcast.errors import DataError, did_you_mean
+from lstmcast.errors import DataError, did_you_mean, short, short_list
 from lstmcast.inference.fastpath import future_times
 from lstmcast.inference.backtest import Backtest, backtest_origins, gather_pairs, score, series_mase_scales
 from lstmcast.model.quantiles import (calibrated, interval_columns, interval_metrics, quantiles_for,
@@ -63,11 +63,11 @@ def check_new_table(table: pd.DataFrame, meta: RunMeta, missing: str) -> None:
     """Before validation: the new table has the training columns and enough rows per series (D13)."""
     cols = [c for c in table.columns if c != "__row__"]
     roles = _needed_columns(meta)
-    lacking = [f"{role} column {name!r}{did_you_mean(name, cols)}" for name, role in roles if name not in cols]
+    lacking = [f"{role} column {short(name)}{did_you_mean(name, cols)}" for name, role in roles if name not in cols]
     if lacking:
-        need = ", ".join(f"{name!r} ({role})" for name, role in roles)
+        need = ", ".join(f"{short(name)} ({role})" for name, role in roles)
         raise DataError(f"new data lacks columns the model was trained on: {'; '.join(lacking)}. It needs the "
-                        f"columns {need}; columns present: {', '.join(repr(c) for c in cols)}")
+                        f"columns {need}; columns present: {short_list(cols)}")
     L = meta.window
     # without a fill policy no rows can be inserted, so the raw count is final; with one, check_compatible
     # counts after gap filling and this only catches what validation could not handle at all
@@ -75,10 +75,10 @@ def check_new_table(table: pd.DataFrame, meta: RunMeta, missing: str) -> None:
     counts = table.groupby(meta.id_col).size() if meta.layout == "long" else {"": len(table)}
     if meta.layout == "long":
         counts = counts[counts < need_rows]  # only the short ones go through Python
-    short = [(sid, int(n)) for sid, n in dict(counts).items() if n < need_rows]
-    if short:
-        shown = ", ".join(f"{'series ' + repr(str(sid)) if sid != '' else 'the series'} has {n}"
-                          for sid, n in short[:5])
+    too_short = [(sid, int(n)) for sid, n in dict(counts).items() if n < need_rows]
+    if too_short:
+        shown = ", ".join(f"{'series ' + short(str(sid)) if sid != '' else 'the series'} has {n}"
+                          for sid, n in too_short[:5])
         raise DataError(f"new data is too short: {shown} rows, but forecasting needs the last window = {L} "
                         f"contiguous rows of each series (the model's data.window): give at least {L} recent rows")
 
@@ -87,8 +87,9 @@ def check_compatible(series: SeriesSet, meta: RunMeta) -> None:
     """New data must have the training columns, frequency, series and grid (D13)."""
     problems = []
     if series.targets != meta.targets or series.features != meta.features:
-        problems.append(f"columns differ from training: targets {series.targets} / features {series.features}, "
-                        f"the model was trained on targets {meta.targets} / features {meta.features}")
+        problems.append(f"columns differ from training: targets [{short_list(series.targets)}] / features "
+                        f"[{short_list(series.features)}], the model was trained on targets "
+                        f"[{short_list(meta.targets)}] / features [{short_list(meta.features)}]")
     if series.layout != meta.layout:
         problems.append(f"layout is {series.layout!r} but the model was trained on {meta.layout!r} data")
     if series.freq != meta.freq:
@@ -97,9 +98,9 @@ def check_compatible(series: SeriesSet, meta: RunMeta) -> None:
     if list(series.future_features) != list(meta.future_features or []):
         problems.append(f"future features {series.future_features} differ from the model's "
                         f"{meta.future_features or []}")
-    short = [(sid, len(v)) for sid, v in zip(series.ids, series.values) if len(v) < meta.window]
-    for sid, n in short:
-        label = f"series {sid!r}" if sid else "the series"
+    too_short = [(sid, len(v)) for sid, v in zip(series.ids, series.values) if len(v) < meta.window]
+    for sid, n in too_short:
+        label = f"series {short(sid)}" if sid else "the series"
         problems.append(f"{label} has {n} rows; forecasting needs the last window = {meta.window} rows")
     if bool(series.tz) != bool(meta.tz):
         problems.append(f"timestamps are {'in time zone ' + repr(series.tz) if series.tz else 'naive (no zone)'} "

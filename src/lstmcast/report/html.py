@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +182,9 @@ def diagnosis_section(diagnosis: dict[str, Any] | None, monitor: dict[str, Any] 
     return head + _findings_table(diagnosis.get("findings", []), "diagnosis-findings")
 
 
-def monitor_section(run: Path, monitor: dict[str, Any] | None) -> str:
+def monitor_section(run: Path, monitor: dict[str, Any] | None, plots_in_run: bool = True) -> str:
+    """The probe's gate statistics; ``plots_in_run``: monitor.png is (re)written into the run folder, else the
+    plot is drawn in a temporary folder and only embedded (a report elsewhere writes nothing into RUN: R13)."""
     if monitor is None:
         return _missing("monitor.json", "written by `lstmcast train` from its hidden-state probe")
     probes = monitor.get("probes") or []
@@ -189,6 +192,9 @@ def monitor_section(run: Path, monitor: dict[str, Any] | None) -> str:
         return "<p>The probe did not run in this training (see the log).</p>"
     from lstmcast.report.plots import probe_plot
 
+    if not plots_in_run:
+        with tempfile.TemporaryDirectory(prefix="lstmcast-report-") as tmp:
+            return monitor_section(Path(tmp), monitor)
     plot = run / "monitor.png"
     probe_plot(probes, plot)
     last = probes[-1]
@@ -283,11 +289,13 @@ def summary_section(meta: dict[str, Any] | None, metrics: dict[str, Any] | None,
 
 
 # -- the page -----------------------------------------------------------------------------------
-def render_report(run: str | os.PathLike[str]) -> str:
-    """The report of a run folder as one HTML string (writes monitor.png next to the other plots)."""
+def render_report(run: str | os.PathLike[str], plots_in_run: bool = True) -> str:
+    """The report of a run folder as one HTML string (writes monitor.png next to the other plots unless
+    ``plots_in_run`` is False: then nothing is written into the run folder)."""
     folder = Path(run)
     if not folder.is_dir():
-        raise CheckpointError(f"run folder {str(folder)!r} does not exist: pass the folder `lstmcast train` printed")
+        what = "is not a folder" if os.path.lexists(folder) else "does not exist"
+        raise CheckpointError(f"run folder {str(folder)!r} {what}: pass the folder `lstmcast train` printed")
     meta, metrics = _read_json(folder, "meta.json"), _read_json(folder, "metrics.json")
     history, monitor = _read_json(folder, "history.json"), _read_json(folder, "monitor.json")
     diagnosis, doctor = _read_json(folder, "diagnosis.json"), _read_json(folder, "doctor.json")
@@ -302,7 +310,7 @@ def render_report(run: str | os.PathLike[str]) -> str:
         "curves": _img(folder / "loss.png", "training and validation loss per epoch", "written by `lstmcast train`"),
         "forecast": _img(folder / "forecast.png", "history, forecast and backtest windows",
                          "written by `lstmcast train`"),
-        "monitor": monitor_section(folder, monitor),
+        "monitor": monitor_section(folder, monitor, plots_in_run),
         "doctor": doctor_section(doctor),
         "data": data_section(meta, history),
         "config": (f"<details><summary>config.yaml (resolved)</summary><pre>{_esc(config.read_text(encoding='utf-8'))}"
@@ -327,7 +335,9 @@ def render_report(run: str | os.PathLike[str]) -> str:
 def write_report(run: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
     """Write the report of ``run`` to ``out`` (default RUN/report.html) atomically; return its path."""
     target = Path(out) if out is not None else Path(run) / "report.html"
-    atomic.write_text(target, render_report(run))
+    atomic.check_target(out if out is not None else target)  # a symlink, folder, device or 'dir/': refused first
+    inside = os.path.realpath(target.parent) == os.path.realpath(run)  # RUN/report.html may refresh monitor.png
+    atomic.write_text(target, render_report(run, plots_in_run=inside))
     return target
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,8 +19,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lstmcast import atomic
-from lstmcast.errors import CheckpointError, ConfigError, LstmcastError
+from lstmcast.errors import CheckpointError, ConfigError, LstmcastError, short, short_list
 from lstmcast.run.meta import RunMeta, check_meta, check_scaler, check_weights
+
+_REMEDY = ": retrain this run, or restore the run folder from a backup"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 if TYPE_CHECKING:
     from lstmcast.config import ForecastConfig
@@ -46,6 +51,7 @@ class StoredRun:
     state: dict[str, Any]
     backtest_state: dict[str, Any] | None
     history: list[Any]
+    data: dict[str, str] | None = None  # manifest.json "data": the training file's path and sha256 (None: unknown)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -98,9 +104,69 @@ def save_run(fc: Forecaster, path: str | os.PathLike[str]) -> str:
     for name, data in files.items():
         atomic.write_bytes(folder / name, data)
     atomic.write_json(folder / "history.json", fc.history_)
-    atomic.write_json(folder / "manifest.json", {"format_version": FORMAT_VERSION,
-                                                  "sha256": {n: sha256_bytes(d) for n, d in files.items()}})
+    manifest: dict[str, Any] = {"format_version": FORMAT_VERSION,
+                                "sha256": {n: sha256_bytes(d) for n, d in files.items()}}
+    record = _data_record(fc)
+    if record is not None:
+        manifest["data"] = record
+    atomic.write_json(folder / "manifest.json", manifest)
     return str(folder)
+
+
+def _data_record(fc: Forecaster) -> dict[str, str] | None:
+    """manifest.json "data": config.yaml's data.path and the sha256 of the bytes trained on, so that a later
+    `predict RUN` without --data reads that file only while it is unchanged (see ``stored_data_path``)."""
+    loaded = getattr(fc, "data_record_", None)
+    if loaded is not None:  # a loaded run saved again: its record travels with it
+        return dict(loaded)
+    path = fc.config_.data.path
+    if path is None or getattr(fc, "data_file_", None) != path:
+        return None  # trained on a DataFrame, or on another file than data.path names
+    return data_record(path)
+
+
+def data_record(path: str | None) -> dict[str, str] | None:
+    """``{"path", "sha256"}`` of a regular data file (None for none, a folder of Parquet files or a device):
+    what lets a stored data.path be read again later (``stored_data_path``)."""
+    if path is None or not os.path.isfile(path):
+        return None
+    return {"path": path, "sha256": file_sha256(path)}
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's bytes, read in 1 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def stored_data_path(path: str | None, record: dict[str, str] | None, folder: Path) -> str | None:
+    """The training data file a run folder or checkpoint names, for `predict` / `evaluate` / `train --resume`
+    without --data (FAULTS R9).
+
+    A path read from a run folder is not a path the user typed: anyone who can edit the folder (and re-hash
+    it) can point it anywhere, e.g. at /etc/shadow. It is read only when ``record`` (manifest.json "data", a
+    checkpoint's "data_file") names it and its bytes still have the recorded sha256 (a forged record needs
+    the file's content, so a secret is never opened); otherwise ConfigError (exit 2) asking for --data. The
+    file is never opened unless it is a regular file."""
+    again = f": pass the data file with --data (Python API: the data argument) (run folder {folder})"
+    if path is None:
+        return None  # nothing stored: the caller's "no data given"
+    if record is None or record.get("path") != path:
+        raise ConfigError(f"the run folder's data.path {short(path)} was not recorded with its sha256 at training, "
+                          "so it is not read (a path stored in a run folder is not trusted like one you type)"
+                          + again)
+    try:
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+        same = regular and file_sha256(path) == record.get("sha256")
+    except OSError:
+        same = False
+    if not same:
+        raise ConfigError(f"the run's training data {short(path)} is gone or changed since training (its sha256 "
+                          "differs from the one recorded at training), so it is not read" + again)
+    return path
 
 
 def _read(folder: Path, name: str, manifest: dict[str, Any]) -> bytes:
@@ -134,7 +200,9 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"{folder} is a pickle-based file ({folder.suffix}): lstmcast never unpickles (loading "
                               "a pickle can run arbitrary code); pass the run folder `lstmcast train` wrote")
     if not folder.is_dir():
-        raise CheckpointError(f"run folder {str(folder)!r} does not exist: pass the folder `lstmcast train` printed")
+        what = "is not a folder" if os.path.lexists(folder) else "does not exist"  # R14: x.csv exists
+        raise CheckpointError(f"run folder {str(folder)!r} {what}: pass the run folder `lstmcast train` wrote "
+                              "(it holds manifest.json); a data file goes to fit / predict / --data")
     unsafe = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in UNSAFE_SUFFIXES)
     if unsafe and not (folder / "model.safetensors").exists():
         raise CheckpointError(f"{folder} holds only pickle-based files {unsafe}: lstmcast never unpickles (loading "
@@ -150,7 +218,29 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     hashes = manifest.get("sha256")
     if not isinstance(hashes, dict) or not all(isinstance(hashes.get(n), str) for n in HASHED):
         raise CheckpointError(f"{mpath} is damaged: it must list a sha256 for each of {list(HASHED)}")
+    _check_manifest_entries(manifest, hashes, mpath)
+    data = manifest.get("data")
+    if data is not None and not (isinstance(data, dict) and set(data) == {"path", "sha256"}
+                                 and all(isinstance(v, str) and len(v) <= 5000 for v in data.values())):
+        raise CheckpointError(f"{mpath} is damaged: \"data\" must hold the training file's \"path\" and "
+                              "\"sha256\"" + _REMEDY)
     return manifest
+
+
+def _check_manifest_entries(manifest: dict[str, Any], hashes: dict[str, Any], mpath: Path) -> None:
+    """R11: a manifest lists exactly the files lstmcast writes, each with a sha256; nothing else is ignored."""
+    problems = []
+    keys = sorted(set(manifest) - {"format_version", "sha256", "data"})
+    if keys:
+        problems.append(f"unknown keys {short_list(keys)}")
+    files = [n for n in hashes if n not in (*HASHED, BACKTEST_MODEL)]
+    if files:
+        problems.append(f"sha256 entries for files lstmcast never writes there: {short_list(files)}")
+    odd = [n for n, v in hashes.items() if n not in files and not (isinstance(v, str) and _HEX64.fullmatch(v))]
+    if odd:
+        problems.append(f"the sha256 of {short_list(odd)} is not 64 hex digits")
+    if problems:
+        raise CheckpointError(f"{mpath} is damaged or was edited: " + "; ".join(problems) + _REMEDY)
 
 
 def read_run(path: str | os.PathLike[str]) -> StoredRun:
@@ -188,5 +278,5 @@ def read_run(path: str | os.PathLike[str]) -> StoredRun:
         except (SafetensorError, ValueError, TypeError, OSError) as exc:
             raise CheckpointError(f"{folder / BACKTEST_MODEL} is not a valid safetensors file ({exc})") from None
         check_weights(bstate, folder / BACKTEST_MODEL)
-    return StoredRun(folder=folder, config=cfg, meta=RunMeta.model_validate(meta), scaler=scaler, state=state, backtest_state=bstate,
-                     history=history)
+    return StoredRun(folder=folder, config=cfg, meta=RunMeta.model_validate(meta), scaler=scaler, state=state,
+                     backtest_state=bstate, history=history, data=manifest.get("data"))

@@ -3,9 +3,10 @@
 ``train`` (and ``train --resume``) hold it exclusively; ``tune`` workers hold it shared, so many workers
 share one study folder while a ``train`` into that folder (or a ``tune`` into a training run) is refused.
 The kernel drops a ``flock`` when its process ends in any way (exit, exception, SIGKILL), so a lock is
-never stale; the file itself stays and holds the last holder's pid, host, command and start time, which
-the refusal names. Re-entrant within one process (the CLI locks before reading checkpoints, the library
-locks again in ``train_run``).
+never stale. The file holds the holder's pid, host, command and start time, which the refusal names; the
+last holder removes it on release (R12: a finished run keeps no ``.lock``), and a process that locked a
+file removed meanwhile sees that the path no longer names its file and locks the new one. Re-entrant
+within one process (the CLI locks before reading checkpoints, the library locks again in ``train_run``).
 
 >>> with RunLock("runs/a"):  # doctest: +SKIP
 ...     ...  # a second process asking for runs/a now gets ConfigError (exit 2) naming this one
@@ -55,6 +56,9 @@ class RunLock:
     def acquire(self) -> RunLock:
         if self.folder.exists() and not self.folder.is_dir():
             raise ConfigError(f"{self.folder} is a file, not a folder: choose another path")
+        if self.folder.is_symlink() and not self.folder.exists():  # R14: mkdir said "File exists"
+            raise ConfigError(f"{self.folder} is a symbolic link to {os.readlink(self.folder)!r}, which does not "
+                              f"exist: create that folder, or choose another {self.what} folder")
         created = not self.folder.exists()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -68,7 +72,15 @@ class RunLock:
                 held[1] += 1
                 self._key = key
                 return self
-            path = self.folder / LOCK_NAME
+            fd = self._lock_file(self.folder / LOCK_NAME)
+            self._write_holder(fd)
+            _HELD[key] = [fd, 1, created]
+            self._key = key
+        return self
+
+    def _lock_file(self, path: Path) -> int:
+        """Open and flock ``path``; again when the holder that released it removed it meanwhile."""
+        for _ in range(100):
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
             except OSError as exc:
@@ -85,10 +97,11 @@ class RunLock:
                 os.close(fd)
                 raise ConfigError(f"cannot lock {path} ({exc.strerror or exc}): put the {self.what} folder on a "
                                   "local file system") from None
-            self._write_holder(fd)
-            _HELD[key] = [fd, 1, created]
-            self._key = key
-        return self
+            if _same_file(fd, path):
+                return fd
+            os.close(fd)  # locked a file its last holder had just removed: lock the one the path names now
+        raise ConfigError(f"cannot lock {path}: it is being created and removed without end: is another program "
+                          "deleting it?")
 
     @staticmethod
     def _write_holder(fd: int) -> None:
@@ -109,8 +122,23 @@ class RunLock:
                 del _HELD[self._key]
                 if held[2]:
                     self._remove_if_empty()  # a run refused before writing anything leaves no folder behind
-                os.close(held[0])  # drops the flock; the file stays (deleting it would race a new holder)
+                self._remove_if_last(held[0])
+                os.close(held[0])  # drops the flock
         self._key = None
+
+    def _remove_if_last(self, fd: int) -> None:
+        """Remove the lock file unless another process holds it too (tune workers share it): holding it
+        exclusively, nobody else can; a process that opened it meanwhile sees it gone (``_lock_file``)."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return  # shared with another worker: the last one removes it
+        path = self.folder / LOCK_NAME
+        try:
+            if _same_file(fd, path):
+                path.unlink()
+        except OSError:
+            pass
 
     def _remove_if_empty(self) -> None:
         """Still holding the lock: no other process can be using a folder that holds only it."""
@@ -126,3 +154,13 @@ class RunLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """``path`` still names the file open as ``fd``."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)

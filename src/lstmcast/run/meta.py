@@ -28,12 +28,13 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 _REMEDY = ": retrain this run, or restore the run folder from a backup"
+_F32_MAX, _F32_TINY = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)
 Name = Annotated[str, Field(min_length=1, max_length=1000)]
 
 
 class _Strict(BaseModel):
-    # extra keys are allowed: a newer lstmcast of the same format version may add informational ones
-    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False)
+    # unknown keys are refused (R11): a newer lstmcast that adds keys writes a new format_version
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 
 class Inputs(_Strict):
@@ -53,7 +54,7 @@ class RunMeta(_Strict):
     """meta.json, typed: what a fitted Forecaster knows about its data and model (``Forecaster.meta_``).
 
     Read by attribute (``meta.window``), never by string key. The model is rebuilt from its sizes, so they
-    are bounded: no terabyte allocations. Keys a newer lstmcast adds are kept (``extra="allow"``).
+    are bounded: no terabyte allocations. Unknown keys are refused (``extra="forbid"``).
     """
 
     format_version: Literal[1]
@@ -106,6 +107,11 @@ class Intervals(_Strict):
     calibration: Literal["conformal", "none"]
     method: Literal["quantile", "residual"] = "quantile"  # how the offsets apply (quantiles.apply_offsets)
     offsets: list[list[list[float]]] | None  # (levels, H, T) in scaled units
+    # informational (model/quantiles.py intervals_meta): how the offsets were calibrated
+    calibration_windows: int = Field(default=0, ge=0)
+    pooled: bool = False
+    training_windows: int = Field(default=0, ge=0)
+    method_scores: dict[str, float] | None = None
 
 
 class ScalerFile(_Strict):
@@ -245,11 +251,17 @@ def check_scaler(scaler: dict[str, Any], meta: dict[str, Any], path: Path) -> di
             problems.append(f"{key} must be {shape[0]} rows of {shape[1]} values (series x channels)")
     _raise(path, problems)
     mean, std = np.asarray(scaler["mean"], dtype=np.float64), np.asarray(scaler["std"], dtype=np.float64)
-    bad = np.argwhere(~(std > 0))
-    if bad.size:
-        i, j = bad[0]
-        _raise(path, [f"std must be > 0 (it divides the inputs), got {std[i, j]} for series "
-                      f"{short(meta['ids'][i])} channel {short(meta['channels'][j])}"])
+    for key, values, bad, need in (
+            ("std", std, ~(std > 0), "> 0 (it divides the inputs)"),
+            # R11: lstmcast computes in float32; a std of 1e300 forecast 1.6e297 with exit 0
+            ("std", std, ~((std >= _F32_TINY) & (std <= _F32_MAX)), f"within float32's range [{_F32_TINY:.3g}, "
+             f"{_F32_MAX:.3g}] (the data it was fitted on is)"),
+            ("mean", mean, ~(np.abs(mean) <= _F32_MAX), f"within float32's range (|mean| <= {_F32_MAX:.3g})")):
+        where = np.argwhere(bad)
+        if where.size:
+            i, j = where[0]
+            _raise(path, [f"{key} must be {need}, got {values[i, j]} for series {short(meta['ids'][i])} channel "
+                          f"{short(meta['channels'][j])}"])
     return {**scaler, "mean": mean, "std": std}
 
 

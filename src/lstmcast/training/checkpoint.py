@@ -177,6 +177,15 @@ def _parse_state(data: bytes, path: Path) -> dict[str, Any]:
     return meta
 
 
+def _check_step_matches_name(meta: dict[str, Any], folder: Path) -> None:
+    """R11: step-000000120 holds step 120. An edited, re-hashed step would resume elsewhere and set the good
+    later checkpoints aside as "newer"; refused, so the newest good checkpoint is used instead."""
+    m = _NAME.fullmatch(folder.name)
+    if m and int(m.group(1)) != meta["step"]:
+        raise CheckpointError(f"{folder / STATE} is damaged or was edited: its step {meta['step']} is not the "
+                              f"{int(m.group(1))} its folder is named after")
+
+
 def read_checkpoint(folder: str | os.PathLike[str]) -> Checkpoint:
     """Load and verify one checkpoint folder (hashes, safetensors header, JSON schema).
 
@@ -190,6 +199,7 @@ def read_checkpoint(folder: str | os.PathLike[str]) -> Checkpoint:
         hashes = _manifest(folder)
         tensors = _parse_tensors(_read_verified(folder, TENSORS, hashes[TENSORS]), folder / TENSORS)
         meta = _parse_state(_read_verified(folder, STATE, hashes[STATE]), folder / STATE)
+        _check_step_matches_name(meta, folder)
     except OSError as exc:
         if isinstance(exc, CheckpointError):
             raise

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lstmcast.errors import CheckpointError, ConfigError
+from lstmcast.run.folder import data_record, stored_data_path
 from lstmcast.training.checkpoint import Checkpoint, CheckpointStore
 
 if TYPE_CHECKING:
@@ -101,6 +102,9 @@ def resume_config(run: str | os.PathLike[str], config: str | os.PathLike[str] | 
     if isinstance(section, dict):
         section.update({k: v for k, v in (data_flags or {}).items() if v is not None})
     cfg = validate_config(apply_overrides(raw, list(overrides or [])))
+    if config is None and not (data_flags or {}).get("path"):  # the data path is the checkpoint's: not typed
+        record = ckpt.meta.get("data_file")
+        stored_data_path(cfg.data.path, record if isinstance(record, dict) else None, Path(run))
     settled = ckpt.meta.get("precision")
     if cfg.train.precision == "auto" and settled in ("fp32", "tf32", "bf16", "fp16"):
         cfg.train.precision = settled  # a new probe could choose otherwise and break the exact continuation
@@ -128,4 +132,6 @@ def attach_run(trainer: Any, run_dir: str | os.PathLike[str] | None, resume_from
                         "train.precision=%s)", settled, trainer.accel.precision, settled)
         trainer.resume(resume_from)
         store.discard_newer_than(resume_from.step)
-    trainer.attach_checkpoints(store, {"config": config, "fingerprint": fingerprint})
+    # the data file's sha256: `--resume` without --data reads the stored data.path only while unchanged (R9)
+    record = data_record(config.get("data", {}).get("path"))
+    trainer.attach_checkpoints(store, {"config": config, "fingerprint": fingerprint, "data_file": record})
