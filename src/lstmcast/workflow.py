@@ -27,10 +27,19 @@ def default_run_dir(root: str = "runs") -> Path:
     return Path(root) / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
+_TUNING_FILES = ("study.db", "trials.csv", "best.yaml", "summary.json")  # what `lstmcast tune` writes
+
+
 def check_run_dir(run: Path, resuming: bool = False) -> None:
     """Refuse to overwrite a run folder that already holds a run (no data is ever lost)."""
     if run.exists() and not run.is_dir():
         raise ConfigError(f"--run {run} is a file, not a folder: choose another path")
+    tuning = [name for name in _TUNING_FILES if (run / name).exists()] + \
+        (["workers/"] if any((run / "workers").glob("slot-*.lock")) else [])
+    if tuning:
+        raise ConfigError(f"{run} is a tuning study folder (it holds {', '.join(tuning)}), not a run folder: give "
+                          f"`lstmcast train` a new --run; to train the study's best trial: lstmcast train -c "
+                          f"{run / 'best.yaml'} --run <new folder>")
     if (run / COMPLETE).exists():
         raise ConfigError(f"run folder {run} already holds a trained run: choose another --run (or delete it)")
     if (run / "manifest.json").exists() and not resuming:

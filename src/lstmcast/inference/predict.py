@@ -28,7 +28,7 @@ def load_new_series(source: Any, cfg: ForecastConfig, meta: RunMeta) -> SeriesSe
 
     ``None`` reads the run's training data (``data.path``). Errors say what the model needs.
     """
-    from lstmcast.data.io import read_table, release_arrow_memory
+    from lstmcast.data.io import read_table, release_arrow_memory, warnings_as_log
     from lstmcast.data.validate import SeriesSet, validate_frame
 
     if isinstance(source, SeriesSet):
@@ -37,13 +37,14 @@ def load_new_series(source: Any, cfg: ForecastConfig, meta: RunMeta) -> SeriesSe
         source = cfg.data.path if source is None else source
         if source is None:
             raise DataError("no data given: pass a CSV/Parquet path or a DataFrame with the training columns")
-        table = read_table(source, cfg.data.delimiter, cfg.data.id_col)
-        check_new_table(table, meta, cfg.data.missing)
-        try:
-            series = validate_frame(table, cfg.data, cfg.train.precision)
-        except DataError as exc:
-            raise DataError(f"new data for the trained model: {exc} (predict and evaluate apply the run's data "
-                            f"settings, e.g. data.missing={cfg.data.missing!r})") from None
+        with warnings_as_log("the new data"):
+            table = read_table(source, cfg.data.delimiter, cfg.data.id_col)
+            check_new_table(table, meta, cfg.data.missing)
+            try:
+                series = validate_frame(table, cfg.data, cfg.train.precision)
+            except DataError as exc:
+                raise DataError(f"new data for the trained model: {exc} (predict and evaluate apply the run's "
+                                f"data settings, e.g. data.missing={cfg.data.missing!r})") from None
         del table
         release_arrow_memory()  # the read table is gone: return its Arrow pages
     check_compatible(series, meta)
@@ -311,9 +312,11 @@ def _future_inputs(series: SeriesSet, meta: RunMeta, future: Any, cfg: Any) -> t
                             ": drop --future / future=")
         return None, times
     from lstmcast.data.future import read_future
+    from lstmcast.data.io import warnings_as_log
 
-    vals = read_future(future, cfg.data, series.ids, [t[-1] for t in series.times], H, meta.freq, integer,
-                       meta.tz)
+    with warnings_as_log("the future covariates"):
+        vals = read_future(future, cfg.data, series.ids, [t[-1] for t in series.times], H, meta.freq, integer,
+                           meta.tz)
     return vals, times
 
 
