@@ -265,3 +265,35 @@ def test_r19_a_fifo_or_device_in_a_run_folder_is_named_for_what_it_is(saved_run,
     (run / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match=r"model.safetensors is missing"):
         read_run(run)
+
+
+def _failed(exitcode: int):
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    return ChildFailedError("lstmcast.cli", {1: ProcessFailure(local_rank=1, pid=4242, exitcode=exitcode,
+                                                                error_file="<N/A>")})
+
+
+@pytest.mark.parametrize("exitcode, shown", [(-9, False), (7, True)])
+def test_r19_torch_elastic_log_lines_are_dropped_when_lstmcast_names_the_lost_rank(monkeypatch, capsys, caplog,
+                                                                                     exitcode, shown):
+    import torch.distributed.run as torchrun
+
+    from lstmcast.launch import launch
+
+    def killed(ns):
+        logging.getLogger("torch.distributed.elastic.agent.server.api").error(
+            "failed (exitcode: %d) local_rank: 1 (pid: 4242) of binary", exitcode)
+        logging.getLogger("lstmcast.training").warning("a line of lstmcast's own")
+        raise _failed(exitcode)
+
+    monkeypatch.setattr(torchrun, "run", killed)
+    with caplog.at_level(logging.WARNING):
+        code = launch(2, ["train", "-c", "c.yaml", "--nproc", "2", "--run", "r"], add_run=False)
+    err = capsys.readouterr().err
+    assert "a line of lstmcast's own" in caplog.text  # only torch elastic's lines are held back
+    if exitcode == -9:
+        assert code == 130 and "rank 1 was killed by SIGKILL" in err
+    else:  # a failure lstmcast does not explain: torch's account is replayed
+        assert code == 7 and "rank 1 failed with exit code 7" in err
+    assert ("failed (exitcode:" in caplog.text) is shown
