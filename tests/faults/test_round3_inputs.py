@@ -206,6 +206,45 @@ def test_r17_series_ids_in_plot_titles_are_escaped_and_shortened(tmp_path, monke
     assert width < 1600, width  # a 3,000-character title made it 30,357 px wide
 
 
+# -- R18: memory at mid scale -------------------------------------------------------------------------------------
+def test_r18_csv_outputs_are_formatted_and_written_in_parts_never_as_one_string(tmp_path, monkeypatch):
+    from lstmcast import workflow
+
+    monkeypatch.setattr(workflow, "CSV_ROWS", 10)
+    formatted: list[int] = []
+    real = pd.DataFrame.to_csv
+
+    def to_csv(self, *args, **kwargs):
+        formatted.append(len(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", to_csv)
+    df = pd.DataFrame({"t": pd.date_range("2024-01-01", periods=25, freq="h", tz="Europe/Paris"),
+                       "id": ["a,b"] * 25, "y": np.random.default_rng(0).normal(size=25)})
+    workflow.write_csv(df, tmp_path / "f.csv")
+    assert formatted == [10, 10, 5]  # the old write_csv formatted all 25 rows into one string, then encoded it
+    assert (tmp_path / "f.csv").read_text() == real(df, index=False)  # the same bytes as one to_csv
+    workflow.write_csv(df.iloc[:0], tmp_path / "empty.csv")
+    assert (tmp_path / "empty.csv").read_text() == "t,id,y\n"
+
+
+def test_r18_the_backtest_frame_comes_in_parts_that_make_up_the_whole():
+    from lstmcast.inference.backtest import Backtest
+
+    n, H = 7, 3
+    rng = np.random.default_rng(0)
+    times = [pd.date_range("2024-01-01", periods=20, freq="D").to_numpy()] * 2
+    series = SimpleNamespace(ids=["a", "b"], times=times)
+    meta = SimpleNamespace(layout="long", targets=["y"], tz="Europe/Paris")
+    bt = Backtest(series_idx=np.array([0, 0, 0, 1, 1, 1, 1]), origins=np.array([10, 12, 14, 9, 11, 13, 15]),
+                  actual=rng.normal(size=(n, H, 1)), forecasts={"model": rng.normal(size=(n, H, 1))},
+                  scale=np.ones((n, 1, 1)), metrics={})
+    parts = list(bt.frames(series, meta, rows=6))  # 2 origins x 3 steps a part
+    assert [len(p) for p in parts] == [6, 6, 6, 3]
+    pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), bt.frame(series, meta))
+    assert bt.frame(series, meta)["time"].iloc[4] == pd.Timestamp("2024-01-14", tz="UTC").tz_convert("Europe/Paris")
+
+
 # -- R19: smaller --------------------------------------------------------------------------------------------------
 def test_r19_one_series_on_two_ranks_advises_what_works(tmp_path):
     from lstmcast.data.shard import read_shard

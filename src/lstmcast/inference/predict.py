@@ -199,8 +199,13 @@ def _calendar(spec: Any, times: np.ndarray, tz: str | None) -> np.ndarray:
     return block.reshape(times.shape[0], times.shape[1], block.shape[1])
 
 
-def _predict_scaled(model: LSTMForecaster, x: np.ndarray, batch: int = 4096, future: np.ndarray | None = None,
-                    static: np.ndarray | None = None) -> np.ndarray:
+# windows per forward at predict and backtest: an LSTM's gates for 4,096 windows (hidden 64, 2 layers) took
+# 60-117 MB more at the peak of a 20k-series run than 1,024, which was no slower (docs/FAULTS.md R18)
+PREDICT_BATCH = 1024
+
+
+def _predict_scaled(model: LSTMForecaster, x: np.ndarray, batch: int = PREDICT_BATCH,
+                    future: np.ndarray | None = None, static: np.ndarray | None = None) -> np.ndarray:
     import torch
 
     def part(a: np.ndarray | None, i: int) -> Any:
