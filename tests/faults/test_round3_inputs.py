@@ -245,6 +245,22 @@ def test_r18_the_backtest_frame_comes_in_parts_that_make_up_the_whole():
     assert bt.frame(series, meta)["time"].iloc[4] == pd.Timestamp("2024-01-14", tz="UTC").tz_convert("Europe/Paris")
 
 
+def test_r18_predict_forwards_at_most_1024_windows_at_once():
+    import torch
+
+    from lstmcast.inference.predict import _predict_scaled
+
+    seen: list[int] = []
+
+    def model(xb, future=None, static=None):
+        seen.append(len(xb))
+        return torch.zeros(len(xb), 2, 1)
+
+    out = _predict_scaled(model, np.zeros((3000, 5, 1), dtype=np.float32))
+    assert out.shape == (3000, 2, 1)
+    assert max(seen) <= 1024 and sum(seen) == 3000  # 4,096 at once cost up to 117 MB more at 20k series
+
+
 # -- R19: smaller --------------------------------------------------------------------------------------------------
 def test_r19_one_series_on_two_ranks_advises_what_works(tmp_path):
     from lstmcast.data.shard import read_shard

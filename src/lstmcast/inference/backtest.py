@@ -124,7 +124,7 @@ def gather_pairs(values: np.ndarray, rows: np.ndarray, window: int, horizon: int
 
 
 def series_mase_scales(values: np.ndarray, offsets: np.ndarray, history: np.ndarray, n_targets: int,
-                       season: int, chunk_rows: int = 1 << 22) -> np.ndarray:
+                       season: int, chunk_rows: int = 1 << 20) -> np.ndarray:
     """(S, T): ``metrics.mase_scale`` of rows [offsets[i], offsets[i] + history[i]) of ``values`` (N, C),
     float64, equal to it bit for bit: series with the same history length go through one (G, n, T) nanmean,
     whose reduction order is the single series' (a segmented sum over the flat rows is not, for T > 1)."""
@@ -133,7 +133,8 @@ def series_mase_scales(values: np.ndarray, offsets: np.ndarray, history: np.ndar
     lengths, starts = np.unique(history[order], return_index=True)
     for n, a, b in zip(lengths.tolist(), starts.tolist(), [*starts[1:].tolist(), len(order)]):
         m = season if n > season else 1
-        step = max(1, chunk_rows // max(n, 1))  # bounded scratch memory: (G, n, T) float64
+        step = max(1, chunk_rows // max(n, 1))  # bounded scratch: (G, n, T) float64 and its differences;
+        # 4M rows a chunk (~100 MB of temporaries) were the peak of a 20k-series train (docs/FAULTS.md R18)
         for c in range(a, b, step):
             g = order[c:min(b, c + step)]
             y = values[offsets[g][:, None] + np.arange(n), :n_targets].astype(np.float64)  # (G, n, T)
