@@ -9,14 +9,16 @@ import json
 import os
 import stat
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from lstmcast.errors import CheckpointError, ConfigError
 
 
-def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically; on any failure the previous file stays intact.
+def write_bytes(path: str | os.PathLike[str], data: bytes | Iterable[bytes]) -> None:
+    """Write ``data`` (bytes, or byte chunks streamed in order) to ``path`` atomically; on any failure the
+    previous file stays intact.
 
     Only a regular file is ever replaced (T11): a symlink, directory, device or FIFO at ``path`` is refused
     (ConfigError, exit 2), also when it appears between the check and the rename. An existing file keeps
@@ -89,18 +91,19 @@ def _umask() -> int:
     return old
 
 
-def _write_temp(target: Path, data: bytes, mode: int, before: os.stat_result | None) -> str:
+def _write_temp(target: Path, data: bytes | Iterable[bytes], mode: int, before: os.stat_result | None) -> str:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for part in (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data:
+                fh.write(part)
             fh.flush()
             os.fchmod(fh.fileno(), mode)
             if before is not None and os.geteuid() == 0:  # root replacing a user's file: it stays theirs
                 with contextlib.suppress(OSError):
                     os.fchown(fh.fileno(), before.st_uid, before.st_gid)
             os.fsync(fh.fileno())
-    except BaseException:  # ENOSPC, EIO, a signal: the half-written temp file goes too (R12)
+    except BaseException:  # ENOSPC, EIO, a signal, a failing chunk: the half-written temp file goes too (R12)
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise

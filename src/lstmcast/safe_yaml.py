@@ -39,6 +39,33 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int], active: set[int]) -> i
     return size
 
 
+def _refuse_duplicate_keys(node: yaml.Node, where: str) -> None:
+    """A key given twice in one mapping: YAML keeps the last silently, so a second ``data:`` section would drop
+    every setting of the first. Refused at any depth, naming the key (dotted path) and both lines."""
+    stack: list[tuple[yaml.Node, str]] = [(node, "")]
+    seen: set[int] = set()  # an alias shares its node: walk it once (the size check bounded the graph)
+    while stack:
+        current, path = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, yaml.SequenceNode):
+            stack += [(child, path) for child in current.value]
+        if not isinstance(current, yaml.MappingNode):
+            continue
+        lines: dict[str, int] = {}
+        for key, value in current.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            if name is not None and name != "<<":  # '<<' is the merge key: its values are merged, not replaced
+                dotted = f"{path}.{name}" if path else name
+                if name in lines:
+                    raise ConfigError(f"{where}: key {cut(dotted)!r} appears twice (lines {lines[name]} and "
+                                      f"{key.start_mark.line + 1}); YAML would keep only the second and drop the "
+                                      "first silently: merge them into one")
+                lines[name] = key.start_mark.line + 1
+            stack.append((value, f"{path}.{name}" if path and name is not None else (name or path)))
+
+
 def load_yaml(text: str, where: str) -> Any:
     """Parse YAML text, refusing in milliseconds what would take minutes and gigabytes (FAULTS C5).
 
@@ -57,6 +84,7 @@ def load_yaml(text: str, where: str) -> Any:
         if size > MAX_YAML_NODES:
             raise ConfigError(f"{where}: its aliases (*name) expand to {short(size)} values, over the limit of "
                               f"{MAX_YAML_NODES}: this looks like a YAML alias bomb; write the values out")
+        _refuse_duplicate_keys(node, where)
         return loader.construct_document(node)
     except ConfigError:
         raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,10 +28,19 @@ def default_run_dir(root: str = "runs") -> Path:
     return Path(root) / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
+_TUNING_FILES = ("study.db", "trials.csv", "best.yaml", "summary.json")  # what `lstmcast tune` writes
+
+
 def check_run_dir(run: Path, resuming: bool = False) -> None:
     """Refuse to overwrite a run folder that already holds a run (no data is ever lost)."""
     if run.exists() and not run.is_dir():
         raise ConfigError(f"--run {run} is a file, not a folder: choose another path")
+    tuning = [name for name in _TUNING_FILES if (run / name).exists()] + \
+        (["workers/"] if any((run / "workers").glob("slot-*.lock")) else [])
+    if tuning:
+        raise ConfigError(f"{run} is a tuning study folder (it holds {', '.join(tuning)}), not a run folder: give "
+                          f"`lstmcast train` a new --run; to train the study's best trial: lstmcast train -c "
+                          f"{run / 'best.yaml'} --run <new folder>")
     if (run / COMPLETE).exists():
         raise ConfigError(f"run folder {run} already holds a trained run: choose another --run (or delete it)")
     if (run / "manifest.json").exists() and not resuming:
@@ -69,7 +78,7 @@ def write_outputs(fc: Forecaster, run: Path, series: Any = None) -> dict[str, An
         forecast = fc.predict(series)
         write_csv(forecast, run / "forecast.csv")
     forecast_plot(src, forecast, fc.meta_, fc.backtest_, run / "forecast.png")
-    write_csv(fc.backtest_.frame(src, fc.meta_), run / "backtest.csv")  # every backtest forecast (H16)
+    write_csv(fc.backtest_.frames(src, fc.meta_, CSV_ROWS), run / "backtest.csv")  # every backtest forecast (H16)
     if fc.history_:
         best = getattr(getattr(fc, "fit_result_", None), "best_epoch", None)
         loss_plot(fc.history_, run / "loss.png", best)
@@ -96,8 +105,22 @@ def _write_shard_outputs(fc: Forecaster, run: Path) -> dict[str, Any]:
     return metrics
 
 
-def write_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
-    atomic.write_text(path, frame.to_csv(index=False))
+CSV_ROWS = 100_000  # rows formatted at a time when a CSV is written
+
+
+def write_csv(frame: pd.DataFrame | Iterable[pd.DataFrame], path: str | os.PathLike[str]) -> None:
+    """``frame``, or its parts in order (header from the first), as one CSV streamed to the file CSV_ROWS rows
+    at a time: ``to_csv`` of a whole 1.1M-row backtest.csv held a 120 MB string and encoded a second copy of it,
+    the peak of a 20k-series run (docs/FAULTS.md R18)."""
+    import pandas as pd
+
+    parts = _row_parts(frame) if isinstance(frame, pd.DataFrame) else frame
+    atomic.write_bytes(path, (part.to_csv(index=False, header=i == 0).encode("utf-8") for i, part in enumerate(parts)))
+
+
+def _row_parts(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    for start in range(0, max(len(frame), 1), CSV_ROWS):
+        yield frame.iloc[start:start + CSV_ROWS]
 
 
 def train_run(cfg: ForecastConfig, run: Path, callbacks: list[Callable[..., None]] | None = None,

@@ -12,9 +12,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import logging
+
 import numpy as np
 
+from lstmcast.data.grid import label
 from lstmcast.errors import DataError
+from lstmcast.safe_yaml import cut
 
 if TYPE_CHECKING:
     from lstmcast.config import DataConfig
@@ -31,6 +35,8 @@ class InputSpec:
     static_numeric: list[str] = field(default_factory=list)
     static_mean: list[float] = field(default_factory=list)
     static_std: list[float] = field(default_factory=list)
+    static_min: list[float] = field(default_factory=list)  # the training range (runs before it: empty)
+    static_max: list[float] = field(default_factory=list)
     static_categorical: list[str] = field(default_factory=list)
     vocabularies: list[list[str]] = field(default_factory=list)  # per categorical: code k+1 is vocab[k]
     id_vocabulary: list[str] | None = None  # model.id_embedding: the training series ids
@@ -80,6 +86,8 @@ def fit_inputs(series: SeriesSet, cfg: DataConfig, id_embedding: bool = False) -
         mean, std = num.mean(axis=0), num.std(axis=0)
         spec.static_mean = [float(v) for v in mean]
         spec.static_std = [float(v) if v > 0 else 1.0 for v in std]
+        spec.static_min = [float(v) for v in num.min(axis=0)] if len(num) else []
+        spec.static_max = [float(v) for v in num.max(axis=0)] if len(num) else []
         spec.static_categorical = list(st.categorical_names)
         cats = np.asarray(st.categorical, dtype=object).reshape(len(series.ids), -1)
         spec.vocabularies = [sorted({str(v) for v in cats[:, k]}) for k in range(cats.shape[1])]
@@ -110,8 +118,11 @@ def static_table(spec: InputSpec, static: StaticValues | None, ids: list[str]) -
             raise DataError(f"the model was trained with static features "
                             f"{spec.static_numeric + spec.static_categorical}: the data must hold them "
                             "(one constant value per series)")
+        _check_static_kinds(spec, static)
         num = np.asarray(static.numeric, dtype=np.float64).reshape(S, -1)
-        parts.append((num - np.asarray(spec.static_mean)) / np.asarray(spec.static_std))
+        scaled = (num - np.asarray(spec.static_mean)) / np.asarray(spec.static_std)
+        _check_static_range(spec, num, scaled, ids)
+        parts.append(scaled)
         cats = np.asarray(static.categorical, dtype=object).reshape(S, -1)
         for k, vocab in enumerate(spec.vocabularies):
             index = {v: j + 1 for j, v in enumerate(vocab)}
@@ -120,3 +131,47 @@ def static_table(spec: InputSpec, static: StaticValues | None, ids: list[str]) -
         index = {v: j + 1 for j, v in enumerate(spec.id_vocabulary)}
         parts.append(np.array([[index.get(str(i), 0)] for i in ids], dtype=np.float64))
     return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def _check_static_kinds(spec: InputSpec, static: StaticValues) -> None:
+    """A static column must be numbers or text as in training: numbers given as text (a DataFrame column of
+    strings) would otherwise drop out of the numeric block and surface as a shape error naming no column."""
+    for name in spec.static_numeric:
+        if name in static.categorical_names:
+            k = static.categorical_names.index(name)
+            raise DataError(f"static feature {name!r} held numbers in training but holds text here "
+                            f"({label(static.ids[0])}: {cut(repr(str(static.categorical[0, k])), 40)}): give "
+                            "numbers, e.g. "
+                            f"df[{cut(name, 40)!r}] = pd.to_numeric(df[{cut(name, 40)!r}])")
+    for name in spec.static_categorical:
+        if name in static.numeric_names:
+            k = static.numeric_names.index(name)
+            raise DataError(f"static feature {name!r} held text (categories) in training but holds numbers here "
+                            f"({label(static.ids[0])}: {float(static.numeric[0, k])!r}): give the categories as "
+                            f"text, e.g. df[{cut(name, 40)!r}] = df[{cut(name, 40)!r}].astype(str)")
+
+
+def _check_static_range(spec: InputSpec, num: np.ndarray, scaled: np.ndarray, ids: list[str]) -> None:
+    """A numeric static far outside the training range makes the model extrapolate (1e30 against 1..3 gave a
+    forecast of -3.7e30): a warning naming the series, the column and the range when the value lies more than
+    the range's width (at least one training std) beyond it; a DataError when its standardised value does not
+    even fit float32 (the model's input would be inf)."""
+    log = logging.getLogger(__name__)
+    for k, name in enumerate(spec.static_numeric):
+        huge = ~(np.abs(scaled[:, k]) <= np.finfo(np.float32).max)  # NaN and inf too
+        if huge.any():
+            i = int(np.flatnonzero(huge)[0])
+            raise DataError(f"{label(ids[i])}: static feature {name!r} is {num[i, k]:.6g}, so far from the training "
+                            f"values (mean {spec.static_mean[k]:.6g}, std {spec.static_std[k]:.6g}) that the "
+                            "model's input overflows: check the value")
+        if k >= len(spec.static_min) or k >= len(spec.static_max):
+            continue  # a run saved before the range was stored
+        lo, hi = spec.static_min[k], spec.static_max[k]
+        width = max(hi - lo, spec.static_std[k])
+        far = np.flatnonzero((num[:, k] < lo - width) | (num[:, k] > hi + width))
+        if len(far):
+            i = int(far[0])
+            more = f" (and {len(far) - 1} more series)" if len(far) > 1 else ""
+            log.warning("%s%s: static feature %r is %.6g, far outside its training range %.6g to %.6g: the model "
+                        "extrapolates and the forecast may be meaningless; check the value, or train on series "
+                        "like it", label(ids[i]), more, name, num[i, k], lo, hi)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +24,42 @@ PARQUET_SUFFIXES = {".parquet", ".pq"}
 # pandas' default missing-value spellings, applied to every column but the id column (D16)
 _NA_TEXT = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
             "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
+
+
+_DAY_FIRST = re.compile(r"Parsing dates in (\S+) format when dayfirst=False")
+_NO_FORMAT = "Could not infer format"
+
+
+@contextmanager
+def warnings_as_log(origin: str) -> Iterator[None]:
+    """Reading and validating a table: pandas' and numpy's warnings become lstmcast log lines naming the table
+    (never raw ``UserWarning`` text with a source line on stderr, STYLE rule 10). Warnings about code rather
+    than data (deprecations) are logged at debug level only."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    seen: set[str] = set()
+    for item in caught:
+        text = str(item.message)
+        if text in seen:
+            continue
+        seen.add(text)
+        if issubclass(item.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
+            log.debug("%s: %s", origin, cut(text, 200))
+        else:
+            log.warning("%s: %s", origin, _warning_text(text))
+
+
+def _warning_text(text: str) -> str:
+    day_first = _DAY_FIRST.search(text)
+    if day_first:
+        fmt_ = day_first.group(1)
+        return (f"the timestamps were read day first ({fmt_}), the only reading that fits them; set "
+                f"data.time_format: '{fmt_}' to state it")
+    if _NO_FORMAT in text:
+        return ("the timestamps follow no single format, so each was parsed on its own (slow, and a date such as "
+                "01/02/2024 may be read either way): set data.time_format to the column's format")
+    return cut(text, 200)
 
 
 def bundled_path(name: str = "co2_weekly.csv") -> Path:
@@ -51,6 +91,10 @@ def read_table(source: str | os.PathLike[str] | pd.DataFrame, delimiter: str | N
         df = df.reset_index(drop=True)
         origin, kind = "the DataFrame", "row"
     else:
+        if not isinstance(source, (str, os.PathLike)):  # Path(ndarray) would raise a TypeError about pathlib
+            raise DataError(f"expected a CSV/Parquet path (str or pathlib.Path) or a pandas DataFrame, got "
+                            f"{_type_name(source)}: wrap the values in a DataFrame with the time column (and id "
+                            "column) and the value columns, or write them to a file")
         path = Path(source)
         origin = _describe(path)
         df = _read_file(path, delimiter, id_col)
@@ -65,6 +109,11 @@ def read_table(source: str | os.PathLike[str] | pd.DataFrame, delimiter: str | N
     df.attrs["origin"] = origin
     df.attrs["row_kind"] = kind
     return df
+
+
+def _type_name(value: object) -> str:
+    kind = type(value)
+    return f"a {kind.__module__}.{kind.__qualname__}" if kind.__module__ != "builtins" else f"a {kind.__qualname__}"
 
 
 def row_name(value: object, kind: str) -> str:
@@ -204,8 +253,7 @@ def _read_csv(path: Path, where: str, delimiter: str | None, id_col: str | None)
     except pd.errors.EmptyDataError:
         raise DataError(f"{where} has no header line: expected e.g. 'date,value' on line 1") from None
     except pd.errors.ParserError as exc:
-        raise DataError(f"{where}: cannot parse as CSV ({cut(str(exc), 200)}); check the delimiter "
-                        "(data.delimiter)") from None
+        raise DataError(f"{where}: {_parser_problem(str(exc), sep, len(names))}") from None
     except UnicodeDecodeError:
         raise DataError(f"{where}: not UTF-8 text; is it a binary or Parquet file with a wrong suffix?") from None
     if df.shape[1] == 1:
@@ -217,6 +265,28 @@ def _read_csv(path: Path, where: str, delimiter: str | None, id_col: str | None)
                     f"set data.delimiter: {short(other)} (CLI: --set data.delimiter={short(other)})"
                 )
     return df
+
+
+_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+_OPEN_QUOTE = re.compile(r"EOF inside string starting at row (\d+)")
+
+
+def _parser_problem(text: str, sep: str, header_fields: int) -> str:
+    """pandas' tokenizer message in the user's terms: which line, how many fields, what the header has."""
+    shown = _DELIMITERS.get(sep, repr(sep))
+    fields = _FIELDS.search(text)
+    if fields:
+        expected, line, saw = (int(g) for g in fields.groups())
+        header = header_fields or expected
+        return (f"line {line} has {saw} fields but the header (line 1) has {header}: remove the extra "
+                f"{'field' if saw - header == 1 else 'fields'} on that line, or quote values that contain the "
+                f"delimiter {shown} (\"a{sep}b\"); if the whole file uses another delimiter, set data.delimiter")
+    quote = _OPEN_QUOTE.search(text)
+    if quote:
+        return (f"a quote (\") opened on line {int(quote.group(1)) + 1} is never closed: close it, or remove the "
+                "stray quote character")
+    detail = text.replace("Error tokenizing data. C error: ", "").strip()
+    return f"cannot parse as CSV ({cut(detail, 200)}); check the delimiter (data.delimiter)"
 
 
 def missing_columns(df: pd.DataFrame, roles: list[tuple[str, str]]) -> None:

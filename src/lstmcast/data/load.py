@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 def load_series(source: Any, cfg: ForecastConfig) -> SeriesSet:
     """Read and validate a file path or DataFrame (``None``: the config's ``data.path``)."""
-    from lstmcast.data.io import read_table, release_arrow_memory
+    from lstmcast.data.io import read_table, release_arrow_memory, warnings_as_log
     from lstmcast.data.validate import SeriesSet, validate_frame
 
     if isinstance(source, SeriesSet):  # validated already: tuning loads once and reuses it across trials
@@ -22,6 +22,8 @@ def load_series(source: Any, cfg: ForecastConfig) -> SeriesSet:
         source = cfg.data.path
     if source is None:
         raise DataError("no data given: pass a CSV/Parquet path or a DataFrame, or set data.path")
-    series = validate_frame(read_table(source, cfg.data.delimiter, cfg.data.id_col), cfg.data, cfg.train.precision)
+    with warnings_as_log("the data"):
+        series = validate_frame(read_table(source, cfg.data.delimiter, cfg.data.id_col), cfg.data,
+                                cfg.train.precision)
     release_arrow_memory()  # the read table is gone: return its Arrow pages
     return series

@@ -83,9 +83,12 @@ def read_shard(path: str | os.PathLike[str], id_col: str, rank: int, world: int)
     uniq = pc.unique(column)
     uniq = uniq.take(pc.sort_indices(uniq))  # the order validate's factorize(sort=True) gives
     if len(uniq) < world:  # every rank sees the count, so all refuse alike (none waits on a lost peer)
+        # one series cannot be sharded at all (--nproc 1 is refused above): then only shard_series=false works
+        fix = f"use at most {len(uniq)} ranks (--nproc {len(uniq)}) or set data.shard_series=false" \
+            if len(uniq) >= 2 else "set data.shard_series=false: one series cannot be split among ranks (each " \
+            "rank then reads the whole table)"
         raise ConfigError(f"{where} holds {len(uniq)} series for {world} ranks, and data.shard_series gives each rank "
-                          f"its own series: rank {world - 1} would get none; use at most {len(uniq)} ranks "
-                          f"(--nproc {max(1, len(uniq))}) or data.shard_series=false")
+                          f"its own series: rank {world - 1} would get none; {fix}")
     mine = uniq.take(assign(len(uniq), rank, world))
     rows = np.flatnonzero(pc.is_in(column, value_set=mine).to_numpy(zero_copy_only=False))
     frame = dataset.to_table(filter=pc.field(id_col).isin(mine)).to_pandas()
@@ -97,13 +100,14 @@ def read_shard(path: str | os.PathLike[str], id_col: str, rank: int, world: int)
 
 def load_shard(source: Any, cfg: ForecastConfig, rank: int, world: int) -> tuple[SeriesSet, list[str]]:
     """This rank's series, read and validated (``load_series`` for one rank's share), and every id."""
-    from lstmcast.data.io import release_arrow_memory
+    from lstmcast.data.io import release_arrow_memory, warnings_as_log
     from lstmcast.data.validate import validate_frame
 
     source = cfg.data.path if source is None else source
     refuse_unshardable(source, cfg, world)
-    frame, ids = read_shard(source, str(cfg.data.id_col), rank, world)
-    series = validate_frame(frame, cfg.data, cfg.train.precision)
+    with warnings_as_log("the data"):
+        frame, ids = read_shard(source, str(cfg.data.id_col), rank, world)
+        series = validate_frame(frame, cfg.data, cfg.train.precision)
     del frame
     release_arrow_memory()
     return series, ids

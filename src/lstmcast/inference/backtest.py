@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -48,14 +49,27 @@ class Backtest:
 
         Columns: series, target, origin (time of the first forecast step), step (1..H), time, actual,
         and one column per method (model, naive, seasonal_naive)."""
+        return next(self.frames(series, meta, rows=None))
+
+    def frames(self, series: SeriesSet, meta: RunMeta, rows: int | None = 100_000) -> Iterator[pd.DataFrame]:
+        """``frame`` in consecutive parts of about ``rows`` rows (None: one part), so RUN/backtest.csv is
+        written part by part: the whole frame was 1.1M rows at 20k series (docs/FAULTS.md R18)."""
+        n, H, T = self.actual.shape
+        flat = np.concatenate(series.times)  # one lookup for every row: a Python loop per row cost seconds
+        starts = np.concatenate([[0], np.cumsum([len(t) for t in series.times])])
+        ids = np.array(series.ids, dtype=object)
+        step = n if rows is None else max(1, rows // (H * T))
+        for k0 in range(0, max(n, 1), max(step, 1)):
+            yield self._part(np.arange(k0, min(n, k0 + step)), flat, starts, ids, meta)
+
+    def _part(self, origins: np.ndarray, flat: np.ndarray, starts: np.ndarray, ids: np.ndarray,
+              meta: RunMeta) -> pd.DataFrame:
         import pandas as pd
 
-        n, H, T = self.actual.shape
-        k, h, j = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(H), np.arange(T), indexing="ij"))
+        _, H, T = self.actual.shape
+        k, h, j = (a.ravel() for a in np.meshgrid(origins, np.arange(H), np.arange(T), indexing="ij"))
         sidx, org = self.series_idx[k], self.origins[k]
-        flat = np.concatenate(series.times)  # one lookup for every row: a Python loop per row cost seconds
-        row = np.concatenate([[0], np.cumsum([len(t) for t in series.times])])[sidx] + org
-        ids = np.array(series.ids, dtype=object)
+        row = starts[sidx] + org
         cols: dict[str, Any] = {
             "series": ids[sidx],  # wide data: each target column is a series and its own target
             "target": ids[sidx] if meta.layout == "wide" else np.array(meta.targets[:T], dtype=object)[j],
@@ -110,7 +124,7 @@ def gather_pairs(values: np.ndarray, rows: np.ndarray, window: int, horizon: int
 
 
 def series_mase_scales(values: np.ndarray, offsets: np.ndarray, history: np.ndarray, n_targets: int,
-                       season: int, chunk_rows: int = 1 << 22) -> np.ndarray:
+                       season: int, chunk_rows: int = 1 << 20) -> np.ndarray:
     """(S, T): ``metrics.mase_scale`` of rows [offsets[i], offsets[i] + history[i]) of ``values`` (N, C),
     float64, equal to it bit for bit: series with the same history length go through one (G, n, T) nanmean,
     whose reduction order is the single series' (a segmented sum over the flat rows is not, for T > 1)."""
@@ -119,7 +133,8 @@ def series_mase_scales(values: np.ndarray, offsets: np.ndarray, history: np.ndar
     lengths, starts = np.unique(history[order], return_index=True)
     for n, a, b in zip(lengths.tolist(), starts.tolist(), [*starts[1:].tolist(), len(order)]):
         m = season if n > season else 1
-        step = max(1, chunk_rows // max(n, 1))  # bounded scratch memory: (G, n, T) float64
+        step = max(1, chunk_rows // max(n, 1))  # bounded scratch: (G, n, T) float64 and its differences;
+        # 4M rows a chunk (~100 MB of temporaries) were the peak of a 20k-series train (docs/FAULTS.md R18)
         for c in range(a, b, step):
             g = order[c:min(b, c + step)]
             y = values[offsets[g][:, None] + np.arange(n), :n_targets].astype(np.float64)  # (G, n, T)

@@ -28,7 +28,7 @@ def load_new_series(source: Any, cfg: ForecastConfig, meta: RunMeta) -> SeriesSe
 
     ``None`` reads the run's training data (``data.path``). Errors say what the model needs.
     """
-    from lstmcast.data.io import read_table, release_arrow_memory
+    from lstmcast.data.io import read_table, release_arrow_memory, warnings_as_log
     from lstmcast.data.validate import SeriesSet, validate_frame
 
     if isinstance(source, SeriesSet):
@@ -37,13 +37,14 @@ def load_new_series(source: Any, cfg: ForecastConfig, meta: RunMeta) -> SeriesSe
         source = cfg.data.path if source is None else source
         if source is None:
             raise DataError("no data given: pass a CSV/Parquet path or a DataFrame with the training columns")
-        table = read_table(source, cfg.data.delimiter, cfg.data.id_col)
-        check_new_table(table, meta, cfg.data.missing)
-        try:
-            series = validate_frame(table, cfg.data, cfg.train.precision)
-        except DataError as exc:
-            raise DataError(f"new data for the trained model: {exc} (predict and evaluate apply the run's data "
-                            f"settings, e.g. data.missing={cfg.data.missing!r})") from None
+        with warnings_as_log("the new data"):
+            table = read_table(source, cfg.data.delimiter, cfg.data.id_col)
+            check_new_table(table, meta, cfg.data.missing)
+            try:
+                series = validate_frame(table, cfg.data, cfg.train.precision)
+            except DataError as exc:
+                raise DataError(f"new data for the trained model: {exc} (predict and evaluate apply the run's "
+                                f"data settings, e.g. data.missing={cfg.data.missing!r})") from None
         del table
         release_arrow_memory()  # the read table is gone: return its Arrow pages
     check_compatible(series, meta)
@@ -199,8 +200,13 @@ def _calendar(spec: Any, times: np.ndarray, tz: str | None) -> np.ndarray:
     return block.reshape(times.shape[0], times.shape[1], block.shape[1])
 
 
-def _predict_scaled(model: LSTMForecaster, x: np.ndarray, batch: int = 4096, future: np.ndarray | None = None,
-                    static: np.ndarray | None = None) -> np.ndarray:
+# windows per forward at predict and backtest: an LSTM's gates for 4,096 windows (hidden 64, 2 layers) took
+# 60-117 MB more at the peak of a 20k-series run than 1,024, which was no slower (docs/FAULTS.md R18)
+PREDICT_BATCH = 1024
+
+
+def _predict_scaled(model: LSTMForecaster, x: np.ndarray, batch: int = PREDICT_BATCH,
+                    future: np.ndarray | None = None, static: np.ndarray | None = None) -> np.ndarray:
     import torch
 
     def part(a: np.ndarray | None, i: int) -> Any:
@@ -312,9 +318,11 @@ def _future_inputs(series: SeriesSet, meta: RunMeta, future: Any, cfg: Any) -> t
                             ": drop --future / future=")
         return None, times
     from lstmcast.data.future import read_future
+    from lstmcast.data.io import warnings_as_log
 
-    vals = read_future(future, cfg.data, series.ids, [t[-1] for t in series.times], H, meta.freq, integer,
-                       meta.tz)
+    with warnings_as_log("the future covariates"):
+        vals = read_future(future, cfg.data, series.ids, [t[-1] for t in series.times], H, meta.freq, integer,
+                           meta.tz)
     return vals, times
 
 

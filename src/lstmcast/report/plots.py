@@ -16,6 +16,18 @@ if TYPE_CHECKING:
     from lstmcast.inference.backtest import Backtest
 
 
+MAX_LABEL = 60  # characters of a series id or column name in a title: a 3,000-character id made a 30,000 px plot
+
+
+def plot_text(text: object, limit: int = MAX_LABEL) -> str:
+    """User text (series ids, column names) as a plot shows it: one line, cut to ``limit`` characters, and every
+    ``$`` escaped, so matplotlib never reads "price $5 and $6" as mathtext ("price 5and6" in italics)."""
+    flat = " ".join(str(text).split())
+    if len(flat) > limit:
+        flat = flat[:limit - 3] + "..."
+    return flat.replace("$", r"\$")
+
+
 def _pyplot():
     import matplotlib
 
@@ -94,7 +106,7 @@ def forecast_plot(series: SeriesSet, forecast: pd.DataFrame, meta: RunMeta, bt: 
                 ax.plot(span, bt.forecasts["model"][k, :len(span), 0], color="tab:orange", lw=1, alpha=0.8,
                         label="backtest forecasts" if first else None)
                 first = False
-        title = f"series {sid}" if sid else (target if meta.layout != "wide" else sid)
+        title = f"series {plot_text(sid)}" if sid else plot_text(target)
         ax.set_title(f"{title}: history, forecast and backtest")
         ax.legend(loc="upper left", fontsize=8)
     held = len(series.ids)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lstmcast import atomic
-from lstmcast.errors import CheckpointError, ConfigError, LstmcastError, short, short_list
+from lstmcast.errors import CheckpointError, ConfigError, LstmcastError, cut, short, short_list
 from lstmcast.run.meta import RunMeta, check_meta, check_scaler, check_weights
 
 _REMEDY = ": retrain this run, or restore the run folder from a backup"
@@ -171,14 +171,35 @@ def stored_data_path(path: str | None, record: dict[str, str] | None, folder: Pa
 
 def _read(folder: Path, name: str, manifest: dict[str, Any]) -> bytes:
     p = folder / name
-    if not p.is_file():
-        raise CheckpointError(f"{folder} is not a complete lstmcast run folder: {name} is missing")
+    if not p.is_file():  # never opened: a FIFO would block, /dev/zero never ends
+        raise CheckpointError(f"{folder} is not a complete lstmcast run folder: {name} {_not_a_file(p)}: retrain, "
+                              "or restore the run folder from a backup")
     data = p.read_bytes()
     want = manifest.get("sha256", {}).get(name)
     if want is not None and sha256_bytes(data) != want:
         raise CheckpointError(f"{p} is corrupted or was changed after saving (sha256 mismatch with "
                               "manifest.json): retrain, or restore the file from a backup")
     return data
+
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _not_a_file(p: Path) -> str:
+    """What stands at ``p`` instead of a regular file, in words ("is missing", "is a FIFO (named pipe)", "is a
+    symbolic link to a character device (/dev/zero)")."""
+    try:
+        target = os.stat(p)
+    except FileNotFoundError:
+        return f"is a symbolic link to {cut(os.readlink(p), 100)!r}, which does not exist" if p.is_symlink() \
+            else "is missing"
+    except OSError as exc:
+        return f"cannot be examined ({exc.strerror or exc})"
+    kind = next((name for test, name in _KINDS if test(target.st_mode)), "not a regular file")
+    if p.is_symlink():
+        return f"is a symbolic link to {kind} ({cut(os.readlink(p), 100)}), not a regular file"
+    return f"is {kind}, not a regular file"
 
 
 def _json(data: bytes, name: str, kind: type = object) -> Any:

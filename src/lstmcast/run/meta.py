@@ -45,6 +45,8 @@ class Inputs(_Strict):
     static_numeric: list[str] = Field(default_factory=list, max_length=10_000)
     static_mean: list[float] = Field(default_factory=list)
     static_std: list[float] = Field(default_factory=list)
+    static_min: list[float] = Field(default_factory=list)
+    static_max: list[float] = Field(default_factory=list)
     static_categorical: list[str] = Field(default_factory=list, max_length=10_000)
     vocabularies: list[list[str]] = Field(default_factory=list)
     id_vocabulary: list[str] | None = None

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from lstmcast import atomic
 from lstmcast.errors import CheckpointError
+from lstmcast.safe_yaml import short
 from lstmcast.training.state_schema import state_problems
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,9 @@ _REQUIRED = {"format_version": int, "step": int, "epoch": int, "finished": bool,
              "early_stopping": dict, "guard": dict}
 
 
+_KIND_WORDS = {int: "a non-negative integer", bool: "true or false", dict: "an object ({...})", list: "a list ([...])"}
+
+
 def _manifest(folder: Path) -> dict[str, Any]:
     path = folder / MANIFEST
     if not path.is_file():
@@ -167,7 +171,8 @@ def _parse_state(data: bytes, path: Path) -> dict[str, Any]:
     for key, kind in _REQUIRED.items():
         value = meta.get(key)
         if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
-            raise CheckpointError(f"{path} is damaged: {key!r} is missing or not a {kind.__name__}")
+            got = "missing" if key not in meta else f"{short(value, 40)}"
+            raise CheckpointError(f"{path} is damaged: {key!r} is {got}, not {_KIND_WORDS[kind]}")
     if meta["format_version"] != CHECKPOINT_FORMAT:
         raise VersionMismatch(f"{path} has checkpoint format version {meta['format_version']}; this lstmcast "
                               f"reads version {CHECKPOINT_FORMAT}")

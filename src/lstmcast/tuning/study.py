@@ -55,7 +55,11 @@ def parse_duration(text: str) -> float:
     parts = _DURATION.findall(s)
     if not s or "".join(n + u for n, u in parts) != s or (len(parts) > 1 and any(u == "" for _, u in parts)):
         raise ConfigError(f"--timeout {text!r}: expected a duration such as 90s, 30m, 2h or 1h30m")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
+    seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if seconds <= 0:  # 0 read as "no limit" ran every trial; as a limit it would start none
+        raise ConfigError(f"--timeout {text!r} is zero: no trial could start; give a positive duration such as 90s, "
+                          "30m or 2h, or leave --timeout out for no limit")
+    return seconds
 
 
 @dataclass
@@ -283,7 +287,7 @@ class Tuner:
         if self.space is None:
             self.open()
         t = self.cfg.tune
-        deadline = time.monotonic() + self.opts.timeout_s if self.opts.timeout_s else None
+        deadline = time.monotonic() + self.opts.timeout_s if self.opts.timeout_s is not None else None
         last_write = -math.inf
         while True:
             expired = deadline is not None and time.monotonic() >= deadline
