@@ -127,8 +127,10 @@ def series_splits(lengths: list[int], cfg: DataConfig, layout: str) -> list[Spli
 
 def _panel_window(cfg: DataConfig, series: SeriesSet, splits: list[Split], season: int | None) -> int:
     """Many series: the automatic window (two seasons or horizons) capped at the window + horizon the median
-    trainable series holds, so at least half of them train on whole windows; shorter ones are left-padded.
-    Never sized from the shortest series (one short series would shrink everyone's window)."""
+    trainable series holds, so at least half of them train on whole windows (shorter ones are left-padded), but
+    never under two horizons. Never sized from the shortest series (one short series would shrink everyone's
+    window). Measured (60-series samples, MASE): M1 yearly window 3 (the median cap alone) 4.12, 12 (2H) 3.50,
+    24 (auto) 3.56; M1 monthly 12 -> 1.39, 36 -> 1.22; Tourism yearly 11 (the cap) 2.95, 16 (auto) 3.45."""
     H = cfg.horizon
     room = np.array([sp.train_end for sp in splits], dtype=np.int64)
     trainable = room >= min_train_points(H)
@@ -136,7 +138,7 @@ def _panel_window(cfg: DataConfig, series: SeriesSet, splits: list[Split], seaso
         raise no_trainable_series(series.ids, [sp.n for sp in splits], H)
     if cfg.window is not None:
         return cfg.window
-    return int(max(2, min(auto_window(season, H), int(np.median(room[trainable])) - H)))
+    return int(max(2, 2 * H, min(auto_window(season, H), int(np.median(room[trainable])) - H)))
 
 
 def check_fp16_range(scaled: list[np.ndarray], series: SeriesSet, scaling: str) -> None:
