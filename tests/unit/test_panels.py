@@ -127,7 +127,7 @@ def test_short_series_train_on_padded_windows_with_the_padding_masked():
 @pytest.mark.parametrize("n", [1, 5, 7, 12, 13, 19, 20, 40, 126])
 def test_last_horizon_split_holds_out_exactly_h_per_series(n):
     cfg = data_cfg(split="last-horizon")
-    sp = series_splits([n], cfg, "long")[0]
+    sp = series_splits([n], cfg, True)[0]
     need = min_train_points(H)
     if n - H >= need:  # a test part: exactly the last H points
         assert sp.n - sp.val_end == H
@@ -139,7 +139,7 @@ def test_last_horizon_split_holds_out_exactly_h_per_series(n):
 
 def test_auto_split_is_fraction_for_one_series_and_last_horizon_for_a_table():
     cfg = data_cfg()
-    one, table = series_splits([200], cfg, "single")[0], series_splits([200], cfg, "long")[0]
+    one, table = series_splits([200], cfg, False)[0], series_splits([200], cfg, True)[0]
     assert one == split_points(200, H, cfg.val_fraction, cfg.test_fraction, cfg.min_val_horizons)
     assert (table.train_end, table.val_end) == (200 - 2 * H, 200 - H)
 

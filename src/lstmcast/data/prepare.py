@@ -109,18 +109,24 @@ def _fit_window(cfg: DataConfig, series: SeriesSet, splits: list[Split], season:
     return window
 
 
-def split_how(cfg: DataConfig, layout: str) -> str:
+def is_panel(layout: str, n_series: int) -> bool:
+    """A table of several series (long or wide): short series are padded, the split bends (issue 20). A long
+    table of one id is one series, and trains exactly as the plain table of it does."""
+    return layout != "single" and n_series > 1
+
+
+def split_how(cfg: DataConfig, panel: bool) -> str:
     """data.split resolved: ``auto`` is the fractional split for one series and the last horizon for a table of
     many (README "Panels of short series" says why)."""
     if cfg.split != "auto":
         return cfg.split
-    return "fraction" if layout == "single" else "last-horizon"
+    return "last-horizon" if panel else "fraction"
 
 
-def series_splits(lengths: list[int], cfg: DataConfig, layout: str) -> list[Split]:
+def series_splits(lengths: list[int], cfg: DataConfig, panel: bool) -> list[Split]:
     """Every series' split as training makes it: one series keeps its split (too short: D8); in a table of
     many a short series trains on what validation and test cannot take (windows.split_points, flexible)."""
-    how, flexible = split_how(cfg, layout), layout != "single"
+    how, flexible = split_how(cfg, panel), panel
     return [split_points(n, cfg.horizon, cfg.val_fraction, cfg.test_fraction, cfg.min_val_horizons, how, flexible)
             for n in lengths]
 
@@ -161,9 +167,9 @@ def prepare(series: SeriesSet, cfg: DataConfig, precision: str = "fp32", id_embe
     """Resolve window and season, split by time, fit scalers on train only, add the calendar channels,
     left-pad short series of a table (with a mask channel), encode the statics, build the window index."""
     H = cfg.horizon
-    splits = series_splits(series.lengths(), cfg, series.layout)
+    panel = is_panel(series.layout, len(series.ids))
+    splits = series_splits(series.lengths(), cfg, panel)
     season = cfg.season if cfg.season is not None else season_from_freq(series.freq)
-    panel = series.layout != "single"
     window = _panel_window(cfg, series, splits, season) if panel else _fit_window(cfg, series, splits, season)
     S, C = len(series.values), len(series.channel_names)
     T = series.n_targets
@@ -209,7 +215,7 @@ def prepare(series: SeriesSet, cfg: DataConfig, precision: str = "fp32", id_embe
     if len(index.val) == 0:
         if panel:
             raise DataError(f"no series of the {S:,} can hold out a validation part: with data.split "
-                            f"{split_how(cfg, series.layout)!r} a series needs at least {_val_need(cfg, series.layout)}"
+                            f"{split_how(cfg, panel)!r} a series needs at least {_val_need(cfg)}"
                             f" points to keep validation and test beside one training window (the longest has "
                             f"{max(sp.n for sp in splits)}): lower data.horizon, or add longer series")
         raise DataError(f"no complete validation window of {window + H} points: lower data.window or "
@@ -228,8 +234,8 @@ def with_mask(rows: np.ndarray, pad: int, at: int) -> np.ndarray:
     return np.concatenate([rows[:, :at], mask, rows[:, at:]], axis=1)
 
 
-def _val_need(cfg: DataConfig, layout: str) -> str:
+def _val_need(cfg: DataConfig) -> str:
     H = cfg.horizon
-    if split_how(cfg, layout) == "last-horizon":
+    if split_how(cfg, True) == "last-horizon":
         return f"3 * horizon + 1 = {3 * H + 1}"
     return f"(data.min_val_horizons + 1) * horizon + 1 = {(cfg.min_val_horizons + 1) * H + 1} (more with the fractions)"

@@ -8,7 +8,7 @@ import numpy as np
 
 from lstmcast.data import scaling, transform
 from lstmcast.data.coverage import backtested
-from lstmcast.data.prepare import series_splits
+from lstmcast.data.prepare import is_panel, series_splits
 from lstmcast.data.windows import padded_rows
 from lstmcast.errors import DataError, did_you_mean
 from lstmcast.inference.fastpath import future_times
@@ -351,7 +351,8 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: RunMeta, scaler
     d = cfg.data
     lengths = np.array([len(v) for v in series.values], dtype=np.int64)
     transform.check_positive(series.ids, series.values, T, meta.transform)
-    splits = series_splits(lengths.tolist(), d, meta.layout)
+    panel = is_panel(meta.layout, len(meta.ids))  # as the model was trained, whatever the new data holds
+    splits = series_splits(lengths.tolist(), d, panel)
     train_end = np.array([sp.train_end for sp in splits], dtype=np.int64)
     mean_s, std_s = series_scalers(series, meta, scaler, train_end.tolist())
     finite = [np.isfinite(v).all(axis=1) for v in series.values] if d.missing == "drop-windows" else None
@@ -399,7 +400,7 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: RunMeta, scaler
         for name, q in quantile_fc.items():
             _add_interval_metrics(metrics, name, actual_arr, q, levels, scale_arr, sidx, series.ids)
     covered = backtested(series.ids, splits, sidx, season if padded else max(L, season)) \
-        if series.layout != "single" else {}
+        if panel else {}
     return Backtest(series_idx=sidx, origins=ts, actual=actual_arr, forecasts=forecasts,
                     scale=scale_arr, metrics=metrics, quantiles=quantile_fc, covered=covered)
 
