@@ -188,6 +188,10 @@ def test_a_one_point_series_is_forecast_and_the_counts_match_the_table():
     assert f"series trained: {counts['trained']['count']} of 6" in printed and "'s00': 1 point:" in printed
     assert f"series backtested: {counts['backtested']['count']} of 6" in printed
     assert "series forecast: 6 of 6" in printed
+    from lstmcast.export import describe_inputs  # an ONNX deployment is told where the mask goes
+
+    x = describe_inputs(fc.meta_, fc.model_, "float32")[0]
+    assert x["channels"] == ["y", "mask"] and x["parts"]["mask"] == ["mask"] and x["shape"][2] == 2
 
 
 def test_a_table_with_no_trainable_series_is_a_data_error_with_counts():
