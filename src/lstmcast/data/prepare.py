@@ -237,5 +237,5 @@ def with_mask(rows: np.ndarray, pad: int, at: int) -> np.ndarray:
 def _val_need(cfg: DataConfig) -> str:
     H = cfg.horizon
     if split_how(cfg, True) == "last-horizon":
-        return f"3 * horizon + 1 = {3 * H + 1}"
+        return f"2 * horizon + 1 = {2 * H + 1}"
     return f"(data.min_val_horizons + 1) * horizon + 1 = {(cfg.min_val_horizons + 1) * H + 1} (more with the fractions)"
