@@ -257,3 +257,18 @@ def test_log_transform_forecasts_in_original_units_and_refuses_non_positive_targ
     bad.loc[5, "y"] = 0.0
     with pytest.raises(DataError, match=r"data.transform is 'log' but series 's00' has 1 target values <= 0"):
         Forecaster(_small(transform="log")).fit(bad)
+
+
+@settings(max_examples=50, deadline=None)
+@given(lengths=st.lists(st.integers(1, 12), min_size=1, max_size=6), data=st.data())
+def test_the_one_gather_padding_equals_left_pad_and_a_mask_per_series(lengths, data):
+    from lstmcast.data.prepare import padded_with_mask
+
+    rng = np.random.default_rng(len(lengths))
+    scaled = [rng.standard_normal((n, 3)).astype(np.float32) for n in lengths]
+    pads = [data.draw(st.integers(0, 5)) for _ in lengths]
+    at = data.draw(st.integers(0, 3))
+    flat, padded = padded_with_mask(scaled, pads, at)
+    ref = [np.insert(left_pad(s, p), at, np.r_[np.zeros(p), np.ones(len(s))], axis=1) for s, p in zip(scaled, pads)]
+    assert padded == [p + n for p, n in zip(pads, lengths)]
+    assert np.array_equal(flat, np.concatenate(ref)) and flat.dtype == np.float32
