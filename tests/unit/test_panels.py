@@ -272,3 +272,21 @@ def test_the_one_gather_padding_equals_left_pad_and_a_mask_per_series(lengths, d
     ref = [np.insert(left_pad(s, p), at, np.r_[np.zeros(p), np.ones(len(s))], axis=1) for s, p in zip(scaled, pads)]
     assert padded == [p + n for p, n in zip(pads, lengths)]
     assert np.array_equal(flat, np.concatenate(ref)) and flat.dtype == np.float32
+
+
+def test_a_new_one_point_series_at_predict_time_is_scaled_like_its_peers():
+    """predict(new data) with a series the model never saw, of one row: its std is the trained series' median
+    coefficient of variation times its level, as in training (not std 1 in its own units)."""
+    from lstmcast.inference.predict import series_scalers
+
+    df = panel([30, 40, 50, 2])
+    fc = Forecaster(_small()).fit(df)
+    new = pd.concat([df, pd.DataFrame({"id": ["zz"], "date": [pd.Timestamp("2001-01-01")], "y": [5000.0]})])
+    series = fc._series(new)
+    mean, std = series_scalers(series, fc.meta_, fc.scaler_)
+    i = series.ids.index("zz")
+    known = [series.ids.index(f"s{k:02d}") for k in range(3)]
+    cv = np.median(std[known, 0] / np.abs(mean[known, 0]))
+    assert mean[i, 0] == 5000.0 and std[i, 0] == pytest.approx(5000.0 * cv)
+    out = fc.predict(new)
+    assert np.isfinite(out.loc[out["id"] == "zz", "y"]).all() and (out["id"] == "zz").sum() == H

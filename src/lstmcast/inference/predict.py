@@ -160,8 +160,14 @@ def series_scalers(series: SeriesSet, meta: RunMeta, scaler: dict[str, np.ndarra
     new = np.flatnonzero(rows < 0)
     if len(new):
         vals = [transform.forward(series.values[i], meta.n_targets, meta.transform) for i in new.tolist()]
-        mean[new], std[new], _ = scaling.fit_scalers(vals, [upto[i] if upto is not None else len(series.values[i])
-                                                            for i in new.tolist()])
+        ends = [upto[i] if upto is not None else len(series.values[i]) for i in new.tolist()]
+        mean[new], std[new], flat = scaling.fit_scalers(vals, ends)
+        if is_panel(meta.layout, len(meta.ids)):  # as training: too short to measure a spread, borrow the table's
+            weak = np.zeros(len(rows), dtype=bool)
+            weak[new[[k for k, e in enumerate(ends) if e < scaling.MIN_SPREAD_POINTS] + [k for k, _ in flat]]] = True
+            known = rows >= 0
+            std[weak] = scaling.borrow_spread(mean[known | weak], std[known | weak], weak[known | weak],
+                                              meta.transform == "none")[weak[known | weak]]
     if len(new):
         logging.getLogger(__name__).info("%d series the model never saw (e.g. %r): scaled from their own rows",
                                          len(new), series.ids[new[0]])
