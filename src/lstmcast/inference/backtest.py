@@ -43,6 +43,8 @@ class Backtest:
     metrics: dict[str, Any]  # method -> {metric: value}; with several series also "per_series" (see score)
     # model.levels set: method -> (n, H, T, Q) ascending quantiles, original units (model, seasonal_naive)
     quantiles: dict[str, np.ndarray] = field(default_factory=dict)
+    # a table of several series: data.coverage.backtested (how many series have an origin, which not and why)
+    covered: dict[str, Any] = field(default_factory=dict)
 
     def frame(self, series: SeriesSet, meta: RunMeta) -> pd.DataFrame:
         """One row per origin, horizon step and target: what RUN/backtest.csv holds, in original units.
@@ -111,12 +113,14 @@ class PairRows(NamedTuple):
 
 
 def gather_pairs(values: np.ndarray, rows: np.ndarray, window: int, horizon: int, n_targets: int,
-                 season: int) -> PairRows:
+                 season: int, past_rows: np.ndarray | None = None) -> PairRows:
     """Every origin's rows at once from the concatenated series ``values`` (N, C); ``rows`` (P,) is each
-    origin's row in it. Equal to ``naive`` / ``seasonal_naive`` and the slices of each series, origin by origin."""
+    origin's row in it. Equal to ``naive`` / ``seasonal_naive`` and the slices of each series, origin by origin.
+    ``past_rows`` (P, L): the input rows when they are not the ``window`` rows before each origin (left-padded
+    windows of short series: windows.padded_rows)."""
     h = np.arange(horizon)
     T = n_targets
-    past = values[rows[:, None] + np.arange(-window, 0)]  # (P, L, C)
+    past = values[rows[:, None] + np.arange(-window, 0) if past_rows is None else past_rows]  # (P, L, C)
     ahead = values[rows[:, None] + h]  # (P, H, C)
     last = values[rows - 1, :T].astype(np.float64)[:, None, :]  # (P, 1, T)
     snv = values[rows[:, None] + (h - season * (h // season + 1)), :T].astype(np.float64)  # (P, H, T)
@@ -168,5 +172,5 @@ def score(actual: np.ndarray, forecasts: dict[str, np.ndarray], scale: np.ndarra
 
 
 def methods(scored: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """The method rows of ``score``'s result (without "per_series")."""
-    return {k: v for k, v in scored.items() if k != "per_series"}
+    """The method rows of ``score``'s result (without "per_series" and the table's "series" counts)."""
+    return {k: v for k, v in scored.items() if k not in ("per_series", "series")}

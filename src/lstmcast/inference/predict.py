@@ -6,8 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lstmcast.data import scaling
-from lstmcast.data.windows import split_points
+from lstmcast.data import scaling, transform
+from lstmcast.data.coverage import backtested
+from lstmcast.data.prepare import is_panel, series_splits
+from lstmcast.data.windows import padded_rows
 from lstmcast.errors import DataError, did_you_mean, short, short_list
 from lstmcast.inference.fastpath import future_times
 from lstmcast.inference.backtest import Backtest, backtest_origins, gather_pairs, score, series_mase_scales
@@ -69,7 +71,7 @@ def check_new_table(table: pd.DataFrame, meta: RunMeta, missing: str) -> None:
         need = ", ".join(f"{short(name)} ({role})" for name, role in roles)
         raise DataError(f"new data lacks columns the model was trained on: {'; '.join(lacking)}. It needs the "
                         f"columns {need}; columns present: {short_list(cols)}")
-    L = meta.window
+    L = 1 if meta.mask_channel else meta.window  # a model with a mask channel forecasts from a padded window
     # without a fill policy no rows can be inserted, so the raw count is final; with one, check_compatible
     # counts after gap filling and this only catches what validation could not handle at all
     need_rows = L if missing == "error" else min(L, 3)
@@ -99,7 +101,8 @@ def check_compatible(series: SeriesSet, meta: RunMeta) -> None:
     if list(series.future_features) != list(meta.future_features or []):
         problems.append(f"future features {series.future_features} differ from the model's "
                         f"{meta.future_features or []}")
-    too_short = [(sid, len(v)) for sid, v in zip(series.ids, series.values) if len(v) < meta.window]
+    need = 1 if meta.mask_channel else meta.window  # a mask channel: short series are forecast from padded windows
+    too_short = [(sid, len(v)) for sid, v in zip(series.ids, series.values) if len(v) < need]
     for sid, n in too_short:
         label = f"series {short(sid)}" if sid else "the series"
         problems.append(f"{label} has {n} rows; forecasting needs the last window = {meta.window} rows")
@@ -158,9 +161,15 @@ def series_scalers(series: SeriesSet, meta: RunMeta, scaler: dict[str, np.ndarra
     mean, std = scaler["mean"][rows].copy(), scaler["std"][rows].copy()
     new = np.flatnonzero(rows < 0)
     if len(new):
-        vals = [series.values[i] for i in new.tolist()]
-        mean[new], std[new], _ = scaling.fit_scalers(vals, [upto[i] if upto is not None else len(series.values[i])
-                                                            for i in new.tolist()])
+        vals = [transform.forward(series.values[i], meta.n_targets, meta.transform) for i in new.tolist()]
+        ends = [upto[i] if upto is not None else len(series.values[i]) for i in new.tolist()]
+        mean[new], std[new], flat = scaling.fit_scalers(vals, ends)
+        if is_panel(meta.layout, len(meta.ids)):  # as training: too short to measure a spread, borrow the table's
+            weak = np.zeros(len(rows), dtype=bool)
+            weak[new[[k for k, e in enumerate(ends) if e < scaling.MIN_SPREAD_POINTS] + [k for k, _ in flat]]] = True
+            known = rows >= 0
+            std[weak] = scaling.borrow_spread(mean[known | weak], std[known | weak], weak[known | weak],
+                                              meta.transform == "none")[weak[known | weak]]
     if len(new):
         logging.getLogger(__name__).info("%d series the model never saw (e.g. %r): scaled from their own rows",
                                          len(new), series.ids[new[0]])
@@ -227,29 +236,31 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: RunMeta,
 
     L, H, T = meta.window, meta.horizon, meta.n_targets
     mean, std = series_scalers(series, meta, scaler)  # (S, C)
-    x = np.stack([v[-L:] for v in series.values])  # (S, L, C)
+    x, past_times, mask = last_windows(series, L, meta.mask_channel)  # (S, L, C), (S, L), (S, L) or None
     if np.isnan(x).any():
         bad = [sid or "the series" for sid, v in zip(series.ids, x) if np.isnan(v).any()]
         raise DataError(f"the last {L} rows of {bad[:5]} contain missing values: fill them (data.missing: "
                         "interpolate or ffill) to forecast")
     x_raw = x
-    x = scaling.transform(x, mean[:, None, :], std[:, None, :])  # (S, L, C) float32
+    transform.check_positive(series.ids, list(x), T, meta.transform)
+    x = scaling.transform(transform.forward(x, T, meta.transform), mean[:, None, :], std[:, None, :])  # (S, L, C)
     if not np.isfinite(x).all():  # D14: no inf into the model (it would forecast NaN without a word)
-        for i, (sid, t) in enumerate(zip(series.ids, series.times)):
-            scaling.check_overflow(x_raw[i], x[i], series.channel_names, t[-L:],
+        for i, sid in enumerate(series.ids):
+            scaling.check_overflow(x_raw[i], x[i], series.channel_names, past_times[i],
                                    f"series {sid!r}" if sid else "the series")
     fut_vals, fut_times = _future_inputs(series, meta, future, cfg)
-    fut, static, cal = model_inputs(series, meta, np.stack([t[-L:] for t in series.times]), fut_vals,
-                                    fut_times, mean, std)
+    fut, static, cal = model_inputs(series, meta, past_times, fut_vals, fut_times, mean, std)
+    x = insert_mask(x, mask, series.n_past_only)
     x = np.concatenate([x, cal], axis=2) if cal.shape[2] else x
     raw = _predict_scaled(model, x, future=fut, static=static)  # (S, H, T), or (S, H, T, Q) with quantiles
     iv = meta.intervals or {}
     levels, qs = iv.get("levels") or [], None
     if raw.ndim == 4:  # the calibrated quantiles; the median is the point forecast
-        qs = calibrated(raw, iv, mean[:, None, :T, None], std[:, None, :T, None])  # (S, H, T, Q)
+        qs = transform.inverse(calibrated(raw, iv, mean[:, None, :T, None], std[:, None, :T, None]),
+                               meta.transform)  # (S, H, T, Q)
         y = qs[..., raw.shape[-1] // 2]
     else:
-        y = raw * std[:, None, :T] + mean[:, None, :T]  # (S, H, T)
+        y = transform.inverse(raw * std[:, None, :T] + mean[:, None, :T], meta.transform)  # (S, H, T)
     if not np.isfinite(y if qs is None else qs).all():  # D14: a NaN forecast written as an empty cell would pass as a result
         bad = [sid or "the series" for sid, v in zip(series.ids, y) if not np.isfinite(v).all()]
         raise DataError(f"the forecast of {bad[:5]} is not finite: the last {L} input rows lie so far outside "
@@ -268,6 +279,26 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: RunMeta,
         for c in f.columns[1:]:  # the series' forecast (and interval) columns after the time column
             out[c] = f[c].to_numpy()
     return out
+
+
+def last_windows(series: SeriesSet, window: int, padded: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Each series' last ``window`` rows (S, L, C) and times (S, L); ``padded`` (a model with a mask channel):
+    a shorter series' window is left-padded with its first row, as in training, and the mask (S, L) says which
+    rows are real (None without padding)."""
+    if not padded:
+        return (np.stack([v[-window:] for v in series.values]), np.stack([t[-window:] for t in series.times]),
+                None)
+    offsets = np.concatenate([[0], np.cumsum([len(v) for v in series.values])]).astype(np.int64)
+    idx, mask = padded_rows(offsets[1:], offsets[:-1], window)
+    return np.concatenate(series.values)[idx], np.concatenate(series.times)[idx], mask
+
+
+def insert_mask(x: np.ndarray, mask: np.ndarray | None, at: int) -> np.ndarray:
+    """(N, L, C) -> (N, L, C + 1): the mask channel at column ``at`` (after the past-only channels); unchanged
+    without a mask."""
+    if mask is None:
+        return x
+    return np.concatenate([x[:, :, :at], mask[:, :, None].astype(x.dtype), x[:, :, at:]], axis=2)
 
 
 def _long_frame(series: SeriesSet, meta: RunMeta, y: np.ndarray, qs: np.ndarray | None,
@@ -334,12 +365,15 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: RunMeta, scaler
     season = meta.season or 1
     d = cfg.data
     lengths = np.array([len(v) for v in series.values], dtype=np.int64)
-    splits = [split_points(n, H, d.val_fraction, d.test_fraction, d.min_val_horizons) for n in lengths.tolist()]
+    transform.check_positive(series.ids, series.values, T, meta.transform)
+    panel = is_panel(meta.layout, len(meta.ids))  # as the model was trained, whatever the new data holds
+    splits = series_splits(lengths.tolist(), d, panel)
     train_end = np.array([sp.train_end for sp in splits], dtype=np.int64)
     mean_s, std_s = series_scalers(series, meta, scaler, train_end.tolist())
     finite = [np.isfinite(v).all(axis=1) for v in series.values] if d.missing == "drop-windows" else None
-    pairs = backtest_origins(lengths, [s.val_end for s in splits], finite, L, H, season, cfg.eval.stride or H,
-                             cfg.eval.max_origins)
+    padded = meta.mask_channel  # the model reads padded windows: an origin needs only a season of history
+    pairs = backtest_origins(lengths, [s.val_end for s in splits], finite, 1 if padded else L, H, season,
+                             cfg.eval.stride or H, cfg.eval.max_origins)
     if not len(pairs):
         need = max(L, season) + H
         raise DataError(f"the test split is too short for one backtest origin: each needs {need} points of "
@@ -349,19 +383,23 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: RunMeta, scaler
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     flat = np.concatenate(series.values)  # (sum N_i, C)
     rows = offsets[sidx] + ts  # each origin's row in flat
-    g = gather_pairs(flat, rows, L, H, T, season)
+    past_idx, mask = padded_rows(rows, offsets[sidx], L) if padded else (rows[:, None] + np.arange(-L, 0), None)
+    g = gather_pairs(flat, rows, L, H, T, season, past_idx)
     kf = len(meta.future_features or [])
     times = np.concatenate(series.times)
-    fut, static, cal = model_inputs(series, meta, times[rows[:, None] + np.arange(-L, 0)],
-                                    g.ahead[:, :, flat.shape[1] - kf:], times[rows[:, None] + np.arange(H)],
-                                    mean_s, std_s, sidx)
+    fut, static, cal = model_inputs(series, meta, times[past_idx], g.ahead[:, :, flat.shape[1] - kf:],
+                                    times[rows[:, None] + np.arange(H)], mean_s, std_s, sidx)
     del times
-    xs = scaling.transform(g.past, mean_s[sidx][:, None, :], std_s[sidx][:, None, :])  # (P, L, C) float32
+    past = transform.forward(g.past, T, meta.transform)
+    xs = scaling.transform(past, mean_s[sidx][:, None, :], std_s[sidx][:, None, :])  # (P, L, C) float32
+    xs = insert_mask(xs, mask, series.n_past_only)
     raw = _predict_scaled(model, np.concatenate([xs, cal], axis=2) if cal.shape[2] else xs, future=fut,
                           static=static)
     mean_j, std_j = mean_s[sidx][:, None, :T], std_s[sidx][:, None, :T]
-    qpred = calibrated(raw, meta.intervals, mean_j[..., None], std_j[..., None]) if raw.ndim == 4 else None
-    pred = qpred[..., raw.shape[-1] // 2] if qpred is not None else scaling.inverse(raw, mean_j, std_j)
+    qpred = transform.inverse(calibrated(raw, meta.intervals, mean_j[..., None], std_j[..., None]), meta.transform) \
+        if raw.ndim == 4 else None
+    pred = qpred[..., raw.shape[-1] // 2] if qpred is not None else \
+        transform.inverse(scaling.inverse(raw, mean_j, std_j), meta.transform)
     forecasts = {"model": pred, "naive": g.naive, "seasonal_naive": g.seasonal_naive}
     actual_arr = g.ahead[:, :, :T].astype(np.float64)
     present, where = np.unique(sidx, return_inverse=True)
@@ -376,8 +414,10 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: RunMeta, scaler
         quantile_fc = {"model": qpred, "seasonal_naive": snq}
         for name, q in quantile_fc.items():
             _add_interval_metrics(metrics, name, actual_arr, q, levels, scale_arr, sidx, series.ids)
+    covered = backtested(series.ids, splits, sidx, season if padded else max(L, season)) \
+        if panel else {}
     return Backtest(series_idx=sidx, origins=ts, actual=actual_arr, forecasts=forecasts,
-                    scale=scale_arr, metrics=metrics, quantiles=quantile_fc)
+                    scale=scale_arr, metrics=metrics, quantiles=quantile_fc, covered=covered)
 
 
 def _add_interval_metrics(metrics: dict[str, Any], name: str, actual: np.ndarray, q: np.ndarray, levels: list[int],
