@@ -110,6 +110,12 @@ def short(value: Any, limit: int = MAX_ECHO) -> str:
     return cut(repr(value), limit)
 
 
+def short_path(path: Any, limit: int = 2 * MAX_ECHO) -> str:
+    """``repr`` of a path cut in the middle, so the file name at its end stays visible."""
+    text = repr(str(path))
+    return text if len(text) <= limit else text[:limit // 3] + "..." + text[-(limit - limit // 3 - 3):]
+
+
 def short_list(values: Iterable[Any], limit: int = MAX_NAMES) -> str:
     """The first ``limit`` values, each ``short``, comma-separated, then how many more there are."""
     items = list(values)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lstmcast import atomic
-from lstmcast.errors import CheckpointError, ConfigError, LstmcastError, cut, short, short_list
+from lstmcast.errors import CheckpointError, ConfigError, LstmcastError, cut, short, short_list, short_path
 from lstmcast.run.meta import RunMeta, check_meta, check_scaler, check_weights
 
 _REMEDY = ": retrain this run, or restore the run folder from a backup"
@@ -156,7 +156,7 @@ def stored_data_path(path: str | None, record: dict[str, str] | None, folder: Pa
     if path is None:
         return None  # nothing stored: the caller's "no data given"
     if record is None or record.get("path") != path:
-        raise ConfigError(f"the run folder's data.path {short(path)} was not recorded with its sha256 at training, "
+        raise ConfigError(f"the run folder's data.path {short_path(path)} was not recorded with its sha256 at training, "
                           "so it is not read (a path stored in a run folder is not trusted like one you type)"
                           + again)
     try:
@@ -165,7 +165,7 @@ def stored_data_path(path: str | None, record: dict[str, str] | None, folder: Pa
     except OSError:
         same = False
     if not same:
-        raise ConfigError(f"the run's training data {short(path)} is gone or changed since training (its sha256 "
+        raise ConfigError(f"the run's training data {short_path(path)} is gone or changed since training (its sha256 "
                           "differs from the one recorded at training), so it is not read" + again)
     return path
 
