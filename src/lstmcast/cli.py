@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import typer
 
-from lstmcast.cli_output import metrics_table, print_best, print_space, print_trained, print_trial
+from lstmcast.cli_output import metrics_table, print_best, print_space, print_stop, print_trained, print_trial
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="LSTM time-series forecasting: train, evaluate, predict, doctor, tune, report, export.")
@@ -305,6 +305,7 @@ def tune(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targe
                        f"pruner {t.pruner}, up to {t.max_epochs} epochs each, {tuner.threads()} threads per trial")
             summary = tuner.run(on_trial=print_trial)
         print_best(summary)
+        print_stop(summary, cfg.tune.trials, timeout)
         if summary["best"] is None:
             raise no_best_trial_error(summary)
         typer.echo(f"results in {run_dir}: best.yaml, trials.csv, summary.json, history.png, importances.png")
