@@ -85,7 +85,7 @@ def train_rank(cfg: ForecastConfig, resume_from: Checkpoint | None = None) -> No
     from lstmcast.training import distributed
 
     try:
-        fc = Forecaster(cfg).fit(cfg.data.path, resume_from=resume_from)
+        fc = Forecaster(cfg).fit(cfg.data.path, resume_from=resume_from, progress=False)  # rank 0 shows it
         interrupted = fc.fit_result_.stop_reason.startswith("interrupted")
         if getattr(fc, "shards_", None) is not None and not interrupted:
             from lstmcast.inference.sharded import outputs

@@ -103,7 +103,7 @@ def fit_trial(cfg: ForecastConfig, series: SeriesSet, callbacks: list[Callable[.
     """Train one trial's model on the already validated series (a seam for fault-injection tests)."""
     from lstmcast.forecaster import Forecaster
 
-    return Forecaster(cfg).fit(series, callbacks=callbacks)
+    return Forecaster(cfg).fit(series, callbacks=callbacks, progress=False)  # the study prints a line a trial
 
 
 def objective_value(fc: Forecaster, objective: str) -> float:
