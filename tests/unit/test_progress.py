@@ -129,3 +129,14 @@ def test_terminal_gets_a_rich_bar_not_plain_lines():
     assert "epoch 4/4" in text and "loss 0.25" in text and "val nan" in text
     assert "best" not in text  # no validation split: nothing to call best
     assert "[train] epoch" not in text  # the plain-line format is for non-terminals only
+
+
+def test_python_fit_shows_every_epoch_and_the_stages_when_asked(capsys):
+    from lstmcast import Forecaster
+    from tests.conftest import seasonal_frame, small_config
+
+    fc = Forecaster(small_config(train={"refit": True})).fit(seasonal_frame(300), progress=True)
+    err = capsys.readouterr().err
+    epochs = [int(m) for m in re.findall(r"^\[train\] epoch (\d+)/", err, flags=re.M)]
+    assert epochs == [r["epoch"] for r in fc.history_]  # not one epoch line skipped
+    assert "[train] refit: the final model on every row" in err and "done in" in err
