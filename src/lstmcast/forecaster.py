@@ -105,7 +105,7 @@ class Forecaster:
         self.accel_ = accel = trainer.accel  # precision: auto is settled (measured) inside the Trainer
         self.refit_: dict[str, int] | None = None
         if resolved.train.refit and not result.stop_reason.startswith("interrupted"):
-            announce(callbacks, f"refit: the final model on every row ({result.best_epoch} epochs, train.refit)")
+            announce(callbacks, f"refit on every row ({result.best_epoch} epochs)")
             self.model_, self.refit_ = fitting.refit(resolved, accel, tensor, prep, result, skip, dist)
         from lstmcast.run.folder import build_meta, build_scaler
 
@@ -116,7 +116,7 @@ class Forecaster:
         if resolved.model.levels:
             from lstmcast.inference.intervals import calibrate
 
-            announce(callbacks, "calibrating the prediction intervals")
+            announce(callbacks, "calibrating intervals")
 
             self.meta_.intervals = calibrate(resolved, self.backtest_model_, tensor, train_idx, val_idx, prep,
                                                 skip)

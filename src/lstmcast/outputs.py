@@ -31,11 +31,11 @@ def write_outputs(fc: Any, run: Path, series: Any = None, stage: Stage = _quiet)
     """Backtest, forecast and plot into ``run``; return the metrics. ``stage(text)`` is told what begins."""
     from lstmcast.report.plots import forecast_plot, loss_plot
 
-    stage("backtest on the test split")
+    stage("backtest")
     if getattr(fc, "shards_", None) is not None and series is None:  # data.shard_series: every rank's series
         return _write_shard_outputs(fc, run)
     metrics = fc.backtest(series)
-    stage("forecast, backtest.csv and plots")
+    stage("forecast and plots")
     atomic.write_json(run / "metrics.json", metrics)
     src = fc._series(series)
     if fc.meta_.future_features:  # the horizon's covariates are not in the training data: predict --future
@@ -105,7 +105,7 @@ def write_all(fc: Any, run: Path, extra: list[Any] | None = None, stage: Stage =
     from lstmcast.report.html import try_write_report
 
     metrics = write_outputs(fc, run, stage=stage)
-    stage("diagnosis and report.html")
+    stage("diagnosis and report")
     write_diagnosis(fc, run, extra, metrics)
     try_write_report(run)  # RUN/report.html; a failure only warns, the run folder is complete without it
     atomic.write_json(run / COMPLETE, {"completed": datetime.now(timezone.utc).isoformat(timespec="seconds")})

@@ -81,6 +81,7 @@ class EpochProgress:
         self._expected = total_epochs
         self._pending: tuple[Any, str] | None = None  # the last epoch, when its line is not printed yet
         self._stage: tuple[str, float] | None = None
+        self._last: int | None = None  # the last epoch reported
 
     def __enter__(self) -> EpochProgress:
         if self.tty:
@@ -100,6 +101,8 @@ class EpochProgress:
     def __exit__(self, *exc: Any) -> None:
         self._end_stage()
         if self._bar is not None:
+            if self._last is not None and exc[0] is None:  # the last line left on screen says it ended
+                self._bar.update(self._task, where=f"done: {self._last} epochs", info="", eta="")
             self._bar.__exit__(*exc)
         elif self._pending is not None:
             self._print(*self._pending)
@@ -110,6 +113,7 @@ class EpochProgress:
             self._first = rec.epoch - 1
             self._t_first = self._t0 if self._t_first is None else self._t_first
         self._expected = expected_epochs(trainer, rec.epoch, self.total)
+        self._last = rec.epoch
         info = f"loss {rec.train_loss:.4g}  val {rec.val_loss:.4g}  lr {rec.lr:.2g}"
         if rec.val_loss < self._best:  # NaN (no validation split) never counts as best
             self._best = rec.val_loss
@@ -148,7 +152,7 @@ class EpochProgress:
             self._print(*self._pending)
         self._stage = (text, time.perf_counter())
         if self._bar is not None:
-            self._bar.update(self._task, description=f"{self.label}: {text}", eta="")
+            self._bar.update(self._task, where=text, info="", eta="")  # the spinner and the clock keep moving
             return
         print(f"[{self.label}] {text} ...  elapsed {time.perf_counter() - self._t0:.0f}s", file=self.stream,
               flush=True)

@@ -102,16 +102,16 @@ def test_stages_after_training_are_shown_with_their_time():
     out = io.StringIO()
     with EpochProgress(3, stream=out) as progress:
         progress(None, _rec(1, 0.5))
-        announce([object(), progress], "refit: the final model on every row")
-        announce([progress], "backtest on the test split")
+        announce([object(), progress], "refit on every row")
+        announce([progress], "backtest")
     lines = _lines(out)
-    assert lines[1].startswith("[train] refit: the final model on every row ...")
-    assert re.match(r"\[train\] refit: the final model on every row: done in \d+\.\ds", lines[2])
-    assert lines[3].startswith("[train] backtest on the test split ...") and "done in" in lines[4]
+    assert lines[1].startswith("[train] refit on every row ...")
+    assert re.match(r"\[train\] refit on every row: done in \d+\.\ds", lines[2])
+    assert lines[3].startswith("[train] backtest ...") and "done in" in lines[4]
     term = Terminal()
     with EpochProgress(3, stream=term) as progress:
-        progress.stage("calibrating the prediction intervals")
-    assert "train: calibrating the prediction intervals" in term.getvalue()
+        progress.stage("calibrating intervals")
+    assert "calibrating intervals" in term.getvalue()
 
 
 def test_fit_progress_is_silent_unless_asked_or_watched():
@@ -125,8 +125,10 @@ def test_terminal_gets_a_rich_bar_not_plain_lines():
         assert progress.tty
         for e in range(1, 5):
             progress(None, _rec(e, math.nan))
+            progress._bar.refresh()  # draw each epoch (the bar otherwise redraws 10 times a second)
     text = out.getvalue()
     assert "epoch 4/4" in text and "loss 0.25" in text and "val nan" in text
+    assert "done: 4 epochs" in text  # the line left on screen says training ended
     assert "best" not in text  # no validation split: nothing to call best
     assert "[train] epoch" not in text  # the plain-line format is for non-terminals only
 
@@ -139,4 +141,4 @@ def test_python_fit_shows_every_epoch_and_the_stages_when_asked(capsys):
     err = capsys.readouterr().err
     epochs = [int(m) for m in re.findall(r"^\[train\] epoch (\d+)/", err, flags=re.M)]
     assert epochs == [r["epoch"] for r in fc.history_]  # not one epoch line skipped
-    assert "[train] refit: the final model on every row" in err and "done in" in err
+    assert "[train] refit on every row" in err and "done in" in err
