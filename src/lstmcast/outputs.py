@@ -17,8 +17,8 @@ from lstmcast import atomic
 if TYPE_CHECKING:
     import pandas as pd
 
-log = logging.getLogger("lstmcast.workflow")
-COMPLETE = "complete.json"  # written after every output: the run folder is whole (FAULTS T10)  # the name these messages always had
+log = logging.getLogger("lstmcast.workflow")  # the name these messages always had
+COMPLETE = "complete.json"  # written after every output: the run folder is whole (FAULTS T10)
 
 Stage = Callable[[str], None]
 

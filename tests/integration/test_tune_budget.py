@@ -21,7 +21,8 @@ def _cfg(tmp_path, **tune):
 
 def test_mase_objective_scores_trials_by_backtest_mase(tmp_path):
     seen = []
-    with Tuner(_cfg(tmp_path, trials=2, objective="mase", pruner="none"), TuneOptions(run_dir=tmp_path / "run")) as tuner:
+    cfg = _cfg(tmp_path, trials=2, objective="mase", pruner="none")
+    with Tuner(cfg, TuneOptions(run_dir=tmp_path / "run")) as tuner:
         summary = tuner.run(on_trial=seen.append)
         trials = tuner.study.get_trials()
     assert summary["objective"] == "mase" and summary["stopped_by"] == "trials"
