@@ -19,10 +19,14 @@ venv: $(STAMP)
 # a new run folder each time: lstmcast never overwrites a trained run
 DEMO_RUN = runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
+# runs/demo-latest points at the newest demo run (README's commands use it)
 demo: $(STAMP)
 	$(eval RUN := $(DEMO_RUN))
 	$(VENV)/bin/lstmcast train --run $(RUN)
 	$(VENV)/bin/lstmcast predict $(RUN) --out $(RUN)/forecast.csv
+	ln -sfn $(notdir $(RUN)) runs/demo-latest
+	@echo "run folder: $(RUN) (also runs/demo-latest); open $(RUN)/report.html"
+	@echo "the CLI: $(VENV)/bin/lstmcast, or run 'source $(VENV)/bin/activate' once and then lstmcast"
 
 # the default suite: every FAULTS row (docs/FAULTS.md names a fast test for each; tests/test_fault_table.py
 # checks it), ~3 minutes on 2 cores; the slow end-to-end tests (real kills, several ranks, tuning workers,

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import typer
 
-from lstmcast.cli_output import metrics_table, print_best, print_space, print_trained, print_trial
+from lstmcast.cli_output import metrics_table, print_best, print_space, print_stop, print_trained, print_trial
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="LSTM time-series forecasting: train, evaluate, predict, doctor, tune, report, export.")
@@ -181,7 +181,7 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
                 run_dir = run or default_run_dir()
             if no_tensorboard:
                 cfg.monitor.tensorboard = False
-            with EpochProgress(cfg.train.max_epochs) as progress:
+            with EpochProgress(cfg.train.max_epochs, start_epoch=ckpt.epoch if ckpt is not None else 0) as progress:
                 fc, metrics = train_run(cfg, run_dir, callbacks=[progress], resume_from=ckpt)
         print_trained(fc, metrics, run_dir)
 
@@ -209,18 +209,30 @@ def _resume_setup(resume: Path, run: Optional[Path], config: Optional[Path], fla
 def evaluate(run: Path = typer.Argument(..., help="Run folder written by `lstmcast train`."),
              data: Optional[str] = typer.Option(None, "--data", help="Data to backtest on (default: training data)."),
              name: Optional[str] = typer.Option(None, "--name", help="Name of RUN/evaluations/<name>.json "
-                                                "(default: the data file's stem and the time).")) -> None:
+                                                "(default: the data file's stem and the time)."),
+             start: Optional[str] = typer.Option(None, "--start", help="First window's first forecast step: a "
+                                                 "time (2024-03-01), a row (120) or a fraction of each series "
+                                                 "(0.6). Default: the test split."),
+             stride: Optional[int] = typer.Option(None, "--stride", min=1, help="Steps between windows (default "
+                                                  "eval.stride, else the horizon)."),
+             windows: Optional[int] = typer.Option(None, "--windows", min=1, help="At most this many windows a "
+                                                   "series (default eval.max_origins; with --start all)."),
+             refit: bool = typer.Option(False, "--refit", help="Retrain before each window on the rows before it "
+                                        "(one training per window).")) -> None:
     """Rolling-origin backtest of a trained run against naive and seasonal-naive baselines.
 
-    Written to RUN/evaluations/<name>.json, labelled with the data file and its sha256; RUN/metrics.json
-    stays the held-out backtest of training."""
+    Written to RUN/evaluations/<name>.json (metrics, labelled with the data file and its sha256) and
+    <name>.csv (every window's forecasts, intervals, cutoff and actuals); RUN/metrics.json stays the held-out
+    backtest of training."""
 
     def _do() -> None:
+        from lstmcast.inference.steer import parse_start
         from lstmcast.workflow import evaluate_run
 
-        metrics, path = evaluate_run(run, data, name)
+        metrics, path = evaluate_run(run, data, name, parse_start(start), stride, windows, refit)
         metrics_table(metrics, f"backtest of {run} on {data or 'its training data'}")
-        typer.echo(f"evaluation written to {path} (the held-out backtest stays in {run / 'metrics.json'})")
+        typer.echo(f"evaluation written to {path}, every window's forecasts to {path.with_suffix('.csv')} (the "
+                   f"held-out backtest stays in {run / 'metrics.json'})")
 
     run_guarded(_do)
 
@@ -293,6 +305,7 @@ def tune(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targe
                        f"pruner {t.pruner}, up to {t.max_epochs} epochs each, {tuner.threads()} threads per trial")
             summary = tuner.run(on_trial=print_trial)
         print_best(summary)
+        print_stop(summary, cfg.tune.trials, timeout)
         if summary["best"] is None:
             raise no_best_trial_error(summary)
         typer.echo(f"results in {run_dir}: best.yaml, trials.csv, summary.json, history.png, importances.png")

@@ -76,9 +76,18 @@ def print_space(space: Any) -> None:
 def print_trial(outcome: Any) -> None:
     value = f" value {outcome.value:.5g}" if outcome.value is not None else ""
     p = outcome.params
-    typer.echo(f"trial {outcome.number}: {outcome.state}{value} after {outcome.attrs.get('epochs', 0)} epochs "
+    done = f"[{outcome.done} of {outcome.total}] " if outcome.total else ""
+    eta = f"  eta ~{outcome.eta_s:.0f}s" if outcome.eta_s is not None and outcome.done < outcome.total else ""
+    typer.echo(f"{done}trial {outcome.number}: {outcome.state}{value} after {outcome.attrs.get('epochs', 0)} epochs "
                f"({outcome.attrs.get('seconds', 0):.1f}s)  hidden {p['hidden_size']}x{p['num_layers']} "
-               f"lr {p['lr']:.2g} window {p['window']} batch {p['batch_size']}")
+               f"lr {p['lr']:.2g} window {p['window']} batch {p['batch_size']}{eta}")
+
+
+def print_stop(summary: dict[str, Any], total: int, timeout: str | None) -> None:
+    """Why the study ended: the timeout said aloud when it stopped the study short of its trials."""
+    if summary.get("stopped_by") == "timeout":
+        typer.echo(f"the timeout (--timeout {timeout}) stopped the study after {summary['trials']} of {total} trials "
+                   "(no trial starts after it); rerun the same command to continue it")
 
 def print_best(summary: dict[str, Any]) -> None:
     from rich.console import Console

@@ -45,9 +45,31 @@ class Forecaster:
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, data: Any = None, *,
             callbacks: list[Callable[[Trainer, EpochRecord], None]] | None = None,
-            run_dir: str | os.PathLike[str] | None = None, resume_from: Checkpoint | None = None) -> Forecaster:
-        """Train on ``data``; with ``run_dir`` checkpoints go to RUN/checkpoints, ``resume_from`` continues one."""
+            run_dir: str | os.PathLike[str] | None = None, resume_from: Checkpoint | None = None,
+            progress: bool | None = None) -> Forecaster:
+        """Train on ``data``; with ``run_dir`` checkpoints go to RUN/checkpoints, ``resume_from`` continues one.
+
+        ``progress``: True shows a bar (terminal, notebook) or a line per epoch, with the stages after
+        training; False is silent; None (default) shows it where a person watches: a terminal or a notebook.
+        """
+        from contextlib import nullcontext
+
+        from lstmcast.progress import EpochProgress, wanted
+
+        callbacks = list(callbacks or [])
+        own = None
+        if not any(callable(getattr(cb, "stage", None)) for cb in callbacks) and wanted(progress):
+            own = EpochProgress(validate_config(self.config).train.max_epochs,
+                                start_epoch=resume_from.epoch if resume_from is not None else 0)
+            callbacks.append(own)
+        with own or nullcontext():
+            return self._fit(data, callbacks, run_dir, resume_from)
+
+    def _fit(self, data: Any, callbacks: list[Callable[[Trainer, EpochRecord], None]],
+             run_dir: str | os.PathLike[str] | None, resume_from: Checkpoint | None) -> Forecaster:
         import torch
+
+        from lstmcast.progress import announce
 
         from lstmcast.training import fit as fitting
         from lstmcast.training.accel import resolve
@@ -87,6 +109,7 @@ class Forecaster:
         self.accel_ = accel = trainer.accel  # precision: auto is settled (measured) inside the Trainer
         self.refit_: dict[str, int] | None = None
         if resolved.train.refit and not result.stop_reason.startswith("interrupted"):
+            announce(callbacks, f"refit on every row ({result.best_epoch} epochs)")
             self.model_, self.refit_ = fitting.refit(resolved, accel, tensor, prep, result, skip, dist)
         from lstmcast.run.folder import build_meta, build_scaler
 
@@ -96,6 +119,8 @@ class Forecaster:
         self.rank_ = dist.rank if dist is not None else 0
         if resolved.model.levels:
             from lstmcast.inference.intervals import calibrate
+
+            announce(callbacks, "calibrating intervals")
 
             self.meta_.intervals = calibrate(resolved, self.backtest_model_, tensor, train_idx, val_idx, prep,
                                                 skip)
@@ -148,26 +173,89 @@ class Forecaster:
         return forecast_frame(self.model_, self._series(data, fast=True), self.meta_, self.scaler_, future,
                               self.config_)
 
-    def backtest(self, data: Any = None) -> dict[str, dict[str, float]]:
-        """Rolling-origin backtest over the test split; metrics for the model and both baselines."""
-        self._check_fitted("backtest")
-        from lstmcast.inference.predict import run_backtest
+    def backtest(self, data: Any = None, *, start: Any = None, stride: int | None = None,
+                 n_windows: int | None = None, refit: bool = False) -> dict[str, dict[str, float]]:
+        """Rolling-origin backtest; metrics for the model and both baselines. The windows (``fc.backtest_``,
+        every forecast in ``backtest_forecasts``) by default are the test split's, as ``train`` scored them.
 
+        ``start``: the first window's first forecast step: a time, a row position (a time on integer-time
+        data) or a fraction of each series, e.g. 0.5; ``stride``: steps between windows (default
+        ``eval.stride``, else the horizon); ``n_windows``: at most this many a series (default
+        ``eval.max_origins``; with ``start``: all); ``refit``: retrain the model before each window on the
+        rows before it (one training per window), as Darts' ``retrain`` / NeuralForecast's ``refit``.
+
+        >>> fc.backtest(start=0.6, stride=24, n_windows=5)["model"]["MASE"]        # doctest: +SKIP
+        """
+        self._check_fitted("backtest")
+        from lstmcast.inference.steer import Plan, steered_backtest
+
+        plan = Plan(start, stride, n_windows, refit)
         # train.refit: the model that never saw the test split (model_ was trained on all of it)
         model = getattr(self, "backtest_model_", self.model_)
-        self.backtest_: Backtest = run_backtest(model, self._series(data), self.meta_, self.scaler_, self.config_)
+        window = [0, 0]
+
+        def on_window(k: int, n: int) -> None:
+            window[:] = [k, n]
+            log.info("backtest refit: training for window %d of %d", k, n)
+
+        def fit(series: SeriesSet, cfg: ForecastConfig) -> tuple[LSTMForecaster, Any, dict[str, Any]]:
+            return self._fit_window(series, cfg, f"window {window[0]} of {window[1]}")
+        self.backtest_: Backtest = steered_backtest(model, self._series(data), self.meta_, self.scaler_,
+                                                    self.config_, plan, fit=fit, on_window=on_window)
         if self.backtest_.covered:  # a table: the counts join the metrics (metrics.json "series")
             counts = dict(getattr(self, "coverage_", None) or {}) if data is None else {}
             self.backtest_.metrics["series"] = _with_backtested(counts, self.backtest_, self._series(data))
         return self.backtest_.metrics
 
+    def backtest_forecasts(self, data: Any = None, *, start: Any = None, stride: int | None = None,
+                           n_windows: int | None = None, refit: bool = False) -> pd.DataFrame:
+        """Every window's forecasts as a DataFrame, one row per (series, window, step, target): series,
+        target, cutoff (last observed time), origin, step, time, actual, model, naive, seasonal_naive and,
+        with ``model.levels``, ``model_lo_80`` / ``model_hi_80`` ... Arguments as ``backtest``; at the
+        defaults these are the rows of RUN/backtest.csv.
+
+        >>> fc.backtest_forecasts(start="2024-03-01", stride=24).head()           # doctest: +SKIP
+        """
+        series = self._series(data)  # read once: both the backtest and its frame use it
+        self.backtest(series, start=start, stride=stride, n_windows=n_windows, refit=refit)
+        return self.backtest_.frame(series, self.meta_)
+
+    @staticmethod
+    def _fit_window(series: SeriesSet, cfg: ForecastConfig, label: str) -> tuple[LSTMForecaster, Any, dict[str, Any]]:
+        """A refit backtest window's model, trained on ``series`` alone; its progress labelled ``label`` where a
+        person watches (a terminal or a notebook)."""
+        from contextlib import nullcontext
+
+        from lstmcast.progress import EpochProgress, wanted
+
+        bar = EpochProgress(cfg.train.max_epochs, label=label) if wanted(None) else None
+        with bar or nullcontext():
+            fc = Forecaster(cfg).fit(series, callbacks=[bar] if bar else None, progress=False)
+        return fc.backtest_model_, fc.meta_, fc.scaler_
+
     # -- persistence --------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str]) -> str:
-        """Write the run folder (config.yaml, model.safetensors, scaler.json, meta.json, history.json)."""
+    def save(self, path: str | os.PathLike[str], outputs: bool = True) -> str:
+        """Write the run folder `lstmcast train` writes: the model files (config.yaml, model.safetensors,
+        scaler.json, meta.json, history.json, manifest.json) and, with ``outputs``, the backtest
+        (metrics.json, backtest.csv), forecast.csv, plots, diagnosis.json, report.html and complete.json,
+        from the data it was fitted on (or ``data.path``), so `lstmcast report PATH` shows the whole run.
+
+        >>> fc.save("runs/load")          # then: lstmcast report runs/load            # doctest: +SKIP
+        """
         self._check_fitted("save")
+        from pathlib import Path
+
         from lstmcast.run.folder import save_run
 
-        return save_run(self, path)
+        folder = save_run(self, path)
+        if outputs and getattr(self, "prepared_", None) is None and not self.config_.data.path:
+            log.warning("%s: model files only: this Forecaster holds no training data to backtest and forecast "
+                        "(loaded from a folder fitted on a DataFrame); outputs need fit(data) first", folder)
+        elif outputs:
+            from lstmcast.outputs import write_all
+
+            write_all(self, Path(folder))
+        return folder
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Forecaster:

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from lstmcast import atomic
 from lstmcast.errors import ConfigError, LstmcastError
+from lstmcast.outputs import COMPLETE, Stage, write_all, write_csv
+from lstmcast.progress import announce
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -21,7 +23,6 @@ if TYPE_CHECKING:
     from lstmcast.training.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
-COMPLETE = "complete.json"  # written after every output: the run folder is whole (FAULTS T10)
 
 
 def default_run_dir(root: str = "runs") -> Path:
@@ -57,72 +58,6 @@ def outputs_missing(run: Path) -> bool:
     return (run / "manifest.json").is_file() and not (run / COMPLETE).exists()
 
 
-def write_outputs(fc: Forecaster, run: Path, series: Any = None) -> dict[str, Any]:
-    """Backtest, forecast and plot into ``run``; return the metrics."""
-    from lstmcast.report.plots import forecast_plot, loss_plot
-
-    if getattr(fc, "shards_", None) is not None and series is None:  # data.shard_series: every rank's series
-        return _write_shard_outputs(fc, run)
-    metrics = fc.backtest(series)
-    atomic.write_json(run / "metrics.json", metrics)
-    src = fc._series(series)
-    if fc.meta_.future_features:  # the horizon's covariates are not in the training data: predict --future
-        import pandas as pd
-
-        log.warning("no forecast.csv: the model reads the known-future covariates %s over the horizon, which "
-                    "the training data does not hold; forecast with `lstmcast predict %s --future NEXT.csv`",
-                    fc.meta_.future_features, run)
-        cols = [fc.meta_.time_col] + ([fc.meta_.id_col] if fc.meta_.layout == "long" else []) + fc.meta_.targets
-        forecast = pd.DataFrame({c: [] for c in cols})
-    else:
-        forecast = fc.predict(series)
-        write_csv(forecast, run / "forecast.csv")
-    forecast_plot(src, forecast, fc.meta_, fc.backtest_, run / "forecast.png")
-    write_csv(fc.backtest_.frames(src, fc.meta_, CSV_ROWS), run / "backtest.csv")  # every backtest forecast (H16)
-    if fc.history_:
-        best = getattr(getattr(fc, "fit_result_", None), "best_epoch", None)
-        loss_plot(fc.history_, run / "loss.png", best)
-    return metrics
-
-
-def _write_shard_outputs(fc: Forecaster, run: Path) -> dict[str, Any]:
-    """data.shard_series: metrics, forecast.csv and backtest.csv over every rank's series (inference/sharded.py);
-    the forecast plot shows rank 0's series (the only ones this process holds)."""
-    from lstmcast.report.plots import forecast_plot, loss_plot
-    from lstmcast.inference.sharded import outputs
-
-    merged, forecast, rows = outputs(fc)  # type: ignore[misc]  # rank 0: never None
-    metrics = merged.metrics
-    atomic.write_json(run / "metrics.json", metrics)
-    if forecast is not None:
-        write_csv(forecast, run / "forecast.csv")
-        forecast_plot(fc._series(None), forecast, fc.meta_, fc.backtest_, run / "forecast.png",
-                      total=len(fc.meta_.ids or []) or None)
-    write_csv(rows, run / "backtest.csv")
-    fc.backtest_ = merged  # every series' origins from here on (the summary counts them)
-    if fc.history_:
-        loss_plot(fc.history_, run / "loss.png", getattr(getattr(fc, "fit_result_", None), "best_epoch", None))
-    return metrics
-
-
-CSV_ROWS = 100_000  # rows formatted at a time when a CSV is written
-
-
-def write_csv(frame: pd.DataFrame | Iterable[pd.DataFrame], path: str | os.PathLike[str]) -> None:
-    """``frame``, or its parts in order (header from the first), as one CSV streamed to the file CSV_ROWS rows
-    at a time: ``to_csv`` of a whole 1.1M-row backtest.csv held a 120 MB string and encoded a second copy of it,
-    the peak of a 20k-series run (docs/FAULTS.md R18)."""
-    import pandas as pd
-
-    parts = _row_parts(frame) if isinstance(frame, pd.DataFrame) else frame
-    atomic.write_bytes(path, (part.to_csv(index=False, header=i == 0).encode("utf-8") for i, part in enumerate(parts)))
-
-
-def _row_parts(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
-    for start in range(0, max(len(frame), 1), CSV_ROWS):
-        yield frame.iloc[start:start + CSV_ROWS]
-
-
 def train_run(cfg: ForecastConfig, run: Path, callbacks: list[Callable[..., None]] | None = None,
               resume_from: Checkpoint | None = None) -> tuple[Forecaster, dict[str, Any]]:
     """Train (checkpointing into RUN/checkpoints, or continuing ``resume_from``) and write the run folder.
@@ -155,8 +90,8 @@ def train_run(cfg: ForecastConfig, run: Path, callbacks: list[Callable[..., None
         monitor.save(run / "monitor.json")
         if getattr(fc, "doctor_", None) is not None:
             atomic.write_json(run / "doctor.json", fc.doctor_.as_dict())
-        fc.save(run)
-        metrics = finish_outputs(fc, run, monitor.findings())
+        fc.save(run, outputs=False)  # the outputs below: with the monitor's findings, under the signal handler
+        metrics = finish_outputs(fc, run, monitor.findings(), stage=lambda text: announce(callbacks, text))
     return fc, metrics
 
 
@@ -167,7 +102,7 @@ def train_rank(cfg: ForecastConfig, resume_from: Checkpoint | None = None) -> No
     from lstmcast.training import distributed
 
     try:
-        fc = Forecaster(cfg).fit(cfg.data.path, resume_from=resume_from)
+        fc = Forecaster(cfg).fit(cfg.data.path, resume_from=resume_from, progress=False)  # rank 0 shows it
         interrupted = fc.fit_result_.stop_reason.startswith("interrupted")
         if getattr(fc, "shards_", None) is not None and not interrupted:
             from lstmcast.inference.sharded import outputs
@@ -179,22 +114,19 @@ def train_rank(cfg: ForecastConfig, resume_from: Checkpoint | None = None) -> No
         raise InterruptedRun(f"rank {fc.rank_}: {fc.fit_result_.stop_reason}; rank 0 wrote the checkpoint")
 
 
-def finish_outputs(fc: Forecaster, run: Path, extra: list[Any] | None = None) -> dict[str, Any]:
+def finish_outputs(fc: Forecaster, run: Path, extra: list[Any] | None = None,
+                   stage: Stage | None = None) -> dict[str, Any]:
     """Metrics, forecast, plots, diagnosis and report of a saved model, then complete.json (T10).
 
-    SIGINT/SIGTERM here stop with InterruptedRun (exit 130) and the resume hint; nothing is half-written."""
-    from lstmcast.report.html import try_write_report
+    SIGINT/SIGTERM here stop with InterruptedRun (exit 130) and the resume hint; nothing is half-written.
+    ``stage(text)``: told each stage as it begins (the progress display)."""
     from lstmcast.training.signals import interrupt_on_signals
 
     hint = (f"stopped while writing the outputs of {run}; the trained model is saved: finish the outputs with "
             f"`lstmcast train --resume {run}`")
     with interrupt_on_signals(hint):
-        metrics = write_outputs(fc, run)
-        write_diagnosis(fc, run, extra, metrics)
-        try_write_report(run)  # RUN/report.html; a failure only warns, the run folder is complete without it
-        remove_stale_temps(run)
-        atomic.write_json(run / COMPLETE, {"completed": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    return metrics
+        remove_stale_temps(run)  # R12: temp files an earlier killed write left; under the run lock
+        return write_all(fc, run, extra, stage) if stage is not None else write_all(fc, run, extra)
 
 
 def remove_stale_temps(run: Path) -> None:
@@ -228,40 +160,34 @@ def resume_outputs(run: Path) -> tuple[Forecaster, dict[str, Any]]:
         return fc, finish_outputs(fc, run, extra)
 
 
-def write_diagnosis(fc: Forecaster, run: Path, extra: list[Any] | None = None,
-                    metrics: dict[str, Any] | None = None) -> None:
-    """The learning-curve diagnosis (verdict, findings, fixes) to RUN/diagnosis.json; kept on ``fc.diagnosis_``.
+def evaluate_run(run: Path, data: str | None = None, name: str | None = None, start: Any = None,
+                 stride: int | None = None, n_windows: int | None = None,
+                 refit: bool = False) -> tuple[dict[str, Any], Path]:
+    """Backtest a saved run on ``data`` (default: its training data) into RUN/evaluations/<name>.json, and
+    every window's forecasts (with intervals, cutoff and actuals) into <name>.csv beside it (H5).
 
-    ``extra``: findings from elsewhere (the hidden-state monitor's) that the diagnosis lists too; ``metrics``:
-    the backtest, whose loss to a baseline leads the diagnosis (headline.py)."""
-    from lstmcast.doctor.diagnosis import data_info_of, diagnose
-    from lstmcast.doctor.headline import with_headline
-
-    info = data_info_of(getattr(fc, "prepared_", None), getattr(fc, "doctor_", None))
-    fc.diagnosis_ = with_headline(diagnose(fc.history_, extra, config=fc.config_, data_info=info), metrics or {})
-    record = fc.diagnosis_.as_dict()
-    if metrics and metrics.get("series"):  # a table: which series the diagnosis speaks for (issue 20)
-        record["series"] = metrics["series"]
-    atomic.write_json(run / "diagnosis.json", record)
-
-
-def evaluate_run(run: Path, data: str | None = None, name: str | None = None) -> tuple[dict[str, Any], Path]:
-    """Backtest a saved run on ``data`` (default: its training data) into RUN/evaluations/<name>.json (H5).
-
-    RUN/metrics.json stays the held-out backtest `train` wrote; an evaluation is labelled with its data
-    file, that file's sha256 and the time, and never overwrites another."""
+    ``start`` / ``stride`` / ``n_windows`` / ``refit`` steer the windows (``Forecaster.backtest``); at their
+    defaults this is the backtest `train` wrote. RUN/metrics.json stays the held-out backtest `train` wrote; an
+    evaluation is labelled with its data file, that file's sha256, its windows and the time, and never
+    overwrites another."""
     from lstmcast.forecaster import load_run
 
     fc = load_run(run)
-    metrics = fc.backtest(data)
+    path = _evaluation_path(run, name, data if data is not None else fc.config_.data.path,
+                            datetime.now(timezone.utc))
+    frame = fc.backtest_forecasts(data, start=start, stride=stride, n_windows=n_windows, refit=refit)
+    metrics = fc.backtest_.metrics
     source = data if data is not None else fc.config_.data.path
     now = datetime.now(timezone.utc)
     record = {"kind": "evaluation", "note": "a backtest on the data named here, not the run's held-out backtest "
                                             "(that is metrics.json)",
               "data": os.path.abspath(source) if source else None, "data_sha256": file_sha256(source),
               "training_data": data is None, "created": now.isoformat(timespec="seconds"),
-              "origins": int(len(fc.backtest_.origins)), "metrics": metrics}
-    path = _evaluation_path(run, name, source, now)
+              "origins": int(len(fc.backtest_.origins)),
+              "windows": {"start": None if start is None else str(start), "stride": stride, "n_windows": n_windows,
+                          "refit": refit},
+              "forecasts": path.with_suffix(".csv").name, "metrics": metrics}
+    write_csv(frame, path.with_suffix(".csv"))
     atomic.write_json(path, record)
     return metrics, path
 

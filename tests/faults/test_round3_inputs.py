@@ -208,9 +208,9 @@ def test_r17_series_ids_in_plot_titles_are_escaped_and_shortened(tmp_path, monke
 
 # -- R18: memory at mid scale -------------------------------------------------------------------------------------
 def test_r18_csv_outputs_are_formatted_and_written_in_parts_never_as_one_string(tmp_path, monkeypatch):
-    from lstmcast import workflow
+    from lstmcast import outputs
 
-    monkeypatch.setattr(workflow, "CSV_ROWS", 10)
+    monkeypatch.setattr(outputs, "CSV_ROWS", 10)
     formatted: list[int] = []
     real = pd.DataFrame.to_csv
 
@@ -221,10 +221,10 @@ def test_r18_csv_outputs_are_formatted_and_written_in_parts_never_as_one_string(
     monkeypatch.setattr(pd.DataFrame, "to_csv", to_csv)
     df = pd.DataFrame({"t": pd.date_range("2024-01-01", periods=25, freq="h", tz="Europe/Paris"),
                        "id": ["a,b"] * 25, "y": np.random.default_rng(0).normal(size=25)})
-    workflow.write_csv(df, tmp_path / "f.csv")
+    outputs.write_csv(df, tmp_path / "f.csv")
     assert formatted == [10, 10, 5]  # the old write_csv formatted all 25 rows into one string, then encoded it
     assert (tmp_path / "f.csv").read_text() == real(df, index=False)  # the same bytes as one to_csv
-    workflow.write_csv(df.iloc[:0], tmp_path / "empty.csv")
+    outputs.write_csv(df.iloc[:0], tmp_path / "empty.csv")
     assert (tmp_path / "empty.csv").read_text() == "t,id,y\n"
 
 

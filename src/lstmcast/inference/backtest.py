@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from lstmcast import metrics
+from lstmcast.model.quantiles import interval_columns
 
 if TYPE_CHECKING:
     from lstmcast.run.meta import RunMeta
@@ -49,8 +50,9 @@ class Backtest:
     def frame(self, series: SeriesSet, meta: RunMeta) -> pd.DataFrame:
         """One row per origin, horizon step and target: what RUN/backtest.csv holds, in original units.
 
-        Columns: series, target, origin (time of the first forecast step), step (1..H), time, actual,
-        and one column per method (model, naive, seasonal_naive)."""
+        Columns: series, target, cutoff (time of the last observed row), origin (time of the first forecast
+        step), step (1..H), time, actual, one column per method (model, naive, seasonal_naive) and, with
+        model.levels, ``<method>_lo_<L>`` / ``<method>_hi_<L>`` per level for the methods with intervals."""
         return next(self.frames(series, meta, rows=None))
 
     def frames(self, series: SeriesSet, meta: RunMeta, rows: int | None = 100_000) -> Iterator[pd.DataFrame]:
@@ -75,12 +77,16 @@ class Backtest:
         cols: dict[str, Any] = {
             "series": ids[sidx],  # wide data: each target column is a series and its own target
             "target": ids[sidx] if meta.layout == "wide" else np.array(meta.targets[:T], dtype=object)[j],
-            "origin": flat[row], "step": h + 1, "time": flat[row + h], "actual": self.actual[k, h, j]}
+            "cutoff": flat[row - 1], "origin": flat[row], "step": h + 1, "time": flat[row + h],
+            "actual": self.actual[k, h, j]}
         for name, f in self.forecasts.items():
             cols[name] = f[k, h, j]
+        levels = (meta.intervals or {}).get("levels") or []
+        for name, q in self.quantiles.items():  # (n, H, T, Q) -> one row per (origin, step, target)
+            cols.update(interval_columns(name, q[k, h, j], levels))
         out = pd.DataFrame(cols)
         if meta.tz:
-            for c in ("origin", "time"):
+            for c in ("cutoff", "origin", "time"):
                 out[c] = pd.DatetimeIndex(out[c]).tz_localize("UTC").tz_convert(meta.tz)
         return out
 

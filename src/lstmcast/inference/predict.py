@@ -358,9 +358,10 @@ def _future_inputs(series: SeriesSet, meta: RunMeta, future: Any, cfg: Any) -> t
 
 
 def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: RunMeta, scaler: dict[str, np.ndarray],
-                 cfg: ForecastConfig) -> Backtest:
+                 cfg: ForecastConfig, pairs: np.ndarray | None = None) -> Backtest:
     """Every (series, origin) pair at once: rows gathered from the concatenated series by fancy indexing
-    (a Python loop over 400k pairs took 511 s at 100k series); equal to the per-pair slices."""
+    (a Python loop over 400k pairs took 511 s at 100k series); equal to the per-pair slices. ``pairs``:
+    (P, 2) (series index, origin) chosen by the caller (inference/steer.py); None: the test split's origins."""
     L, H, T = meta.window, meta.horizon, meta.n_targets
     season = meta.season or 1
     d = cfg.data
@@ -372,8 +373,9 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: RunMeta, scaler
     mean_s, std_s = series_scalers(series, meta, scaler, train_end.tolist())
     finite = [np.isfinite(v).all(axis=1) for v in series.values] if d.missing == "drop-windows" else None
     padded = meta.mask_channel  # the model reads padded windows: an origin needs only a season of history
-    pairs = backtest_origins(lengths, [s.val_end for s in splits], finite, 1 if padded else L, H, season,
-                             cfg.eval.stride or H, cfg.eval.max_origins)
+    if pairs is None:
+        pairs = backtest_origins(lengths, [s.val_end for s in splits], finite, 1 if padded else L, H, season,
+                                 cfg.eval.stride or H, cfg.eval.max_origins)
     if not len(pairs):
         need = max(L, season) + H
         raise DataError(f"the test split is too short for one backtest origin: each needs {need} points of "
@@ -413,14 +415,14 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: RunMeta, scaler
         snq = seasonal_naive_quantiles(series, splits, sidx, forecasts["seasonal_naive"], H, T, season, levels)
         quantile_fc = {"model": qpred, "seasonal_naive": snq}
         for name, q in quantile_fc.items():
-            _add_interval_metrics(metrics, name, actual_arr, q, levels, scale_arr, sidx, series.ids)
+            add_interval_metrics(metrics, name, actual_arr, q, levels, scale_arr, sidx, series.ids)
     covered = backtested(series.ids, splits, sidx, season if padded else max(L, season)) \
         if panel else {}
     return Backtest(series_idx=sidx, origins=ts, actual=actual_arr, forecasts=forecasts,
                     scale=scale_arr, metrics=metrics, quantiles=quantile_fc, covered=covered)
 
 
-def _add_interval_metrics(metrics: dict[str, Any], name: str, actual: np.ndarray, q: np.ndarray, levels: list[int],
+def add_interval_metrics(metrics: dict[str, Any], name: str, actual: np.ndarray, q: np.ndarray, levels: list[int],
                           scale: np.ndarray, sidx: np.ndarray, ids: list[str]) -> None:
     """Interval scores into ``metrics[name]``; with several series per series too, the method's row the mean
     over the series (each series counts once, as for MASE)."""

@@ -79,6 +79,9 @@ class TrialOutcome:
     value: float | None
     params: dict[str, Any]
     attrs: dict[str, Any] = field(default_factory=dict)
+    done: int = 0  # trials the study holds now, every worker's (what counts toward tune.trials)
+    total: int = 0  # tune.trials
+    eta_s: float | None = None  # this worker's estimate of the time left (None: unknown)
 
 
 class PruningReporter:
@@ -104,7 +107,7 @@ def fit_trial(cfg: ForecastConfig, series: SeriesSet, callbacks: list[Callable[.
     """Train one trial's model on the already validated series (a seam for fault-injection tests)."""
     from lstmcast.forecaster import Forecaster
 
-    return Forecaster(cfg).fit(series, callbacks=callbacks)
+    return Forecaster(cfg).fit(series, callbacks=callbacks, progress=False)  # the study prints a line a trial
 
 
 def objective_value(fc: Forecaster, objective: str) -> float:
@@ -287,8 +290,10 @@ class Tuner:
         if self.space is None:
             self.open()
         t = self.cfg.tune
-        deadline = time.monotonic() + self.opts.timeout_s if self.opts.timeout_s is not None else None
+        start = time.monotonic()
+        deadline = start + self.opts.timeout_s if self.opts.timeout_s is not None else None
         last_write = -math.inf
+        ran, expired = 0, False
         while True:
             expired = deadline is not None and time.monotonic() >= deadline
             self.fail_stale()
@@ -299,12 +304,21 @@ class Tuner:
                 time.sleep(POLL_S)  # others still run trials: one may fail and need redoing
                 continue
             outcome = self._run_trial(trial)
+            ran += 1
             if time.monotonic() - last_write >= PROGRESS_EVERY_S:  # short pruned trials: do not rewrite each time
                 tuning_report.write_progress(self.run_dir, self.cfg, self.study, t.objective)
                 last_write = time.monotonic()
             if on_trial is not None:
+                outcome.done, outcome.total = self.trials_done(), t.trials
+                outcome.eta_s = trials_eta(time.monotonic() - start, ran, t.trials - outcome.done, deadline)
                 on_trial(outcome)
-        return tuning_report.write_results(self.run_dir, self.cfg, self.study, t.objective, self.space.as_dict())
+        summary = tuning_report.write_results(self.run_dir, self.cfg, self.study, t.objective, self.space.as_dict())
+        summary["stopped_by"] = "timeout" if expired and summary["trials"] < t.trials else "trials"
+        return summary
+
+    def trials_done(self) -> int:
+        """The trials the study holds that count toward tune.trials (every worker's)."""
+        return sum(tuning_report.counts_as_trial(tr) for tr in self.study.get_trials(deepcopy=False))
 
     # -- one trial ----------------------------------------------------------------------------
     def _run_trial(self, trial: optuna.Trial) -> TrialOutcome:
@@ -354,6 +368,17 @@ class Tuner:
         self.study.tell(trial, value if state == "complete" else None, state=states.get(state, TrialState.FAIL))
         label = f"failed ({attrs['failure']})" if state == "failed" else state
         return TrialOutcome(trial.number, label, value, params, attrs)
+
+
+def trials_eta(elapsed: float, ran: int, left: int, deadline: float | None) -> float | None:
+    """Seconds until the study ends: this worker's mean trial time x the trials left, but no later than the
+    timeout (no trial starts after it; the one running then still finishes). None before the first trial."""
+    if ran <= 0:
+        return None
+    eta = elapsed / ran * max(0, left)
+    if deadline is not None:
+        eta = min(eta, max(0.0, deadline - time.monotonic()) + elapsed / ran)
+    return eta
 
 
 def _difference(key: str, old: dict[str, Any], now: dict[str, Any]) -> str:
