@@ -9,7 +9,6 @@ no duplicate and no missing forecast; a killed driver leaves finished parts and 
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -26,7 +25,6 @@ from lstmcast.errors import LstmcastError
 from lstmcast.spark import job, plan
 from lstmcast.spark.worker import ERROR_COL
 
-log = logging.getLogger(__name__)
 STAGING = "_staging"
 
 
@@ -79,7 +77,8 @@ def predict_dataset(run: str | os.PathLike[str], data: str | os.PathLike[str], o
     shutil.rmtree(out_dir / STAGING, ignore_errors=True)  # a killed job's staging: never counted, redone
     records = plan.finished_parts(out_dir, the_plan)
     todo = [p for p in range(the_plan.parts) if p not in records]
-    per_job = parts_per_job or max(2, spark.sparkContext.defaultParallelism)
+    # each job scans the input once: about 10 jobs in all (resume granularity ~1/10), each busying every core
+    per_job = parts_per_job or max(2 * spark.sparkContext.defaultParallelism, -(-the_plan.parts // 10))
     id_col = ref.fc.meta_.id_col
     for i in range(0, len(todo), per_job):
         wave = todo[i:i + per_job]

@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -146,17 +147,24 @@ def combined_predict(ref: RunRef, sdf: DataFrame, future: DataFrame | None, grou
         if meta.future_features:
             raise DataError(f"this model was trained with known-future covariates {meta.future_features}: pass "
                             "future= (time, id and those columns for the horizon after each series)")
-        out = rows.groupBy(GROUP_COL).applyInPandas(functools.partial(worker.predict_rows, task),
-                                                        schema=_with_group(schema))
+        out = _apply(rows.groupBy(GROUP_COL), functools.partial(worker.predict_rows, task), _with_group(schema))
     else:
         if not meta.future_features:
             raise DataError("future= was given but this model has no known-future covariates "
                             "(data.future_features): drop it")
         fut = with_group(select_columns(future, [meta.time_col, meta.id_col, *meta.future_features], "future"),
                          meta.id_col, groups)
-        out = rows.groupBy(GROUP_COL).cogroup(fut.groupBy(GROUP_COL)).applyInPandas(
-            functools.partial(worker.predict_rows_future, task), schema=_with_group(schema))
+        out = _apply(rows.groupBy(GROUP_COL).cogroup(fut.groupBy(GROUP_COL)),
+                     functools.partial(worker.predict_rows_future, task), _with_group(schema))
     return out if keep_group else out.drop(GROUP_COL)
+
+
+def _apply(grouped: Any, body: functools.partial, schema: T.StructType) -> DataFrame:
+    """``applyInPandas`` of a partial: pyspark warns that it cannot read type hints off one (there are none to
+    read: the body takes and returns pandas frames)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Cannot infer the eval type", category=UserWarning)
+        return grouped.applyInPandas(body, schema=schema)
 
 
 def _with_group(schema: T.StructType) -> T.StructType:
@@ -202,8 +210,7 @@ def combined_backtest(ref: RunRef, sdf: DataFrame, groups: int, keep_group: bool
     rows = with_group(select_columns(sdf, input_columns(meta), "the data"), meta.id_col, groups)
     schema = _combined_schema(backtest_schema(meta))
     task = worker.Task(ref.path, ref.digest, worker.BACKTEST_COLUMNS, SERIES_PER_CALL, _threads(sdf), GROUP_COL)
-    out = rows.groupBy(GROUP_COL).applyInPandas(functools.partial(worker.backtest_rows, task),
-                                                schema=_with_group(schema))
+    out = _apply(rows.groupBy(GROUP_COL), functools.partial(worker.backtest_rows, task), _with_group(schema))
     return out if keep_group else out.drop(GROUP_COL)
 
 

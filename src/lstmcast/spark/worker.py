@@ -88,13 +88,34 @@ def _combined(good: list[pd.DataFrame], bad: list[tuple[str, str]], id_col: str,
               columns: list[str]) -> pd.DataFrame:
     """Forecast rows with a null error column, then one row per bad series with only its id and reason."""
     parts = [g for g in good if len(g)]
-    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({c: [] for c in columns})
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({c: [] for c in columns}, dtype=object)
     out = out.reindex(columns=columns)
     out[ERROR_COL] = None
     if bad:
-        errors = pd.DataFrame({id_col: [b[0] for b in bad], ERROR_COL: [b[1] for b in bad]})
-        out = pd.concat([out, errors.reindex(columns=[*columns, ERROR_COL])], ignore_index=True)
+        out = pd.concat([out, _error_rows(bad, id_col, out, columns)], ignore_index=True)
+    for c in out.columns:  # text as plain objects: pyspark's Arrow writer refuses pandas' Arrow-backed strings
+        if pd.api.types.is_string_dtype(out[c].dtype):
+            out[c] = out[c].astype(object)
     return out
+
+
+def _error_rows(bad: list[tuple[str, str]], id_col: str, like: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The bad series' rows: id and reason, every other cell null in the forecast column's own type (so the
+    concatenated column keeps its type: NaT for times, <NA> for integer steps)."""
+    n = len(bad)
+    cols: dict[str, object] = {}
+    for c in columns:
+        dtype = like[c].dtype
+        if c == id_col:
+            cols[c] = np.array([b[0] for b in bad], dtype=object)
+        elif dtype.kind in "iu":
+            cols[c] = pd.array([None] * n, dtype="Int64")
+        elif dtype.kind in "fM" or isinstance(dtype, pd.DatetimeTZDtype):
+            cols[c] = pd.Series([None] * n, dtype=dtype)
+        else:
+            cols[c] = np.full(n, None, dtype=object)
+    cols[ERROR_COL] = np.array([b[1] for b in bad], dtype=object)
+    return pd.DataFrame(cols)
 
 
 def predict_group(fc: Forecaster, rows: pd.DataFrame, future: pd.DataFrame | None, columns: list[str],
