@@ -143,8 +143,10 @@ def measure(folder: Path, run: Path, n_series: int) -> dict[str, float]:
     file, rows = write_dataset(folder, n_series)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     lstmcast = [sys.executable, "-m", "lstmcast"]
+    # the one process at its default: torch on every core (no OMP_NUM_THREADS cap); Spark: a thread per task
+    one_env = {k: v for k, v in env.items() if k != "OMP_NUM_THREADS"}
     one_wall, one_peak, _ = _timed([*lstmcast, "predict", str(run), "--data", str(file), "--out",
-                                    str(folder / f"one-{n_series}.csv")], env)
+                                    str(folder / f"one-{n_series}.csv")], one_env)
     out = folder / f"spark-{n_series}"
     subprocess.run(["rm", "-rf", str(out)], check=True)
     peaks = WorkerPeaks()
