@@ -77,9 +77,8 @@ def predict_dataset(run: str | os.PathLike[str], data: str | os.PathLike[str], o
     shutil.rmtree(out_dir / STAGING, ignore_errors=True)  # a killed job's staging: never counted, redone
     records = plan.finished_parts(out_dir, the_plan)
     todo = [p for p in range(the_plan.parts) if p not in records]
-    # each job scans the input once and costs seconds of set-up: at most ~10 jobs (a stop loses at most ~1/10 of
-    # the work), and at least 8 parts per core in each (measured at 100k series: 10 parts in 3 jobs of 4 took
-    # longer than in one)
+    # each job re-scans the input and pays its own set-up: at most ~10 jobs (a stop loses at most ~1/10 of the
+    # work), and at least 8 parts per core in each, so small inputs run as one job
     per_job = parts_per_job or max(8 * spark.sparkContext.defaultParallelism, -(-the_plan.parts // 10))
     id_col = ref.fc.meta_.id_col
     for i in range(0, len(todo), per_job):
