@@ -66,7 +66,7 @@ def predict_dataset(run: str | os.PathLike[str], data: str | os.PathLike[str], o
     if (out_dir / "manifest.json").exists():  # a whole output already: checked, not recomputed (no Spark)
         stored = plan.start(out_dir, wanted)  # the same job's, or a refusal naming the difference
         return Outcome(plan.read_manifest(out_dir) or {}, 0, stored.parts)
-    spark = spark or job.local_session(master)
+    spark = spark or job.local_session(master, max_failures=4)  # local mode: a lost worker's task is retried
     rows = read_dataset(spark, data)
     fut = read_dataset(spark, future) if future is not None else None
     if not (out_dir / "plan.json").exists():

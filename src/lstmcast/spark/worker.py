@@ -62,12 +62,6 @@ def _reason(exc: BaseException) -> str:
     return text if len(text) <= REASON_CHARS else text[:REASON_CHARS - 3] + "..."
 
 
-def _by_series(frame: pd.DataFrame | None, id_col: str) -> dict[str, pd.DataFrame]:
-    if frame is None or frame.empty:
-        return {}
-    return {str(k): g for k, g in frame.groupby(id_col, sort=False)}
-
-
 def isolate(ids: list[str], attempt: Callable[[list[str]], pd.DataFrame]) -> tuple[list[pd.DataFrame],
                                                                                    list[tuple[str, str]]]:
     """Run ``attempt`` on all ``ids`` at once; when it raises an lstmcast error, on each half, down to the
@@ -124,15 +118,13 @@ def predict_group(fc: Forecaster, rows: pd.DataFrame, future: pd.DataFrame | Non
     id_col = fc.meta_.id_col
     rows = rows.assign(**{id_col: rows[id_col].astype(str)})
     ids = list(dict.fromkeys(rows[id_col].tolist()))  # first appearance, as Forecaster.predict orders them
-    series_rows = _by_series(rows, id_col) if len(ids) > chunk else {}
-    fut = _by_series(future.assign(**{id_col: future[id_col].astype(str)}), id_col) if future is not None else {}
+    if future is not None:
+        future = future.assign(**{id_col: future[id_col].astype(str)})
 
     def attempt(part: list[str]) -> pd.DataFrame:
-        data = rows if len(part) == len(ids) else _take(series_rows or _by_series(rows, id_col), part, rows)
-        f = None
-        if future is not None:
-            f = future if len(part) == len(ids) else _take(fut, part, future)
-        return fc.predict(data, future=f)
+        if len(part) == len(ids):
+            return fc.predict(rows, future=future)
+        return fc.predict(_take(rows, id_col, part), future=None if future is None else _take(future, id_col, part))
     good, bad = [], []
     for i in range(0, len(ids), chunk):
         g, b = isolate(ids[i:i + chunk], attempt)
@@ -141,9 +133,9 @@ def predict_group(fc: Forecaster, rows: pd.DataFrame, future: pd.DataFrame | Non
     return _combined(good, bad, id_col, columns)
 
 
-def _take(groups: dict[str, pd.DataFrame], ids: list[str], like: pd.DataFrame) -> pd.DataFrame:
-    found = [groups[i] for i in ids if i in groups]
-    return pd.concat(found, ignore_index=True) if found else like.iloc[:0]
+def _take(frame: pd.DataFrame, id_col: str, ids: list[str]) -> pd.DataFrame:
+    """The rows of the series ``ids``: one vectorised membership test, not a frame per series."""
+    return frame[frame[id_col].isin(set(ids))]
 
 
 def backtest_group(fc: Forecaster, rows: pd.DataFrame, columns: list[str], chunk: int) -> pd.DataFrame:
@@ -151,11 +143,10 @@ def backtest_group(fc: Forecaster, rows: pd.DataFrame, columns: list[str], chunk
     id_col = fc.meta_.id_col
     rows = rows.assign(**{id_col: rows[id_col].astype(str)})
     ids = list(dict.fromkeys(rows[id_col].tolist()))
-    groups = _by_series(rows, id_col)
     model = getattr(fc, "backtest_model_", fc.model_)  # train.refit: the model that never saw the test split
 
     def attempt(part: list[str]) -> pd.DataFrame:
-        series = load_new_series(_take(groups, part, rows), fc.config_, fc.meta_)
+        series = load_new_series(rows if len(part) == len(ids) else _take(rows, id_col, part), fc.config_, fc.meta_)
         bt = run_backtest(model, series, fc.meta_, fc.scaler_, fc.config_)
         return bt.frame(series, fc.meta_)
     good, bad = [], []
