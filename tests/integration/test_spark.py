@@ -127,23 +127,23 @@ def _python_workers() -> list[int]:
     return [pid for pid, ppid in procs.items() if ppid in procs]
 
 
-def _cpu(pid: int) -> int:
+def _state(pid: int) -> str:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
-        return -1
+        return "?"
 
 
 def _kill_a_busy_worker(stop: threading.Event, killed: list[int]) -> None:
+    """SIGKILL the first Python worker seen running (state R, also when waiting for a loaded CPU): one that is
+    working on a task; an idle worker sleeps on its socket (S)."""
     while not stop.is_set() and not killed:
-        before = {pid: _cpu(pid) for pid in _python_workers()}
-        time.sleep(0.05)
-        for pid, cpu in before.items():
-            if _cpu(pid) >= cpu + 2:  # working on a task now (>= 20 ms of CPU in 50 ms)
+        for pid in _python_workers():
+            if _state(pid) == "R" and _state(pid) == "R":
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
                 return
+        time.sleep(0.02)
 
 
 def test_a_worker_killed_mid_task_is_retried_without_duplicate_or_missing_forecasts(run, spark):
