@@ -145,3 +145,16 @@ def test_the_cli_and_the_spark_package_import_no_pyspark_until_used():
             "assert not any(m.startswith(('pyspark', 'py4j')) for m in sys.modules), 'pyspark loaded'")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_predict_engine_spark_refuses_missing_folders_and_an_unknown_engine_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from lstmcast.cli import app
+
+    run = tmp_path / "run"  # never read: the flags are checked first
+    res = CliRunner().invoke(app, ["predict", str(run), "--engine", "spark", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "--data DATASET_DIR" in res.output
+    res = CliRunner().invoke(app, ["predict", str(run), "--engine", "dask"])
+    assert res.exit_code == 2 and "--engine must be local or spark" in res.output
+    assert not (tmp_path / "o").exists()
