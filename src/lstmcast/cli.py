@@ -239,14 +239,26 @@ def evaluate(run: Path = typer.Argument(..., help="Run folder written by `lstmca
 
 @app.command()
 def predict(run: Path = typer.Argument(..., help="Run folder written by `lstmcast train`."),
-            data: Optional[str] = typer.Option(None, "--data", help="Recent data (default: the training data)."),
+            data: Optional[str] = typer.Option(None, "--data", help="Recent data (default: the training data); "
+                                               "with --engine spark a Parquet dataset folder."),
             out: Optional[str] = typer.Option(None, "--out", help="Output CSV (default RUN/forecast.csv); "
-                                               "- for standard output."),
+                                               "- for standard output; with --engine spark an output folder."),
             future: Optional[str] = typer.Option(None, "--future", help="Known-future covariates for the next "
-                                                 "`horizon` steps (time [+ id] + data.future_features).")) -> None:
-    """Forecast the next `horizon` steps with timestamps, in original units, to CSV."""
+                                                 "`horizon` steps (time [+ id] + data.future_features)."),
+            engine: str = typer.Option("local", "--engine", help="local (this process) or spark (a Spark job: "
+                                       "needs the `spark` extra; see README 'Scale')."),
+            master: str = typer.Option("local[2]", "--master", help="--engine spark: the Spark master URL."),
+            rows_per_part: int = typer.Option(200_000, "--rows-per-part", min=1, help="--engine spark: input "
+                                              "rows per output part (one part is one worker's memory).")) -> None:
+    """Forecast the next `horizon` steps with timestamps, in original units, to CSV (or Parquet with Spark)."""
 
     def _do() -> None:
+        if engine == "spark":
+            return _predict_spark(run, data, out, future, master, rows_per_part)
+        if engine != "local":
+            from lstmcast.errors import ConfigError
+
+            raise ConfigError(f"--engine must be local or spark, got {engine!r}")
         from lstmcast.workflow import predict_run
 
         frame, target = predict_run(run, data, out, future)
@@ -257,6 +269,23 @@ def predict(run: Path = typer.Argument(..., help="Run folder written by `lstmcas
         typer.echo(f"{len(frame)} forecast rows written to {target}")
 
     run_guarded(_do)
+
+
+def _predict_spark(run: Path, data: Optional[str], out: Optional[str], future: Optional[str], master: str,
+                   rows_per_part: int) -> None:
+    from lstmcast.errors import ConfigError
+
+    if data is None or out is None or str(out) == "-":
+        raise ConfigError("--engine spark needs --data DATASET_DIR (Parquet) and --out OUT_DIR (a folder)")
+    from lstmcast.spark import predict_dataset
+
+    def progress(done: int, total: int) -> None:
+        typer.echo(f"{done}/{total} parts done", err=True)
+    res = predict_dataset(run, data, out, future, master=master, rows_per_part=rows_per_part, on_part=progress)
+    m = res.manifest
+    typer.echo(f"{m.get('forecast_rows', 0)} forecast rows of {m.get('series', 0)} series, {m.get('errors', 0)} "
+               f"series with errors ({out}/errors), in {m.get('parts', 0)} parts ({res.skipped} already done) "
+               f"under {out}; manifest {out}/manifest.json")
 
 
 @app.command()
