@@ -270,8 +270,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer steps and rounds")
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny shapes on CPU, eager only: checks the script")
+    ap.add_argument("--smoke", action="store_true", help="same as --cpu-smoke (every benchmark takes --smoke)")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args()
+    args.cpu_smoke = args.cpu_smoke or args.smoke
     import torch
 
     if not torch.cuda.is_available() and not args.cpu_smoke:
