@@ -23,6 +23,7 @@ from .grid import fmt as _fmt
 from .grid import label as _label
 from .grid import regularise_zoned as _regularise
 from .grid import stamp
+from .hints import refuse_hidden_series
 from .io import missing_columns, Rows
 from .static import StaticValues, static_for
 from .times import TIME_RANGE, check_freq, parse_times, rows_at
@@ -214,6 +215,7 @@ def validate_frame(df: pd.DataFrame, cfg: DataConfig, precision: str = "fp32") -
     future = list(cfg.future_features)
     times, tz, integer_time = parse_times(df, cfg)
     cols = targets + features + future
+    refuse_hidden_series(df, cfg, times, cols + list(cfg.static_features))  # a forgotten --id-col (D3)
     numeric = {c: _numeric(df, c, precision, cfg.scaling) for c in cols}
     found = _validate_series(df, cfg, times, tz, numeric, targets, features + future)
     ids, layout = found[0], found[-1]

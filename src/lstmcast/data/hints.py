@@ -1,0 +1,47 @@
+"""Diagnoses that name the setting a table needs when it looks like another layout than the config says.
+
+A long table read without ``data.id_col`` repeats every timestamp once per series: rather than only
+"N duplicated timestamps", name the column that makes (time, column) unique, so the fix is one flag.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import DataError
+from .grid import stamp
+from .io import table_rows
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..config import DataConfig
+
+_MAX_CANDIDATES = 20  # columns tried; each costs one duplicated() pass over the table
+
+
+def refuse_hidden_series(df: pd.DataFrame, cfg: DataConfig, times: np.ndarray, used: list[str]) -> None:
+    """Without ``data.id_col``: if timestamps repeat and one other text or integer column makes every (time,
+    column) pair unique, a DataError naming it (D3); otherwise nothing (the usual duplicate message follows)."""
+    import pandas as pd
+
+    if cfg.id_col or cfg.format == "wide" or len(times) < 2:
+        return
+    stamps = pd.Series(times)
+    dup = stamps.duplicated().to_numpy()
+    if not dup.any():
+        return
+    taken = {cfg.time_col, "__row__", *used}
+    for col in [c for c in df.columns if c not in taken][:_MAX_CANDIDATES]:
+        values = df[col]
+        if values.dtype.kind in "fcmMb" or values.isna().any() or not 2 <= values.nunique() <= len(df) // 2:
+            continue  # measurements, times, flags, row numbers: not series ids
+        if not pd.DataFrame({"t": stamps, "c": values.to_numpy()}).duplicated().any():
+            first = int(np.flatnonzero(dup)[0])
+            raise DataError(
+                f"{int(dup.sum())} duplicated timestamps (first {stamp(times[first])} at "
+                f"{table_rows(df)[first]}): the table looks like several series in long format, one per value "
+                f"of column {str(col)!r} ({values.nunique()} values), which makes every timestamp unique: set "
+                f"data.id_col: {col} (CLI: --id-col {col})")
