@@ -67,6 +67,23 @@ def read_table(source: str | os.PathLike[str] | pd.DataFrame, delimiter: str | N
     return df
 
 
+def frame_of_series(values: pd.Series, time_col: str | None, target: str | None) -> pd.DataFrame:
+    """A pandas Series with a DatetimeIndex (one series, as Darts and statsmodels hold it) as the table lstmcast
+    reads: columns ``time_col`` (default the index's name, else "time") and ``target`` (default the Series'
+    name, else "y")."""
+    import pandas as pd
+
+    if not isinstance(values.index, pd.DatetimeIndex):
+        raise DataError(f"a pandas Series needs its timestamps as a DatetimeIndex, got a {type(values.index).__name__}"
+                        ": set one (s.index = pd.to_datetime(dates)), or pass a DataFrame with a time column and a "
+                        "value column (data.time_col, data.target)")
+    time_name = time_col or (str(values.index.name) if values.index.name is not None else "time")
+    value_name = target or (str(values.name) if values.name is not None else "y")
+    if time_name == value_name:
+        raise DataError(f"the Series and its index are both named {value_name!r}: rename one (s.rename('y'))")
+    return pd.DataFrame({time_name: values.index.to_numpy(), value_name: values.to_numpy()})
+
+
 def row_name(value: object, kind: str) -> str:
     """``line 7`` (CSV line, header = line 1) or ``row 5`` / ``row 'a'`` (Parquet position, DataFrame label)."""
     import numpy as np
