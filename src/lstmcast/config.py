@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from lstmcast.config_checks import all_keys, describe, merge_auto_unions, role_problems
+from lstmcast.config_checks import all_keys, describe, merge_auto_unions, role_problems, suggest_key
 from lstmcast.errors import ConfigError, did_you_mean
 from lstmcast.safe_yaml import MAX_ECHO, cut, load_yaml, read_yaml_mapping, short, yaml_load_bytes
 
@@ -343,7 +343,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         path, value = _parse_override(item)
         dotted = ".".join(path)
         if dotted not in known:
-            problems.append(f"unknown key '{cut(dotted)}' in --set{did_you_mean(dotted[:MAX_ECHO], known)}")
+            problems.append(f"unknown key '{cut(dotted)}' in --set{suggest_key(dotted[:MAX_ECHO], known)}")
             continue
         node = raw
         for part in path[:-1]:

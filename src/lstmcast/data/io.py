@@ -128,7 +128,7 @@ def _describe(path: Path) -> str:
     return text if len(text) <= 200 else f"{text[:60]}...{text[-60:]} (a path of {len(text)} characters)"
 
 
-def _check_file(path: Path) -> None:
+def check_file(path: Path) -> None:
     """Refuse what is not a readable regular file, naming the file and the reason (D11, D16)."""
     import stat
 
@@ -150,7 +150,7 @@ def _check_file(path: Path) -> None:
 
 
 def _read_file(path: Path, delimiter: str | None, id_col: str | None = None) -> pd.DataFrame:
-    _check_file(path)
+    check_file(path)
     where = _describe(path)
     try:
         if path.suffix.lower() in PARQUET_SUFFIXES:
