@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="a tiny run of every section, to check the script (CI runs every benchmark so)")
     args = ap.parse_args()
     if args.smoke:
-        args.seconds, args.rounds, args.epochs, args.steps = 6.0, 1, 2, 2
+        args.seconds, args.rounds, args.epochs, args.steps, args.threads = 6.0, 1, 2, 2, args.threads or 1
     logging.basicConfig(level=logging.WARNING)
     from lstmcast.tuning.study import route_optuna_logs
 

@@ -124,6 +124,7 @@ class DataConfig(_Section):
     utc: bool = False
     time_format: str | None = None
     delimiter: str | None = None
+    decimal: Literal[".", ","] = "."  # ',' for CSVs written with decimal commas (12,5), usually ';'-separated
     # distributed runs on a long Parquet table too big for one machine: each rank reads and validates only its
     # own series (round-robin over the sorted ids; data/shard.py); refused for CSV, DataFrames and one process
     shard_series: bool = False
@@ -300,6 +301,9 @@ def _semantic_problems(cfg: ForecastConfig) -> list[str]:
             f"data.val_fraction + data.test_fraction = {d.val_fraction + d.test_fraction:.2f} leaves "
             "under 20% of the series to train on: lower one of them"
         )
+    if d.decimal == (d.delimiter or ","):
+        problems.append(f"data.decimal {d.decimal!r} is also the column delimiter: a CSV with decimal commas "
+                        "separates its columns by another character, usually ';' (set data.delimiter: ';')")
     if cfg.version != CONFIG_VERSION:
         problems.append(f"version: this lstmcast reads config version {CONFIG_VERSION}, got {cfg.version}")
     return problems + role_problems(d)

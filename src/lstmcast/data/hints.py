@@ -1,11 +1,13 @@
 """Diagnoses that name the setting a table needs when it looks like another layout than the config says.
 
 A long table read without ``data.id_col`` repeats every timestamp once per series: rather than only
-"N duplicated timestamps", name the column that makes (time, column) unique, so the fix is one flag.
+"N duplicated timestamps", name the column that makes (time, column) unique, so the fix is one flag. A
+numeric column holding '12,5' was written with decimal commas: name data.decimal.
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
 
     from ..config import DataConfig
 
+_DECIMAL_COMMA = re.compile(r"\s*[+-]?\d{1,3}(?:[.\s]?\d{3})*,\d+\s*")  # 12,5  1.234,5  -0,25
 _MAX_CANDIDATES = 20  # columns tried; each costs one duplicated() pass over the table
 
 
@@ -45,3 +48,11 @@ def refuse_hidden_series(df: pd.DataFrame, cfg: DataConfig, times: np.ndarray, u
                 f"{table_rows(df)[first]}): the table looks like several series in long format, one per value "
                 f"of column {str(col)!r} ({values.nunique()} values), which makes every timestamp unique: set "
                 f"data.id_col: {col} (CLI: --id-col {col})")
+
+
+def decimal_comma_hint(value: object) -> str:
+    """For a numeric column's text cell such as '12,5': the setting that reads decimal commas; else ""."""
+    if isinstance(value, str) and _DECIMAL_COMMA.fullmatch(value):
+        return (" (it looks like a decimal comma: set data.decimal: ',' (CLI: --set data.decimal=,), with "
+                "data.delimiter: ';' for a ';'-separated file)")
+    return ""

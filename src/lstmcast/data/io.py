@@ -28,7 +28,7 @@ def bundled_path(name: str = "co2_weekly.csv") -> Path:
 
 
 def read_table(source: str | os.PathLike[str] | pd.DataFrame, delimiter: str | None = None,
-               id_col: str | None = None) -> pd.DataFrame:
+               id_col: str | None = None, decimal: str = ".") -> pd.DataFrame:
     """Return the raw table with an added ``__row__`` column locating each row for error messages.
 
     ``__row__`` holds positions (files: line = position + 2, the header being line 1; Parquet: row
@@ -53,7 +53,7 @@ def read_table(source: str | os.PathLike[str] | pd.DataFrame, delimiter: str | N
     else:
         path = Path(source)
         origin = _describe(path)
-        df = _read_file(path, delimiter, id_col)
+        df = _read_file(path, delimiter, id_col, decimal)
         df["__row__"] = np.arange(len(df), dtype=np.int32 if len(df) < 2**31 else np.int64)
         kind = "row" if path.suffix.lower() in PARQUET_SUFFIXES else "line"
     if len(df.columns) <= 2:  # __row__ and at most one real column
@@ -149,13 +149,13 @@ def check_file(path: Path) -> None:
         raise DataError(f"{where} is empty (0 bytes): expected a header line and data rows")
 
 
-def _read_file(path: Path, delimiter: str | None, id_col: str | None = None) -> pd.DataFrame:
+def _read_file(path: Path, delimiter: str | None, id_col: str | None = None, decimal: str = ".") -> pd.DataFrame:
     check_file(path)
     where = _describe(path)
     try:
         if path.suffix.lower() in PARQUET_SUFFIXES:
             return _read_parquet(path, where)
-        return _read_csv(path, where, delimiter, id_col)
+        return _read_csv(path, where, delimiter, id_col, decimal)
     except OSError as exc:  # PermissionError and friends: exit 3 naming the file, not a crash (exit 1)
         raise DataError(f"data file {where!r} cannot be read ({exc.strerror or exc}): check its permissions "
                         "(--data / data.path)") from None
@@ -204,7 +204,7 @@ def release_arrow_memory() -> None:
         sys.modules["pyarrow"].default_memory_pool().release_unused()
 
 
-def _read_csv(path: Path, where: str, delimiter: str | None, id_col: str | None) -> pd.DataFrame:
+def _read_csv(path: Path, where: str, delimiter: str | None, id_col: str | None, decimal: str = ".") -> pd.DataFrame:
     import pandas as pd
 
     sep = delimiter or ","
@@ -216,7 +216,7 @@ def _read_csv(path: Path, where: str, delimiter: str | None, id_col: str | None)
         # D16: the id column is text exactly as written ("01" is not "1", "NA" is an id, not missing)
         text = {"dtype": {id_col: str}, "keep_default_na": False,
                 "na_values": {n: sorted(_NA_TEXT) for n in names if n != id_col}} if id_col in names else {}
-        df = pd.read_csv(path, sep=sep, skipinitialspace=True, **text)
+        df = pd.read_csv(path, sep=sep, skipinitialspace=True, decimal=decimal, **text)
     except pd.errors.EmptyDataError:
         raise DataError(f"{where} has no header line: expected e.g. 'date,value' on line 1") from None
     except pd.errors.ParserError as exc:

@@ -23,7 +23,7 @@ from .grid import fmt as _fmt
 from .grid import label as _label
 from .grid import regularise_zoned as _regularise
 from .grid import stamp
-from .hints import refuse_hidden_series
+from .hints import decimal_comma_hint, refuse_hidden_series
 from .io import missing_columns, Rows
 from .static import StaticValues, static_for
 from .times import TIME_RANGE, check_freq, parse_times, rows_at
@@ -116,7 +116,7 @@ def _numeric(df: pd.DataFrame, col: str, precision: str, scaling: str = "none") 
     if bad.any():
         value = raw[bad].iloc[0]
         raise DataError(f"column {col!r} must be numeric but holds text: {value!r} at {rows_at(df, bad)} "
-                        f"({int(bad.sum())} cells): fix or blank those cells")
+                        f"({int(bad.sum())} cells): fix or blank those cells{decimal_comma_hint(value)}")
     # a float32 column stays float32 (a view, no copy: the series end up float32 anyway); the rest float64
     values = num.to_numpy(dtype=np.float32 if num.dtype == np.float32 else np.float64)
     inf = np.isinf(values)

@@ -37,7 +37,7 @@ def load_new_series(source: Any, cfg: ForecastConfig, meta: RunMeta) -> SeriesSe
         source = cfg.data.path if source is None else source
         if source is None:
             raise DataError("no data given: pass a CSV/Parquet path or a DataFrame with the training columns")
-        table = read_table(source, cfg.data.delimiter, cfg.data.id_col)
+        table = read_table(source, cfg.data.delimiter, cfg.data.id_col, cfg.data.decimal)
         check_new_table(table, meta, cfg.data.missing)
         try:
             series = validate_frame(table, cfg.data, cfg.train.precision)
