@@ -362,7 +362,7 @@ def main() -> None:
         return
     rounds = 3 if args.quick else 7
     if args.only in (None, "latency"):  # first: the heavy sections below leave the process slower to answer
-        predict_latency(rows=(200, 2000) if not args.quick else (200,))
+        predict_latency(rows=(200,), n=600) if args.quick else predict_latency(rows=(200, 2000), n=2400)
     if args.only in (None, "speed"):
         speed(96, 32, steps=40 if args.quick else 100, rounds=rounds)
         speed(8, 32, steps=100, rounds=rounds * 3)
