@@ -280,6 +280,8 @@ def main() -> int:
         print("gpu_speed: no CUDA device is visible to PyTorch (torch.cuda.is_available() is False); nothing "
               "measured. Run it on a machine with an NVIDIA GPU, or with --cpu-smoke to check the script.")
         return 0
+    if args.cpu_smoke:
+        torch.set_num_threads(1)  # tiny shapes: threads only spin, and a busy CI machine makes them 10x slower
     dev = torch.device("cpu" if args.cpu_smoke else "cuda")
     name = "CPU smoke test" if args.cpu_smoke else torch.cuda.get_device_name(dev)
     print(f"device: {name}; torch {torch.__version__}", flush=True)
