@@ -251,7 +251,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1k and 10k series only")
     ap.add_argument("--sizes", default="1000,10000,100000", help="comma-separated series counts")
     ap.add_argument("--points", type=int, default=500)
-    ap.add_argument("--smoke", action="store_true", help="a tiny run of every section, to check the script (CI runs every benchmark so)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="a tiny run of every section, to check the script (CI runs every benchmark so)")
     ap.add_argument("--keep", default=None, help="write the tables and forecast here (default: a temp folder)")
     args = ap.parse_args()
     sizes = [1000, 10000] if args.quick else [int(s) for s in args.sizes.split(",")]

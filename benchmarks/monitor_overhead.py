@@ -61,7 +61,8 @@ def fit_once(df, cfg: dict, mode: str, root: Path) -> tuple[float, float, float,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 rounds of 3 epochs instead of 3 rounds of 6")
-    ap.add_argument("--smoke", action="store_true", help="a tiny run of every section, to check the script (CI runs every benchmark so)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="a tiny run of every section, to check the script (CI runs every benchmark so)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: spinning OpenMP threads on a shared machine distort timings)")
     args = ap.parse_args()

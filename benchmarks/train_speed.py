@@ -8,12 +8,14 @@ Prints, from one run:
   dropout, ``precision: auto`` included) against a bare loop doing the same epochs of the same number of
   optimizer steps with a validation pass each: ``end-to-end ... ratio X.XX`` (fit time / bare time);
 - peak memory added by fitting a 5-million-point series at L=96, against the raw data size;
-- single-series ``Forecaster.predict`` latency p50 through the public API on a loaded model, and the bare
-  forward pass on the same window;
+- single-series ``Forecaster.predict`` latency p50 through the public API on a loaded model, per frequency
+  (half-hourly, hourly, daily, weekly, monthly; calendar channels where the frequency has them), and the bare
+  forward pass on the same model input (target <= 1.5 ms);
 - ``precision: auto`` (measured probe) against the bare fp32 loop (``ratio``), and the backtest MASE of
   auto vs fp32 on the bundled CO2 demo (demo.yaml).
 
-Usage: python benchmarks/train_speed.py [--quick | --smoke]
+Usage: python benchmarks/train_speed.py [--quick | --smoke] [--only SECTION]
+(``--smoke``: every section at a toy size, numbers meaningless; CI runs it, tests/integration/test_benchmarks_smoke.py)
 """
 
 from __future__ import annotations
@@ -258,7 +260,8 @@ def predict_latency(repeats: int = 300, freqs: tuple[str, ...] = tuple(LATENCY_F
         season = LATENCY_FREQS.get(freq, 24)
         t = np.arange(n)
         df = pd.DataFrame({"time": pd.date_range("2000-01-02", periods=n, freq=freq),
-                           "y": 10 + np.sin(2 * np.pi * t / season) + 0.1 * np.random.default_rng(0).standard_normal(n)})
+                           "y": 10 + np.sin(2 * np.pi * t / season)
+                           + 0.1 * np.random.default_rng(0).standard_normal(n)})
         cfg = {"data": {"time_col": "time", "target": "y", "horizon": min(24, season)},
                "train": {"max_epochs": 1, "max_steps_per_epoch": 5, "min_steps": 0, "refit": False}}
         with tempfile.TemporaryDirectory() as tmp:
@@ -348,7 +351,8 @@ def main() -> None:
     os.environ.setdefault("LSTMCAST_CACHE_DIR", "off")  # measure precision: auto afresh, never a remembered verdict
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer rounds, no 5M-point memory run")
-    ap.add_argument("--smoke", action="store_true", help="a tiny run of every section, to check the script (CI runs every benchmark so)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="a tiny run of every section, to check the script (CI runs every benchmark so)")
     ap.add_argument("--only", choices=["speed", "end-to-end", "memory", "latency", "precision"], default=None)
     args = ap.parse_args()
     import torch

@@ -27,8 +27,9 @@ def _load(path, **data):
 
 def test_decimal_comma_refused_with_the_setting_that_reads_it(tmp_path):
     path, _ = _write(tmp_path)
-    with pytest.raises(DataError, match=r"must be numeric but holds text: '\d+,\d+' at line 2, line 3.* \(120 cells\): fix or "
-                                        r"blank those cells \(it looks like a decimal comma: set data\.decimal: ','"):
+    with pytest.raises(DataError, match=r"must be numeric but holds text: '\d+,\d+' at line 2, line 3.* \(120 "
+                                        r"cells\): fix or blank those cells \(it looks like a decimal comma: set "
+                                        r"data\.decimal: ','"):
         _load(path, delimiter=";")
 
 

@@ -17,11 +17,12 @@ from lstmcast.errors import ConfigError
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
-@pytest.mark.parametrize("typed, meant", [("train.learning_rate", "train.lr"), ("train.epochs", "train.max_epochs"),
-                                          ("model.hidden_dim", "model.hidden_size"), ("model.quantiles", "model.levels"),
-                                          ("data.fillna", "data.missing"), ("data.unique_id", "data.id_col"),
-                                          ("model.hiden_size", "model.hidden_size"),  # spelling still works
-                                          ("train.levels", "model.levels")])  # the synonym's own section
+@pytest.mark.parametrize("typed, meant", [
+    ("train.learning_rate", "train.lr"), ("train.epochs", "train.max_epochs"),
+    ("model.hidden_dim", "model.hidden_size"), ("model.quantiles", "model.levels"),
+    ("data.fillna", "data.missing"), ("data.unique_id", "data.id_col"),
+    ("model.hiden_size", "model.hidden_size"),  # spelling still works
+    ("train.levels", "model.levels")])  # a key in the wrong section finds its own
 def test_suggestion_by_synonym_then_spelling(typed, meant):
     assert suggest_key(typed, all_keys(ForecastConfig)) == f" (did you mean '{meant}'?)"
 

@@ -4,9 +4,9 @@ When the frame is already clean (unique column names, datetime64[ns] time column
 every step exactly the trained regular step on the training grid (a fixed length for sub-daily, daily and
 weekly steps of naive times; whole months at midnight on the first or last day for months, quarters and
 years), every value finite and within float32 range) the general validation could only confirm it, which
-costs ~10x more than a few vectorised numpy checks. The checks cover the *whole* frame, not just the last ``window`` rows that
-``predict`` reads: the general path (inference.load_new_series) validates every row, and both paths
-must accept and refuse the same inputs (FAULTS H11). Anything else returns ``None`` and the caller
+costs ~10x more than a few vectorised numpy checks. The checks cover the *whole* frame, not just the last
+``window`` rows that ``predict`` reads: the general path (inference.load_new_series) validates every row, and
+both paths must accept and refuse the same inputs (FAULTS H11). Anything else returns ``None`` and the caller
 takes the general path, which also produces the precise error messages.
 """
 

@@ -144,8 +144,8 @@ def metrics_section(metrics: dict[str, dict[str, float]] | None) -> str:
             value = "" if v is None else f' data-value="{_esc(repr(float(v)))}"'
             cells.append(f'<td class="num{mark}"{value}>{"" if v is None else _num(float(v))}</td>')
         rows.append(cells)
-    table = _table(["method", *(f"{c} (%)" if c == "sMAPE" else c for c in cols)], rows, "metrics-table").replace("<tr><td>model</td>",
-                                                                     '<tr class="model"><td>model</td>', 1)
+    head = ["method", *(f"{c} (%)" if c == "sMAPE" else c for c in cols)]
+    table = _table(head, rows, "metrics-table").replace("<tr><td>model</td>", '<tr class="model"><td>model</td>', 1)
     note = ""
     if any(c.startswith("coverage_") for c in cols):
         note = (" Intervals: coverage_L is the share of actuals inside the L% interval (best: nearest L%), width_L "

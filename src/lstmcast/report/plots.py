@@ -92,8 +92,8 @@ def forecast_plot(series: SeriesSet, forecast: pd.DataFrame, meta: RunMeta, bt: 
         for j, k in enumerate(mine):
             t = bt.origins[k]  # type: ignore[union-attr]
             span = times[t:t + meta.horizon]
-            ax.plot(span, bt.forecasts["model"][k, :len(span), 0], color="tab:orange", lw=1, alpha=0.8,  # type: ignore[union-attr]
-                    label="backtest forecasts" if j == 0 else None)
+            model_fc = bt.forecasts["model"][k, :len(span), 0]  # type: ignore[union-attr]
+            ax.plot(span, model_fc, color="tab:orange", lw=1, alpha=0.8, label="backtest forecasts" if j == 0 else None)
         recent = max(meta.window, 3 * meta.horizon)
         zoom.plot(times[-recent:], vals[-recent:], color="black", lw=1, label="history")
         if len(part):
