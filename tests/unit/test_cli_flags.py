@@ -59,3 +59,14 @@ def test_missing_data_file_refused_before_torch_and_debug_after_the_subcommand(t
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                          env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"}, timeout=300)
     assert res.stdout.split() == ["DataError", "False", "False"], res.stdout + res.stderr  # --debug: raised as is
+
+
+@pytest.mark.parametrize("debug, shown", [(False, "WARNING: a column is constant"),
+                                          (True, "WARNING lstmcast.data.validate: a column is constant")])
+def test_warnings_name_their_logger_only_with_debug(tmp_path, debug, shown):
+    code = ("import logging\nfrom lstmcast.cli import _main\n"
+            f"_main(debug={debug}, verbose=False)\n"
+            "logging.getLogger('lstmcast.data.validate').warning('a column is constant')")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert res.stderr.strip() == shown
