@@ -285,7 +285,7 @@ def main() -> int:
     dev = torch.device("cpu" if args.cpu_smoke else "cuda")
     name = "CPU smoke test" if args.cpu_smoke else torch.cuda.get_device_name(dev)
     print(f"device: {name}; torch {torch.__version__}", flush=True)
-    steps, rounds = (10, 2) if args.cpu_smoke else ((30, 3) if args.quick else (60, 5))
+    steps, rounds = (4, 1) if args.cpu_smoke else ((30, 3) if args.quick else (60, 5))
     rows = []
     for shape in (SMOKE_SHAPES if args.cpu_smoke else SHAPES):
         rows.extend(bench_shape(shape, dev, steps, rounds, args.cpu_smoke))
