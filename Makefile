@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow venv bench clean
+.PHONY: demo test test-slow venv bench bench-smoke clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_speed.py
+
+# every benchmark in its tiny --smoke form (each benchmarks/*.py not starting with _ accepts --smoke); CI runs
+# the same through tests/integration/test_benchmarks_smoke.py in `make test-slow`
+bench-smoke: $(STAMP)
+	for b in benchmarks/[!_]*.py; do echo "== $$b --smoke"; $(PY) $$b --smoke || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs

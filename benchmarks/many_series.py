@@ -34,6 +34,7 @@ import numpy as np
 
 HORIZON, WINDOW, SEASON = 14, 28, 7
 BATCH, EPOCH_WINDOWS = 256, 32_768
+SPEED_STEPS, SPEED_ROUNDS = 20, 7  # step_speeds: steps a round, rounds after the warm-up
 
 
 class PeakRSS:
@@ -203,13 +204,14 @@ def one_series_trainer(folder: Path):
     return _ONE[0]
 
 
-def step_speeds(many, one, steps: int = 20, rounds: int = 7) -> tuple[float, float]:
+def step_speeds(many, one, steps: int | None = None, rounds: int | None = None) -> tuple[float, float]:
     """Training samples/s of the two trainers' own steps (gather the batch from the series, forward, backward,
     clip, fused AdamW), on random batches of their training windows, timed in alternating rounds so both see
     the same machine load; the medians. An epoch's wall time would also hold its validation pass, which grows
     with the number of series' validation windows (bounded by train.val_windows), not with the step."""
     import torch
 
+    steps, rounds = steps or SPEED_STEPS, rounds or SPEED_ROUNDS
     g = torch.Generator().manual_seed(0)
     many.model.train()
     one.model.train()
@@ -249,9 +251,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1k and 10k series only")
     ap.add_argument("--sizes", default="1000,10000,100000", help="comma-separated series counts")
     ap.add_argument("--points", type=int, default=500)
+    ap.add_argument("--smoke", action="store_true",
+                    help="a tiny run of every section, to check the script (CI runs every benchmark so)")
     ap.add_argument("--keep", default=None, help="write the tables and forecast here (default: a temp folder)")
     args = ap.parse_args()
     sizes = [1000, 10000] if args.quick else [int(s) for s in args.sizes.split(",")]
+    if args.smoke:
+        global EPOCH_WINDOWS, SPEED_STEPS, SPEED_ROUNDS
+        sizes, args.points, EPOCH_WINDOWS, SPEED_STEPS, SPEED_ROUNDS = [50], 120, 512, 2, 1
     import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores visible; "

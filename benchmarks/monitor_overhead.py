@@ -61,11 +61,13 @@ def fit_once(df, cfg: dict, mode: str, root: Path) -> tuple[float, float, float,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 rounds of 3 epochs instead of 3 rounds of 6")
+    ap.add_argument("--smoke", action="store_true",
+                    help="a tiny run of every section, to check the script (CI runs every benchmark so)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: spinning OpenMP threads on a shared machine distort timings)")
     args = ap.parse_args()
-    rounds, epochs = (2, 3) if args.quick else (3, 6)
-    df, cfg = frame(), config(epochs, args.threads)
+    rounds, epochs = (1, 1) if args.smoke else (2, 3) if args.quick else (3, 6)
+    df, cfg = frame(600 if args.smoke else 4032), config(epochs, args.threads)
     results: dict[str, list[tuple[float, float, float, int]]] = {"none": [], "default": [], "every": []}
     with tempfile.TemporaryDirectory() as tmp:
         fit_once(df, config(1, args.threads), "every", Path(tmp))  # warm-up: imports, first allocations

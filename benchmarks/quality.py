@@ -361,8 +361,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--demo", action="store_true", help="also fit + backtest the bundled CO2 demo (seed 0)")
     ap.add_argument("--levels", help="interval mode: e.g. 80,95 (model.levels for every fit, interval scores)")
+    ap.add_argument("--smoke", action="store_true", help="one short series, one seed, one short fit, JSON to a "
+                    "temporary file: checks the script (CI runs every benchmark so)")
     ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "quality.json"))
     args = ap.parse_args(argv)
+    if args.smoke:
+        import tempfile
+
+        args.series, args.seeds, args.jobs = args.series or "nile", "0", 1
+        args.sets = [*args.sets, "train.max_epochs=1", "train.min_steps=0", "train.refit=false"]
+        args.json = str(Path(tempfile.mkdtemp(prefix="lstmcast-quality-smoke-")) / "quality.json")
     names = args.series.split(",") if args.series else [s.name for s in SUITE]
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:

@@ -8,12 +8,14 @@ Prints, from one run:
   dropout, ``precision: auto`` included) against a bare loop doing the same epochs of the same number of
   optimizer steps with a validation pass each: ``end-to-end ... ratio X.XX`` (fit time / bare time);
 - peak memory added by fitting a 5-million-point series at L=96, against the raw data size;
-- single-series ``Forecaster.predict`` latency p50 through the public API on a loaded model, and the bare
-  forward pass on the same window;
+- single-series ``Forecaster.predict`` latency p50 through the public API on a loaded model, per frequency
+  (half-hourly, hourly, daily, weekly, monthly; calendar channels where the frequency has them), and the bare
+  forward pass on the same model input (target <= 1.5 ms);
 - ``precision: auto`` (measured probe) against the bare fp32 loop (``ratio``), and the backtest MASE of
   auto vs fp32 on the bundled CO2 demo (demo.yaml).
 
-Usage: python benchmarks/train_speed.py [--quick]
+Usage: python benchmarks/train_speed.py [--quick | --smoke] [--only SECTION]
+(``--smoke``: every section at a toy size, numbers meaningless; CI runs it, tests/integration/test_benchmarks_smoke.py)
 """
 
 from __future__ import annotations
@@ -170,12 +172,12 @@ def _bare_fit(values, L, H, m, epochs, steps, n_train, val_starts, B=32):
     return time.perf_counter() - t0
 
 
-def end_to_end(L=96, H=1, epochs=5, rounds=3):
+def end_to_end(L=96, H=1, epochs=5, rounds=3, n=4032):
     """Forecaster.fit with defaults against the bare loop on the same epochs, steps and validation windows."""
     import pandas as pd
     import torch
 
-    values = series()[:, 0].astype(np.float64)
+    values = series(n)[:, 0].astype(np.float64)
     df = pd.DataFrame({"time": pd.date_range("2024-01-01", periods=len(values), freq="30min"), "y": values})
     ratios, fits, bares = [], [], []
     for _ in range(rounds):  # interleaved: drifts of a shared machine hit both sides
@@ -236,38 +238,62 @@ def memory(n: int = 5_000_000) -> None:
           f"{windows_mb:,.0f} MB", flush=True)
 
 
-def predict_latency(repeats: int = 300) -> None:
+# frequency -> (season of the synthetic series, rows given to predict): a one-series predict per regular frequency
+LATENCY_FREQS = {"30min": 48, "h": 24, "D": 7, "W-SUN": 52, "MS": 12}
+LATENCY_TARGET_MS = 1.5  # README: one-series Forecaster.predict p50 on a loaded model, calendar channels included
+
+
+def predict_latency(repeats: int = 300, freqs: tuple[str, ...] = tuple(LATENCY_FREQS), rows: tuple[int, ...] = (200,),
+                    n: int = 600) -> dict[str, float]:
+    """Single-series ``Forecaster.predict`` p50 through the public API on a loaded model, per frequency, and the
+    bare forward on the same model input (calendar channels included: F is the model's, not 1). One torch
+    thread: a single window is too small to share between threads, and a second busy process makes threaded
+    small calls 10x-1000x slower (PERF.md)."""
     import pandas as pd
     import torch
 
     import lstmcast
 
-    n = 2000
-    t = np.arange(n)
-    df = pd.DataFrame({"time": pd.date_range("2024-01-01", periods=n, freq="h"),
-                       "y": 10 + np.sin(2 * np.pi * t / 24) + 0.1 * np.random.default_rng(0).standard_normal(n)})
-    cfg = {"data": {"time_col": "time", "target": "y", "window": 96, "horizon": 24},
-           "train": {"max_epochs": 1, "max_steps_per_epoch": 5}}
-    with tempfile.TemporaryDirectory() as tmp:
-        lstmcast.Forecaster(cfg).fit(df).save(tmp)
-        fc = lstmcast.load(tmp)
-    recent = df.tail(96).reset_index(drop=True)
-    fc.predict(recent)
-    api = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fc.predict(recent)
-        api.append(time.perf_counter() - t0)
-    x = torch.randn(1, 96, 1)
-    bare = []
-    with torch.inference_mode():
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fc.model_(x)
-            bare.append(time.perf_counter() - t0)
-    a, b = statistics.median(api) * 1e3, statistics.median(bare) * 1e3
-    print(f"predict latency (one series, L=96, H=24, hidden 64x2): public API p50 {a:.2f} ms, bare forward "
-          f"p50 {b:.2f} ms, ratio {a / b:.2f}", flush=True)
+    torch.set_num_threads(1)
+    out = {}
+    for freq in freqs:
+        season = LATENCY_FREQS.get(freq, 24)
+        t = np.arange(n)
+        df = pd.DataFrame({"time": pd.date_range("2000-01-02", periods=n, freq=freq),
+                           "y": 10 + np.sin(2 * np.pi * t / season)
+                           + 0.1 * np.random.default_rng(0).standard_normal(n)})
+        cfg = {"data": {"time_col": "time", "target": "y", "horizon": min(24, season)},
+               "train": {"max_epochs": 1, "max_steps_per_epoch": 5, "min_steps": 0, "refit": False}}
+        with tempfile.TemporaryDirectory() as tmp:
+            lstmcast.Forecaster(cfg).fit(df).save(tmp)
+            fc = lstmcast.load(tmp)
+        torch.set_num_threads(1)  # fit sets the threads it trains with
+        model, L = fc.model_, fc.meta_.window
+        x = torch.randn(1, L, model.input_size)  # the model's input: target + calendar channels
+        # the horizon's calendar channels enter as known-future inputs (B, H, K)
+        future = torch.randn(1, model.horizon, model.future_size) if model.future_size else None
+        bare = []
+        with torch.inference_mode():
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                model(x, future=future)
+                bare.append(time.perf_counter() - t0)
+        b = statistics.median(bare) * 1e3
+        calendar = fc.meta_.inputs.calendar if fc.meta_.inputs else []
+        for m in rows:
+            recent = df.tail(max(m, L)).reset_index(drop=True)
+            fc.predict(recent)
+            api = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fc.predict(recent)
+                api.append(time.perf_counter() - t0)
+            a = statistics.median(api) * 1e3
+            out[f"{freq}/{len(recent)}"] = a
+            print(f"predict latency {freq} (one series, {len(recent)} rows, L={L}, H={fc.meta_.horizon}, F="
+                  f"{model.input_size}, calendar {calendar or 'none'}): public API p50 {a:.2f} ms "
+                  f"(target <= {LATENCY_TARGET_MS} ms), bare forward p50 {b:.2f} ms, ratio {a / b:.2f}", flush=True)
+    return out
 
 
 def precision_speed(L=96, B=32, hidden=64, layers=2, H=1, steps=100, rounds=5):
@@ -325,6 +351,8 @@ def main() -> None:
     os.environ.setdefault("LSTMCAST_CACHE_DIR", "off")  # measure precision: auto afresh, never a remembered verdict
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer rounds, no 5M-point memory run")
+    ap.add_argument("--smoke", action="store_true",
+                    help="a tiny run of every section, to check the script (CI runs every benchmark so)")
     ap.add_argument("--only", choices=["speed", "end-to-end", "memory", "latency", "precision"], default=None)
     args = ap.parse_args()
     import torch
@@ -333,9 +361,12 @@ def main() -> None:
     torch.set_num_threads(threads)
     print(f"torch {torch.__version__}, {threads} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}", flush=True)
+    if args.smoke:
+        smoke(args.only)
+        return
     rounds = 3 if args.quick else 7
     if args.only in (None, "latency"):  # first: the heavy sections below leave the process slower to answer
-        predict_latency()
+        predict_latency(rows=(200,), n=600) if args.quick else predict_latency(rows=(200, 2000), n=2400)
     if args.only in (None, "speed"):
         speed(96, 32, steps=40 if args.quick else 100, rounds=rounds)
         speed(8, 32, steps=100, rounds=rounds * 3)
@@ -346,6 +377,20 @@ def main() -> None:
     if args.only in (None, "precision"):
         precision_speed(steps=40 if args.quick else 100, rounds=rounds)
         precision_accuracy()
+
+
+def smoke(only: str | None) -> None:
+    """Every section at a toy size (numbers meaningless): the code paths run, as CI checks."""
+    if only in (None, "latency"):
+        predict_latency(repeats=5, n=300)
+    if only in (None, "speed"):
+        speed(24, 32, hidden=16, layers=1, steps=5, rounds=1)
+    if only in (None, "end-to-end"):
+        end_to_end(L=24, epochs=1, rounds=1, n=800)
+    if only in (None, "memory"):
+        memory(20_000)
+    if only in (None, "precision"):
+        precision_speed(L=24, hidden=16, layers=1, steps=5, rounds=1)  # the demo fits of accuracy: not in a smoke
 
 
 if __name__ == "__main__":

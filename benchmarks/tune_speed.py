@@ -79,7 +79,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20, help="tune.max_epochs: epochs of an unpruned trial")
     ap.add_argument("--steps", type=int, default=5, help="train.max_steps_per_epoch")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores this process may use)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="a tiny run of every section, to check the script (CI runs every benchmark so)")
     args = ap.parse_args()
+    if args.smoke:
+        args.seconds, args.rounds, args.epochs, args.steps, args.threads = 6.0, 1, 2, 2, args.threads or 1
     logging.basicConfig(level=logging.WARNING)
     from lstmcast.tuning.study import route_optuna_logs
 

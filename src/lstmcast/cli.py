@@ -36,6 +36,18 @@ StaticOpt = typer.Option(None, "--static-features", help="Per-series constant co
                          "tables).")
 
 
+LevelsOpt = typer.Option(None, "--levels", help="Prediction intervals at these coverage levels in percent, "
+                         "comma-separated, e.g. 80,95 (model.levels).")
+MissingOpt = typer.Option(None, "--missing", help="Missing values and gaps: error (default), interpolate, ffill or "
+                          "drop-windows (data.missing).")
+
+
+def _with_flags(levels: str | None, missing: str | None, overrides: list[str]) -> list[str]:
+    """--levels / --missing as the --set overrides they stand for (--set comes after: it wins)."""
+    flags = [f"model.levels=[{levels}]"] if levels else []
+    return flags + ([f"data.missing={missing}"] if missing else []) + overrides
+
+
 def _with_roles(future_features: str | None, static_features: str | None, overrides: list[str] | None) -> list[str]:
     """--future-features / --static-features as the --set overrides they stand for (--set comes after: it wins)."""
     return [f"data.{key}={value}" for key, value in (("future_features", future_features),
@@ -47,8 +59,10 @@ def _with_roles(future_features: str | None, static_features: str | None, overri
 def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
           verbose: bool = typer.Option(False, "-v", "--verbose", help="Log progress details.")) -> None:
     _STATE["debug"] = debug
+    # the logger's module name only with --debug: a user acts on the message, a developer looks up its source
     logging.basicConfig(level=logging.INFO if verbose or debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+                        format="%(levelname)s %(name)s: %(message)s" if debug else "%(levelname)s: %(message)s",
+                        stream=sys.stderr)
 
 
 def _fail(exc: BaseException) -> None:
@@ -109,6 +123,11 @@ def build_config(config: Optional[Path], data: Optional[str], time_col: Optional
         raise ConfigError("data: must be a mapping of keys (path, time_col, target, ...)")
     section.update({k: v for k, v in flags.items() if v is not None})
     raw = apply_overrides(raw, list(overrides or []))
+    path = raw.get("data", {}).get("path") if isinstance(raw.get("data"), dict) else None
+    if isinstance(path, str):  # a missing file is answered now, not after seconds of importing torch
+        from lstmcast.data.io import check_file
+
+        check_file(Path(path))
     return validate_config(raw) if validate else raw
 
 
@@ -125,11 +144,12 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
                                                    "(same as --set monitor.tensorboard=false)."),
           nproc: int = typer.Option(1, "--nproc", min=1, help="Train data-parallel on this many processes of this "
                                     "machine (gloo, CPU; several machines: torchrun, see README 'Scale')."),
-          future_features: Optional[str] = FutureOpt, static_features: Optional[str] = StaticOpt) -> None:
+          future_features: Optional[str] = FutureOpt, static_features: Optional[str] = StaticOpt,
+          levels: Optional[str] = LevelsOpt, missing: Optional[str] = MissingOpt) -> None:
     """Train on a CSV/Parquet file, backtest against naive baselines, forecast, write a run folder."""
     import os
 
-    overrides = _with_roles(future_features, static_features, overrides)
+    overrides = _with_flags(levels, missing, _with_roles(future_features, static_features, overrides))
 
     if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         from lstmcast.launch import launch
@@ -308,9 +328,10 @@ def tune(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targe
                                                "(default: cores // live workers in RUN/workers)."),
          workers_per_machine: Optional[int] = typer.Option(
              None, "--workers-per-machine", min=1, help="Workers sharing this machine's cores (default: counted)."),
-         future_features: Optional[str] = FutureOpt, static_features: Optional[str] = StaticOpt) -> None:
+         future_features: Optional[str] = FutureOpt, static_features: Optional[str] = StaticOpt,
+         levels: Optional[str] = LevelsOpt, missing: Optional[str] = MissingOpt) -> None:
     """Search the guide's LSTM space with Optuna (pruning, resumable, many workers); write best.yaml."""
-    overrides = _with_roles(future_features, static_features, overrides)
+    overrides = _with_flags(levels, missing, _with_roles(future_features, static_features, overrides))
 
     def _do() -> None:
         from datetime import datetime
@@ -350,12 +371,13 @@ def doctor_cmd(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt,
                config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = SetOpt,
                as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
                measure: bool = typer.Option(False, "--measure", help="Time a few real training steps here."),
-               future_features: Optional[str] = FutureOpt, static_features: Optional[str] = StaticOpt) -> None:
+               future_features: Optional[str] = FutureOpt, static_features: Optional[str] = StaticOpt,
+               levels: Optional[str] = LevelsOpt, missing: Optional[str] = MissingOpt) -> None:
     """Check a config and its data before training: shape trace, parameters, memory, FLOPs, the guide's advice.
 
     Exit 0 with advice only, 2 when an error finding would make training fail.
     """
-    overrides = _with_roles(future_features, static_features, overrides)
+    overrides = _with_flags(levels, missing, _with_roles(future_features, static_features, overrides))
 
     def _do() -> int:
         import json
@@ -417,8 +439,23 @@ def export_cmd(run: Path = typer.Argument(..., help="Run folder written by `lstm
     run_guarded(_do)
 
 
+_GLOBAL_FLAGS = ("--debug", "-v", "--verbose")
+
+
+def hoist_global_flags(argv: list[str]) -> list[str]:
+    """``lstmcast train ... --debug`` as ``lstmcast --debug train ...``: the global flags work on either side of
+    the subcommand (not after a ``--``, which ends the options).
+
+    >>> hoist_global_flags(["train", "--data", "x.csv", "--debug"])
+    ['--debug', 'train', '--data', 'x.csv']
+    """
+    end = argv.index("--") if "--" in argv else len(argv)
+    flags = [a for a in argv[:end] if a in _GLOBAL_FLAGS]
+    return flags + [a for a in argv[:end] if a not in _GLOBAL_FLAGS] + argv[end:]
+
+
 def main() -> None:
-    app()
+    app(args=hoist_global_flags(sys.argv[1:]))
 
 
 if __name__ == "__main__":

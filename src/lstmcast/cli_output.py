@@ -21,16 +21,23 @@ def metrics_table(metrics: dict[str, dict[str, float]], title: str) -> None:
     every = list(dict.fromkeys(k for row in rows.values() for k in row))
     interval = [k for k in every if k == "pinball" or k.split("_")[0] in ("coverage", "width", "interval")]
     point = [k for k in every if k not in interval]
-    for names, heading in ((point, title), (interval, "prediction intervals (width and scores scaled like MASE)")):
-        if not names:
-            continue
-        table = Table(title=heading)
+    if point:
+        table = Table(title=title)
         table.add_column("method")
-        for name in names:
-            table.add_column(name, justify="right")
+        for name in point:
+            table.add_column("sMAPE %" if name == "sMAPE" else name, justify="right")
         for method, row in rows.items():
-            if any(k in row for k in names):
-                table.add_row(method, *(f"{row[k]:.4g}" if k in row else "" for k in names))
+            if any(k in row for k in point):
+                table.add_row(method, *(f"{row[k]:.4g}" if k in row else "" for k in point))
+        Console().print(table)
+    if interval:  # one row per score, one column per method: fits an 80-column terminal (names were cut)
+        shown = [m for m, row in rows.items() if any(k in row for k in interval)]
+        table = Table(title="prediction intervals (width and scores scaled like MASE)")
+        table.add_column("score", no_wrap=True)
+        for method in shown:
+            table.add_column(method, justify="right")
+        for name in interval:
+            table.add_row(name, *(f"{rows[m][name]:.4g}" if name in rows[m] else "" for m in shown))
         Console().print(table)
 
 def print_trained(fc: Any, metrics: dict[str, Any], run_dir: Path) -> None:

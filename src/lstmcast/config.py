@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from lstmcast.config_checks import all_keys, describe, merge_auto_unions, role_problems
+from lstmcast.config_checks import all_keys, describe, merge_auto_unions, role_problems, suggest_key
 from lstmcast.errors import ConfigError, did_you_mean
 from lstmcast.safe_yaml import MAX_ECHO, cut, load_yaml, read_yaml_mapping, short, yaml_load_bytes
 
@@ -132,6 +132,7 @@ class DataConfig(_Section):
     utc: bool = False
     time_format: str | None = None
     delimiter: str | None = None
+    decimal: Literal[".", ","] = "."  # ',' for CSVs written with decimal commas (12,5), usually ';'-separated
     # distributed runs on a long Parquet table too big for one machine: each rank reads and validates only its
     # own series (round-robin over the sorted ids; data/shard.py); refused for CSV, DataFrames and one process
     shard_series: bool = False
@@ -308,6 +309,9 @@ def _semantic_problems(cfg: ForecastConfig) -> list[str]:
             f"data.val_fraction + data.test_fraction = {d.val_fraction + d.test_fraction:.2f} leaves "
             "under 20% of the series to train on: lower one of them"
         )
+    if d.decimal == (d.delimiter or ","):
+        problems.append(f"data.decimal {d.decimal!r} is also the column delimiter: a CSV with decimal commas "
+                        "separates its columns by another character, usually ';' (set data.delimiter: ';')")
     if cfg.version != CONFIG_VERSION:
         problems.append(f"version: this lstmcast reads config version {CONFIG_VERSION}, got {cfg.version}")
     return problems + role_problems(d)
@@ -351,7 +355,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         path, value = _parse_override(item)
         dotted = ".".join(path)
         if dotted not in known:
-            problems.append(f"unknown key '{cut(dotted)}' in --set{did_you_mean(dotted[:MAX_ECHO], known)}")
+            problems.append(f"unknown key '{cut(dotted)}' in --set{suggest_key(dotted[:MAX_ECHO], known)}")
             continue
         node = raw
         for part in path[:-1]:

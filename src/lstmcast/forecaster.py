@@ -75,6 +75,8 @@ class Forecaster:
         from lstmcast.training.accel import resolve
 
         cfg = validate_config(self.config)
+        if type(data).__name__ == "Series":  # pandas, imported only where data is a table
+            data, cfg = _series_table(data, cfg)
         cfg, dist = fitting.join_distributed(cfg)  # under torchrun: this rank's place (None alone)
         # before any data is read
         accel = resolve(cfg.train.device, cfg.train.precision, cfg.train.threads, cfg.train.accel)
@@ -145,6 +147,10 @@ class Forecaster:
             from lstmcast.run.folder import stored_data_path
 
             data = stored_data_path(self.config_.data.path, self.data_record_, self.run_folder_)
+        if type(data).__name__ == "Series" and self.meta_.layout == "single" and len(self.meta_.targets) == 1:
+            from lstmcast.data.io import frame_of_series
+
+            data = frame_of_series(data, self.meta_.time_col, self.meta_.targets[0])
         from lstmcast.inference.fastpath import fast_series
         from lstmcast.inference.predict import load_new_series
 
@@ -269,6 +275,22 @@ class Forecaster:
     @property
     def prepared(self) -> Prepared | None:
         return getattr(self, "prepared_", None)
+
+
+def _series_table(data: Any, cfg: ForecastConfig) -> tuple[Any, ForecastConfig]:
+    """A pandas Series (DatetimeIndex) as a two-column table, and the config naming its columns."""
+    from lstmcast.data.io import frame_of_series
+
+    d = cfg.data
+    target = d.target[0] if len(d.target) == 1 else None
+    if len(d.target) > 1 or d.features or d.future_features or d.id_col:
+        from lstmcast.errors import DataError
+
+        raise DataError("a pandas Series is one series of one target: for several targets, covariates or series "
+                        "pass a DataFrame with those columns")
+    frame = frame_of_series(data, d.time_col, target)
+    time_col, value = (str(c) for c in frame.columns)
+    return frame, cfg.model_copy(update={"data": d.model_copy(update={"time_col": time_col, "target": [value]})})
 
 
 def _read(data: Any, cfg: ForecastConfig, dist: Any, precision: str) -> tuple[Any, SeriesSet, Prepared,

@@ -190,7 +190,8 @@ def test_r17_series_ids_in_plot_titles_are_escaped_and_shortened(tmp_path, monke
                        features=[], freq="D", time_col="date", id_col="id", layout="long")
     future = pd.date_range("2024-01-31", periods=3, freq="D")
     forecast = pd.DataFrame({"id": np.repeat(ids, 3), "date": np.tile(future, 2), "y": 1.0})
-    meta = SimpleNamespace(targets=["y"], layout="long", id_col="id", time_col="date", horizon=3, intervals=None)
+    meta = SimpleNamespace(targets=["y"], layout="long", id_col="id", time_col="date", horizon=3, window=6,
+                           intervals=None)
     titles: list[str] = []
     real_save = plots._save
 
@@ -200,10 +201,17 @@ def test_r17_series_ids_in_plot_titles_are_escaped_and_shortened(tmp_path, monke
 
     monkeypatch.setattr(plots, "_save", save)
     plots.forecast_plot(series, forecast, meta, None, tmp_path / "f.png")
-    assert titles[0] == r"series price \$5 and \$6: history, forecast and backtest"  # no mathtext
-    assert len(titles[1]) < 120 and titles[1].startswith("series xxx") and "...: history" in titles[1]
+    # two panels a series (history and backtests; the forecast zoomed): every title escaped and cut
+    assert titles[0] == r"series price \$5 and \$6: history, backtest forecasts and forecast"  # no mathtext
+    assert titles[1].startswith(r"series price \$5 and \$6: the forecast")
+    assert len(titles[2]) < 120 and titles[2].startswith("series xxx") and "...: history" in titles[2]
     width, height = _png_size(tmp_path / "f.png")
-    assert width < 1600, width  # a 3,000-character title made it 30,357 px wide
+    plain = forecast.assign(id=np.repeat(["a", "b"], 3))
+    plots.forecast_plot(SeriesSet(ids=["a", "b"], times=times, values=series.values, targets=["y"], features=[],
+                                  freq="D", time_col="date", id_col="id", layout="long"),
+                        plain, meta, None, tmp_path / "plain.png")
+    # a 3,000-character title made it 30,357 px wide (21x); cut to 60 characters it widens the plot by < 30%
+    assert width < 1.3 * _png_size(tmp_path / "plain.png")[0], width
 
 
 # -- R18: memory at mid scale -------------------------------------------------------------------------------------

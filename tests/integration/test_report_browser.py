@@ -123,6 +123,21 @@ class Chromium:
         os.close(self._resp_r)
 
 
+# what does not fit a 1280 px window: the page scrolling sideways, an element reaching past the body, a cell
+# whose text is cut (scrollWidth > clientWidth)
+FITS = """(() => {
+  const out = [], page = document.documentElement, body = document.body.getBoundingClientRect();
+  if (page.scrollWidth > page.clientWidth) out.push(`page scrolls sideways: ${page.scrollWidth} > ${page.clientWidth}`);
+  for (const e of document.querySelectorAll('table, img, pre, p, h1, h2, nav, ul')) {
+    const r = e.getBoundingClientRect();
+    if (r.right > body.right + 1) out.push(`${e.tagName}#${e.id} ends at ${r.right} > ${body.right}`);
+  }
+  for (const c of document.querySelectorAll('th, td'))
+    if (c.scrollWidth > c.clientWidth + 1) out.push(`cut: ${c.textContent.slice(0, 40)}`);
+  return out;
+})()"""
+
+
 @pytest.fixture
 def browser(tmp_path):
     b = Chromium(tmp_path / "chromium-profile")
@@ -139,8 +154,9 @@ def trained_run(tmp_path):
     torch.set_num_threads(1)
     data = tmp_path / "series.csv"
     seasonal_frame(n=400).to_csv(data, index=False)
+    # intervals: the widest metrics table (11 columns), which overflowed the page at 1280 px (issue 22)
     cfg = validate_config(small_config(data={"path": str(data)}, train={"max_epochs": 3, "threads": 1},
-                                       model={"num_layers": 2, "hidden_size": 8}))
+                                       model={"num_layers": 2, "hidden_size": 8, "levels": [80, 95]}))
     run = tmp_path / "run"
     train_run(cfg, run)
     return run
@@ -164,10 +180,17 @@ def test_report_renders_in_chromium_without_errors(trained_run, browser, tmp_pat
     for row in rows:
         method = row[0][0]
         for name, (text, exact) in zip(head[1:], row[1:]):
+            name = name.removesuffix(" (%)")  # sMAPE (%)
+            if exact is None:  # naive has no intervals: an empty cell
+                assert name not in metrics[method] and text == ""
+                continue
             assert float(exact) == metrics[method][name]
             assert float(text) == pytest.approx(metrics[method][name], rel=1e-3)
     assert browser.js("document.querySelectorAll('#probe-table tbody tr').length") == 2  # two LSTM layers
     assert "hidden_size: 8" in browser.js("document.querySelector('#config pre').textContent")
+    assert "coverage_95" in head and "sMAPE (%)" in head
+    assert browser.js("window.innerWidth") == 1280
+    assert browser.js(FITS) == []  # nothing wider than the page, no cell cutting its text
     browser.screenshot(run / "report.png")
     shot = (run / "report.png").read_bytes()
     assert shot[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(shot[16:20], "big") >= 1000  # width in IHDR

@@ -156,3 +156,32 @@ def test_structural_config_errors_still_raise():
 
     with pytest.raises(ConfigError, match=r"unknown key 'model.hiden_size' \(did you mean 'model.hidden_size'\?\)"):
         doctor({"model": {"hiden_size": 3}})
+
+
+def test_measure_warms_up_and_reports_median_and_spread(monkeypatch):
+    """doctor --measure varied 75x across runs (one-off first-step costs timed): the slow first steps fall in the
+    warm-up, and the report gives the median of several steps with their spread."""
+    import time as _time
+
+    from lstmcast.doctor.report import render
+    from lstmcast.training.loop import Trainer
+
+    real, calls = Trainer.train_step, []
+
+    def first_slow(self, batch):  # the one-off costs of the first steps (kernel choice, allocation)
+        calls.append(1)
+        if len(calls) <= 4:
+            _time.sleep(0.2)
+        return real(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", first_slow)
+    rep = doctor({"data": {"target": "y", "window": 8, "horizon": 2},
+                  "model": {"hidden_size": 8, "num_layers": 1, "dropout": 0.0},
+                  "train": {"batch_size": 8, "threads": 1}}, measure=True)
+    assert rep.step_samples >= 5 and rep.step_spread is not None
+    lo, hi = rep.step_spread
+    assert lo <= rep.step_seconds <= hi < 0.2  # none of the slow first steps was timed
+    budget = render(rep)[2]
+    text = " ".join(str(c) for col in budget.columns for c in col._cells)
+    assert f"median of {rep.step_samples} steps after a warm-up (10-90%:" in text
+    assert json.loads(json.dumps(rep.as_dict()))["step_spread"] == [lo, hi]

@@ -68,7 +68,7 @@ def bundled_path(name: str = "co2_weekly.csv") -> Path:
 
 
 def read_table(source: str | os.PathLike[str] | pd.DataFrame, delimiter: str | None = None,
-               id_col: str | None = None) -> pd.DataFrame:
+               id_col: str | None = None, decimal: str = ".") -> pd.DataFrame:
     """Return the raw table with an added ``__row__`` column locating each row for error messages.
 
     ``__row__`` holds positions (files: line = position + 2, the header being line 1; Parquet: row
@@ -97,7 +97,7 @@ def read_table(source: str | os.PathLike[str] | pd.DataFrame, delimiter: str | N
                             "column) and the value columns, or write them to a file")
         path = Path(source)
         origin = _describe(path)
-        df = _read_file(path, delimiter, id_col)
+        df = _read_file(path, delimiter, id_col, decimal)
         df["__row__"] = np.arange(len(df), dtype=np.int32 if len(df) < 2**31 else np.int64)
         kind = "row" if path.suffix.lower() in PARQUET_SUFFIXES else "line"
     if len(df.columns) <= 2:  # __row__ and at most one real column
@@ -114,6 +114,23 @@ def read_table(source: str | os.PathLike[str] | pd.DataFrame, delimiter: str | N
 def _type_name(value: object) -> str:
     kind = type(value)
     return f"a {kind.__module__}.{kind.__qualname__}" if kind.__module__ != "builtins" else f"a {kind.__qualname__}"
+
+
+def frame_of_series(values: pd.Series, time_col: str | None, target: str | None) -> pd.DataFrame:
+    """A pandas Series with a DatetimeIndex (one series, as Darts and statsmodels hold it) as the table lstmcast
+    reads: columns ``time_col`` (default the index's name, else "time") and ``target`` (default the Series'
+    name, else "y")."""
+    import pandas as pd
+
+    if not isinstance(values.index, pd.DatetimeIndex):
+        raise DataError(f"a pandas Series needs its timestamps as a DatetimeIndex, got a {type(values.index).__name__}"
+                        ": set one (s.index = pd.to_datetime(dates)), or pass a DataFrame with a time column and a "
+                        "value column (data.time_col, data.target)")
+    time_name = time_col or (str(values.index.name) if values.index.name is not None else "time")
+    value_name = target or (str(values.name) if values.name is not None else "y")
+    if time_name == value_name:
+        raise DataError(f"the Series and its index are both named {value_name!r}: rename one (s.rename('y'))")
+    return pd.DataFrame({time_name: values.index.to_numpy(), value_name: values.to_numpy()})
 
 
 def row_name(value: object, kind: str) -> str:
@@ -160,7 +177,7 @@ def _describe(path: Path) -> str:
     return text if len(text) <= 200 else f"{text[:60]}...{text[-60:]} (a path of {len(text)} characters)"
 
 
-def _check_file(path: Path) -> None:
+def check_file(path: Path) -> None:
     """Refuse what is not a readable regular file, naming the file and the reason (D11, D16)."""
     import stat
 
@@ -181,13 +198,13 @@ def _check_file(path: Path) -> None:
         raise DataError(f"{where} is empty (0 bytes): expected a header line and data rows")
 
 
-def _read_file(path: Path, delimiter: str | None, id_col: str | None = None) -> pd.DataFrame:
-    _check_file(path)
+def _read_file(path: Path, delimiter: str | None, id_col: str | None = None, decimal: str = ".") -> pd.DataFrame:
+    check_file(path)
     where = _describe(path)
     try:
         if path.suffix.lower() in PARQUET_SUFFIXES:
             return _read_parquet(path, where)
-        return _read_csv(path, where, delimiter, id_col)
+        return _read_csv(path, where, delimiter, id_col, decimal)
     except OSError as exc:  # PermissionError and friends: exit 3 naming the file, not a crash (exit 1)
         raise DataError(f"data file {where!r} cannot be read ({exc.strerror or exc}): check its permissions "
                         "(--data / data.path)") from None
@@ -237,7 +254,7 @@ def release_arrow_memory() -> None:
         sys.modules["pyarrow"].default_memory_pool().release_unused()
 
 
-def _read_csv(path: Path, where: str, delimiter: str | None, id_col: str | None) -> pd.DataFrame:
+def _read_csv(path: Path, where: str, delimiter: str | None, id_col: str | None, decimal: str = ".") -> pd.DataFrame:
     import pandas as pd
 
     sep = delimiter or ","
@@ -249,7 +266,7 @@ def _read_csv(path: Path, where: str, delimiter: str | None, id_col: str | None)
         # D16: the id column is text exactly as written ("01" is not "1", "NA" is an id, not missing)
         text = {"dtype": {id_col: str}, "keep_default_na": False,
                 "na_values": {n: sorted(_NA_TEXT) for n in names if n != id_col}} if id_col in names else {}
-        df = pd.read_csv(path, sep=sep, skipinitialspace=True, **text)
+        df = pd.read_csv(path, sep=sep, skipinitialspace=True, decimal=decimal, **text)
     except pd.errors.EmptyDataError:
         raise DataError(f"{where} has no header line: expected e.g. 'date,value' on line 1") from None
     except pd.errors.ParserError as exc:

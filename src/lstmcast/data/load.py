@@ -23,7 +23,8 @@ def load_series(source: Any, cfg: ForecastConfig) -> SeriesSet:
     if source is None:
         raise DataError("no data given: pass a CSV/Parquet path or a DataFrame, or set data.path")
     with warnings_as_log("the data"):
-        series = validate_frame(read_table(source, cfg.data.delimiter, cfg.data.id_col), cfg.data,
-                                cfg.train.precision)
+        table = read_table(source, cfg.data.delimiter, cfg.data.id_col, cfg.data.decimal)
+        series = validate_frame(table, cfg.data, cfg.train.precision)
+        del table
     release_arrow_memory()  # the read table is gone: return its Arrow pages
     return series

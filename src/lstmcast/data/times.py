@@ -14,6 +14,7 @@ which says they are steps.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import TYPE_CHECKING
 
@@ -28,8 +29,10 @@ if TYPE_CHECKING:
 
     from ..config import DataConfig
 
+log = logging.getLogger(__name__)
 TIME_RANGE = (np.datetime64("1677-09-22", "D"), np.datetime64("2262-04-11", "D"))
-_TZ_RE = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
+_TZ_RE = re.compile(r"\d:\d\d(?::\d\d(?:[.,]\d+)?)?\s*(Z|[+-]\d\d:?\d\d)$")  # an offset follows a time of day
+_NUMERIC_DATE = re.compile(r"^(\d{1,2})[-/.](\d{1,2})[-/.]\d{4}(?:$|[ T])")  # 31-01-2000, 01/31/2000 13:00
 _EPOCH_MIN = 10**8  # 1973-03-03 in seconds since 1970; step numbers this large are rare, and data.freq says so
 
 
@@ -147,26 +150,98 @@ def _check_time_range(df: pd.DataFrame, col: str, times: np.ndarray) -> None:
 
 
 def _parse_text_times(df: pd.DataFrame, cfg: DataConfig) -> pd.Series:
+    """Text to dates: with ``data.time_format`` exactly that format (before any zone check: a format
+    says how to read the text); otherwise the zone check, then day-first detection, then pandas."""
+    text = df[cfg.time_col].astype(str).str.strip()
+    fmt_ = cfg.time_format
+    if fmt_ is None:
+        if not cfg.utc:
+            _check_zones(df, cfg.time_col, text)
+        fmt_ = _numeric_date_format(df, cfg.time_col, text)
+    return _to_datetime(df, cfg, text, fmt_)
+
+
+def _check_zones(df: pd.DataFrame, col: str, text: pd.Series) -> None:
+    """D7: offsets that differ between rows. An offset only follows a time of day (``13:00+01:00``), so the
+    year of ``01-01-2000`` or ``Jan-1-1995`` is never read as one."""
+    offsets = text.str.extract(_TZ_RE, expand=False).fillna("none")
+    offsets = offsets.str.replace("Z", "+00:00", regex=False).str.replace(r"(\d\d)(\d\d)$", r"\1:\2", regex=True)
+    if offsets.nunique() > 1:
+        first = offsets.iloc[0]
+        bad = (offsets != first).to_numpy()
+        raise DataError(f"time column {short(col)} mixes time zones ({first} at {table_rows(df)[0]}, "
+                        f"{offsets[bad].iloc[0]} at {rows_at(df, bad)}): set data.utc: true (CLI: --set "
+                        "data.utc=true) to convert all timestamps to UTC")
+
+
+def _numeric_date_format(df: pd.DataFrame, col: str, text: pd.Series) -> str | None:
+    """The format of dates written day and month first (``31-01-2000``, ``01/02/2000 13:00``, ``1.2.2000``),
+    day-first or month-first as the values decide; None for other text (pandas infers it).
+
+    Day-first when some first number is above 12, month-first when some second one is; when both readings
+    are valid dates, the one that gives a regular grid; when both or neither do, an error that names the
+    ``data.time_format`` of each reading (pandas alone would read month-first, silently)."""
     import pandas as pd
 
-    text = df[cfg.time_col].astype(str).str.strip()
-    hint = "set data.time_format (e.g. '%Y-%m-%d %H:%M') to the format of the column"
-    if not cfg.utc:
-        offsets = text.str.extract(_TZ_RE, expand=False).fillna("none")
-        offsets = offsets.str.replace("Z", "+00:00", regex=False).str.replace(r"(\d\d)(\d\d)$", r"\1:\2", regex=True)
-        if offsets.nunique() > 1:
-            first = offsets.iloc[0]
-            bad = (offsets != first).to_numpy()
-            raise DataError(f"time column {short(cfg.time_col)} mixes time zones ({first} at {table_rows(df)[0]}, "
-                            f"{offsets[bad].iloc[0]} at {rows_at(df, bad)}): set data.utc: true (CLI: --set "
-                            "data.utc=true) to convert all timestamps to UTC")
+    parts = text.str.extract(_NUMERIC_DATE)
+    if len(text) == 0 or parts.isna().any(axis=None):
+        return None
+    first, second = parts[0].astype(int).to_numpy(), parts[1].astype(int).to_numpy()
+    readings = {}
+    if (second <= 12).all() and (first <= 31).all():
+        readings["day-first"] = _guess(text.iloc[0], dayfirst=True)
+    if (first <= 12).all() and (second <= 31).all():
+        readings["month-first"] = _guess(text.iloc[0], dayfirst=False)
+    readings = {k: v for k, v in readings.items() if v is not None}
+    if len(readings) <= 1:
+        return next(iter(readings.values()), None)
+    regular = [k for k, f in readings.items() if _regular(pd.to_datetime(text, format=f, errors="coerce"))]
+    if len(regular) == 1:
+        log.info("time column %r: read dates %s (%s); set data.time_format to override", col, regular[0],
+                 readings[regular[0]])
+        return readings[regular[0]]
+    d, m = readings["day-first"], readings["month-first"]
+    raise DataError(f"time column {short(col)} holds dates such as {plain(text.iloc[0])} that read both day-first and "
+                    f"month-first{' on a regular grid' if regular else ''}: set data.time_format: '{d}' "
+                    f"(CLI: --set data.time_format={d}) for day-first, or '{m}' for month-first")
+
+
+def _guess(first: str, dayfirst: bool) -> str | None:
+    from pandas.tseries.api import guess_datetime_format
+
+    return guess_datetime_format(first, dayfirst=dayfirst)
+
+
+def _regular(parsed: pd.Series) -> bool:
+    """Every row parsed and the distinct times (a long table repeats them) evenly spaced: by a fixed step,
+    or by whole months on one day of the month and time of day (monthly, quarterly, yearly)."""
+    import pandas as pd
+
+    if parsed.isna().any():
+        return False
+    t = pd.DatetimeIndex(parsed.drop_duplicates().sort_values())
+    if len(t) < 3:
+        return False
+    if len(np.unique(np.diff(t.asi8))) == 1:
+        return True
+    months = t.year.to_numpy() * 12 + t.month.to_numpy()
+    same_day = len(np.unique(t.day)) == 1 and len((t - t.normalize()).unique()) == 1
+    return same_day and len(np.unique(np.diff(months))) == 1
+
+
+def _to_datetime(df: pd.DataFrame, cfg: DataConfig, text: pd.Series, fmt_: str | None) -> pd.Series:
+    import pandas as pd
+
+    hint = "set data.time_format (e.g. '%Y-%m-%d %H:%M', '%d-%m-%Y') to the format of the column"
     try:
-        parsed = pd.to_datetime(text, format=cfg.time_format, utc=cfg.utc, errors="coerce")
+        parsed = pd.to_datetime(text, format=fmt_, utc=cfg.utc, errors="coerce")
     except (ValueError, TypeError) as exc:
-        raise DataError(f"time column {short(cfg.time_col)} cannot be parsed ({cut(str(exc), 200)}): {hint}") from None
+        zones = " or set data.utc: true to convert them to UTC" if "zone" in str(exc) else ""
+        raise DataError(f"time column {short(cfg.time_col)} cannot be parsed ({cut(str(exc), 200)}): {hint}{zones}") from None
     bad = parsed.isna().to_numpy()
     if bad.any():
         first = text[bad].iloc[0]
-        raise DataError(f"time column {short(cfg.time_col)}: {int(bad.sum())} unparseable timestamps, first "
+        using = f" with data.time_format {fmt_!r}" if fmt_ else ""
+        raise DataError(f"time column {short(cfg.time_col)}: {int(bad.sum())} unparseable timestamps{using}, first "
                         f"{short(first)} at {rows_at(df, bad)}: fix those rows or {hint}")
     return parsed

@@ -23,6 +23,7 @@ from .grid import fmt as _fmt
 from .grid import label as _label
 from .grid import regularise_zoned as _regularise
 from .grid import stamp
+from .hints import decimal_comma_hint, refuse_hidden_series
 from .io import missing_columns, Rows
 from .static import StaticValues, static_for
 from .windows import min_train_points, no_trainable_series
@@ -116,7 +117,7 @@ def _numeric(df: pd.DataFrame, col: str, precision: str, scaling: str = "none") 
     if bad.any():
         value = raw[bad].iloc[0]
         raise DataError(f"column {short(col)} must be numeric but holds text: {short(value)} at {rows_at(df, bad)} "
-                        f"({int(bad.sum())} cells): fix or blank those cells")
+                        f"({int(bad.sum())} cells): fix or blank those cells{decimal_comma_hint(value)}")
     # a float32 column stays float32 (a view, no copy: the series end up float32 anyway); the rest float64
     values = num.to_numpy(dtype=np.float32 if num.dtype == np.float32 else np.float64)
     inf = np.isinf(values)
@@ -217,6 +218,7 @@ def validate_frame(df: pd.DataFrame, cfg: DataConfig, precision: str = "fp32") -
     cols = targets + features + future
     if cfg.id_col:
         _refuse_untrainable(df[cfg.id_col], cfg)
+    refuse_hidden_series(df, cfg, times, cols + list(cfg.static_features))  # a forgotten --id-col (D3)
     numeric = {c: _numeric(df, c, precision, cfg.scaling) for c in cols}
     found = _validate_series(df, cfg, times, tz, numeric, targets, features + future)
     ids, layout = found[0], found[-1]

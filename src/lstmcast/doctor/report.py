@@ -20,6 +20,8 @@ import types
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from lstmcast.config import ForecastConfig
 from lstmcast.errors import ConfigError, DataError
 # re-exported: the doctor's public arithmetic (tests and callers import it from here)
@@ -57,7 +59,9 @@ class DoctorReport:
     val_windows: int | None = None
     val_sample: int | None = None  # train.val_windows when below val_windows: validation uses that many
     series_bytes: int | None = None
-    step_seconds: float | None = None
+    step_seconds: float | None = None  # the median of the timed steps
+    step_spread: tuple[float, float] | None = None  # their 10th and 90th percentiles
+    step_samples: int = 0  # timed steps, after the warm-up
     source: str = "config only (no data): F from the config's target and feature columns"
 
     @property
@@ -91,7 +95,9 @@ class DoctorReport:
             "train_windows": self.train_windows, "val_windows": self.val_windows, "val_sample": self.val_sample,
             "windows_per_parameter": self.windows_per_parameter, "memory_bytes": dict(self.memory_bytes),
             "series_bytes": self.series_bytes, "flops_per_step": self.flops_per_step,
-            "step_seconds": self.step_seconds, "device": self.device, "precision": self.precision,
+            "step_seconds": self.step_seconds,
+            "step_spread": list(self.step_spread) if self.step_spread else None, "step_samples": self.step_samples,
+            "device": self.device, "precision": self.precision,
             "findings": [f.as_dict() for f in self.findings], "ok": self.ok,
         }
 
@@ -124,7 +130,10 @@ def doctor(config: ForecastConfig | dict[str, Any] | None = None, data: Any = No
         findings += data_findings
     report = _examine(cfg, series, prep, accel, findings)
     if measure and accel is not None:
-        report.step_seconds = measure_step(report.dims, cfg, accel)
+        times = measure_step(report.dims, cfg, accel)
+        report.step_seconds = float(np.median(times))
+        report.step_spread = (float(np.percentile(times, 10)), float(np.percentile(times, 90)))
+        report.step_samples = len(times)
     return report
 
 
@@ -242,10 +251,13 @@ def _examine(cfg: ForecastConfig, series: SeriesSet | None, prep: Prepared | Non
     return report
 
 
-def measure_step(d: Dims, cfg: ForecastConfig, accel: Accel, steps: int = 10, warmup: int = 3,
-                 budget_s: float = 2.0) -> float:
-    """Median seconds of the real training step (gather, forward, backward, clip, AdamW) on random data:
-    ``warmup`` untimed steps, then up to ``steps`` timed ones (at least 3) within ``budget_s`` seconds."""
+def measure_step(d: Dims, cfg: ForecastConfig, accel: Accel, steps: int = 30, warmup: int = 3,
+                 budget_s: float = 3.0, warmup_s: float = 0.5) -> list[float]:
+    """Seconds of each timed real training step (gather, forward, backward, clip, AdamW) on random data.
+
+    Warm-up: at least ``warmup`` untimed steps and ``warmup_s`` seconds (the first steps pay one-off kernel
+    selection and allocation: one run reported 1612 ms a step, the next 21 ms); then up to ``steps`` timed ones
+    (at least 5) within ``budget_s`` seconds. The caller reports their median and spread."""
     import torch
 
     from lstmcast.data.windows import Roles, Statics
@@ -268,19 +280,22 @@ def measure_step(d: Dims, cfg: ForecastConfig, accel: Accel, steps: int = 10, wa
     threads = torch.get_num_threads()
     if dev.type == "cpu":
         torch.set_num_threads(accel.threads)
-    times = []
+    times: list[float] = []
     try:
-        for i in range(warmup + steps):
+        start, done = time.perf_counter(), 0
+        while done < warmup or time.perf_counter() - start < warmup_s:
+            float(trainer.train_step(batch)[0])
+            done += 1
+        while len(times) < steps:
             t0 = time.perf_counter()
             loss, _, _ = trainer.train_step(batch)
             float(loss)  # waits for the device, like the per-epoch sync of the real loop
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-                if len(times) >= 3 and sum(times) > budget_s:
-                    break
+            times.append(time.perf_counter() - t0)
+            if len(times) >= 5 and sum(times) > budget_s:
+                break
     finally:
         torch.set_num_threads(threads)
-    return sorted(times)[len(times) // 2]
+    return times
 
 
 def _size(n: int) -> str:
@@ -307,7 +322,12 @@ def render(report: DoctorReport) -> list[Any]:
     budget.add_column("quantity")
     budget.add_column("value", justify="right")
     wpp = report.windows_per_parameter
-    step = f"{report.step_seconds * 1e3:.2f} ms" if report.step_seconds is not None else "not measured (--measure)"
+    step = "not measured (--measure)"
+    if report.step_seconds is not None and report.step_spread is not None:
+        lo, hi = report.step_spread
+        busy = " (wide spread: the machine is busy, timings vary)" if hi > 2 * lo else ""
+        step = (f"{report.step_seconds * 1e3:.2f} ms median of {report.step_samples} steps after a warm-up "
+                f"(10-90%: {lo * 1e3:.2f}-{hi * 1e3:.2f} ms){busy}")
     for name, value in (
             ("training / validation windows", "no data" if report.train_windows is None
              else f"{report.train_windows:,} / {report.val_windows:,}" + (

@@ -1,11 +1,12 @@
 """Low-latency predict input: a single-series DataFrame checked with numpy instead of pandas.
 
 When the frame is already clean (unique column names, datetime64[ns] time column, numeric values,
-every step exactly the trained regular step on the training grid, every value finite and within
-float32 range) the general validation could only confirm it, which costs ~10x more than a few
-vectorised numpy checks. The checks cover the *whole* frame, not just the last ``window`` rows that
-``predict`` reads: the general path (inference.load_new_series) validates every row, and both paths
-must accept and refuse the same inputs (FAULTS H11). Anything else returns ``None`` and the caller
+every step exactly the trained regular step on the training grid (a fixed length for sub-daily, daily and
+weekly steps of naive times; whole months at midnight on the first or last day for months, quarters and
+years), every value finite and within float32 range) the general validation could only confirm it, which
+costs ~10x more than a few vectorised numpy checks. The checks cover the *whole* frame, not just the last
+``window`` rows that ``predict`` reads: the general path (inference.load_new_series) validates every row, and
+both paths must accept and refuse the same inputs (FAULTS H11). Anything else returns ``None`` and the caller
 takes the general path, which also produces the precise error messages.
 """
 
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lstmcast.data.calendar import tick_ns
+from lstmcast.data.calendar import fixed_step_ns, month_step, month_stamps
 
 if TYPE_CHECKING:
     from lstmcast.run.meta import RunMeta
@@ -35,11 +36,11 @@ def fast_series(df: pd.DataFrame, meta: RunMeta, fp16_unscaled: bool = False) ->
     """
     from lstmcast.data.validate import TIME_RANGE, SeriesSet
 
-    if meta.layout != "single" or meta.tz:
+    if meta.layout != "single" or meta.tz or meta.integer_time:
         return None
-    step = tick_ns(meta.freq)
-    if step is None:
-        return None
+    step, months = fixed_step_ns(meta.freq), month_step(meta.freq)
+    if step is None and months is None:
+        return None  # business days and other calendar steps: the general path
     cols = [meta.time_col, *meta.targets, *meta.features]
     L = meta.window
     if not df.columns.is_unique or not all(c in df.columns for c in cols) or len(df) < max(L, 3):
@@ -52,11 +53,9 @@ def fast_series(df: pd.DataFrame, meta: RunMeta, fp16_unscaled: bool = False) ->
     if len(raw) and not (raw.min() >= lo and raw.max() <= hi):
         return None  # outside the nanosecond range (D15; NaT compares False and is caught below)
     ints = raw.astype("datetime64[ns]").view(np.int64)
-    if np.any(np.diff(ints) != step):
+    if not (_on_fixed_grid(ints, step, meta.anchor) if step is not None else _on_month_grid(ints, *months,
+                                                                                             meta.anchor)):
         return None  # a gap, NaT, unsorted or duplicated row anywhere: the general path sorts or explains
-    anchor = np.datetime64(meta.anchor, "ns").view(np.int64)
-    if (ints[-1] - anchor) % step:
-        return None
     values = np.empty((L, len(cols) - 1), dtype=np.float32)
     for j, c in enumerate(cols[1:]):
         col = df[c]
@@ -70,6 +69,26 @@ def fast_series(df: pd.DataFrame, meta: RunMeta, fp16_unscaled: bool = False) ->
     return SeriesSet(ids=[""], times=[ints[-L:].view("datetime64[ns]")], values=[values],
                      targets=list(meta.targets), features=list(meta.features), freq=meta.freq,
                      time_col=meta.time_col, id_col=None, layout="single")
+
+
+def _on_fixed_grid(ints: np.ndarray, step: int, anchor: str) -> bool:
+    """Every stamp exactly ``step`` ns after the one before, in phase with the training grid."""
+    if np.any(np.diff(ints) != step):
+        return False
+    return not (ints[-1] - np.datetime64(anchor, "ns").view(np.int64)) % step
+
+
+def _on_month_grid(ints: np.ndarray, months: int, end: bool, anchor: str) -> bool:
+    """Every stamp at midnight on its month's first (last) day, ``months`` months after the one before, in
+    phase with the training grid (NaT, the smallest int64, is no month's first day)."""
+    stamps = ints.view("datetime64[ns]")
+    month = stamps.astype("datetime64[M]")
+    if not np.array_equal(month_stamps(month, end), stamps):
+        return False
+    steps = np.diff(month.astype(np.int64))
+    if np.any(steps != months):
+        return False
+    return not (month[-1] - np.datetime64(anchor, "ns").astype("datetime64[M]")).astype(np.int64) % months
 
 
 def future_times(last: np.datetime64, horizon: int, freq: str, tz: str | None = None) -> Any:

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ h1{margin-bottom:.1em}h2{border-bottom:1px solid #d8dde6;padding-bottom:.2em;mar
 nav a{margin-right:1em}table{border-collapse:collapse;margin:.6em 0}
 th,td{border:1px solid #d8dde6;padding:.3em .6em;text-align:left;vertical-align:top}
 td.num{text-align:right;font-variant-numeric:tabular-nums}th{background:#f2f4f8}
+#metrics-table{font-size:.9em}#metrics-table th{overflow-wrap:anywhere}
 tr.model td{font-weight:600}td.best{background:#e3f4e5}
 img{max-width:100%;height:auto;border:1px solid #eef0f4}
 pre{background:#f6f8fa;padding:.8em;overflow-x:auto;font-size:.85em}
@@ -73,12 +75,23 @@ def _img(path: Path, alt: str, writer: str) -> str:
     return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _table(head: list[str], rows: list[list[str]], table_id: str = "") -> str:
-    """``rows`` hold ready HTML cells (``<td>...</td>``); ``head`` plain text."""
+def _table(head: list[str] | None, rows: list[list[str]], table_id: str = "") -> str:
+    """``rows`` hold ready HTML cells (``<td>...</td>``); ``head`` plain text (None: no header row). Header names
+    may break after an underscore (interval_score_95), so a wide table fits the page."""
     ident = f' id="{table_id}"' if table_id else ""
-    ths = "".join(f"<th>{_esc(h)}</th>" for h in head)
+    ths = "".join(f"<th>{_esc(h).replace('_', '_<wbr>')}</th>" for h in head or [])
     body = "".join(f"<tr>{''.join(r)}</tr>" for r in rows)
-    return f"<table{ident}><thead><tr>{ths}</tr></thead><tbody>{body}</tbody></table>"
+    thead = f"<thead><tr>{ths}</tr></thead>" if head else ""
+    return f"<table{ident}>{thead}<tbody>{body}</tbody></table>"
+
+
+def _when(stamp: Any) -> str:
+    """A stored timestamp as people read it: 2024-01-09 23:00 (numpy's text carries nine zero decimals)."""
+    text = str(stamp)
+    if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?", text):
+        return text  # integer time, or already plain
+    text = re.sub(r"\.0+$", "", text).replace("T", " ")
+    return text[:-9] if text.endswith(" 00:00:00") else text[:-3] if text.endswith(":00") else text
 
 
 def _num(v: Any) -> str:
@@ -132,8 +145,8 @@ def metrics_section(metrics: dict[str, dict[str, float]] | None) -> str:
             value = "" if v is None else f' data-value="{_esc(repr(float(v)))}"'
             cells.append(f'<td class="num{mark}"{value}>{"" if v is None else _num(float(v))}</td>')
         rows.append(cells)
-    table = _table(["method", *cols], rows, "metrics-table").replace("<tr><td>model</td>",
-                                                                     '<tr class="model"><td>model</td>', 1)
+    head = ["method", *(f"{c} (%)" if c == "sMAPE" else c for c in cols)]
+    table = _table(head, rows, "metrics-table").replace("<tr><td>model</td>", '<tr class="model"><td>model</td>', 1)
     note = ""
     if any(c.startswith("coverage_") for c in cols):
         note = (" Intervals: coverage_L is the share of actuals inside the L% interval (best: nearest L%), width_L "
@@ -239,14 +252,14 @@ def data_section(meta: dict[str, Any] | None, history: list[dict[str, Any]] | No
              ("train / validation end (first series)",
               f"{(meta.get('train_end') or ['?'])[0]} / {(meta.get('val_end') or ['?'])[0]}"),
              ("window L / horizon H / season", f"{meta.get('window')} / {meta.get('horizon')} / {meta.get('season')}"),
-             ("last timestamp", (meta.get("last_time") or ["?"])[0]),
+             ("last timestamp", _when((meta.get("last_time") or ["?"])[0])),
              ("parameters", _num(meta.get("n_parameters"))), ("device / precision",
                                                             f"{meta.get('device')} / {meta.get('precision')}"),
              ("epochs trained", len(history or []))]
     iv = meta.get("intervals") if isinstance(meta.get("intervals"), dict) else None
     if iv and iv.get("levels"):
         items.append(("intervals", _interval_method(iv)))
-    return _table(["", ""], [[f"<th>{_esc(k)}</th>", f"<td>{_esc(v)}</td>"] for k, v in items], "data-table")
+    return _table(None, [[f"<th>{_esc(k)}</th>", f"<td>{_esc(v)}</td>"] for k, v in items], "data-table")
 
 
 def _interval_method(iv: dict[str, Any]) -> str:
@@ -281,7 +294,12 @@ def summary_section(meta: dict[str, Any] | None, metrics: dict[str, Any] | None,
         from lstmcast.data.coverage import summary_lines
 
         parts.append("<br>".join(_esc(line) for line in summary_lines(metrics["series"])) + "<br>")
-    if meta:
+    if meta and meta.get("future_features"):  # training made no forecast: the horizon's covariates are not known
+        parts.append(f"No forecast yet: the model forecasts {_esc(meta.get('horizon'))} steps of "
+                     f"{_esc(', '.join(meta.get('targets') or []))} once given the known-future covariates "
+                     f"{_esc(', '.join(meta['future_features']))} over them (<code>lstmcast predict RUN --future "
+                     "NEXT.csv</code>).")
+    elif meta:
         parts.append(f"Forecasts {_esc(meta.get('horizon'))} steps of {_esc(', '.join(meta.get('targets') or []))} "
                      f"from the last {_esc(meta.get('window'))}.")
         refit = meta.get("refit")
