@@ -118,9 +118,12 @@ def test_d15_future_timestamps_past_2262_refused_not_wrapped(freq):
 def test_d15_predict_past_2262_refused():
     end = pd.Timestamp("2262-04-08")
     df = seasonal_frame(300, period=7, freq="D", start=str((end - pd.Timedelta(days=299)).date()))
-    fc = Forecaster(small_config(data={"season": 7}, train={"max_epochs": 1})).fit(df)
-    with pytest.raises(DataError, match=r"run past 2262-04-11"):
-        fc.predict()
+    cfg = small_config(data={"season": 7}, train={"max_epochs": 1})
+    with pytest.raises(DataError, match=r"run past 2262-04-11"):  # R13: refused before training, not after
+        Forecaster(cfg).fit(df)
+    fc = Forecaster(cfg).fit(df.iloc[:-10])  # ends 2262-03-29: its forecast fits
+    with pytest.raises(DataError, match=r"run past 2262-04-11"):  # new data ending later: refused at predict
+        fc.predict(df)
 
 
 # -- D16 duplicated columns, ids as text ------------------------------------------------------------------

@@ -64,8 +64,17 @@ def test_r15_pandas_date_warnings_become_one_lstmcast_log_line(tmp_path, caplog)
         warnings.simplefilter("error")  # a warning escaping the reader fails the test
         with caplog.at_level(logging.WARNING, logger="lstmcast"):
             series = load_series(None, cfg)
-    assert len(series.values[0]) == 80
-    assert "the timestamps were read day first (%d/%m/%Y)" in caplog.text
+    assert len(series.values[0]) == 80  # read day first (issue 22: no pandas guess, no warning)
+    assert pd.Timestamp(series.times[0][0]) == pd.Timestamp("2024-01-13")
+    from lstmcast.data.io import warnings_as_log
+
+    with warnings.catch_warnings():  # what pandas still warns while reading becomes one lstmcast line
+        warnings.simplefilter("error")
+        with caplog.at_level(logging.WARNING, logger="lstmcast"), warnings_as_log("the data"):
+            for _ in range(2):
+                warnings.warn("Parsing dates in %d/%m/%Y format when dayfirst=False (the default) was specified. "
+                              "Pass `dayfirst=True` or specify a format to silence this warning.", UserWarning)
+    assert caplog.text.count("the timestamps were read day first (%d/%m/%Y)") == 1
     assert "data.time_format: '%d/%m/%Y'" in caplog.text and "dayfirst=False" not in caplog.text
 
 
@@ -243,7 +252,7 @@ def test_r18_the_backtest_frame_comes_in_parts_that_make_up_the_whole():
     rng = np.random.default_rng(0)
     times = [pd.date_range("2024-01-01", periods=20, freq="D").to_numpy()] * 2
     series = SimpleNamespace(ids=["a", "b"], times=times)
-    meta = SimpleNamespace(layout="long", targets=["y"], tz="Europe/Paris")
+    meta = SimpleNamespace(layout="long", targets=["y"], tz="Europe/Paris", intervals=None)
     bt = Backtest(series_idx=np.array([0, 0, 0, 1, 1, 1, 1]), origins=np.array([10, 12, 14, 9, 11, 13, 15]),
                   actual=rng.normal(size=(n, H, 1)), forecasts={"model": rng.normal(size=(n, H, 1))},
                   scale=np.ones((n, 1, 1)), metrics={})

@@ -304,8 +304,8 @@ def test_r13_sigterm_between_saving_the_model_and_writing_the_outputs_exits_130_
 
     original = Forecaster.save
 
-    def save_then_sigterm(self, path):
-        out = original(self, path)
+    def save_then_sigterm(self, path, outputs=True):
+        out = original(self, path, outputs)
         os.kill(os.getpid(), signal.SIGTERM)
         return out
 
