@@ -183,7 +183,7 @@ def input_roles(cfg: ForecastConfig, series: SeriesSet | None, prep: Prepared | 
 
         d = cfg.data
         calendar = list(d.calendar) if isinstance(d.calendar, list) else \
-            calendar_for(d.freq, d.calendar, d.freq.strip().isdigit()) if d.freq else []
+            calendar_for(str(d.freq), d.calendar, isinstance(d.freq, int)) if d.freq else []
         spec = InputSpec(future_features=list(d.future_features), calendar=calendar,
                          static_numeric=list(d.static_features), static_mean=[0.0] * len(d.static_features),
                          static_std=[1.0] * len(d.static_features))
