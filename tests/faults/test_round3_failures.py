@@ -7,17 +7,53 @@ storage, R6 two exports into one folder, R7 the monitor history across --resume,
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from lstmcast import Forecaster
+from lstmcast.config import validate_config
+from lstmcast.data.future import read_future
+from lstmcast.data.io import read_table
+from lstmcast.data.prepare import prepare
+from lstmcast.data.validate import validate_frame
 from lstmcast.doctor import doctor
 from lstmcast.doctor.headline import baseline_finding
+from lstmcast.errors import DataError
+from lstmcast.training.fit import resolve_config
+from tests.conftest import seasonal_frame, small_config
 
 
 def integer_frame(n: int = 120) -> pd.DataFrame:
     t = np.arange(n)
     return pd.DataFrame({"step": t, "y": 5 + np.sin(2 * np.pi * t / 12)})
+
+
+# -- R1 zoned future times for a naive model ---------------------------------------------------------------
+def future_frame(rows: int, tz: str | None) -> pd.DataFrame:
+    """Hourly rows of a known-future 'price' after a naive history ending 2024-01-01 23:00."""
+    times = pd.date_range("2024-01-02", periods=rows, freq="h", tz=tz)
+    return pd.DataFrame({"time": times.astype(str) if tz else times, "price": np.arange(rows, dtype=float)})
+
+
+@pytest.mark.parametrize("rows", [6, 12])
+def test_r1_zoned_future_times_for_a_naive_model_are_refused_not_shifted(rows):
+    cfg = validate_config({"data": {"time_col": "time", "target": "y", "future_features": "price", "horizon": 6}}).data
+    last = [np.datetime64("2024-01-01T23:00", "ns")]
+    naive = read_future(future_frame(rows, None), cfg, [""], last, 6, "h", False, None)
+    assert naive[0, :, 0].tolist() == [0, 1, 2, 3, 4, 5]
+    # the same wall-clock times at +05:00 are 5 hours earlier in UTC: they used to land on other steps (6 rows:
+    # a shifted forecast, exit 0) or, with 12 rows, be reported as missing steps
+    with pytest.raises(DataError, match=r"the future DataFrame: time column 'time' is in time zone 'UTC\+05:00' but "
+                                        r"the training timestamps were naive \(no zone\) .*give the future "
+                                        r"times without an offset"):
+        read_future(future_frame(rows, "Etc/GMT-5"), cfg, [""], last, 6, "h", False, None)
+    # and naive times for a zoned model: which clock they are on is not known
+    with pytest.raises(DataError, match=r"is naive \(no zone\) but the training timestamps were in time "
+                                        r"zone 'Europe/Berlin' .*give the future times with an offset"):
+        read_future(future_frame(rows, None), cfg, [""], last, 6, "h", False, "Europe/Berlin")
 
 
 # -- R2 integer data.freq ------------------------------------------------------------------------------
@@ -36,3 +72,28 @@ def test_r3_a_best_baseline_with_mase_zero_is_named_not_divided_by():
     assert "MASE 0.02 against 0 (seasonal naive is exact on this series)" in found.message
     # float32 rounding of an exact model is a tie, not a loss
     assert baseline_finding({"model": {"MASE": 9.8e-8}, "seasonal_naive": {"MASE": 0.0}}) is None
+
+
+# -- R4 a batch far above the training windows -------------------------------------------------------------
+def test_r4_a_batch_above_the_training_windows_is_clamped_with_the_numbers(caplog):
+    df = seasonal_frame(300)
+    cfg = validate_config(small_config(train={"batch_size": 10**8}))
+    prep = prepare(validate_frame(read_table(df, None, None), cfg.data), cfg.data)
+    n = len(prep.index.train)
+    with caplog.at_level(logging.WARNING, logger="lstmcast.forecaster"):
+        resolved = resolve_config(cfg, prep, df)
+    # the batch order was n_steps * B / n permutations (1.5M of them for 1e8 on 1,300 windows: OOM-killed)
+    assert resolved.train.batch_size == n
+    assert f"train.batch_size=100000000 is above the {n} training windows an epoch draws: using batches of {n}" \
+        in caplog.text
+    report = doctor(small_config(train={"batch_size": 10**8}), df)
+    assert report.dims.B == n and report.memory_bytes["fp32"] < 2**30  # the budget of the batch fit trains with
+    assert [f.code for f in report.findings if f.severity == "warning"] == ["batch-above-windows"]
+    # windows_per_epoch: an epoch draws fewer windows, so the batch is at most those
+    few = validate_config(small_config(train={"batch_size": 500, "windows_per_epoch": 40}))
+    assert resolve_config(few, prep, df).train.batch_size == 40
+
+
+def test_r4_fit_trains_with_the_clamped_batch():
+    fc = Forecaster(small_config(train={"batch_size": 5000, "max_epochs": 1})).fit(seasonal_frame(300))
+    assert fc.config_.train.batch_size == len(fc.prepared_.index.train) < 5000
