@@ -7,7 +7,11 @@ storage, R6 two exports into one folder, R7 the monitor history across --resume,
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,8 +25,10 @@ from lstmcast.data.prepare import prepare
 from lstmcast.data.validate import validate_frame
 from lstmcast.doctor import doctor
 from lstmcast.doctor.headline import baseline_finding
-from lstmcast.errors import DataError
+from lstmcast.errors import CheckpointError, ConfigError, DataError
 from lstmcast.training.fit import resolve_config
+from lstmcast.tuning.storage import default_storage, open_storage
+from lstmcast.tuning.study import Tuner, TuneOptions
 from tests.conftest import seasonal_frame, small_config
 
 
@@ -97,3 +103,44 @@ def test_r4_a_batch_above_the_training_windows_is_clamped_with_the_numbers(caplo
 def test_r4_fit_trains_with_the_clamped_batch():
     fc = Forecaster(small_config(train={"batch_size": 5000, "max_epochs": 1})).fit(seasonal_frame(300))
     assert fc.config_.train.batch_size == len(fc.prepared_.index.train) < 5000
+
+
+# -- R5 damaged study storage -------------------------------------------------------------------------------
+def _sound_sqlite_file(path: Path) -> bytes:
+    """The bytes of a sound SQLite file of several pages (optuna's schema takes seconds to create here; the
+    damage is SQLite's to find either way)."""
+    with contextlib.closing(sqlite3.connect(path)) as con:
+        con.execute("CREATE TABLE trials (number INTEGER PRIMARY KEY, value REAL, note TEXT)")
+        con.executemany("INSERT INTO trials VALUES (?, ?, ?)", [(i, i / 7, "x" * 50) for i in range(2000)])
+        con.commit()
+    return path.read_bytes()
+
+
+def test_r5_a_damaged_or_misplaced_study_db_is_named_with_the_fix(tmp_path):
+    good = _sound_sqlite_file(tmp_path / "good.db")
+    for name, content in [("truncated", good[: len(good) // 2 + 77]), ("random", os.urandom(len(good)))]:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "study.db").write_bytes(content)
+        with pytest.raises(CheckpointError, match=rf"study storage {folder / 'study.db'} is damaged \(SQLite: "
+                                                  r".*\): its trials cannot be read\. Restore it from a backup"):
+            open_storage(default_storage(folder), 60)
+        assert (folder / "study.db").read_bytes() == content  # left as it was
+    (tmp_path / "dir" / "study.db").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"study.db is a directory, not a SQLite file: move it away"):
+        open_storage(default_storage(tmp_path / "dir"), 60)
+
+
+def test_r5_an_empty_study_db_next_to_a_studys_results_is_refused_not_restarted(tmp_path):
+    csv = tmp_path / "s.csv"
+    seasonal_frame(300).to_csv(csv, index=False)
+    cfg = validate_config(small_config(data={"path": str(csv)}, tune={"trials": 1}))
+    run = tmp_path / "study"
+    run.mkdir()
+    (run / "study.db").touch()
+    (run / "best.yaml").write_text("data: {}\n")
+    with pytest.raises(CheckpointError, match=r"study.db is empty \(0 bytes\) but .* holds the results of a study "
+                                              r"\(best.yaml\): its trials are lost"):
+        with Tuner(cfg, TuneOptions(run_dir=run)):
+            pass
+    assert (run / "best.yaml").read_text() == "data: {}\n" and (run / "study.db").stat().st_size == 0
