@@ -8,6 +8,7 @@ storage, R6 two exports into one folder, R7 the monitor history across --resume,
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sqlite3
@@ -144,3 +145,39 @@ def test_r5_an_empty_study_db_next_to_a_studys_results_is_refused_not_restarted(
         with Tuner(cfg, TuneOptions(run_dir=run)):
             pass
     assert (run / "best.yaml").read_text() == "data: {}\n" and (run / "study.db").stat().st_size == 0
+
+
+# -- R6 two exports into one folder ---------------------------------------------------------------------------
+def test_r6_an_export_under_another_name_into_a_folder_with_a_spec_is_refused_before_anything_is_read(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from lstmcast.export import export_run
+
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    (deploy / "a.onnx").write_bytes(b"first model")
+    (deploy / "export.json").write_text(json.dumps({"format_version": 1, "model": "a.onnx", "sha256": "0" * 64}))
+    before = {p.name: p.read_bytes() for p in deploy.iterdir()}
+    with pytest.raises(ConfigError, match=r"export.json is the export of 'a.onnx': exporting b.onnx into .*deploy "
+                                          r"would replace it\. Export into a folder of its own"):
+        export_run(tmp_path / "no-such-run", deploy / "b.onnx")  # refused before the run is even read
+    assert {p.name: p.read_bytes() for p in deploy.iterdir()} == before
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "export.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match=r"export.json is not an export spec lstmcast can read"):
+        export_run(tmp_path / "no-such-run", tmp_path / "other" / "model.onnx")
+
+
+@pytest.mark.slow
+def test_r6_two_real_exports_into_one_folder_keep_the_first_spec_and_a_reexport_replaces_it(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from lstmcast.export import export_run
+
+    run = tmp_path / "run"
+    Forecaster(small_config(train={"max_epochs": 1})).fit(seasonal_frame(300)).save(run)
+    first = export_run(run, tmp_path / "deploy" / "a.onnx")
+    spec = first.spec_path.read_bytes()
+    with pytest.raises(ConfigError, match=r"export.json is the export of 'a.onnx'"):
+        export_run(run, tmp_path / "deploy" / "b.onnx")
+    assert first.spec_path.read_bytes() == spec
+    assert sorted(p.name for p in first.spec_path.parent.iterdir()) == ["a.onnx", "export.json"]
+    assert export_run(run, tmp_path / "deploy" / "a.onnx").spec_path == first.spec_path  # the same file: replaced
