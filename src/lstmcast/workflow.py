@@ -113,6 +113,8 @@ def train_run(cfg: ForecastConfig, run: Path, callbacks: list[Callable[..., None
     with RunLock(run):
         check_run_dir(run, resuming=resume_from is not None)
         monitor = Monitor(run, cfg)  # TensorBoard in RUN/tb + the hidden-state probe; failures only warn (FAULTS U4)
+        if resume_from is not None:  # the history up to the checkpoint: monitor.json is continued, never lost
+            monitor.resume(resume_from.meta, _saved_monitor(run))
         try:
             fc = Forecaster(cfg).fit(cfg.data.path, callbacks=[*(callbacks or []), monitor], run_dir=run,
                                      resume_from=resume_from)
@@ -127,6 +129,15 @@ def train_run(cfg: ForecastConfig, run: Path, callbacks: list[Callable[..., None
         fc.save(run)
         metrics = finish_outputs(fc, run, monitor.findings())
     return fc, metrics
+
+
+def _saved_monitor(run: Path) -> dict[str, Any] | None:
+    """RUN/monitor.json as saved, or None (absent or unreadable: a resume then starts a new history)."""
+    try:
+        saved = atomic.parse_json((run / "monitor.json").read_bytes(), "monitor.json")
+    except (OSError, LstmcastError):
+        return None
+    return saved if isinstance(saved, dict) else None
 
 
 def train_rank(cfg: ForecastConfig, resume_from: Checkpoint | None = None) -> None:

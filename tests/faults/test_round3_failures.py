@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -26,10 +27,13 @@ from lstmcast.data.prepare import prepare
 from lstmcast.data.validate import validate_frame
 from lstmcast.doctor import doctor
 from lstmcast.doctor.headline import baseline_finding
-from lstmcast.errors import CheckpointError, ConfigError, DataError
+from lstmcast.errors import CheckpointError, ConfigError, DataError, InterruptedRun
+from lstmcast.training.checkpoint import CheckpointStore
 from lstmcast.training.fit import resolve_config
+from lstmcast.training.monitor import Monitor
 from lstmcast.tuning.storage import default_storage, open_storage
 from lstmcast.tuning.study import Tuner, TuneOptions
+from lstmcast.workflow import train_run
 from tests.conftest import seasonal_frame, small_config
 
 
@@ -181,3 +185,57 @@ def test_r6_two_real_exports_into_one_folder_keep_the_first_spec_and_a_reexport_
     assert first.spec_path.read_bytes() == spec
     assert sorted(p.name for p in first.spec_path.parent.iterdir()) == ["a.onnx", "export.json"]
     assert export_run(run, tmp_path / "deploy" / "a.onnx").spec_path == first.spec_path  # the same file: replaced
+
+
+# -- R7 the monitor history across --resume -------------------------------------------------------------------
+class KilledHere(Exception):
+    """Stands for a kill -9 at this point of the run (nothing after it runs)."""
+
+
+def _monitor_cfg(tmp_path: Path):
+    csv = tmp_path / "s.csv"
+    seasonal_frame(300).to_csv(csv, index=False)
+    return validate_config(small_config(data={"path": str(csv)}, monitor={"tensorboard": False},
+                                        train={"max_epochs": 4, "patience": 100, "checkpoint_seconds": 0}))
+
+
+def test_r7_resume_after_a_kill_before_the_model_save_keeps_the_complete_monitor_json(tmp_path, monkeypatch):
+    cfg, run = _monitor_cfg(tmp_path), tmp_path / "run"
+
+    def killed(self, path):
+        raise KilledHere
+
+    monkeypatch.setattr(Forecaster, "save", killed)  # monitor.json is written, the model is not
+    with pytest.raises(KilledHere):
+        train_run(cfg, run)
+    monkeypatch.undo()
+    before = json.loads((run / "monitor.json").read_text())["probes"]
+    assert before and before[0]["epoch"] == 1 and before[-1]["epoch"] == 4
+    train_run(cfg, run, resume_from=CheckpointStore(run).load_latest())  # training is over: outputs only
+    after = json.loads((run / "monitor.json").read_text())
+    assert after["probes"] == before  # was an empty history, and monitor.png was not drawn
+    assert (run / "monitor.png").is_file()
+
+
+def test_r7_a_resumed_run_keeps_the_probes_before_the_resume_point(tmp_path):
+    cfg, run = _monitor_cfg(tmp_path), tmp_path / "run"
+
+    def stop_after_epoch_2(trainer, record):
+        if record.epoch == 2:
+            trainer.stop_signal, trainer.stop_requested = signal.SIGINT, True  # what the signal handler does
+
+    first = Monitor(None, cfg, tensorboard=False, max_overhead=None)
+    with pytest.raises(InterruptedRun):
+        Forecaster(cfg).fit(cfg.data.path, callbacks=[stop_after_epoch_2, first], run_dir=run)
+    ckpt = CheckpointStore(run).load_latest()
+    assert ckpt.epoch == 2 and [p["epoch"] for p in ckpt.meta["monitor"]["probes"]] == [1, 2]
+    resumed = Monitor(None, cfg, tensorboard=False, max_overhead=None)
+    resumed.resume(ckpt.meta)
+    fc = Forecaster(cfg).fit(cfg.data.path, callbacks=[resumed], run_dir=run, resume_from=ckpt)
+    assert [p["epoch"] for p in resumed.probes] == [1, 2, 3, 4]
+    assert resumed.probes[:2] == first.probes
+    assert [h["epoch"] for h in resumed.history] == [r["epoch"] for r in fc.history_] == [1, 2, 3, 4]
+    # a tampered history is dropped with a warning, never a crash of the findings
+    broken = Monitor(None, cfg, tensorboard=False)
+    broken.resume({**ckpt.meta, "monitor": {"probes": [{"epoch": "x"}]}})
+    assert broken.probes == [] and broken.findings() == []
