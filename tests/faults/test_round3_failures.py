@@ -8,6 +8,7 @@ storage, R6 two exports into one folder, R7 the monitor history across --resume,
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -239,3 +240,37 @@ def test_r7_a_resumed_run_keeps_the_probes_before_the_resume_point(tmp_path):
     broken = Monitor(None, cfg, tensorboard=False)
     broken.resume({**ckpt.meta, "monitor": {"probes": [{"epoch": "x"}]}})
     assert broken.probes == [] and broken.findings() == []
+
+
+# -- R8 interval widths: the calibration windows' out-of-sample shift -----------------------------------------
+def test_r8_the_calibration_shift_is_taken_against_the_fitted_ridge_not_the_trained_skip():
+    import torch
+
+    from lstmcast.inference import intervals
+    from lstmcast.training.skip_init import SkipFit, fit_skip
+
+    fc = Forecaster(small_config(model={"levels": [80], "hidden_size": 8}, train={"max_epochs": 1}))
+    fc.fit(seasonal_frame(300, noise=0.5))
+    cfg, model, prep = fc.config_, fc.backtest_model_, fc.prepared_
+    tensor, train_idx = torch.from_numpy(prep.scaled), torch.from_numpy(prep.index.train)
+    # a ridge map (the noisy 4,000-point sine chose one; this short series keeps its prior, which has no shift)
+    choice = SkipFit.from_dict({"prior": "naive", "lam": 0.01})
+    windows = tensor.unfold(0, prep.window + prep.horizon, 1)
+    ridge = fit_skip(windows, train_idx, train_idx[:0], prep.window, prep.horizon, 1, prep.season, choice=choice)
+    base, y = intervals.training_forecasts(cfg, model, tensor, train_idx, prep, ridge)
+    # training moves the skip weight away from the ridge (the LSTM head makes up for it); move it further by hand:
+    # the calibration forecasts must move exactly as the model's own forecasts do. Taken against the trained
+    # weight, the shift cancelled every such move and added it, uncompensated, to the calibration errors (80%
+    # intervals of a noisy hourly sine covered 99.9%)
+    moved = copy.deepcopy(model)
+    with torch.no_grad():
+        moved.skip.weight.add_(0.05 * torch.randn(moved.skip.weight.shape, generator=torch.Generator().manual_seed(0)))
+    got, y2 = intervals.training_forecasts(cfg, moved, tensor, train_idx, prep, ridge)
+    pick = np.linspace(0, len(train_idx) - 1, min(len(train_idx), intervals.MAX_SCALE_WINDOWS)).astype(np.int64)
+    own = (intervals.window_forecasts(moved, tensor, train_idx[pick], prep)[0]
+           - intervals.window_forecasts(model, tensor, train_idx[pick], prep)[0])[-len(got):]
+    assert np.abs(own).max() > 1e-2 and np.array_equal(y, y2)
+    np.testing.assert_allclose(got - base, own, atol=1e-5)
+    # a resumed run's SkipFit holds only the choice: the ridge is refitted to the same map
+    np.testing.assert_allclose(intervals.training_forecasts(cfg, model, tensor, train_idx, prep, choice)[0], base,
+                               atol=1e-6)
