@@ -97,6 +97,7 @@ def open_storage(url: str, heartbeat_s: int) -> RDBStorage:
 
 
 _DAMAGED = ("file is not a database", "malformed", "disk image")  # what SQLite says of a file it cannot read
+RESULTS = ("best.yaml", "trials.csv", "summary.json")  # what results.py writes into the tuning folder
 
 
 def _open_sqlite_file(path: Path) -> None:
@@ -133,8 +134,6 @@ def refuse_lost_study(path: Path | None, run_dir: Path) -> None:
                               f"({', '.join(results)}): its trials are lost. Restore study.db from a backup, or "
                               "tune into another --run (a new study here would replace those results)")
 
-
-RESULTS = ("best.yaml", "trials.csv", "summary.json")  # what results.py writes into the tuning folder
 
 
 def _storage_error(url: str, exc: Exception) -> ConfigError:
