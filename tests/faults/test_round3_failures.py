@@ -260,8 +260,7 @@ def test_r8_the_calibration_shift_is_taken_against_the_fitted_ridge_not_the_trai
     base, y = intervals.training_forecasts(cfg, model, tensor, train_idx, prep, ridge)
     # training moves the skip weight away from the ridge (the LSTM head makes up for it); move it further by hand:
     # the calibration forecasts must move exactly as the model's own forecasts do. Taken against the trained
-    # weight, the shift cancelled every such move and added it, uncompensated, to the calibration errors (80%
-    # intervals of a noisy hourly sine covered 99.9%)
+    # weight, the shift cancelled every such move (while the head's answer to it stayed in)
     moved = copy.deepcopy(model)
     with torch.no_grad():
         moved.skip.weight.add_(0.05 * torch.randn(moved.skip.weight.shape, generator=torch.Generator().manual_seed(0)))

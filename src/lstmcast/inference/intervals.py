@@ -76,8 +76,8 @@ def training_forecasts(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, 
 def ridge_weight(cfg: ForecastConfig, windows: Any, train_idx: Any, prep: Prepared, skip: SkipFit) -> Any:
     """The linear skip as fitted on the training windows, before training: the reference of the out-of-sample
     shift. Not the trained model's skip weight: training moves it and the LSTM head makes up for the move, so
-    a shift taken against it adds that move, uncompensated, to every calibration window's error (80% intervals
-    of a noisy hourly sine covered 99.9%). A resumed run's SkipFit holds only the choice: refitted with it."""
+    a shift taken against it takes the move out of the calibration forecasts while the head's answer to it
+    stays in. A resumed run's SkipFit holds only the choice: refitted with it."""
     if skip.weight.numel():
         return skip.weight.detach().cpu()
     from lstmcast.training.skip_init import fit_skip
