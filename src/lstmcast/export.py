@@ -335,17 +335,38 @@ def export_run(run: str | os.PathLike[str], out: str | os.PathLike[str] | None =
         raise ConfigError(f"--out {target} is a folder: name the file, e.g. {target / 'model.onnx'}")
     if target.suffix.lower() != ".onnx":
         raise ConfigError(f"--out {target} must end in .onnx")
-    for path in (out if out is not None else target, target.with_name("export.json")):  # R13: both checked first
+    spec_path = target.with_name("export.json")
+    for path in (out if out is not None else target, spec_path):  # R13: both targets checked before any work
         atomic.check_target(path)
+    _refuse_other_models_spec(spec_path, target)  # R6: never replace another model's export.json
     fc = load_run(run)
     window = fc.meta_.window
     data = to_onnx_bytes(fc.model_, window, opset)
     diffs = check_parity(fc.model_, data, window, tol)
     digest = sha256_bytes(data)
-    spec_path = target.with_name("export.json")
     atomic.write_bytes(target, data)
     atomic.write_json(spec_path, build_spec(fc, target.name, digest, opset))
     worst = max(diffs.values())
     log.info("exported %s (opset %d, sha256 %s); parity max |diff| %.3g", target, opset, digest[:12], worst)
     return ExportResult(onnx_path=target, spec_path=spec_path, sha256=digest, max_abs_diff=worst, diffs=diffs,
                         opset=opset)
+
+
+def _refuse_other_models_spec(spec_path: Path, target: Path) -> None:
+    """One export.json per folder, for the .onnx file it names: a second export under another file name into
+    the same folder would replace the first model's spec (scaler, interval offsets, hash) and leave its .onnx
+    without one. Re-exporting the same file name replaces both, as intended."""
+    import json
+
+    if not spec_path.is_file():
+        return
+    try:
+        named = json.loads(spec_path.read_text()).get("model")
+    except (OSError, ValueError, AttributeError):
+        named = None
+    if named == target.name:
+        return
+    what = f"the export of {str(named)[:80]!r}" if isinstance(named, str) else "not an export spec lstmcast can read"
+    raise ConfigError(f"{spec_path} is {what}: exporting {target.name} into {target.parent} would replace it. "
+                      f"Export into a folder of its own (--out OTHER_DIR/{target.name[:80]}), or move {spec_path} "
+                      "away")

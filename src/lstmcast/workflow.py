@@ -74,6 +74,8 @@ def train_run(cfg: ForecastConfig, run: Path, callbacks: list[Callable[..., None
     with RunLock(run), ExitStack() as after_training:
         check_run_dir(run, resuming=resume_from is not None)
         monitor = Monitor(run, cfg)  # TensorBoard in RUN/tb + the hidden-state probe; failures only warn (FAULTS U4)
+        if resume_from is not None:  # the history up to the checkpoint: monitor.json is continued, never lost
+            monitor.resume(resume_from.meta, _saved_monitor(run))
         try:
             fc = Forecaster(cfg).fit(cfg.data.path, callbacks=[*(callbacks or []), monitor], run_dir=run,
                                      resume_from=resume_from)
@@ -93,6 +95,15 @@ def train_run(cfg: ForecastConfig, run: Path, callbacks: list[Callable[..., None
         fc.save(run, outputs=False)  # the outputs below: with the monitor's findings, under the signal handler
         metrics = finish_outputs(fc, run, monitor.findings(), stage=lambda text: announce(callbacks, text))
     return fc, metrics
+
+
+def _saved_monitor(run: Path) -> dict[str, Any] | None:
+    """RUN/monitor.json as saved, or None (absent or unreadable: a resume then starts a new history)."""
+    try:
+        saved = atomic.parse_json((run / "monitor.json").read_bytes(), "monitor.json")
+    except (OSError, LstmcastError):
+        return None
+    return saved if isinstance(saved, dict) else None
 
 
 def train_rank(cfg: ForecastConfig, resume_from: Checkpoint | None = None) -> None:

@@ -63,7 +63,7 @@ def read_future(future: str | os.PathLike[str] | pd.DataFrame | None, cfg: DataC
     origin = df.attrs["origin"] = str(df.attrs.get("origin", "")).replace("the DataFrame", "the future DataFrame")
     roles = [("data.time_col", cfg.time_col)] + ([("data.id_col", cfg.id_col)] if cfg.id_col else [])
     missing_columns(df, roles + [("data.future_features", n) for n in names])
-    times = _times(df, cfg, freq, integer_time, origin)
+    times = _times(df, cfg, freq, integer_time, origin, tz)
     last = np.asarray(last_times, dtype=np.int64 if integer_time else "datetime64[ns]").view(np.int64)
     expected = _expected(last, freq, H, integer_time, tz)  # (S, H) int64
     series = _series_of_rows(df, cfg, series_ids, origin)  # (N,) position in series_ids, -1: not asked for
@@ -86,8 +86,11 @@ def _read(future: str | os.PathLike[str] | pd.DataFrame, cfg: DataConfig) -> pd.
         raise DataError("future covariates: " + str(exc).replace("--data / data.path", "--future")) from None
 
 
-def _times(df: pd.DataFrame, cfg: DataConfig, freq: str, integer_time: bool, origin: str) -> np.ndarray:
-    """(N,) int64: ns of UTC-naive timestamps, or integer steps; the kind must be the training data's."""
+def _times(df: pd.DataFrame, cfg: DataConfig, freq: str, integer_time: bool, origin: str,
+           tz: str | None) -> np.ndarray:
+    """(N,) int64: ns of UTC-naive timestamps, or integer steps; the kind must be the training data's, and
+    zoned times only for a model trained on zoned times (``tz``), naive only for a naive one: zoned times
+    converted to UTC and matched to a naive history land hours off (as a zoned --data is refused)."""
     import pandas as pd
 
     raw = df[cfg.time_col]
@@ -98,10 +101,19 @@ def _times(df: pd.DataFrame, cfg: DataConfig, freq: str, integer_time: bool, ori
                         f"(first value {plain(raw.iloc[0])})")
     use = cfg.model_copy(update={"freq": int(freq) if integer_time else freq})
     try:
-        times, _, _ = parse_times(df, use)
+        times, zone, _ = parse_times(df, use)
     except DataError as exc:
         raise DataError(f"{origin}: {exc}") from None
+    if not integer_time and bool(zone) != bool(tz):
+        raise DataError(f"{origin}: time column {cfg.time_col!r} is {_zone_kind(zone)} but the training timestamps "
+                        f"were {_zone_kind(tz)} (first value {plain(df[cfg.time_col].iloc[0])[:40]}): give the "
+                        f"future times {'without' if tz is None else 'with'} an offset, on the clock of the data "
+                        "the model was trained on")
     return times.view(np.int64)
+
+
+def _zone_kind(zone: str | None) -> str:
+    return f"in time zone {zone!r}" if zone else "naive (no zone)"
 
 
 def _expected(last: np.ndarray, freq: str, H: int, integer_time: bool, tz: str | None) -> np.ndarray:

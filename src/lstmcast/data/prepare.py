@@ -25,9 +25,11 @@ _SEASONS = {"min": 1440, "t": 1440, "h": 24, "d": 7, "b": 5, "w": 52, "m": 12, "
             "sm": 24, "sms": 24, "q": 4, "qs": 4, "qe": 4, "bm": 12, "bms": 12, "bme": 12}
 
 
-def season_from_freq(freq: str) -> int | None:
+def season_from_freq(freq: int | str) -> int | None:
     """Steps per natural cycle: hourly -> 24 (a day), daily -> 7, weekly -> 52, monthly -> 12, ...;
-    None for integer time (freq "1": no natural cycle; set data.season)."""
+    None for integer time (freq 1 or "1", as data.freq may hold it: no natural cycle; set data.season)."""
+    if not isinstance(freq, str):
+        return None
     m = re.fullmatch(r"(\d*)([A-Za-z]+)(-\w+)?", freq.strip())
     if not m:
         return None

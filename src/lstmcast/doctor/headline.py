@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from lstmcast.doctor.diagnosis import Diagnosis
 
 BASELINES = ("naive", "seasonal_naive")
+# MASE differences below this are float32 rounding of forecasts, not a loss (both exact on a noiseless series)
+FLOAT32_TIE = 1e-6
 CURES = ("give more history (a longer series, or several series in a long table)",
          "a smaller model (model.hidden_size=8) or more dropout with model.num_layers>=2",
          "a longer budget (train.min_steps, train.patience)",
@@ -38,11 +40,12 @@ def baseline_finding(metrics: dict[str, Any]) -> Finding | None:
     if not isinstance(model, (int, float)) or not math.isfinite(model) or not rows:
         return None
     name, best = min(rows.items(), key=lambda kv: kv[1])
-    if model <= best:
+    if model <= best + FLOAT32_TIE:
         return None
     label = name.replace("_", " ")
-    what = (f"the model loses to {label} on the backtest: MASE {model:.3g} against {best:.3g} "
-            f"({100 * (model / best - 1):.0f}% worse)")
+    # a baseline that is exact on the backtest (MASE 0: a noiseless seasonal series) has no relative gap
+    worse = f"{100 * (model / best - 1):.0f}% worse" if best > 0 else f"{label} is exact on this series"
+    what = f"the model loses to {label} on the backtest: MASE {model:.3g} against {best:.3g} ({worse})"
     return Finding("warning", "loses-to-baseline", what, "; ".join(CURES))
 
 

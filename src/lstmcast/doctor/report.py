@@ -192,7 +192,7 @@ def input_roles(cfg: ForecastConfig, series: SeriesSet | None, prep: Prepared | 
 
         d = cfg.data
         calendar = list(d.calendar) if isinstance(d.calendar, list) else \
-            calendar_for(d.freq, d.calendar, d.freq.strip().isdigit()) if d.freq else []
+            calendar_for(str(d.freq), d.calendar, isinstance(d.freq, int)) if d.freq else []
         spec = InputSpec(future_features=list(d.future_features), calendar=calendar,
                          static_numeric=list(d.static_features), static_mean=[0.0] * len(d.static_features),
                          static_std=[1.0] * len(d.static_features))
@@ -231,7 +231,17 @@ def _examine(cfg: ForecastConfig, series: SeriesSet | None, prep: Prepared | Non
     cfg = cfg.model_copy(update={"model": resolve_model(cfg.model, windows, F, T, cfg.data.horizon, L,
                                                         **spec.model_sizes())})
     m = cfg.model
-    d = Dims(B=cfg.train.batch_size, L=L, H=cfg.data.horizon, F=F, T=T, D=2 if m.bidirectional else 1,
+    B = cfg.train.batch_size
+    if windows:  # fit clamps the batch to the windows an epoch draws: the budget is that batch's
+        from lstmcast.training.fit import epoch_batch
+
+        B = epoch_batch(B, windows, cfg.train.windows_per_epoch)
+        if B < cfg.train.batch_size:
+            findings = [*findings, Finding(
+                "warning", "batch-above-windows", f"train.batch_size={cfg.train.batch_size} is above the {B:,} "
+                f"training windows an epoch draws: training uses batches of {B} (every window once per step)",
+                f"set train.batch_size <= {B}")]
+    d = Dims(B=B, L=L, H=cfg.data.horizon, F=F, T=T, D=2 if m.bidirectional else 1,
              hidden=m.hidden_size, layers=m.num_layers, residual=m.residual, bias=m.bias, skip=m.linear_skip,
              Q=2 * len(m.levels) + 1 if m.levels else 0, K=spec.future_size, S=spec.static_size,
              cards=spec.cardinalities)

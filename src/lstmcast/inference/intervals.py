@@ -66,10 +66,24 @@ def training_forecasts(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, 
         return pred, y
     from lstmcast.inference.calibration import out_of_sample_shift
 
-    shift, ok = out_of_sample_shift(tensor.unfold(0, prep.window + prep.horizon, 1).cpu(), tr, train_idx,
-                                    prep.window, prep.horizon, prep.series.n_targets, prep.season, skip,
-                                    model.skip.weight.detach().cpu(), cfg.train.loss, cfg.train.seed)
+    windows = tensor.unfold(0, prep.window + prep.horizon, 1).cpu()
+    shift, ok = out_of_sample_shift(windows, tr, train_idx, prep.window, prep.horizon, prep.series.n_targets,
+                                    prep.season, skip, ridge_weight(cfg, windows, train_idx, prep, skip),
+                                    cfg.train.loss, cfg.train.seed)
     return pred[ok] + shift[ok][..., None], y[ok]
+
+
+def ridge_weight(cfg: ForecastConfig, windows: Any, train_idx: Any, prep: Prepared, skip: SkipFit) -> Any:
+    """The linear skip as fitted on the training windows, before training: the reference of the out-of-sample
+    shift. Not the trained model's skip weight: training moves it and the LSTM head makes up for the move, so
+    a shift taken against it takes the move out of the calibration forecasts while the head's answer to it
+    stays in. A resumed run's SkipFit holds only the choice: refitted with it."""
+    if skip.weight.numel():
+        return skip.weight.detach().cpu()
+    from lstmcast.training.skip_init import fit_skip
+
+    return fit_skip(windows, train_idx.cpu(), train_idx[:0].cpu(), prep.window, prep.horizon, prep.series.n_targets,
+                    prep.season, cfg.train.loss, cfg.train.seed, skip).weight
 
 
 def window_forecasts(model: LSTMForecaster, tensor: Any, idx: Any, prep: Prepared) -> tuple[Any, Any]:

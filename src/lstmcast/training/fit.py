@@ -46,9 +46,23 @@ def resolve_config(cfg: ForecastConfig, prep: Prepared, data: Any, n_train: int 
     n_train = len(prep.index.train) if n_train is None else n_train
     resolved.model = resolve_model(cfg.model, n_train, F, T, prep.horizon, prep.window,
                                    **prep.inputs.model_sizes())
+    resolved.train.batch_size = epoch_batch(cfg.train.batch_size, n_train, cfg.train.windows_per_epoch)
+    if resolved.train.batch_size < cfg.train.batch_size:
+        B = resolved.train.batch_size
+        log.warning("train.batch_size=%d is above the %d training windows an epoch draws: using batches of %d "
+                    "(every window once per step); set train.batch_size <= %d to silence this",
+                    cfg.train.batch_size, B, B, B)
     if isinstance(data, (str, os.PathLike)):
         resolved.data.path = os.path.abspath(data)
     return resolved
+
+
+def epoch_batch(batch_size: int, n_train: int, windows_per_epoch: int | None) -> int:
+    """train.batch_size, at most the windows an epoch draws: a larger batch only repeats windows, and its
+    batch order (one permutation of the windows per B / n of a step) and its tensors grow with B, so
+    batch_size=1e8 on 1,300 windows drew 1.5M permutations and was OOM-killed. Clamped as scikit-learn's
+    MLP clamps its batch to the samples: a batch of every window once (resolve_config and the doctor say so)."""
+    return min(batch_size, max(1, min(n_train, windows_per_epoch or n_train)))
 
 
 def train_first(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, train_idx: Any, val_idx: Any,

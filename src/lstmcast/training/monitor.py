@@ -141,6 +141,9 @@ class Monitor:
                 self.probe_seconds += self._last_probe_s
         finally:
             self.monitor_seconds += time.perf_counter() - t0
+            context = getattr(trainer, "context", None)
+            if isinstance(context, dict):  # goes into every checkpoint from here on: a resume continues it
+                context["monitor"] = self.state()
 
     def _due(self, epoch: int, last: bool) -> bool:
         """Epoch 1, every ``every``-th and the last possible epoch, as long as the probes stay in budget
@@ -224,6 +227,36 @@ class Monitor:
         if text and self.writer is not None:
             self._text("doctor", text)
 
+    # -- resume: the history is part of the checkpoint --------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """What a resumed run needs to continue this monitor's history (JSON, in the checkpoint's state)."""
+        return {"probes": list(self.probes), "clip_norm": self._clip_norm, "postponed": self.postponed,
+                "seconds": {"monitor": self.monitor_seconds, "probe": self.probe_seconds, "train": self.train_seconds,
+                            "last_probe": self._last_probe_s}}
+
+    def resume(self, meta: dict[str, Any], saved: dict[str, Any] | None = None) -> None:
+        """Continue the history of a run resumed from a checkpoint with state ``meta``: its probes, epochs and
+        overhead up to the checkpoint, so monitor.json is never replaced by the probes after the resume point
+        alone (nor by none, when the run had finished training). A checkpoint from before the monitor was in it
+        takes the probes up to its epoch from ``saved``, the run's monitor.json."""
+        state, epoch = meta.get("monitor"), meta.get("epoch")
+        history = meta.get("history")
+        self.history = [dict(h) for h in history if isinstance(h, dict)] if isinstance(history, list) else []
+        if isinstance(state, dict) and _probes_ok(state.get("probes")):
+            self.probes = list(state["probes"])
+            clip, seconds = state.get("clip_norm"), state.get("seconds")
+            self._clip_norm = float(clip) if isinstance(clip, (int, float)) and not isinstance(clip, bool) else None
+            self.postponed = int(state.get("postponed", 0)) if isinstance(state.get("postponed"), int) else 0
+            if isinstance(seconds, dict) and all(isinstance(seconds.get(k), (int, float))
+                                                 for k in ("monitor", "probe", "train", "last_probe")):
+                self.monitor_seconds, self.probe_seconds = float(seconds["monitor"]), float(seconds["probe"])
+                self.train_seconds, self._last_probe_s = float(seconds["train"]), float(seconds["last_probe"])
+        elif isinstance(saved, dict) and _probes_ok(saved.get("probes")) and isinstance(epoch, int):
+            self.probes = [p for p in saved["probes"] if p["epoch"] <= epoch]
+        elif state is not None:
+            log.warning("monitor: the checkpoint's monitor history is malformed; the resumed run's monitor.json "
+                        "holds the probes from the resume point on")
+
     # -- results ------------------------------------------------------------------------------
     def flush(self) -> None:
         """Write pending events to disk (the Trainer calls this before an interrupted run stops)."""
@@ -259,6 +292,23 @@ class Monitor:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the summary (probes per epoch, findings, overhead) as JSON, atomically."""
         atomic.write_json(path, self.summary())
+
+
+def _probes_ok(probes: Any) -> bool:
+    """Probe summaries as _probe records them (what monitor_findings and the plots read), epochs ascending."""
+    if not isinstance(probes, list):
+        return False
+    epochs = []
+    for p in probes:
+        if not isinstance(p, dict) or not isinstance(p.get("epoch"), int) or not isinstance(p.get("layers"), list):
+            return False
+        if not all(isinstance(layer, dict) and isinstance(layer.get("gate_saturated"), dict) and
+                   isinstance(layer["gate_saturated"].get("forget"), (int, float)) and
+                   isinstance(layer.get("dead_units"), int) and isinstance(layer.get("units"), int)
+                   for layer in p["layers"]):
+            return False
+        epochs.append(p["epoch"])
+    return epochs == sorted(epochs)
 
 
 def monitor_findings(probes: list[dict[str, Any]], history: list[dict[str, Any]],

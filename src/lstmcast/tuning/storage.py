@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lstmcast.errors import ConfigError
+from lstmcast.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     import optuna
@@ -86,8 +86,7 @@ def open_storage(url: str, heartbeat_s: int) -> RDBStorage:
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.closing(sqlite3.connect(path, timeout=60)) as con:
-            con.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer; persists in the file
+        _open_sqlite_file(path)
         engine_kwargs["creator"] = lambda: _sqlite_connect(path)
     try:
         with quiet_optuna_warnings():
@@ -95,6 +94,46 @@ def open_storage(url: str, heartbeat_s: int) -> RDBStorage:
                               grace_period=3 * heartbeat_s)
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many types for a bad URL or server
         raise _storage_error(url, exc) from None
+
+
+_DAMAGED = ("file is not a database", "malformed", "disk image")  # what SQLite says of a file it cannot read
+RESULTS = ("best.yaml", "trials.csv", "summary.json")  # what results.py writes into the tuning folder
+
+
+def _open_sqlite_file(path: Path) -> None:
+    """Set WAL (readers do not block the writer; persists in the file) on a study file that is a sound SQLite
+    database, or a new one. A directory or device in its place is a ConfigError (exit 2); a damaged file
+    (truncated, overwritten) a CheckpointError naming it (exit 4), never exit 1 or a new study over it."""
+    if (path.exists() or path.is_symlink()) and not path.is_file():
+        what = "a directory" if path.is_dir() else "a dangling symlink" if not path.exists() else "not a regular file"
+        raise ConfigError(f"study storage {path} is {what}, not a SQLite file: move it away, or tune into another "
+                          "--run (or give --storage)")
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=60)) as con:
+            con.execute("PRAGMA journal_mode=WAL")
+            check = [row[0] for row in con.execute("PRAGMA quick_check(3)")]
+    except sqlite3.DatabaseError as exc:
+        if not any(word in str(exc) for word in _DAMAGED):
+            raise ConfigError(f"study storage {path}: SQLite cannot open it ({str(exc)[:120]}): check its "
+                              "permissions and the disk, or tune into another --run") from None
+        check = [str(exc)]
+    if check != ["ok"]:
+        raise CheckpointError(f"study storage {path} is damaged (SQLite: {'; '.join(check)[:160]}): its trials "
+                              "cannot be read. Restore it from a backup, or move it away (the study's best.yaml, "
+                              "trials.csv and summary.json stay) and tune into another --run")
+
+
+def refuse_lost_study(path: Path | None, run_dir: Path) -> None:
+    """A 0-byte study file next to a study's results: the storage was lost (truncated), and SQLite would
+    silently start a new, empty study whose results replace the old ones. Refused (CheckpointError)."""
+    if path is None or not path.is_file() or path.stat().st_size:
+        return
+    results = [name for name in RESULTS if (run_dir / name).exists()]
+    if results:
+        raise CheckpointError(f"study storage {path} is empty (0 bytes) but {run_dir} holds the results of a study "
+                              f"({', '.join(results)}): its trials are lost. Restore study.db from a backup, or "
+                              "tune into another --run (a new study here would replace those results)")
+
 
 
 def _storage_error(url: str, exc: Exception) -> ConfigError:

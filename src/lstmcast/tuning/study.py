@@ -33,7 +33,7 @@ from lstmcast.errors import ConfigError, DataError, DivergedError, InterruptedRu
 from lstmcast.run.lock import RunLock
 from lstmcast.tuning.space import SearchSpace, apply_params, space_for, suggest
 from lstmcast.tuning.storage import (HOST, Heartbeat, WorkerSlot, claim_lock, default_storage, normalize_url,
-                             open_storage, quiet_optuna_warnings, redact, sqlite_path)
+                             open_storage, quiet_optuna_warnings, redact, refuse_lost_study, sqlite_path)
 
 if TYPE_CHECKING:
     import optuna
@@ -192,6 +192,7 @@ class Tuner:
         self.slot = WorkerSlot(self.run_dir)
         t = self.cfg.tune
         with claim_lock(self.url, self.opts.study_name):  # workers starting together create the tables once
+            refuse_lost_study(sqlite_path(self.url), self.run_dir)
             self.storage = open_storage(self.url, t.heartbeat_s)
             self.study = optuna.create_study(
                 storage=self.storage, sampler=make_sampler(t.seed, self.slot.slot, sqlite_path(self.url) is None),
