@@ -1,6 +1,6 @@
 """What the training monitor (TensorBoard + hidden-state probe) costs, measured in one run (CPU).
 
-Fits the PERF.md reference shape (half-hourly series of 4032 points, L=96, H=48, hidden 64x2, B=32)
+Fits the docs/PERFORMANCE.md reference shape (half-hourly series of 4032 points, L=96, H=48, hidden 64x2, B=32)
 three ways, interleaved A/B/C per round so machine load hits all of them alike:
 - A: no monitor;
 - B: the monitor as `lstmcast train` attaches it (TensorBoard on, probe every epoch within its 5% budget);

@@ -248,7 +248,7 @@ def predict_latency(repeats: int = 300, freqs: tuple[str, ...] = tuple(LATENCY_F
     """Single-series ``Forecaster.predict`` p50 through the public API on a loaded model, per frequency, and the
     bare forward on the same model input (calendar channels included: F is the model's, not 1). One torch
     thread: a single window is too small to share between threads, and a second busy process makes threaded
-    small calls 10x-1000x slower (PERF.md)."""
+    small calls 10x-1000x slower (docs/PERFORMANCE.md)."""
     import pandas as pd
     import torch
 

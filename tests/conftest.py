@@ -2,7 +2,7 @@
 
 Under pytest-xdist each worker is pinned to its own core: lstmcast's default thread count is the
 cores this process may use (os.sched_getaffinity), and oversubscribed OpenMP threads make small
-LSTM steps 10x-1000x slower (shared/PERF.md). Subprocesses (CLI tests) inherit the pinning.
+LSTM steps 10x-1000x slower (docs/PERFORMANCE.md). Subprocesses (CLI tests) inherit the pinning.
 """
 
 from __future__ import annotations

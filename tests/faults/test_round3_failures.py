@@ -203,7 +203,7 @@ def _monitor_cfg(tmp_path: Path):
 def test_r7_resume_after_a_kill_before_the_model_save_keeps_the_complete_monitor_json(tmp_path, monkeypatch):
     cfg, run = _monitor_cfg(tmp_path), tmp_path / "run"
 
-    def killed(self, path):
+    def killed(self, path, outputs=True):
         raise KilledHere
 
     monkeypatch.setattr(Forecaster, "save", killed)  # monitor.json is written, the model is not

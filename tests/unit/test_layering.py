@@ -1,4 +1,4 @@
-"""The package layering of ARCHITECTURE.md holds: import-linter's contracts in pyproject.toml are kept."""
+"""The package layering of docs/ARCHITECTURE.md holds: import-linter's contracts in pyproject.toml are kept."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The doctor's findings: each rule of the guide (shared/GUIDE.md) as a check with numbers and a fix.
+"""The doctor's findings: each rule of the guide (docs/GUIDE.md) as a check with numbers and a fix.
 
 Error findings reuse the exact text ``train`` stops with (config.py, training/accel.py,
 data/prepare.py), so the doctor and ``train`` refuse a config with the same words.
@@ -84,7 +84,7 @@ def target_device(cfg: ForecastConfig) -> str:
 
 @lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
-    """AVX512-BF16 or AMX-BF16 on this CPU (where bf16 autocast measured 1.4x faster, PERF.md)."""
+    """AVX512-BF16 or AMX-BF16 on this CPU (where bf16 autocast measured 1.4x faster, docs/PERFORMANCE.md)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             flags = set(fh.read().split())
@@ -193,7 +193,7 @@ def _window_length(d: Dims, prep: Prepared | None) -> list[Finding]:
     return [Finding("advice", "long-window",
                     f"data.window={d.L} steps is long for an LSTM: backpropagation runs through every step "
                     f"(gradients fade over hundreds) and step time grows with L (CPU: 12 ms at L=48, 25 at 96, "
-                    "66 at 192, PERF.md)",
+                    "66 at 192, docs/PERFORMANCE.md)",
                     f"{shorter}, or a stride: resample the series to a coarser frequency")]
 
 
@@ -220,17 +220,17 @@ def _device_advice(cfg: ForecastConfig, d: Dims, dev: str, report: DoctorReport)
         if precision in ("bf16", "fp16") and small:
             found.append(Finding("advice", "precision",
                                  f"train.precision={precision} on a small LSTM step: mixed precision measured "
-                                 "0.6-0.7x the fp32 speed at hidden 64x2 on an H100 (PERF.md)",
+                                 "0.6-0.7x the fp32 speed at hidden 64x2 on an H100 (docs/PERFORMANCE.md)",
                                  "use train.precision=fp32 (or tf32)"))
         elif precision == "fp32" and not small:  # 'auto' measures the candidates itself
             found.append(Finding("advice", "precision",
                                  f"train.precision={precision} on a wide LSTM step: bf16 autocast measured 1.6x "
-                                 "faster at hidden 256x2, batch 1024 on an H100 (PERF.md)",
+                                 "faster at hidden 256x2, batch 1024 on an H100 (docs/PERFORMANCE.md)",
                                  "try train.precision=bf16 (or tf32) and compare the validation loss"))
     elif precision == "fp32" and cpu_has_bf16():
         found.append(Finding("advice", "precision",
                              "this CPU has bf16 instructions (AVX512-BF16/AMX): bf16 autocast measured 1.4x "
-                             "faster LSTM steps at about the same accuracy on such CPUs (PERF.md)",
+                             "faster LSTM steps at about the same accuracy on such CPUs (docs/PERFORMANCE.md)",
                              "try train.precision=bf16 and compare the validation loss"))
     elif precision == "bf16" and not cpu_has_bf16():
         found.append(Finding("advice", "precision", "train.precision=bf16 on a CPU without bf16 instructions: "

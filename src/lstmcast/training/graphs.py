@@ -2,7 +2,7 @@
 
 A small LSTM step on a GPU is bound by kernel launches and Python, not arithmetic: on an H100 the
 eager step at (64x2, L96, B32) costs ~3.6 ms and the same step replayed from a CUDA graph 0.43 ms
-(shared/PERF.md). ``StepGraphs`` captures the Trainer's own eager step (``Trainer.eager_step``: index
+(docs/PERFORMANCE.md). ``StepGraphs`` captures the Trainer's own eager step (``Trainer.eager_step``: index
 gather, autocast forward, loss, backward, unscale, clip, non-finite guard, fused capturable AdamW step)
 so graphed and eager training run the same code, and replays it:
 

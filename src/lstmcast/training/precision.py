@@ -1,6 +1,6 @@
 """The measured precision policy behind ``train.precision: auto``.
 
-Mixed precision is not a free win (shared/PERF.md): on a GPU it slows small, launch-bound LSTM steps
+Mixed precision is not a free win (docs/PERFORMANCE.md): on a GPU it slows small, launch-bound LSTM steps
 and pays 2-3x only on wide or large-batch work; on a CPU with AVX512-BF16 or AMX-BF16, bf16 autocast
 ran the bare loop 1.4x faster at equal test error on one machine and not at all on others. So ``auto``
 measures instead of guessing:
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 # Below this many FLOPs per training step a GPU LSTM step is bound by launches, not arithmetic: on an
-# H100 fp16/bf16 ran 0.6-0.7x of fp32 and tf32 +-10% at (64x2, L96, B<=1024, ~4e10 FLOPs) (PERF.md).
+# H100 fp16/bf16 ran 0.6-0.7x of fp32 and tf32 +-10% at (64x2, L96, B<=1024, ~4e10 FLOPs) (docs/PERFORMANCE.md).
 SMALL_GPU_STEP_FLOPS = 1e11
 
 

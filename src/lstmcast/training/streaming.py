@@ -4,7 +4,7 @@ Normally the scaled series is ONE tensor resident on the training device and a b
 its window view by an index tensor (``data.windows.gather``). When the series would not fit in device
 memory, it stays in host memory and each batch streams: gathered on the host into a pinned staging
 buffer, copied to the device with ``non_blocking=True`` so the copy overlaps the previous step's device
-work (the guide's ``pin_memory`` tip, applied where it pays; PERF.md: it does not pay when the data fits).
+work (the guide's ``pin_memory`` tip, applied where it pays; docs/PERFORMANCE.md: it does not pay when the data fits).
 Two staging buffers alternate; a buffer is refilled only after its previous copy has finished (an event
 wait on that copy alone, never a device-wide sync).
 
