@@ -120,6 +120,11 @@ class DataConfig(_Section):
     # skip's choice do not rest on one noisy window of a short series
     min_val_horizons: int = Field(default=2, ge=1, le=10)
     test_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
+    # fraction: validation and test take val_fraction / test_fraction of each series (at least min_val_horizons
+    # and one horizon); last-horizon: the test is each series' last horizon (one origin per series, the M and
+    # Tourism competitions' protocol), validation the horizon before it; auto: fraction for one series,
+    # last-horizon for a table of many (README "Panels of short series")
+    split: Literal["auto", "fraction", "last-horizon"] = "auto"
     scaling: Literal["standard", "none"] = "standard"
     utc: bool = False
     time_format: str | None = None

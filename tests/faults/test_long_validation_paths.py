@@ -84,7 +84,6 @@ def _clean(n_series: int = 3, length: int = 10) -> pd.DataFrame:
     ("gap", "series 's1' has 1 missing timestamps"),  # D2 under missing: error
     ("off_grid", "are off the 'D' grid"),
     ("blank_id", "series id column 'id' has 1 empty cells"),
-    ("too_short", "series 's1' has 2 rows"),
 ])
 def test_refusals_are_the_loops_messages(monkeypatch, case, message):
     df = _clean()
@@ -96,10 +95,21 @@ def test_refusals_are_the_loops_messages(monkeypatch, case, message):
         df.loc[13, "date"] += pd.Timedelta("1h")
     elif case == "blank_id":
         df.loc[4, "id"] = " "
-    elif case == "too_short":
-        df = df.drop(index=range(12, 20)).reset_index(drop=True)
     fast, loop, decided = _both(df, monkeypatch, missing="error")
     assert not decided and fast == loop and message in fast
+
+
+@pytest.mark.parametrize("keep", [1, 2])
+@pytest.mark.parametrize("first", [True, False])
+def test_a_series_of_one_or_two_rows_is_kept_on_the_tables_grid(monkeypatch, keep, first):
+    """Issue 20: a table's series of 1 or 2 rows cannot show its step; the table's other series set it (a short
+    first series too), and the series is kept with its rows (it trains padded or is forecast from them)."""
+    df = _clean()
+    short = "s0" if first else "s1"
+    df = df[(df["id"] != short) | (df["date"] < df["date"].iloc[0] + pd.Timedelta(days=keep))].reset_index(drop=True)
+    fast, loop, _ = _both(df, monkeypatch, missing="error")
+    assert _same(fast, loop), (fast, loop)
+    assert fast.freq == "D" and fast.lengths()[fast.ids.index(short)] == keep
 
 
 def test_ids_that_print_alike_and_categorical_ids_go_to_the_loop(monkeypatch):

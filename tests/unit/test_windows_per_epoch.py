@@ -104,7 +104,9 @@ def test_fit_validates_on_val_windows_of_them_and_the_doctor_says_so():
     fixed sample from the seed; early stopping, the skip's choice and the doctor all see the cap."""
     from lstmcast.doctor.report import render_text
 
-    cfg = small_config(data={"id_col": "id"}, train={"precision": "fp32", "max_epochs": 1, "val_windows": 25})
+    # the fractional split (last-horizon, the default for tables, leaves one validation window a series)
+    cfg = small_config(data={"id_col": "id", "split": "fraction"},
+                       train={"precision": "fp32", "max_epochs": 1, "val_windows": 25})
     fc = Forecaster(cfg).fit(_many())
     full = fc.prepared_.index.val
     assert len(full) > 25 and len(fc.trainer_.val_idx) == 25
@@ -113,6 +115,6 @@ def test_fit_validates_on_val_windows_of_them_and_the_doctor_says_so():
     assert torch.equal(again.trainer_.val_idx, fc.trainer_.val_idx)
     assert fc.history_[0]["val_loss"] == again.history_[0]["val_loss"]
     assert fc.doctor_.val_sample == 25 and "validates on a sample of 25" in render_text(fc.doctor_)
-    every = Forecaster(small_config(data={"id_col": "id"}, train={"precision": "fp32", "max_epochs": 1,
+    every = Forecaster(small_config(data={"id_col": "id", "split": "fraction"}, train={"precision": "fp32", "max_epochs": 1,
                                                                   "val_windows": None})).fit(_many())
     assert len(every.trainer_.val_idx) == len(full) and every.doctor_.val_sample is None

@@ -106,11 +106,11 @@ def regularise(times: np.ndarray, values: np.ndarray, rows: Rows, cfg: DataConfi
     import pandas as pd
 
     where = label(name)
-    if len(times) < 3:
+    if len(times) < 3 and (freq is None or len(times) == 0):  # a table's short series: the others set the step
         raise DataError(f"{where} has {len(times)} rows; a forecaster needs many more (at least window + horizon)")
     if times.dtype.kind in "iu":
         return _regularise_int(times, values, rows, cfg, where, freq)
-    step = _even_step(times)
+    step = _even_step(times) if len(times) > 1 else None
     if step is not None:  # evenly spaced at a sub-daily step: on its grid, no gaps, nothing to build
         tick = pd.tseries.frequencies.to_offset(pd.Timedelta(step))
         if freq is None:
@@ -122,7 +122,7 @@ def regularise(times: np.ndarray, values: np.ndarray, rows: Rows, cfg: DataConfi
         freq = _infer_freq(times, rows, where)
     grid = pd.date_range(times[0], times[-1], freq=freq).to_numpy(dtype="datetime64[ns]")
     pos = np.searchsorted(grid, times)  # times are sorted and unique here
-    on_grid = grid[np.minimum(pos, len(grid) - 1)] == times
+    on_grid = grid[np.minimum(pos, len(grid) - 1)] == times if len(grid) else np.zeros(len(times), dtype=bool)
     if not on_grid.all():
         raise DataError(f"{where}: timestamps {fmt(times[~on_grid])} (at {fmt(rows[~on_grid])}) are off the "
                         f"{freq!r} grid starting {pd.Timestamp(times[0])}: fix data.freq or resample the data")

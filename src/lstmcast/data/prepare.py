@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -13,7 +14,7 @@ from ..errors import DataError
 from . import scaling
 from .validate import SeriesSet
 from .inputs import InputSpec, calendar_block, fit_inputs, static_table
-from .windows import Roles, Split, WindowIndex, build_index, split_points
+from .windows import Roles, Split, WindowIndex, build_index, left_pad, min_train_points, pad_for, split_points
 
 log = logging.getLogger(__name__)
 _FP16_MAX = 65504.0
@@ -58,11 +59,18 @@ class Prepared:
     constant: list[str]
     inputs: InputSpec = field(default_factory=InputSpec)  # known-future channels and statics (data/inputs.py)
     statics: np.ndarray | None = None  # (S, static inputs) float32, None when the model takes none
+    # a table with series shorter than a window: each such series' rows in ``scaled`` start with pads[i] copies
+    # of its first row, and a mask channel (1 real, 0 padding) follows the past-only channels (mask_channel)
+    pads: list[int] | None = None
+    mask_channel: bool = False
 
     @property
     def roles(self) -> Roles:
         return Roles(self.window, self.horizon, self.series.n_targets,
                      tuple(range(self.scaled.shape[1] - self.inputs.future_size, self.scaled.shape[1])))
+
+    def pad_of(self, i: int) -> int:
+        return self.pads[i] if self.pads is not None else 0
 
     def row_series(self) -> np.ndarray:
         """(N_rows,) the series each row of ``scaled`` belongs to."""
@@ -101,6 +109,51 @@ def _fit_window(cfg: DataConfig, series: SeriesSet, splits: list[Split], season:
     return window
 
 
+def split_how(cfg: DataConfig, layout: str) -> str:
+    """data.split resolved: ``auto`` is the fractional split for one series and the last horizon for a table of
+    many (README "Panels of short series" says why)."""
+    if cfg.split != "auto":
+        return cfg.split
+    return "fraction" if layout == "single" else "last-horizon"
+
+
+def series_splits(lengths: list[int], cfg: DataConfig, layout: str) -> list[Split]:
+    """Every series' split as training makes it: one series keeps its split (too short: D8); in a table of
+    many a short series trains on what validation and test cannot take (windows.split_points, flexible)."""
+    how, flexible = split_how(cfg, layout), layout != "single"
+    return [split_points(n, cfg.horizon, cfg.val_fraction, cfg.test_fraction, cfg.min_val_horizons, how, flexible)
+            for n in lengths]
+
+
+def _panel_window(cfg: DataConfig, series: SeriesSet, splits: list[Split], season: int | None) -> int:
+    """Many series: the automatic window (two seasons or horizons) capped at the window + horizon the median
+    trainable series holds, so at least half of them train on whole windows; shorter ones are left-padded.
+    Never sized from the shortest series (one short series would shrink everyone's window)."""
+    H = cfg.horizon
+    room = np.array([sp.train_end for sp in splits], dtype=np.int64)
+    trainable = room >= min_train_points(H)
+    if not trainable.any():
+        raise no_trainable_series(series.ids, [sp.n for sp in splits], H)
+    if cfg.window is not None:
+        return cfg.window
+    return int(max(2, min(auto_window(season, H), int(np.median(room[trainable])) - H)))
+
+
+def no_trainable_series(ids: list[str], lengths: Any, horizon: int) -> DataError:
+    """A table in which no series has one training window: counts and the fix, in numpy (fast at 1M series)."""
+    n = np.asarray(lengths, dtype=np.int64)
+    need = min_train_points(horizon)
+    values, counts = np.unique(n, return_counts=True)
+    top = np.argsort(-counts, kind="stable")[:3]
+    common = ", ".join(f"{int(counts[k]):,} have {int(values[k])} point{'s' if values[k] != 1 else ''}" for k in top)
+    longest = int(np.argmax(n))
+    name = f" ({ids[longest]!r})" if ids[longest] else ""
+    lower = f"lower data.horizon to at most {int(n.max()) - 1}, or " if n.max() >= 2 else ""
+    return DataError(f"no series can train: all {len(n):,} series have fewer than horizon + 1 = {need} points "
+                     f"({common}; the longest{name} has {int(n[longest])}), and one training window needs one input "
+                     f"point and a horizon of targets: {lower}give longer series")
+
+
 def check_fp16_range(scaled: list[np.ndarray], series: SeriesSet, scaling: str) -> None:
     """D10: what enters an fp16 model must fit float16 (|x| <= 65504), checked before training."""
     from .grid import stamp
@@ -119,18 +172,20 @@ def check_fp16_range(scaled: list[np.ndarray], series: SeriesSet, scaling: str) 
 
 def prepare(series: SeriesSet, cfg: DataConfig, precision: str = "fp32", id_embedding: bool = False) -> Prepared:
     """Resolve window and season, split by time, fit scalers on train only, add the calendar channels,
-    encode the statics, build the window index."""
+    left-pad short series of a table (with a mask channel), encode the statics, build the window index."""
     H = cfg.horizon
-    splits = [split_points(len(v), H, cfg.val_fraction, cfg.test_fraction, cfg.min_val_horizons)
-              for v in series.values]
+    splits = series_splits(series.lengths(), cfg, series.layout)
     season = cfg.season if cfg.season is not None else season_from_freq(series.freq)
-    window = _fit_window(cfg, series, splits, season)
+    panel = series.layout != "single"
+    window = _panel_window(cfg, series, splits, season) if panel else _fit_window(cfg, series, splits, season)
     S, C = len(series.values), len(series.channel_names)
     if cfg.scaling == "standard":
         means, stds, flat = scaling.fit_scalers(series.values, [sp.train_end for sp in splits])
     else:
         means, stds, flat = np.zeros((S, C)), np.ones((S, C)), []
     sids = series.ids
+    # a series of one training point has no spread to measure (it is scaled by its level alone), not a constant column
+    flat = [(i, j) for i, j in flat if splits[i].train_end >= 2]
     constant = [series.channel_names[j] + (f" of series {sids[i]!r}" if sids[i] else "") for i, j in flat]
     scaled = []
     for i, vals in enumerate(series.values):
@@ -145,18 +200,42 @@ def prepare(series: SeriesSet, cfg: DataConfig, precision: str = "fp32", id_embe
         scaled = [np.concatenate([s, calendar_block(inputs, t, series.tz)], axis=1)
                   for s, t in zip(scaled, series.times)]
     if constant:
+        shown = ", ".join(constant[:5]) + (f" and {len(constant) - 5:,} more" if len(constant) > 5 else "")
         log.warning("constant columns (std 0 on the training split) scaled with std 1 (no division by zero): %s;"
-                    " a constant input carries no signal: drop it from data.features or check the data",
-                    ", ".join(constant))
+                    " a constant input carries no signal: drop it from data.features or check the data", shown)
+    pads = [pad_for(sp.train_end, window, H) for sp in splits] if panel else [0] * S
+    masked = panel and (any(pads) or any(sp.n < window for sp in splits))
+    if masked:  # the mask joins the past-only channels, before the known-future ones (Roles: those come last)
+        scaled = [with_mask(left_pad(s, p), p, series.n_past_only) for s, p in zip(scaled, pads)]
     finite = [np.isfinite(s).all(axis=1) for s in scaled] if cfg.missing == "drop-windows" else None
-    index = build_index([len(s) for s in scaled], splits, window, H, finite)
+    index = build_index([len(s) for s in scaled], splits, window, H, finite, pads)
     if len(index.train) == 0:
         raise DataError(f"no complete training window of window + horizon = {window + H} points exists"
                         " (missing values break every one): use data.missing: interpolate or a shorter window")
     if len(index.val) == 0:
+        if panel:
+            raise DataError(f"no series of the {S:,} can hold out a validation part: with data.split "
+                            f"{split_how(cfg, series.layout)!r} a series needs at least {_val_need(cfg, series.layout)}"
+                            f" points to keep validation and test beside one training window (the longest has "
+                            f"{max(sp.n for sp in splits)}): lower data.horizon, or add longer series")
         raise DataError(f"no complete validation window of {window + H} points: lower data.window or "
                         "data.horizon, raise data.val_fraction, or fill missing values")
     return Prepared(series=series, window=window, horizon=H, season=season, splits=splits,
                     means=means, stds=stds, scaled=np.concatenate(scaled),
                     index=index, constant=constant, inputs=inputs,
-                    statics=static_table(inputs, series.static, series.ids))
+                    statics=static_table(inputs, series.static, series.ids),
+                    pads=pads if masked else None, mask_channel=masked)
+
+
+def with_mask(rows: np.ndarray, pad: int, at: int) -> np.ndarray:
+    """``rows`` (pad + N, C) with the mask channel inserted at column ``at``: 0.0 on the ``pad`` padding rows."""
+    mask = np.ones((len(rows), 1), dtype=rows.dtype)
+    mask[:pad] = 0.0
+    return np.concatenate([rows[:, :at], mask, rows[:, at:]], axis=1)
+
+
+def _val_need(cfg: DataConfig, layout: str) -> str:
+    H = cfg.horizon
+    if split_how(cfg, layout) == "last-horizon":
+        return f"3 * horizon + 1 = {3 * H + 1}"
+    return f"(data.min_val_horizons + 1) * horizon + 1 = {(cfg.min_val_horizons + 1) * H + 1} (more with the fractions)"

@@ -243,6 +243,8 @@ def _validate_series(df: pd.DataFrame, cfg: DataConfig, times: np.ndarray, tz: s
     ids, parts, layout = _groups(df, cfg, targets)
     out_t, out_v, notes = [], [], []
     freq = None if cfg.freq is None else str(cfg.freq)
+    if freq is None and layout == "long" and len(parts[0]) < 3:  # a short first series: the first long one sets it
+        freq = _first_long_freq(ids, parts, cfg, numeric, cols, kind, tz)
     for i, (sid, part) in enumerate(zip(ids, parts)):
         whole = part is df  # single and wide layouts: no per-series row selection (no copy)
         idx = None if whole else part.index.to_numpy()
@@ -254,7 +256,7 @@ def _validate_series(df: pd.DataFrame, cfg: DataConfig, times: np.ndarray, tz: s
         n_rows = len(t)
         t, vals, freq_i = _regularise(t, vals, rows, cfg, sid, freq, tz)
         freq = freq if freq is not None else freq_i
-        if i > 0 and freq_i != freq:
+        if freq_i != freq:
             raise DataError(f"series {sid!r} has frequency {freq_i!r} but {ids[0]!r} has {freq!r}: all series "
                             "must share one frequency (set data.freq to resample-check them)")
         # rows name file lines; after gaps were inserted (only under a fill policy) they are not needed
@@ -262,3 +264,17 @@ def _validate_series(df: pd.DataFrame, cfg: DataConfig, times: np.ndarray, tz: s
         out_t.append(t)
         out_v.append(vals.astype(np.float32))
     return ids, out_t, out_v, str(freq), notes, layout
+
+
+def _first_long_freq(ids: list[str], parts: list[pd.DataFrame], cfg: DataConfig, numeric: dict[str, np.ndarray],
+                     cols: list[str], kind: str, tz: str | None) -> str | None:
+    """The frequency of the first series with at least 3 rows (a series of 1 or 2 rows cannot show its step),
+    which every series of the table then shares; None if there is none (the loop explains)."""
+    for sid, part in zip(ids, parts):
+        if len(part) >= 3:
+            idx = part.index.to_numpy()
+            vals = np.column_stack([numeric[c][idx] for c in cols]).astype(np.float64, copy=False)
+            t, vals, rows = _sorted_unique(part["__t__"].to_numpy(), vals, Rows(part["__row__"].to_numpy(), kind),
+                                           sid, [])
+            return _regularise(t, vals, rows, cfg, sid, None, tz)[2]
+    return None

@@ -23,12 +23,49 @@ class Split:
     val_end: int
 
 
-def split_points(n: int, horizon: int, val_fraction: float, test_fraction: float, val_horizons: int = 1) -> Split:
-    """Split by time; the test split holds at least one horizon, validation at least ``val_horizons``
-    (on short series a tenth of the points is one noisy window: two horizons give H + 1 windows)."""
-    n_test = max(horizon, int(round(n * test_fraction)))
-    n_val = max(val_horizons * horizon, int(round(n * val_fraction)))
-    return Split(n=n, train_end=n - n_test - n_val, val_end=n - n_test)
+def split_points(n: int, horizon: int, val_fraction: float, test_fraction: float, val_horizons: int = 1,
+                 how: str = "fraction", flexible: bool = False) -> Split:
+    """Split by time. ``how="fraction"``: the test split holds at least one horizon, validation at least
+    ``val_horizons`` (on short series a tenth of the points is one noisy window: two horizons give H + 1
+    windows). ``how="last-horizon"`` (the M and Tourism competitions' protocol): the test is the last H
+    points (one origin), validation the H before them.
+
+    ``flexible`` (a table of many series): a series too short to keep ``min_train_points`` for training
+    gives up its validation part, then its test part, and trains on all it has; the table's other series
+    validate and backtest. Without it (one series) the split is kept and prepare refuses a short series (D8).
+
+    >>> split_points(48, 18, 0.1, 0.2, 2, flexible=True)  # no room for 36 validation points: trains on 30
+    Split(n=48, train_end=30, val_end=30)
+    >>> split_points(12, 18, 0.1, 0.2, 2, flexible=True)
+    Split(n=12, train_end=12, val_end=12)
+    """
+    if how == "last-horizon":
+        n_test, n_val = horizon, horizon
+    else:
+        n_test = max(horizon, int(round(n * test_fraction)))
+        n_val = max(val_horizons * horizon, int(round(n * val_fraction)))
+    need = min_train_points(horizon)
+    if not flexible or n - n_test - n_val >= need:
+        return Split(n=n, train_end=n - n_test - n_val, val_end=n - n_test)
+    if n - n_test >= need:
+        return Split(n=n, train_end=n - n_test, val_end=n - n_test)  # no validation part
+    return Split(n=n, train_end=n, val_end=n)  # neither: every point trains
+
+
+def min_train_points(horizon: int) -> int:
+    """The fewest points that give one training window: one input point and a horizon of targets (the rest of
+    the window left-padded and masked, see ``pad_for``)."""
+    return horizon + 1
+
+
+def pad_for(train_end: int, window: int, horizon: int) -> int:
+    """Rows of left padding a series gets in the training tensor: none when its training part holds a whole
+    window + horizon (today's windows, unchanged) or not even ``min_train_points`` (no window at all), else
+    ``window - 1``, so every window whose targets are real and whose inputs hold at least one real point exists
+    (NeuralForecast's start padding, applied only to the series that need it)."""
+    if train_end >= window + horizon or train_end < min_train_points(horizon):
+        return 0
+    return window - 1
 
 
 def window_starts(lo: int, hi: int, window: int, horizon: int) -> np.ndarray:
@@ -67,18 +104,39 @@ class WindowIndex:
 
 
 def build_index(lengths: list[int], splits: list[Split], window: int, horizon: int,
-                finite: list[np.ndarray] | None = None) -> WindowIndex:
+                finite: list[np.ndarray] | None = None, pads: list[int] | None = None) -> WindowIndex:
+    """Window starts per split over the concatenated series; ``lengths`` are the rows each series has in the
+    tensor, its ``pads[i]`` padding rows first (then ``splits[i]`` counts from the first real row). Windows of
+    an unpadded series are exactly those of ``window_starts``; a padded series' targets stay on real points."""
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     train, val = [], []
     for i, sp in enumerate(splits):
-        tr = window_starts(0, sp.train_end, window, horizon)
-        va = window_starts(sp.train_end, sp.val_end, window, horizon)
+        p = pads[i] if pads is not None else 0
+        tr = window_starts(p, p + sp.train_end, window, horizon)
+        va = window_starts(p + sp.train_end, p + sp.val_end, window, horizon)
         if finite is not None:
             tr = complete_starts(tr, finite[i], window + horizon)
             va = complete_starts(va, finite[i], window + horizon)
         train.append(tr + offsets[i])
         val.append(va + offsets[i])
     return WindowIndex(offsets=offsets, train=np.concatenate(train), val=np.concatenate(val))
+
+
+def left_pad(values: np.ndarray, pad: int) -> np.ndarray:
+    """(pad + N, C): the first row repeated ``pad`` times before ``values`` (N, C) (edge padding: the
+    targets' naive and seasonal-naive reading of a padded window is the series' own first value, and the
+    window mean stays at its level; the mask channel tells the model which rows are real)."""
+    if pad == 0:
+        return values
+    return np.concatenate([np.repeat(values[:1], pad, axis=0), values])
+
+
+def padded_rows(rows: np.ndarray, first: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``window`` rows before each origin row ``rows`` (P,) of a concatenated tensor, each clipped to its
+    series' first row ``first`` (P,): (P, L) row indices (edge padding, as ``left_pad``) and (P, L) the mask,
+    1.0 on real rows and 0.0 on padding."""
+    want = rows[:, None] + np.arange(-window, 0)
+    return np.maximum(want, first[:, None]), (want >= first[:, None]).astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -97,12 +97,14 @@ class PairRows(NamedTuple):
 
 
 def gather_pairs(values: np.ndarray, rows: np.ndarray, window: int, horizon: int, n_targets: int,
-                 season: int) -> PairRows:
+                 season: int, past_rows: np.ndarray | None = None) -> PairRows:
     """Every origin's rows at once from the concatenated series ``values`` (N, C); ``rows`` (P,) is each
-    origin's row in it. Equal to ``naive`` / ``seasonal_naive`` and the slices of each series, origin by origin."""
+    origin's row in it. Equal to ``naive`` / ``seasonal_naive`` and the slices of each series, origin by origin.
+    ``past_rows`` (P, L): the input rows when they are not the ``window`` rows before each origin (left-padded
+    windows of short series: windows.padded_rows)."""
     h = np.arange(horizon)
     T = n_targets
-    past = values[rows[:, None] + np.arange(-window, 0)]  # (P, L, C)
+    past = values[rows[:, None] + np.arange(-window, 0) if past_rows is None else past_rows]  # (P, L, C)
     ahead = values[rows[:, None] + h]  # (P, H, C)
     last = values[rows - 1, :T].astype(np.float64)[:, None, :]  # (P, 1, T)
     snv = values[rows[:, None] + (h - season * (h // season + 1)), :T].astype(np.float64)  # (P, H, T)

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lstmcast.data import scaling
-from lstmcast.data.windows import split_points
+from lstmcast.data.prepare import series_splits
+from lstmcast.data.windows import padded_rows
 from lstmcast.errors import DataError, did_you_mean
 from lstmcast.inference.fastpath import future_times
 from lstmcast.inference.backtest import Backtest, backtest_origins, gather_pairs, score, series_mase_scales
@@ -68,7 +69,7 @@ def check_new_table(table: pd.DataFrame, meta: RunMeta, missing: str) -> None:
         need = ", ".join(f"{name!r} ({role})" for name, role in roles)
         raise DataError(f"new data lacks columns the model was trained on: {'; '.join(lacking)}. It needs the "
                         f"columns {need}; columns present: {', '.join(repr(c) for c in cols)}")
-    L = meta.window
+    L = 1 if meta.mask_channel else meta.window  # a model with a mask channel forecasts from a padded window
     # without a fill policy no rows can be inserted, so the raw count is final; with one, check_compatible
     # counts after gap filling and this only catches what validation could not handle at all
     need_rows = L if missing == "error" else min(L, 3)
@@ -97,7 +98,8 @@ def check_compatible(series: SeriesSet, meta: RunMeta) -> None:
     if list(series.future_features) != list(meta.future_features or []):
         problems.append(f"future features {series.future_features} differ from the model's "
                         f"{meta.future_features or []}")
-    short = [(sid, len(v)) for sid, v in zip(series.ids, series.values) if len(v) < meta.window]
+    need = 1 if meta.mask_channel else meta.window  # a mask channel: short series are forecast from padded windows
+    short = [(sid, len(v)) for sid, v in zip(series.ids, series.values) if len(v) < need]
     for sid, n in short:
         label = f"series {sid!r}" if sid else "the series"
         problems.append(f"{label} has {n} rows; forecasting needs the last window = {meta.window} rows")
@@ -220,7 +222,7 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: RunMeta,
 
     L, H, T = meta.window, meta.horizon, meta.n_targets
     mean, std = series_scalers(series, meta, scaler)  # (S, C)
-    x = np.stack([v[-L:] for v in series.values])  # (S, L, C)
+    x, past_times, mask = last_windows(series, L, meta.mask_channel)  # (S, L, C), (S, L), (S, L) or None
     if np.isnan(x).any():
         bad = [sid or "the series" for sid, v in zip(series.ids, x) if np.isnan(v).any()]
         raise DataError(f"the last {L} rows of {bad[:5]} contain missing values: fill them (data.missing: "
@@ -228,12 +230,12 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: RunMeta,
     x_raw = x
     x = scaling.transform(x, mean[:, None, :], std[:, None, :])  # (S, L, C) float32
     if not np.isfinite(x).all():  # D14: no inf into the model (it would forecast NaN without a word)
-        for i, (sid, t) in enumerate(zip(series.ids, series.times)):
-            scaling.check_overflow(x_raw[i], x[i], series.channel_names, t[-L:],
+        for i, sid in enumerate(series.ids):
+            scaling.check_overflow(x_raw[i], x[i], series.channel_names, past_times[i],
                                    f"series {sid!r}" if sid else "the series")
     fut_vals, fut_times = _future_inputs(series, meta, future, cfg)
-    fut, static, cal = model_inputs(series, meta, np.stack([t[-L:] for t in series.times]), fut_vals,
-                                    fut_times, mean, std)
+    fut, static, cal = model_inputs(series, meta, past_times, fut_vals, fut_times, mean, std)
+    x = insert_mask(x, mask, series.n_past_only)
     x = np.concatenate([x, cal], axis=2) if cal.shape[2] else x
     raw = _predict_scaled(model, x, future=fut, static=static)  # (S, H, T), or (S, H, T, Q) with quantiles
     iv = meta.intervals or {}
@@ -261,6 +263,26 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: RunMeta,
         for c in f.columns[1:]:  # the series' forecast (and interval) columns after the time column
             out[c] = f[c].to_numpy()
     return out
+
+
+def last_windows(series: SeriesSet, window: int, padded: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Each series' last ``window`` rows (S, L, C) and times (S, L); ``padded`` (a model with a mask channel):
+    a shorter series' window is left-padded with its first row, as in training, and the mask (S, L) says which
+    rows are real (None without padding)."""
+    if not padded:
+        return (np.stack([v[-window:] for v in series.values]), np.stack([t[-window:] for t in series.times]),
+                None)
+    offsets = np.concatenate([[0], np.cumsum([len(v) for v in series.values])]).astype(np.int64)
+    idx, mask = padded_rows(offsets[1:], offsets[:-1], window)
+    return np.concatenate(series.values)[idx], np.concatenate(series.times)[idx], mask
+
+
+def insert_mask(x: np.ndarray, mask: np.ndarray | None, at: int) -> np.ndarray:
+    """(N, L, C) -> (N, L, C + 1): the mask channel at column ``at`` (after the past-only channels); unchanged
+    without a mask."""
+    if mask is None:
+        return x
+    return np.concatenate([x[:, :, :at], mask[:, :, None].astype(x.dtype), x[:, :, at:]], axis=2)
 
 
 def _long_frame(series: SeriesSet, meta: RunMeta, y: np.ndarray, qs: np.ndarray | None,
@@ -325,12 +347,13 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: RunMeta, scaler
     season = meta.season or 1
     d = cfg.data
     lengths = np.array([len(v) for v in series.values], dtype=np.int64)
-    splits = [split_points(n, H, d.val_fraction, d.test_fraction, d.min_val_horizons) for n in lengths.tolist()]
+    splits = series_splits(lengths.tolist(), d, meta.layout)
     train_end = np.array([sp.train_end for sp in splits], dtype=np.int64)
     mean_s, std_s = series_scalers(series, meta, scaler, train_end.tolist())
     finite = [np.isfinite(v).all(axis=1) for v in series.values] if d.missing == "drop-windows" else None
-    pairs = backtest_origins(lengths, [s.val_end for s in splits], finite, L, H, season, cfg.eval.stride or H,
-                             cfg.eval.max_origins)
+    padded = meta.mask_channel  # the model reads padded windows: an origin needs only a season of history
+    pairs = backtest_origins(lengths, [s.val_end for s in splits], finite, 1 if padded else L, H, season,
+                             cfg.eval.stride or H, cfg.eval.max_origins)
     if not len(pairs):
         need = max(L, season) + H
         raise DataError(f"the test split is too short for one backtest origin: each needs {need} points of "
@@ -340,14 +363,15 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: RunMeta, scaler
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     flat = np.concatenate(series.values)  # (sum N_i, C)
     rows = offsets[sidx] + ts  # each origin's row in flat
-    g = gather_pairs(flat, rows, L, H, T, season)
+    past_idx, mask = padded_rows(rows, offsets[sidx], L) if padded else (rows[:, None] + np.arange(-L, 0), None)
+    g = gather_pairs(flat, rows, L, H, T, season, past_idx)
     kf = len(meta.future_features or [])
     times = np.concatenate(series.times)
-    fut, static, cal = model_inputs(series, meta, times[rows[:, None] + np.arange(-L, 0)],
-                                    g.ahead[:, :, flat.shape[1] - kf:], times[rows[:, None] + np.arange(H)],
-                                    mean_s, std_s, sidx)
+    fut, static, cal = model_inputs(series, meta, times[past_idx], g.ahead[:, :, flat.shape[1] - kf:],
+                                    times[rows[:, None] + np.arange(H)], mean_s, std_s, sidx)
     del times
     xs = scaling.transform(g.past, mean_s[sidx][:, None, :], std_s[sidx][:, None, :])  # (P, L, C) float32
+    xs = insert_mask(xs, mask, series.n_past_only)
     raw = _predict_scaled(model, np.concatenate([xs, cal], axis=2) if cal.shape[2] else xs, future=fut,
                           static=static)
     mean_j, std_j = mean_s[sidx][:, None, :T], std_s[sidx][:, None, :T]

@@ -87,6 +87,9 @@ class RunMeta(_Strict):
     n_parameters: int | None = None
     refit: dict[str, int] | None = None  # train.refit: steps, windows, rows of the final model (None: not refitted)
     world_size: int = 1
+    # short series in the training table: the model reads a mask channel (1 real row, 0 left padding) after the
+    # past-only channels, and a series shorter than the window is forecast from a padded window
+    mask_channel: bool = False
     intervals: dict[str, Any] | None = None  # checked against Intervals when a run folder is loaded
 
     def as_json(self) -> dict[str, Any]:
@@ -153,9 +156,10 @@ def _meta_consistency(m: dict[str, Any]) -> list[str]:
                         f"{short(channels)}")
     inputs = m.get("inputs") or {}
     calendar = 2 * len(inputs.get("calendar") or [])
-    if m["input_size"] != len(m["channels"]) + calendar:
+    mask = 1 if m.get("mask_channel") is True else 0
+    if m["input_size"] != len(m["channels"]) + calendar + mask:
         problems.append(f"input_size {m['input_size']} differs from the {len(m['channels'])} channels"
-                        + (f" + {calendar} calendar channels" if calendar else ""))
+                        + (f" + {calendar} calendar channels" if calendar else "") + (" + the mask" if mask else ""))
     if inputs and (inputs.get("future_features") or []) != future:
         problems.append("inputs.future_features differ from future_features")
     if inputs and not (len(inputs.get("static_numeric") or []) == len(inputs.get("static_mean") or [])

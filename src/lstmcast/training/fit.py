@@ -163,7 +163,8 @@ def all_window_starts(prep: Prepared) -> np.ndarray:
 
     offsets, span = prep.index.offsets, prep.window + prep.horizon
     finite = np.isfinite(prep.scaled).all(axis=1)
-    return np.concatenate([complete_starts(window_starts(0, sp.n, prep.window, prep.horizon),
+    return np.concatenate([complete_starts(window_starts(prep.pad_of(i), prep.pad_of(i) + sp.n, prep.window,
+                                                         prep.horizon),
                                            finite[offsets[i]:offsets[i + 1]], span) + offsets[i]
                            for i, sp in enumerate(prep.splits)])
 
