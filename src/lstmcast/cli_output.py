@@ -47,6 +47,10 @@ def print_trained(fc: Any, metrics: dict[str, Any], run_dir: Path) -> None:
         typer.echo(f"WARNING: {diagnosis.findings[0].message}")
     metrics_table(metrics, f"backtest on the test split ({len(fc.backtest_.origins)} origins, "
                             f"horizon {fc.meta_.horizon})")
+    if metrics.get("series"):  # a table: how many series trained, validated, backtested, forecast (issue 20)
+        from lstmcast.data.coverage import summary_lines
+
+        typer.echo("\n".join(summary_lines(metrics["series"])))
     if getattr(fc, "diagnosis_", None) is not None:
         typer.echo("\n".join(fc.diagnosis_.lines()))
     if (run_dir / "report.html").is_file():

@@ -125,6 +125,9 @@ class DataConfig(_Section):
     # Tourism competitions' protocol), validation the horizon before it; auto: fraction for one series,
     # last-horizon for a table of many (README "Panels of short series")
     split: Literal["auto", "fraction", "last-horizon"] = "auto"
+    # log: the targets' log is scaled and learned, forecasts are exp'ed back (strictly positive targets only);
+    # metrics and baselines stay in original units (lstmcast.data.transform)
+    transform: Literal["none", "log"] = "none"
     scaling: Literal["standard", "none"] = "standard"
     utc: bool = False
     time_format: str | None = None

@@ -78,6 +78,7 @@ class Forecaster:
         self.config_ = resolved
         self.backtest_model_ = self.model_ = model.cpu().eval()
         self.prepared_ = prep
+        self.coverage_ = _coverage(prep, idx.val)  # a table: how many series train, validate, are forecast
         self.history_ = [r.as_dict() for r in result.history]
         self.fit_result_ = result
         self.accel_ = accel = trainer.accel  # precision: auto is settled (measured) inside the Trainer
@@ -148,6 +149,9 @@ class Forecaster:
         # train.refit: the model that never saw the test split (model_ was trained on all of it)
         model = getattr(self, "backtest_model_", self.model_)
         self.backtest_: Backtest = run_backtest(model, self._series(data), self.meta_, self.scaler_, self.config_)
+        if self.backtest_.covered:  # a table: the counts join the metrics (metrics.json "series")
+            counts = dict(getattr(self, "coverage_", None) or {}) if data is None else {}
+            self.backtest_.metrics["series"] = _with_backtested(counts, self.backtest_, self._series(data))
         return self.backtest_.metrics
 
     # -- persistence --------------------------------------------------------------------------
@@ -189,6 +193,23 @@ def _read(data: Any, cfg: ForecastConfig, dist: Any, precision: str) -> tuple[An
     if ids is not None:
         prep = shards.agree(prep, cfg, dist, precision)
     return dist, series, prep, ids
+
+
+def _coverage(prep: Prepared, val: Any) -> dict[str, Any] | None:
+    """data.coverage.series_counts of a table's fit (None for one series)."""
+    if prep.series.layout == "single":
+        return None
+    from lstmcast.data.coverage import series_counts
+
+    return series_counts(prep.series.ids, prep.splits, prep.window, prep.horizon, prep.index.train, val,
+                         prep.index.offsets, prep.pads)
+
+
+def _with_backtested(counts: dict[str, Any], bt: Backtest, series: SeriesSet) -> dict[str, Any]:
+    """The "series" record: the fit's counts (when the backtest ran on the training data) and the backtest's."""
+    out = {"total": len(series.ids), **{k: v for k, v in counts.items() if k != "total"}}
+    out["backtested"] = bt.covered
+    return out
 
 
 def _validation_windows(val: Any, cfg: ForecastConfig, sharded: Any) -> Any:

@@ -199,7 +199,10 @@ def write_diagnosis(fc: Forecaster, run: Path, extra: list[Any] | None = None,
 
     info = data_info_of(getattr(fc, "prepared_", None), getattr(fc, "doctor_", None))
     fc.diagnosis_ = with_headline(diagnose(fc.history_, extra, config=fc.config_, data_info=info), metrics or {})
-    atomic.write_json(run / "diagnosis.json", fc.diagnosis_.as_dict())
+    record = fc.diagnosis_.as_dict()
+    if metrics and metrics.get("series"):  # a table: which series the diagnosis speaks for (issue 20)
+        record["series"] = metrics["series"]
+    atomic.write_json(run / "diagnosis.json", record)
 
 
 def evaluate_run(run: Path, data: str | None = None, name: str | None = None) -> tuple[dict[str, Any], Path]:

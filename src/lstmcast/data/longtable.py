@@ -94,22 +94,25 @@ def validate_long(df: pd.DataFrame, cfg: DataConfig, times: np.ndarray, numeric:
     codes, ids = got
     del got  # the tuples would keep the spent arrays alive
     counts = np.bincount(codes, minlength=len(ids))
-    if counts.min() < 3:
+    longs = np.flatnonzero(counts >= 3)  # the first series of 3 rows or more shows the table's step (1 or 2 cannot)
+    if not len(longs):
         return None
+    k = int(longs[0])
     ordered = _order(codes, times.view(np.int64), counts)
     del codes
     if ordered is None:
         return None
     order, ts, cs, moved = ordered
     del ordered
-    first = slice(0, counts[0]) if order is None else order[:counts[0]]
+    lo = int(counts[:k].sum())
+    first = slice(lo, lo + counts[k]) if order is None else order[lo:lo + counts[k]]
     first_rows = Rows(df["__row__"].to_numpy()[first], df.attrs.get("row_kind", "row"))
     if order is None:  # in table order: the table's arrays themselves (copied below before any write)
         vals = numeric[cols[0]][:, None] if len(cols) == 1 else np.column_stack([numeric[c] for c in cols])
     else:
         vals = np.column_stack([numeric[c][order] for c in cols])  # (N, C) series by series
     del order
-    gridded = _on_grid(ts, vals, cs, counts, first_rows, ids[0], cfg, tz, integer_time)
+    gridded = _on_grid(ts, vals, cs, counts, first_rows, ids[k], cfg, tz, integer_time, k)
     if gridded is None:
         return None
     ts, vals, counts, freq = gridded
@@ -148,11 +151,12 @@ def _order(codes: np.ndarray, t: np.ndarray, counts: np.ndarray
 
 
 def _on_grid(ts: np.ndarray, vals: np.ndarray, cs: np.ndarray, counts: np.ndarray, first_rows: Rows,
-             first_id: str, cfg: DataConfig, tz: str | None, integer_time: bool
+             first_id: str, cfg: DataConfig, tz: str | None, integer_time: bool, k: int = 0
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str] | None:
     """Every series on the first series' grid (D2, D5), gaps inserted as NaN rows; None where the loop
     must explain (off-grid stamps, gaps under ``missing: error``, calendar steps, gaps in zoned days)."""
-    first = slice(0, counts[0])
+    lo = int(counts[:k].sum())
+    first = slice(lo, lo + counts[k])  # series k, the first long enough to show the step
     freq = _first_freq(ts[first] if integer_time else ts[first].view("datetime64[ns]"), vals[first], first_rows,
                        cfg, first_id, tz)
     step = None if freq is None else _step_ns(freq, integer_time)
@@ -220,7 +224,7 @@ def _insert_gaps(ts: np.ndarray, vals: np.ndarray, cs: np.ndarray, k: np.ndarray
 
 def _fill_series_with_gaps(vals: np.ndarray, counts: np.ndarray, policy: str) -> None:
     """``_fill`` on the rows of the series that have a missing value only (few, usually)."""
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])  # every series has rows (validate_long: >= 3)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])  # every series has a row (factorize codes)
     holed = np.logical_or.reduceat(np.isnan(vals).any(axis=1), starts)  # no row-sized series index
     rows = np.repeat(holed, counts)
     sub = vals[rows].astype(np.float64, copy=False)  # float32 series are filled in float64, as the loop does

@@ -41,6 +41,30 @@ def fit_scalers(values: list[np.ndarray], ends: list[int], chunk: int = 4096
     return np.where(np.isfinite(mean), mean, 0.0), np.where(flat, 1.0, std), constant
 
 
+MIN_SPREAD_POINTS = 3  # fewer training points than this measure no spread worth trusting
+
+
+def borrow_spread(mean: np.ndarray, std: np.ndarray, weak: np.ndarray, relative: bool) -> np.ndarray:
+    """(S, C) stds where the ``weak`` series (S,) bool (too short to measure a spread, or constant) take the table's
+    typical one: the median coefficient of variation of the other series times their own level (``relative``),
+    or the median std of the others (for log targets, where a std is already relative). A 1-point series is then
+    scaled like its peers instead of by 1 in its own units (issue 20: a level of 1e4 scaled by 1 makes its
+    targets 1e4 times larger than any other series', a log scaled by 1 gives its intervals a factor e)."""
+    out = std.copy()
+    strong = ~weak
+    if not weak.any() or not strong.any():
+        return out
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if relative:
+            cv = np.nanmedian(np.where(np.abs(mean[strong]) > 0, std[strong] / np.abs(mean[strong]), np.nan), axis=0)
+            guess = np.abs(mean[weak]) * cv
+        else:
+            guess = np.broadcast_to(np.median(std[strong], axis=0), mean[weak].shape)
+    ok = np.isfinite(guess) & (guess > 1e-12 * np.maximum(1.0, np.abs(mean[weak])))
+    out[weak] = np.where(ok, guess, std[weak])
+    return out
+
+
 def transform(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):  # an overflow to inf is reported by check_overflow, not warned
         return ((values - mean) / std).astype(np.float32)

@@ -42,6 +42,8 @@ class Backtest:
     metrics: dict[str, Any]  # method -> {metric: value}; with several series also "per_series" (see score)
     # model.levels set: method -> (n, H, T, Q) ascending quantiles, original units (model, seasonal_naive)
     quantiles: dict[str, np.ndarray] = field(default_factory=dict)
+    # a table of several series: data.coverage.backtested (how many series have an origin, which not and why)
+    covered: dict[str, Any] = field(default_factory=dict)
 
     def frame(self, series: SeriesSet, meta: RunMeta) -> pd.DataFrame:
         """One row per origin, horizon step and target: what RUN/backtest.csv holds, in original units.
@@ -155,5 +157,5 @@ def score(actual: np.ndarray, forecasts: dict[str, np.ndarray], scale: np.ndarra
 
 
 def methods(scored: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """The method rows of ``score``'s result (without "per_series")."""
-    return {k: v for k, v in scored.items() if k != "per_series"}
+    """The method rows of ``score``'s result (without "per_series" and the table's "series" counts)."""
+    return {k: v for k, v in scored.items() if k not in ("per_series", "series")}

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lstmcast.data import scaling
+from lstmcast.data import scaling, transform
+from lstmcast.data.coverage import backtested
 from lstmcast.data.prepare import series_splits
 from lstmcast.data.windows import padded_rows
 from lstmcast.errors import DataError, did_you_mean
@@ -158,7 +159,7 @@ def series_scalers(series: SeriesSet, meta: RunMeta, scaler: dict[str, np.ndarra
     mean, std = scaler["mean"][rows].copy(), scaler["std"][rows].copy()
     new = np.flatnonzero(rows < 0)
     if len(new):
-        vals = [series.values[i] for i in new.tolist()]
+        vals = [transform.forward(series.values[i], meta.n_targets, meta.transform) for i in new.tolist()]
         mean[new], std[new], _ = scaling.fit_scalers(vals, [upto[i] if upto is not None else len(series.values[i])
                                                             for i in new.tolist()])
     if len(new):
@@ -228,7 +229,8 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: RunMeta,
         raise DataError(f"the last {L} rows of {bad[:5]} contain missing values: fill them (data.missing: "
                         "interpolate or ffill) to forecast")
     x_raw = x
-    x = scaling.transform(x, mean[:, None, :], std[:, None, :])  # (S, L, C) float32
+    transform.check_positive(series.ids, list(x), T, meta.transform)
+    x = scaling.transform(transform.forward(x, T, meta.transform), mean[:, None, :], std[:, None, :])  # (S, L, C)
     if not np.isfinite(x).all():  # D14: no inf into the model (it would forecast NaN without a word)
         for i, sid in enumerate(series.ids):
             scaling.check_overflow(x_raw[i], x[i], series.channel_names, past_times[i],
@@ -241,10 +243,11 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: RunMeta,
     iv = meta.intervals or {}
     levels, qs = iv.get("levels") or [], None
     if raw.ndim == 4:  # the calibrated quantiles; the median is the point forecast
-        qs = calibrated(raw, iv, mean[:, None, :T, None], std[:, None, :T, None])  # (S, H, T, Q)
+        qs = transform.inverse(calibrated(raw, iv, mean[:, None, :T, None], std[:, None, :T, None]),
+                               meta.transform)  # (S, H, T, Q)
         y = qs[..., raw.shape[-1] // 2]
     else:
-        y = raw * std[:, None, :T] + mean[:, None, :T]  # (S, H, T)
+        y = transform.inverse(raw * std[:, None, :T] + mean[:, None, :T], meta.transform)  # (S, H, T)
     if not np.isfinite(y if qs is None else qs).all():  # D14: a NaN forecast written as an empty cell would pass as a result
         bad = [sid or "the series" for sid, v in zip(series.ids, y) if not np.isfinite(v).all()]
         raise DataError(f"the forecast of {bad[:5]} is not finite: the last {L} input rows lie so far outside "
@@ -347,6 +350,7 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: RunMeta, scaler
     season = meta.season or 1
     d = cfg.data
     lengths = np.array([len(v) for v in series.values], dtype=np.int64)
+    transform.check_positive(series.ids, series.values, T, meta.transform)
     splits = series_splits(lengths.tolist(), d, meta.layout)
     train_end = np.array([sp.train_end for sp in splits], dtype=np.int64)
     mean_s, std_s = series_scalers(series, meta, scaler, train_end.tolist())
@@ -370,13 +374,16 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: RunMeta, scaler
     fut, static, cal = model_inputs(series, meta, times[past_idx], g.ahead[:, :, flat.shape[1] - kf:],
                                     times[rows[:, None] + np.arange(H)], mean_s, std_s, sidx)
     del times
-    xs = scaling.transform(g.past, mean_s[sidx][:, None, :], std_s[sidx][:, None, :])  # (P, L, C) float32
+    past = transform.forward(g.past, T, meta.transform)
+    xs = scaling.transform(past, mean_s[sidx][:, None, :], std_s[sidx][:, None, :])  # (P, L, C) float32
     xs = insert_mask(xs, mask, series.n_past_only)
     raw = _predict_scaled(model, np.concatenate([xs, cal], axis=2) if cal.shape[2] else xs, future=fut,
                           static=static)
     mean_j, std_j = mean_s[sidx][:, None, :T], std_s[sidx][:, None, :T]
-    qpred = calibrated(raw, meta.intervals, mean_j[..., None], std_j[..., None]) if raw.ndim == 4 else None
-    pred = qpred[..., raw.shape[-1] // 2] if qpred is not None else scaling.inverse(raw, mean_j, std_j)
+    qpred = transform.inverse(calibrated(raw, meta.intervals, mean_j[..., None], std_j[..., None]), meta.transform) \
+        if raw.ndim == 4 else None
+    pred = qpred[..., raw.shape[-1] // 2] if qpred is not None else \
+        transform.inverse(scaling.inverse(raw, mean_j, std_j), meta.transform)
     forecasts = {"model": pred, "naive": g.naive, "seasonal_naive": g.seasonal_naive}
     actual_arr = g.ahead[:, :, :T].astype(np.float64)
     present, where = np.unique(sidx, return_inverse=True)
@@ -391,8 +398,10 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: RunMeta, scaler
         quantile_fc = {"model": qpred, "seasonal_naive": snq}
         for name, q in quantile_fc.items():
             _add_interval_metrics(metrics, name, actual_arr, q, levels, scale_arr, sidx, series.ids)
+    covered = backtested(series.ids, splits, sidx, season if padded else max(L, season)) \
+        if series.layout != "single" else {}
     return Backtest(series_idx=sidx, origins=ts, actual=actual_arr, forecasts=forecasts,
-                    scale=scale_arr, metrics=metrics, quantiles=quantile_fc)
+                    scale=scale_arr, metrics=metrics, quantiles=quantile_fc, covered=covered)
 
 
 def _add_interval_metrics(metrics: dict[str, Any], name: str, actual: np.ndarray, q: np.ndarray, levels: list[int],

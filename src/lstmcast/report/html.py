@@ -265,12 +265,16 @@ def summary_section(meta: dict[str, Any] | None, metrics: dict[str, Any] | None,
                      + (f" (best epoch {diagnosis['best_epoch']})" if diagnosis.get("best_epoch") else "") + ".")
     if metrics and "model" in metrics:
         m = metrics["model"]
-        base = {k: v for k, v in metrics.items() if k not in ("model", "per_series")}
+        base = {k: v for k, v in metrics.items() if k not in ("model", "per_series", "series")}
         if "MASE" in m and base:
             name, row = min(base.items(), key=lambda kv: kv[1].get("MASE", math.inf))
             verdict = "beats" if m["MASE"] < row.get("MASE", math.inf) else "does not beat"
             parts.append(f"Backtest MASE {m['MASE']:.3g}: the model {verdict} the best baseline "
                          f"({_esc(name)}, {row.get('MASE', math.nan):.3g}).")
+    if metrics and metrics.get("series"):  # a table: every count, and the series left out of each part
+        from lstmcast.data.coverage import summary_lines
+
+        parts.append("<br>".join(_esc(line) for line in summary_lines(metrics["series"])) + "<br>")
     if meta:
         parts.append(f"Forecasts {_esc(meta.get('horizon'))} steps of {_esc(', '.join(meta.get('targets') or []))} "
                      f"from the last {_esc(meta.get('window'))}.")

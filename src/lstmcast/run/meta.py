@@ -90,6 +90,7 @@ class RunMeta(_Strict):
     # short series in the training table: the model reads a mask channel (1 real row, 0 left padding) after the
     # past-only channels, and a series shorter than the window is forecast from a padded window
     mask_channel: bool = False
+    transform: Literal["none", "log"] = "none"  # data.transform of the targets (lstmcast.data.transform)
     intervals: dict[str, Any] | None = None  # checked against Intervals when a run folder is loaded
 
     def as_json(self) -> dict[str, Any]:

@@ -124,13 +124,14 @@ def resolve_space(t: TuneConfig, n_features: int, season: int | None, horizon: i
 
 def space_for(cfg: ForecastConfig, series: SeriesSet) -> SearchSpace:
     """Resolve the space for validated ``series``: F from its channels, season and split as training does."""
-    from lstmcast.data.prepare import season_from_freq
-    from lstmcast.data.windows import split_points
+    from lstmcast.data.prepare import season_from_freq, series_splits
 
     d = cfg.data
     season = d.season if d.season is not None else season_from_freq(series.freq)
-    ends = [split_points(n, d.horizon, d.val_fraction, d.test_fraction, d.min_val_horizons).train_end
-            for n in series.lengths()]
+    ends = [sp.train_end for sp in series_splits(series.lengths(), d, series.layout)]
+    if series.layout != "single":  # a table: short series train on padded windows; size from the median one
+        trainable = sorted(e for e in ends if e > d.horizon) or [max(ends)]
+        ends = [trainable[len(trainable) // 2]]
     shortest = min(ends)
     longest_window = shortest - d.horizon - max(1, shortest // 4)  # the same margin as the automatic window
     return resolve_space(cfg.tune, len(series.channel_names), season, d.horizon, longest_window)
