@@ -34,6 +34,7 @@ Usage: python benchmarks/panels.py [--quick] [--smoke] [--subsets a,b] [--series
          (< 60 s; what CI runs).
 --reuse: take the classical forecasts from an earlier JSON of this script for the same series (lstmcast
          experiments without refitting AutoARIMA); their timings are reused too, and the JSON says so.
+--reuse-lstm: the same for lstmcast's fits (seeds found there are not refitted; the --set must match).
 --min-length: keep only series with at least this many history points (development only: every method gets the
          same series).
 """
@@ -363,6 +364,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-classical", action="store_true", help="skip statsforecast (naive methods only)")
     ap.add_argument("--no-lstm", action="store_true", help="skip lstmcast (fill a --reuse file of classical fits)")
     ap.add_argument("--reuse", help="classical forecasts and timings from an earlier JSON of this script")
+    ap.add_argument("--reuse-lstm", help="lstmcast forecasts and timings from an earlier JSON of this script")
     ap.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "panels.json"))
     ap.add_argument("--md", help="also write the Markdown tables here")
@@ -405,6 +407,15 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [(n, seed, tuple(args.sets), [(s.sid, s.x.tolist(), s.h, s.period) for s in ss])
              for n, ss in subsets.items() for seed in args.seed_list] if not args.no_lstm else []
     runs: dict[str, list[dict]] = {}
+    if args.reuse_lstm:  # lstmcast fits of an earlier run of this script (the same series, seeds and --set)
+        earlier = json.loads(Path(args.reuse_lstm).read_text())
+        if earlier["args"]["sets"] != args.sets:
+            raise SystemExit(f"--reuse-lstm: {args.reuse_lstm} was run with --set {earlier['args']['sets']}")
+        for r in earlier["lstm_runs"]:
+            if r["subset"] in subsets and r["seed"] in args.seed_list:
+                runs.setdefault(r["subset"], []).append(r)
+        have = {(n, r["seed"]) for n, rs in runs.items() for r in rs}
+        tasks = [t for t in tasks if (t[0], t[1]) not in have]
     with mp.get_context("spawn").Pool(max(1, min(args.jobs, len(tasks))), initializer=_one_thread,
                                       maxtasksperchild=1) as pool:
         for r in pool.imap_unordered(lstm_task, tasks):
@@ -424,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + text)
     out = {"args": {k: v for k, v in vars(args).items() if k not in ("names",)}, "subsets": args.names,
            "versions": versions(), "results": results, "summary": summ, "wall_s": time.perf_counter() - t_start,
-           "classical_reused_from": args.reuse,
+           "classical_reused_from": args.reuse, "lstm_reused_from": args.reuse_lstm,
+           "lstm_runs": [r for rs in runs.values() for r in rs],
            "classical": {n: {m: {sid: v for sid, v in ms.items()} for m, ms in c.items()} for n, c in classical.items()}}
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
