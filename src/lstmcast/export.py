@@ -193,6 +193,13 @@ def build_spec(fc: Forecaster, onnx_name: str, digest: str, opset: int) -> dict[
         "exported_with": {"lstmcast": __version__, "torch": torch.__version__.split("+")[0],
                           "onnxruntime": onnxruntime.__version__},
     }
+    if meta.transform == "log":  # data.transform: the targets' log is scaled, the forecast exp'ed back
+        spec["transform"] = "log"
+        spec["recipe"][1] = "log the target channels, then " + spec["recipe"][1]
+        spec["recipe"][3] += "; then exp() it (data.transform: log)"
+    if meta.mask_channel:
+        spec["recipe"][0] += ("; a series with fewer rows is left-padded with copies of its first row, and the "
+                              "'mask' channel (1 real, 0 padding) is inserted where 'inputs' lists it")
     if meta.intervals:
         _add_intervals(spec, meta.intervals)
     if len(spec["inputs"]) > 1 or spec["inputs"][0]["parts"]["calendar"]:
@@ -227,11 +234,16 @@ def describe_inputs(meta: RunMeta, model: LSTMForecaster, dtype: str) -> list[di
     future, cal = channels[len(channels) - kf:], calendar_channel_names(spec.calendar)
     cal_text = [f"calendar ({', '.join(cal)}): sin and cos of the position in each cycle, see 'calendar'; "
                 "not scaled"] if cal else []
+    past = channels[:len(channels) - kf]
+    mask = ["mask"] if meta.mask_channel else []  # a model trained with left-padded short series (issue 20)
+    mask_text = ["mask: 1.0 on a real row, 0.0 on left padding; a series shorter than the window is padded on the "
+                 "left with copies of its first row (every channel, calendar included)"] if mask else []
     out = [{"name": "x", "shape": ["B", *shapes["x"]], "dtype": dtype, "role": "past",
-            "channels": channels + cal,
+            "channels": past + mask + future + cal,
             "parts": {"targets": channels[:T], "past_features": channels[T:len(channels) - kf],
-                      "future_features": future, "calendar": cal},
-            "encoding": [f"targets, past features and future features over the window: {_SCALED}", *cal_text]}]
+                      **({"mask": mask} if mask else {}), "future_features": future, "calendar": cal},
+            "encoding": [f"targets, past features and future features over the window: {_SCALED}", *mask_text,
+                         *cal_text]}]
     if "future" in shapes:
         out.append({"name": "future", "shape": ["B", *shapes["future"]], "dtype": dtype, "role": "known_future",
                     "channels": future + cal, "parts": {"future_features": future, "calendar": cal},

@@ -197,7 +197,9 @@ def _read(data: Any, cfg: ForecastConfig, dist: Any, precision: str) -> tuple[An
 
 def _coverage(prep: Prepared, val: Any) -> dict[str, Any] | None:
     """data.coverage.series_counts of a table's fit (None for one series)."""
-    if prep.series.layout == "single":
+    from lstmcast.data.prepare import is_panel
+
+    if not is_panel(prep.series.layout, len(prep.series.ids)):
         return None
     from lstmcast.data.coverage import series_counts
 

@@ -127,11 +127,12 @@ def test_short_series_train_on_padded_windows_with_the_padding_masked():
 @pytest.mark.parametrize("n", [1, 5, 7, 12, 13, 19, 20, 40, 126])
 def test_last_horizon_split_holds_out_exactly_h_per_series(n):
     cfg = data_cfg(split="last-horizon")
-    sp = series_splits([n], cfg, "long")[0]
+    sp = series_splits([n], cfg, True)[0]
     need = min_train_points(H)
     if n - H >= need:  # a test part: exactly the last H points
         assert sp.n - sp.val_end == H
-        assert sp.val_end - sp.train_end == (H if n - 2 * H >= need else 0)
+        # validation: data.min_val_horizons (2) horizons before it, one where two leave no training window
+        assert sp.val_end - sp.train_end == (2 * H if n - 3 * H >= need else H if n - 2 * H >= need else 0)
         assert sp.train_end >= need
     else:  # too short to hold out a test part and still train: it trains on everything
         assert sp.train_end == sp.val_end == n
@@ -139,9 +140,9 @@ def test_last_horizon_split_holds_out_exactly_h_per_series(n):
 
 def test_auto_split_is_fraction_for_one_series_and_last_horizon_for_a_table():
     cfg = data_cfg()
-    one, table = series_splits([200], cfg, "single")[0], series_splits([200], cfg, "long")[0]
+    one, table = series_splits([200], cfg, False)[0], series_splits([200], cfg, True)[0]
     assert one == split_points(200, H, cfg.val_fraction, cfg.test_fraction, cfg.min_val_horizons)
-    assert (table.train_end, table.val_end) == (200 - 2 * H, 200 - H)
+    assert (table.train_end, table.val_end) == (200 - 3 * H, 200 - H)
 
 
 def test_last_horizon_backtest_scores_each_series_last_h_points_once():
@@ -188,6 +189,10 @@ def test_a_one_point_series_is_forecast_and_the_counts_match_the_table():
     assert f"series trained: {counts['trained']['count']} of 6" in printed and "'s00': 1 point:" in printed
     assert f"series backtested: {counts['backtested']['count']} of 6" in printed
     assert "series forecast: 6 of 6" in printed
+    from lstmcast.export import describe_inputs  # an ONNX deployment is told where the mask goes
+
+    x = describe_inputs(fc.meta_, fc.model_, "float32")[0]
+    assert x["channels"] == ["y", "mask"] and x["parts"]["mask"] == ["mask"] and x["shape"][2] == 2
 
 
 def test_a_table_with_no_trainable_series_is_a_data_error_with_counts():
@@ -241,7 +246,7 @@ def test_log_transform_forecasts_in_original_units_and_refuses_non_positive_targ
     prep = fc.prepared_
     y0 = df.loc[df["id"] == "s00", "y"].to_numpy()
     lo = prep.index.offsets[0] + prep.pad_of(0)
-    assert prep.scaled[lo, 0] == pytest.approx((np.log(y0[0]) - prep.means[0, 0]) / prep.stds[0, 0], rel=1e-5)
+    assert prep.scaled[lo, 0] == pytest.approx((np.log(y0[0]) - prep.means[0, 0]) / prep.stds[0, 0], abs=1e-4)
     out = fc.predict()
     last = df.groupby("id")["y"].last()
     ratio = out.groupby("id")["y"].mean() / last
@@ -252,3 +257,36 @@ def test_log_transform_forecasts_in_original_units_and_refuses_non_positive_targ
     bad.loc[5, "y"] = 0.0
     with pytest.raises(DataError, match=r"data.transform is 'log' but series 's00' has 1 target values <= 0"):
         Forecaster(_small(transform="log")).fit(bad)
+
+
+@settings(max_examples=50, deadline=None)
+@given(lengths=st.lists(st.integers(1, 12), min_size=1, max_size=6), data=st.data())
+def test_the_one_gather_padding_equals_left_pad_and_a_mask_per_series(lengths, data):
+    from lstmcast.data.prepare import padded_with_mask
+
+    rng = np.random.default_rng(len(lengths))
+    scaled = [rng.standard_normal((n, 3)).astype(np.float32) for n in lengths]
+    pads = [data.draw(st.integers(0, 5)) for _ in lengths]
+    at = data.draw(st.integers(0, 3))
+    flat, padded = padded_with_mask(scaled, pads, at)
+    ref = [np.insert(left_pad(s, p), at, np.r_[np.zeros(p), np.ones(len(s))], axis=1) for s, p in zip(scaled, pads)]
+    assert padded == [p + n for p, n in zip(pads, lengths)]
+    assert np.array_equal(flat, np.concatenate(ref)) and flat.dtype == np.float32
+
+
+def test_a_new_one_point_series_at_predict_time_is_scaled_like_its_peers():
+    """predict(new data) with a series the model never saw, of one row: its std is the trained series' median
+    coefficient of variation times its level, as in training (not std 1 in its own units)."""
+    from lstmcast.inference.predict import series_scalers
+
+    df = panel([30, 40, 50, 2])
+    fc = Forecaster(_small()).fit(df)
+    new = pd.concat([df, pd.DataFrame({"id": ["zz"], "date": [pd.Timestamp("2001-01-01")], "y": [5000.0]})])
+    series = fc._series(new)
+    mean, std = series_scalers(series, fc.meta_, fc.scaler_)
+    i = series.ids.index("zz")
+    known = [series.ids.index(f"s{k:02d}") for k in range(3)]
+    cv = np.median(std[known, 0] / np.abs(mean[known, 0]))
+    assert mean[i, 0] == 5000.0 and std[i, 0] == pytest.approx(5000.0 * cv)
+    out = fc.predict(new)
+    assert np.isfinite(out.loc[out["id"] == "zz", "y"]).all() and (out["id"] == "zz").sum() == H

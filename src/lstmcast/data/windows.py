@@ -33,8 +33,8 @@ def split_points(n: int, horizon: int, val_fraction: float, test_fraction: float
     points (one origin), validation the H before them.
 
     ``flexible`` (a table of many series): a series too short to keep ``min_train_points`` for training
-    gives up its validation part, then its test part, and trains on all it has; the table's other series
-    validate and backtest. Without it (one series) the split is kept and prepare refuses a short series (D8).
+    shortens its validation part to one horizon, then gives it up, then its test part, and trains on all it
+    has; the table's other series validate and backtest. Without it (one series) the split is kept and prepare refuses a short series (D8).
 
     >>> split_points(48, 18, 0.1, 0.2, 2, flexible=True)  # no room for 36 validation points: trains on 30
     Split(n=48, train_end=30, val_end=30)
@@ -42,13 +42,15 @@ def split_points(n: int, horizon: int, val_fraction: float, test_fraction: float
     Split(n=12, train_end=12, val_end=12)
     """
     if how == "last-horizon":
-        n_test, n_val = horizon, horizon
+        n_test, n_val = horizon, val_horizons * horizon
     else:
         n_test = max(horizon, int(round(n * test_fraction)))
         n_val = max(val_horizons * horizon, int(round(n * val_fraction)))
     need = min_train_points(horizon)
     if not flexible or n - n_test - n_val >= need:
         return Split(n=n, train_end=n - n_test - n_val, val_end=n - n_test)
+    if n - n_test - horizon >= need:  # one horizon of validation (one window) where more leaves no training
+        return Split(n=n, train_end=n - n_test - horizon, val_end=n - n_test)
     if n - n_test >= need:
         return Split(n=n, train_end=n - n_test, val_end=n - n_test)  # no validation part
     return Split(n=n, train_end=n, val_end=n)  # neither: every point trains

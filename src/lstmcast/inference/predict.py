@@ -8,7 +8,7 @@ import numpy as np
 
 from lstmcast.data import scaling, transform
 from lstmcast.data.coverage import backtested
-from lstmcast.data.prepare import series_splits
+from lstmcast.data.prepare import is_panel, series_splits
 from lstmcast.data.windows import padded_rows
 from lstmcast.errors import DataError, did_you_mean
 from lstmcast.inference.fastpath import future_times
@@ -160,8 +160,14 @@ def series_scalers(series: SeriesSet, meta: RunMeta, scaler: dict[str, np.ndarra
     new = np.flatnonzero(rows < 0)
     if len(new):
         vals = [transform.forward(series.values[i], meta.n_targets, meta.transform) for i in new.tolist()]
-        mean[new], std[new], _ = scaling.fit_scalers(vals, [upto[i] if upto is not None else len(series.values[i])
-                                                            for i in new.tolist()])
+        ends = [upto[i] if upto is not None else len(series.values[i]) for i in new.tolist()]
+        mean[new], std[new], flat = scaling.fit_scalers(vals, ends)
+        if is_panel(meta.layout, len(meta.ids)):  # as training: too short to measure a spread, borrow the table's
+            weak = np.zeros(len(rows), dtype=bool)
+            weak[new[[k for k, e in enumerate(ends) if e < scaling.MIN_SPREAD_POINTS] + [k for k, _ in flat]]] = True
+            known = rows >= 0
+            std[weak] = scaling.borrow_spread(mean[known | weak], std[known | weak], weak[known | weak],
+                                              meta.transform == "none")[weak[known | weak]]
     if len(new):
         logging.getLogger(__name__).info("%d series the model never saw (e.g. %r): scaled from their own rows",
                                          len(new), series.ids[new[0]])
@@ -351,7 +357,8 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: RunMeta, scaler
     d = cfg.data
     lengths = np.array([len(v) for v in series.values], dtype=np.int64)
     transform.check_positive(series.ids, series.values, T, meta.transform)
-    splits = series_splits(lengths.tolist(), d, meta.layout)
+    panel = is_panel(meta.layout, len(meta.ids))  # as the model was trained, whatever the new data holds
+    splits = series_splits(lengths.tolist(), d, panel)
     train_end = np.array([sp.train_end for sp in splits], dtype=np.int64)
     mean_s, std_s = series_scalers(series, meta, scaler, train_end.tolist())
     finite = [np.isfinite(v).all(axis=1) for v in series.values] if d.missing == "drop-windows" else None
@@ -399,7 +406,7 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: RunMeta, scaler
         for name, q in quantile_fc.items():
             _add_interval_metrics(metrics, name, actual_arr, q, levels, scale_arr, sidx, series.ids)
     covered = backtested(series.ids, splits, sidx, season if padded else max(L, season)) \
-        if series.layout != "single" else {}
+        if panel else {}
     return Backtest(series_idx=sidx, origins=ts, actual=actual_arr, forecasts=forecasts,
                     scale=scale_arr, metrics=metrics, quantiles=quantile_fc, covered=covered)
 

@@ -124,12 +124,13 @@ def resolve_space(t: TuneConfig, n_features: int, season: int | None, horizon: i
 
 def space_for(cfg: ForecastConfig, series: SeriesSet) -> SearchSpace:
     """Resolve the space for validated ``series``: F from its channels, season and split as training does."""
-    from lstmcast.data.prepare import season_from_freq, series_splits
+    from lstmcast.data.prepare import is_panel, season_from_freq, series_splits
 
     d = cfg.data
     season = d.season if d.season is not None else season_from_freq(series.freq)
-    ends = [sp.train_end for sp in series_splits(series.lengths(), d, series.layout)]
-    if series.layout != "single":  # a table: short series train on padded windows; size from the median one
+    panel = is_panel(series.layout, len(series.ids))
+    ends = [sp.train_end for sp in series_splits(series.lengths(), d, panel)]
+    if panel:  # a table: short series train on padded windows; size from the median one
         trainable = sorted(e for e in ends if e > d.horizon) or [max(ends)]
         ends = [trainable[len(trainable) // 2]]
     shortest = min(ends)
