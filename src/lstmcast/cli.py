@@ -8,6 +8,7 @@ Heavy modules (torch, pandas, matplotlib, optuna) are imported inside the comman
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -124,8 +125,8 @@ def build_config(config: Optional[Path], data: Optional[str], time_col: Optional
     section.update({k: v for k, v in flags.items() if v is not None})
     raw = apply_overrides(raw, list(overrides or []))
     path = raw.get("data", {}).get("path") if isinstance(raw.get("data"), dict) else None
-    if isinstance(path, str):  # a missing file is answered now, not after seconds of importing torch
-        from lstmcast.data.io import check_file
+    if isinstance(path, str) and not os.path.lexists(path):  # answered now, not after seconds of importing torch
+        from lstmcast.data.io import check_file  # (a folder may be a Parquet dataset: the reader judges it)
 
         check_file(Path(path))
     return validate_config(raw) if validate else raw

@@ -76,8 +76,8 @@ def test_train_writes_per_series_metrics_and_every_backtest_forecast(long_run):
     assert sorted(saved["per_series"]) == [f"s{k}" for k in range(6)]
     assert set(saved["model"]) == {"MAE_pooled", "RMSE_pooled", "sMAPE", "MASE"}
     bt = pd.read_csv(run / "backtest.csv")
-    assert list(bt.columns) == ["series", "target", "origin", "step", "time", "actual", "model", "naive",
-                                "seasonal_naive"]
+    assert list(bt.columns) == ["series", "target", "cutoff", "origin", "step", "time", "actual", "model", "naive",
+                                "seasonal_naive"]  # cutoff: the last observed time of each window (issue 22)
     assert sorted(bt["series"].unique()) == [f"s{k}" for k in range(6)]
     assert len(bt) == fc.backtest_.actual.size
     # the rows are the forecasts the metrics were computed from

@@ -104,7 +104,7 @@ def test_fewer_series_than_ranks_is_refused(tmp_path):
     (tmp_path / "few.yaml").write_text(yaml.safe_dump(cfg))
     out = run_cli("train", "-c", str(tmp_path / "few.yaml"), "--run", str(tmp_path / "r"), "--nproc", "2")
     assert out.returncode == 2, out.stderr
-    assert "holds 1 series for 2 ranks" in out.stderr and "use at most 1 ranks" in out.stderr
+    assert "holds 1 series for 2 ranks" in out.stderr and "set data.shard_series=false" in out.stderr  # R19
     assert "was lost" not in out.stderr  # both ranks refused; neither waited on the other
 
 

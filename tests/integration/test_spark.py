@@ -46,7 +46,8 @@ def run(tmp_path_factory) -> Path:
     """Known-future covariate, statics and 80% intervals, trained on 40 series (most predicted ones are new)."""
     hist, _ = panel(60, seed=1, min_len=40, max_len=60)
     cfg = {"data": {"time_col": "time", "id_col": "id", "target": "y", "horizon": H, "window": 14, "season": 7,
-                    "calendar": "none", "future_features": ["x"], "static_features": ["region", "capacity"]},
+                    "calendar": "none", "future_features": ["x"], "static_features": ["region", "capacity"],
+                    "split": "fraction"},  # several backtest origins a series (a table's default: one)
            "model": {"hidden_size": 8, "num_layers": 1, "levels": [80]},
            "train": {"max_epochs": 1, "min_steps": 0, "min_epoch_steps": 2, "refit": False, "seed": 0}}
     path = tmp_path_factory.mktemp("spark") / "run"

@@ -113,9 +113,10 @@ def forecast_schema(meta: RunMeta, columns: list[str]) -> T.StructType:
 def backtest_schema(meta: RunMeta) -> T.StructType:
     time = _time_type(meta)
     return T.StructType([T.StructField("series", T.StringType()), T.StructField("target", T.StringType()),
-                         T.StructField("origin", time), T.StructField("step", T.LongType()),
-                         T.StructField("time", time)]
-                        + [T.StructField(c, T.DoubleType()) for c in worker.BACKTEST_COLUMNS[5:]])
+                         T.StructField("cutoff", time), T.StructField("origin", time),
+                         T.StructField("step", T.LongType()), T.StructField("time", time)]
+                        + [T.StructField(c, T.DoubleType())
+                           for c in worker.backtest_columns(meta)[worker.BACKTEST_TIMES:]])
 
 
 def _combined_schema(schema: T.StructType) -> T.StructType:
@@ -209,7 +210,7 @@ def combined_backtest(ref: RunRef, sdf: DataFrame, groups: int, keep_group: bool
     meta = ref.fc.meta_
     rows = with_group(select_columns(sdf, input_columns(meta), "the data"), meta.id_col, groups)
     schema = _combined_schema(backtest_schema(meta))
-    task = worker.Task(ref.path, ref.digest, worker.BACKTEST_COLUMNS, SERIES_PER_CALL, _threads(sdf), GROUP_COL)
+    task = worker.Task(ref.path, ref.digest, worker.backtest_columns(meta), SERIES_PER_CALL, _threads(sdf), GROUP_COL)
     out = _apply(rows.groupBy(GROUP_COL), functools.partial(worker.backtest_rows, task), _with_group(schema))
     return out if keep_group else out.drop(GROUP_COL)
 

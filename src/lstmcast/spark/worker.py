@@ -23,6 +23,8 @@ import pandas as pd
 from lstmcast.errors import CheckpointError, LstmcastError
 from lstmcast.forecaster import Forecaster, load_run
 from lstmcast.inference.predict import load_new_series, run_backtest
+from lstmcast.model.quantiles import interval_columns
+from lstmcast.run.meta import RunMeta
 
 log = logging.getLogger(__name__)
 ERROR_COL = "lstmcast_error"  # the combined frame's column: null on forecast rows, the reason on error rows
@@ -199,8 +201,6 @@ def _keyed(out: pd.DataFrame, task: Task, key: Any) -> pd.DataFrame:
 
 def forecast_columns(fc: Forecaster) -> list[str]:
     """The columns of ``Forecaster.predict``'s frame for a long-table run, in its order."""
-    from lstmcast.model.quantiles import interval_columns
-
     meta = fc.meta_
     levels = (meta.intervals or {}).get("levels") or []
     cols = [meta.id_col, meta.time_col]
@@ -211,6 +211,18 @@ def forecast_columns(fc: Forecaster) -> list[str]:
     return cols
 
 
-BACKTEST_COLUMNS = ["series", "target", "origin", "step", "time", "actual", "model", "naive", "seasonal_naive"]
+BACKTEST_COLUMNS = ["series", "target", "cutoff", "origin", "step", "time", "actual", "model", "naive",
+                    "seasonal_naive"]
+BACKTEST_TIMES = 6  # the first six are text, text and times (cutoff, origin), the step, a time; then values
+
+
+def backtest_columns(meta: RunMeta) -> list[str]:
+    """RUN/backtest.csv's columns for this run (``Backtest.frame``): with model.levels each interval method's
+    ``<method>_lo_<L>`` / ``<method>_hi_<L>`` after the point forecasts."""
+    levels = (meta.intervals or {}).get("levels") or []
+    cols = list(BACKTEST_COLUMNS)
+    for name in ("model", "seasonal_naive") if levels else ():
+        cols += list(interval_columns(name, np.zeros((1, 2 * len(levels) + 1)), levels))
+    return cols
 
 
