@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic_core import PydanticCustomError
 
 from lstmcast.config_checks import all_keys, describe, merge_auto_unions, role_problems, suggest_key
-from lstmcast.errors import ConfigError, did_you_mean
-from lstmcast.safe_yaml import MAX_ECHO, cut, load_yaml, read_yaml_mapping, short, yaml_load_bytes
+from lstmcast.errors import MAX_ECHO, ConfigError, cut, did_you_mean, short
+from lstmcast.safe_yaml import load_yaml, read_yaml_mapping, yaml_load_bytes
 
 __all__ = ["ForecastConfig", "DataConfig", "load_config", "read_yaml_mapping", "validate_config", "yaml_load_bytes"]
 

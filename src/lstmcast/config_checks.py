@@ -9,8 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from lstmcast.errors import did_you_mean
-from lstmcast.safe_yaml import MAX_ECHO, cut, short
+from lstmcast.errors import MAX_ECHO, cut, did_you_mean, short
 
 
 def all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:

@@ -206,11 +206,12 @@ class Forecaster:
 
         def fit(series: SeriesSet, cfg: ForecastConfig) -> tuple[LSTMForecaster, Any, dict[str, Any]]:
             return self._fit_window(series, cfg, f"window {window[0]} of {window[1]}")
-        self.backtest_: Backtest = steered_backtest(model, self._series(data), self.meta_, self.scaler_,
+        series = self._series(data)  # read and validated once: the backtest and its counts use it
+        self.backtest_: Backtest = steered_backtest(model, series, self.meta_, self.scaler_,
                                                     self.config_, plan, fit=fit, on_window=on_window)
         if self.backtest_.covered:  # a table: the counts join the metrics (metrics.json "series")
             counts = dict(getattr(self, "coverage_", None) or {}) if data is None else {}
-            self.backtest_.metrics["series"] = _with_backtested(counts, self.backtest_, self._series(data))
+            self.backtest_.metrics["series"] = _with_backtested(counts, self.backtest_, series)
         return self.backtest_.metrics
 
     def backtest_forecasts(self, data: Any = None, *, start: Any = None, stride: int | None = None,

@@ -164,3 +164,14 @@ class EpochProgress:
         self._stage = None
         if self._bar is None:
             print(f"[{self.label}] {text}: done in {time.perf_counter() - t0:.1f}s", file=self.stream, flush=True)
+
+
+def trials_eta(elapsed: float, ran: int, left: int, deadline: float | None) -> float | None:
+    """Seconds until the study ends: this worker's mean trial time x the trials left, but no later than the
+    timeout (no trial starts after it; the one running then still finishes). None before the first trial."""
+    if ran <= 0:
+        return None
+    eta = elapsed / ran * max(0, left)
+    if deadline is not None:
+        eta = min(eta, max(0.0, deadline - time.monotonic()) + elapsed / ran)
+    return eta

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from lstmcast.errors import MAX_ECHO, ConfigError, cut, short  # noqa: F401  (cut, short: one helper)
+from lstmcast.errors import ConfigError, cut, short
 
 MAX_YAML_BYTES = 1_000_000  # a config is a few KB; a bigger file is not a config
 MAX_YAML_NODES = 100_000  # values after alias expansion: a 1 KB alias bomb expands to billions

@@ -14,6 +14,7 @@ from lstmcast import atomic
 from lstmcast.errors import ConfigError, LstmcastError
 from lstmcast.outputs import COMPLETE, Stage, write_all, write_csv
 from lstmcast.progress import announce
+from lstmcast.run.folder import file_sha256
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -201,19 +202,6 @@ def evaluate_run(run: Path, data: str | None = None, name: str | None = None, st
     write_csv(frame, path.with_suffix(".csv"))
     atomic.write_json(path, record)
     return metrics, path
-
-
-def file_sha256(path: str | os.PathLike[str] | None) -> str | None:
-    """sha256 of a file's bytes (None without a file): what identifies a data file across machines."""
-    import hashlib
-
-    if not path or not os.path.isfile(path):
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _evaluation_path(run: Path, name: str | None, source: str | None, now: datetime) -> Path:

@@ -15,35 +15,23 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 import lstmcast
-from lstmcast import Forecaster
-from lstmcast.run.folder import sha256_bytes
 from lstmcast.errors import CheckpointError
 from lstmcast.training import checkpoint as ck
 from lstmcast.training.checkpoint import CheckpointStore, read_checkpoint
-from tests.conftest import run_cli, seasonal_frame, small_config
+from tests.conftest import run_cli
+from tests.faults.run_fixtures import rehash, save_trained_run
 
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> Path:
     """A saved run folder (with its checkpoints) and its data file."""
-    d = tmp_path_factory.mktemp("t12")
-    csv = d / "series.csv"
-    seasonal_frame(300).to_csv(csv, index=False)
-    cfg = small_config(data={"path": str(csv)}, train={"precision": "fp32", "max_epochs": 1, "checkpoint_every": 2})
-    Forecaster(cfg).fit(str(csv), run_dir=d / "run").save(d / "run")
-    return d
+    return save_trained_run(tmp_path_factory.mktemp("t12"))
 
 
 @pytest.fixture
 def run(pristine, tmp_path) -> Path:
     shutil.copytree(pristine / "run", tmp_path / "run")
     return tmp_path / "run"
-
-
-def rehash(run: Path) -> None:
-    m = json.loads((run / "manifest.json").read_text())
-    m["sha256"] = {n: sha256_bytes((run / n).read_bytes()) for n in m["sha256"]}
-    (run / "manifest.json").write_text(json.dumps(m))
 
 
 def edit_json(name: str, key: str, value) -> Callable[[Path], None]:

@@ -14,8 +14,8 @@ import pytest
 import lstmcast
 from lstmcast import Forecaster
 from lstmcast.errors import CheckpointError, ConfigError, DataError
-from lstmcast.run.folder import sha256_bytes
 from tests.conftest import seasonal_frame, small_config
+from tests.faults.run_fixtures import rehash, save_trained_run
 
 SECRET = "root:$6$SECRETSALT$SECRETHASH:19000:0:99999:7:::"
 
@@ -23,24 +23,13 @@ SECRET = "root:$6$SECRETSALT$SECRETHASH:19000:0:99999:7:::"
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> Path:
     """A saved run folder (with its checkpoints) and its data file series.csv."""
-    d = tmp_path_factory.mktemp("r3")
-    csv = d / "series.csv"
-    seasonal_frame(300).to_csv(csv, index=False)
-    cfg = small_config(data={"path": str(csv)}, train={"precision": "fp32", "max_epochs": 1, "checkpoint_every": 2})
-    Forecaster(cfg).fit(str(csv), run_dir=d / "run").save(d / "run")
-    return d
+    return save_trained_run(tmp_path_factory.mktemp("r3"))
 
 
 @pytest.fixture
 def run(pristine, tmp_path) -> Path:
     shutil.copytree(pristine / "run", tmp_path / "run")
     return tmp_path / "run"
-
-
-def rehash(run: Path) -> None:
-    m = json.loads((run / "manifest.json").read_text())
-    m["sha256"] = {n: sha256_bytes((run / n).read_bytes()) for n in m["sha256"]}
-    (run / "manifest.json").write_text(json.dumps(m))
 
 
 def point_data_path_at(run: Path, target: Path) -> None:

@@ -7,7 +7,8 @@ import pytest
 from lstmcast.cli_output import print_stop
 from lstmcast.config import validate_config
 from lstmcast.errors import ConfigError
-from lstmcast.tuning.study import Tuner, TuneOptions, no_best_trial_error, trials_eta
+from lstmcast.progress import trials_eta
+from lstmcast.tuning.study import Tuner, TuneOptions, no_best_trial_error
 from tests.conftest import seasonal_frame, small_config
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lstmcast.cli import _with_flags, build_config, hoist_global_flags
+from lstmcast.cli import hoist_global_flags
+from lstmcast.cli_options import build_config, with_flags
 from lstmcast.config import all_keys, apply_overrides, validate_config, ForecastConfig
 from lstmcast.config_checks import suggest_key
 from lstmcast.errors import ConfigError
@@ -38,11 +39,11 @@ def test_levels_and_missing_flags_set_the_config(tmp_path):
     data = tmp_path / "d.csv"
     data.write_text("time,y\n2024-01-01,1\n")
     cfg = build_config(None, str(data), "time", "y", None, None, None, None, None,
-                       _with_flags("80,95", "interpolate", []))
+                       with_flags("80,95", "interpolate", []))
     assert cfg.model.levels == [80, 95]
     assert cfg.data.missing == "interpolate"
     later = build_config(None, str(data), "time", "y", None, None, None, None, None,
-                         _with_flags("80", None, ["model.levels=[90]"]))
+                         with_flags("80", None, ["model.levels=[90]"]))
     assert later.model.levels == [90]  # --set comes after the flags: it wins
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from lstmcast.errors import CheckpointError, ConfigError, DataError, LstmcastError
+from lstmcast.run.folder import file_sha256
 from lstmcast.spark import plan, worker
 from tests.conftest import ROOT
 
@@ -47,7 +48,7 @@ def test_a_rerun_skips_recorded_parts_and_redoes_half_written_or_changed_ones(tm
     half.mkdir(parents=True)
     (half / "part-0.parquet").write_bytes(b"partial")
     (plan.part_dir(out, "forecasts", 1) / "part-0.parquet").write_bytes(b"changed")  # record no longer true
-    assert rec0["files"] == {"forecasts/part=0/part-0.parquet": plan.file_sha256(
+    assert rec0["files"] == {"forecasts/part=0/part-0.parquet": file_sha256(
         plan.part_dir(out, "forecasts", 0) / "part-0.parquet")}
     done = plan.finished_parts(out, p)
     assert list(done) == [0]

@@ -17,8 +17,7 @@ import logging
 import numpy as np
 
 from lstmcast.data.grid import label
-from lstmcast.errors import DataError
-from lstmcast.safe_yaml import cut
+from lstmcast.errors import DataError, cut
 
 if TYPE_CHECKING:
     from lstmcast.config import DataConfig

@@ -218,9 +218,12 @@ def validate_frame(df: pd.DataFrame, cfg: DataConfig, precision: str = "fp32") -
     cols = targets + features + future
     if cfg.id_col:
         _refuse_untrainable(df[cfg.id_col], cfg)
-    refuse_hidden_series(df, cfg, times, cols + list(cfg.static_features))  # a forgotten --id-col (D3)
-    numeric = {c: _numeric(df, c, precision, cfg.scaling) for c in cols}
-    found = _validate_series(df, cfg, times, tz, numeric, targets, features + future)
+    try:
+        numeric = {c: _numeric(df, c, precision, cfg.scaling) for c in cols}
+        found = _validate_series(df, cfg, times, tz, numeric, targets, features + future)
+    except DataError:  # only a failing table pays for the search: a forgotten --id-col explains it better (D3)
+        refuse_hidden_series(df, cfg, times, cols + list(cfg.static_features))
+        raise
     ids, layout = found[0], found[-1]
     if cfg.static_features and layout == "wide":
         raise DataError(f"data.static_features {cfg.static_features} need a long table (one series per id, "

@@ -11,10 +11,9 @@ from lstmcast.data.coverage import backtested
 from lstmcast.data.prepare import is_panel, series_splits
 from lstmcast.data.windows import padded_rows
 from lstmcast.errors import DataError, did_you_mean, short, short_list
-from lstmcast.inference.fastpath import future_times
+from lstmcast.inference.frames import forecast_table
 from lstmcast.inference.backtest import Backtest, backtest_origins, gather_pairs, score, series_mase_scales
-from lstmcast.model.quantiles import (calibrated, interval_columns, interval_metrics, quantiles_for,
-                                      seasonal_naive_offsets_many)
+from lstmcast.model.quantiles import calibrated, interval_metrics, quantiles_for, seasonal_naive_offsets_many
 
 if TYPE_CHECKING:
     from lstmcast.run.meta import RunMeta
@@ -232,8 +231,6 @@ def _predict_scaled(model: LSTMForecaster, x: np.ndarray, batch: int = PREDICT_B
 def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: RunMeta,
                    scaler: dict[str, np.ndarray], future: Any = None, cfg: Any = None) -> pd.DataFrame:
     """The next ``horizon`` steps of every series; ``future``: the known-future covariates over them."""
-    import pandas as pd
-
     L, H, T = meta.window, meta.horizon, meta.n_targets
     mean, std = series_scalers(series, meta, scaler)  # (S, C)
     x, past_times, mask = last_windows(series, L, meta.mask_channel)  # (S, L, C), (S, L), (S, L) or None
@@ -247,7 +244,7 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: RunMeta,
     if not np.isfinite(x).all():  # D14: no inf into the model (it would forecast NaN without a word)
         for i, sid in enumerate(series.ids):
             scaling.check_overflow(x_raw[i], x[i], series.channel_names, past_times[i],
-                                   f"series {sid!r}" if sid else "the series")
+                                   f"series {short(sid)}" if sid else "the series")
     fut_vals, fut_times = _future_inputs(series, meta, future, cfg)
     fut, static, cal = model_inputs(series, meta, past_times, fut_vals, fut_times, mean, std)
     x = insert_mask(x, mask, series.n_past_only)
@@ -265,20 +262,7 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: RunMeta,
         bad = [sid or "the series" for sid, v in zip(series.ids, y) if not np.isfinite(v).all()]
         raise DataError(f"the forecast of {bad[:5]} is not finite: the last {L} input rows lie so far outside "
                         "the training data's range that the model overflows; check those values")
-    if meta.layout != "wide":
-        return _long_frame(series, meta, y, qs, levels)
-    frames = []
-    for i, (sid, t) in enumerate(zip(series.ids, series.times)):
-        cols: dict[str, Any] = {meta.time_col: _stamps(t[-1], H, meta),
-                                sid: y[i, :, 0]}
-        if qs is not None:
-            cols.update(interval_columns(sid, qs[i, :, 0], levels))
-        frames.append(pd.DataFrame(cols))
-    out = frames[0]
-    for f in frames[1:]:
-        for c in f.columns[1:]:  # the series' forecast (and interval) columns after the time column
-            out[c] = f[c].to_numpy()
-    return out
+    return forecast_table(series, meta, y, qs, levels)
 
 
 def last_windows(series: SeriesSet, window: int, padded: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -299,39 +283,6 @@ def insert_mask(x: np.ndarray, mask: np.ndarray | None, at: int) -> np.ndarray:
     if mask is None:
         return x
     return np.concatenate([x[:, :, :at], mask[:, :, None].astype(x.dtype), x[:, :, at:]], axis=2)
-
-
-def _long_frame(series: SeriesSet, meta: RunMeta, y: np.ndarray, qs: np.ndarray | None,
-                levels: list[int]) -> pd.DataFrame:
-    """One frame for all series at once: a frame per series made predict ~70x slower than the model's
-    forward on 1,000 series (benchmarks/many_series.py); series ending on the same day share their
-    future timestamps."""
-    import pandas as pd
-
-    H = meta.horizon
-    lasts = np.array([t[-1] for t in series.times], dtype=np.int64 if meta.integer_time else "datetime64[ns]")
-    uniq, inv = np.unique(lasts, return_inverse=True)
-    stamps = [_stamps(u, H, meta) for u in uniq]
-    flat = np.concatenate(stamps) if isinstance(stamps[0], np.ndarray) else stamps[0].append(stamps[1:])
-    cols: dict[str, Any] = {}
-    if meta.layout == "long":
-        cols[meta.id_col] = np.repeat(np.array(series.ids, dtype=object), H)
-    cols[meta.time_col] = flat[(inv.reshape(-1, 1) * H + np.arange(H)).reshape(-1)]  # (S * H,) in row order
-    for k, name in enumerate(meta.targets):
-        cols[name] = y[:, :, k].reshape(-1)
-        if qs is not None:  # (S, H, Q) -> (S * H, Q): the rows in the frame's order
-            cols.update(interval_columns(name, qs[:, :, k].reshape(-1, qs.shape[-1]), levels))
-    return pd.DataFrame(cols, copy=False)  # fresh arrays: a copy costs half a one-series predict
-
-
-
-def _stamps(last: Any, H: int, meta: RunMeta) -> Any:
-    """The horizon's timestamps as the output shows them (integer steps, or datetimes in the zone)."""
-    if meta.integer_time:
-        from lstmcast.data.calendar import future_times as steps
-
-        return steps(last, meta.freq, H, integer_time=True)
-    return future_times(last, H, meta.freq, meta.tz)
 
 
 def _future_inputs(series: SeriesSet, meta: RunMeta, future: Any, cfg: Any) -> tuple[Any, np.ndarray]:

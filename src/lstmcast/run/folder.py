@@ -134,8 +134,11 @@ def data_record(path: str | None) -> dict[str, str] | None:
     return {"path": path, "sha256": file_sha256(path)}
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's bytes, read in 1 MB blocks."""
+def file_sha256(path: str | os.PathLike[str] | None) -> str | None:
+    """sha256 of a regular file's bytes, read in 1 MB blocks (None without one): what identifies a data file
+    across machines (run folders, tuning studies, evaluations, Spark outputs)."""
+    if not path or not os.path.isfile(path):
+        return None
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

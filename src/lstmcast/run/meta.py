@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lstmcast.errors import CheckpointError
-from lstmcast.safe_yaml import short
+from lstmcast.errors import CheckpointError, short
 
 if TYPE_CHECKING:
     from torch import Tensor

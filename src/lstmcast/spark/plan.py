@@ -24,6 +24,7 @@ from typing import Any
 
 from lstmcast import atomic
 from lstmcast.errors import ConfigError, DataError
+from lstmcast.run.folder import file_sha256
 
 FORMAT = 1
 KINDS = ("forecasts", "errors")
@@ -85,14 +86,6 @@ def part_dir(out: Path, kind: str, part: int) -> Path:
 
 def _record_path(out: Path, part: int) -> Path:
     return out / "_done" / f"part={part}.json"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def part_files(out: Path, part: int) -> dict[str, str]:

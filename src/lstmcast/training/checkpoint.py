@@ -31,8 +31,7 @@ import torch
 from torch import Tensor
 
 from lstmcast import atomic
-from lstmcast.errors import CheckpointError
-from lstmcast.safe_yaml import short
+from lstmcast.errors import CheckpointError, short
 from lstmcast.training.state_schema import state_problems
 
 log = logging.getLogger(__name__)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from lstmcast.tuning import results as tuning_report
 from lstmcast.errors import ConfigError, DataError, DivergedError, InterruptedRun
+from lstmcast.progress import trials_eta
 from lstmcast.run.lock import RunLock
 from lstmcast.tuning.space import SearchSpace, apply_params, space_for, suggest
 from lstmcast.tuning.storage import (HOST, Heartbeat, WorkerSlot, claim_lock, default_storage, normalize_url,
@@ -212,7 +213,7 @@ class Tuner:
     def _fingerprint(self) -> dict[str, Any]:
         """What every worker of one study must agree on: the data's content (sha256), not its path (machines
         differ; the path is kept as ``data.file`` to name it in a refusal), and the settings trials depend on."""
-        from lstmcast.workflow import file_sha256
+        from lstmcast.run.folder import file_sha256
 
         c = self.cfg.to_dict()
         fp = {f"data.{k}": v for k, v in c["data"].items() if k not in ("path", "delimiter")}
@@ -369,17 +370,6 @@ class Tuner:
         self.study.tell(trial, value if state == "complete" else None, state=states.get(state, TrialState.FAIL))
         label = f"failed ({attrs['failure']})" if state == "failed" else state
         return TrialOutcome(trial.number, label, value, params, attrs)
-
-
-def trials_eta(elapsed: float, ran: int, left: int, deadline: float | None) -> float | None:
-    """Seconds until the study ends: this worker's mean trial time x the trials left, but no later than the
-    timeout (no trial starts after it; the one running then still finishes). None before the first trial."""
-    if ran <= 0:
-        return None
-    eta = elapsed / ran * max(0, left)
-    if deadline is not None:
-        eta = min(eta, max(0.0, deadline - time.monotonic()) + elapsed / ran)
-    return eta
 
 
 def _difference(key: str, old: dict[str, Any], now: dict[str, Any]) -> str:
