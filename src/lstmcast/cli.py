@@ -146,7 +146,7 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
 def _resume_setup(resume: Path, run: Optional[Path], config: Optional[Path], flags: dict[str, Any],
                   overrides: Optional[list[str]]):
     from lstmcast.errors import ConfigError
-    from lstmcast.training.checkpoint import refuse_unsafe
+    from lstmcast.run.manifest import refuse_unsafe
     from lstmcast.training.resume import resume_config
     from lstmcast.workflow import check_run_dir
 

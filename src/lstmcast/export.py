@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lstmcast import atomic
-from lstmcast.run.folder import sha256_bytes
+from lstmcast.run.manifest import sha256_bytes
 from lstmcast.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:

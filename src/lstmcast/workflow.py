@@ -14,7 +14,7 @@ from lstmcast import atomic
 from lstmcast.errors import ConfigError, LstmcastError
 from lstmcast.outputs import COMPLETE, Stage, write_all, write_csv
 from lstmcast.progress import announce
-from lstmcast.run.folder import file_sha256
+from lstmcast.run.manifest import file_sha256
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -87,12 +87,12 @@ def train_run(cfg: ForecastConfig, run: Path, callbacks: list[Callable[..., None
                 f"`lstmcast train --resume {run}`"))
             from lstmcast.doctor.report import render_text
 
-            monitor.add_doctor(render_text(getattr(fc, "doctor_", None)))
+            monitor.add_doctor(render_text(fc.training_.doctor if fc.training_ is not None else None))
         finally:
             monitor.close()
         monitor.save(run / "monitor.json")
-        if getattr(fc, "doctor_", None) is not None:
-            atomic.write_json(run / "doctor.json", fc.doctor_.as_dict())
+        if fc.training_ is not None:
+            atomic.write_json(run / "doctor.json", fc.training_.doctor.as_dict())
         fc.save(run, outputs=False)  # the outputs below: with the monitor's findings, under the signal handler
         metrics = finish_outputs(fc, run, monitor.findings(), stage=lambda text: announce(callbacks, text))
     return fc, metrics
@@ -115,15 +115,17 @@ def train_rank(cfg: ForecastConfig, resume_from: Checkpoint | None = None) -> No
 
     try:
         fc = Forecaster(cfg).fit(cfg.data.path, resume_from=resume_from, progress=False)  # rank 0 shows it
-        interrupted = fc.fit_result_.stop_reason.startswith("interrupted")
-        if getattr(fc, "shards_", None) is not None and not interrupted:
+        training = fc.training_
+        assert training is not None  # fit sets it
+        interrupted = training.result.stop_reason.startswith("interrupted")
+        if training.shards is not None and not interrupted:
             from lstmcast.inference.sharded import outputs
 
-            outputs(fc)  # data.shard_series: this rank's backtest and forecast, sent to rank 0
+            outputs(fc, training.shards)  # data.shard_series: this rank's backtest and forecast, sent to rank 0
     finally:
         distributed.close()
     if interrupted:
-        raise InterruptedRun(f"rank {fc.rank_}: {fc.fit_result_.stop_reason}; rank 0 wrote the checkpoint")
+        raise InterruptedRun(f"rank {training.rank}: {training.result.stop_reason}; rank 0 wrote the checkpoint")
 
 
 def finish_outputs(fc: Forecaster, run: Path, extra: list[Any] | None = None,

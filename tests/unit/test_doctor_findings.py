@@ -120,7 +120,7 @@ def test_train_runs_the_doctors_checks_and_refuses_its_errors(monkeypatch):
     fc = Forecaster(small_config())
     with pytest.raises(ConfigError, match="^a problem only the doctor sees: change something$"):
         fc.fit(seasonal_frame(200))
-    assert not hasattr(fc, "trainer_")
+    assert fc.training_ is None
 
 
 def test_preflight_logs_advice_and_warnings(caplog):

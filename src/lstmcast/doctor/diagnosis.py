@@ -100,7 +100,7 @@ class _Curves:
 
 
 def data_info_of(prepared: Any, doctor: Any = None) -> DataInfo | None:
-    """DataInfo from a ``Prepared`` (Forecaster.prepared_) and the DoctorReport (Forecaster.doctor_), if any."""
+    """DataInfo from a ``Prepared`` and the DoctorReport (Forecaster.training_.prepared / .doctor), if any."""
     if prepared is None:
         return None
     wider = None

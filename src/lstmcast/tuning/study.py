@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from lstmcast.config import ForecastConfig
     from lstmcast.data.validate import SeriesSet
     from lstmcast.forecaster import Forecaster
+    from lstmcast.training.loop import FitResult
 
 log = logging.getLogger(__name__)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([hms]?)")
@@ -107,6 +108,7 @@ class PruningReporter:
 def fit_trial(cfg: ForecastConfig, series: SeriesSet, callbacks: list[Callable[..., None]]) -> Forecaster:
     """Train one trial's model on the already validated series (a seam for fault-injection tests)."""
     from lstmcast.forecaster import Forecaster
+    from lstmcast.training.loop import FitResult
 
     return Forecaster(cfg).fit(series, callbacks=callbacks, progress=False)  # the study prints a line a trial
 
@@ -114,7 +116,13 @@ def fit_trial(cfg: ForecastConfig, series: SeriesSet, callbacks: list[Callable[.
 def objective_value(fc: Forecaster, objective: str) -> float:
     if objective == "mase":
         return float(fc.backtest()["model"]["MASE"])
-    return float(fc.fit_result_.best_val_loss)
+    return float(fit_result(fc).best_val_loss)
+
+
+def fit_result(fc: Forecaster) -> FitResult:
+    """The training's result (best epoch and loss, stop reason) of a Forecaster fit_trial trained."""
+    assert fc.training_ is not None  # fit sets it
+    return fc.training_.result
 
 
 def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
@@ -213,7 +221,7 @@ class Tuner:
     def _fingerprint(self) -> dict[str, Any]:
         """What every worker of one study must agree on: the data's content (sha256), not its path (machines
         differ; the path is kept as ``data.file`` to name it in a refusal), and the settings trials depend on."""
-        from lstmcast.run.folder import file_sha256
+        from lstmcast.run.manifest import file_sha256
 
         c = self.cfg.to_dict()
         fp = {f"data.{k}": v for k, v in c["data"].items() if k not in ("path", "delimiter")}
@@ -336,11 +344,12 @@ class Tuner:
             cfg = apply_params(self.cfg, params, max_epochs=t.max_epochs, threads=threads)
             with Heartbeat(self.storage, trial, t.heartbeat_s):
                 fc = fit_trial(cfg, self.series, [reporter])
-                if fc.fit_result_.stop_reason.startswith("interrupted"):  # SIGINT/SIGTERM: weights are partial
-                    raise InterruptedRun(f"trial {trial.number} {fc.fit_result_.stop_reason}: rerun the same "
+                result = fit_result(fc)
+                if result.stop_reason.startswith("interrupted"):  # SIGINT/SIGTERM: weights are partial
+                    raise InterruptedRun(f"trial {trial.number} {result.stop_reason}: rerun the same "
                                          "command to continue the study (this trial will be redone)")
                 value = objective_value(fc, t.objective)
-            attrs.update(best_epoch=fc.fit_result_.best_epoch, best_val_loss=fc.fit_result_.best_val_loss,
+            attrs.update(best_epoch=result.best_epoch, best_val_loss=result.best_val_loss,
                          n_parameters=fc.meta_.n_parameters)
             if not math.isfinite(value):
                 raise DivergedError(f"the trial ended with a non-finite {t.objective} ({value})")
