@@ -19,7 +19,6 @@ from lstmcast.data.load import load_series  # noqa: F401  (re-exported)
 from lstmcast.errors import NotFittedError
 from lstmcast.outputs import TrainingReport
 from lstmcast.run.folder import build_meta, build_scaler, data_record, read_run, save_run, stored_data_path
-from lstmcast.run.meta import RunMeta
 from lstmcast.run.record import FittedRun
 
 if TYPE_CHECKING:
@@ -30,6 +29,7 @@ if TYPE_CHECKING:
     from lstmcast.doctor.diagnosis import Diagnosis
     from lstmcast.inference.backtest import Backtest
     from lstmcast.model.network import LSTMForecaster
+    from lstmcast.run.meta import RunMeta
     from lstmcast.training.checkpoint import Checkpoint
     from lstmcast.training.loop import EpochRecord, Trainer
 

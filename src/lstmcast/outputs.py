@@ -106,8 +106,10 @@ def write_outputs(fc: Fitted, run: Path, series: Any = None, stage: Stage = _qui
     else:
         forecast = fc.predict(series)
         write_csv(forecast, run / "forecast.csv")
-    forecast_plot(src, forecast, fc.meta_, fc.backtest_, run / "forecast.png")
-    write_csv(fc.backtest_.frames(src, fc.meta_, CSV_ROWS), run / "backtest.csv")  # every backtest forecast (H16)
+    bt = fc.backtest_
+    assert bt is not None  # fc.backtest above set it
+    forecast_plot(src, forecast, fc.meta_, bt, run / "forecast.png")
+    write_csv(bt.frames(src, fc.meta_, CSV_ROWS), run / "backtest.csv")  # every backtest forecast (H16)
     if fc.history_:
         loss_plot(fc.history_, run / "loss.png", _best_epoch(fc))
     return metrics

@@ -190,14 +190,16 @@ def evaluate_run(run: Path, data: str | None = None, name: str | None = None, st
     path = _evaluation_path(run, name, data if data is not None else fc.config_.data.path,
                             datetime.now(timezone.utc))
     frame = fc.backtest_forecasts(data, start=start, stride=stride, n_windows=n_windows, refit=refit)
-    metrics = fc.backtest_.metrics
+    bt = fc.backtest_
+    assert bt is not None  # backtest_forecasts set it
+    metrics = bt.metrics
     source = data if data is not None else fc.config_.data.path
     now = datetime.now(timezone.utc)
     record = {"kind": "evaluation", "note": "a backtest on the data named here, not the run's held-out backtest "
                                             "(that is metrics.json)",
               "data": os.path.abspath(source) if source else None, "data_sha256": file_sha256(source),
               "training_data": data is None, "created": now.isoformat(timespec="seconds"),
-              "origins": int(len(fc.backtest_.origins)),
+              "origins": int(len(bt.origins)),
               "windows": {"start": None if start is None else str(start), "stride": stride, "n_windows": n_windows,
                           "refit": refit},
               "forecasts": path.with_suffix(".csv").name, "metrics": metrics}

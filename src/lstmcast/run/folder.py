@@ -107,9 +107,8 @@ def save_run(path: str | os.PathLike[str], run: StoredRun) -> str:
 def data_record(path: str | None) -> dict[str, str] | None:
     """``{"path", "sha256"}`` of a regular data file (None for none, a folder of Parquet files or a device):
     what lets a stored data.path be read again later (``stored_data_path``)."""
-    if path is None or not os.path.isfile(path):
-        return None
-    return {"path": path, "sha256": file_sha256(path)}
+    digest = file_sha256(path)  # None for none, or what is not a regular file
+    return None if path is None or digest is None else {"path": path, "sha256": digest}
 
 
 def stored_data_path(path: str | None, record: dict[str, str] | None, folder: Path) -> str | None:

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from lstmcast.errors import CheckpointError, LstmcastError
 from lstmcast.run.folder import BACKTEST_MODEL, StoredRun
-from lstmcast.run.meta import RunMeta
 
 if TYPE_CHECKING:
     from lstmcast.config import ForecastConfig
     from lstmcast.model.network import LSTMForecaster
+    from lstmcast.run.meta import RunMeta
 
 
 @dataclass
