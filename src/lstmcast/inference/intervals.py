@@ -11,6 +11,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lstmcast.data.windows import split_window
+from lstmcast.inference.calibration import (
+    choose_method,
+    out_of_sample_shift,
+    residual_offsets,
+    scaled_conformal_offsets,
+    step_scale,
+)
+from lstmcast.inference.predict import _predict_scaled
+from lstmcast.model.quantiles import intervals_meta
+
 if TYPE_CHECKING:
     from lstmcast.config import ForecastConfig
     from lstmcast.data.prepare import Prepared
@@ -29,9 +40,6 @@ def calibrate(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, train_idx
     offsets. The calibration windows: the validation windows and (evenly spread, at most
     MAX_SCALE_WINDOWS) the training windows, their linear skip forecast out of sample. model.interval_method
     auto keeps the method (quantile or residual) with the lower interval score on them."""
-    from lstmcast.inference.calibration import choose_method, residual_offsets, scaled_conformal_offsets, step_scale
-    from lstmcast.model.quantiles import intervals_meta
-
     levels = cfg.model.levels
     n = len(val_idx)
     if cfg.model.calibration == "none" or n == 0:
@@ -64,7 +72,6 @@ def training_forecasts(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, 
     pred, y = window_forecasts(model, tensor, tr, prep)
     if skip is None or math.isinf(skip.lam) or not len(tr):  # no skip, or a baseline: nothing fitted
         return pred, y
-    from lstmcast.inference.calibration import out_of_sample_shift
 
     windows = tensor.unfold(0, prep.window + prep.horizon, 1).cpu()
     shift, ok = out_of_sample_shift(windows, tr, train_idx, prep.window, prep.horizon, prep.series.n_targets,
@@ -88,12 +95,9 @@ def ridge_weight(cfg: ForecastConfig, windows: Any, train_idx: Any, prep: Prepar
 
 def window_forecasts(model: LSTMForecaster, tensor: Any, idx: Any, prep: Prepared) -> tuple[Any, Any]:
     """The model's quantile forecasts (N, H, T, Q) and the actuals (N, H, T) of windows ``idx`` (scaled)."""
-    from lstmcast.inference.predict import _predict_scaled
-
     L, H, T = prep.window, prep.horizon, prep.series.n_targets
     if len(idx) == 0:
         return np.zeros((0, H, T, len(model.quantiles or ()))), np.zeros((0, H, T))
-    from lstmcast.data.windows import split_window
 
     idx = idx.to(tensor.device)
     b = split_window(tensor.unfold(0, L + H, 1)[idx].cpu(), prep.roles)  # the batch's roles, on the host

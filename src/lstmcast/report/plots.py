@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 from typing import TYPE_CHECKING, Any
 
 from lstmcast import atomic
 
 if TYPE_CHECKING:
-    from lstmcast.run.meta import RunMeta
     import pandas as pd
 
     from lstmcast.data.validate import SeriesSet
     from lstmcast.inference.backtest import Backtest
+    from lstmcast.run.meta import RunMeta
 
 
 MAX_LABEL = 60  # characters of a series id or column name in a title: a 3,000-character id made a 30,000 px plot
@@ -47,8 +48,6 @@ def _save(fig: Any, path: str | os.PathLike[str]) -> None:
 def readable_log_y(ax: Any, values: Any) -> None:
     """A log y axis only where the values span a decade or more, labelled at the in-between ticks too
     (a plain log axis over less than two decades shows one or two labels)."""
-    import math
-
     from matplotlib.ticker import LogFormatterSciNotation
 
     finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lstmcast import atomic
+from lstmcast.report.plots import readable_log_y
 from lstmcast.tuning.space import apply_params
 
 if TYPE_CHECKING:
@@ -150,8 +151,6 @@ def history_plot(rows: list[dict[str, Any]], objective: str, path: Path) -> None
         ax.step(xs, best, where="post", color="tab:red", label="best so far")
         ax.legend()
     from matplotlib.ticker import MaxNLocator
-
-    from lstmcast.report.plots import readable_log_y
 
     if done:
         readable_log_y(ax, ys)
