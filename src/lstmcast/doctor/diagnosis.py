@@ -27,6 +27,8 @@ from lstmcast.model.sizing import resolve_model
 
 if TYPE_CHECKING:
     from lstmcast.config import ForecastConfig
+    from lstmcast.data.prepare import Prepared
+    from lstmcast.doctor.record import DoctorReport
 
 # Thresholds, each stated in the finding it triggers.
 SPIKE = 1.5  # an epoch's training loss above 1.5x the best so far, undoing half the progress, is a spike
@@ -101,7 +103,7 @@ class _Curves:
         return self.val if all(math.isfinite(v) for v in self.val) else self.train
 
 
-def data_info_of(prepared: Any, doctor: Any = None) -> DataInfo | None:
+def data_info_of(prepared: Prepared | None, doctor: DoctorReport | None = None) -> DataInfo | None:
     """DataInfo from a ``Prepared`` (Forecaster.prepared_) and the DoctorReport (Forecaster.doctor_), if any."""
     if prepared is None:
         return None

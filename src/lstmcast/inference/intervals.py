@@ -23,6 +23,8 @@ from lstmcast.inference.predict import _predict_scaled
 from lstmcast.model.quantiles import intervals_meta
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from lstmcast.config import ForecastConfig
     from lstmcast.data.prepare import Prepared
     from lstmcast.model.network import LSTMForecaster
@@ -32,7 +34,7 @@ log = logging.getLogger("lstmcast.forecaster")
 MAX_SCALE_WINDOWS = 4096  # training windows in the intervals' calibration set
 
 
-def calibrate(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, train_idx: Any, val_idx: Any,
+def calibrate(cfg: ForecastConfig, model: LSTMForecaster, tensor: Tensor, train_idx: Tensor, val_idx: Tensor,
                prep: Prepared, skip: SkipFit | None = None) -> dict[str, Any]:
     """Conformal offsets of each interval level (calibration.py), never from the test split.
 
@@ -61,7 +63,7 @@ def calibrate(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, train_idx
     return intervals_meta(levels, "conformal", offsets[method], n, True, len(y_tr), method, scores)
 
 
-def training_forecasts(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, train_idx: Any,
+def training_forecasts(cfg: ForecastConfig, model: LSTMForecaster, tensor: Tensor, train_idx: Tensor,
                         prep: Prepared, skip: SkipFit | None) -> tuple[Any, Any]:
     """Forecasts and actuals of the training windows for calibration, the fitted linear skip's part
     replaced by an out-of-sample one (calibration.out_of_sample_shift; windows without earlier data dropped)."""
@@ -80,7 +82,7 @@ def training_forecasts(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, 
     return pred[ok] + shift[ok][..., None], y[ok]
 
 
-def ridge_weight(cfg: ForecastConfig, windows: Any, train_idx: Any, prep: Prepared, skip: SkipFit) -> Any:
+def ridge_weight(cfg: ForecastConfig, windows: Tensor, train_idx: Tensor, prep: Prepared, skip: SkipFit) -> Tensor:
     """The linear skip as fitted on the training windows, before training: the reference of the out-of-sample
     shift. Not the trained model's skip weight: training moves it and the LSTM head makes up for the move, so
     a shift taken against it takes the move out of the calibration forecasts while the head's answer to it
@@ -93,7 +95,7 @@ def ridge_weight(cfg: ForecastConfig, windows: Any, train_idx: Any, prep: Prepar
                     prep.season, cfg.train.loss, cfg.train.seed, skip).weight
 
 
-def window_forecasts(model: LSTMForecaster, tensor: Any, idx: Any, prep: Prepared) -> tuple[Any, Any]:
+def window_forecasts(model: LSTMForecaster, tensor: Tensor, idx: Tensor, prep: Prepared) -> tuple[Any, Any]:
     """The model's quantile forecasts (N, H, T, Q) and the actuals (N, H, T) of windows ``idx`` (scaled)."""
     L, H, T = prep.window, prep.horizon, prep.series.n_targets
     if len(idx) == 0:

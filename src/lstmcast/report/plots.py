@@ -11,6 +11,8 @@ from lstmcast import atomic
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
     from lstmcast.data.validate import SeriesSet
     from lstmcast.inference.backtest import Backtest
@@ -38,14 +40,14 @@ def _pyplot():
     return plt
 
 
-def _save(fig: Any, path: str | os.PathLike[str]) -> None:
+def _save(fig: Figure, path: str | os.PathLike[str]) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
     atomic.write_bytes(path, buf.getvalue())
 
 
-def readable_log_y(ax: Any, values: Any) -> None:
+def readable_log_y(ax: Axes, values: Any) -> None:
     """A log y axis only where the values span a decade or more, labelled at the in-between ticks too
     (a plain log axis over less than two decades shows one or two labels)."""
     from matplotlib.ticker import LogFormatterSciNotation
@@ -134,7 +136,7 @@ def forecast_plot(series: SeriesSet, forecast: pd.DataFrame, meta: RunMeta, bt: 
     _save(fig, path)
 
 
-def _fan(ax: Any, part: pd.DataFrame, name: str, times: Any, levels: list[int]) -> None:
+def _fan(ax: Axes, part: pd.DataFrame, name: str, times: Any, levels: list[int]) -> None:
     """A fan chart: each level's interval shaded, the widest lightest."""
     for L in sorted(levels, reverse=True):
         lo, hi = f"{name}_lo_{L}", f"{name}_hi_{L}"

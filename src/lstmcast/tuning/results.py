@@ -19,6 +19,7 @@ from lstmcast.tuning.space import apply_params
 
 if TYPE_CHECKING:
     import optuna
+    from matplotlib.figure import Figure
 
     from lstmcast.config import ForecastConfig
 
@@ -132,7 +133,7 @@ def _pyplot():
     return plt
 
 
-def _save_png(fig: Any, path: Path) -> None:
+def _save_png(fig: Figure, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
