@@ -1,8 +1,9 @@
 """The `lstmcast` command line. Thin: parse, call the library, print. Exit codes are stable:
 0 ok, 2 usage/config, 3 data, 4 checkpoint/artifact, 5 diverged, 130 interrupted.
 
-Heavy modules (torch, pandas, matplotlib, optuna) are imported inside the commands only, so
-`lstmcast --help` answers fast.
+Heavy modules (torch, pandas, matplotlib, optuna), and the library modules that lead to them, are imported
+inside the commands only, so `lstmcast --help` answers fast (tests/unit/test_layering.py checks that
+`import lstmcast.cli` loads neither torch nor pandas).
 """
 
 from __future__ import annotations
@@ -39,9 +40,6 @@ from lstmcast.cli_options import (
 )
 from lstmcast.cli_output import metrics_table, print_best, print_space, print_stop, print_trained, print_trial
 from lstmcast.errors import ConfigError, InterruptedRun, LstmcastError
-from lstmcast.progress import EpochProgress
-from lstmcast.run.lock import RunLock
-from lstmcast.tuning.storage import redact
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="LSTM time-series forecasting: train, evaluate, predict, doctor, tune, report, export.")
@@ -129,6 +127,8 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
         return run_guarded(_rank)
 
     def _do() -> None:
+        from lstmcast.progress import EpochProgress
+        from lstmcast.run.lock import RunLock  # socket, for the lock's host name
         from lstmcast.workflow import default_run_dir, outputs_missing, resume_outputs, train_run
 
         ckpt = None
@@ -277,6 +277,7 @@ def tune(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targe
     overrides = with_flags(levels, missing, with_roles(future_features, static_features, overrides))
 
     def _do() -> None:
+        from lstmcast.tuning.storage import redact
         from lstmcast.tuning.study import TuneOptions, Tuner, no_best_trial_error, parse_duration, route_optuna_logs
 
         extra = [f"tune.{k}={v}" for k, v in (("trials", trials), ("objective", objective), ("pruner", pruner))
