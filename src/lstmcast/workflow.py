@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lstmcast import atomic
+from lstmcast.doctor.report import render_text
 from lstmcast.errors import ConfigError, InterruptedRun, LstmcastError
 from lstmcast.findings import Finding
 from lstmcast.forecaster import Forecaster, load_run
@@ -87,8 +88,6 @@ def train_run(cfg: ForecastConfig, run: Path, callbacks: list[Callable[..., None
             after_training.enter_context(interrupt_on_signals(
                 f"stopped after training, before the outputs of {run} were all written; finish them with "
                 f"`lstmcast train --resume {run}`"))
-            from lstmcast.doctor.report import render_text
-
             monitor.add_doctor(render_text(getattr(fc, "doctor_", None)))
         finally:
             monitor.close()
