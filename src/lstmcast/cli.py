@@ -1,24 +1,45 @@
 """The `lstmcast` command line. Thin: parse, call the library, print. Exit codes are stable:
 0 ok, 2 usage/config, 3 data, 4 checkpoint/artifact, 5 diverged, 130 interrupted.
 
-Heavy modules (torch, pandas, matplotlib, optuna) are imported inside the commands only, so
-`lstmcast --help` answers fast.
+Heavy modules (torch, pandas, matplotlib, optuna), and the library modules that lead to them, are imported
+inside the commands only, so `lstmcast --help` answers fast (tests/unit/test_layering.py checks that
+`import lstmcast.cli` loads neither torch nor pandas).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+from contextlib import nullcontext
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from lstmcast.cli_options import (ConfigOpt, DataOpt, FeatOpt, FutureOpt, HorizonOpt, IdOpt, LevelsOpt,
-                                  MissingOpt, SeasonOpt, SetOpt, StaticOpt, TargetOpt, TimeOpt, WindowOpt,
-                                  build_config, with_flags, with_roles)
+from lstmcast.cli_options import (
+    ConfigOpt,
+    DataOpt,
+    FeatOpt,
+    FutureOpt,
+    HorizonOpt,
+    IdOpt,
+    LevelsOpt,
+    MissingOpt,
+    SeasonOpt,
+    SetOpt,
+    StaticOpt,
+    TargetOpt,
+    TimeOpt,
+    WindowOpt,
+    build_config,
+    with_flags,
+    with_roles,
+)
 from lstmcast.cli_output import metrics_table, print_best, print_space, print_stop, print_trained, print_trial
+from lstmcast.errors import ConfigError, InterruptedRun, LstmcastError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="LSTM time-series forecasting: train, evaluate, predict, doctor, tune, report, export.")
@@ -35,8 +56,6 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 
 
 def _fail(exc: BaseException) -> None:
-    from lstmcast.errors import LstmcastError
-
     if _STATE["debug"]:
         raise exc
     code = exc.exit_code if isinstance(exc, LstmcastError) else 1
@@ -50,8 +69,6 @@ def _fail(exc: BaseException) -> None:
 
 def run_guarded(fn, *args: Any, **kwargs: Any) -> Any:
     """Call ``fn`` and turn lstmcast errors into their exit codes (tracebacks only with --debug)."""
-    from lstmcast.errors import InterruptedRun
-
     try:
         return fn(*args, **kwargs)
     except typer.Exit:
@@ -82,8 +99,6 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
           future_features: Optional[str] = FutureOpt, static_features: Optional[str] = StaticOpt,
           levels: Optional[str] = LevelsOpt, missing: Optional[str] = MissingOpt) -> None:
     """Train on a CSV/Parquet file, backtest against naive baselines, forecast, write a run folder."""
-    import os
-
     overrides = with_flags(levels, missing, with_roles(future_features, static_features, overrides))
 
     if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -112,10 +127,8 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
         return run_guarded(_rank)
 
     def _do() -> None:
-        from contextlib import nullcontext
-
         from lstmcast.progress import EpochProgress
-        from lstmcast.run.lock import RunLock
+        from lstmcast.run.lock import RunLock  # socket, for the lock's host name
         from lstmcast.workflow import default_run_dir, outputs_missing, resume_outputs, train_run
 
         ckpt = None
@@ -145,7 +158,6 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
 
 def _resume_setup(resume: Path, run: Optional[Path], config: Optional[Path], flags: dict[str, Any],
                   overrides: Optional[list[str]]):
-    from lstmcast.errors import ConfigError
     from lstmcast.run.manifest import refuse_unsafe
     from lstmcast.training.resume import resume_config
     from lstmcast.workflow import check_run_dir
@@ -211,8 +223,6 @@ def predict(run: Path = typer.Argument(..., help="Run folder written by `lstmcas
         if engine == "spark":
             return _predict_spark(run, data, out, future, master, rows_per_part)
         if engine != "local":
-            from lstmcast.errors import ConfigError
-
             raise ConfigError(f"--engine must be local or spark, got {engine!r}")
         from lstmcast.workflow import predict_run
 
@@ -228,11 +238,9 @@ def predict(run: Path = typer.Argument(..., help="Run folder written by `lstmcas
 
 def _predict_spark(run: Path, data: Optional[str], out: Optional[str], future: Optional[str], master: str,
                    rows_per_part: int) -> None:
-    from lstmcast.errors import ConfigError
-
     if data is None or out is None or str(out) == "-":
         raise ConfigError("--engine spark needs --data DATASET_DIR (Parquet) and --out OUT_DIR (a folder)")
-    from lstmcast.spark import predict_dataset
+    from lstmcast.spark import predict_dataset  # pandas, pyarrow and pyspark: only for this engine
 
     def progress(done: int, total: int) -> None:
         typer.echo(f"{done}/{total} parts done", err=True)
@@ -269,10 +277,8 @@ def tune(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targe
     overrides = with_flags(levels, missing, with_roles(future_features, static_features, overrides))
 
     def _do() -> None:
-        from datetime import datetime
-
-        from lstmcast.tuning.study import TuneOptions, Tuner, no_best_trial_error, parse_duration, route_optuna_logs
         from lstmcast.tuning.storage import redact
+        from lstmcast.tuning.study import TuneOptions, Tuner, no_best_trial_error, parse_duration, route_optuna_logs
 
         extra = [f"tune.{k}={v}" for k, v in (("trials", trials), ("objective", objective), ("pruner", pruner))
                  if v is not None]
@@ -315,8 +321,6 @@ def doctor_cmd(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt,
     overrides = with_flags(levels, missing, with_roles(future_features, static_features, overrides))
 
     def _do() -> int:
-        import json
-
         from lstmcast.doctor.report import doctor, render
 
         raw = build_config(config, data, time_col, target, features, id_col, window, horizon, season, overrides,
@@ -342,7 +346,8 @@ def doctor_cmd(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt,
 
 @app.command()
 def report(run: Path = typer.Argument(..., help="Run folder written by `lstmcast train`."),
-           out: Optional[str] = typer.Option(None, "--out", help="Output HTML file (default RUN/report.html).")) -> None:
+           out: Optional[str] = typer.Option(None, "--out",
+                                             help="Output HTML file (default RUN/report.html).")) -> None:
     """Write RUN/report.html: plots, gates, backtest and diagnosis of a run in one self-contained page."""
 
     def _do() -> None:

@@ -28,13 +28,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lstmcast.tuning import results as tuning_report
+from lstmcast.data.load import load_series
 from lstmcast.errors import ConfigError, DataError, DivergedError, InterruptedRun
+from lstmcast.forecaster import Forecaster
 from lstmcast.progress import trials_eta
 from lstmcast.run.lock import RunLock
+from lstmcast.run.manifest import file_sha256
+from lstmcast.tuning import results as tuning_report
 from lstmcast.tuning.space import SearchSpace, apply_params, space_for, suggest
-from lstmcast.tuning.storage import (HOST, Heartbeat, WorkerSlot, claim_lock, default_storage, normalize_url,
-                             open_storage, quiet_optuna_warnings, redact, refuse_lost_study, sqlite_path)
+from lstmcast.tuning.storage import (
+    HOST,
+    Heartbeat,
+    WorkerSlot,
+    claim_lock,
+    default_storage,
+    normalize_url,
+    open_storage,
+    quiet_optuna_warnings,
+    redact,
+    refuse_lost_study,
+    sqlite_path,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -107,9 +121,6 @@ class PruningReporter:
 
 def fit_trial(cfg: ForecastConfig, series: SeriesSet, callbacks: list[Callable[..., None]]) -> Forecaster:
     """Train one trial's model on the already validated series (a seam for fault-injection tests)."""
-    from lstmcast.forecaster import Forecaster
-    from lstmcast.training.loop import FitResult
-
     return Forecaster(cfg).fit(series, callbacks=callbacks, progress=False)  # the study prints a line a trial
 
 
@@ -187,7 +198,6 @@ class Tuner:
         """Check device and data, resolve the space, join the study. Call before ``run``."""
         import optuna
 
-        from lstmcast.data.load import load_series
         from lstmcast.training.accel import resolve
 
         if self.run_dir.exists() and not self.run_dir.is_dir():
@@ -221,8 +231,6 @@ class Tuner:
     def _fingerprint(self) -> dict[str, Any]:
         """What every worker of one study must agree on: the data's content (sha256), not its path (machines
         differ; the path is kept as ``data.file`` to name it in a refusal), and the settings trials depend on."""
-        from lstmcast.run.manifest import file_sha256
-
         c = self.cfg.to_dict()
         fp = {f"data.{k}": v for k, v in c["data"].items() if k not in ("path", "delimiter")}
         fp.update({"data.sha256": file_sha256(self.cfg.data.path), "data.file": self.cfg.data.path})
