@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
+import numpy as np
 import pandas as pd
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -69,6 +70,7 @@ class Service:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self.batcher = Batcher(self.engine.forecast_many, self.options.max_batch, self.options.max_wait,
                                initializer=self.engine.set_threads, on_batch=self.metrics.batch)
+        self.engine.set_threads()  # lone requests run on this thread, batches on the batcher's
         self.batcher.start()
         seconds = await self.batcher.call(self.engine.warm_up)
         log.info("warm forward in %.1f ms: ready", seconds * 1e3)
@@ -261,10 +263,17 @@ def _table_response(frame: pd.DataFrame, accept: str | None, time_col: str) -> R
     if accept and "text/csv" in accept:
         return Response(frame.to_csv(index=False), media_type="text/csv")
     cols = [str(c) for c in frame.columns]
-    values = []
-    for c in frame.columns:
-        col = frame[c]
-        values.append(col.astype(str).tolist() if col.dtype.kind == "M" or str(col.dtype).startswith("datetime")
-                      else col.tolist())
+    values = [_json_column(frame[c]) for c in frame.columns]
     records = [dict(zip(cols, row)) for row in zip(*values)]
     return Response(json.dumps({"forecast": records}, allow_nan=False).encode(), media_type="application/json")
+
+
+def _json_column(col: pd.Series) -> list[Any]:
+    """A column as JSON values; naive times as predict's CSV writes them ("2024-01-13 12:00:00")."""
+    if col.dtype.kind == "M" and getattr(col.dtype, "tz", None) is None:
+        stamps = col.to_numpy().astype("datetime64[ns]")
+        if not (stamps.view(np.int64) % 1_000_000_000).any():  # whole seconds: numpy formats them 10x faster
+            return [t.replace("T", " ") for t in np.datetime_as_string(stamps, unit="s").tolist()]
+    if col.dtype.kind in "Mm" or str(col.dtype).startswith("datetime"):
+        return col.astype(str).tolist()
+    return col.tolist()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -81,25 +82,37 @@ def _records(items: Any, key: str, meta: RunMeta) -> pd.DataFrame:
     if bad is not None:
         raise DataError(f'"{key}"[{bad}] is {short(items[bad])}, not a record: each row is an object whose keys '
                         f"are the column names ({_columns_hint(meta)})")
-    frame = pd.DataFrame.from_records(items)
-    if meta.id_col and meta.id_col in frame.columns:  # ids are text exactly as written (D16)
-        frame[meta.id_col] = frame[meta.id_col].map(lambda v: v if v is None else str(v))
-    return _parse_times(frame, meta)
+    names = list(dict.fromkeys(k for r in items for k in r))  # every key, in first-seen order
+    columns: dict[str, Any] = {str(n): [r.get(n) for r in items] for n in names}
+    if meta.id_col and meta.id_col in columns:  # ids are text exactly as written (D16)
+        columns[meta.id_col] = [v if v is None else str(v) for v in columns[meta.id_col]]
+    if not meta.integer_time and meta.time_col in columns:
+        columns[meta.time_col] = _iso_times(columns[meta.time_col])
+    return pd.DataFrame(columns)
+
+
+def _iso_times(values: list[Any]) -> Any:
+    """Naive ISO 8601 texts as datetime64[ns] (numpy parses them ~20x faster than pandas), so a clean single series
+    takes predict's numpy fast path; anything else (zones, other formats, numbers, missing) is left as given for
+    the general validation to read or to name."""
+    if not all(isinstance(v, str) and len(v) >= 10 and v[4] == "-" for v in values):
+        return values
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy only warns about a zone offset: left to the validation
+        try:
+            parsed = np.array(values, dtype="datetime64[ns]")
+        except (ValueError, UserWarning, OverflowError):
+            return values
+    return values if np.isnat(parsed).any() else parsed
 
 
 def _parse_times(frame: pd.DataFrame, meta: RunMeta) -> pd.DataFrame:
-    """ISO text times as datetimes, so a clean single series takes predict's numpy fast path; anything that does
-    not parse cleanly is left as given for the general validation to name."""
     col = meta.time_col
-    if meta.integer_time or col not in frame.columns or frame[col].dtype != object:
-        return frame
-    try:
-        parsed = pd.to_datetime(frame[col], format="ISO8601")
-    except (ValueError, TypeError, OverflowError):
-        return frame
-    if parsed.isna().any() or getattr(parsed.dtype, "tz", None) is not None:
-        return frame
-    frame[col] = parsed
+    if meta.integer_time or col not in frame.columns or frame[col].dtype.kind in "Mmiufb":
+        return frame  # integer time, already datetimes, or numbers: the validation decides
+    parsed = _iso_times(frame[col].tolist())
+    if isinstance(parsed, np.ndarray):
+        frame[col] = parsed
     return frame
 
 
