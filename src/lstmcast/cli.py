@@ -396,6 +396,9 @@ def serve(run: Path = typer.Argument(..., help="Run folder written by `lstmcast 
     """
 
     def _do() -> int:
+        from lstmcast.serve.auth import load_token
+
+        token = load_token(token_file, host)  # an open address without a token: refused before torch loads
         try:
             from lstmcast.serve.server import serve as serve_run
         except ImportError as exc:
@@ -406,8 +409,8 @@ def serve(run: Path = typer.Argument(..., help="Run folder written by `lstmcast 
         from lstmcast.serve.app import Options
 
         opts = Options(max_body=int(max_body_mb * 1024 * 1024), timeout=timeout, max_batch=max_batch,
-                       max_wait=max_wait_ms / 1e3)
-        return serve_run(run, host, port, token_file, opts, threads,
+                       max_wait=max_wait_ms / 1e3, token=token)
+        return serve_run(run, host, port, None, opts, threads,
                          announce=lambda url: typer.echo(f"serving {run} on {url} (SIGTERM or Ctrl+C stops)",
                                                          err=True))
 

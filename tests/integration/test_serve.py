@@ -13,16 +13,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lstmcast import Forecaster
-from lstmcast.errors import DataError
-from lstmcast.serve.app import Options
-from lstmcast.serve.engine import Engine
-from tests.serve_fixtures import save_tiny_run, serving
+pytest.importorskip("starlette")
+
+from lstmcast import Forecaster  # noqa: E402
+from lstmcast.errors import DataError  # noqa: E402
+from lstmcast.serve.app import Options  # noqa: E402
+from lstmcast.serve.engine import Engine  # noqa: E402
+from tests.serve_fixtures import serving  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    return save_tiny_run(tmp_path_factory.mktemp("serve"))
+@pytest.fixture(scope="module")
+def tiny_run(serve_run):
+    return serve_run
 
 
 @pytest.fixture(autouse=True)

@@ -28,10 +28,12 @@ GRACE_S = 30  # seconds in-flight requests get to finish after SIGTERM
 def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000,
           token_file: str | os.PathLike[str] | None = None, options: Options | None = None,
           threads: int | None = None, announce: Callable[[str], None] | None = None) -> int:
-    """Serve ``run`` until a signal; returns the exit code (0 after a drained shutdown). ``announce`` is told the
-    address once the port is bound (``--port 0`` picks a free one)."""
+    """Serve ``run`` until a signal; returns the exit code (0 after a drained shutdown). The token: ``options.token``,
+    else read from ``token_file`` / the environment. ``announce`` is told the address once the port is bound
+    (``--port 0`` picks a free one)."""
     options = options or Options()
-    options.token = load_token(token_file, host)  # ConfigError (exit 2) before the model is loaded
+    if options.token is None:
+        options.token = load_token(token_file, host)  # ConfigError (exit 2) before the model is loaded
     engine = Engine(run, threads)  # CheckpointError (exit 4) on a tampered run
     app = create_app(engine, options)
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
