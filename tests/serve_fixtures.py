@@ -53,8 +53,8 @@ class Served:
 
     def metric(self, name: str) -> float:
         _, text = self.request("GET", "/metrics", headers=self.auth())
-        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")
-                   or line.startswith(name + "{"))
+        return sum(float(line.split()[-1]) for line in text.splitlines() 
+                   if line.startswith((name + " ", name + "{")))
 
     def auth(self) -> dict[str, str]:
         token = self.service.options.token

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -15,11 +17,11 @@ import pytest
 
 pytest.importorskip("starlette")
 
-from lstmcast import Forecaster  # noqa: E402
-from lstmcast.errors import DataError  # noqa: E402
-from lstmcast.serve.app import Options  # noqa: E402
-from lstmcast.serve.engine import Engine  # noqa: E402
-from tests.serve_fixtures import serving  # noqa: E402
+from lstmcast import Forecaster
+from lstmcast.errors import DataError
+from lstmcast.serve.app import Options
+from lstmcast.serve.engine import Engine
+from tests.serve_fixtures import serving
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +203,7 @@ def test_concurrent_updates_of_one_series_run_one_at_a_time_and_none_is_lost(eng
     assert [a[0] for a in answers] == [200] * 4 and answers[0][1] == {"updated": {"rows": 3}}
     assert state.applied == {"a": 9, "b": 3} and state.snapshots == 4
     spans = sorted((t0, t1) for sid, t0, t1 in state.spans if sid == "a")
-    assert all(prev[1] <= nxt[0] for prev, nxt in zip(spans, spans[1:]))
+    assert all(prev[1] <= nxt[0] for prev, nxt in pairwise(spans))
 
 
 def test_shutdown_drains_requests_in_flight(engine, history):
@@ -216,3 +218,23 @@ def test_shutdown_drains_requests_in_flight(engine, history):
     for t in threads:
         t.join(30)
     assert len(results) == 6 and all(status == 200 for status, _ in results)
+
+
+def test_a_request_past_the_time_out_is_503_and_a_gone_client_costs_no_forward(engine, history):
+    body = json.dumps({"rows": records(window_of(history, 250))}).encode()
+    with serving(engine, Options(timeout=0.05, max_wait=0.4)) as s:  # a lone request waits 0.4 s for company
+        status, doc = s.post_json("/v1/forecast", json.loads(body))
+        assert status == 503 and "no answer within 0.05 s" in doc["error"]["message"]
+    with serving(engine, Options(max_wait=0.4)) as s:
+        forwards = s.metric("lstmcast_batch_size_count")
+
+
+        with socket.create_connection(("127.0.0.1", s.port)) as sock:  # sends, then hangs up at once
+            sock.sendall(b"POST /v1/forecast HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        deadline = time.monotonic() + 10
+        while s.metric('lstmcast_requests_total{route="forecast",code="499"}') < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # past max_wait: a forward would have run by now
+        assert s.metric('lstmcast_requests_total{route="forecast",code="499"}') == 1
+        assert s.metric("lstmcast_batch_size_count") == forwards

@@ -12,10 +12,10 @@ from lstmcast.errors import ConfigError
 
 pytest.importorskip("starlette")
 
-from lstmcast.serve.auth import TOKEN_ENV, authorized, is_loopback, load_token  # noqa: E402
-from lstmcast.serve.batcher import Batcher  # noqa: E402
-from lstmcast.serve.metrics import Histogram  # noqa: E402
-from lstmcast.serve.state import SeriesLocks  # noqa: E402
+from lstmcast.serve.auth import TOKEN_ENV, authorized, is_loopback, load_token
+from lstmcast.serve.batcher import Batcher
+from lstmcast.serve.metrics import Histogram
+from lstmcast.serve.state import SeriesLocks
 
 
 def test_queued_requests_share_one_call_and_each_gets_its_own_result():

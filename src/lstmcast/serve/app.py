@@ -10,10 +10,10 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,10 +26,17 @@ from lstmcast.errors import LstmcastError
 from lstmcast.serve.auth import authorized
 from lstmcast.serve.batcher import Batcher
 from lstmcast.serve.bodies import UnsupportedType, read_body
-from lstmcast.serve.engine import Engine, Request as Checked
+from lstmcast.serve.engine import Engine
+from lstmcast.serve.engine import Request as Checked
 from lstmcast.serve.metrics import Metrics
-from lstmcast.serve.state import (NOT_STATEFUL, ForecasterState, NotStateful, SeriesLocks, StateBackend,
-                                  series_ids)
+from lstmcast.serve.state import (
+    NOT_STATEFUL,
+    ForecasterState,
+    NotStateful,
+    SeriesLocks,
+    StateBackend,
+    series_ids,
+)
 
 log = logging.getLogger(__name__)
 INLINE_BODY = 256 * 1024  # larger bodies are parsed and checked off the event loop
@@ -97,7 +104,7 @@ class Service:
                 resp = _error(exc.code, exc.kind, exc.message, exc.exit_code)
             except ClientDisconnect:
                 resp = Response(status_code=499)  # nobody reads it: counted, nothing computed
-            except Exception:  # noqa: BLE001 - a bug of the service, never the client's data: 500, logged
+            except Exception:  # a bug of the service, never the client's data: 500, logged
                 log.exception("%s failed", name)
                 resp = _error(500, "InternalError", "the service failed on this request (a bug in lstmcast): "
                               "see the server log")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -108,7 +109,7 @@ class Engine:
         table = forecast_frame(self.fc.model_, merged, self.meta, self.fc.scaler_, None, self.config)
         H = self.meta.horizon
         bounds = np.cumsum([0] + [len(s.ids) * H for s in sets])
-        return [table.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds[:-1], bounds[1:])]
+        return [table.iloc[a:b].reset_index(drop=True) for a, b in pairwise(bounds.tolist())]
 
     def warm_up(self) -> float:
         """One forward on a synthetic window (seconds taken): /readyz answers 200 only after it ran."""
