@@ -122,3 +122,14 @@ def test_series_locks_serialise_one_series_and_not_others():
     asyncio.run(main())
     assert order.index("A1-") < order.index("A2+")  # A2 touches series a: it waits for A1
     assert order.index("C-") < order.index("A1-")  # series c does not wait
+
+
+def test_the_cli_loads_no_serving_stack_until_serve_runs():
+    import subprocess
+    import sys
+
+    code = ("import sys, lstmcast.cli; "
+            "print(sorted(m for m in ('starlette', 'uvicorn', 'lstmcast.serve.app', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

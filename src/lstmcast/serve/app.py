@@ -71,12 +71,14 @@ class Service:
         self.metrics = Metrics(lambda: self.batcher.depth if self.batcher else 0)
         self.ready = False
         self.draining = False
+        self.arriving = 0  # forecast requests read but not yet queued for a forward
 
     # -- life ----------------------------------------------------------------------------------
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self.batcher = Batcher(self.engine.forecast_many, self.options.max_batch, self.options.max_wait,
-                               initializer=self.engine.set_threads, on_batch=self.metrics.batch)
+                               initializer=self.engine.set_threads, on_batch=self.metrics.batch,
+                               arriving=lambda: self.arriving)
         self.engine.set_threads()  # lone requests run on this thread, batches on the batcher's
         self.batcher.start()
         seconds = await self.batcher.call(self.engine.warm_up)
@@ -161,7 +163,11 @@ class Service:
         return _table_response(frame, request.headers.get("accept"), self.engine.meta.time_col)
 
     async def _forecast(self, body: bytes, content_type: str | None) -> pd.DataFrame:
-        checked = await self._offload(len(body), self._check, body, content_type)
+        self.arriving += 1
+        try:
+            checked = await self._offload(len(body), self._check, body, content_type)
+        finally:
+            self.arriving -= 1
         assert self.batcher is not None
         try:
             return await self.batcher.submit(checked)

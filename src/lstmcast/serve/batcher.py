@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 In = TypeVar("In")
+_JOIN_TURNS = 8  # event-loop turns a batch waits for requests that have arrived and are being checked
 Out = TypeVar("Out")
 
 
@@ -33,15 +34,18 @@ class Batcher(Generic[In, Out]):
     """Merge concurrent ``submit`` calls into calls of ``run(batch)`` on one worker thread.
 
     ``run`` returns one result per item, in order: a value or the exception to raise for that caller.
-    ``on_batch(size, seconds)`` is told each batch's size and its forward time (for /metrics).
+    ``on_batch(size, seconds)`` is told each batch's size and its forward time (for /metrics); ``arriving()`` says how
+many requests have arrived but are not queued yet (a batch lets them join for a few loop turns, never waiting on
+the clock for them).
     """
 
     def __init__(self, run: Callable[[list[In]], Sequence[Out | BaseException]], max_batch: int = 64,
                  max_wait: float = 0.0, initializer: Callable[[], None] | None = None,
-                 on_batch: Callable[[int, float], None] | None = None):
+                 on_batch: Callable[[int, float], None] | None = None, arriving: Callable[[], int] | None = None):
         if max_batch < 1 or max_wait < 0:
             raise ValueError(f"max_batch must be >= 1 and max_wait >= 0, got {max_batch} and {max_wait}")
         self.run, self.max_batch, self.max_wait, self.on_batch = run, max_batch, max_wait, on_batch
+        self.arriving = arriving or (lambda: 0)
         self._queue: asyncio.Queue[_Item[In]] = asyncio.Queue()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lstmcast-forward",
                                         initializer=initializer)
@@ -81,6 +85,10 @@ class Batcher(Generic[In, Out]):
     async def _take(self) -> list[_Item[In]]:
         batch = [await self._queue.get()]
         deadline = batch[0].queued + self.max_wait
+        for _ in range(_JOIN_TURNS):  # requests already read and being checked join this batch: a few loop turns
+            if not self.arriving() or self._queue.qsize() >= self.max_batch - 1:
+                break
+            await asyncio.sleep(0)
         # poll rather than wait_for(queue.get()): a time-out racing a get can drop an item (Python < 3.12)
         while self._queue.qsize() < self.max_batch - 1 and time.perf_counter() < deadline:
             await asyncio.sleep(min(deadline - time.perf_counter(), 0.0005))

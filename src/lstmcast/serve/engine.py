@@ -112,12 +112,11 @@ class Engine:
         return [table.iloc[a:b].reset_index(drop=True) for a, b in pairwise(bounds.tolist())]
 
     def warm_up(self) -> float:
-        """One forward on a synthetic window (seconds taken): /readyz answers 200 only after it ran."""
+        """One forward, then one whole forecast of a synthetic window on the training grid (the first request
+        otherwise pays for lazy imports and first-call set-up); seconds taken. /readyz answers 200 only after."""
         import torch
 
-        from lstmcast.model.network import LSTMForecaster
-
-        model: LSTMForecaster = self.fc.model_
+        model = self.fc.model_
         t0 = time.perf_counter()
         extra: dict[str, Any] = {}
         if model.future_size:
@@ -127,8 +126,26 @@ class Engine:
                 model(torch.zeros(1, self.meta.window, model.input_size), **extra)
             except (LstmcastError, RuntimeError, TypeError, ValueError):
                 pass  # static inputs have no neutral value: the first request warms those models
+        try:
+            self.forecast_many([self.check(self._synthetic_rows(), None)] * 2)
+        except (LstmcastError, ValueError, TypeError):
+            pass  # covariates, statics, wide or integer-time runs: the forward above is the warm-up
         self.warm = True
         return time.perf_counter() - t0
+
+    def _synthetic_rows(self) -> pd.DataFrame:
+        """``window`` rows on the training grid at the scaler's means: a request any window model accepts."""
+        m = self.meta
+        if m.integer_time or m.layout == "wide" or m.future_features:
+            raise ValueError("no synthetic request for this run")
+        times = pd.date_range(pd.Timestamp(m.anchor), periods=m.window, freq=m.freq)
+        means = np.asarray(self.fc.scaler_["mean"], dtype=np.float64)[0]
+        cols: dict[str, Any] = {m.time_col: times}
+        if m.layout == "long":
+            cols[m.id_col] = m.ids[0]
+        for j, name in enumerate([*m.targets, *m.features]):
+            cols[name] = np.full(m.window, means[j] if j < len(means) else 0.0)
+        return pd.DataFrame(cols)
 
     def model_info(self) -> dict[str, Any]:
         """GET /v1/model: what a client must send and what it gets back."""
