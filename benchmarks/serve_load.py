@@ -143,6 +143,14 @@ async def metric(host: str, port: int, name: str) -> str:
     return "\n".join(line for line in out.decode().splitlines() if line.startswith(name))
 
 
+async def inside_app(host: str, port: int) -> tuple[float, float]:
+    """(seconds, count) the app has spent answering forecasts so far, by its own latency histogram."""
+    text = await metric(host, port, "lstmcast_request_seconds_")
+    got = {line.split("{")[0]: float(line.split()[-1]) for line in text.splitlines() if 'route="forecast"' in line
+           and not line.startswith("lstmcast_request_seconds_bucket")}
+    return got.get("lstmcast_request_seconds_sum", 0.0), got.get("lstmcast_request_seconds_count", 0.0)
+
+
 def soak(host: str, port: int, pid: int, bodies: list[bytes], seconds: float) -> dict:
     """8 clients for ``seconds``; the server's RSS at the start (after a warm-up level) and every ~10% after."""
     samples = [rss_mb(pid)]
@@ -223,7 +231,12 @@ def main() -> None:
         try:
             asyncio.run(_wait_ready(host, port))
             asyncio.run(drive(host, port, 8, bodies, 50, 10))  # warm-up: every code path once
-            rows = [asyncio.run(drive(host, port, c, bodies, requests, seconds)) for c in (1, 8, 64)]
+            rows = []
+            for c in (1, 8, 64):
+                before = asyncio.run(inside_app(host, port))
+                rows.append(asyncio.run(drive(host, port, c, bodies, requests, seconds)))
+                after = asyncio.run(inside_app(host, port))
+                rows[-1]["app_ms"] = 1e3 * (after[0] - before[0]) / max(after[1] - before[1], 1)
             batches = asyncio.run(metric(host, port, "lstmcast_batch_size_"))
             soaked = soak(host, port, proc.pid, bodies, soak_s)
         finally:
@@ -248,11 +261,12 @@ async def _wait_ready(host: str, port: int) -> None:
 
 
 def report(rows: list[dict], base: dict, soaked: dict, batches: str, code: int) -> None:
-    print("| clients | requests | errors | p50 ms | p99 ms | req/s | vs in-process batched path |")
-    print("|---|---|---|---|---|---|---|")
+    print("| clients | requests | errors | p50 ms | p99 ms | req/s | mean ms inside the app | vs in-process batched "
+          "path |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-              f"{r['req_s']:.0f} | {r['req_s'] / base['batched_path_req_s']:.2f}x |")
+              f"{r['req_s']:.0f} | {r['app_ms']:.2f} | {r['req_s'] / base['batched_path_req_s']:.2f}x |")
     print(f"in process: Forecaster.predict {base['predict_ms']:.2f} ms ({base['predict_req_s']:.0f} req/s); "
           f"forward B=1 {base['forward_b1_ms']:.3f} ms ({base['forward_b1_req_s']:.0f}/s); forward B=64 "
           f"{base['forward_b64_ms']:.3f} ms ({base['forward_b64_req_s']:.0f} windows/s); batched path B=64 "

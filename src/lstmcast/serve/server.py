@@ -41,8 +41,9 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
                             server_header=False, date_header=False)
     try:
         sock = config.bind_socket()  # here, not in uvicorn: its bind failure is sys.exit(1)
-    except (OSError, SystemExit) as exc:
-        raise ConfigError(f"cannot listen on {host}:{port} ({exc}): choose another --port or --host") from None
+    except (OSError, SystemExit) as exc:  # uvicorn logs the OSError, then exits
+        why = exc if isinstance(exc, OSError) else "in use or not an address of this machine"
+        raise ConfigError(f"cannot listen on {host}:{port} ({why}): choose another --port or --host") from None
     if announce is not None:
         bound = sock.getsockname()
         announce(f"http://{host if ':' not in host else '[' + host + ']'}:{bound[1]}")
@@ -60,4 +61,6 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
             signal.signal(s, handler)
     if received:
         log.info("stopped by signal %d after draining the requests in flight", received[0])
+    elif not server.started:  # the start-up failed after the run loaded (uvicorn logged why): not a clean exit
+        raise RuntimeError("the service stopped during its start-up: see the log lines above")
     return 0
