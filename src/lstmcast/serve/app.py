@@ -26,7 +26,7 @@ from lstmcast.errors import LstmcastError
 from lstmcast.serve.auth import authorized
 from lstmcast.serve.batcher import Batcher
 from lstmcast.serve.bodies import UnsupportedType, read_body
-from lstmcast.serve.engine import Engine
+from lstmcast.serve.engine import Engine, Table
 from lstmcast.serve.engine import Request as Checked
 from lstmcast.serve.metrics import Metrics
 from lstmcast.serve.state import (
@@ -67,7 +67,7 @@ class Service:
         self.engine, self.options = engine, options
         self.backend = backend if backend is not None else ForecasterState(engine.fc)
         self.locks = SeriesLocks()
-        self.batcher: Batcher[Checked, pd.DataFrame] | None = None
+        self.batcher: Batcher[Checked, Table] | None = None
         self.metrics = Metrics(lambda: self.batcher.depth if self.batcher else 0)
         self.ready = False
         self.draining = False
@@ -160,9 +160,9 @@ class Service:
         self.not_ready()
         body = await self.body(request)
         frame = await self.guarded(request, self._forecast(body, request.headers.get("content-type")))
-        return _table_response(frame, request.headers.get("accept"), self.engine.meta.time_col)
+        return _table_response(frame, request.headers.get("accept"))
 
-    async def _forecast(self, body: bytes, content_type: str | None) -> pd.DataFrame:
+    async def _forecast(self, body: bytes, content_type: str | None) -> Table:
         self.arriving += 1
         try:
             checked = await self._offload(len(body), self._check, body, content_type)
@@ -271,22 +271,22 @@ def _error(code: int, kind: str, message: str, exit_code: int | None = None) -> 
     return JSONResponse({"error": {"type": kind, "message": message, "exit_code": exit_code}}, status_code=code)
 
 
-def _table_response(frame: pd.DataFrame, accept: str | None, time_col: str) -> Response:
+def _table_response(table: Table, accept: str | None) -> Response:
     """The forecast rows as predict lays them out: JSON records (times as predict's CSV writes them) or CSV."""
     if accept and "text/csv" in accept:
-        return Response(frame.to_csv(index=False), media_type="text/csv")
-    cols = [str(c) for c in frame.columns]
-    values = [_json_column(frame[c]) for c in frame.columns]
-    records = [dict(zip(cols, row)) for row in zip(*values)]
+        return Response(table.frame().to_csv(index=False), media_type="text/csv")
+    values = [_json_column(a) for a in table.arrays]
+    records = [dict(zip(table.columns, row)) for row in zip(*values)]
     return Response(json.dumps({"forecast": records}, allow_nan=False).encode(), media_type="application/json")
 
 
-def _json_column(col: pd.Series) -> list[Any]:
+def _json_column(values: np.ndarray) -> list[Any]:
     """A column as JSON values; naive times as predict's CSV writes them ("2024-01-13 12:00:00")."""
-    if col.dtype.kind == "M" and getattr(col.dtype, "tz", None) is None:
-        stamps = col.to_numpy().astype("datetime64[ns]")
+    if values.dtype.kind == "M":
+        stamps = values.astype("datetime64[ns]")
         if not (stamps.view(np.int64) % 1_000_000_000).any():  # whole seconds: numpy formats them 10x faster
             return [t.replace("T", " ") for t in np.datetime_as_string(stamps, unit="s").tolist()]
-    if col.dtype.kind in "Mm" or str(col.dtype).startswith("datetime"):
-        return col.astype(str).tolist()
-    return col.tolist()
+        return pd.Series(values).astype(str).tolist()
+    if values.dtype.kind == "O":  # ids, or zoned times (pandas Timestamps)
+        return [v if isinstance(v, (str, int, float)) or v is None else str(v) for v in values.tolist()]
+    return values.tolist()

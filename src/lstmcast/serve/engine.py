@@ -39,6 +39,22 @@ class Request:
     future: pd.DataFrame | None = None
 
 
+@dataclass
+class Table:
+    """A request's forecast rows as columns (the layout ``predict`` returns), cut from a batch without building a
+    DataFrame per request."""
+
+    columns: list[str]
+    arrays: list[np.ndarray]
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> Table:
+        return cls([str(c) for c in frame.columns], [frame[c].to_numpy() for c in frame.columns])
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(dict(zip(self.columns, self.arrays)))
+
+
 class Engine:
     """The run's Forecaster (``lstmcast.load``: every file's hash checked) and the batched forward."""
 
@@ -76,12 +92,13 @@ class Engine:
 
         torch.set_num_threads(self.threads)
 
-    def forecast(self, req: Request) -> pd.DataFrame:
-        return forecast_frame(self.fc.model_, req.series, self.meta, self.fc.scaler_, req.future, self.config)
+    def forecast(self, req: Request) -> Table:
+        return Table.of(forecast_frame(self.fc.model_, req.series, self.meta, self.fc.scaler_, req.future,
+                                       self.config))
 
-    def forecast_many(self, reqs: list[Request]) -> list[pd.DataFrame | BaseException]:
+    def forecast_many(self, reqs: list[Request]) -> list[Table | BaseException]:
         """Each request's forecast table (or the error it raised): mergeable requests in one forward."""
-        out: list[pd.DataFrame | BaseException | None] = [None] * len(reqs)
+        out: list[Table | BaseException | None] = [None] * len(reqs)
         merged = [i for i, r in enumerate(reqs) if self.mergeable(r)]
         if len(merged) > 1:
             try:
@@ -97,7 +114,7 @@ class Engine:
                     out[i] = exc
         return out  # type: ignore[return-value]
 
-    def _one_forward(self, reqs: list[Request]) -> list[pd.DataFrame]:
+    def _one_forward(self, reqs: list[Request]) -> list[Table]:
         """The requests' series as one SeriesSet through one forecast_frame; the table cut back per request."""
         first = reqs[0].series
         sets = [r.series for r in reqs]
@@ -109,7 +126,8 @@ class Engine:
         table = forecast_frame(self.fc.model_, merged, self.meta, self.fc.scaler_, None, self.config)
         H = self.meta.horizon
         bounds = np.cumsum([0] + [len(s.ids) * H for s in sets])
-        return [table.iloc[a:b].reset_index(drop=True) for a, b in pairwise(bounds.tolist())]
+        whole = Table.of(table)
+        return [Table(whole.columns, [arr[a:b] for arr in whole.arrays]) for a, b in pairwise(bounds.tolist())]
 
     def warm_up(self) -> float:
         """One forward, then one whole forecast of a synthetic window on the training grid (the first request
