@@ -238,3 +238,22 @@ def test_a_request_past_the_time_out_is_503_and_a_gone_client_costs_no_forward(e
         time.sleep(0.5)  # past max_wait: a forward would have run by now
         assert s.metric('lstmcast_requests_total{route="forecast",code="499"}') == 1
         assert s.metric("lstmcast_batch_size_count") == forwards
+
+
+def test_hostile_bodies_are_4xx_never_5xx(served, tiny_run, history):
+    part = window_of(history, 250)
+    rows = records(part)
+    fc = Forecaster.load(tiny_run)
+    with pytest.raises(DataError) as cli:
+        fc.predict(part, future=part)
+    status, doc = served.post_json("/v1/forecast", {"rows": rows, "future": rows})
+    assert status == 400 and doc["error"]["message"] == str(cli.value)  # no covariates: the future is refused
+    status, doc = served.post_json("/v1/forecast", {"rows": [{**r, "y": 10**400} for r in rows]})
+    assert status == 400 and "OverflowError" in doc["error"]["message"]  # predict itself crashes here (exit 1)
+    status, doc = served.request("POST", "/v1/forecast", "[" * 100_000, {"Content-Type": "application/json"})
+    assert status == 400 and "nests too deeply" in doc["error"]["message"]
+    status, doc = served.request("POST", "/v1/forecast", b"\xff\xfe", {"Content-Type": "text/csv"})
+    assert status == 400 and "CSV body" in doc["error"]["message"]
+    status, doc = served.request("POST", "/v1/forecast", b"junk", {"Content-Type": "application/vnd.apache.arrow.stream"})
+    assert status == 400 and "not an Arrow IPC stream" in doc["error"]["message"]
+    assert served.metric('lstmcast_requests_total{route="forecast",code="500"}') == 0

@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from lstmcast.errors import LstmcastError
+from lstmcast.errors import LstmcastError, cut
 from lstmcast.serve.auth import authorized
 from lstmcast.serve.batcher import Batcher
 from lstmcast.serve.bodies import UnsupportedType, read_body
@@ -181,6 +181,11 @@ class Service:
             return self.engine.check(tables.rows, tables.future)
         except LstmcastError as exc:
             raise _user_error(exc) from None
+        except (ValueError, TypeError, OverflowError, KeyError) as exc:  # the data broke a reader: still its 400
+            log.warning("a request's data failed the checks with %s (a gap in lstmcast's validation)",
+                        type(exc).__name__, exc_info=True)
+            raise HttpError(400, "DataError", f"the rows could not be read: {type(exc).__name__}: "
+                            f"{cut(str(exc), 200)}", 3) from None
 
     async def update(self, request: Request) -> Response:
         self.not_ready()

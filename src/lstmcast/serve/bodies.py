@@ -59,6 +59,9 @@ def read_body(body: bytes, content_type: str | None, meta: RunMeta, delimiter: s
 def _json_tables(body: bytes, meta: RunMeta) -> Tables:
     try:
         doc = json.loads(body)
+    except RecursionError:
+        raise DataError("the JSON body nests too deeply to read: send {\"rows\": [records]}, each record one level of "
+                        "keys and values") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
         raise DataError(f"the body is not valid JSON{where}: {cut(str(exc).split(':')[0])}; send "

@@ -73,7 +73,7 @@ class Engine:
         inputs = meta.inputs
         simple = not meta.future_features and not (inputs and (inputs.static_numeric or inputs.static_categorical
                                                                or inputs.id_vocabulary is not None))
-        if simple:
+        if simple and future is None:  # a future frame for a model without covariates: forecast_frame refuses it
             clean = fast_series(rows, meta, cfg.train.precision == "fp16" and cfg.data.scaling == "none")
             if clean is not None:
                 return Request(clean)
