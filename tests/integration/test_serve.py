@@ -257,3 +257,32 @@ def test_hostile_bodies_are_4xx_never_5xx(served, tiny_run, history):
     status, doc = served.request("POST", "/v1/forecast", b"junk", {"Content-Type": "application/vnd.apache.arrow.stream"})
     assert status == 400 and "not an Arrow IPC stream" in doc["error"]["message"]
     assert served.metric('lstmcast_requests_total{route="forecast",code="500"}') == 0
+
+
+@pytest.mark.slow
+def test_a_panel_models_requests_share_a_forward_even_for_the_same_series(tmp_path):
+    from tests.conftest import seasonal_frame, small_config
+
+    frames = []
+    for k in range(3):
+        f = seasonal_frame(200, seed=k)
+        frames.append(f.assign(y=f["y"] + 5 * k, id=f"s{k}"))
+    df = pd.concat(frames, ignore_index=True)
+    cfg = small_config(data={"id_col": "id"}, train={"precision": "fp32", "max_epochs": 1})
+    Forecaster(cfg).fit(df, progress=False).save(tmp_path / "run", outputs=False)
+    fc = Forecaster.load(tmp_path / "run")
+    parts = [df[df.id == f"s{k}"].iloc[end - 30:end].reset_index(drop=True) for k in range(3) for end in (150, 170)]
+    parts.append(pd.concat([parts[0], parts[2]], ignore_index=True))  # one request holding two series
+
+    def rows(p: pd.DataFrame) -> list[dict]:
+        return [{"time": str(t), "y": float(v), "id": i} for t, v, i in zip(p["time"], p["y"], p["id"])]
+    with serving(Engine(tmp_path / "run", threads=1), Options(max_wait=0.1)) as s:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda p: s.post_json("/v1/forecast", {"rows": rows(p)}), parts))
+        assert s.metric("lstmcast_batch_size_count") < len(parts)
+    for p, (status, doc) in zip(parts, answers):
+        expected = fc.predict(p)
+        got = pd.DataFrame(doc["forecast"])
+        assert status == 200 and list(got.columns) == list(expected.columns)
+        assert got["id"].tolist() == expected["id"].tolist()
+        np.testing.assert_allclose(got["y"], expected["y"], rtol=1e-5)
