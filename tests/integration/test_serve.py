@@ -286,3 +286,15 @@ def test_a_panel_models_requests_share_a_forward_even_for_the_same_series(tmp_pa
         assert status == 200 and list(got.columns) == list(expected.columns)
         assert got["id"].tolist() == expected["id"].tolist()
         np.testing.assert_allclose(got["y"], expected["y"], rtol=1e-5)
+
+
+def test_not_ready_until_warm_and_not_while_draining(engine):
+    from lstmcast.serve.app import HttpError, Service
+
+    svc = Service(engine, Options())
+    with pytest.raises(HttpError, match="starting") as exc:
+        svc.not_ready()
+    assert exc.value.code == 503
+    svc.ready, svc.draining = False, True
+    with pytest.raises(HttpError, match="shutting down"):
+        svc.not_ready()
