@@ -392,7 +392,7 @@ def serve(run: Path = typer.Argument(..., help="Run folder written by `lstmcast 
                                                 "train.threads, else the cores available).")) -> None:
     """Serve a run over HTTP: POST /v1/forecast, /v1/update; GET /v1/model, /healthz, /readyz, /metrics.
 
-    Needs the `serve` extra (pip install 'lstmcast[serve]'). SIGTERM drains the requests in flight and exits 0.
+    Needs the `serve` extra (pip install 'lstmcast\\[serve]'). SIGTERM drains the requests in flight and exits 0.
     """
 
     def _do() -> int:
