@@ -238,12 +238,13 @@ def main() -> None:
                 after = asyncio.run(inside_app(host, port))
                 rows[-1]["app_ms"] = 1e3 * (after[0] - before[0]) / max(after[1] - before[1], 1)
             batches = asyncio.run(metric(host, port, "lstmcast_batch_size_"))
+            round_trip = asyncio.run(healthz_p50(host, port, 50 if a.smoke else 500))
             soaked = soak(host, port, proc.pid, bodies, soak_s)
         finally:
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=60)
         base = in_process(run, frames, 5 if a.smoke else 200)
-    report(rows, base, soaked, batches, code)
+    report(rows, base, soaked, batches, code, round_trip)
 
 
 async def _wait_ready(host: str, port: int) -> None:
@@ -260,7 +261,19 @@ async def _wait_ready(host: str, port: int) -> None:
     raise SystemExit("the server never became ready")
 
 
-def report(rows: list[dict], base: dict, soaked: dict, batches: str, code: int) -> None:
+async def healthz_p50(host: str, port: int, n: int) -> float:
+    """p50 ms of GET /healthz on one connection: the HTTP round trip without any forecasting."""
+    reader, writer = await asyncio.open_connection(host, port)
+    lat = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await http(reader, writer, "GET", "/healthz")
+        lat.append(time.perf_counter() - t0)
+    writer.close()
+    return 1e3 * float(np.median(lat))
+
+
+def report(rows: list[dict], base: dict, soaked: dict, batches: str, code: int, round_trip: float) -> None:
     print("| clients | requests | errors | p50 ms | p99 ms | req/s | mean ms inside the app | vs in-process batched "
           "path |")
     print("|---|---|---|---|---|---|---|---|")
@@ -271,6 +284,7 @@ def report(rows: list[dict], base: dict, soaked: dict, batches: str, code: int) 
           f"forward B=1 {base['forward_b1_ms']:.3f} ms ({base['forward_b1_req_s']:.0f}/s); forward B=64 "
           f"{base['forward_b64_ms']:.3f} ms ({base['forward_b64_req_s']:.0f} windows/s); batched path B=64 "
           f"{base['batched_path_b64_ms']:.2f} ms ({base['batched_path_req_s']:.0f} req/s)")
+    print(f"HTTP round trip alone (GET /healthz, 1 client): p50 {round_trip:.2f} ms")
     print(f"batch sizes seen by the server: {' '.join(b.split('{')[1].split('}')[0].split('=')[1] + ':' + b.split()[-1] for b in batches.splitlines() if '_bucket' in b)}")
     print(f"soak {soaked['seconds']:.0f} s at 8 clients: {soaked['requests']} requests, {soaked['errors']} errors, "
           f"server RSS {soaked['rss_start_mb']:.0f} -> {soaked['rss_end_mb']:.0f} MB (max {soaked['rss_max_mb']:.0f})")
