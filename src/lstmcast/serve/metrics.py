@@ -73,7 +73,8 @@ class Metrics:
                   "# TYPE lstmcast_request_seconds histogram"]
         for route, h in sorted(self.latency.items()):
             lines += h.lines("lstmcast_request_seconds", f'route="{route}"')
-        lines += ["# HELP lstmcast_batch_size Requests merged into one forward.", "# TYPE lstmcast_batch_size histogram"]
+        lines += ["# HELP lstmcast_batch_size Requests merged into one forward.",
+                  "# TYPE lstmcast_batch_size histogram"]
         lines += self.batch_size.lines("lstmcast_batch_size")
         lines += ["# HELP lstmcast_forward_seconds Time of one batched forward on the model thread.",
                   "# TYPE lstmcast_forward_seconds histogram"]
