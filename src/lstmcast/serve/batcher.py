@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 In = TypeVar("In")
 _JOIN_TURNS = 8  # event-loop turns a batch waits for requests that have arrived and are being checked
 Out = TypeVar("Out")
+R = TypeVar("R")
 
 
 @dataclass
@@ -78,7 +79,7 @@ the clock for them).
         self._queue.put_nowait(_Item(payload, fut))
         return await fut
 
-    async def call(self, fn: Callable[[], Out]) -> Out:
+    async def call(self, fn: Callable[[], R]) -> R:
         """``fn()`` on the model thread, between batches (a state update must not race a forward)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 

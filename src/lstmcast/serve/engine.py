@@ -159,7 +159,7 @@ class Engine:
         times = pd.date_range(pd.Timestamp(m.anchor), periods=m.window, freq=m.freq)
         means = np.asarray(self.fc.scaler_["mean"], dtype=np.float64)[0]
         cols: dict[str, Any] = {m.time_col: times}
-        if m.layout == "long":
+        if m.layout == "long" and m.id_col:
             cols[m.id_col] = m.ids[0]
         for j, name in enumerate([*m.targets, *m.features]):
             cols[name] = np.full(m.window, means[j] if j < len(means) else 0.0)
