@@ -379,6 +379,51 @@ def export_cmd(run: Path = typer.Argument(..., help="Run folder written by `lstm
     run_guarded(_do)
 
 
+@app.command()
+def serve(run: Path = typer.Argument(..., help="Run folder written by `lstmcast train` (verified, then fixed)."),
+          host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; any but loopback needs a "
+                                   "token."),
+          port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0: a free one, printed)."),
+          token_file: Optional[Path] = typer.Option(None, "--token-file", help="File whose first line is the bearer "
+                                                    "token (or set LSTMCAST_SERVE_TOKEN)."),
+          max_body_mb: float = typer.Option(4.0, "--max-body", min=0.001, help="Largest request body in MB (413 "
+                                            "beyond)."),
+          timeout: float = typer.Option(30.0, "--timeout", min=0.001, help="Seconds a request may take (503 "
+                                        "beyond)."),
+          max_batch: int = typer.Option(64, "--max-batch", min=1, help="Most requests merged into one forward."),
+          max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", min=0.0, help="Milliseconds a request may wait "
+                                            "for others to share its forward (0: batches form only under load)."),
+          threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads (default "
+                                                "train.threads, else the cores available).")) -> None:
+    """Serve a run over HTTP: POST /v1/forecast, /v1/update; GET /v1/model, /healthz, /readyz, /metrics.
+
+    Needs the `serve` extra (pip install 'lstmcast\\[serve]'). SIGTERM drains the requests in flight and exits 0.
+    """
+
+    def _do() -> int:
+        from lstmcast.serve.auth import load_token
+
+        token = load_token(token_file, host)  # an open address without a token: refused before torch loads
+        try:
+            from lstmcast.serve.server import serve as serve_run
+        except ImportError as exc:
+            from lstmcast.errors import ConfigError
+
+            raise ConfigError(f"lstmcast serve needs the serve extra ({exc.name} is not installed): "
+                              "pip install 'lstmcast[serve]'") from None
+        from lstmcast.serve.app import Options
+
+        opts = Options(max_body=int(max_body_mb * 1024 * 1024), timeout=timeout, max_batch=max_batch,
+                       max_wait=max_wait_ms / 1e3, token=token)
+        return serve_run(run, host, port, None, opts, threads,
+                         announce=lambda url: typer.echo(f"serving {run} on {url} (SIGTERM or Ctrl+C stops)",
+                                                         err=True))
+
+    code = run_guarded(_do)
+    if code:
+        raise typer.Exit(code)
+
+
 _GLOBAL_FLAGS = ("--debug", "-v", "--verbose")
 
 
