@@ -11,6 +11,7 @@ from lstmcast.data.coverage import backtested
 from lstmcast.data.prepare import is_panel, series_splits
 from lstmcast.data.windows import padded_rows
 from lstmcast.errors import DataError, did_you_mean, short, short_list
+from lstmcast.inference.fastpath import one_thread_for_few
 from lstmcast.inference.frames import forecast_table
 from lstmcast.inference.backtest import Backtest, backtest_origins, gather_pairs, score, series_mase_scales
 from lstmcast.model.quantiles import calibrated, interval_metrics, quantiles_for, seasonal_naive_offsets_many
@@ -236,7 +237,7 @@ def _predict_scaled(model: LSTMForecaster, x: np.ndarray, batch: int = PREDICT_B
     def part(a: np.ndarray | None, i: int) -> Any:
         return None if a is None else torch.from_numpy(np.ascontiguousarray(a[i:i + batch], dtype=np.float32))
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), one_thread_for_few(len(x)):
         for i in range(0, len(x), batch):
             xb = torch.from_numpy(x[i:i + batch])
             out.append((model(xb, future=part(future, i), static=part(static, i)) if future is not None or
