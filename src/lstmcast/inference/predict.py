@@ -155,9 +155,11 @@ def series_scalers(series: SeriesSet, meta: RunMeta, scaler: dict[str, np.ndarra
                    upto: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(S, C) means and stds: the trained series' own; a new series' from its own rows (the first
     ``upto[i]`` of them when given: the training split in a backtest), as training fitted them."""
+    rows = np.array(_scaler_rows(series, meta), dtype=np.int64)
+    if series.layout == "single":  # the series trained on: nothing new to fit (a one-series predict's hot path)
+        return scaler["mean"][rows], scaler["std"][rows]
     import logging
 
-    rows = np.array(_scaler_rows(series, meta), dtype=np.int64)
     mean, std = scaler["mean"][rows].copy(), scaler["std"][rows].copy()
     new = np.flatnonzero(rows < 0)
     if len(new):
