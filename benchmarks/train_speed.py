@@ -238,61 +238,77 @@ def memory(n: int = 5_000_000) -> None:
           f"{windows_mb:,.0f} MB", flush=True)
 
 
-# frequency -> (season of the synthetic series, rows given to predict): a one-series predict per regular frequency
+# frequency -> season of the synthetic series: a one-series predict per regular frequency
 LATENCY_FREQS = {"30min": 48, "h": 24, "D": 7, "W-SUN": 52, "MS": 12}
+# data.calendar 'auto' adds channels only below a day: daily and longer steps are also measured with these
+LATENCY_CALENDARS = {"D": ["day_of_week", "day_of_month"], "W-SUN": ["week_of_year", "month_of_year"],
+                     "MS": ["month_of_year", "quarter_of_year"]}
 LATENCY_TARGET_MS = 1.5  # README: one-series Forecaster.predict p50 on a loaded model, calendar channels included
 
 
 def predict_latency(repeats: int = 300, freqs: tuple[str, ...] = tuple(LATENCY_FREQS), rows: tuple[int, ...] = (200,),
                     n: int = 600) -> dict[str, float]:
-    """Single-series ``Forecaster.predict`` p50 through the public API on a loaded model, per frequency, and the
-    bare forward on the same model input (calendar channels included: F is the model's, not 1). One torch
-    thread: a single window is too small to share between threads, and a second busy process makes threaded
-    small calls 10x-1000x slower (docs/PERFORMANCE.md)."""
+    """Single-series ``Forecaster.predict`` p50 through the public API on a loaded model, per frequency (with the
+    calendar channels 'auto' gives, and for daily and longer steps also with LATENCY_CALENDARS), and the bare
+    forward on the same model input (calendar channels included: F is the model's, not 1) on one thread. predict
+    runs with the process's thread count, as a user gets it (it takes one thread for a few windows itself). Wall
+    and thread CPU time: on a shared machine the wall time measures the queue for a core."""
     import pandas as pd
     import torch
 
     import lstmcast
 
-    torch.set_num_threads(1)
     out = {}
     for freq in freqs:
-        season = LATENCY_FREQS.get(freq, 24)
-        t = np.arange(n)
-        df = pd.DataFrame({"time": pd.date_range("2000-01-02", periods=n, freq=freq),
-                           "y": 10 + np.sin(2 * np.pi * t / season)
-                           + 0.1 * np.random.default_rng(0).standard_normal(n)})
-        cfg = {"data": {"time_col": "time", "target": "y", "horizon": min(24, season)},
-               "train": {"max_epochs": 1, "max_steps_per_epoch": 5, "min_steps": 0, "refit": False}}
-        with tempfile.TemporaryDirectory() as tmp:
-            lstmcast.Forecaster(cfg).fit(df).save(tmp)
-            fc = lstmcast.load(tmp)
-        torch.set_num_threads(1)  # fit sets the threads it trains with
-        model, L = fc.model_, fc.meta_.window
-        x = torch.randn(1, L, model.input_size)  # the model's input: target + calendar channels
-        # the horizon's calendar channels enter as known-future inputs (B, H, K)
-        future = torch.randn(1, model.horizon, model.future_size) if model.future_size else None
-        bare = []
-        with torch.inference_mode():
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                model(x, future=future)
-                bare.append(time.perf_counter() - t0)
-        b = statistics.median(bare) * 1e3
-        calendar = fc.meta_.inputs.calendar if fc.meta_.inputs else []
-        for m in rows:
-            recent = df.tail(max(m, L)).reset_index(drop=True)
+        for calendar in ("auto", LATENCY_CALENDARS.get(freq)):
+            if calendar is not None:
+                out.update(_latency_one(freq, calendar, repeats, rows, n, pd, torch, lstmcast))
+    return out
+
+
+def _latency_one(freq, calendar, repeats, rows, n, pd, torch, lstmcast) -> dict[str, float]:
+    season = LATENCY_FREQS.get(freq, 24)
+    t = np.arange(n)
+    df = pd.DataFrame({"time": pd.date_range("1900-01-07" if freq in ("W-SUN", "MS") else "2000-01-02", periods=n,
+                                             freq=freq),
+                       "y": 10 + np.sin(2 * np.pi * t / season) + 0.1 * np.random.default_rng(0).standard_normal(n)})
+    cfg = {"data": {"time_col": "time", "target": "y", "horizon": min(24, season), "calendar": calendar},
+           "train": {"max_epochs": 1, "max_steps_per_epoch": 5, "min_steps": 0, "refit": False}}
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        lstmcast.Forecaster(cfg).fit(df, progress=False).save(tmp, outputs=False)
+        fc = lstmcast.load(tmp)
+    torch.set_num_threads(1)  # the bare forward's floor: one window on one thread
+    model, L = fc.model_, fc.meta_.window
+    x = torch.randn(1, L, model.input_size)  # the model's input: target + calendar channels
+    # the horizon's calendar channels enter as known-future inputs (B, H, K)
+    future = torch.randn(1, model.horizon, model.future_size) if model.future_size else None
+    bare, bare_cpu = [], []
+    with torch.inference_mode():
+        for _ in range(repeats):
+            t0, c0 = time.perf_counter(), time.thread_time()
+            model(x, future=future)
+            bare_cpu.append(time.thread_time() - c0)
+            bare.append(time.perf_counter() - t0)
+    torch.set_num_threads(threads)  # fit sets the threads it trains with: predict gets the process's count back
+    b, bc = statistics.median(bare) * 1e3, statistics.median(bare_cpu) * 1e3
+    names = fc.meta_.inputs.calendar if fc.meta_.inputs else []
+    out = {}
+    for m in rows:
+        recent = df.tail(max(m, L)).reset_index(drop=True)
+        fc.predict(recent)
+        api, api_cpu = [], []
+        for _ in range(repeats):
+            t0, c0 = time.perf_counter(), time.thread_time()
             fc.predict(recent)
-            api = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                fc.predict(recent)
-                api.append(time.perf_counter() - t0)
-            a = statistics.median(api) * 1e3
-            out[f"{freq}/{len(recent)}"] = a
-            print(f"predict latency {freq} (one series, {len(recent)} rows, L={L}, H={fc.meta_.horizon}, F="
-                  f"{model.input_size}, calendar {calendar or 'none'}): public API p50 {a:.2f} ms "
-                  f"(target <= {LATENCY_TARGET_MS} ms), bare forward p50 {b:.2f} ms, ratio {a / b:.2f}", flush=True)
+            api_cpu.append(time.thread_time() - c0)
+            api.append(time.perf_counter() - t0)
+        a, ac = statistics.median(api) * 1e3, statistics.median(api_cpu) * 1e3
+        out[f"{freq}/{'+'.join(names) or 'none'}/{len(recent)}"] = a
+        print(f"predict latency {freq} (one series, {len(recent)} rows, L={L}, H={fc.meta_.horizon}, F="
+              f"{model.input_size}, calendar {names or 'none'}, {threads} threads): public API p50 {a:.2f} ms "
+              f"(target <= {LATENCY_TARGET_MS} ms; CPU {ac:.2f} ms), bare forward p50 {b:.2f} ms (CPU {bc:.2f} ms), "
+              f"ratio {a / b:.2f} (CPU {ac / bc:.2f})", flush=True)
     return out
 
 

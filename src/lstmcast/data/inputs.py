@@ -98,7 +98,7 @@ def calendar_block(spec: InputSpec, times: np.ndarray, tz: str | None = None) ->
     if not spec.calendar:
         return np.zeros((len(times), 0), dtype=np.float32)
 
-    return calendar_features(times, spec.calendar, tz).astype(np.float32)
+    return calendar_features(times, spec.calendar, tz)  # float32 already
 
 
 def static_table(spec: InputSpec, static: StaticValues | None, ids: list[str]) -> np.ndarray | None:

@@ -18,6 +18,7 @@ from lstmcast.data.validate import SeriesSet, validate_frame
 from lstmcast.data.windows import padded_rows
 from lstmcast.errors import DataError, did_you_mean, short, short_list
 from lstmcast.inference.backtest import Backtest, backtest_origins, gather_pairs, score, series_mase_scales
+from lstmcast.inference.fastpath import one_thread_for_few
 from lstmcast.inference.frames import forecast_table
 from lstmcast.model.quantiles import calibrated, interval_metrics, quantiles_for, seasonal_naive_offsets_many
 
@@ -158,6 +159,8 @@ def series_scalers(series: SeriesSet, meta: RunMeta, scaler: dict[str, np.ndarra
     """(S, C) means and stds: the trained series' own; a new series' from its own rows (the first
     ``upto[i]`` of them when given: the training split in a backtest), as training fitted them."""
     rows = np.array(_scaler_rows(series, meta), dtype=np.int64)
+    if series.layout == "single":  # the series trained on: nothing new to fit (a one-series predict's hot path)
+        return scaler["mean"][rows], scaler["std"][rows]
     mean, std = scaler["mean"][rows].copy(), scaler["std"][rows].copy()
     new = np.flatnonzero(rows < 0)
     if len(new):
@@ -185,18 +188,34 @@ def model_inputs(series: SeriesSet, meta: RunMeta, times: np.ndarray, future_val
     spec = InputSpec.from_dict(meta.inputs_dict())
     sidx = np.arange(len(series.ids)) if sidx is None else sidx
     tz = meta.tz
-    past_cal = _calendar(spec, times, tz)  # (N, L, 2C)
+    past_cal, future_cal = _calendars(spec, times, future_times_ if spec.future_size else None, tz)
     future = None
     if spec.future_size:
         parts = []
         if spec.future_features:
             kf = len(spec.future_features)
             parts.append(scaling.transform(future_vals, mean[sidx][:, None, -kf:], std[sidx][:, None, -kf:]))
-        parts.append(_calendar(spec, future_times_, tz))
+        parts.append(future_cal)
         future = np.concatenate(parts, axis=2).astype(np.float32)
     table = static_table(spec, series.static, series.ids)
     static = table[sidx] if table is not None else None
     return future, static, past_cal
+
+
+# past and horizon stamps up to this many get their calendar channels in one call: for one series the numpy
+# calls' fixed cost is most of the work, for a backtest's many windows a joined copy would only add memory
+_ONE_CALL = 1 << 16
+
+
+def _calendars(spec: Any, times: np.ndarray, future_times_: np.ndarray | None,
+               tz: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The calendar channels of the past (N, L) and horizon (N, H) times (None: no horizon inputs)."""
+    if future_times_ is None:
+        return _calendar(spec, times, tz), None
+    if spec.calendar and times.size + future_times_.size <= _ONE_CALL:
+        both = _calendar(spec, np.concatenate([times, future_times_], axis=1), tz)  # (N, L + H, 2C)
+        return both[:, :times.shape[1]], both[:, times.shape[1]:]
+    return _calendar(spec, times, tz), _calendar(spec, future_times_, tz)
 
 
 def _calendar(spec: Any, times: np.ndarray, tz: str | None) -> np.ndarray:
@@ -217,7 +236,7 @@ def _predict_scaled(model: LSTMForecaster, x: np.ndarray, batch: int = PREDICT_B
     def part(a: np.ndarray | None, i: int) -> Any:
         return None if a is None else torch.from_numpy(np.ascontiguousarray(a[i:i + batch], dtype=np.float32))
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), one_thread_for_few(len(x)):
         for i in range(0, len(x), batch):
             xb = torch.from_numpy(x[i:i + batch])
             out.append((model(xb, future=part(future, i), static=part(static, i)) if future is not None or
@@ -260,7 +279,7 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: RunMeta,
         bad = [sid or "the series" for sid, v in zip(series.ids, y) if not np.isfinite(v).all()]
         raise DataError(f"the forecast of {bad[:5]} is not finite: the last {L} input rows lie so far outside "
                         "the training data's range that the model overflows; check those values")
-    return forecast_table(series, meta, y, qs, levels)
+    return forecast_table(series, meta, y, qs, levels, fut_times)
 
 
 def last_windows(series: SeriesSet, window: int, padded: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -288,8 +307,11 @@ def _future_inputs(series: SeriesSet, meta: RunMeta, future: Any, cfg: Any) -> t
     UTC-naive. Series that end at the same time share theirs: computed once per distinct last time (a
     ``date_range`` per series was 15x the model's forward at 10k series)."""
     H, integer = meta.horizon, bool(meta.integer_time)
-    uniq, inv = np.unique(np.array([t[-1] for t in series.times]), return_inverse=True)
-    times = np.stack([horizon_times(u, meta.freq, H, integer_time=integer, tz=meta.tz) for u in uniq])[inv]
+    if len(series.times) == 1:  # one series (a quarter of this function's time went to np.unique)
+        times = horizon_times(series.times[0][-1], meta.freq, H, integer_time=integer, tz=meta.tz)[None]
+    else:
+        uniq, inv = np.unique(np.array([t[-1] for t in series.times]), return_inverse=True)
+        times = np.stack([horizon_times(u, meta.freq, H, integer_time=integer, tz=meta.tz) for u in uniq])[inv]
     if not meta.future_features:
         if future is not None:
             raise DataError("future= was given but this model has no known-future covariates (data.future_features)"
