@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lstmcast.data.calendar import fixed_step_ns, month_step, month_stamps
+from lstmcast.data.calendar import fixed_step_ns, month_stamps, month_step
 
 if TYPE_CHECKING:
-    from lstmcast.run.meta import RunMeta
     import pandas as pd
 
     from lstmcast.data.validate import SeriesSet
+    from lstmcast.run.meta import RunMeta
 
 
 _F32_MAX = float(np.finfo(np.float32).max)
