@@ -1,0 +1,290 @@
+"""Streaming with a carried state (model.stateful, issue 24): each series' (h, c) advanced one LSTM step per new
+observation, and forecasts made from it without changing it.
+
+``burn_in`` runs whole histories from a zero state; ``update`` advances the states by the rows after each
+series' last seen time (rows at or before it are ignored, so an update repeated is a no-op); ``forecast`` reads
+the states. An update is checked whole before anything is applied: a gap, an out-of-order or a non-finite row
+is a DataError naming the series and rows, and the states are left as they were.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from lstmcast.data import scaling, transform
+from lstmcast.errors import DataError, short
+from lstmcast.inference.frames import forecast_table
+from lstmcast.inference.predict import check_compatible, model_inputs, series_scalers
+from lstmcast.model.quantiles import calibrated
+from lstmcast.run.carried import CarriedStates
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from lstmcast.config import ForecastConfig
+    from lstmcast.data.validate import SeriesSet
+    from lstmcast.model.network import LSTMForecaster
+    from lstmcast.run.meta import RunMeta
+
+STEP_BATCH = 16_384  # series per LSTM call in an update (one step for each is one small GEMM per gate block)
+_NO_TIME = np.iinfo(np.int64).min
+
+
+@dataclass
+class UpdateSummary:
+    """What an update did: series advanced, observations applied, rows ignored (at or before a series' last
+    seen time) and the series seen for the first time (started from a zero state)."""
+
+    series_updated: int = 0
+    rows_applied: int = 0
+    rows_ignored: int = 0
+    new_series: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def time_kind(meta: RunMeta) -> str:
+    return "int64-steps" if meta.integer_time else "datetime64[ns]"
+
+
+def empty_states(model: LSTMForecaster, meta: RunMeta) -> CarriedStates:
+    D = model.num_directions
+    return CarriedStates.empty(model.num_layers * D, model.hidden_size, D * model.hidden_size,
+                               len(_channel_count(meta)))
+
+
+def _channel_count(meta: RunMeta) -> list[str]:
+    return (["value"] if meta.layout == "wide" else list(meta.targets)) + list(meta.features) + \
+        list(meta.future_features or [])
+
+
+def _as_int(times: np.ndarray) -> np.ndarray:
+    return times.astype(np.int64) if times.dtype.kind in "iu" else times.astype("datetime64[ns]").view(np.int64)
+
+
+def _from_int(t: np.ndarray, meta: RunMeta) -> np.ndarray:
+    return t.astype(np.int64) if meta.integer_time else t.view("datetime64[ns]")
+
+
+def model_rows(series: SeriesSet, meta: RunMeta, mean: np.ndarray, std: np.ndarray, sidx: np.ndarray,
+               starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The model's input rows (N, F) of series ``sidx`` from row ``starts[k]`` on, concatenated in series order, and
+    their counts (K,): transformed and scaled as training scaled them, the mask channel (1: real rows) and
+    the calendar channels, as ``forecast_frame`` builds a window."""
+    from lstmcast.data.inputs import InputSpec, calendar_block
+
+    T = meta.n_targets
+    counts = np.array([len(series.values[i]) - s for i, s in zip(sidx.tolist(), starts.tolist())], np.int64)
+    if not len(sidx) or not counts.sum():
+        width = model_width(meta)
+        return np.zeros((0, width), np.float32), counts
+    vals = np.concatenate([series.values[i][s:] for i, s in zip(sidx.tolist(), starts.tolist())])
+    times = np.concatenate([series.times[i][s:] for i, s in zip(sidx.tolist(), starts.tolist())])
+    owner = np.repeat(np.arange(len(sidx)), counts)
+    x = scaling.transform(transform.forward(vals, T, meta.transform), mean[owner], std[owner])  # (N, C)
+    if meta.mask_channel:
+        at = T + len(meta.features) if meta.layout != "wide" else 1 + len(meta.features)
+        x = np.concatenate([x[:, :at], np.ones((len(x), 1), np.float32), x[:, at:]], axis=1)
+    spec = InputSpec.from_dict(meta.inputs_dict())
+    cal = calendar_block(spec, times, meta.tz)
+    x = np.concatenate([x, cal], axis=1) if cal.shape[1] else x
+    return np.ascontiguousarray(x, dtype=np.float32), counts
+
+
+def model_width(meta: RunMeta) -> int:
+    return int(meta.input_size)
+
+
+def advance(model: LSTMForecaster, states: CarriedStates, rows: list[int], x: np.ndarray,
+            counts: np.ndarray) -> None:
+    """States ``rows`` advanced in place by their ``counts`` rows of ``x`` (concatenated in ``rows`` order): one
+    LSTM step per row, series with the same number of new rows in one batch."""
+    if not len(rows):
+        return
+    rows_a = np.asarray(rows, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    xt = torch.from_numpy(x)
+    with torch.inference_mode():
+        for n in np.unique(counts).tolist():
+            if n == 0:
+                continue
+            group = np.flatnonzero(counts == n)
+            for a in range(0, len(group), STEP_BATCH):
+                g = group[a:a + STEP_BATCH]
+                take = torch.from_numpy((starts[g][:, None] + np.arange(n)).reshape(-1))
+                xb = xt[take].view(len(g), n, x.shape[1])
+                idx = torch.from_numpy(rows_a[g])
+                state = (states.h[idx].transpose(0, 1).contiguous(), states.c[idx].transpose(0, 1).contiguous())
+                out, (h, c) = model.encode(xb, state)
+                states.h[idx] = h.transpose(0, 1)
+                states.c[idx] = c.transpose(0, 1)
+                states.out[idx] = out[:, -1]
+
+
+def burn_in(model: LSTMForecaster, series: SeriesSet, meta: RunMeta, scaler: dict[str, np.ndarray]) -> CarriedStates:
+    """Every series' state after its whole history, from zero (a fresh stateful run)."""
+    states = empty_states(model, meta)
+    summary = UpdateSummary()
+    _apply(model, states, series, meta, scaler, summary)
+    return states
+
+
+def update(model: LSTMForecaster, states: CarriedStates, series: SeriesSet, meta: RunMeta,
+           scaler: dict[str, np.ndarray]) -> tuple[CarriedStates, UpdateSummary]:
+    """New states (a copy: ``states`` is left as it was) advanced by the rows of ``series`` after each series'
+    last seen time, and what was done. Checked whole first: nothing is applied when a row is refused."""
+    new = states.copy()
+    summary = UpdateSummary()
+    _apply(model, new, series, meta, scaler, summary)
+    return new, summary
+
+
+def _apply(model: LSTMForecaster, states: CarriedStates, series: SeriesSet, meta: RunMeta,
+           scaler: dict[str, np.ndarray], summary: UpdateSummary) -> None:
+    pos = states.position()
+    fresh = [i for i, s in enumerate(series.ids) if s not in pos]
+    if fresh:
+        sub = dataclasses.replace(series, ids=[series.ids[i] for i in fresh],
+                                  values=[series.values[i] for i in fresh], times=[series.times[i] for i in fresh],
+                                  static=None)
+        mean, std = series_scalers(sub, meta, scaler)
+        states.add(sub.ids, mean, std)
+        summary.new_series = [s for s in sub.ids]
+        pos = states.position()
+    rows = np.array([pos[s] for s in series.ids], dtype=np.int64)
+    starts = np.array([int(np.searchsorted(_as_int(t), states.last_time[r], side="right"))
+                       if states.last_time[r] != _NO_TIME else 0 for t, r in zip(series.times, rows.tolist())],
+                      dtype=np.int64)
+    _check_rows(series, meta, states, rows, starts)
+    summary.rows_ignored = int(starts.sum())
+    todo = np.flatnonzero(starts < np.array([len(t) for t in series.times]))
+    mean, std = states.mean.numpy()[rows[todo]], states.std.numpy()[rows[todo]]
+    x, counts = model_rows(series, meta, mean, std, todo, starts[todo])
+    if not np.isfinite(x).all():  # D14: an overflow after scaling, or a value the checks let through
+        bad = np.repeat(todo, counts)[~np.isfinite(x).all(axis=1)]
+        raise DataError(f"rows of series {_ids(series, bad)} are not finite after scaling (they lie far outside "
+                        "the training range): nothing was applied")
+    advance(model, states, rows[todo].tolist(), x, counts)
+    for k, i in enumerate(todo.tolist()):
+        states.last_time[rows[i]] = _as_int(series.times[i][-1:])[0]
+        states.rows[rows[i]] += int(counts[k])
+    summary.series_updated = len(todo)
+    summary.rows_applied = int(counts.sum())
+
+
+def _ids(series: SeriesSet, idx: np.ndarray) -> str:
+    names = sorted({series.ids[i] or "the series" for i in idx.tolist()})
+    return ", ".join(short(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _check_rows(series: SeriesSet, meta: RunMeta, states: CarriedStates, rows: np.ndarray,
+                starts: np.ndarray) -> None:
+    """Refuse (DataError, nothing applied) a gap between a series' last seen time and its first new row, and a
+    non-finite value in the new rows, naming the series and times."""
+    from lstmcast.data.calendar import future_times
+
+    problems = []
+    for i, (t, r, s) in enumerate(zip(series.times, rows.tolist(), starts.tolist())):
+        label = f"series {short(series.ids[i])}" if series.ids[i] else "the series"
+        if s >= len(t):
+            continue
+        vals = series.values[i][s:]
+        bad = ~np.isfinite(vals).all(axis=1)
+        if bad.any():
+            at = ", ".join(str(v) for v in t[s:][bad][:3])
+            problems.append(f"{label}: {int(bad.sum())} rows with a missing or non-finite value (at {at})")
+        last = states.last_time[r]
+        if last == _NO_TIME:
+            continue
+        want = future_times(_from_int(np.array([last]), meta)[0], meta.freq, 1, bool(meta.integer_time),
+                            meta.tz)[0]
+        if _as_int(np.array([want]))[0] != _as_int(t[s:s + 1])[0]:
+            problems.append(f"{label}: its state ends at {_from_int(np.array([last]), meta)[0]} but the next row "
+                            f"given is at {t[s]} (a gap: the next row must be at {want})")
+    if problems:
+        more = f" (and {len(problems) - 5} more series)" if len(problems) > 5 else ""
+        raise DataError("update refused, nothing applied: " + "; ".join(problems[:5]) + more +
+                        ": give each series' rows without gaps from the step after its last update "
+                        "(fill missing values first)")
+
+
+def check_order(table: pd.DataFrame, cfg: ForecastConfig) -> None:
+    """Rows of each series must come in increasing time order in an update (an out-of-order row is refused,
+    not sorted: a stream that went back in time is a fault upstream)."""
+    from lstmcast.data.times import parse_times
+
+    times, _, _ = parse_times(table, cfg.data)
+    t = _as_int(np.asarray(times))
+    key = table[cfg.data.id_col].astype(str).to_numpy() if cfg.data.id_col else np.zeros(len(t), dtype=object)
+    rownum = table["__row__"].to_numpy() if "__row__" in table.columns else np.arange(len(t)) + 2
+    order = np.argsort(key, kind="stable")
+    k, tt, rr = key[order], t[order], rownum[order]
+    back = np.flatnonzero((k[1:] == k[:-1]) & (tt[1:] <= tt[:-1])) + 1
+    if len(back):
+        shown = "; ".join(f"series {short(str(k[j]))} row {rr[j]} is not after row {rr[j - 1]}" for j in back[:5])
+        raise DataError(f"update refused, nothing applied: rows out of time order ({shown}): give each series' "
+                        "rows in increasing time order, each time once")
+
+
+def read_update(source: Any, cfg: ForecastConfig, meta: RunMeta) -> SeriesSet:
+    """New rows (a path or a DataFrame in predict's input layout) validated for an update: no gaps filled
+    (data.missing is error for an update), the training columns and grid."""
+    from lstmcast.data.io import read_table, warnings_as_log
+    from lstmcast.data.validate import validate_frame
+
+    with warnings_as_log("the update"):
+        table = read_table(source, cfg.data.delimiter, cfg.data.id_col, cfg.data.decimal)
+    check_order(table, cfg)
+    # horizon 0: an update of one row a series is not a training table (validate refuses series too short to train)
+    strict = cfg.data.model_copy(update={"missing": "error", "horizon": 0, "freq": meta.freq if not meta.integer_time
+                                         else cfg.data.freq})
+    try:
+        series = validate_frame(table, strict, cfg.train.precision)
+    except DataError as exc:
+        raise DataError(f"update refused, nothing applied: {exc}") from None
+    check_compatible(series, meta.model_copy(update={"window": 1, "mask_channel": True}))  # any number of rows
+    return series
+
+
+def forecast(model: LSTMForecaster, states: CarriedStates, meta: RunMeta, future: Any = None,
+             cfg: Any = None) -> pd.DataFrame:
+    """The next ``horizon`` steps of every series in ``states`` from its carried state (the states unchanged)."""
+    from lstmcast.data.validate import SeriesSet
+    from lstmcast.inference.predict import _future_inputs
+
+    T = meta.n_targets
+    if not states.ids:
+        raise DataError("no carried states yet: run `lstmcast update RUN --data rows.csv` (or Forecaster.update) first")
+    seen = states.last_time != _NO_TIME
+    ids = [s for s, k in zip(states.ids, seen.tolist()) if k]
+    last = _from_int(states.last_time[seen], meta)
+    C = len(_channel_count(meta))
+    series = SeriesSet(ids=ids, times=[last[i:i + 1] for i in range(len(ids))],
+                       values=[np.zeros((1, C), np.float32)] * len(ids), targets=list(meta.targets),
+                       features=list(meta.features), freq=meta.freq, time_col=meta.time_col, id_col=meta.id_col,
+                       layout=meta.layout, tz=meta.tz, future_features=list(meta.future_features or []),
+                       integer_time=bool(meta.integer_time))
+    mean, std = states.mean.numpy()[seen], states.std.numpy()[seen]
+    fut_vals, fut_times = _future_inputs(series, meta, future, cfg)
+    fut, static, _ = model_inputs(series, meta, last[:, None], fut_vals, fut_times, mean, std)
+    out = states.out[torch.from_numpy(np.flatnonzero(seen))]
+    with torch.inference_mode():
+        raw = model.forecast_from(out, future=None if fut is None else torch.from_numpy(fut),
+                                  static=None if static is None else torch.from_numpy(static).float()).numpy()
+    iv = meta.intervals or {}
+    levels, qs = iv.get("levels") or [], None
+    if raw.ndim == 4:
+        qs = transform.inverse(calibrated(raw, iv, mean[:, None, :T, None], std[:, None, :T, None]), meta.transform)
+        y = qs[..., raw.shape[-1] // 2]
+    else:
+        y = transform.inverse(raw * std[:, None, :T] + mean[:, None, :T], meta.transform)
+    if not np.isfinite(y if qs is None else qs).all():
+        bad = [sid or "the series" for sid, v in zip(ids, y) if not np.isfinite(v).all()]
+        raise DataError(f"the forecast of {bad[:5]} from the carried state is not finite: check the recent rows")
+    return forecast_table(series, meta, y, qs, levels)
