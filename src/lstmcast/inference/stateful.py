@@ -183,6 +183,10 @@ def _ids(series: SeriesSet, idx: np.ndarray) -> str:
     return ", ".join(short(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
+def _fmt(t: Any) -> str:
+    return str(t) if isinstance(t, (int, np.integer)) else np.datetime_as_string(np.datetime64(t, "s"))
+
+
 def _check_rows(series: SeriesSet, meta: RunMeta, states: CarriedStates, rows: np.ndarray,
                 starts: np.ndarray) -> None:
     """Refuse (DataError, nothing applied) a gap between a series' last seen time and its first new row, and a
@@ -197,7 +201,7 @@ def _check_rows(series: SeriesSet, meta: RunMeta, states: CarriedStates, rows: n
         vals = series.values[i][s:]
         bad = ~np.isfinite(vals).all(axis=1)
         if bad.any():
-            at = ", ".join(str(v) for v in t[s:][bad][:3])
+            at = ", ".join(_fmt(v) for v in t[s:][bad][:3])
             problems.append(f"{label}: {int(bad.sum())} rows with a missing or non-finite value (at {at})")
         last = states.last_time[r]
         if last == _NO_TIME:
@@ -205,8 +209,8 @@ def _check_rows(series: SeriesSet, meta: RunMeta, states: CarriedStates, rows: n
         want = future_times(_from_int(np.array([last]), meta)[0], meta.freq, 1, bool(meta.integer_time),
                             meta.tz)[0]
         if _as_int(np.array([want]))[0] != _as_int(t[s:s + 1])[0]:
-            problems.append(f"{label}: its state ends at {_from_int(np.array([last]), meta)[0]} but the next row "
-                            f"given is at {t[s]} (a gap: the next row must be at {want})")
+            problems.append(f"{label}: its state ends at {_fmt(_from_int(np.array([last]), meta)[0])} but the next "
+                            f"row given is at {_fmt(t[s])} (a gap: the next row must be at {_fmt(want)})")
     if problems:
         more = f" (and {len(problems) - 5} more series)" if len(problems) > 5 else ""
         raise DataError("update refused, nothing applied: " + "; ".join(problems[:5]) + more +

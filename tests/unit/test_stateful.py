@@ -1,0 +1,209 @@
+"""Issue 24: the carried state. Chunked forwards equal one forward; streaming updates equal a fresh run; the
+state files are atomic and checked."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lstmcast import Forecaster
+from lstmcast.config import validate_config
+from lstmcast.errors import CheckpointError, ConfigError, DataError, ShapeError
+from lstmcast.model.network import LSTMForecaster
+from tests.conftest import small_config
+
+N = 60  # rows per series in the full table; the model is fitted on the first FIT of each
+FIT = 48
+
+
+def _table(ids: tuple[str, ...] = ("a", "b"), n: int = N) -> pd.DataFrame:
+    frames = [pd.DataFrame({"time": pd.date_range("2024-01-01", periods=n, freq="h"), "id": s,
+                            "y": 5 + np.sin(np.arange(n) / 3 + k) + 0.1 * np.cos(np.arange(n) * (k + 1))})
+              for k, s in enumerate(ids)]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _rows(frame: pd.DataFrame, a: int, b: int, ids: tuple[str, ...] | None = None) -> pd.DataFrame:
+    pos = frame.groupby("id").cumcount()
+    keep = (pos >= a) & (pos < b)
+    if ids is not None:
+        keep &= frame["id"].isin(ids)
+    return frame[keep].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> Forecaster:
+    cfg = small_config(data={"id_col": "id", "window": 12, "horizon": 3, "season": None},
+                       model={"stateful": True, "hidden_size": 8, "num_layers": 2, "residual": True},
+                       train={"max_epochs": 1, "max_steps_per_epoch": 2, "precision": "fp32", "accel": "eager",
+                              "tbptt_steps": 8})
+    return Forecaster(cfg).fit(_rows(_table(), 0, FIT), progress=False)
+
+
+def _fresh(fc: Forecaster) -> Forecaster:
+    """A copy of the fitted forecaster whose carried states start again from the training data's."""
+    import copy
+
+    out = copy.copy(fc)
+    out.states_ = None
+    return out
+
+
+def _same(a, b, ids=None) -> None:
+    pa, pb = a.position(), b.position()
+    for s in ids or a.ids:
+        for key in ("h", "c", "out"):
+            assert torch.equal(getattr(a, key)[pa[s]], getattr(b, key)[pb[s]]), (s, key)
+        assert a.last_time[pa[s]] == b.last_time[pb[s]]
+
+
+# -- A: the model ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("residual", [False, True])
+def test_chunked_forwards_equal_one_long_forward(residual):
+    torch.manual_seed(0)
+    m = LSTMForecaster(3, 1, 4, hidden_size=8, num_layers=2, residual=residual, window_norm="none").eval()
+    x = torch.randn(5, 30, 3)
+    out, (h, c) = m.encode(x)
+    state, outs = None, []
+    for a, b in ((0, 7), (7, 8), (8, 30)):  # uneven chunks, one of a single step
+        o, state = m.encode(x[:, a:b], state)
+        outs.append(o)
+    torch.testing.assert_close(torch.cat(outs, 1), out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state[0], h, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state[1], c, rtol=1e-5, atol=1e-5)
+    assert h.shape == (2, 5, 8)  # (num_layers * D, B, hidden) per the guide
+    # the head from the last output is the window forward's forecast
+    torch.testing.assert_close(m.forecast_from(out[:, -1]), m(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_model_that_needs_its_window_refuses_to_carry_state():
+    with pytest.raises(ShapeError, match="window_norm='mean'"):
+        LSTMForecaster(3, 1, 4, hidden_size=8).encode(torch.zeros(1, 2, 3))
+    with pytest.raises(ShapeError, match="bidirectional"):
+        LSTMForecaster(3, 1, 4, hidden_size=8, bidirectional=True, window_norm="none").encode(torch.zeros(1, 2, 3))
+
+
+def test_stateful_config_defaults_and_refusals():
+    m = validate_config({"model": {"stateful": True}}).model
+    assert (m.window_norm, m.linear_skip) == ("none", False)
+    assert validate_config({}).model.window_norm == "mean"  # window models unchanged
+    with pytest.raises(ConfigError, match="bidirectional") as err:
+        validate_config({"model": {"stateful": True, "bidirectional": True, "linear_skip": True}})
+    assert err.value.exit_code == 2 and "linear_skip" in str(err.value)
+    with pytest.raises(ConfigError, match="static"):
+        validate_config({"model": {"stateful": True}, "data": {"static_features": ["r"], "id_col": "id"}})
+
+
+# -- B: streaming updates -----------------------------------------------------------------------------------
+def test_k_updates_of_one_row_equal_one_update_of_k_rows(fitted):
+    full = _table()
+    one, many = _fresh(fitted), _fresh(fitted)
+    for k in range(FIT, FIT + 4):
+        s = one.update(_rows(full, k, k + 1))
+        assert (s.series_updated, s.rows_applied) == (2, 2)
+    s = many.update(_rows(full, FIT, FIT + 4))
+    assert (s.series_updated, s.rows_applied, s.rows_ignored, s.new_series) == (2, 8, 0, [])
+    a, b = one.carried_states(), many.carried_states()
+    for key in ("h", "c", "out"):
+        torch.testing.assert_close(getattr(a, key), getattr(b, key), rtol=1e-5, atol=1e-6)
+    assert a.rows.tolist() == b.rows.tolist() == [FIT + 4] * 2
+
+
+def test_predict_after_updates_equals_a_fresh_run_and_never_changes_the_state(fitted):
+    full = _table()
+    fc = _fresh(fitted)
+    fc.update(_rows(full, FIT, FIT + 5))
+    before = fc.carried_states().copy()
+    streamed = fc.predict()
+    _same(before, fc.carried_states())  # predict reads the state only
+    fresh = fc.predict(_rows(full, 0, FIT + 5))  # a fresh stateful run over the whole history
+    pd.testing.assert_frame_equal(streamed, fresh, rtol=1e-5, atol=1e-5)
+    assert streamed["time"].min() == full["time"].iloc[FIT + 5]  # the forecast starts after the last update
+    _same(before, fc.carried_states())
+
+
+def test_an_update_of_one_series_leaves_the_other_bit_for_bit_and_repeats_as_a_no_op(fitted):
+    full = _table()
+    fc = _fresh(fitted)
+    before = fc.carried_states().copy()
+    fc.update(_rows(full, FIT, FIT + 3, ids=("a",)))
+    after = fc.carried_states()
+    _same(before, after, ids=["b"])
+    assert not torch.equal(before.h[0], after.h[0])
+    again = fc.update(_rows(full, 0, FIT + 3, ids=("a",)))  # old rows and the same new rows: nothing to do
+    assert (again.series_updated, again.rows_applied, again.rows_ignored) == (0, 0, FIT + 3)
+    _same(after, fc.carried_states())
+
+
+def test_a_gap_a_non_finite_or_an_out_of_order_row_is_refused_and_nothing_applied(fitted):
+    full = _table()
+    fc = _fresh(fitted)
+    before = fc.carried_states().copy()
+    gap = pd.concat([_rows(full, FIT, FIT + 1, ("a",)), _rows(full, FIT + 2, FIT + 3, ("b",))])
+    with pytest.raises(DataError, match=r"series 'b'.*2024-01-03T02:00:00.*gap") as err:
+        fc.update(gap)
+    assert err.value.exit_code == 3
+    nan = _rows(full, FIT, FIT + 2)
+    nan.loc[1, "y"] = np.nan
+    with pytest.raises(DataError, match="nothing applied"):
+        fc.update(nan)
+    back = _rows(full, FIT, FIT + 3, ("a",)).iloc[[0, 2, 1]]
+    with pytest.raises(DataError, match=r"out of time order.*series 'a' row"):
+        fc.update(back)
+    _same(before, fc.carried_states())
+
+
+def test_an_unseen_series_starts_from_zero_with_a_burn_in(fitted):
+    fc = _fresh(fitted)
+    new = _table(ids=("z",), n=20)
+    s = fc.update(new)
+    assert s.new_series == ["z"] and s.rows_applied == 20
+    alone = _fresh(fitted)
+    alone.states_ = None
+    from lstmcast.inference.stateful import burn_in
+
+    ref = burn_in(fc.model_, fc._series(new), fc.meta_, fc.scaler_)
+    _same(ref, fc.carried_states(), ids=["z"])
+
+
+def test_a_window_model_has_no_update(seasonal_df):
+    fc = Forecaster(small_config(train={"max_epochs": 1, "max_steps_per_epoch": 1})).fit(seasonal_df.iloc[:200],
+                                                                                       progress=False)
+    with pytest.raises(ConfigError, match="model.stateful: true"):
+        fc.update(seasonal_df.iloc[200:201])
+
+
+# -- B: the state files ---------------------------------------------------------------------------------------
+def test_save_load_update_equals_update_in_memory_and_a_tampered_state_is_refused(fitted, tmp_path):
+    from lstmcast import load
+
+    full = _table()
+    mem = _fresh(fitted)
+    mem.update(_rows(full, FIT, FIT + 3))
+    fitted_copy = _fresh(fitted)
+    fitted_copy.save(tmp_path / "run", outputs=False)
+    disk = load(tmp_path / "run")
+    disk.update(_rows(full, FIT, FIT + 3))  # written back to the folder
+    again = load(tmp_path / "run")
+    _same(mem.carried_states(), again.carried_states())
+    pd.testing.assert_frame_equal(mem.predict(), again.predict())
+    files = sorted(p.name for p in (tmp_path / "run").glob("state-*.safetensors"))
+    assert files == ["state-000002.safetensors"]  # the old generation removed
+    # kill -9 after the new state file but before state.json: the previous state stays the one read
+    (tmp_path / "run" / "state-000003.safetensors").write_bytes(b"partial")
+    _same(mem.carried_states(), load(tmp_path / "run").carried_states())
+    blob = bytearray((tmp_path / "run" / files[0]).read_bytes())
+    blob[-5] ^= 1
+    (tmp_path / "run" / files[0]).write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="state-000002.safetensors.*sha256") as err:
+        load(tmp_path / "run").predict()
+    assert err.value.exit_code == 4
+    rec = json.loads((tmp_path / "run" / "state.json").read_text())
+    rec["file"] = "../model.safetensors"
+    (tmp_path / "run" / "state.json").write_text(json.dumps(rec))
+    with pytest.raises(CheckpointError, match="state.json"):
+        load(tmp_path / "run").update(_rows(full, FIT + 3, FIT + 4))
