@@ -339,6 +339,9 @@ def _stateful_problems(m: ModelConfig, d: DataConfig) -> list[str]:
     if d.static_features or m.id_embedding:
         why.append("data.static_features and model.id_embedding (the carried states keep no per-series statics "
                    "yet): drop them, or train a window model (stateful: false)")
+    if m.levels:
+        why.append("model.levels (intervals are calibrated on validation windows read from a zero state; "
+                   "calibration from carried states is not there yet): drop levels, or train a window model")
     if m.bidirectional:
         why.append("model.bidirectional (the backward direction reads the steps after each one): set it false")
     if m.window_norm != "none":
