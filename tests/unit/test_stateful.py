@@ -207,3 +207,14 @@ def test_save_load_update_equals_update_in_memory_and_a_tampered_state_is_refuse
     (tmp_path / "run" / "state.json").write_text(json.dumps(rec))
     with pytest.raises(CheckpointError, match="state.json"):
         load(tmp_path / "run").update(_rows(full, FIT + 3, FIT + 4))
+
+
+def test_a_stateful_backtest_forecasts_each_origin_from_the_carried_state(fitted):
+    full = _table()
+    fc = _fresh(fitted)
+    fc.backtest(full)
+    bt = fc.backtest_
+    k = len(bt.origins) // 2
+    sid, origin = fc._series(full).ids[bt.series_idx[k]], int(bt.origins[k])
+    ref = fc.predict(_rows(full, 0, origin, ids=(sid,)))  # a fresh run over the rows before that origin
+    np.testing.assert_allclose(bt.forecasts["model"][k][:, 0], ref["y"].to_numpy(), rtol=1e-5, atol=1e-5)

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from lstmcast.data import scaling, transform
+from lstmcast.data import transform
 from lstmcast.errors import DataError, short
+from lstmcast.inference.carry import model_rows, model_width
 from lstmcast.inference.frames import forecast_table
 from lstmcast.inference.predict import check_compatible, model_inputs, series_scalers
 from lstmcast.model.quantiles import calibrated
@@ -70,35 +71,6 @@ def _as_int(times: np.ndarray) -> np.ndarray:
 
 def _from_int(t: np.ndarray, meta: RunMeta) -> np.ndarray:
     return t.astype(np.int64) if meta.integer_time else t.view("datetime64[ns]")
-
-
-def model_rows(series: SeriesSet, meta: RunMeta, mean: np.ndarray, std: np.ndarray, sidx: np.ndarray,
-               starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The model's input rows (N, F) of series ``sidx`` from row ``starts[k]`` on, concatenated in series order, and
-    their counts (K,): transformed and scaled as training scaled them, the mask channel (1: real rows) and
-    the calendar channels, as ``forecast_frame`` builds a window."""
-    from lstmcast.data.inputs import InputSpec, calendar_block
-
-    T = meta.n_targets
-    counts = np.array([len(series.values[i]) - s for i, s in zip(sidx.tolist(), starts.tolist())], np.int64)
-    if not len(sidx) or not counts.sum():
-        width = model_width(meta)
-        return np.zeros((0, width), np.float32), counts
-    vals = np.concatenate([series.values[i][s:] for i, s in zip(sidx.tolist(), starts.tolist())])
-    times = np.concatenate([series.times[i][s:] for i, s in zip(sidx.tolist(), starts.tolist())])
-    owner = np.repeat(np.arange(len(sidx)), counts)
-    x = scaling.transform(transform.forward(vals, T, meta.transform), mean[owner], std[owner])  # (N, C)
-    if meta.mask_channel:
-        at = T + len(meta.features) if meta.layout != "wide" else 1 + len(meta.features)
-        x = np.concatenate([x[:, :at], np.ones((len(x), 1), np.float32), x[:, at:]], axis=1)
-    spec = InputSpec.from_dict(meta.inputs_dict())
-    cal = calendar_block(spec, times, meta.tz)
-    x = np.concatenate([x, cal], axis=1) if cal.shape[1] else x
-    return np.ascontiguousarray(x, dtype=np.float32), counts
-
-
-def model_width(meta: RunMeta) -> int:
-    return int(meta.input_size)
 
 
 def advance(model: LSTMForecaster, states: CarriedStates, rows: list[int], x: np.ndarray,
