@@ -127,15 +127,18 @@ def _apply(model: LSTMForecaster, states: CarriedStates, series: SeriesSet, meta
                                   static=None)
         mean, std = series_scalers(sub, meta, scaler)
         states.add(sub.ids, mean, std)
-        summary.new_series = [s for s in sub.ids]
+        summary.new_series = list(sub.ids)
         pos = states.position()
-    rows = np.array([pos[s] for s in series.ids], dtype=np.int64)
-    starts = np.array([int(np.searchsorted(_as_int(t), states.last_time[r], side="right"))
-                       if states.last_time[r] != _NO_TIME else 0 for t, r in zip(series.times, rows.tolist())],
-                      dtype=np.int64)
-    _check_rows(series, meta, states, rows, starts)
+    rows = np.fromiter((pos[s] for s in series.ids), dtype=np.int64, count=len(series.ids))
+    lengths = np.fromiter((len(t) for t in series.times), dtype=np.int64, count=len(series.ids))
+    flat_t = _as_int(np.concatenate(series.times)) if len(lengths) else np.zeros(0, np.int64)
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    last = states.last_time[rows]
+    old = flat_t <= last[owner]  # rows at or before the series' last seen time: ignored
+    starts = np.bincount(owner, weights=old, minlength=len(lengths)).astype(np.int64)
+    _check_rows(series, meta, last, starts, lengths, flat_t, owner, old)
     summary.rows_ignored = int(starts.sum())
-    todo = np.flatnonzero(starts < np.array([len(t) for t in series.times]))
+    todo = np.flatnonzero(starts < lengths)
     mean, std = states.mean.numpy()[rows[todo]], states.std.numpy()[rows[todo]]
     x, counts = model_rows(series, meta, mean, std, todo, starts[todo])
     if not np.isfinite(x).all():  # D14: an overflow after scaling, or a value the checks let through
@@ -143,9 +146,9 @@ def _apply(model: LSTMForecaster, states: CarriedStates, series: SeriesSet, meta
         raise DataError(f"rows of series {_ids(series, bad)} are not finite after scaling (they lie far outside "
                         "the training range): nothing was applied")
     advance(model, states, rows[todo].tolist(), x, counts)
-    for k, i in enumerate(todo.tolist()):
-        states.last_time[rows[i]] = _as_int(series.times[i][-1:])[0]
-        states.rows[rows[i]] += int(counts[k])
+    ends = np.cumsum(lengths) - 1
+    states.last_time[rows[todo]] = flat_t[ends[todo]]
+    states.rows[rows[todo]] += counts
     summary.series_updated = len(todo)
     summary.rows_applied = int(counts.sum())
 
@@ -159,35 +162,40 @@ def _fmt(t: Any) -> str:
     return str(t) if isinstance(t, (int, np.integer)) else np.datetime_as_string(np.datetime64(t, "s"))
 
 
-def _check_rows(series: SeriesSet, meta: RunMeta, states: CarriedStates, rows: np.ndarray,
-                starts: np.ndarray) -> None:
-    """Refuse (DataError, nothing applied) a gap between a series' last seen time and its first new row, and a
-    non-finite value in the new rows, naming the series and times."""
+def _next_times(last: np.ndarray, meta: RunMeta) -> np.ndarray:
+    """The grid step after each last time (int64): computed once per distinct last time."""
     from lstmcast.data.calendar import future_times
 
-    problems = []
-    for i, (t, r, s) in enumerate(zip(series.times, rows.tolist(), starts.tolist())):
-        label = f"series {short(series.ids[i])}" if series.ids[i] else "the series"
-        if s >= len(t):
-            continue
-        vals = series.values[i][s:]
-        bad = ~np.isfinite(vals).all(axis=1)
-        if bad.any():
-            at = ", ".join(_fmt(v) for v in t[s:][bad][:3])
-            problems.append(f"{label}: {int(bad.sum())} rows with a missing or non-finite value (at {at})")
-        last = states.last_time[r]
-        if last == _NO_TIME:
-            continue
-        want = future_times(_from_int(np.array([last]), meta)[0], meta.freq, 1, bool(meta.integer_time),
-                            meta.tz)[0]
-        if _as_int(np.array([want]))[0] != _as_int(t[s:s + 1])[0]:
-            problems.append(f"{label}: its state ends at {_fmt(_from_int(np.array([last]), meta)[0])} but the next "
-                            f"row given is at {_fmt(t[s])} (a gap: the next row must be at {_fmt(want)})")
+    uniq, inv = np.unique(last, return_inverse=True)
+    nxt = np.array([_as_int(future_times(_from_int(np.array([u]), meta)[0], meta.freq, 1,
+                                         bool(meta.integer_time), meta.tz))[0] for u in uniq.tolist()], np.int64)
+    return nxt[inv] if len(uniq) else np.zeros(0, np.int64)
+
+
+def _check_rows(series: SeriesSet, meta: RunMeta, last: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+                flat_t: np.ndarray, owner: np.ndarray, old: np.ndarray) -> None:
+    """Refuse (DataError, nothing applied) a gap between a series' last seen time and its first new row, and a
+    non-finite value in the new rows, naming the series and times."""
+    problems: dict[int, str] = {}
+    flat_v = np.concatenate(series.values) if len(lengths) else np.zeros((0, 1), np.float32)
+    bad = ~old & ~np.isfinite(flat_v).all(axis=1)
+    for i in np.unique(owner[bad])[:5].tolist():
+        at = ", ".join(_fmt(_from_int(np.array([v]), meta)[0]) for v in flat_t[bad & (owner == i)][:3])
+        problems[i] = f"{int((bad & (owner == i)).sum())} rows with a missing or non-finite value (at {at})"
+    seen = np.flatnonzero((last != _NO_TIME) & (starts < lengths))
+    if len(seen):
+        first = flat_t[np.concatenate([[0], np.cumsum(lengths)[:-1]])[seen] + starts[seen]]
+        want = _next_times(last[seen], meta)
+        for k in np.flatnonzero(first != want)[:5].tolist():
+            i = int(seen[k])
+            problems.setdefault(i, f"its state ends at {_fmt(_from_int(last[i:i + 1], meta)[0])} but the next row "
+                                   f"given is at {_fmt(_from_int(first[k:k + 1], meta)[0])} (a gap: the next row "
+                                   f"must be at {_fmt(_from_int(want[k:k + 1], meta)[0])})")
     if problems:
-        more = f" (and {len(problems) - 5} more series)" if len(problems) > 5 else ""
-        raise DataError("update refused, nothing applied: " + "; ".join(problems[:5]) + more +
-                        ": give each series' rows without gaps from the step after its last update "
-                        "(fill missing values first)")
+        shown = "; ".join(f"{'series ' + short(series.ids[i]) if series.ids[i] else 'the series'}: {p}"
+                          for i, p in sorted(problems.items())[:5])
+        raise DataError("update refused, nothing applied: " + shown + ": give each series' rows without gaps from "
+                        "the step after its last update (fill missing values first)")
 
 
 def check_order(table: pd.DataFrame, cfg: ForecastConfig) -> None:
