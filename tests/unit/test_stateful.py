@@ -218,3 +218,16 @@ def test_a_stateful_backtest_forecasts_each_origin_from_the_carried_state(fitted
     sid, origin = fc._series(full).ids[bt.series_idx[k]], int(bt.origins[k])
     ref = fc.predict(_rows(full, 0, origin, ids=(sid,)))  # a fresh run over the rows before that origin
     np.testing.assert_allclose(bt.forecasts["model"][k][:, 0], ref["y"].to_numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_the_fast_and_the_general_update_paths_agree(fitted, tmp_path):
+    from lstmcast.inference.stateful import fast_update_series
+
+    full = _table()
+    rows = _rows(full, FIT, FIT + 3)
+    assert fast_update_series(rows, fitted.meta_) is not None  # a clean DataFrame takes the fast path
+    assert fast_update_series(rows.iloc[[0, 2, 1, 3, 4, 5]], fitted.meta_) is None  # out of order: the general one
+    rows.to_csv(tmp_path / "new.csv", index=False)
+    fast, general = _fresh(fitted), _fresh(fitted)
+    assert fast.update(rows) == general.update(tmp_path / "new.csv")
+    _same(fast.carried_states(), general.carried_states())

@@ -222,6 +222,10 @@ def read_update(source: Any, cfg: ForecastConfig, meta: RunMeta) -> SeriesSet:
     from lstmcast.data.io import read_table, warnings_as_log
     from lstmcast.data.validate import validate_frame
 
+    if type(source).__name__ == "DataFrame":
+        clean = fast_update_series(source, meta)
+        if clean is not None:
+            return clean
     with warnings_as_log("the update"):
         table = read_table(source, cfg.data.delimiter, cfg.data.id_col, cfg.data.decimal)
     check_order(table, cfg)
@@ -234,6 +238,56 @@ def read_update(source: Any, cfg: ForecastConfig, meta: RunMeta) -> SeriesSet:
         raise DataError(f"update refused, nothing applied: {exc}") from None
     check_compatible(series, meta.model_copy(update={"window": 1, "mask_channel": True}))  # any number of rows
     return series
+
+
+def fast_update_series(df: pd.DataFrame, meta: RunMeta) -> SeriesSet | None:
+    """The SeriesSet of an already clean long table of new rows (numpy checks, no per-series pandas: the general
+    validation took 27 s for one row of each of 20k series), or None for the general path, which accepts and
+    refuses the same tables and explains. Clean: naive datetime64 times on a fixed step of the training grid,
+    each series' rows in order and on the grid, numeric finite values within float32, no statics."""
+    from lstmcast.data.calendar import fixed_step_ns
+    from lstmcast.data.validate import TIME_RANGE, SeriesSet
+
+    step = fixed_step_ns(meta.freq)
+    if meta.layout != "long" or meta.tz or meta.integer_time or step is None or meta.future_features:
+        return None
+    cols = [meta.time_col, meta.id_col, *meta.targets, *meta.features]
+    if not df.columns.is_unique or not all(c in df.columns for c in cols) or not len(df):
+        return None
+    tcol, icol = df[meta.time_col], df[meta.id_col]
+    from pandas.api.types import is_string_dtype
+
+    if tcol.dtype.kind != "M" or getattr(tcol.dtype, "tz", None) is not None or not is_string_dtype(icol):
+        return None
+    raw = tcol.to_numpy()
+    lo, hi = TIME_RANGE
+    if not (raw.min() >= lo and raw.max() <= hi):
+        return None
+    ids_raw = icol.to_numpy()
+    if not all(type(v) is str for v in ids_raw):
+        return None  # mixed ids: the general path reads them as the training did
+    t = raw.astype("datetime64[ns]").view(np.int64)
+    uniques, codes = np.unique(ids_raw.astype(str), return_inverse=True)
+    order = np.argsort(codes, kind="stable")
+    c, tt = codes[order], t[order]
+    same = c[1:] == c[:-1]
+    if np.any(same & (np.diff(tt) != step)):
+        return None  # a gap, a repeat or an out-of-order row: the general path names it
+    if (tt[0] - np.datetime64(meta.anchor, "ns").view(np.int64)) % step or np.any(tt % step != tt[0] % step):
+        return None
+    values = np.empty((len(df), len(cols) - 2), dtype=np.float32)
+    for j, name in enumerate(cols[2:]):
+        col = df[name]
+        if col.dtype.kind not in "fiu":
+            return None
+        full = col.to_numpy(dtype=np.float64)[order]
+        if not np.abs(full).max() <= float(np.finfo(np.float32).max):
+            return None  # NaN, inf, overflow: the general path refuses and names the rows
+        values[:, j] = full
+    cuts = np.flatnonzero(~same) + 1
+    return SeriesSet(ids=[str(u) for u in uniques], times=np.split(tt.view("datetime64[ns]"), cuts),
+                     values=np.split(values, cuts), targets=list(meta.targets), features=list(meta.features),
+                     freq=meta.freq, time_col=meta.time_col, id_col=meta.id_col, layout="long")
 
 
 def forecast(model: LSTMForecaster, states: CarriedStates, meta: RunMeta, future: Any = None,
