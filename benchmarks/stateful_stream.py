@@ -180,7 +180,7 @@ def main() -> None:
           f"hidden {HIDDEN}, {LAYERS} layers, L={L}, H={H}", flush=True)
     print("part 1: per new observation, window predict vs update + predict", flush=True)
     for n in sizes:
-        r = per_observation(n, L + 3 * H + 8)
+        r = per_observation(n, 3 * L + 2 * H)
         print(f"  {r['series']:>6} series: LSTM steps per series {r['window_steps']:.0f} vs {r['stream_steps']:.0f} "
               f"({r['window_steps'] / max(r['stream_steps'], 1e-9):.0f}x fewer, target >= 20x); wall "
               f"{r['window_s'] * 1e3:.1f} ms vs {r['stream_s'] * 1e3:.1f} ms "

@@ -231,3 +231,14 @@ def test_the_fast_and_the_general_update_paths_agree(fitted, tmp_path):
     fast, general = _fresh(fitted), _fresh(fitted)
     assert fast.update(rows) == general.update(tmp_path / "new.csv")
     _same(fast.carried_states(), general.carried_states())
+
+
+def test_the_doctor_describes_the_carried_state():
+    from lstmcast.doctor.report import doctor
+
+    cfg = small_config(data={"id_col": "id", "window": 12, "horizon": 3, "season": None},
+                       model={"stateful": True, "hidden_size": 8, "num_layers": 2})
+    rep = doctor(cfg, _table(ids=("a", "b", "c")))
+    found = [f for f in rep.findings if f.code == "stateful-state"]
+    assert len(found) == 1 and "(2, 1, 8)" in found[0].message
+    assert "3 x 2 x 1 x 8 x 2 = 96 floats" in found[0].message  # S x layers x D x hidden x 2

@@ -97,3 +97,15 @@ def test_resume_after_an_interruption_mid_epoch_is_exact(tmp_path):
         assert torch.equal(v, resumed.model.state_dict()[k]), k
     assert torch.equal(full.carried.h, resumed.carried.h)
     assert [r.train_loss for r in full.result.history] == [r.train_loss for r in resumed.result.history]
+
+
+def test_the_monitor_records_carried_state_norms_and_skips_window_probes():
+    from lstmcast.training.monitor import Monitor
+
+    mon = Monitor(None, tensorboard=False)
+    _, trainer, _, _ = _trainer(max_epochs=2)
+    trainer.callbacks.append(mon)
+    trainer.fit()
+    norms = mon.summary()["carried_state_norms"]
+    assert [n["epoch"] for n in norms] == [1, 2] and all(n["h"] > 0 and n["c"] > 0 for n in norms)
+    assert mon.probes == []  # the window probe needs windows: not run, and no failure logged

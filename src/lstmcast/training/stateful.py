@@ -153,6 +153,10 @@ class StatefulTrainer:
                                     model.head.weight.dtype)
         self._last_save = time.monotonic()
 
+    def carried_norms(self) -> dict[str, float]:
+        """The monitor's carried-state scalars (TensorBoard carried_state/h_norm, c_norm)."""
+        return self.carried.norms()
+
     # -- the checkpoint hooks (training/state.py capture / _restore call them) --------------------------------
     def carried_tensors(self) -> dict[str, Tensor]:
         return {"carried.h": self.carried.h.detach().cpu().contiguous(),
