@@ -203,6 +203,10 @@ def test_save_load_update_equals_update_in_memory_and_a_tampered_state_is_refuse
         load(tmp_path / "run").predict()
     assert err.value.exit_code == 4
     rec = json.loads((tmp_path / "run" / "state.json").read_text())
+    other = dict(rec, model_sha256="0" * 64)  # a state left from a model since retrained
+    (tmp_path / "run" / "state.json").write_text(json.dumps(other))
+    with pytest.raises(CheckpointError, match="another model.safetensors"):
+        load(tmp_path / "run").predict()
     rec["file"] = "../model.safetensors"
     (tmp_path / "run" / "state.json").write_text(json.dumps(rec))
     with pytest.raises(CheckpointError, match="state.json"):
