@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 L, H, HIDDEN, LAYERS = 96, 24, 64, 2
-ROUNDS = 5
+ROUNDS = 5  # one torch thread (train.threads: 1 below), as benchmarks/quality.py runs its workers
 
 
 def make_table(n_series: int, points: int, seed: int = 0):
@@ -52,6 +52,7 @@ def fit(table, stateful: bool):
            "model": model,
            "train": {"max_epochs": 1, "max_steps_per_epoch": 2, "min_steps": 0, "min_epoch_steps": 1, "refit": False,
                      "precision": "fp32", "accel": "eager", "device": "cpu", "batch_size": 64, "tbptt_steps": 32,
+                     "threads": 1,  # one thread: two threads on a shared, loaded machine wait on each other
                      "val_windows": 256, "windows_per_epoch": 256},
            "monitor": {"tensorboard": False}}
     return Forecaster(cfg).fit(table, progress=False)
