@@ -246,3 +246,32 @@ def test_the_doctor_describes_the_carried_state():
     found = [f for f in rep.findings if f.code == "stateful-state"]
     assert len(found) == 1 and "(2, 1, 8)" in found[0].message
     assert "3 x 2 x 1 x 8 x 2 = 96 floats" in found[0].message  # S x layers x D x hidden x 2
+
+
+@pytest.mark.slow
+def test_cli_train_update_predict_and_refusals(tmp_path):
+    from tests.conftest import run_cli
+
+    full = _table(n=80)
+    _rows(full, 0, 60).to_csv(tmp_path / "hist.csv", index=False)
+    _rows(full, 60, 63).to_csv(tmp_path / "new.csv", index=False)
+    _rows(full, 65, 66).to_csv(tmp_path / "gap.csv", index=False)
+    run = tmp_path / "run"
+    res = run_cli("train", "--data", str(tmp_path / "hist.csv"), "--time-col", "time", "--id-col", "id", "--target",
+                  "y", "--horizon", "3", "--window", "12", "--set", "model.stateful=true", "--set",
+                  "model.hidden_size=8", "--set", "train.max_epochs=1", "--set", "train.min_steps=0", "--set",
+                  "train.threads=1", "--no-tensorboard", "--run", str(run))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (run / "state.json").exists()  # the states after the training data, beside the model
+    res = run_cli("update", str(run), "--data", str(tmp_path / "new.csv"))
+    assert res.returncode == 0 and "6 rows applied to 2 series" in res.stdout, res.stderr[-2000:]
+    res = run_cli("predict", str(run), "--out", "-")
+    first = pd.read_csv(__import__("io").StringIO(res.stdout))["time"].min()
+    assert res.returncode == 0 and first == str(full["time"].iloc[63])  # after the last update
+    before = (run / "state.json").read_bytes()
+    res = run_cli("update", str(run), "--data", str(tmp_path / "gap.csv"))
+    assert res.returncode == 3 and "gap" in res.stderr and (run / "state.json").read_bytes() == before
+    state = next(run.glob("state-*.safetensors"))
+    state.write_bytes(state.read_bytes()[:-3] + b"xyz")
+    res = run_cli("predict", str(run), "--out", "-")
+    assert res.returncode == 4 and state.name in res.stderr

@@ -244,6 +244,13 @@ class StatefulTrainer:
                 steps.append((group, k * self.sched.tbptt))
         return steps
 
+    def steps_per_epoch(self) -> int:
+        """The optimizer steps (chunks) of the next epoch (the progress bar's estimate; the generator is left as is)."""
+        saved = self.generator.get_state()
+        n = len(self._plan())
+        self.generator.set_state(saved)
+        return n
+
     def run_epoch(self) -> EpochRecord | None:
         self.model.train()
         t0 = time.perf_counter()
