@@ -199,11 +199,12 @@ class Forecaster:
         from lstmcast.inference import stateful
 
         series = stateful.read_update(new_rows, self.config_, self.meta_)
-        states, summary = stateful.update(self.model_, self.carried_states(), series, self.meta_, self.scaler_)
-        folder = getattr(self, "run_folder_", None)
-        if persist and folder is not None and summary.rows_applied:
-            self._save_states(folder, states)
-        self.states_ = states
+        with _update_lock(self):  # one update at a time: each reads the states the last one left (threads)
+            states, summary = stateful.update(self.model_, self.carried_states(), series, self.meta_, self.scaler_)
+            folder = getattr(self, "run_folder_", None)
+            if persist and folder is not None and summary.rows_applied:
+                self._save_states(folder, states)
+            self.states_ = states  # predict() meanwhile reads the previous states, whole
         return summary
 
     def carried_states(self) -> CarriedStates:
@@ -416,6 +417,21 @@ def _validation_windows(val: Any, cfg: ForecastConfig, sharded: Any) -> Any:
     if sharded is not None:
         cap, seed = cap and max(1, cap // sharded.world), seed + sharded.rank
     return validation_sample(val, cap, seed)
+
+
+_LOCKS_GUARD = __import__("threading").Lock()
+
+
+def _update_lock(fc: Forecaster) -> Any:
+    """The Forecaster's update lock (made once, under a module lock): concurrent updates of different series
+    (a server's per-series locks) would otherwise each start from the same states and the last one win."""
+    import threading
+
+    with _LOCKS_GUARD:
+        lock = fc.__dict__.get("_update_lock")
+        if lock is None:
+            lock = fc.__dict__["_update_lock"] = threading.Lock()
+    return lock
 
 
 def _model_sha(folder: Any) -> str:

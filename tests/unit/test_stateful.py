@@ -275,3 +275,32 @@ def test_cli_train_update_predict_and_refusals(tmp_path):
     state.write_bytes(state.read_bytes()[:-3] + b"xyz")
     res = run_cli("predict", str(run), "--out", "-")
     assert res.returncode == 4 and state.name in res.stderr
+
+
+def test_concurrent_updates_of_different_series_are_all_kept(fitted, monkeypatch):
+    import threading
+    import time
+
+    from lstmcast.inference import stateful
+
+    real = stateful.update
+
+    def slow_update(*args, **kwargs):  # both threads inside an update at once, unless updates take turns
+        out = real(*args, **kwargs)
+        time.sleep(0.2)
+        return out
+    monkeypatch.setattr(stateful, "update", slow_update)
+    full = _table()
+    fc = _fresh(fitted)
+    fc.carried_states()
+    ref = _fresh(fitted)
+    ref.update(_rows(full, FIT, FIT + 4))
+    threads = [threading.Thread(target=fc.update, args=(_rows(full, FIT, FIT + 4, ids=(s,)),)) for s in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert fc.carried_states().rows.tolist() == [FIT + 4, FIT + 4]  # neither update lost
+    a, b = fc.carried_states(), ref.carried_states()
+    for key in ("h", "c", "out"):
+        torch.testing.assert_close(getattr(a, key), getattr(b, key), rtol=1e-5, atol=1e-6)
