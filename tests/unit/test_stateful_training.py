@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 
 from lstmcast.config import validate_config
@@ -41,7 +40,7 @@ def _trainer(run_dir=None, resume=None, **train):
 
 
 def test_chunks_carry_the_state_of_one_long_run_and_reset_where_a_history_starts():
-    model, trainer, prep, tensor = _trainer(lr=1e-9)
+    model, trainer, _, tensor = _trainer(lr=1e-9)
     for g in trainer.optimizer.param_groups:  # weights fixed: the carried state alone is compared
         g["lr"] = 0.0
     model.eval()
@@ -68,7 +67,7 @@ def test_chunks_carry_the_state_of_one_long_run_and_reset_where_a_history_starts
 
 
 def test_training_learns_and_scores_validation_from_carried_states():
-    model, trainer, _, _ = _trainer(max_epochs=3, lr=1e-2)
+    _, trainer, _, _ = _trainer(max_epochs=3, lr=1e-2)
     start = trainer.validate()
     result = trainer.fit()
     assert len(result.history) == 3 and all(np.isfinite(r.val_loss) for r in result.history)

@@ -18,7 +18,7 @@ import torch
 
 from lstmcast.data import transform
 from lstmcast.errors import DataError, short
-from lstmcast.inference.carry import model_rows, model_width
+from lstmcast.inference.carry import model_rows
 from lstmcast.inference.frames import forecast_table
 from lstmcast.inference.predict import check_compatible, model_inputs, series_scalers
 from lstmcast.model.quantiles import calibrated

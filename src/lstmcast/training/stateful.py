@@ -68,7 +68,7 @@ class ChunkSchedule:
                    val_from=np.clip(train_end - 1, 0, None), val_to=np.clip(val_end - H, 0, None), tbptt=tbptt)
 
     def chunks(self, group: np.ndarray, upto: np.ndarray) -> int:
-        return int(math.ceil(int(upto[group].max(initial=0)) / self.tbptt))
+        return math.ceil(int(upto[group].max(initial=0)) / self.tbptt)
 
 
 class CarriedStore:
