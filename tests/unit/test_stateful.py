@@ -304,3 +304,22 @@ def test_concurrent_updates_of_different_series_are_all_kept(fitted, monkeypatch
     a, b = fc.carried_states(), ref.carried_states()
     for key in ("h", "c", "out"):
         torch.testing.assert_close(getattr(a, key), getattr(b, key), rtol=1e-5, atol=1e-6)
+
+
+def test_covariates_and_calendar_stream_like_a_fresh_run():
+    full = _table(n=70)
+    full["temp"] = np.cos(np.arange(len(full)) / 5.0)  # a past covariate
+    full["promo"] = (np.arange(len(full)) % 7 == 0).astype(float)  # a known-future covariate
+    cfg = small_config(data={"id_col": "id", "window": 12, "horizon": 3, "season": None, "features": ["temp"],
+                             "future_features": ["promo"], "calendar": ["hour_of_day"]},
+                       model={"stateful": True, "hidden_size": 8, "num_layers": 1},
+                       train={"max_epochs": 1, "max_steps_per_epoch": 2, "precision": "fp32", "accel": "eager",
+                              "tbptt_steps": 8})
+    fc = Forecaster(cfg).fit(_rows(full, 0, 50), progress=False)
+    future = _rows(full, 53, 56)[["id", "time", "promo"]]
+    fc.update(_rows(full, 50, 53))
+    streamed = fc.predict(future=future)
+    fresh = fc.predict(_rows(full, 0, 53), future=future)
+    pd.testing.assert_frame_equal(streamed, fresh, rtol=1e-5, atol=1e-5)
+    other = future.assign(promo=1.0 - future["promo"])  # the known future reaches the forecast
+    assert not np.allclose(fc.predict(future=other)["y"], streamed["y"])
