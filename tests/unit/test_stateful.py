@@ -323,3 +323,12 @@ def test_covariates_and_calendar_stream_like_a_fresh_run():
     pd.testing.assert_frame_equal(streamed, fresh, rtol=1e-5, atol=1e-5)
     other = future.assign(promo=1.0 - future["promo"])  # the known future reaches the forecast
     assert not np.allclose(fc.predict(future=other)["y"], streamed["y"])
+
+
+def test_one_series_without_an_id_column_streams_too(seasonal_df):
+    cfg = small_config(model={"stateful": True, "hidden_size": 8},
+                       train={"max_epochs": 1, "max_steps_per_epoch": 2, "precision": "fp32", "accel": "eager"})
+    fc = Forecaster(cfg).fit(seasonal_df.iloc[:200], progress=False)
+    s = fc.update(seasonal_df.iloc[195:203])  # five rows already seen, three new
+    assert (s.series_updated, s.rows_applied, s.rows_ignored) == (1, 3, 5)
+    pd.testing.assert_frame_equal(fc.predict(), fc.predict(seasonal_df.iloc[:203]), rtol=1e-5, atol=1e-5)
