@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow venv bench bench-smoke clean
+.PHONY: demo lint test test-slow venv bench bench-smoke clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,13 @@ demo: $(STAMP)
 # the default suite: every FAULTS row (docs/FAULTS.md names a fast test for each; tests/test_fault_table.py
 # checks it), ~3 minutes on 2 cores; the slow end-to-end tests (real kills, several ranks, tuning workers,
 # browser) run in `make test-slow`, and CI runs both
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -n 2 -q -p no:cacheprovider -m "not slow"
+
+# ruff (lint and import order) and mypy on the parts pyproject.toml names ([tool.ruff], [tool.mypy] files)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src
+	$(VENV)/bin/mypy
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -n 2 -q -p no:cacheprovider -m slow

@@ -132,7 +132,7 @@ def run_size(n_series: int, points: int, folder: Path) -> dict:
     res["predict_new"] = predict_cli(folder / f"run_{n_series}", path, folder / "forecast_new.csv", rows)
     res["predict_series_per_s"], res["bare_series_per_s"] = predict_vs_bare(fc, n_series)
     res["predict_new_series_per_s"] = n_series / res["predict_new"]["seconds"]
-    many, one = step_speeds(fc.trainer_, one_series_trainer(folder))
+    many, one = step_speeds(fc.training_.trainer, one_series_trainer(folder))
     res["train_samples_per_s"], res["one_series_samples_per_s"] = many, one
     res["ru_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"  training steps {res['train_samples_per_s']:,.0f} samples/s, the epoch with its validation "
@@ -200,7 +200,7 @@ def one_series_trainer(folder: Path):
         y = 10 + 2 * np.sin(2 * np.pi * t / SEASON) + 0.5 * rng.standard_normal(n)
         path = folder / "one_series.parquet"
         pd.DataFrame({"id": "only", "date": pd.date_range("1900-01-01", periods=n, freq="D"), "y": y}).to_parquet(path)
-        _ONE.append(Forecaster(config(str(path))).fit().trainer_)
+        _ONE.append(Forecaster(config(str(path))).fit().training_.trainer)
     return _ONE[0]
 
 

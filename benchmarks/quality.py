@@ -180,7 +180,7 @@ def _lstm_task(name: str, seed: int, sets: list[str]) -> dict:
         fit_s = time.perf_counter() - t0
         intervals: list = []
         out = [_forecast_at(fc, df, o, spec.horizon, intervals) for o in starts]
-    return {"forecasts": out, "intervals": intervals, "fit_s": fit_s, "epochs": len(fc.history_), "precision": fc.accel_.precision,
+    return {"forecasts": out, "intervals": intervals, "fit_s": fit_s, "epochs": len(fc.history_), "precision": fc.training_.accel.precision,
             "log": sorted(set(logs.messages)), "warnings": len(caught),
             "interval_method": (fc.meta_.intervals or {}).get("method")}
 

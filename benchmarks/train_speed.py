@@ -191,7 +191,7 @@ def end_to_end(L=96, H=1, epochs=5, rounds=3, n=4032):
         print(f"  round: fit {t_fit:.2f} s, bare {t_bare:.2f} s ({torch.get_num_threads()} threads)", flush=True)
     print(f"end-to-end L={L} H={H}, {len(hist)} epochs of {hist[0]['steps']} steps + validation "
           f"({len(prep.index.val)} windows), hidden {fc.config_.model.hidden_size}x{fc.config_.model.num_layers}: "
-          f"Forecaster.fit (defaults, precision {fc.accel_.precision}) {statistics.median(fits):.2f} s, bare loop "
+          f"Forecaster.fit (defaults, precision {fc.training_.accel.precision}) {statistics.median(fits):.2f} s, bare loop "
           f"{statistics.median(bares):.2f} s, ratio {statistics.median(ratios):.2f} (time; > 1 = lstmcast slower)",
           flush=True)
     return statistics.median(ratios)
@@ -340,7 +340,7 @@ def precision_accuracy(seeds=(0,)):
             cfg = load_config(bundled_path("demo.yaml"), [f"train.precision={prec}", f"train.seed={seed}"])
             t0 = time.perf_counter()
             fc = Forecaster(cfg).fit(str(bundled_path()))
-            out[prec] = (fc.accel_.precision, time.perf_counter() - t0, fc.backtest()["model"]["MASE"])
+            out[prec] = (fc.training_.accel.precision, time.perf_counter() - t0, fc.backtest()["model"]["MASE"])
         (chosen, t_auto, m_auto), (_, t_fp32, m_fp32) = out["auto"], out["fp32"]
         print(f"precision accuracy seed {seed} (demo CO2): auto -> {chosen}: MASE {m_auto:.4f} in {t_auto:.0f} s; "
               f"fp32: MASE {m_fp32:.4f} in {t_fp32:.0f} s; MASE change {100 * (m_auto / m_fp32 - 1):+.2f}%",

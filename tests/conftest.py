@@ -92,3 +92,12 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600):
 
     return subprocess.run([sys.executable, "-m", "lstmcast.cli", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def serve_run(tmp_path_factory) -> Path:
+    """One tiny saved run for every `lstmcast serve` test of the session (tests/serve_fixtures.py)."""
+    pytest.importorskip("starlette")
+    from tests.serve_fixtures import save_tiny_run
+
+    return save_tiny_run(tmp_path_factory.mktemp("serve"))

@@ -4,6 +4,8 @@ the one checked JSON read every loader of lstmcast's own files uses."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import json
 import os
@@ -146,9 +148,6 @@ def _renameat2(src: str | Path, dst: str | Path, flags: int) -> bool:
     EEXIST and other real failures raise OSError."""
     if not _LIBC:
         try:
-            import ctypes
-            import ctypes.util
-
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
             _LIBC.append(libc.renameat2 if hasattr(libc, "renameat2") else None)
         except OSError:
@@ -156,8 +155,6 @@ def _renameat2(src: str | Path, dst: str | Path, flags: int) -> bool:
     fn = _LIBC[0]
     if fn is None:
         return False
-    import ctypes
-
     if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), ctypes.c_uint(flags)) == 0:
         return True
     err = ctypes.get_errno()

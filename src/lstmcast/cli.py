@@ -1,24 +1,45 @@
 """The `lstmcast` command line. Thin: parse, call the library, print. Exit codes are stable:
 0 ok, 2 usage/config, 3 data, 4 checkpoint/artifact, 5 diverged, 130 interrupted.
 
-Heavy modules (torch, pandas, matplotlib, optuna) are imported inside the commands only, so
-`lstmcast --help` answers fast.
+Heavy modules (torch, pandas, matplotlib, optuna), and the library modules that lead to them, are imported
+inside the commands only, so `lstmcast --help` answers fast (tests/unit/test_layering.py checks that
+`import lstmcast.cli` loads neither torch nor pandas).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+from contextlib import nullcontext
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from lstmcast.cli_options import (ConfigOpt, DataOpt, FeatOpt, FutureOpt, HorizonOpt, IdOpt, LevelsOpt,
-                                  MissingOpt, SeasonOpt, SetOpt, StaticOpt, TargetOpt, TimeOpt, WindowOpt,
-                                  build_config, with_flags, with_roles)
+from lstmcast.cli_options import (
+    ConfigOpt,
+    DataOpt,
+    FeatOpt,
+    FutureOpt,
+    HorizonOpt,
+    IdOpt,
+    LevelsOpt,
+    MissingOpt,
+    SeasonOpt,
+    SetOpt,
+    StaticOpt,
+    TargetOpt,
+    TimeOpt,
+    WindowOpt,
+    build_config,
+    with_flags,
+    with_roles,
+)
 from lstmcast.cli_output import metrics_table, print_best, print_space, print_stop, print_trained, print_trial
+from lstmcast.errors import ConfigError, InterruptedRun, LstmcastError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="LSTM time-series forecasting: train, evaluate, predict, doctor, tune, report, export.")
@@ -35,8 +56,6 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 
 
 def _fail(exc: BaseException) -> None:
-    from lstmcast.errors import LstmcastError
-
     if _STATE["debug"]:
         raise exc
     code = exc.exit_code if isinstance(exc, LstmcastError) else 1
@@ -50,8 +69,6 @@ def _fail(exc: BaseException) -> None:
 
 def run_guarded(fn, *args: Any, **kwargs: Any) -> Any:
     """Call ``fn`` and turn lstmcast errors into their exit codes (tracebacks only with --debug)."""
-    from lstmcast.errors import InterruptedRun
-
     try:
         return fn(*args, **kwargs)
     except typer.Exit:
@@ -82,8 +99,6 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
           future_features: Optional[str] = FutureOpt, static_features: Optional[str] = StaticOpt,
           levels: Optional[str] = LevelsOpt, missing: Optional[str] = MissingOpt) -> None:
     """Train on a CSV/Parquet file, backtest against naive baselines, forecast, write a run folder."""
-    import os
-
     overrides = with_flags(levels, missing, with_roles(future_features, static_features, overrides))
 
     if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -112,10 +127,8 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
         return run_guarded(_rank)
 
     def _do() -> None:
-        from contextlib import nullcontext
-
         from lstmcast.progress import EpochProgress
-        from lstmcast.run.lock import RunLock
+        from lstmcast.run.lock import RunLock  # socket, for the lock's host name
         from lstmcast.workflow import default_run_dir, outputs_missing, resume_outputs, train_run
 
         ckpt = None
@@ -145,8 +158,7 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
 
 def _resume_setup(resume: Path, run: Optional[Path], config: Optional[Path], flags: dict[str, Any],
                   overrides: Optional[list[str]]):
-    from lstmcast.errors import ConfigError
-    from lstmcast.training.checkpoint import refuse_unsafe
+    from lstmcast.run.manifest import refuse_unsafe
     from lstmcast.training.resume import resume_config
     from lstmcast.workflow import check_run_dir
 
@@ -211,8 +223,6 @@ def predict(run: Path = typer.Argument(..., help="Run folder written by `lstmcas
         if engine == "spark":
             return _predict_spark(run, data, out, future, master, rows_per_part)
         if engine != "local":
-            from lstmcast.errors import ConfigError
-
             raise ConfigError(f"--engine must be local or spark, got {engine!r}")
         from lstmcast.workflow import predict_run
 
@@ -246,11 +256,9 @@ def update(run: Path = typer.Argument(..., help="Run folder of a model trained w
 
 def _predict_spark(run: Path, data: Optional[str], out: Optional[str], future: Optional[str], master: str,
                    rows_per_part: int) -> None:
-    from lstmcast.errors import ConfigError
-
     if data is None or out is None or str(out) == "-":
         raise ConfigError("--engine spark needs --data DATASET_DIR (Parquet) and --out OUT_DIR (a folder)")
-    from lstmcast.spark import predict_dataset
+    from lstmcast.spark import predict_dataset  # pandas, pyarrow and pyspark: only for this engine
 
     def progress(done: int, total: int) -> None:
         typer.echo(f"{done}/{total} parts done", err=True)
@@ -287,10 +295,8 @@ def tune(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targe
     overrides = with_flags(levels, missing, with_roles(future_features, static_features, overrides))
 
     def _do() -> None:
-        from datetime import datetime
-
-        from lstmcast.tuning.study import TuneOptions, Tuner, no_best_trial_error, parse_duration, route_optuna_logs
         from lstmcast.tuning.storage import redact
+        from lstmcast.tuning.study import TuneOptions, Tuner, no_best_trial_error, parse_duration, route_optuna_logs
 
         extra = [f"tune.{k}={v}" for k, v in (("trials", trials), ("objective", objective), ("pruner", pruner))
                  if v is not None]
@@ -333,8 +339,6 @@ def doctor_cmd(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt,
     overrides = with_flags(levels, missing, with_roles(future_features, static_features, overrides))
 
     def _do() -> int:
-        import json
-
         from lstmcast.doctor.report import doctor, render
 
         raw = build_config(config, data, time_col, target, features, id_col, window, horizon, season, overrides,
@@ -360,7 +364,8 @@ def doctor_cmd(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt,
 
 @app.command()
 def report(run: Path = typer.Argument(..., help="Run folder written by `lstmcast train`."),
-           out: Optional[str] = typer.Option(None, "--out", help="Output HTML file (default RUN/report.html).")) -> None:
+           out: Optional[str] = typer.Option(None, "--out",
+                                             help="Output HTML file (default RUN/report.html).")) -> None:
     """Write RUN/report.html: plots, gates, backtest and diagnosis of a run in one self-contained page."""
 
     def _do() -> None:
@@ -390,6 +395,51 @@ def export_cmd(run: Path = typer.Argument(..., help="Run folder written by `lstm
         typer.echo(f"deployment spec (channels, scaler, recipe) written to {res.spec_path}")
 
     run_guarded(_do)
+
+
+@app.command()
+def serve(run: Path = typer.Argument(..., help="Run folder written by `lstmcast train` (verified, then fixed)."),
+          host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; any but loopback needs a "
+                                   "token."),
+          port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0: a free one, printed)."),
+          token_file: Optional[Path] = typer.Option(None, "--token-file", help="File whose first line is the bearer "
+                                                    "token (or set LSTMCAST_SERVE_TOKEN)."),
+          max_body_mb: float = typer.Option(4.0, "--max-body", min=0.001, help="Largest request body in MB (413 "
+                                            "beyond)."),
+          timeout: float = typer.Option(30.0, "--timeout", min=0.001, help="Seconds a request may take (503 "
+                                        "beyond)."),
+          max_batch: int = typer.Option(64, "--max-batch", min=1, help="Most requests merged into one forward."),
+          max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", min=0.0, help="Milliseconds a request may wait "
+                                            "for others to share its forward (0: batches form only under load)."),
+          threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads (default "
+                                                "train.threads, else the cores available).")) -> None:
+    """Serve a run over HTTP: POST /v1/forecast, /v1/update; GET /v1/model, /healthz, /readyz, /metrics.
+
+    Needs the `serve` extra (pip install 'lstmcast\\[serve]'). SIGTERM drains the requests in flight and exits 0.
+    """
+
+    def _do() -> int:
+        from lstmcast.serve.auth import load_token
+
+        token = load_token(token_file, host)  # an open address without a token: refused before torch loads
+        try:
+            from lstmcast.serve.server import serve as serve_run
+        except ImportError as exc:
+            from lstmcast.errors import ConfigError
+
+            raise ConfigError(f"lstmcast serve needs the serve extra ({exc.name} is not installed): "
+                              "pip install 'lstmcast[serve]'") from None
+        from lstmcast.serve.app import Options
+
+        opts = Options(max_body=int(max_body_mb * 1024 * 1024), timeout=timeout, max_batch=max_batch,
+                       max_wait=max_wait_ms / 1e3, token=token)
+        return serve_run(run, host, port, None, opts, threads,
+                         announce=lambda url: typer.echo(f"serving {run} on {url} (SIGTERM or Ctrl+C stops)",
+                                                         err=True))
+
+    code = run_guarded(_do)
+    if code:
+        raise typer.Exit(code)
 
 
 _GLOBAL_FLAGS = ("--debug", "-v", "--verbose")

@@ -11,6 +11,8 @@ from typing import Optional
 
 import typer
 
+from lstmcast.errors import ConfigError
+
 DataOpt = typer.Option(None, "--data", help="CSV or Parquet file (default: the bundled CO2 demo series).")
 TimeOpt = typer.Option(None, "--time-col", help="Timestamp column.")
 TargetOpt = typer.Option(None, "--target", help="Target column(s), comma-separated.")
@@ -67,8 +69,6 @@ def build_config(config: Optional[Path], data: Optional[str], time_col: Optional
              "window": window, "horizon": horizon, "season": season}
     section = raw.setdefault("data", {})
     if not isinstance(section, dict):
-        from lstmcast.errors import ConfigError
-
         raise ConfigError("data: must be a mapping of keys (path, time_col, target, ...)")
     section.update({k: v for k, v in flags.items() if v is not None})
     raw = apply_overrides(raw, list(overrides or []))

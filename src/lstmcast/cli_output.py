@@ -6,9 +6,12 @@ The library logs, the CLI prints (STYLE rule 10): cli.py parses and calls, this 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from lstmcast.forecaster import Forecaster
 
 
 def metrics_table(metrics: dict[str, dict[str, float]], title: str) -> None:
@@ -40,31 +43,32 @@ def metrics_table(metrics: dict[str, dict[str, float]], title: str) -> None:
             table.add_row(name, *(f"{rows[m][name]:.4g}" if name in rows[m] else "" for m in shown))
         Console().print(table)
 
-def print_trained(fc: Any, metrics: dict[str, Any], run_dir: Path) -> None:
-    res = getattr(fc, "fit_result_", None)  # None: a saved model whose outputs `--resume` just finished
-    if res is not None:
+def print_trained(fc: Forecaster, metrics: dict[str, Any], run_dir: Path) -> None:
+    if fc.training_ is not None:  # None: a saved model whose outputs `--resume` just finished
+        res = fc.training_.result
         typer.echo(f"trained {fc.meta_.n_parameters:,} parameters for {len(fc.history_)} epochs "
                    f"(best epoch {res.best_epoch}, {res.stop_reason})")
-    refit = getattr(fc, "refit_", None) or getattr(getattr(fc, "meta_", None), "refit", None)
+    refit = fc.meta_.refit
     if refit:
         typer.echo(f"final model: refitted on all {refit['rows']:,} rows for {refit['steps']} steps "
                    "(train.refit); the backtest below is the first model's, which never saw the test split")
-    diagnosis = getattr(fc, "diagnosis_", None)
+    diagnosis = fc.diagnosis_
     if diagnosis is not None and diagnosis.verdict == "loses-to-baseline":  # said first, before the table
         typer.echo(f"WARNING: {diagnosis.findings[0].message}")
-    metrics_table(metrics, f"backtest on the test split ({len(fc.backtest_.origins)} origins, "
+    origins = len(fc.backtest_.origins) if fc.backtest_ is not None else 0
+    metrics_table(metrics, f"backtest on the test split ({origins} origins, "
                             f"horizon {fc.meta_.horizon})")
     if metrics.get("series"):  # a table: how many series trained, validated, backtested, forecast (issue 20)
         from lstmcast.data.coverage import summary_lines
 
         typer.echo("\n".join(summary_lines(metrics["series"])))
-    if getattr(fc, "diagnosis_", None) is not None:
-        typer.echo("\n".join(fc.diagnosis_.lines()))
+    if diagnosis is not None:
+        typer.echo("\n".join(diagnosis.lines()))
     if (run_dir / "report.html").is_file():
         typer.echo(f"report: {run_dir / 'report.html'}")
     if fc.config_.monitor.tensorboard and (run_dir / "tb").is_dir():
         typer.echo(f"tensorboard: tensorboard --logdir {run_dir / 'tb'}")
-    if getattr(getattr(fc, "meta_", None), "future_features", None):
+    if fc.meta_.future_features:
         typer.echo(f"forecast: the model needs the known-future covariates {fc.meta_.future_features} over the horizon:"
                    f" lstmcast predict {run_dir} --future NEXT.csv")
     typer.echo(f"run folder: {run_dir}")

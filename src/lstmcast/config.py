@@ -122,8 +122,8 @@ class DataConfig(_Section):
     test_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
     # fraction: validation and test take val_fraction / test_fraction of each series (at least min_val_horizons
     # and one horizon); last-horizon: the test is each series' last horizon (one origin per series, the M and
-    # Tourism competitions' protocol), validation the min_val_horizons horizons before it; auto: fraction for one series,
-    # last-horizon for a table of many (README "Panels of short series")
+    # Tourism competitions' protocol), validation the min_val_horizons horizons before it; auto: fraction for one
+    # series, last-horizon for a table of many (README "Panels of short series")
     split: Literal["auto", "fraction", "last-horizon"] = "auto"
     # log: the targets' log is scaled and learned, forecasts are exp'ed back (strictly positive targets only);
     # metrics and baselines stay in original units (lstmcast.data.transform)

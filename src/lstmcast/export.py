@@ -16,6 +16,7 @@ Both are written atomically, and only after onnxruntime has reproduced the PyTor
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -27,14 +28,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lstmcast import atomic
-from lstmcast.run.folder import sha256_bytes
+from lstmcast import __version__, atomic
+from lstmcast.data.calendar import calendar_channel_names
+from lstmcast.data.inputs import InputSpec
 from lstmcast.errors import CheckpointError, ConfigError
+from lstmcast.forecaster import load_run
+from lstmcast.run.manifest import sha256_bytes
 
 if TYPE_CHECKING:
     from lstmcast.forecaster import Forecaster
-    from lstmcast.run.meta import RunMeta
     from lstmcast.model.network import LSTMForecaster
+    from lstmcast.run.meta import RunMeta
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +167,6 @@ def build_spec(fc: Forecaster, onnx_name: str, digest: str, opset: int) -> dict[
     import onnxruntime
     import torch
 
-    from lstmcast import __version__
-
     meta, scaler = fc.meta_, fc.scaler_
     L, H, T = meta.window, meta.horizon, meta.n_targets
     channels = list(meta.channels)
@@ -225,9 +227,6 @@ _SCALED = "scaled with the series' scaler like the other channels: (raw - scaler
 
 def describe_inputs(meta: RunMeta, model: LSTMForecaster, dtype: str) -> list[dict[str, Any]]:
     """Each ONNX input with its shape, role and what its channels (or columns) hold and how they are encoded."""
-    from lstmcast.data.calendar import calendar_channel_names
-    from lstmcast.data.inputs import InputSpec
-
     spec = InputSpec.from_dict(meta.inputs_dict())
     shapes = input_shapes(model, meta.window)
     T, channels, kf = meta.n_targets, list(meta.channels), len(spec.future_features)
@@ -327,8 +326,6 @@ def export_run(run: str | os.PathLike[str], out: str | os.PathLike[str] | None =
 
     Nothing is written unless onnxruntime reproduces PyTorch within ``tol`` for B=1 and B=7.
     """
-    from lstmcast.forecaster import load_run
-
     _require_runtime()
     target = Path(run) / "model.onnx" if out is None else Path(out)
     if target.is_dir():
@@ -356,8 +353,6 @@ def _refuse_other_models_spec(spec_path: Path, target: Path) -> None:
     """One export.json per folder, for the .onnx file it names: a second export under another file name into
     the same folder would replace the first model's spec (scaler, interval offsets, hash) and leave its .onnx
     without one. Re-exporting the same file name replaces both, as intended."""
-    import json
-
     if not spec_path.is_file():
         return
     try:

@@ -17,16 +17,21 @@ from lstmcast.model.build import build_model  # noqa: F401  (re-exported: the on
 from lstmcast.config import ForecastConfig, validate_config
 from lstmcast.data.load import load_series  # noqa: F401  (re-exported)
 from lstmcast.errors import NotFittedError
+from lstmcast.outputs import TrainingReport
+from lstmcast.run.folder import build_meta, build_scaler, data_record, read_run, save_run, stored_data_path
+from lstmcast.run.record import FittedRun
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from lstmcast.data.prepare import Prepared
     from lstmcast.data.validate import SeriesSet
+    from lstmcast.doctor.diagnosis import Diagnosis
     from lstmcast.inference.backtest import Backtest
     from lstmcast.inference.stateful import UpdateSummary
     from lstmcast.model.network import LSTMForecaster
     from lstmcast.run.carried import CarriedStates
+    from lstmcast.run.meta import RunMeta
     from lstmcast.training.checkpoint import Checkpoint
     from lstmcast.training.loop import EpochRecord, Trainer
 
@@ -38,11 +43,23 @@ class Forecaster:
     """Train an LSTM forecaster on a table of series and forecast the next ``horizon`` steps.
 
     ``__init__`` only stores the config; ``fit`` validates everything and returns ``self``.
-    Learned state ends in ``_``: ``model_``, ``meta_``, ``scaler_``, ``history_``.
+    Learned state ends in ``_``: the run record ``run_`` (what the run folder holds: ``config_``, ``model_``,
+    ``backtest_model_``, ``meta_``, ``scaler_``, ``history_`` read from it), ``training_`` (what ``fit`` learned
+    beyond it; None for a run loaded from its folder), the last ``backtest_`` and the outputs' ``diagnosis_``.
     """
+
+    config: ForecastConfig | dict[str, Any] | None  # as given; ``fit`` validates it
+    run_: FittedRun | None  # set by fit and lstmcast.load; None before
+    training_: TrainingReport | None  # set by fit: trainer, result, doctor, data; None when loaded
+    backtest_: Backtest | None  # the last backtest (backtest, backtest_forecasts, the run folder's outputs)
+    diagnosis_: Diagnosis | None  # the learning-curve diagnosis, written with the run folder's outputs
 
     def __init__(self, config: ForecastConfig | dict[str, Any] | None = None):
         self.config = config
+        self.run_ = None
+        self.training_ = None
+        self.backtest_ = None
+        self.diagnosis_ = None
 
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, data: Any = None, *,
@@ -90,7 +107,7 @@ class Forecaster:
 
         from lstmcast.run.shards import together  # sharded: one rank's refusal stops every rank with it
 
-        self.doctor_ = together(dist, preflight, resolved, series, prep, accel)  # refuse errors, log advice
+        doctor = together(dist, preflight, resolved, series, prep, accel)  # refuse errors, log advice
         from lstmcast.training.streaming import place_series
 
         tensor = place_series(torch.from_numpy(prep.scaled), accel.device)  # host memory if it cannot fit
@@ -100,55 +117,92 @@ class Forecaster:
         model, trainer, skip = fitting.train_first(resolved, accel, tensor, prep, train_idx, val_idx, callbacks,
                                                    run_dir, resume_from, dist)
         result = trainer.fit()
-        self.trainer_ = trainer
-        self.config_ = resolved
-        self.backtest_model_ = self.model_ = model.cpu().eval()
-        self.prepared_ = prep
-        # the file trained on: save() records its sha256 when it is data.path (run/folder.py, FAULTS R9)
-        self.data_file_ = os.fspath(data) if isinstance(data, (str, os.PathLike)) else \
-            (resolved.data.path if data is None else None)
-        self.coverage_ = _coverage(prep, idx.val)  # a table: how many series train, validate, are forecast
-        self.history_ = [r.as_dict() for r in result.history]
-        self.fit_result_ = result
-        self.accel_ = accel = trainer.accel  # precision: auto is settled (measured) inside the Trainer
-        self.refit_: dict[str, int] | None = None
+        backtest_model = model = model.cpu().eval()
+        accel = trainer.accel  # precision: auto is settled (measured) inside the Trainer
+        refit: dict[str, int] | None = None
         if resolved.train.refit and not result.stop_reason.startswith("interrupted"):
             announce(callbacks, f"refit on every row ({result.best_epoch} epochs)")
-            self.model_, self.refit_ = fitting.refit(resolved, accel, tensor, prep, result, skip, dist)
-        from lstmcast.run.folder import build_meta, build_scaler
-
-        self.meta_ = build_meta(resolved, prep, self.model_, accel)
-        self.meta_.refit = self.refit_  # None: model.safetensors is the backtested model itself
-        self.meta_.world_size = dist.world if dist is not None else 1
-        self.rank_ = dist.rank if dist is not None else 0
+            model, refit = fitting.refit(resolved, accel, tensor, prep, result, skip, dist)
+        meta = build_meta(resolved, prep, model, str(accel.device), accel.precision)
+        meta.refit = refit  # None: model.safetensors is the backtested model itself
+        meta.world_size = dist.world if dist is not None else 1
         if resolved.model.levels:
             from lstmcast.inference.intervals import calibrate
 
             announce(callbacks, "calibrating intervals")
 
-            self.meta_.intervals = calibrate(resolved, self.backtest_model_, tensor, train_idx, val_idx, prep,
-                                                skip)
-        self.scaler_ = build_scaler(prep)
-        self.shards_ = dist if ids is not None else None  # data.shard_series: outputs gathered (run/shards.py)
-        if ids is not None:
+            meta.intervals = calibrate(resolved, backtest_model, tensor, train_idx, val_idx, prep, skip)
+        scaler = build_scaler(prep)
+        if ids is not None:  # data.shard_series: every rank's series in the record; outputs gathered (run/shards.py)
             from lstmcast.run.shards import merge_scaler_meta
 
-            self.meta_, self.scaler_ = merge_scaler_meta(self.meta_, self.scaler_, ids, dist)
+            meta, scaler = merge_scaler_meta(meta, scaler, ids, dist)
+        self.run_ = FittedRun(config=resolved, model=model, backtest_model=backtest_model, meta=meta, scaler=scaler,
+                              history=[r.as_dict() for r in result.history])
+        # the file trained on: save() records its sha256 when it is data.path (run/folder.py, FAULTS R9)
+        data_file = os.fspath(data) if isinstance(data, (str, os.PathLike)) else \
+            (resolved.data.path if data is None else None)
+        self.training_ = TrainingReport(
+            trainer=trainer, result=result, accel=accel, prepared=prep, doctor=doctor,
+            coverage=_coverage(prep, idx.val),  # a table: how many series train, validate, are forecast
+            data_file=data_file, rank=dist.rank if dist is not None else 0, shards=dist if ids is not None else None)
         return self
 
-    def _check_fitted(self, what: str) -> None:
-        if not hasattr(self, "model_"):
+    def _fitted(self, what: str) -> FittedRun:
+        """The run record; NotFittedError (an AttributeError: ``hasattr(fc, "model_")`` is False) before fit."""
+        if self.run_ is None:
             raise NotFittedError(f"this Forecaster is not fitted yet: call .fit(data) (or lstmcast.load(run)) "
                                  f"before .{what}()")
+        return self.run_
+
+    def _check_fitted(self, what: str) -> None:
+        self._fitted(what)
+
+    # -- the run record, read by attribute (sklearn's fitted attributes) -------------------------
+    @property
+    def config_(self) -> ForecastConfig:
+        """The resolved config (every "auto" settled): config.yaml of the run folder."""
+        return self._fitted("config_").config
+
+    @property
+    def model_(self) -> LSTMForecaster:
+        """The model that forecasts (with train.refit: trained on every row)."""
+        return self._fitted("model_").model
+
+    @property
+    def backtest_model_(self) -> LSTMForecaster:
+        """The model every backtest number comes from: ``model_`` itself unless train.refit trained another."""
+        return self._fitted("backtest_model_").backtest_model
+
+    @property
+    def meta_(self) -> RunMeta:
+        return self._fitted("meta_").meta
+
+    @property
+    def scaler_(self) -> dict[str, Any]:
+        return self._fitted("scaler_").scaler
+
+    @property
+    def history_(self) -> list[dict[str, Any]]:
+        """One record an epoch: losses, learning rate, time."""
+        return self._fitted("history_").history
+
+    @property
+    def prepared_(self) -> Prepared | None:
+        """The data ``fit`` trained on (scaled table, splits, windows); None for a run loaded from its folder."""
+        return self.training_.prepared if self.training_ is not None else None
 
     # -- inference ----------------------------------------------------------------------------
-    def _series(self, data: Any, fast: bool = False) -> SeriesSet:
-        if data is None and getattr(self, "prepared_", None) is not None:
-            return self.prepared_.series
-        if data is None and getattr(self, "run_folder_", None) is not None:  # loaded: data.path is not trusted
-            from lstmcast.run.folder import stored_data_path
-
-            data = stored_data_path(self.config_.data.path, self.data_record_, self.run_folder_)
+    def series(self, data: Any = None, fast: bool = False) -> SeriesSet:
+        """``data`` read and validated as the model needs it (a path, DataFrame, pandas Series or SeriesSet);
+        ``None``: the data ``fit`` trained on, or for a loaded run its recorded data.path while that file is
+        unchanged (else ConfigError asking for data). ``fast``: read only the last window rows where the model
+        has no covariates (predict)."""
+        run = self._fitted("series")
+        if data is None and self.training_ is not None:
+            return self.training_.prepared.series
+        if data is None and run.folder is not None:  # loaded: data.path is not trusted
+            data = stored_data_path(run.config.data.path, run.data, run.folder)
         if type(data).__name__ == "Series" and self.meta_.layout == "single" and len(self.meta_.targets) == 1:
             from lstmcast.data.io import frame_of_series
 
@@ -180,7 +234,7 @@ class Forecaster:
             return self._stateful_predict(data, future)
         from lstmcast.inference.predict import forecast_frame
 
-        return forecast_frame(self.model_, self._series(data, fast=True), self.meta_, self.scaler_, future,
+        return forecast_frame(self.model_, self.series(data, fast=True), self.meta_, self.scaler_, future,
                               self.config_)
 
     # -- the carried state (model.stateful, issue 24; inference/stateful.py) ------------------------------
@@ -201,11 +255,21 @@ class Forecaster:
         series = stateful.read_update(new_rows, self.config_, self.meta_)
         with _update_lock(self):  # one update at a time: each reads the states the last one left (threads)
             states, summary = stateful.update(self.model_, self.carried_states(), series, self.meta_, self.scaler_)
-            folder = getattr(self, "run_folder_", None)
+            folder = self.run_.folder if self.run_ is not None else None
             if persist and folder is not None and summary.rows_applied:
                 self._save_states(folder, states)
             self.states_ = states  # predict() meanwhile reads the previous states, whole
         return summary
+
+    def save_state(self, path: str | os.PathLike[str] | None = None) -> None:
+        """Write the carried states (atomically, a new generation) into ``path`` or the run folder this
+        Forecaster was loaded from (``lstmcast serve`` snapshots them so)."""
+        folder = path if path is not None else (self.run_.folder if self.run_ is not None else None)
+        if folder is None:
+            from lstmcast.errors import ConfigError
+
+            raise ConfigError("save_state() needs a run folder: this Forecaster was not loaded from one (pass path=)")
+        self._save_states(folder, self.carried_states())
 
     def carried_states(self) -> CarriedStates:
         """The carried states: the last update's, else the run folder's, else a run over the training data."""
@@ -215,7 +279,7 @@ class Forecaster:
             return states
         from lstmcast.inference import stateful
 
-        folder = getattr(self, "run_folder_", None)
+        folder = self.run_.folder if self.run_ is not None else None
         if folder is not None:
             from lstmcast.run.carried import load_states
 
@@ -223,9 +287,9 @@ class Forecaster:
             states = load_states(folder, _model_sha(folder), m.num_layers * m.num_directions, m.hidden_size,
                                  m.num_directions * m.hidden_size, len(stateful._channel_count(self.meta_)),
                                  stateful.time_kind(self.meta_))
-        if states is None and (getattr(self, "prepared_", None) is not None or
+        if states is None and (self.prepared_ is not None or
                                (folder is not None and self.config_.data.path)):
-            states = stateful.burn_in(self.model_, self._series(None), self.meta_, self.scaler_)
+            states = stateful.burn_in(self.model_, self.series(None), self.meta_, self.scaler_)
         self.states_ = states if states is not None else stateful.empty_states(self.model_, self.meta_)
         return self.states_
 
@@ -244,7 +308,7 @@ class Forecaster:
         if data is None:
             states = self.carried_states()
         else:  # a fresh run over the history given; the carried states are not touched
-            states = stateful.burn_in(self.model_, self._series(data), self.meta_, self.scaler_)
+            states = stateful.burn_in(self.model_, self.series(data), self.meta_, self.scaler_)
         return stateful.forecast(self.model_, states, self.meta_, future, self.config_)
 
     def _save_states(self, folder: Any, states: CarriedStates) -> None:
@@ -271,7 +335,7 @@ class Forecaster:
 
         plan = Plan(start, stride, n_windows, refit)
         # train.refit: the model that never saw the test split (model_ was trained on all of it)
-        model = getattr(self, "backtest_model_", self.model_)
+        model = self.backtest_model_
         window = [0, 0]
 
         def on_window(k: int, n: int) -> None:
@@ -280,13 +344,15 @@ class Forecaster:
 
         def fit(series: SeriesSet, cfg: ForecastConfig) -> tuple[LSTMForecaster, Any, dict[str, Any]]:
             return self._fit_window(series, cfg, f"window {window[0]} of {window[1]}")
-        series = self._series(data)  # read and validated once: the backtest and its counts use it
-        self.backtest_: Backtest = steered_backtest(model, series, self.meta_, self.scaler_,
-                                                    self.config_, plan, fit=fit, on_window=on_window)
-        if self.backtest_.covered:  # a table: the counts join the metrics (metrics.json "series")
-            counts = dict(getattr(self, "coverage_", None) or {}) if data is None else {}
-            self.backtest_.metrics["series"] = _with_backtested(counts, self.backtest_, series)
-        return self.backtest_.metrics
+        series = self.series(data)  # read and validated once: the backtest and its counts use it
+        bt = steered_backtest(model, series, self.meta_, self.scaler_, self.config_, plan, fit=fit,
+                              on_window=on_window)
+        self.backtest_ = bt
+        if bt.covered:  # a table: the counts join the metrics (metrics.json "series")
+            coverage = self.training_.coverage if self.training_ is not None else None
+            counts = dict(coverage or {}) if data is None else {}
+            bt.metrics["series"] = _with_backtested(counts, bt, series)
+        return bt.metrics
 
     def backtest_forecasts(self, data: Any = None, *, start: Any = None, stride: int | None = None,
                            n_windows: int | None = None, refit: bool = False) -> pd.DataFrame:
@@ -297,8 +363,9 @@ class Forecaster:
 
         >>> fc.backtest_forecasts(start="2024-03-01", stride=24).head()           # doctest: +SKIP
         """
-        series = self._series(data)  # read once: both the backtest and its frame use it
+        series = self.series(data)  # read once: both the backtest and its frame use it
         self.backtest(series, start=start, stride=stride, n_windows=n_windows, refit=refit)
+        assert self.backtest_ is not None  # set by backtest() just above
         return self.backtest_.frame(series, self.meta_)
 
     @staticmethod
@@ -323,15 +390,13 @@ class Forecaster:
 
         >>> fc.save("runs/load")          # then: lstmcast report runs/load            # doctest: +SKIP
         """
-        self._check_fitted("save")
+        run = self._fitted("save")
         from pathlib import Path
 
-        from lstmcast.run.folder import save_run
-
-        folder = save_run(self, path)
+        folder = save_run(path, run.stored(data=self._trained_file_record()))
         if self._stateful():  # the carried states beside the model (run/carried.py)
             self._save_states(folder, self.carried_states())
-        if outputs and getattr(self, "prepared_", None) is None and not self.config_.data.path:
+        if outputs and self.training_ is None and not run.config.data.path:
             log.warning("%s: model files only: this Forecaster holds no training data to backtest and forecast "
                         "(loaded from a folder fitted on a DataFrame); outputs need fit(data) first", folder)
         elif outputs:
@@ -340,18 +405,27 @@ class Forecaster:
             write_all(self, Path(folder))
         return folder
 
+    def _trained_file_record(self) -> dict[str, str] | None:
+        """manifest.json "data" of a model fitted here: config.yaml's data.path and the sha256 of the bytes
+        trained on, so that a later `predict RUN` without --data reads that file only while it is unchanged
+        (``stored_data_path``); None when it was trained on a DataFrame or on another file than data.path names.
+        A loaded run keeps the record it was read with (``FittedRun.stored``)."""
+        path = self._fitted("save").config.data.path
+        if path is None or self.training_ is None or self.training_.data_file != path:
+            return None
+        return data_record(path)
+
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Forecaster:
         return load_run(path)
 
     @property
     def model(self) -> LSTMForecaster:
-        self._check_fitted("model")
-        return self.model_
+        return self._fitted("model").model
 
     @property
     def prepared(self) -> Prepared | None:
-        return getattr(self, "prepared_", None)
+        return self.prepared_
 
 
 def _series_table(data: Any, cfg: ForecastConfig) -> tuple[Any, ForecastConfig]:
@@ -445,31 +519,7 @@ def _model_sha(folder: Any) -> str:
 
 def load_run(path: str | os.PathLike[str]) -> Forecaster:
     """Rebuild a fitted Forecaster from a run folder (``lstmcast.load``): files checked, models built."""
-    import torch
-
-    from lstmcast.data.inputs import InputSpec
-    from lstmcast.errors import CheckpointError, LstmcastError
-    from lstmcast.run.folder import BACKTEST_MODEL, read_run
-
-    stored = read_run(path)
-    cfg, meta, folder = stored.config, stored.meta, stored.folder
-
-    def build(state: dict[str, Any]) -> LSTMForecaster:
-        with torch.device("meta"):  # shapes only: the weights come from the file (assign=True), nothing allocated
-            model = build_model(cfg.model, meta.input_size, meta.n_targets, meta.horizon, meta.window,
-                                **InputSpec.from_dict(meta.inputs_dict()).model_sizes())
-        model.load_state_dict(state, assign=True)
-        return model.eval()
-    try:
-        model = build(stored.state)
-        backtest_model = build(stored.backtest_state) if stored.backtest_state is not None else model
-    except (KeyError, TypeError, ValueError, RuntimeError, LstmcastError) as exc:
-        which = BACKTEST_MODEL if "model" in locals() else "model.safetensors"
-        raise CheckpointError(f"{folder}: the files do not fit together ({which}: {exc}): retrain this run") from None
-    fc = Forecaster(cfg)
-    fc.config_, fc.model_, fc.meta_, fc.scaler_ = cfg, model, meta, stored.scaler
-    fc.backtest_model_ = backtest_model
-    fc.prepared_ = None
-    fc.history_ = stored.history
-    fc.run_folder_, fc.data_record_ = folder, stored.data  # predict(None) reads data.path only if unchanged
+    run = FittedRun.from_stored(read_run(path))
+    fc = Forecaster(run.config)
+    fc.run_ = run  # predict(None) reads its data.path only while unchanged (run.data)
     return fc

@@ -13,6 +13,8 @@ import logging
 import signal
 import sys
 
+from lstmcast.workflow import default_run_dir
+
 _ELASTIC = ("torch.distributed.elastic", "torch.distributed.launcher", "torch.distributed.run")
 
 
@@ -71,8 +73,6 @@ def launch(nproc: int, argv: list[str], add_run: bool) -> int:
     from torch.distributed.elastic.multiprocessing import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
-
-    from lstmcast.workflow import default_run_dir
 
     args = _without_nproc(argv)
     if add_run:

@@ -9,13 +9,25 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lstmcast import atomic
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from lstmcast.config import ForecastConfig
+    from lstmcast.data.prepare import Prepared
+    from lstmcast.data.validate import SeriesSet
+    from lstmcast.doctor.diagnosis import Diagnosis
+    from lstmcast.doctor.report import DoctorReport
+    from lstmcast.inference.backtest import Backtest
+    from lstmcast.run.meta import RunMeta
+    from lstmcast.training.accel import Accel
+    from lstmcast.training.distributed import Distributed
+    from lstmcast.training.loop import FitResult, Trainer
 
 log = logging.getLogger("lstmcast.workflow")  # the name these messages always had
 COMPLETE = "complete.json"  # written after every output: the run folder is whole (FAULTS T10)
@@ -27,17 +39,62 @@ def _quiet(text: str) -> None:
     """No progress display: stages pass silently."""
 
 
-def write_outputs(fc: Any, run: Path, series: Any = None, stage: Stage = _quiet) -> dict[str, Any]:
+@dataclass
+class TrainingReport:
+    """What ``Forecaster.fit`` learned beyond the run record (``Forecaster.training_``; None for a run loaded
+    from its folder): the outputs, the command's summary and the tests read it."""
+
+    trainer: Trainer
+    result: FitResult  # best epoch, stop reason, history
+    accel: Accel  # device and precision, "auto" settled
+    prepared: Prepared  # the data trained on: scaled table, splits, window indices
+    doctor: DoctorReport  # the preflight's findings and sizes
+    coverage: dict[str, Any] | None  # a table's series counts (data.coverage.series_counts); None for one series
+    data_file: str | None  # the file trained on: save() records its sha256 when it is data.path (FAULTS R9)
+    rank: int = 0  # this process's rank under torchrun
+    shards: Distributed | None = None  # data.shard_series: each rank holds its own series; outputs are gathered
+
+
+class Fitted(Protocol):
+    """What the outputs use of a fitted ``lstmcast.forecaster.Forecaster`` (a layer above this module)."""
+
+    training_: TrainingReport | None
+    backtest_: Backtest | None
+    diagnosis_: Diagnosis | None
+
+    @property
+    def config_(self) -> ForecastConfig: ...
+
+    @property
+    def meta_(self) -> RunMeta: ...
+
+    @property
+    def history_(self) -> list[dict[str, Any]]: ...
+
+    def series(self, data: Any = None) -> SeriesSet: ...
+
+    def backtest(self, data: Any = None) -> dict[str, Any]: ...
+
+    def predict(self, data: Any = None) -> pd.DataFrame: ...
+
+
+def _best_epoch(fc: Fitted) -> int | None:
+    """The epoch whose weights were kept, when this process trained the model (None for a loaded run)."""
+    return fc.training_.result.best_epoch if fc.training_ is not None else None
+
+
+def write_outputs(fc: Fitted, run: Path, series: Any = None, stage: Stage = _quiet) -> dict[str, Any]:
     """Backtest, forecast and plot into ``run``; return the metrics. ``stage(text)`` is told what begins."""
     from lstmcast.report.plots import forecast_plot, loss_plot
 
     stage("backtest")
-    if getattr(fc, "shards_", None) is not None and series is None:  # data.shard_series: every rank's series
-        return _write_shard_outputs(fc, run)
+    shards = fc.training_.shards if fc.training_ is not None else None
+    if shards is not None and series is None:  # data.shard_series: every rank's series
+        return _write_shard_outputs(fc, shards, run)
     metrics = fc.backtest(series)
     stage("forecast and plots")
     atomic.write_json(run / "metrics.json", metrics)
-    src = fc._series(series)
+    src = fc.series(series)
     if fc.meta_.future_features:  # the horizon's covariates are not in the training data: predict --future
         import pandas as pd
 
@@ -49,31 +106,32 @@ def write_outputs(fc: Any, run: Path, series: Any = None, stage: Stage = _quiet)
     else:
         forecast = fc.predict(series)
         write_csv(forecast, run / "forecast.csv")
-    forecast_plot(src, forecast, fc.meta_, fc.backtest_, run / "forecast.png")
-    write_csv(fc.backtest_.frames(src, fc.meta_, CSV_ROWS), run / "backtest.csv")  # every backtest forecast (H16)
+    bt = fc.backtest_
+    assert bt is not None  # fc.backtest above set it
+    forecast_plot(src, forecast, fc.meta_, bt, run / "forecast.png")
+    write_csv(bt.frames(src, fc.meta_, CSV_ROWS), run / "backtest.csv")  # every backtest forecast (H16)
     if fc.history_:
-        best = getattr(getattr(fc, "fit_result_", None), "best_epoch", None)
-        loss_plot(fc.history_, run / "loss.png", best)
+        loss_plot(fc.history_, run / "loss.png", _best_epoch(fc))
     return metrics
 
 
-def _write_shard_outputs(fc: Any, run: Path) -> dict[str, Any]:
+def _write_shard_outputs(fc: Fitted, shards: Distributed, run: Path) -> dict[str, Any]:
     """data.shard_series: metrics, forecast.csv and backtest.csv over every rank's series (inference/sharded.py);
     the forecast plot shows rank 0's series (the only ones this process holds)."""
     from lstmcast.report.plots import forecast_plot, loss_plot
     from lstmcast.inference.sharded import outputs
 
-    merged, forecast, rows = outputs(fc)  # type: ignore[misc]  # rank 0: never None
+    merged, forecast, rows = outputs(fc, shards)  # type: ignore[misc]  # rank 0: never None
     metrics = merged.metrics
     atomic.write_json(run / "metrics.json", metrics)
     if forecast is not None:
         write_csv(forecast, run / "forecast.csv")
-        forecast_plot(fc._series(None), forecast, fc.meta_, fc.backtest_, run / "forecast.png",
+        forecast_plot(fc.series(None), forecast, fc.meta_, fc.backtest_, run / "forecast.png",
                       total=len(fc.meta_.ids or []) or None)
     write_csv(rows, run / "backtest.csv")
     fc.backtest_ = merged  # every series' origins from here on (the summary counts them)
     if fc.history_:
-        loss_plot(fc.history_, run / "loss.png", getattr(getattr(fc, "fit_result_", None), "best_epoch", None))
+        loss_plot(fc.history_, run / "loss.png", _best_epoch(fc))
     return metrics
 
 
@@ -95,7 +153,7 @@ def _row_parts(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
         yield frame.iloc[start:start + CSV_ROWS]
 
 
-def write_diagnosis(fc: Any, run: Path, extra: list[Any] | None = None,
+def write_diagnosis(fc: Fitted, run: Path, extra: list[Any] | None = None,
                     metrics: dict[str, Any] | None = None) -> None:
     """The learning-curve diagnosis (verdict, findings, fixes) to RUN/diagnosis.json; kept on ``fc.diagnosis_``.
 
@@ -104,15 +162,17 @@ def write_diagnosis(fc: Any, run: Path, extra: list[Any] | None = None,
     from lstmcast.doctor.diagnosis import data_info_of, diagnose
     from lstmcast.doctor.headline import with_headline
 
-    info = data_info_of(getattr(fc, "prepared_", None), getattr(fc, "doctor_", None))
-    fc.diagnosis_ = with_headline(diagnose(fc.history_, extra, config=fc.config_, data_info=info), metrics or {})
-    record = fc.diagnosis_.as_dict()
+    training = fc.training_
+    info = data_info_of(training.prepared, training.doctor) if training is not None else None
+    diagnosis = with_headline(diagnose(fc.history_, extra, config=fc.config_, data_info=info), metrics or {})
+    fc.diagnosis_ = diagnosis
+    record = diagnosis.as_dict()
     if metrics and metrics.get("series"):  # a table: which series the diagnosis speaks for (issue 20)
         record["series"] = metrics["series"]
     atomic.write_json(run / "diagnosis.json", record)
 
 
-def write_all(fc: Any, run: Path, extra: list[Any] | None = None, stage: Stage = _quiet) -> dict[str, Any]:
+def write_all(fc: Fitted, run: Path, extra: list[Any] | None = None, stage: Stage = _quiet) -> dict[str, Any]:
     """Every output of a saved model: metrics, forecast, backtest.csv, plots, diagnosis, report.html, then
     complete.json (the folder is whole). ``extra``: the monitor's findings for the diagnosis."""
     from datetime import datetime, timezone

@@ -4,6 +4,7 @@ outputs, report) are shown through ``stage``, so the display never sits still wi
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import sys
 import time
@@ -16,7 +17,6 @@ def interactive(stream: Any = None) -> bool:
     stream = stream or sys.stderr
     if bool(getattr(stream, "isatty", lambda: False)()):
         return True
-    import importlib.util
 
     return in_notebook() and importlib.util.find_spec("ipywidgets") is not None
 

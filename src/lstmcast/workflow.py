@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
 from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import datetime, timezone
@@ -11,10 +13,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lstmcast import atomic
-from lstmcast.errors import ConfigError, LstmcastError
+from lstmcast.doctor.report import render_text
+from lstmcast.errors import ConfigError, InterruptedRun, LstmcastError
+from lstmcast.findings import Finding
+from lstmcast.forecaster import Forecaster, load_run
 from lstmcast.outputs import COMPLETE, Stage, write_all, write_csv
 from lstmcast.progress import announce
-from lstmcast.run.folder import file_sha256
+from lstmcast.run.lock import RunLock
+from lstmcast.run.manifest import file_sha256
+from lstmcast.training.monitor import Monitor
+from lstmcast.training.signals import interrupt_on_signals
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -66,11 +74,6 @@ def train_run(cfg: ForecastConfig, run: Path, callbacks: list[Callable[..., None
     Holds RUN/.lock throughout (T9). Order matters for T10: what exists only in memory (monitor, doctor)
     is written before manifest.json (the model is saved), everything derived from the saved model after
     it, and complete.json last, so an interruption anywhere leaves a folder `--resume` can finish."""
-    from lstmcast.forecaster import Forecaster
-    from lstmcast.run.lock import RunLock
-    from lstmcast.training.monitor import Monitor
-    from lstmcast.training.signals import interrupt_on_signals
-
     # the lock is released last: the signal handler's InterruptedRun leaves first
     with RunLock(run), ExitStack() as after_training:
         check_run_dir(run, resuming=resume_from is not None)
@@ -85,14 +88,12 @@ def train_run(cfg: ForecastConfig, run: Path, callbacks: list[Callable[..., None
             after_training.enter_context(interrupt_on_signals(
                 f"stopped after training, before the outputs of {run} were all written; finish them with "
                 f"`lstmcast train --resume {run}`"))
-            from lstmcast.doctor.report import render_text
-
-            monitor.add_doctor(render_text(getattr(fc, "doctor_", None)))
+            monitor.add_doctor(render_text(fc.training_.doctor if fc.training_ is not None else None))
         finally:
             monitor.close()
         monitor.save(run / "monitor.json")
-        if getattr(fc, "doctor_", None) is not None:
-            atomic.write_json(run / "doctor.json", fc.doctor_.as_dict())
+        if fc.training_ is not None:
+            atomic.write_json(run / "doctor.json", fc.training_.doctor.as_dict())
         fc.save(run, outputs=False)  # the outputs below: with the monitor's findings, under the signal handler
         metrics = finish_outputs(fc, run, monitor.findings(), stage=lambda text: announce(callbacks, text))
     return fc, metrics
@@ -109,21 +110,21 @@ def _saved_monitor(run: Path) -> dict[str, Any] | None:
 
 def train_rank(cfg: ForecastConfig, resume_from: Checkpoint | None = None) -> None:
     """A rank other than 0 of a distributed run: the same training, no run folder, no lock, no outputs."""
-    from lstmcast.errors import InterruptedRun
-    from lstmcast.forecaster import Forecaster
     from lstmcast.training import distributed
 
     try:
         fc = Forecaster(cfg).fit(cfg.data.path, resume_from=resume_from, progress=False)  # rank 0 shows it
-        interrupted = fc.fit_result_.stop_reason.startswith("interrupted")
-        if getattr(fc, "shards_", None) is not None and not interrupted:
+        training = fc.training_
+        assert training is not None  # fit sets it
+        interrupted = training.result.stop_reason.startswith("interrupted")
+        if training.shards is not None and not interrupted:
             from lstmcast.inference.sharded import outputs
 
-            outputs(fc)  # data.shard_series: this rank's backtest and forecast, sent to rank 0
+            outputs(fc, training.shards)  # data.shard_series: this rank's backtest and forecast, sent to rank 0
     finally:
         distributed.close()
     if interrupted:
-        raise InterruptedRun(f"rank {fc.rank_}: {fc.fit_result_.stop_reason}; rank 0 wrote the checkpoint")
+        raise InterruptedRun(f"rank {training.rank}: {training.result.stop_reason}; rank 0 wrote the checkpoint")
 
 
 def finish_outputs(fc: Forecaster, run: Path, extra: list[Any] | None = None,
@@ -132,8 +133,6 @@ def finish_outputs(fc: Forecaster, run: Path, extra: list[Any] | None = None,
 
     SIGINT/SIGTERM here stop with InterruptedRun (exit 130) and the resume hint; nothing is half-written.
     ``stage(text)``: told each stage as it begins (the progress display)."""
-    from lstmcast.training.signals import interrupt_on_signals
-
     hint = (f"stopped while writing the outputs of {run}; the trained model is saved: finish the outputs with "
             f"`lstmcast train --resume {run}`")
     with interrupt_on_signals(hint):
@@ -151,10 +150,6 @@ def remove_stale_temps(run: Path) -> None:
 
 def resume_outputs(run: Path) -> tuple[Forecaster, dict[str, Any]]:
     """`train --resume` of a folder whose model is saved but whose outputs are not: write them, no retraining."""
-    from lstmcast.forecaster import load_run
-    from lstmcast.findings import Finding
-    from lstmcast.run.lock import RunLock
-
     with RunLock(run):
         if not outputs_missing(run):
             check_run_dir(run, resuming=True)  # finished meanwhile: the same refusal as any finished run
@@ -182,20 +177,20 @@ def evaluate_run(run: Path, data: str | None = None, name: str | None = None, st
     defaults this is the backtest `train` wrote. RUN/metrics.json stays the held-out backtest `train` wrote; an
     evaluation is labelled with its data file, that file's sha256, its windows and the time, and never
     overwrites another."""
-    from lstmcast.forecaster import load_run
-
     fc = load_run(run)
     path = _evaluation_path(run, name, data if data is not None else fc.config_.data.path,
                             datetime.now(timezone.utc))
     frame = fc.backtest_forecasts(data, start=start, stride=stride, n_windows=n_windows, refit=refit)
-    metrics = fc.backtest_.metrics
+    bt = fc.backtest_
+    assert bt is not None  # backtest_forecasts set it
+    metrics = bt.metrics
     source = data if data is not None else fc.config_.data.path
     now = datetime.now(timezone.utc)
     record = {"kind": "evaluation", "note": "a backtest on the data named here, not the run's held-out backtest "
                                             "(that is metrics.json)",
               "data": os.path.abspath(source) if source else None, "data_sha256": file_sha256(source),
               "training_data": data is None, "created": now.isoformat(timespec="seconds"),
-              "origins": int(len(fc.backtest_.origins)),
+              "origins": int(len(bt.origins)),
               "windows": {"start": None if start is None else str(start), "stride": stride, "n_windows": n_windows,
                           "refit": refit},
               "forecasts": path.with_suffix(".csv").name, "metrics": metrics}
@@ -206,8 +201,6 @@ def evaluate_run(run: Path, data: str | None = None, name: str | None = None, st
 
 def _evaluation_path(run: Path, name: str | None, source: str | None, now: datetime) -> Path:
     """RUN/evaluations/<name>.json, never an existing one: --name must be new, the default gets a counter."""
-    import re
-
     folder = run / "evaluations"
     if name is not None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
@@ -241,11 +234,6 @@ def predict_run(run: Path, data: str | None = None, out: str | os.PathLike[str] 
                 future: str | None = None) -> tuple[pd.DataFrame, Path | None]:
     """Forecast into ``out`` (default RUN/forecast.csv); ``out`` of ``-`` writes the CSV to standard output
     and returns None as the path."""
-    import sys
-
-    from lstmcast.forecaster import load_run
-    from lstmcast.errors import ConfigError
-
     to_stdout = out is not None and str(out) == "-"
     if out is not None and not to_stdout:
         try:

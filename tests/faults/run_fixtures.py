@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from lstmcast import Forecaster
-from lstmcast.run.folder import sha256_bytes
+from lstmcast.run.manifest import sha256_bytes
 from tests.conftest import seasonal_frame, small_config
 
 

@@ -16,6 +16,7 @@ from safetensors.torch import save as st_save
 
 import lstmcast
 from lstmcast.errors import CheckpointError
+from lstmcast.run.manifest import sha256_bytes
 from lstmcast.training import checkpoint as ck
 from lstmcast.training.checkpoint import CheckpointStore, read_checkpoint
 from tests.conftest import run_cli
@@ -105,7 +106,7 @@ def _edit_state(folder: Path, change: Callable[[dict], None]) -> None:
     change(state)
     (folder / ck.STATE).write_text(json.dumps(state))
     m = json.loads((folder / ck.MANIFEST).read_text())
-    m["sha256"][ck.STATE] = ck.sha256((folder / ck.STATE).read_bytes())
+    m["sha256"][ck.STATE] = sha256_bytes((folder / ck.STATE).read_bytes())
     (folder / ck.MANIFEST).write_text(json.dumps(m))
 
 

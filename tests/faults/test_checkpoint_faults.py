@@ -15,6 +15,7 @@ import torch
 import lstmcast
 from lstmcast import Forecaster, atomic
 from lstmcast.errors import CheckpointError, ConfigError
+from lstmcast.run.manifest import sha256_bytes
 from lstmcast.training import checkpoint as ck
 from lstmcast.training.checkpoint import CheckpointStore, read_checkpoint
 from tests.conftest import run_cli, seasonal_frame, small_config
@@ -45,7 +46,7 @@ def ckpt_dir(run: Path, step: int) -> Path:
 def rehash(folder: Path) -> None:
     """Rewrite the manifest so only the deeper checks (safetensors header, JSON schema) can notice damage."""
     m = json.loads((folder / ck.MANIFEST).read_text())
-    m["sha256"] = {n: ck.sha256((folder / n).read_bytes()) for n in (ck.TENSORS, ck.STATE)}
+    m["sha256"] = {n: sha256_bytes((folder / n).read_bytes()) for n in (ck.TENSORS, ck.STATE)}
     (folder / ck.MANIFEST).write_text(json.dumps(m))
 
 

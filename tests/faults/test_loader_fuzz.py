@@ -19,7 +19,7 @@ import pytest
 
 import lstmcast
 from lstmcast import Forecaster
-from lstmcast.run.folder import sha256_bytes
+from lstmcast.run.manifest import sha256_bytes
 from lstmcast.errors import CheckpointError
 from lstmcast.training import checkpoint as ck
 from lstmcast.training.state import restore
@@ -35,7 +35,7 @@ def pristine(tmp_path_factory):
     fc = Forecaster(small_config(train={"precision": "fp32", "max_epochs": 2, "checkpoint_every": 3})).fit(
         seasonal_frame(300), run_dir=run)
     fc.save(run)
-    return run, fc.trainer_
+    return run, fc.training_.trainer
 
 
 def mutations(data: bytes, rng: random.Random) -> list[tuple[str, bytes]]:
@@ -131,7 +131,7 @@ def _rehash_run(run: Path) -> None:
 
 def _rehash_ckpt(folder: Path) -> None:
     m = json.loads((folder / ck.MANIFEST).read_text())
-    m["sha256"] = {n: ck.sha256((folder / n).read_bytes()) for n in (ck.TENSORS, ck.STATE)}
+    m["sha256"] = {n: sha256_bytes((folder / n).read_bytes()) for n in (ck.TENSORS, ck.STATE)}
     (folder / ck.MANIFEST).write_text(json.dumps(m))
 
 

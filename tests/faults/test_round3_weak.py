@@ -68,7 +68,8 @@ def test_r9_the_recorded_training_data_is_read_while_unchanged_and_refused_once_
 
 
 def test_r9_resume_reads_the_checkpoint_s_data_path_only_while_unchanged(run, tmp_path):
-    from lstmcast.training.checkpoint import CheckpointStore, sha256
+    from lstmcast.run.manifest import sha256_bytes as sha256
+    from lstmcast.training.checkpoint import CheckpointStore
     from lstmcast.training.resume import resume_config
 
     cfg, ckpt = resume_config(run)  # untouched: the recorded training file is read
@@ -157,7 +158,8 @@ def test_r11_manifest_entries_for_unknown_files_or_keys_are_refused(run, edit, m
 
 
 def test_r11_an_edited_rehashed_checkpoint_step_is_refused_and_the_good_one_used(run):
-    from lstmcast.training.checkpoint import CheckpointStore, read_checkpoint, sha256
+    from lstmcast.run.manifest import sha256_bytes as sha256
+    from lstmcast.training.checkpoint import CheckpointStore, read_checkpoint
 
     newest, older = CheckpointStore(run).names()[:2]
     state = json.loads((newest / "state.json").read_text())

@@ -59,7 +59,8 @@ def guard_config(**train) -> dict:
 # -- T1: the non-finite guard -----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained() -> loop.Trainer:
-    return Forecaster(small_config(train={"precision": "fp32", "max_epochs": 1})).fit(seasonal_frame(300)).trainer_
+    fc = Forecaster(small_config(train={"precision": "fp32", "max_epochs": 1})).fit(seasonal_frame(300))
+    return fc.training_.trainer
 
 
 def _state(t: loop.Trainer) -> tuple[dict, list]:
@@ -128,8 +129,8 @@ def test_repeated_nonfinite_steps_roll_back_to_last_good_state_and_halve_lr(monk
     h = fc.history_
     assert h[0]["lr"] == pytest.approx(1e-3) and h[1]["lr"] == pytest.approx(5e-4)  # lr * rollback_lr_factor
     assert h[1]["skipped_steps"] == 3 and h[1]["rollbacks"] == 1
-    assert fc.fit_result_.stop_reason == "reached max_epochs=3"  # and training went on
-    assert fc.trainer_.guard.events[0]["rolled_back_to_step"] == 12
+    assert fc.training_.result.stop_reason == "reached max_epochs=3"  # and training went on
+    assert fc.training_.trainer.guard.events[0]["rolled_back_to_step"] == 12
 
 
 def test_persistent_nonfinite_stops_with_diverged_report_and_keeps_best_weights(monkeypatch, tmp_path):

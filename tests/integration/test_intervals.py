@@ -90,7 +90,7 @@ def _rehashed_copy(run, copy, edit):
     """A copy of ``run`` whose meta.json "intervals" ``edit`` changed, the manifest's hash recomputed (T12)."""
     import shutil
 
-    from lstmcast.run.folder import sha256_bytes
+    from lstmcast.run.manifest import sha256_bytes
 
     shutil.copytree(run, copy)
     meta = json.loads((copy / "meta.json").read_text())

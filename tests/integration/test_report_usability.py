@@ -29,7 +29,7 @@ def _capture(monkeypatch) -> list:
 
 def test_history_starts_before_the_first_backtest_forecast(fitted, monkeypatch, tmp_path):
     figs = _capture(monkeypatch)
-    series = fitted._series(None)
+    series = fitted.series(None)
     plots.forecast_plot(series, fitted.predict(), fitted.meta_, fitted.backtest_, tmp_path / "f.png",
                         history_points=60)
     left, zoom = figs[0].axes[:2]
@@ -44,7 +44,7 @@ def test_history_starts_before_the_first_backtest_forecast(fitted, monkeypatch, 
 def test_an_empty_forecast_is_neither_drawn_nor_listed(fitted, monkeypatch, tmp_path):
     figs = _capture(monkeypatch)
     empty = pd.DataFrame({"time": [], "y": []})
-    plots.forecast_plot(fitted._series(None), empty, fitted.meta_, fitted.backtest_, tmp_path / "f.png")
+    plots.forecast_plot(fitted.series(None), empty, fitted.meta_, fitted.backtest_, tmp_path / "f.png")
     labels = [t.get_text() for ax in figs[0].axes[:2] for t in ax.get_legend().get_texts()]
     assert "forecast" not in labels and "backtest forecasts" in labels
     assert "no forecast yet" in " ".join(t.get_text() for t in figs[0].axes[1].texts)

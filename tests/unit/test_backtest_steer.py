@@ -24,7 +24,7 @@ def fitted() -> Forecaster:
 
 def test_defaults_equal_the_backtest_of_training_exactly(fitted):
     fc = fitted
-    series = fc._series(None)
+    series = fc.series(None)
     today = run_backtest(fc.backtest_model_, series, fc.meta_, fc.scaler_, fc.config_)  # what train scores
     assert fc.backtest() == today.metrics
     np.testing.assert_array_equal(fc.backtest_.origins, today.origins)
@@ -86,7 +86,7 @@ def test_parse_start_reads_the_cli_text():
 
 def test_refit_trains_each_window_on_the_rows_before_it_only(fitted):
     fc = fitted
-    series = fc._series(None)
+    series = fc.series(None)
     seen = []
 
     def fit(cut, cfg):

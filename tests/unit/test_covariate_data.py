@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from lstmcast.config import DataConfig, validate_config
 from lstmcast.data import longtable
-from lstmcast.data.calendar import (CALENDAR_NAMES, calendar_channel_names, calendar_features, calendar_for,
-                                    future_times)
+from lstmcast.data import validate as data_validate
+from lstmcast.data.calendar import CALENDAR_NAMES, calendar_channel_names, calendar_features, calendar_for, future_times
 from lstmcast.data.future import read_future
 from lstmcast.data.io import read_table
 from lstmcast.data.prepare import prepare, season_from_freq
@@ -144,9 +144,9 @@ def test_long_integer_time_fast_path_and_loop_agree(monkeypatch, missing):
         decided.append(out is not None)
         return out
 
-    monkeypatch.setattr(longtable, "validate_long", spy)
+    monkeypatch.setattr(data_validate, "validate_long", spy)
     fast = validate_frame(read_table(df, None, "id"), cfg)
-    monkeypatch.setattr(longtable, "validate_long", lambda *a: None)
+    monkeypatch.setattr(data_validate, "validate_long", lambda *a: None)
     loop = validate_frame(read_table(df, None, "id"), cfg)
     assert decided == [True]
     assert fast.ids == loop.ids and fast.freq == loop.freq == "2" and fast.integer_time and loop.integer_time

@@ -117,8 +117,8 @@ def test_refit_trains_the_final_model_on_every_row_and_backtests_the_first(tmp_p
            "model": {"hidden_size": 8}, "train": {"max_epochs": 3, "seed": 0},
            "monitor": {"tensorboard": False}}
     fc = lstmcast.Forecaster(cfg).fit(df)
-    assert fc.refit_["windows"] == 300 - 24 - 6 + 1  # every complete window, the test split's too
-    assert fc.refit_["rows"] == 300
+    assert fc.meta_.refit["windows"] == 300 - 24 - 6 + 1  # every complete window, the test split's too
+    assert fc.meta_.refit["rows"] == 300
     assert fc.model_ is not fc.backtest_model_
     first = fc.backtest()["model"]["MASE"]
     fc.save(tmp_path / "run")
@@ -127,7 +127,7 @@ def test_refit_trains_the_final_model_on_every_row_and_backtests_the_first(tmp_p
     p1, p2 = fc.predict(df), again.predict(df)
     assert np.allclose(p1["y"], p2["y"], atol=1e-5)
     off = lstmcast.Forecaster({**cfg, "train": {**cfg["train"], "refit": False}}).fit(df)
-    assert off.refit_ is None and off.model_ is off.backtest_model_
+    assert off.meta_.refit is None and off.model_ is off.backtest_model_
 
 
 def test_headline_leads_the_diagnosis_when_the_model_loses():
@@ -153,8 +153,9 @@ def test_cli_summary_says_the_loss_to_a_baseline_before_the_table(capsys, tmp_pa
                "naive": {"MAE": 1.8, "RMSE": 2.2, "sMAPE": 8.0, "MASE": 1.1},
                "seasonal_naive": {"MAE": 1.9, "RMSE": 2.4, "sMAPE": 8.5, "MASE": 1.2}}
     h = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "skipped_steps": 0} for e in range(1, 6)]
-    fc = SimpleNamespace(fit_result_=SimpleNamespace(best_epoch=3, stop_reason="early stopping"),
-                         meta_=SimpleNamespace(n_parameters=100, horizon=4, refit={"rows": 50, "steps": 120, "windows": 40}),
+    fc = SimpleNamespace(training_=SimpleNamespace(result=SimpleNamespace(best_epoch=3, stop_reason="early stopping")),
+                         meta_=SimpleNamespace(n_parameters=100, horizon=4, refit={"rows": 50, "steps": 120, "windows": 40},
+                                               future_features=[]),
                          history_=h, backtest_=SimpleNamespace(origins=[1, 2]),
                          diagnosis_=with_headline(diagnose(h), metrics),
                          config_=validate_config({"monitor": {"tensorboard": False}}))
@@ -186,7 +187,7 @@ def test_refit_skips_windows_with_missing_values_like_training():
            "model": {"hidden_size": 8}, "train": {"max_epochs": 2, "seed": 0, "min_steps": 0},
            "monitor": {"tensorboard": False}}
     fc = lstmcast.Forecaster(cfg).fit(df)
-    assert fc.refit_["windows"] == 300 - 24 - 6 + 1 - (3 + 24 + 6 - 1)  # every window touching a NaN dropped
+    assert fc.meta_.refit["windows"] == 300 - 24 - 6 + 1 - (3 + 24 + 6 - 1)  # every window touching a NaN dropped
     assert all(torch.isfinite(p).all() for p in fc.model_.parameters())
 
 

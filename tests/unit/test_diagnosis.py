@@ -238,10 +238,10 @@ def test_data_info_of_a_prepared_run_counts_its_windows():
                        "y": np.sin(np.arange(120) / 4.0)})
     fc = Forecaster(small_config(data={"horizon": 2, "window": 8},
                                  train={"max_epochs": 1, "threads": 1})).fit(df)
-    info = data_info_of(fc.prepared_, fc.doctor_)
+    info = data_info_of(fc.prepared_, fc.training_.doctor)
     assert info.window == 8 and info.horizon == 2
     assert info.windows() == len(fc.prepared_.index.train)
-    assert info.wider_parameters > fc.doctor_.n_parameters
+    assert info.wider_parameters > fc.training_.doctor.n_parameters
 
 
 def test_extra_findings_are_appended_and_serialised():
@@ -267,7 +267,7 @@ def test_real_run_that_overfits_on_purpose():
                        model={"hidden_size": 128, "num_layers": 2, "dropout": 0.0, "window_norm": "none"},
                        train={"max_epochs": 40, "patience": 40, "batch_size": 8, "lr": 5e-3, "threads": 1})
     fc = Forecaster(cfg).fit(df)
-    assert "few-windows-per-parameter" in [f.code for f in fc.doctor_.findings]  # the doctor warned before
+    assert "few-windows-per-parameter" in [f.code for f in fc.training_.doctor.findings]  # the doctor warned before
     d = diagnose(fc.history_, config=fc.config_)
     assert d.verdict == "overfitting", [(h["train_loss"], h["val_loss"]) for h in fc.history_]
     assert d.summary == f"overfitting from epoch {d.best_epoch}"

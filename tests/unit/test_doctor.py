@@ -9,8 +9,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import lstmcast
-from lstmcast.doctor.report import Dims, doctor, flops_per_step, layer_counts, memory_bytes, n_parameters, trace
+from lstmcast.doctor.report import doctor
+from lstmcast.model.estimate import Dims, flops_per_step, layer_counts, memory_bytes, n_parameters, trace
 from lstmcast.model.network import LSTMForecaster
 
 
@@ -32,7 +32,7 @@ GOLDEN = [
 
 
 def test_golden_trace_of_the_guides_example():
-    rep = lstmcast.doctor.report(guide_config())
+    rep = doctor(guide_config())
     assert [(r.name, r.shape, r.legend) for r in rep.trace] == GOLDEN
     assert rep.trace[0].note.startswith("batch_first=True")
     assert rep.as_dict()["batch_first"] is True

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import lstmcast
-from lstmcast.doctor import checks as doctor_checks
+import lstmcast.doctor
 from lstmcast.config import validate_config
+from lstmcast.doctor import checks as doctor_checks
+from lstmcast.doctor import report as doctor_report
 from lstmcast.doctor.report import doctor, preflight
 from lstmcast.errors import ConfigError, DataError
 from lstmcast.findings import Finding
@@ -50,10 +51,8 @@ def test_clean_config_has_no_findings_and_is_ok():
     assert rep.findings == [] and rep.ok and rep.error_text() == ""
 
 
-def test_module_and_function_are_both_callable():
-    import lstmcast.doctor.report as module
-
-    assert module(cfg_only()).ok and lstmcast.doctor.report(cfg_only()).ok
+def test_the_package_entry_point_is_the_doctor_function():
+    assert lstmcast.doctor.doctor is doctor and lstmcast.doctor.doctor(cfg_only()).ok
 
 
 # -- errors: the same text train stops with ----------------------------------------------------------
@@ -116,11 +115,11 @@ def test_no_complete_window_is_a_data_error():
 def test_train_runs_the_doctors_checks_and_refuses_its_errors(monkeypatch):
     """An error only the doctor knows still stops fit, before training, with the doctor's text."""
     extra = Finding("error", "made-up", "a problem only the doctor sees", "change something")
-    monkeypatch.setattr(doctor_checks, "model_findings", lambda *a: [extra])
+    monkeypatch.setattr(doctor_report, "model_findings", lambda *a: [extra])  # where the doctor calls it
     fc = Forecaster(small_config())
     with pytest.raises(ConfigError, match="^a problem only the doctor sees: change something$"):
         fc.fit(seasonal_frame(200))
-    assert not hasattr(fc, "trainer_")
+    assert fc.training_ is None
 
 
 def test_preflight_logs_advice_and_warnings(caplog):

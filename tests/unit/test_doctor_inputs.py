@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lstmcast.config import validate_config
-from lstmcast.doctor.report import Dims, doctor, n_parameters, trace
+from lstmcast.doctor.report import doctor
 from lstmcast.model.build import build_model
-from lstmcast.model.estimate import embedding_dim
+from lstmcast.model.estimate import Dims, embedding_dim, n_parameters, trace
 from lstmcast.model.network import LSTMForecaster
 
 H, L = 6, 24

@@ -26,6 +26,15 @@ def test_import_contracts_are_kept():
     assert res.stdout.count("KEPT") >= 3  # every contract ran
 
 
+def test_importing_the_cli_loads_neither_torch_nor_pandas():
+    """`lstmcast --help` stays fast: the CLI module imports the library's heavy parts inside its commands only."""
+    code = "import sys, lstmcast.cli; print(sorted(m for m in ('torch', 'pandas') if m in sys.modules))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "[]"
+
+
 def test_the_contracts_catch_an_upward_import(tmp_path):
     """A contract that could never fail proves nothing: an upward import (data -> forecaster) breaks it."""
     import importlinter  # noqa: F401  (the same package the CLI runs)

@@ -282,7 +282,7 @@ def test_a_new_one_point_series_at_predict_time_is_scaled_like_its_peers():
     df = panel([30, 40, 50, 2])
     fc = Forecaster(_small()).fit(df)
     new = pd.concat([df, pd.DataFrame({"id": ["zz"], "date": [pd.Timestamp("2001-01-01")], "y": [5000.0]})])
-    series = fc._series(new)
+    series = fc.series(new)
     mean, std = series_scalers(series, fc.meta_, fc.scaler_)
     i = series.ids.index("zz")
     known = [series.ids.index(f"s{k:02d}") for k in range(3)]

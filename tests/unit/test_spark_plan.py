@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from lstmcast.errors import CheckpointError, ConfigError, DataError, LstmcastError
-from lstmcast.run.folder import file_sha256
+from lstmcast.run.manifest import file_sha256
 from lstmcast.spark import plan, worker
 from tests.conftest import ROOT
 

@@ -162,11 +162,9 @@ def test_an_unseen_series_starts_from_zero_with_a_burn_in(fitted):
     new = _table(ids=("z",), n=20)
     s = fc.update(new)
     assert s.new_series == ["z"] and s.rows_applied == 20
-    alone = _fresh(fitted)
-    alone.states_ = None
     from lstmcast.inference.stateful import burn_in
 
-    ref = burn_in(fc.model_, fc._series(new), fc.meta_, fc.scaler_)
+    ref = burn_in(fc.model_, fc.series(new), fc.meta_, fc.scaler_)
     _same(ref, fc.carried_states(), ids=["z"])
 
 
@@ -219,7 +217,7 @@ def test_a_stateful_backtest_forecasts_each_origin_from_the_carried_state(fitted
     fc.backtest(full)
     bt = fc.backtest_
     k = len(bt.origins) // 2
-    sid, origin = fc._series(full).ids[bt.series_idx[k]], int(bt.origins[k])
+    sid, origin = fc.series(full).ids[bt.series_idx[k]], int(bt.origins[k])
     ref = fc.predict(_rows(full, 0, origin, ids=(sid,)))  # a fresh run over the rows before that origin
     np.testing.assert_allclose(bt.forecasts["model"][k][:, 0], ref["y"].to_numpy(), rtol=1e-5, atol=1e-5)
 

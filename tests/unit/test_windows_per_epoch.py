@@ -109,12 +109,12 @@ def test_fit_validates_on_val_windows_of_them_and_the_doctor_says_so():
                        train={"precision": "fp32", "max_epochs": 1, "val_windows": 25})
     fc = Forecaster(cfg).fit(_many())
     full = fc.prepared_.index.val
-    assert len(full) > 25 and len(fc.trainer_.val_idx) == 25
-    assert np.isin(fc.trainer_.val_idx.numpy(), full).all()
+    assert len(full) > 25 and len(fc.training_.trainer.val_idx) == 25
+    assert np.isin(fc.training_.trainer.val_idx.numpy(), full).all()
     again = Forecaster(cfg).fit(_many())
-    assert torch.equal(again.trainer_.val_idx, fc.trainer_.val_idx)
+    assert torch.equal(again.training_.trainer.val_idx, fc.training_.trainer.val_idx)
     assert fc.history_[0]["val_loss"] == again.history_[0]["val_loss"]
-    assert fc.doctor_.val_sample == 25 and "validates on a sample of 25" in render_text(fc.doctor_)
+    assert fc.training_.doctor.val_sample == 25 and "validates on a sample of 25" in render_text(fc.training_.doctor)
     every = Forecaster(small_config(data={"id_col": "id", "split": "fraction"}, train={"precision": "fp32", "max_epochs": 1,
                                                                   "val_windows": None})).fit(_many())
-    assert len(every.trainer_.val_idx) == len(full) and every.doctor_.val_sample is None
+    assert len(every.training_.trainer.val_idx) == len(full) and every.training_.doctor.val_sample is None

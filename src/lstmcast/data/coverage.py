@@ -60,7 +60,8 @@ def series_counts(ids: list[str], splits: list[Split], window: int, horizon: int
     def why_not_validated(i: int) -> str:
         sp = splits[i]
         if sp.val_end == sp.train_end:
-            return f"{_points(int(n[i]))}: too short to hold out validation beside a training window (it trains on them)"
+            return (f"{_points(int(n[i]))}: too short to hold out validation beside a training window "
+                    "(it trains on them)")
         return "no complete validation window (missing values)"
 
     padded = int(sum(1 for p in pads or [] if p))
@@ -101,7 +102,8 @@ def summary_lines(counts: dict[str, Any]) -> list[str]:
         line = f"series {part}: {c['count']:,} of {S:,}{extra}"
         if c["left_out_count"]:
             named = "; ".join(f"{short(x['id'])}: {x['reason']}" for x in c["left_out"])
-            more = f" and {c['left_out_count'] - len(c['left_out']):,} more" if c["left_out_count"] > len(c["left_out"]) else ""
+            hidden = c["left_out_count"] - len(c["left_out"])
+            more = f" and {hidden:,} more" if hidden > 0 else ""
             line += f"; left out {c['left_out_count']:,}: {named}{more}"
         lines.append(line)
     f = counts.get("forecast")

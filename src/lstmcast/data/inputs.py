@@ -9,13 +9,13 @@ series id's code with ``model.id_embedding`` (0 for a new series).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import logging
-
 import numpy as np
 
+from lstmcast.data.calendar import calendar_features, calendar_for
 from lstmcast.data.grid import label
 from lstmcast.errors import DataError, cut
 
@@ -74,8 +74,6 @@ class InputSpec:
 
 def fit_inputs(series: SeriesSet, cfg: DataConfig, id_embedding: bool = False) -> InputSpec:
     """The input spec of a training set: calendar names chosen for its frequency, static encodings fitted."""
-    from lstmcast.data.calendar import calendar_for
-
     spec = InputSpec(future_features=list(series.future_features),
                      calendar=calendar_for(series.freq, cfg.calendar, series.integer_time))
     st = series.static
@@ -99,7 +97,6 @@ def calendar_block(spec: InputSpec, times: np.ndarray, tz: str | None = None) ->
     """(N, 2K) float32 calendar channels for ``times`` (empty (N, 0) without calendar features)."""
     if not spec.calendar:
         return np.zeros((len(times), 0), dtype=np.float32)
-    from lstmcast.data.calendar import calendar_features
 
     return calendar_features(times, spec.calendar, tz).astype(np.float32)
 

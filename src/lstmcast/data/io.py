@@ -5,11 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
+import sys
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from ..errors import DataError, cut, did_you_mean, short, short_list
 
@@ -76,7 +81,6 @@ def read_table(source: str | os.PathLike[str] | pd.DataFrame, delimiter: str | N
     read as text exactly as written (D16). Rows are named
     only when a message needs them, never as one string per row (5 million rows would cost ~400 MB).
     """
-    import numpy as np
     import pandas as pd
 
     if isinstance(source, pd.DataFrame):
@@ -135,7 +139,6 @@ def frame_of_series(values: pd.Series, time_col: str | None, target: str | None)
 
 def row_name(value: object, kind: str) -> str:
     """``line 7`` (CSV line, header = line 1) or ``row 5`` / ``row 'a'`` (Parquet position, DataFrame label)."""
-    import numpy as np
     import pandas as pd
 
     if kind == "line":
@@ -155,7 +158,6 @@ class Rows:
         return len(self.values)
 
     def __getitem__(self, key):  # an int gives the row's name; a mask, slice or order gives Rows
-        import numpy as np
 
         if isinstance(key, (int, np.integer)):
             return row_name(self.values[key], self.kind)
@@ -179,8 +181,6 @@ def _describe(path: Path) -> str:
 
 def check_file(path: Path) -> None:
     """Refuse what is not a readable regular file, naming the file and the reason (D11, D16)."""
-    import stat
-
     where = _describe(path)
     try:
         info = path.stat()
@@ -212,8 +212,6 @@ def _read_file(path: Path, delimiter: str | None, id_col: str | None = None, dec
 
 def _refuse_duplicates(names: list[str], where: str) -> None:
     """D16: two columns with one name are ambiguous; pandas would silently rename the second (y -> y.1)."""
-    from collections import Counter
-
     # a blank header cell is not a duplicate: pandas names each one 'Unnamed: k'
     dups = [name for name, n in Counter(names).items() if n > 1 and name]
     if dups:
@@ -231,7 +229,7 @@ def _read_parquet(path: Path, where: str) -> pd.DataFrame:
         names = list(pq.read_schema(path).names)  # pandas would fail on duplicates with an arrow message
     except OSError:
         raise  # unreadable: _read_file names the file and the reason
-    except Exception as exc:  # pyarrow raises many types for a bad file
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a bad file
         raise DataError(f"{where}: cannot read as Parquet ({cut(str(exc), 200)}); is it a CSV? rename it to "
                         ".csv") from None
     _refuse_duplicates(names, where)
@@ -239,7 +237,7 @@ def _read_parquet(path: Path, where: str) -> pd.DataFrame:
         frame = pd.read_parquet(path)
     except OSError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the same for the data pages
         raise DataError(f"{where}: cannot read as Parquet ({cut(str(exc), 200)})") from None
     release_arrow_memory()
     return frame
@@ -248,8 +246,6 @@ def _read_parquet(path: Path, where: str) -> pd.DataFrame:
 def release_arrow_memory() -> None:
     """Hand the pages Arrow's allocator keeps after a table is freed back to the system: a Parquet file's text
     columns live in Arrow memory, and freeing the read table left 1.5 GB resident at 46M rows."""
-    import sys
-
     if "pyarrow" in sys.modules:
         sys.modules["pyarrow"].default_memory_pool().release_unused()
 

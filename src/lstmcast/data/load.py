@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import os
+from typing import TYPE_CHECKING
 
+from lstmcast.data.io import read_table, release_arrow_memory, warnings_as_log
+from lstmcast.data.validate import SeriesSet, validate_frame
 from lstmcast.errors import DataError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from lstmcast.config import ForecastConfig
-    from lstmcast.data.validate import SeriesSet
 
 
-def load_series(source: Any, cfg: ForecastConfig) -> SeriesSet:
+def load_series(source: str | os.PathLike[str] | pd.DataFrame | SeriesSet | None, cfg: ForecastConfig) -> SeriesSet:
     """Read and validate a file path or DataFrame (``None``: the config's ``data.path``)."""
-    from lstmcast.data.io import read_table, release_arrow_memory, warnings_as_log
-    from lstmcast.data.validate import SeriesSet, validate_frame
-
     if isinstance(source, SeriesSet):  # validated already: tuning loads once and reuses it across trials
         return source
     if source is None:

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import DataError
 from .grid import label, regularise_zoned, wall_clock
+from .io import Rows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,8 +86,6 @@ def validate_long(df: pd.DataFrame, cfg: DataConfig, times: np.ndarray, numeric:
     paths). At 4.6M rows each int64 copy is 35 MB, so scratch arrays are dropped or reused as soon as they are
     spent, and float32 columns stay float32 (only the rows a fill computes are float64, as in the loop).
     """
-    from .io import Rows
-
     integer_time = times.dtype.kind in "iu"  # int64 steps (times.py), else datetime64[ns]
     got = _codes(df[cfg.id_col])
     if got is None:

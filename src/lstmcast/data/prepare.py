@@ -11,11 +11,20 @@ import numpy as np
 from ..config import DataConfig
 from ..errors import DataError, short
 from . import scaling, transform
-from .validate import SeriesSet
 from .calendar import future_times
+from .grid import stamp
 from .inputs import InputSpec, calendar_block, fit_inputs, static_table
-from .windows import (Roles, Split, WindowIndex, build_index, min_train_points, no_trainable_series,
-                      pad_for, split_points)
+from .validate import SeriesSet
+from .windows import (
+    Roles,
+    Split,
+    WindowIndex,
+    build_index,
+    min_train_points,
+    no_trainable_series,
+    pad_for,
+    split_points,
+)
 
 log = logging.getLogger(__name__)
 _FP16_MAX = 65504.0
@@ -88,7 +97,8 @@ def _too_short(label: str, sp: Split, window: int | str, horizon: int) -> DataEr
     total = f" (at least {window + horizon + held} in all)" if isinstance(window, int) else ""
     return DataError(
         f"{label} is too short: it has {sp.n} points; validation and test take the last {held} (the test at "
-        f"least one horizon, validation at least data.min_val_horizons), leaving {max(sp.train_end, 0)} training points, but {need} are needed for one "
+        f"least one horizon, validation at least data.min_val_horizons), leaving {max(sp.train_end, 0)} training "
+        f"points, but {need} are needed for one "
         f"training window{total}: reduce data.window or data.horizon, lower data.val_fraction / "
         "data.test_fraction / data.min_val_horizons, or use a longer series")
 
@@ -152,8 +162,6 @@ def _panel_window(cfg: DataConfig, series: SeriesSet, splits: list[Split], seaso
 
 def check_fp16_range(scaled: list[np.ndarray], series: SeriesSet, scaling: str) -> None:
     """D10: what enters an fp16 model must fit float16 (|x| <= 65504), checked before training."""
-    from .grid import stamp
-
     for sid, times, vals in zip(series.ids, series.times, scaled):
         big = np.abs(np.nan_to_num(vals)) > _FP16_MAX
         if big.any():

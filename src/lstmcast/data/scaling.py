@@ -7,6 +7,9 @@ import warnings
 
 import numpy as np
 
+from ..errors import DataError, short
+from .grid import fmt
+
 log = logging.getLogger(__name__)
 
 
@@ -76,9 +79,6 @@ def check_overflow(values: np.ndarray, scaled: np.ndarray, channels: list[str], 
 
     ``values`` (N, C) raw, ``scaled`` (N, C) float32, ``times`` (N,) datetime64; refuses naming column and rows.
     """
-    from ..errors import DataError, short
-    from .grid import fmt
-
     bad = np.isfinite(values) & ~np.isfinite(scaled)
     if not bad.any():
         return

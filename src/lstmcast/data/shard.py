@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lstmcast.data.io import release_arrow_memory, warnings_as_log
+from lstmcast.data.validate import validate_frame
 from lstmcast.errors import ConfigError, DataError, cut, short_list
 
 if TYPE_CHECKING:
@@ -100,9 +102,6 @@ def read_shard(path: str | os.PathLike[str], id_col: str, rank: int, world: int)
 
 def load_shard(source: Any, cfg: ForecastConfig, rank: int, world: int) -> tuple[SeriesSet, list[str]]:
     """This rank's series, read and validated (``load_series`` for one rank's share), and every id."""
-    from lstmcast.data.io import release_arrow_memory, warnings_as_log
-    from lstmcast.data.validate import validate_frame
-
     source = cfg.data.path if source is None else source
     refuse_unshardable(source, cfg, world)
     with warnings_as_log("the data"):

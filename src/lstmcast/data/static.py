@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import DataError, plain, short
 from .grid import fmt, label
-from .io import row_name
+from .io import missing_columns, row_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -161,8 +161,6 @@ def static_for(df: pd.DataFrame, cfg: DataConfig, ids: list[str]) -> StaticValue
     rows. DataError (D18) for a value that changes within a series (naming the series, the column, two
     differing values and their rows), a missing value, or a series without rows.
     """
-    from .io import missing_columns
-
     names = list(cfg.static_features)
     missing_columns(df, [("data.static_features", n) for n in names])
     series = _series_codes(df, cfg, ids)

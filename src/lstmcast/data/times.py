@@ -237,7 +237,8 @@ def _to_datetime(df: pd.DataFrame, cfg: DataConfig, text: pd.Series, fmt_: str |
         parsed = pd.to_datetime(text, format=fmt_, utc=cfg.utc, errors="coerce")
     except (ValueError, TypeError) as exc:
         zones = " or set data.utc: true to convert them to UTC" if "zone" in str(exc) else ""
-        raise DataError(f"time column {short(cfg.time_col)} cannot be parsed ({cut(str(exc), 200)}): {hint}{zones}") from None
+        raise DataError(f"time column {short(cfg.time_col)} cannot be parsed ({cut(str(exc), 200)}): "
+                        f"{hint}{zones}") from None
     bad = parsed.isna().to_numpy()
     if bad.any():
         first = text[bad].iloc[0]

@@ -17,17 +17,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import DataError, did_you_mean, plain, short, short_list
+from ..errors import DataError, plain, short, short_list
 from .grid import MAX_LISTED as _MAX_LISTED
 from .grid import fmt as _fmt
 from .grid import label as _label
 from .grid import regularise_zoned as _regularise
 from .grid import stamp
 from .hints import decimal_comma_hint, refuse_hidden_series
-from .io import missing_columns, Rows
+from .io import Rows, missing_columns
+from .longtable import validate_long
 from .static import StaticValues, static_for
-from .windows import min_train_points, no_trainable_series
 from .times import TIME_RANGE, check_freq, parse_times, rows_at
+from .windows import min_train_points, no_trainable_series
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -241,8 +242,6 @@ def _validate_series(df: pd.DataFrame, cfg: DataConfig, times: np.ndarray, tz: s
     decide, else the per-series loop, which also explains what is wrong."""
     cols = targets + covariates
     if cfg.id_col:
-        from .longtable import validate_long
-
         fast = validate_long(df, cfg, times, numeric, cols, tz)
         if fast is not None:
             return (*fast, "long")

@@ -18,7 +18,8 @@ from ..errors import DataError, short
 
 @dataclass(frozen=True)
 class Split:
-    """Region boundaries of one series of length n: train [0, train_end), val [train_end, val_end), test [val_end, n)."""
+    """Region boundaries of one series of length n: train [0, train_end), val [train_end, val_end),
+    test [val_end, n)."""
 
     n: int
     train_end: int
@@ -34,7 +35,8 @@ def split_points(n: int, horizon: int, val_fraction: float, test_fraction: float
 
     ``flexible`` (a table of many series): a series too short to keep ``min_train_points`` for training
     shortens its validation part to one horizon, then gives it up, then its test part, and trains on all it
-    has; the table's other series validate and backtest. Without it (one series) the split is kept and prepare refuses a short series (D8).
+    has; the table's other series validate and backtest. Without it (one series) the split is kept and prepare
+    refuses a short series (D8).
 
     >>> split_points(48, 18, 0.1, 0.2, 2, flexible=True)  # no room for 36 validation points: trains on 30
     Split(n=48, train_end=30, val_end=30)

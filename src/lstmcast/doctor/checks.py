@@ -11,14 +11,18 @@ from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from lstmcast.config import ForecastConfig
+from pydantic import ValidationError
+
+from lstmcast.config import ForecastConfig, _semantic_problems
+from lstmcast.config_checks import all_keys, describe
 from lstmcast.errors import ConfigError
-from lstmcast.findings import Finding
+from lstmcast.findings import Finding, split_message
+from lstmcast.model.estimate import Dims, n_parameters
 
 if TYPE_CHECKING:
     from lstmcast.data.prepare import Prepared
     from lstmcast.data.validate import SeriesSet
-    from lstmcast.doctor.report import Dims, DoctorReport
+    from lstmcast.doctor.record import DoctorReport
     from lstmcast.training.accel import Accel
 
 log = logging.getLogger(__name__)
@@ -33,12 +37,6 @@ SMALL_WIDTH = 16  # below this the guide's 2-4x hidden_size rule is stated as in
 
 def config_findings(config: ForecastConfig | dict[str, Any] | None) -> tuple[ForecastConfig, list[Finding]]:
     """Structural problems raise ConfigError (nothing to examine); semantic ones become error findings."""
-    from pydantic import ValidationError
-
-    from lstmcast.config import _semantic_problems  # the exact texts validate_config raises with
-    from lstmcast.config_checks import all_keys, describe
-    from lstmcast.findings import split_message
-
     if isinstance(config, ForecastConfig):
         cfg = config
     else:
@@ -59,7 +57,6 @@ def device_findings(cfg: ForecastConfig) -> tuple[Accel | None, list[Finding]]:
     """Resolve device and precision as ``train`` does; an impossible combination is an error finding."""
     import torch
 
-    from lstmcast.findings import split_message
     from lstmcast.training.accel import resolve
 
     threads = torch.get_num_threads()
@@ -144,7 +141,6 @@ def _hidden_size(d: Dims) -> list[Finding]:
 def _bidirectional(d: Dims, report: DoctorReport) -> list[Finding]:
     if d.D != 2:
         return []
-    from lstmcast.model.estimate import n_parameters
 
     one_way = n_parameters(replace(d, D=1))
     return [Finding("info", "bidirectional-head",
@@ -159,7 +155,6 @@ def _windows_per_parameter(cfg: ForecastConfig, report: DoctorReport) -> list[Fi
     ratio = report.windows_per_parameter
     if ratio is None or ratio >= MIN_WINDOWS_PER_PARAMETER:
         return []
-    from lstmcast.model.estimate import n_parameters
 
     d, W = report.dims, report.train_windows or 0
     hidden = d.hidden

@@ -18,13 +18,17 @@ HIDDEN_FLOOR units; otherwise the fix says to get more data or train longer.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from lstmcast.findings import Finding
+from lstmcast.model.estimate import n_parameters
+from lstmcast.model.sizing import resolve_model
 
 if TYPE_CHECKING:
     from lstmcast.config import ForecastConfig
+    from lstmcast.data.prepare import Prepared
+    from lstmcast.doctor.record import DoctorReport
 
 # Thresholds, each stated in the finding it triggers.
 SPIKE = 1.5  # an epoch's training loss above 1.5x the best so far, undoing half the progress, is a spike
@@ -99,16 +103,12 @@ class _Curves:
         return self.val if all(math.isfinite(v) for v in self.val) else self.train
 
 
-def data_info_of(prepared: Any, doctor: Any = None) -> DataInfo | None:
-    """DataInfo from a ``Prepared`` (Forecaster.prepared_) and the DoctorReport (Forecaster.doctor_), if any."""
+def data_info_of(prepared: Prepared | None, doctor: DoctorReport | None = None) -> DataInfo | None:
+    """DataInfo from a ``Prepared`` and the DoctorReport (Forecaster.training_.prepared / .doctor), if any."""
     if prepared is None:
         return None
     wider = None
     if doctor is not None:
-        from dataclasses import replace
-
-        from lstmcast.model.estimate import n_parameters
-
         wider = n_parameters(replace(doctor.dims, hidden=2 * doctor.dims.hidden))
     return DataInfo(tuple(int(sp.train_end) for sp in prepared.splits), int(prepared.window),
                     int(prepared.horizon), wider)
@@ -122,8 +122,6 @@ def diagnose(history: list[dict[str, Any]], extra: list[Finding] | None = None, 
     so new inputs can be added without breaking callers."""
     extra = list(extra or [])
     if config is not None and "auto" in (config.model.hidden_size, config.model.dropout):
-        from lstmcast.model.sizing import resolve_model  # a config as written: 'auto' as the numbers fit would pick
-
         config = config.model_copy(update={"model": resolve_model(config.model, None, 1, 1, 1, 1)})
     n = len(history)
     steps = sum(int(h.get("steps", 0)) for h in history) if all("steps" in h for h in history) else None

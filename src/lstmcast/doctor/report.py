@@ -14,24 +14,28 @@ training steps, and lists findings with a severity and a fix. ``train`` runs the
 from __future__ import annotations
 
 import logging
-import sys
 import time
-import types
-from dataclasses import asdict, dataclass, field
+from io import StringIO
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lstmcast.config import ForecastConfig
+from lstmcast.data.calendar import calendar_for
+from lstmcast.data.inputs import InputSpec, fit_inputs
+from lstmcast.data.load import load_series
+from lstmcast.data.prepare import auto_window, prepare, season_from_freq
+from lstmcast.data.windows import Roles, Statics
+from lstmcast.doctor.checks import config_findings, device_findings, model_findings
+from lstmcast.doctor.record import DoctorReport, finding_text
 from lstmcast.errors import ConfigError, DataError
-# re-exported: the doctor's public arithmetic (tests and callers import it from here)
-from lstmcast.model.estimate import (Dims, InputRoles, LayerCount, ShapeRow, flops_per_step, layer_counts,  # noqa: F401
-                                     memory_bytes, n_parameters, trace)
-from lstmcast.findings import split_message  # noqa: F401  (re-exported)
-from lstmcast.findings import Finding
+from lstmcast.findings import Finding, split_message
+from lstmcast.model.build import build_model
+from lstmcast.model.estimate import Dims, InputRoles, flops_per_step, layer_counts, memory_bytes, n_parameters, trace
+from lstmcast.model.sizing import resolve_model
+from lstmcast.training.fit import epoch_batch
 
 if TYPE_CHECKING:
-    from lstmcast.data.inputs import InputSpec
     from lstmcast.data.prepare import Prepared
     from lstmcast.data.validate import SeriesSet
     from lstmcast.training.accel import Accel
@@ -40,70 +44,6 @@ log = logging.getLogger(__name__)
 
 # error findings whose cause is the data (raised as DataError, exit 3, by train); the rest are ConfigError
 DATA_CODES = frozenset({"series-too-short", "data-windows"})
-
-
-@dataclass
-class DoctorReport:
-    """What the doctor found; ``as_dict()`` is the ``--json`` output."""
-
-    dims: Dims
-    trace: list[ShapeRow]
-    layers: list[LayerCount]
-    n_parameters: int
-    memory_bytes: dict[str, int]
-    flops_per_step: int
-    device: str
-    precision: str
-    findings: list[Finding] = field(default_factory=list)
-    train_windows: int | None = None
-    val_windows: int | None = None
-    val_sample: int | None = None  # train.val_windows when below val_windows: validation uses that many
-    series_bytes: int | None = None
-    step_seconds: float | None = None  # the median of the timed steps
-    step_spread: tuple[float, float] | None = None  # their 10th and 90th percentiles
-    step_samples: int = 0  # timed steps, after the warm-up
-    source: str = "config only (no data): F from the config's target and feature columns"
-
-    @property
-    def windows_per_parameter(self) -> float | None:
-        return None if self.train_windows is None else self.train_windows / self.n_parameters
-
-    @property
-    def errors(self) -> list[Finding]:
-        return [f for f in self.findings if f.is_error]
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        """The traced shape of the row called ``name`` (e.g. "lstm output")."""
-        for row in self.trace:
-            if row.name == name:
-                return row.shape
-        raise KeyError(f"no trace row {name!r}; rows: {[r.name for r in self.trace]}")
-
-    def error_text(self) -> str:
-        """The text ``train`` refuses with: every error finding, message and fix."""
-        return "; ".join(_text(f) for f in self.errors)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "batch_first": True, "source": self.source, "dims": asdict(self.dims),
-            "trace": [{**asdict(r), "shape": list(r.shape)} for r in self.trace],
-            "parameters": {"layers": [asdict(c) for c in self.layers], "total": self.n_parameters},
-            "train_windows": self.train_windows, "val_windows": self.val_windows, "val_sample": self.val_sample,
-            "windows_per_parameter": self.windows_per_parameter, "memory_bytes": dict(self.memory_bytes),
-            "series_bytes": self.series_bytes, "flops_per_step": self.flops_per_step,
-            "step_seconds": self.step_seconds,
-            "step_spread": list(self.step_spread) if self.step_spread else None, "step_samples": self.step_samples,
-            "device": self.device, "precision": self.precision,
-            "findings": [f.as_dict() for f in self.findings], "ok": self.ok,
-        }
-
-
-def _text(f: Finding) -> str:
-    return f.message + (f": {f.fix}" if f.fix else "")
 
 
 # -- the entry points -----------------------------------------------------------------------------
@@ -115,16 +55,12 @@ def doctor(config: ForecastConfig | dict[str, Any] | None = None, data: Any = No
     skipped. Invalid data (missing columns, gaps, ...) raises DataError as ``train`` would.
     ``measure=True`` times a few real training steps on this machine.
     """
-    from lstmcast.doctor.checks import config_findings, device_findings
-
     cfg, findings = config_findings(config)
     accel, dev_findings = device_findings(cfg)
     findings += dev_findings
     series = prep = None
     source = data if data is not None else cfg.data.path
     if source is not None:
-        from lstmcast.data.load import load_series
-
         series = load_series(source, cfg)
         prep, data_findings = _prepare(cfg, series, accel)
         findings += data_findings
@@ -139,13 +75,11 @@ def doctor(config: ForecastConfig | dict[str, Any] | None = None, data: Any = No
 
 def preflight(cfg: ForecastConfig, series: SeriesSet, prep: Prepared, accel: Accel) -> DoctorReport:
     """The doctor's checks at the start of ``fit``: log advice, refuse error findings with their text."""
-    from lstmcast.doctor.checks import config_findings
-
     _, findings = config_findings(cfg)
     report = _examine(cfg, series, prep, accel, findings)
     for f in report.findings:
         if not f.is_error:
-            log.log(logging.WARNING if f.severity == "warning" else logging.INFO, "doctor: %s", _text(f))
+            log.log(logging.WARNING if f.severity == "warning" else logging.INFO, "doctor: %s", finding_text(f))
     if report.errors:
         codes = {f.code for f in report.errors}
         raise (DataError if codes <= DATA_CODES else ConfigError)(report.error_text())
@@ -153,8 +87,6 @@ def preflight(cfg: ForecastConfig, series: SeriesSet, prep: Prepared, accel: Acc
 
 
 def _prepare(cfg: ForecastConfig, series: SeriesSet, accel: Accel | None) -> tuple[Prepared | None, list[Finding]]:
-    from lstmcast.data.prepare import prepare
-
     precision = accel.precision if accel is not None else cfg.train.precision
     try:
         return prepare(series, cfg.data, precision, cfg.model.id_embedding), []
@@ -167,8 +99,6 @@ def _prepare(cfg: ForecastConfig, series: SeriesSet, accel: Accel | None) -> tup
 def config_dims(cfg: ForecastConfig) -> tuple[int, int, int]:
     """(F, T, L) from the config alone: targets + features + future features (the value channels; calendar
     channels come on top), the window or the automatic one."""
-    from lstmcast.data.prepare import auto_window, season_from_freq
-
     d = cfg.data
     wide = d.format == "wide" and len(d.target) > 1
     T = 1 if wide or not d.target else len(d.target)
@@ -181,15 +111,11 @@ def input_roles(cfg: ForecastConfig, series: SeriesSet | None, prep: Prepared | 
     """The model's input roles as fit derives them (data/inputs.py): the prepared data's, the data's when it
     failed to prepare, or the config's alone (its static features counted as numeric: which are categorical,
     and their vocabularies, the id embedding's among them, only the data tells)."""
-    from lstmcast.data.inputs import InputSpec, fit_inputs
-
     if prep is not None:
         spec = prep.inputs
     elif series is not None:
         spec = fit_inputs(series, cfg.data, cfg.model.id_embedding)
     else:
-        from lstmcast.data.calendar import calendar_for
-
         d = cfg.data
         calendar = list(d.calendar) if isinstance(d.calendar, list) else \
             calendar_for(str(d.freq), d.calendar, isinstance(d.freq, int)) if d.freq else []
@@ -215,10 +141,6 @@ def _source(cfg: ForecastConfig, series: SeriesSet | None) -> str:
 
 def _examine(cfg: ForecastConfig, series: SeriesSet | None, prep: Prepared | None, accel: Accel | None,
              findings: list[Finding]) -> DoctorReport:
-    from lstmcast.doctor.checks import model_findings
-
-    from lstmcast.model.sizing import resolve_model
-
     F, T, L = config_dims(cfg)
     spec, roles = input_roles(cfg, series, prep)
     if series is not None:
@@ -233,7 +155,6 @@ def _examine(cfg: ForecastConfig, series: SeriesSet | None, prep: Prepared | Non
     m = cfg.model
     B = cfg.train.batch_size
     if windows:  # fit clamps the batch to the windows an epoch draws: the budget is that batch's
-        from lstmcast.training.fit import epoch_batch
 
         B = epoch_batch(B, windows, cfg.train.windows_per_epoch)
         if B < cfg.train.batch_size:
@@ -270,9 +191,6 @@ def measure_step(d: Dims, cfg: ForecastConfig, accel: Accel, steps: int = 30, wa
     (at least 5) within ``budget_s`` seconds. The caller reports their median and spread."""
     import torch
 
-    from lstmcast.data.windows import Roles, Statics
-    from lstmcast.model.build import build_model
-    from lstmcast.model.sizing import resolve_model
     from lstmcast.training.loop import Trainer
 
     m = resolve_model(cfg.model, None, d.F, d.T, d.H, d.L)  # dropout auto -> a number (d holds the width)
@@ -360,29 +278,11 @@ def render(report: DoctorReport) -> list[Any]:
 _ORDER = ["error", "warning", "advice", "info"]
 
 
-class _CallableModule(types.ModuleType):
-    """``lstmcast.doctor.report`` is both this module and the function: importing the submodule rebinds the package
-    attribute to the module (Python's import system does that), so the module forwards calls to the function."""
-
-    def __call__(self, config: ForecastConfig | dict[str, Any] | None = None, data: Any = None, *,
-                 measure: bool = False) -> DoctorReport:
-        return doctor(config, data, measure=measure)
-
-
-sys.modules[__name__].__class__ = _CallableModule
-
-__all__ = ["Dims", "DoctorReport", "LayerCount", "ShapeRow", "doctor", "preflight", "trace", "layer_counts",
-           "n_parameters", "memory_bytes", "flops_per_step", "measure_step", "split_message", "config_dims",
-           "input_roles", "InputRoles", "render"]
-
-
 def render_text(report: DoctorReport | None) -> str | None:
     """The report's tables as plain text (for TensorBoard), or None when rich is missing or no report."""
     if report is None:
         return None
     try:
-        from io import StringIO
-
         from rich.console import Console
     except ImportError as exc:
         log.info("no doctor report text (%s)", exc)

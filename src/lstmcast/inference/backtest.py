@@ -6,9 +6,9 @@ At origin t (the first forecast step) every method sees only y[:t]: the model re
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -17,10 +17,10 @@ from lstmcast import metrics
 from lstmcast.model.quantiles import interval_columns
 
 if TYPE_CHECKING:
-    from lstmcast.run.meta import RunMeta
     import pandas as pd
 
     from lstmcast.data.validate import SeriesSet
+    from lstmcast.run.meta import RunMeta
 
 
 def naive(y: np.ndarray, t: int, horizon: int) -> np.ndarray:

@@ -27,11 +27,16 @@ the validation windows are in the set too.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lstmcast.model.quantiles import apply_offsets, interval_metrics, level_columns
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from lstmcast.training.skip_init import SkipFit
 
 OOS_BLOCKS = 20  # refits of the linear skip for the out-of-sample training forecasts
 
@@ -86,8 +91,8 @@ def choose_method(pred: np.ndarray, y: np.ndarray, levels: list[int],
     return min(scores, key=lambda k: scores[k]), scores
 
 
-def out_of_sample_shift(windows: Any, idx: Any, fit_idx: Any, window: int, horizon: int, n_targets: int,
-                        season: int | None, skip: Any, weight: Any, loss: str, seed: int,
+def out_of_sample_shift(windows: Tensor, idx: Tensor, fit_idx: Tensor, window: int, horizon: int, n_targets: int,
+                        season: int | None, skip: SkipFit, weight: Tensor, loss: str, seed: int,
                         blocks: int = OOS_BLOCKS) -> tuple[np.ndarray, np.ndarray]:
     """How the linear skip's forecast of the windows ``idx`` (ascending starts) changes out of sample.
 

@@ -11,7 +11,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lstmcast.data.windows import split_window
+from lstmcast.inference.calibration import (
+    choose_method,
+    out_of_sample_shift,
+    residual_offsets,
+    scaled_conformal_offsets,
+    step_scale,
+)
+from lstmcast.inference.predict import _predict_scaled
+from lstmcast.model.quantiles import intervals_meta
+
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from lstmcast.config import ForecastConfig
     from lstmcast.data.prepare import Prepared
     from lstmcast.model.network import LSTMForecaster
@@ -21,7 +34,7 @@ log = logging.getLogger("lstmcast.forecaster")
 MAX_SCALE_WINDOWS = 4096  # training windows in the intervals' calibration set
 
 
-def calibrate(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, train_idx: Any, val_idx: Any,
+def calibrate(cfg: ForecastConfig, model: LSTMForecaster, tensor: Tensor, train_idx: Tensor, val_idx: Tensor,
                prep: Prepared, skip: SkipFit | None = None) -> dict[str, Any]:
     """Conformal offsets of each interval level (calibration.py), never from the test split.
 
@@ -29,9 +42,6 @@ def calibrate(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, train_idx
     offsets. The calibration windows: the validation windows and (evenly spread, at most
     MAX_SCALE_WINDOWS) the training windows, their linear skip forecast out of sample. model.interval_method
     auto keeps the method (quantile or residual) with the lower interval score on them."""
-    from lstmcast.inference.calibration import choose_method, residual_offsets, scaled_conformal_offsets, step_scale
-    from lstmcast.model.quantiles import intervals_meta
-
     levels = cfg.model.levels
     n = len(val_idx)
     if cfg.model.calibration == "none" or n == 0:
@@ -53,7 +63,7 @@ def calibrate(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, train_idx
     return intervals_meta(levels, "conformal", offsets[method], n, True, len(y_tr), method, scores)
 
 
-def training_forecasts(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, train_idx: Any,
+def training_forecasts(cfg: ForecastConfig, model: LSTMForecaster, tensor: Tensor, train_idx: Tensor,
                         prep: Prepared, skip: SkipFit | None) -> tuple[Any, Any]:
     """Forecasts and actuals of the training windows for calibration, the fitted linear skip's part
     replaced by an out-of-sample one (calibration.out_of_sample_shift; windows without earlier data dropped)."""
@@ -64,7 +74,6 @@ def training_forecasts(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, 
     pred, y = window_forecasts(model, tensor, tr, prep)
     if skip is None or math.isinf(skip.lam) or not len(tr):  # no skip, or a baseline: nothing fitted
         return pred, y
-    from lstmcast.inference.calibration import out_of_sample_shift
 
     windows = tensor.unfold(0, prep.window + prep.horizon, 1).cpu()
     shift, ok = out_of_sample_shift(windows, tr, train_idx, prep.window, prep.horizon, prep.series.n_targets,
@@ -73,7 +82,7 @@ def training_forecasts(cfg: ForecastConfig, model: LSTMForecaster, tensor: Any, 
     return pred[ok] + shift[ok][..., None], y[ok]
 
 
-def ridge_weight(cfg: ForecastConfig, windows: Any, train_idx: Any, prep: Prepared, skip: SkipFit) -> Any:
+def ridge_weight(cfg: ForecastConfig, windows: Tensor, train_idx: Tensor, prep: Prepared, skip: SkipFit) -> Tensor:
     """The linear skip as fitted on the training windows, before training: the reference of the out-of-sample
     shift. Not the trained model's skip weight: training moves it and the LSTM head makes up for the move, so
     a shift taken against it takes the move out of the calibration forecasts while the head's answer to it
@@ -86,14 +95,11 @@ def ridge_weight(cfg: ForecastConfig, windows: Any, train_idx: Any, prep: Prepar
                     prep.season, cfg.train.loss, cfg.train.seed, skip).weight
 
 
-def window_forecasts(model: LSTMForecaster, tensor: Any, idx: Any, prep: Prepared) -> tuple[Any, Any]:
+def window_forecasts(model: LSTMForecaster, tensor: Tensor, idx: Tensor, prep: Prepared) -> tuple[Any, Any]:
     """The model's quantile forecasts (N, H, T, Q) and the actuals (N, H, T) of windows ``idx`` (scaled)."""
-    from lstmcast.inference.predict import _predict_scaled
-
     L, H, T = prep.window, prep.horizon, prep.series.n_targets
     if len(idx) == 0:
         return np.zeros((0, H, T, len(model.quantiles or ()))), np.zeros((0, H, T))
-    from lstmcast.data.windows import split_window
 
     idx = idx.to(tensor.device)
     b = split_window(tensor.unfold(0, L + H, 1)[idx].cpu(), prep.roles)  # the batch's roles, on the host

@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lstmcast.data import scaling, transform
+from lstmcast.data.calendar import future_times as horizon_times
 from lstmcast.data.coverage import backtested
+from lstmcast.data.future import read_future
+from lstmcast.data.inputs import InputSpec, calendar_block, static_table
+from lstmcast.data.io import read_table, release_arrow_memory, warnings_as_log
 from lstmcast.data.prepare import is_panel, series_splits
+from lstmcast.data.validate import SeriesSet, validate_frame
 from lstmcast.data.windows import padded_rows
 from lstmcast.errors import DataError, did_you_mean, short, short_list
-from lstmcast.inference.frames import forecast_table
 from lstmcast.inference.backtest import Backtest, backtest_origins, gather_pairs, score, series_mase_scales
+from lstmcast.inference.frames import forecast_table
 from lstmcast.model.quantiles import calibrated, interval_metrics, quantiles_for, seasonal_naive_offsets_many
 
 if TYPE_CHECKING:
-    from lstmcast.run.meta import RunMeta
     import pandas as pd
 
     from lstmcast.config import ForecastConfig
     from lstmcast.data.validate import SeriesSet
     from lstmcast.model.network import LSTMForecaster
+    from lstmcast.run.meta import RunMeta
 
 
 def load_new_series(source: Any, cfg: ForecastConfig, meta: RunMeta) -> SeriesSet:
@@ -29,9 +35,6 @@ def load_new_series(source: Any, cfg: ForecastConfig, meta: RunMeta) -> SeriesSe
 
     ``None`` reads the run's training data (``data.path``). Errors say what the model needs.
     """
-    from lstmcast.data.io import read_table, release_arrow_memory, warnings_as_log
-    from lstmcast.data.validate import SeriesSet, validate_frame
-
     if isinstance(source, SeriesSet):
         series = source
     else:
@@ -154,8 +157,6 @@ def series_scalers(series: SeriesSet, meta: RunMeta, scaler: dict[str, np.ndarra
                    upto: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(S, C) means and stds: the trained series' own; a new series' from its own rows (the first
     ``upto[i]`` of them when given: the training split in a backtest), as training fitted them."""
-    import logging
-
     rows = np.array(_scaler_rows(series, meta), dtype=np.int64)
     mean, std = scaler["mean"][rows].copy(), scaler["std"][rows].copy()
     new = np.flatnonzero(rows < 0)
@@ -181,8 +182,6 @@ def model_inputs(series: SeriesSet, meta: RunMeta, times: np.ndarray, future_val
     """The known-future (N, H, K) and static (N, S) inputs, and the past calendar block (N, L, 2C), for windows
     of the series ``sidx`` (default: one per series) whose past times are ``times`` (N, L) and horizon times
     ``future_times_`` (N, H); ``future_vals`` (N, H, Kf) raw known-future covariates."""
-    from lstmcast.data.inputs import InputSpec, static_table
-
     spec = InputSpec.from_dict(meta.inputs_dict())
     sidx = np.arange(len(series.ids)) if sidx is None else sidx
     tz = meta.tz
@@ -202,8 +201,6 @@ def model_inputs(series: SeriesSet, meta: RunMeta, times: np.ndarray, future_val
 
 def _calendar(spec: Any, times: np.ndarray, tz: str | None) -> np.ndarray:
     """(N, K) times -> (N, K, 2C) calendar channels in one call (the channels are per time stamp)."""
-    from lstmcast.data.inputs import calendar_block
-
     block = calendar_block(spec, times.reshape(-1), tz)
     return block.reshape(times.shape[0], times.shape[1], block.shape[1])
 
@@ -231,7 +228,7 @@ def _predict_scaled(model: LSTMForecaster, x: np.ndarray, batch: int = PREDICT_B
 def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: RunMeta,
                    scaler: dict[str, np.ndarray], future: Any = None, cfg: Any = None) -> pd.DataFrame:
     """The next ``horizon`` steps of every series; ``future``: the known-future covariates over them."""
-    L, H, T = meta.window, meta.horizon, meta.n_targets
+    L, T = meta.window, meta.n_targets
     mean, std = series_scalers(series, meta, scaler)  # (S, C)
     x, past_times, mask = last_windows(series, L, meta.mask_channel)  # (S, L, C), (S, L), (S, L) or None
     if np.isnan(x).any():
@@ -258,7 +255,8 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: RunMeta,
         y = qs[..., raw.shape[-1] // 2]
     else:
         y = transform.inverse(raw * std[:, None, :T] + mean[:, None, :T], meta.transform)  # (S, H, T)
-    if not np.isfinite(y if qs is None else qs).all():  # D14: a NaN forecast written as an empty cell would pass as a result
+    # D14: a NaN forecast written as an empty cell would pass as a result
+    if not np.isfinite(y if qs is None else qs).all():
         bad = [sid or "the series" for sid, v in zip(series.ids, y) if not np.isfinite(v).all()]
         raise DataError(f"the forecast of {bad[:5]} is not finite: the last {L} input rows lie so far outside "
                         "the training data's range that the model overflows; check those values")
@@ -289,8 +287,6 @@ def _future_inputs(series: SeriesSet, meta: RunMeta, future: Any, cfg: Any) -> t
     """The raw known-future covariates (S, H, Kf) from ``future`` and each series' horizon times (S, H),
     UTC-naive. Series that end at the same time share theirs: computed once per distinct last time (a
     ``date_range`` per series was 15x the model's forward at 10k series)."""
-    from lstmcast.data.calendar import future_times as horizon_times
-
     H, integer = meta.horizon, bool(meta.integer_time)
     uniq, inv = np.unique(np.array([t[-1] for t in series.times]), return_inverse=True)
     times = np.stack([horizon_times(u, meta.freq, H, integer_time=integer, tz=meta.tz) for u in uniq])[inv]
@@ -299,8 +295,6 @@ def _future_inputs(series: SeriesSet, meta: RunMeta, future: Any, cfg: Any) -> t
             raise DataError("future= was given but this model has no known-future covariates (data.future_features)"
                             ": drop --future / future=")
         return None, times
-    from lstmcast.data.future import read_future
-    from lstmcast.data.io import warnings_as_log
 
     with warnings_as_log("the future covariates"):
         vals = read_future(future, cfg.data, series.ids, [t[-1] for t in series.times], H, meta.freq, integer,

@@ -16,14 +16,14 @@ if TYPE_CHECKING:
     from lstmcast.training.distributed import Distributed
 
 
-def outputs(fc: Any) -> tuple[Backtest, pd.DataFrame | None, pd.DataFrame] | None:
-    """This rank's backtest and forecast, gathered on rank 0: (the backtest of every series, its metrics
-    scored over them all; the forecast; backtest.csv's rows) there, None on the others. ``fc.backtest_`` stays
-    this rank's own (its series are the ones this process holds)."""
-    dist: Distributed = fc.shards_
+def outputs(fc: Any, dist: Distributed) -> tuple[Backtest, pd.DataFrame | None, pd.DataFrame] | None:
+    """This rank's backtest and forecast of a fitted Forecaster ``fc`` (a layer above), gathered on rank 0 over
+    ``dist`` (its ``training_.shards``): (the backtest of every series, its metrics scored over them all; the
+    forecast; backtest.csv's rows) there, None on the others. ``fc.backtest_`` stays this rank's own (its series
+    are the ones this process holds)."""
     fc.backtest(None)
     bt, meta = fc.backtest_, fc.meta_
-    src = fc._series(None)
+    src = fc.series(None)
     pos = {sid: i for i, sid in enumerate(meta.ids)}
     part = {"sidx": np.array([pos[s] for s in src.ids], dtype=np.int64)[bt.series_idx], "actual": bt.actual,
             "forecasts": bt.forecasts, "scale": bt.scale, "origins": bt.origins, "rows": bt.frame(src, meta),

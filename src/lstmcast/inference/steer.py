@@ -19,7 +19,7 @@ import numpy as np
 
 from lstmcast.data.windows import split_points
 from lstmcast.errors import ConfigError, DataError
-from lstmcast.inference.backtest import Backtest, score
+from lstmcast.inference.backtest import Backtest, backtest_origins, score
 from lstmcast.inference.predict import add_interval_metrics, run_backtest
 
 if TYPE_CHECKING:
@@ -175,7 +175,6 @@ def _refit_pairs(model: LSTMForecaster, series: SeriesSet, meta: RunMeta, scaler
         return plan_pairs(series, meta, cfg, plan)
     ev = cfg.eval.model_copy(update={k: v for k, v in (("stride", plan.stride), ("max_origins", plan.n_windows))
                                      if v is not None})
-    from lstmcast.inference.backtest import backtest_origins
 
     d, H, L, season = cfg.data, meta.horizon, meta.window, meta.season or 1
     lengths = [len(v) for v in series.values]

@@ -122,10 +122,10 @@ def input_rows(d: Dims, roles: InputRoles | None = None) -> list[ShapeRow]:
                              parts + "known over the horizon (the same channels as x's last K), into the decoder"))
     if d.static_in:
         names = list(r.static_categorical) if r is not None else [f"code {k + 1}" for k in range(len(d.cards))]
-        parts = [f"{d.S} numeric"] if d.S else []
+        terms = [f"{d.S} numeric"] if d.S else []
         if d.cards:
-            parts.append(f"{_plural(len(d.cards), 'categorical code')} ({', '.join(names)})")
-        rows.append(ShapeRow("input static", (d.B, d.static_in), "(B, S)", "per series: S = " + " + ".join(parts)))
+            terms.append(f"{_plural(len(d.cards), 'categorical code')} ({', '.join(names)})")
+        rows.append(ShapeRow("input static", (d.B, d.static_in), "(B, S)", "per series: S = " + " + ".join(terms)))
         embs = [f"{n} Embedding({c}, {embedding_dim(c)})" for n, c in zip(names, d.cards)]
         rows += [ShapeRow("static encoding", (d.B, d.static_width), "(B, S')",
                           " + ".join([f"{d.S} numeric"] * bool(d.S) + embs)

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lstmcast.model.quantiles import pinball_loss
+
 LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "mse": F.mse_loss,
     "mae": F.l1_loss,
@@ -22,6 +24,5 @@ def loss_for(model: nn.Module, name: str, device: torch.device) -> Callable[[Ten
     quantiles = getattr(model, "quantiles", None)
     if not quantiles:
         return LOSSES[name]
-    from lstmcast.model.quantiles import pinball_loss
 
     return pinball_loss(torch.tensor(quantiles, device=device))  # made once: no host copy in a CUDA graph

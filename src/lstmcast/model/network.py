@@ -71,7 +71,7 @@ class LSTMForecaster(nn.Module):
         self.decoder = HorizonDecoder(width, future_size, self.statics.width, horizon, n_targets) \
             if future_size or self.statics.width else None
         self.linear_skip = linear_skip
-        if linear_skip:
+        if linear_skip and window is not None:  # window None with linear_skip is refused above
             # y = last + skip(x - last) + head(lstm): the skip, shared by the targets, starts as the naive
             # forecast (weights 0) until lstmcast fits it (training/skip_init.py); the head starts at 0 so the
             # LSTM begins from the skip's forecast and learns what the linear map misses
@@ -146,7 +146,8 @@ class LSTMForecaster(nn.Module):
                     raise ShapeError(f"this model takes no {name} input (it was built without one): drop {name}=")
                 continue
             if not isinstance(got, Tensor):
-                raise ShapeError(f"this model needs {name}= of shape {want} ({'B, H, K known-future inputs' if name == 'future' else 'B, S static inputs'}), got {type(got).__name__}")
+                role = "B, H, K known-future inputs" if name == "future" else "B, S static inputs"
+                raise ShapeError(f"this model needs {name}= of shape {want} ({role}), got {type(got).__name__}")
             if tuple(got.shape) != want or got.dtype != x.dtype or got.device != x.device:
                 raise ShapeError(f"expected {name} of shape {want}, dtype {x.dtype} on {x.device}, got shape "
                                  f"{tuple(got.shape)}, dtype {got.dtype} on {got.device}")
@@ -323,10 +324,11 @@ class HorizonDecoder(nn.Module):
         super().__init__()
         self.horizon, self.n_targets = horizon, n_targets
         self.step = nn.Embedding(horizon, STEP_DIM)  # which step ahead: effects can differ by lead time
-        self.net = nn.Sequential(nn.Linear(width + future_size + static_width + STEP_DIM, hidden), nn.GELU(),
-                                 nn.Linear(hidden, n_targets))
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        first = nn.Linear(width + future_size + static_width + STEP_DIM, hidden)
+        out = nn.Linear(hidden, n_targets)  # built in this order: the seeded initial weights stay the same
+        nn.init.zeros_(out.weight)
+        nn.init.zeros_(out.bias)
+        self.net = nn.Sequential(first, nn.GELU(), out)
 
     def forward(self, last: Tensor, future: Tensor | None, s: Tensor | None) -> Tensor:
         # last: (B, D * hidden); future: (B, H, K); s: (B, S') -> (B, H, T)

@@ -5,9 +5,7 @@
 150-point monthly series gets a small model and a long series the full 64. ``model.dropout: auto`` is 0.1
 between stacked layers and 0 with one layer (LSTM dropout acts between layers only).
 
->>> from typing import Any
-
-from lstmcast.config import ModelConfig
+>>> from lstmcast.config import ModelConfig
 >>> auto_hidden(ModelConfig(), train_windows=45, F=1, T=1, H=12, L=24)
 16
 >>> auto_hidden(ModelConfig(), train_windows=100_000, F=1, T=1, H=12, L=24)
@@ -15,6 +13,8 @@ from lstmcast.config import ModelConfig
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from lstmcast.config import ModelConfig
 from lstmcast.model.estimate import Dims, n_parameters

@@ -24,7 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from lstmcast import atomic
+from lstmcast.data.coverage import summary_lines
 from lstmcast.errors import CheckpointError, LstmcastError
+from lstmcast.inference.backtest import methods
+from lstmcast.metrics import NAMES
+from lstmcast.report.plots import probe_plot
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +131,6 @@ def metrics_section(metrics: dict[str, dict[str, float]] | None) -> str:
     """The backtest table: one row per method, best value per column marked; exact values in data-value."""
     if not metrics:
         return _missing("metrics.json", "written by `lstmcast train`")
-    from lstmcast.inference.backtest import methods
-    from lstmcast.metrics import NAMES
 
     per_series = len(metrics.get("per_series", {}))
     metrics = methods(metrics)
@@ -203,7 +205,6 @@ def monitor_section(run: Path, monitor: dict[str, Any] | None, plots_in_run: boo
     probes = monitor.get("probes") or []
     if not probes:
         return "<p>The probe did not run in this training (see the log).</p>"
-    from lstmcast.report.plots import probe_plot
 
     if not plots_in_run:
         with tempfile.TemporaryDirectory(prefix="lstmcast-report-") as tmp:
@@ -224,7 +225,8 @@ def monitor_section(run: Path, monitor: dict[str, Any] | None, plots_in_run: boo
     ov = monitor.get("overhead", {})
     note = (f"<p>Gate cells: mean activation / share saturated, on a fixed batch of {monitor.get('probe_size')} "
             f"validation windows at epoch {last['epoch']}, recomputed from the layer weights (largest "
-            f"difference to the kernel's h_n/c_n {last.get('recompute_error', 0):.1e}). {_overhead_text(ov, len(probes))}"
+            f"difference to the kernel's h_n/c_n {last.get('recompute_error', 0):.1e}). "
+            f"{_overhead_text(ov, len(probes))}"
             "</p>")
     return _img(plot, "gate and hidden-state statistics over epochs", "") + table + note
 
@@ -291,7 +293,6 @@ def summary_section(meta: dict[str, Any] | None, metrics: dict[str, Any] | None,
             parts.append(f"Backtest MASE {m['MASE']:.3g}: the model {verdict} the best baseline "
                          f"({_esc(name)}, {row.get('MASE', math.nan):.3g}).")
     if metrics and metrics.get("series"):  # a table: every count, and the series left out of each part
-        from lstmcast.data.coverage import summary_lines
 
         parts.append("<br>".join(_esc(line) for line in summary_lines(metrics["series"])) + "<br>")
     if meta and meta.get("future_features"):  # training made no forecast: the horizon's covariates are not known

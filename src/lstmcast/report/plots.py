@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 from typing import TYPE_CHECKING, Any
 
 from lstmcast import atomic
 
 if TYPE_CHECKING:
-    from lstmcast.run.meta import RunMeta
     import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
     from lstmcast.data.validate import SeriesSet
     from lstmcast.inference.backtest import Backtest
+    from lstmcast.run.meta import RunMeta
 
 
 MAX_LABEL = 60  # characters of a series id or column name in a title: a 3,000-character id made a 30,000 px plot
@@ -37,18 +40,16 @@ def _pyplot():
     return plt
 
 
-def _save(fig: Any, path: str | os.PathLike[str]) -> None:
+def _save(fig: Figure, path: str | os.PathLike[str]) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
     atomic.write_bytes(path, buf.getvalue())
 
 
-def readable_log_y(ax: Any, values: Any) -> None:
+def readable_log_y(ax: Axes, values: Any) -> None:
     """A log y axis only where the values span a decade or more, labelled at the in-between ticks too
     (a plain log axis over less than two decades shows one or two labels)."""
-    import math
-
     from matplotlib.ticker import LogFormatterSciNotation
 
     finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
@@ -135,7 +136,7 @@ def forecast_plot(series: SeriesSet, forecast: pd.DataFrame, meta: RunMeta, bt: 
     _save(fig, path)
 
 
-def _fan(ax: Any, part: pd.DataFrame, name: str, times: Any, levels: list[int]) -> None:
+def _fan(ax: Axes, part: pd.DataFrame, name: str, times: Any, levels: list[int]) -> None:
     """A fan chart: each level's interval shaded, the widest lightest."""
     for L in sorted(levels, reverse=True):
         lo, hi = f"{name}_lo_{L}", f"{name}_hi_{L}"

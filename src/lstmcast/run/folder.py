@@ -6,10 +6,8 @@ RUN/config.yaml (resolved), model.safetensors, scaler.json, meta.json, history.j
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,46 +17,41 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lstmcast import atomic
-from lstmcast.errors import CheckpointError, ConfigError, LstmcastError, cut, short, short_list, short_path
+from lstmcast.errors import CheckpointError, ConfigError, short_list, short_path
+from lstmcast.run.manifest import (HEX64, MANIFEST, file_sha256, is_unsafe, read_verified, refuse_only_pickles,
+                                   refuse_unsafe, sha256_bytes)
 from lstmcast.run.meta import RunMeta, check_meta, check_scaler, check_weights
 
 _REMEDY = ": retrain this run, or restore the run folder from a backup"
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 if TYPE_CHECKING:
     from lstmcast.config import ForecastConfig
     from lstmcast.data.prepare import Prepared
-    from lstmcast.forecaster import Forecaster
     from lstmcast.model.network import LSTMForecaster
-    from lstmcast.training.accel import Accel
 
 FORMAT_VERSION = 1
 HASHED = ("config.yaml", "model.safetensors", "scaler.json", "meta.json")
 # train.refit: model.safetensors forecasts (trained on all the data); this one never saw the test split and
 # is the one every backtest number comes from
 BACKTEST_MODEL = "backtest_model.safetensors"
-UNSAFE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 
 
 @dataclass
 class StoredRun:
-    """The checked contents of a run folder: config, metadata, scaler, weights (tensors by name), history."""
+    """A run folder's contents: config, metadata, scaler, weights (tensors by name), history and the training
+    file's record. ``read_run`` returns one, checked; ``save_run`` writes one."""
 
-    folder: Path
     config: ForecastConfig
     meta: RunMeta
     scaler: dict[str, Any]
     state: dict[str, Any]
-    backtest_state: dict[str, Any] | None
+    backtest_state: dict[str, Any] | None  # train.refit: the weights every backtest number comes from
     history: list[Any]
     data: dict[str, str] | None = None  # manifest.json "data": the training file's path and sha256 (None: unknown)
+    folder: Path | None = None  # where it was read from (None: not read from a folder)
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def build_meta(cfg: ForecastConfig, prep: Prepared, model: LSTMForecaster, accel: Accel) -> RunMeta:
+def build_meta(cfg: ForecastConfig, prep: Prepared, model: LSTMForecaster, device: str, precision: str) -> RunMeta:
     import torch
 
     from lstmcast import __version__
@@ -75,7 +68,7 @@ def build_meta(cfg: ForecastConfig, prep: Prepared, model: LSTMForecaster, accel
         "inputs": prep.inputs.as_dict(),
         "lengths": s.lengths(), "train_end": [sp.train_end for sp in prep.splits],
         "val_end": [sp.val_end for sp in prep.splits],
-        "last_time": [str(t[-1]) for t in s.times], "device": str(accel.device), "precision": accel.precision,
+        "last_time": [str(t[-1]) for t in s.times], "device": device, "precision": precision,
         "n_parameters": sum(p.numel() for p in model.parameters()), "mask_channel": bool(prep.mask_channel),
         "transform": cfg.data.transform,
     })
@@ -86,64 +79,36 @@ def build_scaler(prep: Prepared) -> dict[str, Any]:
             "mean": prep.means, "std": prep.stds}
 
 
-def save_run(fc: Forecaster, path: str | os.PathLike[str]) -> str:
+def save_run(path: str | os.PathLike[str], run: StoredRun) -> str:
+    """Write ``run`` as the run folder ``path``: each file atomically, manifest.json (their sha256) last."""
     from safetensors.torch import save as st_save
 
     folder = Path(path)
-    sd = {k: v.detach().cpu().contiguous() for k, v in fc.model_.state_dict().items()}
     files: dict[str, bytes] = {
-        "config.yaml": fc.config_.to_yaml().encode(),
-        "model.safetensors": st_save(sd, metadata={"format_version": str(FORMAT_VERSION)}),
+        "config.yaml": run.config.to_yaml().encode(),
+        "model.safetensors": st_save(run.state, metadata={"format_version": str(FORMAT_VERSION)}),
         "scaler.json": json.dumps({k: (v.tolist() if isinstance(v, np.ndarray) else v)
-                                   for k, v in fc.scaler_.items()}, indent=2).encode(),
-        "meta.json": json.dumps(fc.meta_.as_json(), indent=2).encode(),
+                                   for k, v in run.scaler.items()}, indent=2).encode(),
+        "meta.json": json.dumps(run.meta.as_json(), indent=2).encode(),
     }
-    backtest_model = getattr(fc, "backtest_model_", fc.model_)
-    if backtest_model is not fc.model_:  # train.refit: the model the backtest comes from is kept beside it
-        bsd = {k: v.detach().cpu().contiguous() for k, v in backtest_model.state_dict().items()}
-        files[BACKTEST_MODEL] = st_save(bsd, metadata={"format_version": str(FORMAT_VERSION)})
+    if run.backtest_state is not None:  # train.refit: the model the backtest comes from is kept beside it
+        files[BACKTEST_MODEL] = st_save(run.backtest_state, metadata={"format_version": str(FORMAT_VERSION)})
     for name, data in files.items():
         atomic.write_bytes(folder / name, data)
-    atomic.write_json(folder / "history.json", fc.history_)
+    atomic.write_json(folder / "history.json", run.history)
     manifest: dict[str, Any] = {"format_version": FORMAT_VERSION,
                                 "sha256": {n: sha256_bytes(d) for n, d in files.items()}}
-    record = _data_record(fc)
-    if record is not None:
-        manifest["data"] = record
-    atomic.write_json(folder / "manifest.json", manifest)
+    if run.data is not None:
+        manifest["data"] = dict(run.data)
+    atomic.write_json(folder / MANIFEST, manifest)
     return str(folder)
-
-
-def _data_record(fc: Forecaster) -> dict[str, str] | None:
-    """manifest.json "data": config.yaml's data.path and the sha256 of the bytes trained on, so that a later
-    `predict RUN` without --data reads that file only while it is unchanged (see ``stored_data_path``)."""
-    loaded = getattr(fc, "data_record_", None)
-    if loaded is not None:  # a loaded run saved again: its record travels with it
-        return dict(loaded)
-    path = fc.config_.data.path
-    if path is None or getattr(fc, "data_file_", None) != path:
-        return None  # trained on a DataFrame, or on another file than data.path names
-    return data_record(path)
 
 
 def data_record(path: str | None) -> dict[str, str] | None:
     """``{"path", "sha256"}`` of a regular data file (None for none, a folder of Parquet files or a device):
     what lets a stored data.path be read again later (``stored_data_path``)."""
-    if path is None or not os.path.isfile(path):
-        return None
-    return {"path": path, "sha256": file_sha256(path)}
-
-
-def file_sha256(path: str | os.PathLike[str] | None) -> str | None:
-    """sha256 of a regular file's bytes, read in 1 MB blocks (None without one): what identifies a data file
-    across machines (run folders, tuning studies, evaluations, Spark outputs)."""
-    if not path or not os.path.isfile(path):
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    digest = file_sha256(path)  # None for none, or what is not a regular file
+    return None if path is None or digest is None else {"path": path, "sha256": digest}
 
 
 def stored_data_path(path: str | None, record: dict[str, str] | None, folder: Path) -> str | None:
@@ -174,36 +139,8 @@ def stored_data_path(path: str | None, record: dict[str, str] | None, folder: Pa
 
 
 def _read(folder: Path, name: str, manifest: dict[str, Any]) -> bytes:
-    p = folder / name
-    if not p.is_file():  # never opened: a FIFO would block, /dev/zero never ends
-        raise CheckpointError(f"{folder} is not a complete lstmcast run folder: {name} {_not_a_file(p)}: retrain, "
-                              "or restore the run folder from a backup")
-    data = p.read_bytes()
-    want = manifest.get("sha256", {}).get(name)
-    if want is not None and sha256_bytes(data) != want:
-        raise CheckpointError(f"{p} is corrupted or was changed after saving (sha256 mismatch with "
-                              "manifest.json): retrain, or restore the file from a backup")
-    return data
-
-
-_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
-def _not_a_file(p: Path) -> str:
-    """What stands at ``p`` instead of a regular file, in words ("is missing", "is a FIFO (named pipe)", "is a
-    symbolic link to a character device (/dev/zero)")."""
-    try:
-        target = os.stat(p)
-    except FileNotFoundError:
-        return f"is a symbolic link to {cut(os.readlink(p), 100)!r}, which does not exist" if p.is_symlink() \
-            else "is missing"
-    except OSError as exc:
-        return f"cannot be examined ({exc.strerror or exc})"
-    kind = next((name for test, name in _KINDS if test(target.st_mode)), "not a regular file")
-    if p.is_symlink():
-        return f"is a symbolic link to {kind} ({cut(os.readlink(p), 100)}), not a regular file"
-    return f"is {kind}, not a regular file"
+    return read_verified(folder, name, manifest.get("sha256", {}).get(name), "lstmcast run folder",
+                         ": retrain, or restore the run folder from a backup")
 
 
 def _json(data: bytes, name: str, kind: type = object) -> Any:
@@ -221,18 +158,14 @@ def _check_config_agrees(cfg: ForecastConfig, meta: dict[str, Any], folder: Path
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    if folder.suffix.lower() in UNSAFE_SUFFIXES:
-        raise CheckpointError(f"{folder} is a pickle-based file ({folder.suffix}): lstmcast never unpickles (loading "
-                              "a pickle can run arbitrary code); pass the run folder `lstmcast train` wrote")
+    refuse_unsafe(folder)
     if not folder.is_dir():
         what = "is not a folder" if os.path.lexists(folder) else "does not exist"  # R14: x.csv exists
         raise CheckpointError(f"run folder {str(folder)!r} {what}: pass the run folder `lstmcast train` wrote "
                               "(it holds manifest.json); a data file goes to fit / predict / --data")
-    unsafe = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in UNSAFE_SUFFIXES)
-    if unsafe and not (folder / "model.safetensors").exists():
-        raise CheckpointError(f"{folder} holds only pickle-based files {unsafe}: lstmcast never unpickles (loading "
-                              "a pickle can run arbitrary code); it loads model.safetensors + JSON only")
-    mpath = folder / "manifest.json"
+    if not (folder / "model.safetensors").exists():
+        refuse_only_pickles(folder, sorted(p.name for p in folder.iterdir() if is_unsafe(p)), "files")
+    mpath = folder / MANIFEST
     if not mpath.is_file():
         raise CheckpointError(f"{folder} is not an lstmcast run folder (no manifest.json)")
     manifest = _json(mpath.read_bytes(), "manifest.json", dict)
@@ -261,7 +194,7 @@ def _check_manifest_entries(manifest: dict[str, Any], hashes: dict[str, Any], mp
     files = [n for n in hashes if n not in (*HASHED, BACKTEST_MODEL)]
     if files:
         problems.append(f"sha256 entries for files lstmcast never writes there: {short_list(files)}")
-    odd = [n for n, v in hashes.items() if n not in files and not (isinstance(v, str) and _HEX64.fullmatch(v))]
+    odd = [n for n, v in hashes.items() if n not in files and not (isinstance(v, str) and HEX64.fullmatch(v))]
     if odd:
         problems.append(f"the sha256 of {short_list(odd)} is not 64 hex digits")
     if problems:
@@ -303,5 +236,5 @@ def read_run(path: str | os.PathLike[str]) -> StoredRun:
         except (SafetensorError, ValueError, TypeError, OSError) as exc:
             raise CheckpointError(f"{folder / BACKTEST_MODEL} is not a valid safetensors file ({exc})") from None
         check_weights(bstate, folder / BACKTEST_MODEL)
-    return StoredRun(folder=folder, config=cfg, meta=RunMeta.model_validate(meta), scaler=scaler, state=state,
-                     backtest_state=bstate, history=history, data=manifest.get("data"))
+    return StoredRun(config=cfg, meta=RunMeta.model_validate(meta), scaler=scaler, state=state,
+                     backtest_state=bstate, history=history, data=manifest.get("data"), folder=folder)

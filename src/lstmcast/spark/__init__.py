@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from lstmcast.errors import ConfigError
+
 _LAZY = {
     "predict": "lstmcast.spark.job", "predict_with_errors": "lstmcast.spark.job",
     "backtest": "lstmcast.spark.job", "backtest_with_errors": "lstmcast.spark.job",
@@ -25,8 +27,6 @@ def __getattr__(name: str) -> Any:
             module = importlib.import_module(_LAZY[name])
         except ModuleNotFoundError as exc:
             if exc.name and exc.name.split(".")[0] in ("pyspark", "py4j"):
-                from lstmcast.errors import ConfigError
-
                 raise ConfigError("the Spark engine needs pyspark: pip install 'lstmcast[spark]' (and a Java 17+ "
                                   "runtime)") from None
             raise

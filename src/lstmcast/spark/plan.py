@@ -24,7 +24,7 @@ from typing import Any
 
 from lstmcast import atomic
 from lstmcast.errors import ConfigError, DataError
-from lstmcast.run.folder import file_sha256
+from lstmcast.run.manifest import file_sha256
 
 FORMAT = 1
 KINDS = ("forecasts", "errors")

@@ -145,7 +145,7 @@ def backtest_group(fc: Forecaster, rows: pd.DataFrame, columns: list[str], chunk
     id_col = fc.meta_.id_col
     rows = rows.assign(**{id_col: rows[id_col].astype(str)})
     ids = list(dict.fromkeys(rows[id_col].tolist()))
-    model = getattr(fc, "backtest_model_", fc.model_)  # train.refit: the model that never saw the test split
+    model = fc.backtest_model_  # train.refit: the model that never saw the test split
 
     def attempt(part: list[str]) -> pd.DataFrame:
         series = load_new_series(rows if len(part) == len(ids) else _take(rows, id_col, part), fc.config_, fc.meta_)

@@ -17,7 +17,6 @@ a checkpoint. The newest ``keep`` (2) are kept.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import os
@@ -32,17 +31,15 @@ from torch import Tensor
 
 from lstmcast import atomic
 from lstmcast.errors import CheckpointError, short
+from lstmcast.run.manifest import (HEX64, MANIFEST, is_unsafe, read_verified, refuse_only_pickles, refuse_unsafe,
+                                   sha256_bytes)
 from lstmcast.training.state_schema import state_problems
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
-TENSORS, STATE, MANIFEST = "state.safetensors", "state.json", "manifest.json"
-UNSAFE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib")
+TENSORS, STATE = "state.safetensors", "state.json"
 _NAME = re.compile(r"step-(\d{9,})")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-PICKLE_REASON = ("lstmcast never unpickles: loading a pickle (torch.load, .pt/.pkl) can run arbitrary code "
-                 "hidden in the file. It loads only safetensors + JSON checkpoints that it wrote itself")
 
 
 class VersionMismatch(CheckpointError):
@@ -64,17 +61,6 @@ class Checkpoint:
     @property
     def epoch(self) -> int:
         return int(self.meta["epoch"])
-
-
-def refuse_unsafe(path: Path) -> None:
-    """Raise CheckpointError for a pickle-based file, explaining why it is never loaded."""
-    if path.suffix.lower() in UNSAFE_SUFFIXES:
-        raise CheckpointError(f"{path} is a pickle-based file ({path.suffix}): {PICKLE_REASON}. Pass the run "
-                              "folder that `lstmcast train` wrote")
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 # -- encoding state dicts: tensors to safetensors, the rest to JSON ------------------------------
@@ -140,19 +126,9 @@ def _manifest(folder: Path) -> dict[str, Any]:
                               "it, or start a new run")
     hashes = manifest.get("sha256")
     if not isinstance(hashes, dict) or not all(
-            isinstance(hashes.get(n), str) and _HEX64.fullmatch(hashes[n]) for n in (TENSORS, STATE)):
+            isinstance(hashes.get(n), str) and HEX64.fullmatch(hashes[n]) for n in (TENSORS, STATE)):
         raise CheckpointError(f"{path} is damaged: it must list a sha256 for {TENSORS} and {STATE}")
     return hashes
-
-
-def _read_verified(folder: Path, name: str, want: str) -> bytes:
-    path = folder / name
-    if not path.is_file():
-        raise CheckpointError(f"{folder}: {name} is missing")
-    data = path.read_bytes()
-    if sha256(data) != want:
-        raise CheckpointError(f"{path} is truncated or corrupted (sha256 differs from {MANIFEST})")
-    return data
 
 
 def _parse_tensors(data: bytes, path: Path) -> dict[str, Tensor]:
@@ -201,8 +177,8 @@ def read_checkpoint(folder: str | os.PathLike[str]) -> Checkpoint:
         raise CheckpointError(f"checkpoint {folder} does not exist")
     try:
         hashes = _manifest(folder)
-        tensors = _parse_tensors(_read_verified(folder, TENSORS, hashes[TENSORS]), folder / TENSORS)
-        meta = _parse_state(_read_verified(folder, STATE, hashes[STATE]), folder / STATE)
+        tensors = _parse_tensors(read_verified(folder, TENSORS, hashes[TENSORS], "checkpoint"), folder / TENSORS)
+        meta = _parse_state(read_verified(folder, STATE, hashes[STATE], "checkpoint"), folder / STATE)
         _check_step_matches_name(meta, folder)
     except OSError as exc:
         if isinstance(exc, CheckpointError):
@@ -252,7 +228,7 @@ class CheckpointStore:
             atomic.write_bytes(tmp / TENSORS, blob)
             atomic.write_bytes(tmp / STATE, text)
             atomic.write_json(tmp / MANIFEST, {"format_version": CHECKPOINT_FORMAT,
-                                               "sha256": {TENSORS: sha256(blob), STATE: sha256(text)}})
+                                               "sha256": {TENSORS: sha256_bytes(blob), STATE: sha256_bytes(text)}})
             self._publish(tmp, final)
         except (OSError, ValueError) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -306,10 +282,9 @@ class CheckpointStore:
         refuse_unsafe(self.run_dir)
         for folder in (self.run_dir, self.folder):
             if folder.is_dir():
-                unsafe = sorted(p.name for p in folder.rglob("*") if p.suffix.lower() in UNSAFE_SUFFIXES)
-                if unsafe and not self.names():
-                    raise CheckpointError(f"{folder} holds only pickle-based checkpoints {unsafe[:5]}: "
-                                          f"{PICKLE_REASON}")
+                if not self.names():
+                    refuse_only_pickles(folder, sorted(p.name for p in folder.rglob("*") if is_unsafe(p)),
+                                        "checkpoints")
 
     def discard_newer_than(self, step: int) -> None:
         """Set checkpoints newer than ``step`` (the damaged ones a resume skipped) aside, kept for inspection."""

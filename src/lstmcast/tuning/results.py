@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lstmcast import atomic
+from lstmcast.report.plots import readable_log_y
 from lstmcast.tuning.space import apply_params
 
 if TYPE_CHECKING:
     import optuna
+    from matplotlib.figure import Figure
 
     from lstmcast.config import ForecastConfig
 
@@ -131,7 +133,7 @@ def _pyplot():
     return plt
 
 
-def _save_png(fig: Any, path: Path) -> None:
+def _save_png(fig: Figure, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
@@ -150,8 +152,6 @@ def history_plot(rows: list[dict[str, Any]], objective: str, path: Path) -> None
         ax.step(xs, best, where="post", color="tab:red", label="best so far")
         ax.legend()
     from matplotlib.ticker import MaxNLocator
-
-    from lstmcast.report.plots import readable_log_y
 
     if done:
         readable_log_y(ax, ys)

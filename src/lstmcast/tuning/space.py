@@ -18,6 +18,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from lstmcast.config import validate_config
+from lstmcast.data.prepare import is_panel, season_from_freq, series_splits
 from lstmcast.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -124,8 +126,6 @@ def resolve_space(t: TuneConfig, n_features: int, season: int | None, horizon: i
 
 def space_for(cfg: ForecastConfig, series: SeriesSet) -> SearchSpace:
     """Resolve the space for validated ``series``: F from its channels, season and split as training does."""
-    from lstmcast.data.prepare import is_panel, season_from_freq, series_splits
-
     d = cfg.data
     season = d.season if d.season is not None else season_from_freq(series.freq)
     panel = is_panel(series.layout, len(series.ids))
@@ -157,8 +157,6 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
 def apply_params(base: ForecastConfig, params: dict[str, Any], max_epochs: int | None = None,
                  threads: int | None = None) -> ForecastConfig:
     """``base`` with a trial's parameters; ``max_epochs``/``threads`` set only for trials, not best.yaml."""
-    from lstmcast.config import validate_config
-
     raw = base.to_dict()
     raw["model"].update(hidden_size=params["hidden_size"], num_layers=params["num_layers"],
                         dropout=params.get("dropout", 0.0) if params["num_layers"] > 1 else 0.0,

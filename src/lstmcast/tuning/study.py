@@ -28,13 +28,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lstmcast.tuning import results as tuning_report
+from lstmcast.data.load import load_series
 from lstmcast.errors import ConfigError, DataError, DivergedError, InterruptedRun
+from lstmcast.forecaster import Forecaster
 from lstmcast.progress import trials_eta
 from lstmcast.run.lock import RunLock
+from lstmcast.run.manifest import file_sha256
+from lstmcast.tuning import results as tuning_report
 from lstmcast.tuning.space import SearchSpace, apply_params, space_for, suggest
-from lstmcast.tuning.storage import (HOST, Heartbeat, WorkerSlot, claim_lock, default_storage, normalize_url,
-                             open_storage, quiet_optuna_warnings, redact, refuse_lost_study, sqlite_path)
+from lstmcast.tuning.storage import (
+    HOST,
+    Heartbeat,
+    WorkerSlot,
+    claim_lock,
+    default_storage,
+    normalize_url,
+    open_storage,
+    quiet_optuna_warnings,
+    redact,
+    refuse_lost_study,
+    sqlite_path,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -42,6 +56,7 @@ if TYPE_CHECKING:
     from lstmcast.config import ForecastConfig
     from lstmcast.data.validate import SeriesSet
     from lstmcast.forecaster import Forecaster
+    from lstmcast.training.loop import FitResult
 
 log = logging.getLogger(__name__)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([hms]?)")
@@ -106,15 +121,19 @@ class PruningReporter:
 
 def fit_trial(cfg: ForecastConfig, series: SeriesSet, callbacks: list[Callable[..., None]]) -> Forecaster:
     """Train one trial's model on the already validated series (a seam for fault-injection tests)."""
-    from lstmcast.forecaster import Forecaster
-
     return Forecaster(cfg).fit(series, callbacks=callbacks, progress=False)  # the study prints a line a trial
 
 
 def objective_value(fc: Forecaster, objective: str) -> float:
     if objective == "mase":
         return float(fc.backtest()["model"]["MASE"])
-    return float(fc.fit_result_.best_val_loss)
+    return float(fit_result(fc).best_val_loss)
+
+
+def fit_result(fc: Forecaster) -> FitResult:
+    """The training's result (best epoch and loss, stop reason) of a Forecaster fit_trial trained."""
+    assert fc.training_ is not None  # fit sets it
+    return fc.training_.result
 
 
 def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
@@ -179,7 +198,6 @@ class Tuner:
         """Check device and data, resolve the space, join the study. Call before ``run``."""
         import optuna
 
-        from lstmcast.data.load import load_series
         from lstmcast.training.accel import resolve
 
         if self.run_dir.exists() and not self.run_dir.is_dir():
@@ -213,8 +231,6 @@ class Tuner:
     def _fingerprint(self) -> dict[str, Any]:
         """What every worker of one study must agree on: the data's content (sha256), not its path (machines
         differ; the path is kept as ``data.file`` to name it in a refusal), and the settings trials depend on."""
-        from lstmcast.run.folder import file_sha256
-
         c = self.cfg.to_dict()
         fp = {f"data.{k}": v for k, v in c["data"].items() if k not in ("path", "delimiter")}
         fp.update({"data.sha256": file_sha256(self.cfg.data.path), "data.file": self.cfg.data.path})
@@ -336,11 +352,12 @@ class Tuner:
             cfg = apply_params(self.cfg, params, max_epochs=t.max_epochs, threads=threads)
             with Heartbeat(self.storage, trial, t.heartbeat_s):
                 fc = fit_trial(cfg, self.series, [reporter])
-                if fc.fit_result_.stop_reason.startswith("interrupted"):  # SIGINT/SIGTERM: weights are partial
-                    raise InterruptedRun(f"trial {trial.number} {fc.fit_result_.stop_reason}: rerun the same "
+                result = fit_result(fc)
+                if result.stop_reason.startswith("interrupted"):  # SIGINT/SIGTERM: weights are partial
+                    raise InterruptedRun(f"trial {trial.number} {result.stop_reason}: rerun the same "
                                          "command to continue the study (this trial will be redone)")
                 value = objective_value(fc, t.objective)
-            attrs.update(best_epoch=fc.fit_result_.best_epoch, best_val_loss=fc.fit_result_.best_val_loss,
+            attrs.update(best_epoch=result.best_epoch, best_val_loss=result.best_val_loss,
                          n_parameters=fc.meta_.n_parameters)
             if not math.isfinite(value):
                 raise DivergedError(f"the trial ended with a non-finite {t.objective} ({value})")

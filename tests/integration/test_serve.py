@@ -1,0 +1,300 @@
+"""`lstmcast serve`: the routes on a real uvicorn (loopback, a free port), answers equal to `predict`, the batching,
+the body limit, the token and the update locking."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("starlette")
+
+from lstmcast import Forecaster
+from lstmcast.errors import DataError
+from lstmcast.serve.app import Options
+from lstmcast.serve.engine import Engine
+from tests.serve_fixtures import serving
+
+
+@pytest.fixture(scope="module")
+def tiny_run(serve_run):
+    return serve_run
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """predict in the test's own thread on one core: training in this process (the session's run) set the cores
+    available, and two OpenMP threads on a loaded 2-core machine made each predict ~1 s (conftest restores it)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_run):
+    return Engine(tiny_run, threads=1)
+
+
+@pytest.fixture(scope="module")
+def served(engine):
+    with serving(engine) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def history(tiny_run):
+    return pd.read_csv(tiny_run.parent / "series.csv", parse_dates=["time"])
+
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    return [{"time": str(t), "y": float(v)} for t, v in zip(frame["time"], frame["y"])]
+
+
+def window_of(history: pd.DataFrame, end: int, rows: int = 30) -> pd.DataFrame:
+    return history.iloc[end - rows:end].reset_index(drop=True)
+
+
+def test_forecast_json_csv_and_arrow_equal_predict(served, tiny_run, history):
+    fc = Forecaster.load(tiny_run)
+    part = window_of(history, 250)
+    expected = fc.predict(part)
+    status, doc = served.post_json("/v1/forecast", {"rows": records(part)})
+    assert status == 200, doc
+    got = pd.DataFrame(doc["forecast"])
+    assert list(got.columns) == list(expected.columns)
+    assert got["time"].tolist() == expected["time"].astype(str).tolist()
+    np.testing.assert_allclose(got["y"].to_numpy(), expected["y"].to_numpy(), rtol=1e-6)
+    status, text = served.request("POST", "/v1/forecast", part.to_csv(index=False),
+                                  {"Content-Type": "text/csv", "Accept": "text/csv"})
+    assert status == 200
+    np.testing.assert_allclose(pd.read_csv(io.StringIO(text))["y"], expected["y"], rtol=1e-6)
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    table = pa.Table.from_pandas(part, preserve_index=False)
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    status, doc = served.request("POST", "/v1/forecast", sink.getvalue().to_pybytes(),
+                                 {"Content-Type": "application/vnd.apache.arrow.stream"})
+    assert status == 200, doc
+    np.testing.assert_allclose([r["y"] for r in doc["forecast"]], expected["y"], rtol=1e-6)
+
+
+def test_malformed_json_is_400_with_where_it_broke(served):
+    status, doc = served.request("POST", "/v1/forecast", '{"rows": [{"time": "2024-01-01", "y": 1,}',
+                                 {"Content-Type": "application/json"})
+    assert status == 400
+    assert doc["error"]["type"] == "DataError" and "not valid JSON (line 1, column" in doc["error"]["message"]
+    status, doc = served.post_json("/v1/forecast", [1, 2])
+    assert status == 400 and '"rows" list of records' in doc["error"]["message"]
+    status, doc = served.request("POST", "/v1/forecast", "x", {"Content-Type": "application/xml"})
+    assert status == 415 and "text/csv" in doc["error"]["message"]
+
+
+def test_wrong_columns_and_short_data_get_the_clis_message(served, tiny_run, history):
+    fc = Forecaster.load(tiny_run)
+    part = window_of(history, 250).rename(columns={"y": "Y"})
+    with pytest.raises(DataError) as cli:
+        fc.predict(part)
+    status, doc = served.post_json("/v1/forecast", {"rows": [{"time": str(t), "Y": float(v)}
+                                                             for t, v in zip(part["time"], part["Y"])]})
+    assert status == 400
+    assert doc["error"] == {"type": "DataError", "message": str(cli.value), "exit_code": 3}
+    assert "did you mean 'Y'" in doc["error"]["message"]
+    short = window_of(history, 250, rows=5)
+    with pytest.raises(DataError) as cli:
+        fc.predict(short)
+    status, doc = served.post_json("/v1/forecast", {"rows": records(short)})
+    assert status == 400 and doc["error"]["message"] == str(cli.value)
+
+
+def test_a_20_mb_body_is_413_and_the_service_goes_on(served, history):
+    big = b'{"rows": [' + b" " * (20 * 1024 * 1024) + b"]}"
+    status, doc = served.request("POST", "/v1/forecast", big, {"Content-Type": "application/json"})
+    assert status == 413 and "limit of 4194304" in doc["error"]["message"]
+    status, _ = served.post_json("/v1/forecast", {"rows": records(window_of(history, 250))})
+    assert status == 200
+
+
+def test_model_health_ready_and_metrics(served):
+    status, doc = served.request("GET", "/v1/model")
+    assert status == 200 and (doc["window"], doc["horizon"], doc["targets"]) == (24, 6, ["y"])
+    assert served.request("GET", "/healthz")[0] == 200
+    assert served.request("GET", "/readyz") == (200, {"status": "ready"})
+    before = served.metric("lstmcast_request_errors_total")
+    served.request("POST", "/v1/forecast", "{", {"Content-Type": "application/json"})
+    _, text = served.request("GET", "/metrics")
+    assert 'lstmcast_requests_total{route="forecast",code="400"}' in text
+    assert "lstmcast_batch_size_bucket" in text and "lstmcast_queue_depth 0" in text
+    assert served.metric("lstmcast_request_errors_total") == before + 1
+
+
+def test_update_of_a_window_model_is_409(served, history):
+    status, doc = served.post_json("/v1/update", {"rows": records(window_of(history, 250))})
+    assert status == 409 and "window model" in doc["error"]["message"]
+
+
+def test_concurrent_requests_share_forwards_and_each_gets_its_own_rows(engine, tiny_run, history):
+    fc = Forecaster.load(tiny_run)
+    ends = list(range(200, 264, 2))  # 32 different windows, each ending elsewhere
+    with serving(engine, Options(max_wait=0.05)) as s:
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda e: s.post_json("/v1/forecast", {"rows": records(window_of(history, e))}),
+                                    ends))
+        batches, requests = s.metric("lstmcast_batch_size_count"), s.metric("lstmcast_batch_size_sum")
+    assert requests == len(ends) and batches < requests  # some forward served several requests
+    for end, (status, doc) in zip(ends, answers):
+        assert status == 200
+        expected = fc.predict(window_of(history, end))
+        assert [r["time"] for r in doc["forecast"]] == expected["time"].astype(str).tolist()
+        np.testing.assert_allclose([r["y"] for r in doc["forecast"]], expected["y"], rtol=1e-5)
+
+
+def test_a_bearer_token_is_required_when_set(engine, history):
+    token = "t" * 20
+    with serving(engine, Options(token=token)) as s:
+        body = {"rows": records(window_of(history, 250))}
+        assert s.post_json("/v1/forecast", body)[0] == 401
+        status, doc = s.post_json("/v1/forecast", body, {"Authorization": "Bearer " + "x" * 20})
+        assert status == 401 and "bearer token" in doc["error"]["message"]
+        assert s.request("GET", "/metrics")[0] == 401
+        assert s.post_json("/v1/forecast", body, {"Authorization": f"Bearer {token}"})[0] == 200
+        assert s.request("GET", "/healthz")[0] == 200  # probes stay open
+
+
+class CountingState:
+    """A stateful backend that records when each update ran: a slow update makes overlaps visible."""
+
+    stateful = True
+
+    def __init__(self):
+        self.spans: list[tuple[str, float, float]] = []
+        self.applied: dict[str, int] = {}
+        self.snapshots = 0
+
+    def update(self, rows):
+        t0 = time.perf_counter()
+        time.sleep(0.05)
+        for sid in rows["id"].astype(str).unique():
+            self.applied[sid] = self.applied.get(sid, 0) + len(rows[rows["id"].astype(str) == sid])
+        self.spans.append((str(rows["id"].iloc[0]), t0, time.perf_counter()))
+        return {"rows": len(rows)}
+
+    def snapshot(self):
+        self.snapshots += 1
+
+
+def test_concurrent_updates_of_one_series_run_one_at_a_time_and_none_is_lost(engine):
+    state = CountingState()
+    with serving(engine, backend=state) as s:
+        def send(sid: str):
+            rows = [{"time": f"2024-02-01 0{k}:00:00", "y": 1.0, "id": sid} for k in range(3)]
+            return s.post_json("/v1/update", {"rows": rows})
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(send, ["a", "a", "a", "b"]))
+    assert [a[0] for a in answers] == [200] * 4 and answers[0][1] == {"updated": {"rows": 3}}
+    assert state.applied == {"a": 9, "b": 3} and state.snapshots == 4
+    spans = sorted((t0, t1) for sid, t0, t1 in state.spans if sid == "a")
+    assert all(prev[1] <= nxt[0] for prev, nxt in pairwise(spans))
+
+
+def test_shutdown_drains_requests_in_flight(engine, history):
+    body = {"rows": records(window_of(history, 250))}
+    results = []
+    with serving(engine, Options(max_wait=0.2)) as s:  # the requests wait in the queue when the stop comes
+        threads = [threading.Thread(target=lambda: results.append(s.post_json("/v1/forecast", body)))
+                   for _ in range(6)]
+        for t in threads:
+            t.start()
+        time.sleep(0.1)
+    for t in threads:
+        t.join(30)
+    assert len(results) == 6 and all(status == 200 for status, _ in results)
+
+
+def test_a_request_past_the_time_out_is_503_and_a_gone_client_costs_no_forward(engine, history):
+    body = json.dumps({"rows": records(window_of(history, 250))}).encode()
+    with serving(engine, Options(timeout=0.05, max_wait=0.4)) as s:  # a lone request waits 0.4 s for company
+        status, doc = s.post_json("/v1/forecast", json.loads(body))
+        assert status == 503 and "no answer within 0.05 s" in doc["error"]["message"]
+    with serving(engine, Options(max_wait=0.4)) as s:
+        forwards = s.metric("lstmcast_batch_size_count")
+
+
+        with socket.create_connection(("127.0.0.1", s.port)) as sock:  # sends, then hangs up at once
+            sock.sendall(b"POST /v1/forecast HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        deadline = time.monotonic() + 10
+        while s.metric('lstmcast_requests_total{route="forecast",code="499"}') < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # past max_wait: a forward would have run by now
+        assert s.metric('lstmcast_requests_total{route="forecast",code="499"}') == 1
+        assert s.metric("lstmcast_batch_size_count") == forwards
+
+
+def test_hostile_bodies_are_4xx_never_5xx(served, tiny_run, history):
+    part = window_of(history, 250)
+    rows = records(part)
+    fc = Forecaster.load(tiny_run)
+    with pytest.raises(DataError) as cli:
+        fc.predict(part, future=part)
+    status, doc = served.post_json("/v1/forecast", {"rows": rows, "future": rows})
+    assert status == 400 and doc["error"]["message"] == str(cli.value)  # no covariates: the future is refused
+    status, doc = served.post_json("/v1/forecast", {"rows": [{**r, "y": 10**400} for r in rows]})
+    assert status == 400 and "OverflowError" in doc["error"]["message"]  # predict itself crashes here (exit 1)
+    status, doc = served.request("POST", "/v1/forecast", "[" * 100_000, {"Content-Type": "application/json"})
+    assert status == 400 and "nests too deeply" in doc["error"]["message"]
+    status, doc = served.request("POST", "/v1/forecast", b"\xff\xfe", {"Content-Type": "text/csv"})
+    assert status == 400 and "CSV body" in doc["error"]["message"]
+    status, doc = served.request("POST", "/v1/forecast", b"junk", {"Content-Type": "application/vnd.apache.arrow.stream"})
+    assert status == 400 and "not an Arrow IPC stream" in doc["error"]["message"]
+    assert served.metric('lstmcast_requests_total{route="forecast",code="500"}') == 0
+
+
+@pytest.mark.slow
+def test_a_panel_models_requests_share_a_forward_even_for_the_same_series(tmp_path):
+    from tests.conftest import seasonal_frame, small_config
+
+    frames = []
+    for k in range(3):
+        f = seasonal_frame(200, seed=k)
+        frames.append(f.assign(y=f["y"] + 5 * k, id=f"s{k}"))
+    df = pd.concat(frames, ignore_index=True)
+    cfg = small_config(data={"id_col": "id"}, train={"precision": "fp32", "max_epochs": 1})
+    Forecaster(cfg).fit(df, progress=False).save(tmp_path / "run", outputs=False)
+    fc = Forecaster.load(tmp_path / "run")
+    parts = [df[df.id == f"s{k}"].iloc[end - 30:end].reset_index(drop=True) for k in range(3) for end in (150, 170)]
+    parts.append(pd.concat([parts[0], parts[2]], ignore_index=True))  # one request holding two series
+
+    def rows(p: pd.DataFrame) -> list[dict]:
+        return [{"time": str(t), "y": float(v), "id": i} for t, v, i in zip(p["time"], p["y"], p["id"])]
+    with serving(Engine(tmp_path / "run", threads=1), Options(max_wait=0.1)) as s:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda p: s.post_json("/v1/forecast", {"rows": rows(p)}), parts))
+        assert s.metric("lstmcast_batch_size_count") < len(parts)
+    for p, (status, doc) in zip(parts, answers):
+        expected = fc.predict(p)
+        got = pd.DataFrame(doc["forecast"])
+        assert status == 200 and list(got.columns) == list(expected.columns)
+        assert got["id"].tolist() == expected["id"].tolist()
+        np.testing.assert_allclose(got["y"], expected["y"], rtol=1e-5)
+
+
+def test_not_ready_until_warm_and_not_while_draining(engine):
+    from lstmcast.serve.app import HttpError, Service
+
+    svc = Service(engine, Options())
+    with pytest.raises(HttpError, match="starting") as exc:
+        svc.not_ready()
+    assert exc.value.code == 503
+    svc.ready, svc.draining = False, True
+    with pytest.raises(HttpError, match="shutting down"):
+        svc.not_ready()
