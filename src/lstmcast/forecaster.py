@@ -261,6 +261,24 @@ class Forecaster:
             self.states_ = states  # predict() meanwhile reads the previous states, whole
         return summary
 
+    def predict_state(self, ids: list[str] | None = None, future: Any = None) -> pd.DataFrame:
+        """The forecast from the carried states of ``ids`` (default every series), as ``predict()``; the states
+        are read, never changed (``lstmcast serve`` forecasts a stateful model's series so). A series without
+        a state is a DataError naming it."""
+        self._stateful(required="predict_state")
+        from lstmcast.inference import stateful
+
+        states = self.carried_states()
+        if ids is not None:
+            known = states.position()
+            unknown = [s for s in ids if s not in known]
+            if unknown:
+                from lstmcast.errors import DataError, short_list
+
+                raise DataError(f"no carried state for series {short_list(unknown)}: send their rows to update first")
+            states = states.subset(list(ids))
+        return stateful.forecast(self.model_, states, self.meta_, future, self.config_)
+
     def save_state(self, path: str | os.PathLike[str] | None = None) -> None:
         """Write the carried states (atomically, a new generation) into ``path`` or the run folder this
         Forecaster was loaded from (``lstmcast serve`` snapshots them so)."""

@@ -330,3 +330,12 @@ def test_one_series_without_an_id_column_streams_too(seasonal_df):
     s = fc.update(seasonal_df.iloc[195:203])  # five rows already seen, three new
     assert (s.series_updated, s.rows_applied, s.rows_ignored) == (1, 3, 5)
     pd.testing.assert_frame_equal(fc.predict(), fc.predict(seasonal_df.iloc[:203]), rtol=1e-5, atol=1e-5)
+
+
+def test_predict_state_of_some_series_reads_their_states_only(fitted):
+    fc = _fresh(fitted)
+    both = fc.predict()
+    one = fc.predict_state(["b"])
+    pd.testing.assert_frame_equal(one, both[both["id"] == "b"].reset_index(drop=True))
+    with pytest.raises(DataError, match="no carried state for series.*zz"):
+        fc.predict_state(["zz"])

@@ -63,6 +63,15 @@ class CarriedStates:
         self.last_time = np.concatenate([self.last_time, np.full(n, np.iinfo(np.int64).min, np.int64)])
         self.rows = np.concatenate([self.rows, np.zeros(n, np.int64)])
 
+    def subset(self, ids: list[str]) -> CarriedStates:
+        """The states of ``ids`` (each one this store holds), in that order; a copy."""
+        pos = self.position()
+        rows = torch.tensor([pos[s] for s in ids], dtype=torch.long)
+        idx = rows.numpy()
+        return CarriedStates(list(ids), self.h[rows].clone(), self.c[rows].clone(), self.out[rows].clone(),
+                             self.last_time[idx].copy(), self.rows[idx].copy(), self.mean[rows].clone(),
+                             self.std[rows].clone(), self.generation)
+
     def copy(self) -> CarriedStates:
         return CarriedStates(list(self.ids), self.h.clone(), self.c.clone(), self.out.clone(),
                              self.last_time.copy(), self.rows.copy(), self.mean.clone(), self.std.clone(),
