@@ -236,6 +236,24 @@ def predict(run: Path = typer.Argument(..., help="Run folder written by `lstmcas
     run_guarded(_do)
 
 
+@app.command()
+def update(run: Path = typer.Argument(..., help="Run folder of a model trained with model.stateful: true."),
+           data: str = typer.Option(..., "--data", help="New rows (predict's input layout): each series' rows "
+                                    "after its last update; earlier rows are ignored.")) -> None:
+    """Advance each series' carried LSTM state by its new rows (one LSTM step a row); `predict RUN` then
+    forecasts from it. Atomic: a refused or killed update leaves the previous state."""
+
+    def _do() -> None:
+        from lstmcast.workflow import update_run
+
+        s = update_run(run, data)
+        new = f", {len(s['new_series'])} new series" if s["new_series"] else ""
+        typer.echo(f"{s['rows_applied']} rows applied to {s['series_updated']} series, {s['rows_ignored']} rows "
+                   f"ignored (at or before a series' last update){new}; state in {run / 'state.json'}")
+
+    run_guarded(_do)
+
+
 def _predict_spark(run: Path, data: Optional[str], out: Optional[str], future: Optional[str], master: str,
                    rows_per_part: int) -> None:
     if data is None or out is None or str(out) == "-":

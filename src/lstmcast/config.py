@@ -12,7 +12,7 @@ import os
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from lstmcast.config_checks import all_keys, describe, merge_auto_unions, role_problems, suggest_key
@@ -168,6 +168,17 @@ class ModelConfig(_Section):
     # quantile: the learned quantiles calibrated; residual: the median -+ its errors' conformal quantiles;
     # auto: the one with the lower interval score on the calibration windows (calibration.py)
     interval_method: Literal["auto", "quantile", "residual"] = "auto"
+    # the LSTM's (h, c) carried per series: trained over each series' history in consecutive chunks
+    # (train.tbptt_steps) and advanced one step per new observation by `lstmcast update` (issue 24);
+    # it reads one step at a time, so window_norm defaults to none and linear_skip to false with it
+    stateful: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stateful_defaults(cls, value: Any) -> Any:
+        if isinstance(value, dict) and value.get("stateful") is True:
+            value = {"window_norm": "none", "linear_skip": False, **value}
+        return value
 
     @field_validator("levels", mode="before")
     @classmethod
@@ -224,6 +235,9 @@ class TrainConfig(_Section):
     skip_window: int = Field(default=50, ge=1)
     rollback_lr_factor: float = Field(default=0.5, gt=0.0, lt=1.0)
     max_rollbacks: int = Field(default=3, ge=0)
+    # model.stateful: the steps of one chunk of truncated backpropagation (the state is carried across chunks
+    # and detached between them)
+    tbptt_steps: int = Field(default=64, ge=2, le=100_000)
 
 
 class EvalConfig(_Section):
@@ -304,6 +318,8 @@ def _semantic_problems(cfg: ForecastConfig) -> list[str]:
     if m.interval_method == "residual" and m.calibration == "none":
         problems.append("model.interval_method=residual builds the intervals from the calibration windows' "
                         "errors: set model.calibration=conformal, or interval_method=quantile for the raw ones")
+    if m.stateful:
+        problems += _stateful_problems(m, d)
     if d.val_fraction + d.test_fraction >= 0.8:
         problems.append(
             f"data.val_fraction + data.test_fraction = {d.val_fraction + d.test_fraction:.2f} leaves "
@@ -315,6 +331,25 @@ def _semantic_problems(cfg: ForecastConfig) -> list[str]:
     if cfg.version != CONFIG_VERSION:
         problems.append(f"version: this lstmcast reads config version {CONFIG_VERSION}, got {cfg.version}")
     return problems + role_problems(d)
+
+
+def _stateful_problems(m: ModelConfig, d: DataConfig) -> list[str]:
+    """model.stateful: a state carried one observation at a time rules out what needs a whole window."""
+    why = []
+    if d.static_features or m.id_embedding:
+        why.append("data.static_features and model.id_embedding (the carried states keep no per-series statics "
+                   "yet): drop them, or train a window model (stateful: false)")
+    if m.levels:
+        why.append("model.levels (intervals are calibrated on validation windows read from a zero state; "
+                   "calibration from carried states is not there yet): drop levels, or train a window model")
+    if m.bidirectional:
+        why.append("model.bidirectional (the backward direction reads the steps after each one): set it false")
+    if m.window_norm != "none":
+        why.append(f"model.window_norm={m.window_norm!r} (the window's level needs the whole window; "
+                   "data.scaling already centres each series): set window_norm: none")
+    if m.linear_skip:
+        why.append("model.linear_skip (it maps a whole window to the horizon): set linear_skip: false")
+    return [f"model.stateful=true carries the state one step at a time, which rules out {w}" for w in why]
 
 
 def validate_config(raw: dict[str, Any] | ForecastConfig | None) -> ForecastConfig:

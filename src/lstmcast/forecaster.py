@@ -28,7 +28,9 @@ if TYPE_CHECKING:
     from lstmcast.data.validate import SeriesSet
     from lstmcast.doctor.diagnosis import Diagnosis
     from lstmcast.inference.backtest import Backtest
+    from lstmcast.inference.stateful import UpdateSummary
     from lstmcast.model.network import LSTMForecaster
+    from lstmcast.run.carried import CarriedStates
     from lstmcast.run.meta import RunMeta
     from lstmcast.training.checkpoint import Checkpoint
     from lstmcast.training.loop import EpochRecord, Trainer
@@ -228,10 +230,110 @@ class Forecaster:
         when the model was trained with known-future covariates).
         """
         self._check_fitted("predict")
+        if self._stateful():  # model.stateful: from the carried states, or a fresh run over ``data``'s history
+            return self._stateful_predict(data, future)
         from lstmcast.inference.predict import forecast_frame
 
         return forecast_frame(self.model_, self.series(data, fast=True), self.meta_, self.scaler_, future,
                               self.config_)
+
+    # -- the carried state (model.stateful, issue 24; inference/stateful.py) ------------------------------
+    def update(self, new_rows: Any, *, persist: bool = True) -> UpdateSummary:
+        """Advance each series' carried state by its new observations only, one LSTM step per row.
+
+        ``new_rows``: a path or DataFrame in predict's input layout. Rows at or before a series' last seen time
+        are ignored (an update repeated is a no-op); a series never seen starts from a zero state over the rows
+        given. A gap, an out-of-order or a non-finite row is a DataError naming the series and rows, and nothing
+        is applied. A Forecaster loaded from a run folder writes the new states there (``persist``).
+
+        >>> fc.update(new_rows)          # UpdateSummary(series_updated=2, rows_applied=2, ...)  # doctest: +SKIP
+        """
+        self._check_fitted("update")
+        self._stateful(required="update")
+        from lstmcast.inference import stateful
+
+        series = stateful.read_update(new_rows, self.config_, self.meta_)
+        with _update_lock(self):  # one update at a time: each reads the states the last one left (threads)
+            states, summary = stateful.update(self.model_, self.carried_states(), series, self.meta_, self.scaler_)
+            folder = self.run_.folder if self.run_ is not None else None
+            if persist and folder is not None and summary.rows_applied:
+                self._save_states(folder, states)
+            self.states_ = states  # predict() meanwhile reads the previous states, whole
+        return summary
+
+    def predict_state(self, ids: list[str] | None = None, future: Any = None) -> pd.DataFrame:
+        """The forecast from the carried states of ``ids`` (default every series), as ``predict()``; the states
+        are read, never changed (``lstmcast serve`` forecasts a stateful model's series so). A series without
+        a state is a DataError naming it."""
+        self._stateful(required="predict_state")
+        from lstmcast.inference import stateful
+
+        states = self.carried_states()
+        if ids is not None:
+            known = states.position()
+            unknown = [s for s in ids if s not in known]
+            if unknown:
+                from lstmcast.errors import DataError, short_list
+
+                raise DataError(f"no carried state for series {short_list(unknown)}: send their rows to update first")
+            states = states.subset(list(ids))
+        return stateful.forecast(self.model_, states, self.meta_, future, self.config_)
+
+    def save_state(self, path: str | os.PathLike[str] | None = None) -> None:
+        """Write the carried states (atomically, a new generation) into ``path`` or the run folder this
+        Forecaster was loaded from (``lstmcast serve`` snapshots them so)."""
+        folder = path if path is not None else (self.run_.folder if self.run_ is not None else None)
+        if folder is None:
+            from lstmcast.errors import ConfigError
+
+            raise ConfigError("save_state() needs a run folder: this Forecaster was not loaded from one (pass path=)")
+        self._save_states(folder, self.carried_states())
+
+    def carried_states(self) -> CarriedStates:
+        """The carried states: the last update's, else the run folder's, else a run over the training data."""
+        self._stateful(required="carried_states")
+        states = getattr(self, "states_", None)
+        if states is not None:
+            return states
+        from lstmcast.inference import stateful
+
+        folder = self.run_.folder if self.run_ is not None else None
+        if folder is not None:
+            from lstmcast.run.carried import load_states
+
+            m = self.model_
+            states = load_states(folder, _model_sha(folder), m.num_layers * m.num_directions, m.hidden_size,
+                                 m.num_directions * m.hidden_size, len(stateful._channel_count(self.meta_)),
+                                 stateful.time_kind(self.meta_))
+        if states is None and (self.prepared_ is not None or
+                               (folder is not None and self.config_.data.path)):
+            states = stateful.burn_in(self.model_, self.series(None), self.meta_, self.scaler_)
+        self.states_ = states if states is not None else stateful.empty_states(self.model_, self.meta_)
+        return self.states_
+
+    def _stateful(self, required: str | None = None) -> bool:
+        on = bool(getattr(getattr(self.config_, "model", None), "stateful", False))
+        if required and not on:
+            from lstmcast.errors import ConfigError
+
+            raise ConfigError(f"{required}() needs a model trained with model.stateful: true (this one reads its "
+                              "last window at every predict, from a zero state): retrain with model.stateful: true")
+        return on
+
+    def _stateful_predict(self, data: Any, future: Any) -> pd.DataFrame:
+        from lstmcast.inference import stateful
+
+        if data is None:
+            states = self.carried_states()
+        else:  # a fresh run over the history given; the carried states are not touched
+            states = stateful.burn_in(self.model_, self.series(data), self.meta_, self.scaler_)
+        return stateful.forecast(self.model_, states, self.meta_, future, self.config_)
+
+    def _save_states(self, folder: Any, states: CarriedStates) -> None:
+        from lstmcast.inference.stateful import time_kind
+        from lstmcast.run.carried import save_states
+
+        save_states(folder, states, _model_sha(folder), time_kind(self.meta_))
 
     def backtest(self, data: Any = None, *, start: Any = None, stride: int | None = None,
                  n_windows: int | None = None, refit: bool = False) -> dict[str, dict[str, float]]:
@@ -310,6 +412,8 @@ class Forecaster:
         from pathlib import Path
 
         folder = save_run(path, run.stored(data=self._trained_file_record()))
+        if self._stateful():  # the carried states beside the model (run/carried.py)
+            self._save_states(folder, self.carried_states())
         if outputs and self.training_ is None and not run.config.data.path:
             log.warning("%s: model files only: this Forecaster holds no training data to backtest and forecast "
                         "(loaded from a folder fitted on a DataFrame); outputs need fit(data) first", folder)
@@ -405,6 +509,30 @@ def _validation_windows(val: Any, cfg: ForecastConfig, sharded: Any) -> Any:
     if sharded is not None:
         cap, seed = cap and max(1, cap // sharded.world), seed + sharded.rank
     return validation_sample(val, cap, seed)
+
+
+_LOCKS_GUARD = __import__("threading").Lock()
+
+
+def _update_lock(fc: Forecaster) -> Any:
+    """The Forecaster's update lock (made once, under a module lock): concurrent updates of different series
+    (a server's per-series locks) would otherwise each start from the same states and the last one win."""
+    import threading
+
+    with _LOCKS_GUARD:
+        lock = fc.__dict__.get("_update_lock")
+        if lock is None:
+            lock = fc.__dict__["_update_lock"] = threading.Lock()
+    return lock
+
+
+def _model_sha(folder: Any) -> str:
+    """model.safetensors' sha256 as manifest.json records it: carried states belong to one model."""
+    from pathlib import Path
+
+    from lstmcast.run.folder import read_manifest
+
+    return str(read_manifest(Path(folder))["sha256"]["model.safetensors"])
 
 
 def load_run(path: str | os.PathLike[str]) -> Forecaster:

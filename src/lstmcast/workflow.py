@@ -219,6 +219,17 @@ def _evaluation_path(run: Path, name: str | None, source: str | None, now: datet
     return path
 
 
+def update_run(run: Path, data: str) -> dict[str, Any]:
+    """`lstmcast update`: the run's carried states advanced by ``data``'s new rows and written back (atomically,
+    under the run's lock: one writer at a time); returns the update's summary."""
+    from lstmcast.forecaster import load_run
+    from lstmcast.run.lock import RunLock
+
+    with RunLock(run):
+        fc = load_run(run)
+        return fc.update(data).as_dict()
+
+
 def predict_run(run: Path, data: str | None = None, out: str | os.PathLike[str] | None = None,
                 future: str | None = None) -> tuple[pd.DataFrame, Path | None]:
     """Forecast into ``out`` (default RUN/forecast.csv); ``out`` of ``-`` writes the CSV to standard output

@@ -98,6 +98,8 @@ def model_findings(cfg: ForecastConfig, report: DoctorReport, series: SeriesSet 
     dev = target_device(cfg)
     found = [*_hidden_size(d), *_bidirectional(d, report), *_windows_per_parameter(cfg, report),
              *_stack(cfg, d), *_window_length(d, prep), *_training(cfg), *_device_advice(cfg, d, dev, report)]
+    if cfg.model.stateful:
+        found.append(_stateful(cfg, d, len(series.ids) if series is not None else None))
     if prep is not None and prep.constant:
         found.append(Finding("warning", "constant-columns",
                              f"constant on the training split (std 0, scaled with std 1): {', '.join(prep.constant)}",
@@ -105,6 +107,22 @@ def model_findings(cfg: ForecastConfig, report: DoctorReport, series: SeriesSet 
     for note in series.notes if series is not None else []:
         found.append(Finding("info", "data-note", note))
     return found
+
+
+def _stateful(cfg: ForecastConfig, d: Dims, n_series: int | None) -> Finding:
+    """model.stateful (issue 24): the carried state's shapes per layer and direction and its memory for S series."""
+    S = n_series or 1
+    floats = S * d.layers * d.D * d.hidden * 2
+    per = ", ".join(f"layer {k + 1}: h, c ({d.hidden},)" for k in range(d.layers))
+    return Finding("info", "stateful-state",
+                   f"model.stateful: each series carries (h, c), each (num_layers * D, 1, hidden) = "
+                   f"({d.layers * d.D}, 1, {d.hidden}) ({per}{', each direction' if d.D == 2 else ''}); for "
+                   f"{S:,} series S x layers x D x hidden x 2 = {S:,} x {d.layers} x {d.D} x {d.hidden} x 2 = "
+                   f"{floats:,} floats = {floats * 4 / 2**20:.3g} MiB in fp32 (+ the head's input, S x D x hidden). "
+                   f"Training runs each history in chunks of train.tbptt_steps={cfg.train.tbptt_steps} steps "
+                   "(detached between chunks, zero where a history starts)",
+                   "after training: `lstmcast update RUN --data new.csv` advances each series one step a row; "
+                   "`lstmcast predict RUN` forecasts from the carried state")
 
 
 def _hidden_size(d: Dims) -> list[Finding]:

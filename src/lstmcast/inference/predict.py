@@ -362,8 +362,13 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: RunMeta, scaler
     past = transform.forward(g.past, T, meta.transform)
     xs = scaling.transform(past, mean_s[sidx][:, None, :], std_s[sidx][:, None, :])  # (P, L, C) float32
     xs = insert_mask(xs, mask, series.n_past_only)
-    raw = _predict_scaled(model, np.concatenate([xs, cal], axis=2) if cal.shape[2] else xs, future=fut,
-                          static=static)
+    if getattr(cfg.model, "stateful", False):  # hook (issue 24): each origin from the carried state, one pass
+        from lstmcast.inference.carry import origin_forecasts
+
+        raw = origin_forecasts(model, series, meta, mean_s, std_s, sidx, ts, fut)
+    else:
+        raw = _predict_scaled(model, np.concatenate([xs, cal], axis=2) if cal.shape[2] else xs, future=fut,
+                              static=static)
     mean_j, std_j = mean_s[sidx][:, None, :T], std_s[sidx][:, None, :T]
     qpred = transform.inverse(calibrated(raw, meta.intervals, mean_j[..., None], std_j[..., None]), meta.transform) \
         if raw.ndim == 4 else None

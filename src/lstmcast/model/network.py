@@ -181,10 +181,7 @@ class LSTMForecaster(nn.Module):
         s = self.statics(static) if self.statics.width else None  # (B, S') numeric + embeddings
         if s is not None:
             x = torch.cat([x, s.unsqueeze(1).expand(-1, x.shape[1], -1)], dim=2)  # (B, L, F + S')
-        if self.residual:
-            out, h_n, c_n = self._residual_stack(x, state)
-        else:
-            out, (h_n, c_n) = self.lstm(x, state)  # out: (B, L, D * hidden)
+        out, (h_n, c_n) = self._stack(x, state)  # out: (B, L, D * hidden)
         hidden = self.hidden_size
         if self.bidirectional:  # forward direction ends at L-1, backward at 0
             last = torch.cat([out[:, -1, :hidden], out[:, 0, hidden:]], dim=1)  # (B, 2 * hidden)
@@ -200,6 +197,66 @@ class LSTMForecaster(nn.Module):
         if self.quantiles is not None:
             y = self._quantile_paths(y, last)  # (B, H, T, Q)
         return (y, (h_n, c_n)) if return_state else y
+
+    # -- the carried state (model.stateful, issue 24): the stack run over any number of steps ----------------
+    def check_streamable(self) -> None:
+        """A carried state needs a model that reads one step at a time: ShapeError saying why otherwise."""
+        why = []
+        if self.bidirectional:
+            why.append("bidirectional (the backward direction reads the steps after each one)")
+        if self.window_norm != "none":
+            why.append(f"window_norm={self.window_norm!r} (the window's level needs the whole window)")
+        if self.linear_skip:
+            why.append("linear_skip (it maps a whole window to the horizon)")
+        if why:
+            raise ShapeError("this model cannot carry its state step by step: " + "; ".join(why)
+                             + ": train it with model.stateful: true")
+
+    def encode(self, x: Tensor, state: State | None = None, static: Tensor | None = None) -> tuple[Tensor, State]:
+        """The LSTM stack over x (B, n, F), any n >= 1, from ``state`` (zero when None): the top layer's
+        outputs (B, n, D * hidden) and the final per-layer (h, c), each (num_layers * D, B, hidden).
+
+        Two calls chained through the state equal one call over the concatenated steps (a chunked forward)."""
+        self.check_streamable()
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[2] != self.input_size:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ShapeError(f"expected x of shape (B, n, F={self.input_size}), got {got}")
+        weight = self.head.weight
+        if x.dtype != weight.dtype or x.device != weight.device:
+            raise ShapeError(f"x has dtype {x.dtype} on device {x.device} but the model's weights are "
+                             f"{weight.dtype} on {weight.device}: pass x.to(device={str(weight.device)!r}, "
+                             f"dtype={weight.dtype})")
+        if state is not None:
+            self._check_state(x, state)
+        self._check_roles(x, None if not self.future_size else
+                          torch.zeros(x.shape[0], self.horizon, self.future_size, dtype=x.dtype, device=x.device),
+                          static)
+        if self.statics.width:
+            s = self.statics(static)
+            x = torch.cat([x, s.unsqueeze(1).expand(-1, x.shape[1], -1)], dim=2)
+        return self._stack(x, state)
+
+    def forecast_from(self, last: Tensor, future: Tensor | None = None, static: Tensor | None = None) -> Tensor:
+        """The forecast (B, H, T) (or (B, H, T, Q)) from the top layer's last output ``last`` (B, D * hidden),
+        as ``forward`` makes it from its window's last step (a model that reads one step at a time)."""
+        self.check_streamable()
+        B = last.shape[0]
+        probe = last.new_zeros(B, 1, self.input_size)
+        self._check_roles(probe, future, static)
+        s = self.statics(static) if self.statics.width else None
+        y = self.head(last).view(B, self.horizon, self.n_targets)
+        if self.decoder is not None:
+            y = y + self.decoder(last, future, s)
+        if self.quantiles is not None:
+            y = self._quantile_paths(y, last)
+        return y
+
+    def _stack(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+        if self.residual:
+            out, h_n, c_n = self._residual_stack(x, state)
+            return out, (h_n, c_n)
+        out, (h_n, c_n) = self.lstm(x, state)
+        return out, (h_n, c_n)
 
     def _quantile_paths(self, median: Tensor, last: Tensor) -> Tensor:
         # median: (B, H, T); last: (B, D * hidden) -> (B, H, T, Q) ascending: median -+ cumulative offsets

@@ -47,7 +47,8 @@ class ForecasterState:
         if not self.stateful:
             raise NotStateful(NOT_STATEFUL)
         summary = self.fc.update(rows)
-        return summary if isinstance(summary, dict) else {"summary": str(summary)}
+        as_dict = getattr(summary, "as_dict", None)  # Forecaster.update's UpdateSummary (issue 24)
+        return as_dict() if callable(as_dict) else summary if isinstance(summary, dict) else {"summary": str(summary)}
 
     def snapshot(self) -> None:
         save = getattr(self.fc, "save_state", None)  # issue 24: the state file, written atomically

@@ -52,6 +52,9 @@ def resolve_config(cfg: ForecastConfig, prep: Prepared, data: Any, n_train: int 
         log.warning("train.batch_size=%d is above the %d training windows an epoch draws: using batches of %d "
                     "(every window once per step); set train.batch_size <= %d to silence this",
                     cfg.train.batch_size, B, B, B)
+    if resolved.model.stateful and resolved.train.refit:  # hook (issue 24): the refit replays window steps
+        log.info("model.stateful: no refit on every row (train.refit applies to window models)")
+        resolved.train.refit = False
     if isinstance(data, (str, os.PathLike)):
         resolved.data.path = os.path.abspath(data)
     return resolved
@@ -69,6 +72,10 @@ def train_first(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, tr
            callbacks: Any, run_dir: Any, resume_from: Any,
            dist: Any = None) -> tuple[LSTMForecaster, Trainer, SkipFit | None]:
     """Build the model (its linear skip fitted on the training windows) and the Trainer around it."""
+    if cfg.model.stateful:  # hook (issue 24): truncated backpropagation over whole histories, own trainer
+        from lstmcast.training import stateful
+
+        return stateful.train_first(cfg, accel, tensor, prep, callbacks, run_dir, resume_from, dist)
     from lstmcast.training import precision
     from lstmcast.training.loop import Trainer
     from lstmcast.training.skip_init import SkipFit

@@ -64,6 +64,7 @@ class Monitor:
         self._want_tb = bool(want_tb and self.tb_dir is not None)  # opened at the first epoch: a run that
         self._config_text = config.to_yaml() if config is not None else None  # fails before writes nothing
         self.probes: list[dict[str, Any]] = []
+        self.carried: list[dict[str, Any]] = []  # model.stateful: mean carried h / c norms per epoch (issue 24)
         self.history: list[dict[str, Any]] = []
         self.monitor_seconds = 0.0  # all the monitor's time; probe_seconds: the probes' share, kept in budget
         self.probe_seconds = 0.0
@@ -134,7 +135,13 @@ class Monitor:
                 value = float(getattr(rec, key))
                 if math.isfinite(value):
                     self._tb("add_scalar", tag, value, rec.epoch)
-            if self._due(rec.epoch, last=rec.epoch >= trainer.cfg.max_epochs):
+            carried = getattr(trainer, "carried_norms", None)  # hook (issue 24): model.stateful's carried state
+            if carried is not None:
+                norms = carried()
+                self.carried.append({"epoch": rec.epoch, **norms})
+                for key, value in norms.items():
+                    self._tb("add_scalar", f"carried_state/{key}_norm", value, rec.epoch)
+            elif self._due(rec.epoch, last=rec.epoch >= trainer.cfg.max_epochs):  # window probes need windows
                 t1 = time.perf_counter()
                 self._probe(trainer, rec.epoch)
                 self._last_probe_s = time.perf_counter() - t1
@@ -287,7 +294,8 @@ class Monitor:
                              "fraction": self.monitor_seconds / self.train_seconds if self.train_seconds else 0.0,
                              "postponed_probes": self.postponed, "max_overhead": self.max_overhead,
                              "within_budget": self.within_budget()},
-                "probes": self.probes, "findings": [f.as_dict() for f in self.findings()]}
+                "probes": self.probes, "findings": [f.as_dict() for f in self.findings()],
+                **({"carried_state_norms": self.carried} if self.carried else {})}
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the summary (probes per epoch, findings, overhead) as JSON, atomically."""

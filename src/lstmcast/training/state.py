@@ -100,6 +100,9 @@ def capture(t: StateHost, cursor: EpochCursor | None, note: str = "") -> tuple[d
         tensors[f"model.{k}"] = v.detach().to("cpu", copy=True).contiguous()
     for k, v in (t.best_state or {}).items():
         tensors[f"best.{k}"] = v.detach().to("cpu", copy=True).contiguous()
+    carried = getattr(t, "carried_tensors", None)  # hook (issue 24): model.stateful's per-series (h, c)
+    if carried is not None:
+        tensors.update(carried())
     cur = None
     if cursor is not None:
         tensors["epoch.acc"] = cursor.acc.detach().to("cpu", copy=True)
@@ -165,6 +168,9 @@ def _restore(t: StateHost, ckpt: Checkpoint) -> None:
         gen_state=unb64(cur["gen_state"]), acc=tensors["epoch.acc"].to(dev), pos=int(cur["pos"]),
         checked_pos=int(cur["checked_pos"]), checked_skipped=int(cur["checked_skipped"]),
         checked_norm_sum=float(cur["checked_norm_sum"]), seconds=float(cur["seconds"]))
+    load_carried = getattr(t, "load_carried", None)  # hook (issue 24): model.stateful's per-series (h, c)
+    if load_carried is not None:
+        load_carried(tensors)
     _apply_new_lr(t, meta)
 
 
