@@ -77,7 +77,7 @@ def build_meta(cfg: ForecastConfig, prep: Prepared, model: LSTMForecaster, accel
         "val_end": [sp.val_end for sp in prep.splits],
         "last_time": [str(t[-1]) for t in s.times], "device": str(accel.device), "precision": accel.precision,
         "n_parameters": sum(p.numel() for p in model.parameters()), "mask_channel": bool(prep.mask_channel),
-        "transform": cfg.data.transform,
+        "transform": cfg.data.transform, "scaling": prep.scaling_kind,
     })
 
 
