@@ -101,7 +101,7 @@ def test_a_new_series_at_predict_is_scaled_as_training_scaled_its_series():
                      "model": {"hidden_size": 4, "num_layers": 1},
                      "train": {"max_epochs": 1, "min_steps": 0, "min_epoch_steps": 1, "refit": False},
                      "monitor": {"tensorboard": False}}).fit(df)
-    assert fc.meta_.scaling == "diff"
+    assert fc.meta_.scaling == "diff" and fc.config_.data.scaling == "diff"  # auto as trained
     y = 100 + 20 * np.sin(2 * np.pi * np.arange(30) / 12) + np.arange(30.0)
     new = pd.concat([df, pd.DataFrame({"id": "zz", "date": pd.date_range("2001-01-01", periods=30, freq="MS"),
                                        "y": y})])
