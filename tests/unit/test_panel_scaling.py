@@ -59,6 +59,15 @@ def test_diff_scales_equal_a_loop_over_the_series():
     assert out[3, 0] == pytest.approx(reference(values[3][:, 0], 13, 12))  # 13 > 12 points: the seasonal lag
 
 
+def test_a_near_periodic_series_is_scaled_by_at_most_100_times_its_std():
+    t = np.arange(48)
+    v = (100 + 10 * np.sin(2 * np.pi * t / 12) + 1e-6 * np.random.default_rng(0).standard_normal(48))[:, None]
+    mean, std, _ = scaling.fit_scalers([v], [48])
+    out = scaling.diff_scales([v], [48], 12, 1, mean, std)
+    assert out[0, 0] == pytest.approx(scaling.MIN_DIFF_TO_STD * std[0, 0])
+    assert np.abs(scaling.transform(v, mean[0], out[0])).max() < 200
+
+
 def test_auto_scaling_is_diff_only_for_a_table_of_seasonal_series():
     cfg = validate_config({"data": {"time_col": "date", "target": "y", "horizon": H}}).data
     assert cfg.scaling == "auto"

@@ -41,12 +41,16 @@ def fit_scalers(values: list[np.ndarray], ends: list[int], chunk: int = 4096
     return np.where(np.isfinite(mean), mean, 0.0), np.where(flat, 1.0, std), constant
 
 
+MIN_DIFF_TO_STD = 0.01
+
+
 def diff_scales(values: list[np.ndarray], ends: list[int], season: int | None, n_targets: int,
                 mean: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     """(S, T) each series' mean |y[t] - y[t - m]| over its training part ``values[i][:ends[i]]`` for the first
     ``n_targets`` channels, m the season where that part is longer than one season (else 1): the scale MASE
     divides by, so a pooled loss weighs the series as the metric does (a trend inflates the std, not this).
-    ``fallback`` (S, T) where there is no such change or it is 0 (``mean`` (S, T) sets what counts as 0).
+    ``fallback`` (S, T, the std) where there is no such change or it is 0 (``mean`` (S, T) sets what counts as
+    0), and never below ``MIN_DIFF_TO_STD`` times it.
     One pass over the concatenated series (a numpy call per series is slow at 100k series)."""
     S = len(values)
     lens = np.array([min(int(e), len(v)) for v, e in zip(values, ends)], dtype=np.int64)
@@ -64,7 +68,9 @@ def diff_scales(values: list[np.ndarray], ends: list[int], season: int | None, n
         with np.errstate(invalid="ignore", divide="ignore"):
             scale = total / count
         good = (count > 0) & (scale > 1e-12 * np.maximum(1.0, np.abs(mean[:, j])))
-        out[:, j] = np.where(good, scale, out[:, j])
+        # a near-periodic series changes little from season to season: at most 1/MIN_DIFF_TO_STD times its std
+        # scaled, so its values stay a few hundred units at most and one such series cannot swamp the loss
+        out[:, j] = np.where(good, np.maximum(scale, MIN_DIFF_TO_STD * out[:, j]), out[:, j])
     return out
 
 
