@@ -128,7 +128,9 @@ class DataConfig(_Section):
     # log: the targets' log is scaled and learned, forecasts are exp'ed back (strictly positive targets only);
     # metrics and baselines stay in original units (lstmcast.data.transform)
     transform: Literal["none", "log"] = "none"
-    scaling: Literal["standard", "none"] = "standard"
+    # standard: each series' training mean and std; diff: the targets' std replaced by their mean seasonal change
+    # (|y[t] - y[t - season]|, MASE's scale); auto: diff for a table of many seasonal series, else standard
+    scaling: Literal["auto", "standard", "diff", "none"] = "auto"
     utc: bool = False
     time_format: str | None = None
     delimiter: str | None = None

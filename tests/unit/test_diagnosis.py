@@ -93,6 +93,18 @@ def test_underfitting_flat_and_high():
             "data.window 24 -> 48") in f.fix
 
 
+def test_flat_and_high_in_units_of_the_seasonal_change_is_not_underfitting():
+    """data.scaling diff (a table of seasonal series): a loss of 0.9 is 0.9 squared mean seasonal changes, about
+    seasonal naive's error, not "predicting the mean": the underfitting check does not apply."""
+    train = [0.95, 0.93, 0.92, 0.92, 0.919, 0.919, 0.918, 0.918, 0.918]
+    val = [0.97, 0.95, 0.94, 0.94, 0.94, 0.941, 0.94, 0.94, 0.94]
+    cfg = CFG.model_copy(deep=True)
+    cfg.data.scaling = "diff"
+    d = diagnose(_history(train, val), config=cfg)
+    assert d.verdict != "underfitting"
+    assert all(f.code != "diagnosis-underfitting" for f in d.findings)
+
+
 def test_flat_but_low_is_converged_not_underfitting():
     d = diagnose(_history([0.2, 0.1, 0.1, 0.1, 0.1, 0.1], [0.2, 0.12, 0.12, 0.12, 0.12, 0.12]))
     assert d.verdict == "converged"

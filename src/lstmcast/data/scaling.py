@@ -44,6 +44,39 @@ def fit_scalers(values: list[np.ndarray], ends: list[int], chunk: int = 4096
     return np.where(np.isfinite(mean), mean, 0.0), np.where(flat, 1.0, std), constant
 
 
+MIN_DIFF_TO_STD = 0.01
+
+
+def diff_scales(values: list[np.ndarray], ends: list[int], season: int | None, n_targets: int,
+                mean: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """(S, T) each series' mean |y[t] - y[t - m]| over its training part ``values[i][:ends[i]]`` for the first
+    ``n_targets`` channels, m the season where that part is longer than one season (else 1): the scale MASE
+    divides by, so a pooled loss weighs the series as the metric does (a trend inflates the std, not this).
+    ``fallback`` (S, T, the std) where there is no such change or it is 0 (``mean`` (S, T) sets what counts as
+    0), and never below ``MIN_DIFF_TO_STD`` times it.
+    One pass over the concatenated series (a numpy call per series is slow at 100k series)."""
+    S = len(values)
+    lens = np.array([min(int(e), len(v)) for v, e in zip(values, ends)], dtype=np.int64)
+    lag = np.where((season or 1) > 1, np.where(lens > (season or 1), season or 1, 1), 1).astype(np.int64)
+    flat = np.concatenate([np.asarray(v[:n, :n_targets], dtype=np.float64) for v, n in zip(values, lens.tolist())])
+    seg = np.repeat(np.arange(S), lens)
+    pos = np.arange(len(flat)) - np.repeat(np.cumsum(lens) - lens, lens)
+    rows = np.flatnonzero(pos >= lag[seg])
+    d = np.abs(flat[rows] - flat[rows - lag[seg[rows]]])  # (M, T), NaN where either point is missing
+    out = np.array(fallback, dtype=np.float64, copy=True)
+    for j in range(n_targets):
+        ok = np.isfinite(d[:, j])
+        total = np.bincount(seg[rows][ok], weights=d[ok, j], minlength=S)
+        count = np.bincount(seg[rows][ok], minlength=S)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = total / count
+        good = (count > 0) & (scale > 1e-12 * np.maximum(1.0, np.abs(mean[:, j])))
+        # a near-periodic series changes little from season to season: at most 1/MIN_DIFF_TO_STD times its std
+        # scaled, so its values stay a few hundred units at most and one such series cannot swamp the loss
+        out[:, j] = np.where(good, np.maximum(scale, MIN_DIFF_TO_STD * out[:, j]), out[:, j])
+    return out
+
+
 MIN_SPREAD_POINTS = 3  # fewer training points than this measure no spread worth trusting
 
 

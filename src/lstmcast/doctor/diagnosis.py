@@ -4,7 +4,8 @@ Verdicts: converged, still-improving, overfitting (from epoch k), underfitting, 
 inconclusive (too little evidence: fewer than MIN_EPOCHS epochs or MIN_STEPS optimizer steps, or a
 loss that still moves without a trend). Every condition found becomes a Finding with the numbers and
 a concrete change; the verdict is the most pressing one. Losses are on the scaled series (standard
-scaling: a loss near 1.0 is about what predicting the series mean scores).
+scaling: a loss near 1.0 is about what predicting the series mean scores; with ``data.scaling: diff``, a table
+of seasonal series, the unit is the mean seasonal change, and the underfitting check is off).
 
 A suggested change is one the doctor would accept: a longer window only if every series still holds a
 training window and enough windows are left (needs ``data_info``), a smaller model never below
@@ -227,6 +228,8 @@ def _improving(mon: list[float], best: int, config: ForecastConfig | None) -> Fi
 
 def _underfitting(c: _Curves, best: int, config: ForecastConfig | None,
                   info: DataInfo | None) -> Finding | None:
+    if config is not None and config.data.scaling == "diff":
+        return None  # losses in units of the mean seasonal change: 1.0 is not "predicting the mean"
     train, mon = c.train, c.monitored
     k = max(2, len(train) // 3)
     moved = abs(_pct(train[-1 - min(k, len(train) - 1)], train[-1]))

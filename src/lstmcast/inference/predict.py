@@ -167,6 +167,9 @@ def series_scalers(series: SeriesSet, meta: RunMeta, scaler: dict[str, np.ndarra
         vals = [transform.forward(series.values[i], meta.n_targets, meta.transform) for i in new.tolist()]
         ends = [upto[i] if upto is not None else len(series.values[i]) for i in new.tolist()]
         mean[new], std[new], flat = scaling.fit_scalers(vals, ends)
+        if meta.scaling == "diff":  # as training scaled its series (data/prepare.py scaling_how)
+            T = meta.n_targets
+            std[new, :T] = scaling.diff_scales(vals, ends, meta.season, T, mean[new, :T], std[new, :T])
         if is_panel(meta.layout, len(meta.ids)):  # as training: too short to measure a spread, borrow the table's
             weak = np.zeros(len(rows), dtype=bool)
             weak[new[[k for k, e in enumerate(ends) if e < scaling.MIN_SPREAD_POINTS] + [k for k, _ in flat]]] = True

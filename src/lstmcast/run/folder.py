@@ -70,7 +70,7 @@ def build_meta(cfg: ForecastConfig, prep: Prepared, model: LSTMForecaster, devic
         "val_end": [sp.val_end for sp in prep.splits],
         "last_time": [str(t[-1]) for t in s.times], "device": device, "precision": precision,
         "n_parameters": sum(p.numel() for p in model.parameters()), "mask_channel": bool(prep.mask_channel),
-        "transform": cfg.data.transform,
+        "transform": cfg.data.transform, "scaling": prep.scaling_kind,
     })
 
 

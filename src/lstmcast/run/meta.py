@@ -93,6 +93,8 @@ class RunMeta(_Strict):
     # past-only channels, and a series shorter than the window is forecast from a padded window
     mask_channel: bool = False
     transform: Literal["none", "log"] = "none"  # data.transform of the targets (lstmcast.data.transform)
+    # data.scaling as training resolved it (a run from before "diff" existed was scaled by its std)
+    scaling: Literal["standard", "diff", "none"] = "standard"
     intervals: dict[str, Any] | None = None  # checked against Intervals when a run folder is loaded
 
     def as_json(self) -> dict[str, Any]:

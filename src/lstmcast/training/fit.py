@@ -42,6 +42,7 @@ def resolve_config(cfg: ForecastConfig, prep: Prepared, data: Any, n_train: int 
 
     resolved = cfg.model_copy(deep=True)
     resolved.data.window, resolved.data.season = prep.window, prep.season
+    resolved.data.scaling = prep.scaling_kind  # auto as trained (data/prepare.py scaling_how)
     F, T = prep.scaled.shape[1], prep.series.n_targets  # every channel: values, then calendar
     n_train = len(prep.index.train) if n_train is None else n_train
     resolved.model = resolve_model(cfg.model, n_train, F, T, prep.horizon, prep.window,
