@@ -429,7 +429,9 @@ class Forecaster:
         (``stored_data_path``); None when it was trained on a DataFrame or on another file than data.path names.
         A loaded run keeps the record it was read with (``FittedRun.stored``)."""
         path = self._fitted("save").config.data.path
-        if path is None or self.training_ is None or self.training_.data_file != path:
+        trained = self.training_.data_file if self.training_ is not None else None
+        # config.yaml stores data.path absolute while the file trained on is the path as given (often relative)
+        if path is None or trained is None or os.path.abspath(trained) != os.path.abspath(path):
             return None
         return data_record(path)
 

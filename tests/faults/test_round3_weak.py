@@ -386,3 +386,15 @@ def test_r12_a_finished_run_keeps_no_temp_file_a_killed_write_left(trained, tmp_
     (run / ".forecast.png.x8d9.tmp").write_bytes(b"half")
     resume_outputs(run)
     assert (run / COMPLETE).is_file() and not list(run.glob(".*"))
+
+
+def test_r9_a_relative_data_path_as_the_cli_passes_it_is_recorded(tmp_path, monkeypatch):
+    """The README quick start: `train --data examples/...csv` then `evaluate RUN` without --data. The CLI fits
+    on the path as typed (relative) while config.yaml stores it absolute: the record must still be written."""
+    monkeypatch.chdir(tmp_path)
+    seasonal_frame(300).to_csv("series.csv", index=False)
+    cfg = small_config(data={"path": "series.csv"}, train={"max_epochs": 1})
+    Forecaster(cfg).fit("series.csv").save("run")
+    record = json.loads((tmp_path / "run" / "manifest.json").read_text())["data"]
+    assert record["path"] == str(tmp_path / "series.csv") and len(record["sha256"]) == 64
+    assert len(lstmcast.load("run").predict()) == 6  # read without --data, as `predict RUN` does
