@@ -32,7 +32,8 @@ def write_outputs(fc: Any, run: Path, series: Any = None, stage: Stage = _quiet)
     from lstmcast.report.plots import forecast_plot, loss_plot
 
     stage("backtest")
-    if getattr(fc, "shards_", None) is not None and series is None:  # data.shard_series: every rank's series
+    world = getattr(fc, "world_", None)  # None: loaded from a folder, one process
+    if world is not None and world.sharded and series is None:  # data.shard_series: every rank's series
         return _write_shard_outputs(fc, run)
     metrics = fc.backtest(series)
     stage("forecast and plots")

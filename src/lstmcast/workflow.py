@@ -116,7 +116,7 @@ def train_rank(cfg: ForecastConfig, resume_from: Checkpoint | None = None) -> No
     try:
         fc = Forecaster(cfg).fit(cfg.data.path, resume_from=resume_from, progress=False)  # rank 0 shows it
         interrupted = fc.fit_result_.stop_reason.startswith("interrupted")
-        if getattr(fc, "shards_", None) is not None and not interrupted:
+        if fc.world_.sharded and not interrupted:
             from lstmcast.inference.sharded import outputs
 
             outputs(fc)  # data.shard_series: this rank's backtest and forecast, sent to rank 0
