@@ -35,14 +35,13 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from lstmcast.training import decision_cache
-from lstmcast.training.accel import Accel, cpu_bf16_runs, set_tf32
+from lstmcast.training.accel import Accel, cpu_bf16_flags, cpu_bf16_runs, set_tf32
 
 if TYPE_CHECKING:
     from lstmcast.config import TrainConfig
@@ -50,7 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 # Below this many FLOPs per training step a GPU LSTM step is bound by launches, not arithmetic: on an
 # H100 fp16/bf16 ran 0.6-0.7x of fp32 and tf32 +-10% at (64x2, L96, B<=1024, ~4e10 FLOPs) (docs/PERFORMANCE.md).
 SMALL_GPU_STEP_FLOPS = 1e11
@@ -88,20 +86,6 @@ class Measured:
     precision: str
     seconds: list[float] = field(default_factory=list)
     val_loss: float = math.nan
-
-
-def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:
-    """The bf16 instruction sets this CPU reports (Linux /proc/cpuinfo; [] where unreadable)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return []
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.partition(":")[2].split())
-            return [f for f in CPU_BF16_FLAGS if f in flags]
-    return []
 
 
 def candidates(device: torch.device, cpuinfo: str | None = None) -> tuple[list[str], str]:
