@@ -143,21 +143,23 @@ def lstmcast_trainer(model, series, starts, L, H, B, precision, accel_mode, dev,
     import torch
 
     from lstmcast.config import TrainConfig
+    from lstmcast.data.windows import Roles
     from lstmcast.training.accel import resolve
-    from lstmcast.training.loop import Trainer
+    from lstmcast.training.loop import build
+    from lstmcast.training.records import TrainData
 
     cfg = TrainConfig(batch_size=B, max_epochs=100, patience=20, max_steps_per_epoch=steps,
                       precision=precision, accel=accel_mode, lr=1e-3)
     accel = resolve(dev.type, precision, None, accel_mode)
     n_train = len(starts) - 2 * B
-    return Trainer(copy.deepcopy(model), cfg, accel, series, starts[:n_train], starts[n_train:n_train + B],
-                   L, H, 1)
+    return build(copy.deepcopy(model), cfg, accel,
+                 TrainData.of(series, starts[:n_train], starts[n_train:n_train + B], Roles(L, H, 1)))
 
 
 def run_epoch(trainer):
     """One epoch of ``max_steps_per_epoch`` steps (the validation pass at its end is included)."""
-    trainer.cursor = None  # a fresh epoch each call
-    trainer.epoch += 1
+    trainer.state.cursor = None  # a fresh epoch each call
+    trainer.state.epoch += 1
     trainer.run_epoch()
 
 

@@ -105,7 +105,9 @@ def train(data: Optional[str] = DataOpt, time_col: Optional[str] = TimeOpt, targ
         from lstmcast.launch import launch
 
         raise typer.Exit(launch(nproc, sys.argv[1:], run is None and resume is None))
-    if int(os.environ.get("RANK", "0")) > 0:  # a rank other than 0: train only, write nothing
+    from lstmcast.training.world import World, env_rank
+
+    if not World(rank=env_rank()).is_main:  # another rank: train only, write nothing
 
         def _rank() -> None:
             from lstmcast.workflow import outputs_missing, train_rank

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from lstmcast.run.carried import CarriedStates
     from lstmcast.run.meta import RunMeta
     from lstmcast.training.checkpoint import Checkpoint
-    from lstmcast.training.loop import EpochRecord, Trainer
+    from lstmcast.training.records import EpochRecord, StepView
+    from lstmcast.training.world import World
 
 log = logging.getLogger(__name__)
 DataSource = "str | os.PathLike[str] | pd.DataFrame | None"
@@ -63,7 +64,7 @@ class Forecaster:
 
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, data: Any = None, *,
-            callbacks: list[Callable[[Trainer, EpochRecord], None]] | None = None,
+            callbacks: list[Callable[[StepView, EpochRecord], None]] | None = None,
             run_dir: str | os.PathLike[str] | None = None, resume_from: Checkpoint | None = None,
             progress: bool | None = None) -> Forecaster:
         """Train on ``data``; with ``run_dir`` checkpoints go to RUN/checkpoints, ``resume_from`` continues one.
@@ -84,7 +85,7 @@ class Forecaster:
         with own or nullcontext():
             return self._fit(data, callbacks, run_dir, resume_from)
 
-    def _fit(self, data: Any, callbacks: list[Callable[[Trainer, EpochRecord], None]],
+    def _fit(self, data: Any, callbacks: list[Callable[[StepView, EpochRecord], None]],
              run_dir: str | os.PathLike[str] | None, resume_from: Checkpoint | None) -> Forecaster:
         import torch
 
@@ -96,47 +97,43 @@ class Forecaster:
         cfg = validate_config(self.config)
         if type(data).__name__ == "Series":  # pandas, imported only where data is a table
             data, cfg = _series_table(data, cfg)
-        cfg, dist = fitting.join_distributed(cfg)  # under torchrun: this rank's place (None alone)
+        from lstmcast.training.distributed import join
+
+        cfg, world = join(cfg)  # this process's place: Solo alone, a rank of a process group under torchrun
         # before any data is read
         accel = resolve(cfg.train.device, cfg.train.precision, cfg.train.threads, cfg.train.accel)
         fitting.seed_everything(cfg.train.seed)
-        dist, series, prep, ids = _read(data, cfg, dist, accel.precision)
-        n_train = dist.count(len(prep.index.train)) if ids is not None else None  # every rank's, if sharded
-        resolved = fitting.resolve_config(cfg, prep, data, n_train)
+        series, prep, ids = _read(data, cfg, world, accel.precision)
+        resolved = fitting.resolve_config(cfg, prep, data, world.count(len(prep.index.train)))  # every rank's
         from lstmcast.doctor.report import preflight
 
-        from lstmcast.run.shards import together  # sharded: one rank's refusal stops every rank with it
-
-        doctor = together(dist, preflight, resolved, series, prep, accel)  # refuse errors, log advice
+        doctor = world.together(preflight, resolved, series, prep, accel)  # refuse errors, log advice
         from lstmcast.training.streaming import place_series
 
         tensor = place_series(torch.from_numpy(prep.scaled), accel.device)  # host memory if it cannot fit
         idx = prep.index
-        val = _validation_windows(idx.val, resolved, dist if ids is not None else None)
+        val = _validation_windows(idx.val, resolved, world)
         train_idx, val_idx = (torch.from_numpy(i).to(tensor.device) for i in (idx.train, val))
-        model, trainer, skip = fitting.train_first(resolved, accel, tensor, prep, train_idx, val_idx, callbacks,
-                                                   run_dir, resume_from, dist)
+        windows = fitting.train_data(prep, tensor, train_idx, val_idx)
+        model, trainer, skip = fitting.train_first(resolved, accel, windows, prep, callbacks, run_dir, resume_from,
+                                                   world)
         result = trainer.fit()
         backtest_model = model = model.cpu().eval()
-        accel = trainer.accel  # precision: auto is settled (measured) inside the Trainer
+        accel = trainer.accel  # precision: auto is settled (measured) when the Trainer is built
         refit: dict[str, int] | None = None
         if resolved.train.refit and not result.stop_reason.startswith("interrupted"):
             announce(callbacks, f"refit on every row ({result.best_epoch} epochs)")
-            model, refit = fitting.refit(resolved, accel, tensor, prep, result, skip, dist)
+            model, refit = fitting.refit(resolved, accel, tensor, prep, result, skip, world)
         meta = build_meta(resolved, prep, model, str(accel.device), accel.precision)
         meta.refit = refit  # None: model.safetensors is the backtested model itself
-        meta.world_size = dist.world if dist is not None else 1
+        meta.world_size = world.world
         if resolved.model.levels:
             from lstmcast.inference.intervals import calibrate
 
             announce(callbacks, "calibrating intervals")
 
             meta.intervals = calibrate(resolved, backtest_model, tensor, train_idx, val_idx, prep, skip)
-        scaler = build_scaler(prep)
-        if ids is not None:  # data.shard_series: every rank's series in the record; outputs gathered (run/shards.py)
-            from lstmcast.run.shards import merge_scaler_meta
-
-            meta, scaler = merge_scaler_meta(meta, scaler, ids, dist)
+        meta, scaler = world.merge(meta, build_scaler(prep), ids)  # sharded: every rank's series in the record
         self.run_ = FittedRun(config=resolved, model=model, backtest_model=backtest_model, meta=meta, scaler=scaler,
                               history=[r.as_dict() for r in result.history])
         # the file trained on: save() records its sha256 when it is data.path (run/folder.py, FAULTS R9)
@@ -145,7 +142,7 @@ class Forecaster:
         self.training_ = TrainingReport(
             trainer=trainer, result=result, accel=accel, prepared=prep, doctor=doctor,
             coverage=_coverage(prep, idx.val),  # a table: how many series train, validate, are forecast
-            data_file=data_file, rank=dist.rank if dist is not None else 0, shards=dist if ids is not None else None)
+            data_file=data_file, world=world)  # world.sharded: the outputs gather every rank's series
         return self
 
     def _fitted(self, what: str) -> FittedRun:
@@ -464,23 +461,14 @@ def _series_table(data: Any, cfg: ForecastConfig) -> tuple[Any, ForecastConfig]:
     return frame, cfg.model_copy(update={"data": d.model_copy(update={"time_col": time_col, "target": [value]})})
 
 
-def _read(data: Any, cfg: ForecastConfig, dist: Any, precision: str) -> tuple[Any, SeriesSet, Prepared,
-                                                                              list[str] | None]:
-    """(dist, series, prepared, every id): under data.shard_series this rank's own series only (every id of
-    the dataset then, and ``dist`` sharded), with window and channels agreed among the ranks; else all (None)."""
+def _read(data: Any, cfg: ForecastConfig, world: World, precision: str) -> tuple[SeriesSet, Prepared, list[str]]:
+    """(series, prepared, every id of the dataset): sharded, this rank's own series only, with window and
+    channels agreed among the ranks."""
     from lstmcast.data.prepare import prepare
 
-    from lstmcast.run import shards
-
-    ids = None
-    if cfg.data.shard_series:
-        dist, series, ids = shards.load(data, cfg, dist)
-    else:
-        series = load_series(data, cfg)
-    prep = shards.together(dist, prepare, series, cfg.data, precision, cfg.model.id_embedding)
-    if ids is not None:
-        prep = shards.agree(prep, cfg, dist, precision)
-    return dist, series, prep, ids
+    series, ids = world.read(data, cfg)
+    prep = world.together(prepare, series, cfg.data, precision, cfg.model.id_embedding)
+    return series, world.agree(prep, cfg, precision), ids
 
 
 def _coverage(prep: Prepared, val: Any) -> dict[str, Any] | None:
@@ -502,14 +490,12 @@ def _with_backtested(counts: dict[str, Any], bt: Backtest, series: SeriesSet) ->
     return out
 
 
-def _validation_windows(val: Any, cfg: ForecastConfig, sharded: Any) -> Any:
-    """train.val_windows of the validation windows; ``sharded`` (data.shard_series): this rank's share of the
-    cap (cap / ranks) from its own series, each rank's sample from its own seed."""
+def _validation_windows(val: Any, cfg: ForecastConfig, world: World) -> Any:
+    """train.val_windows of the validation windows (sharded: this rank's share of the cap from its own series,
+    each rank's sample from its own seed)."""
     from lstmcast.training.sampling import validation_sample
 
-    cap, seed = cfg.train.val_windows, cfg.train.seed
-    if sharded is not None:
-        cap, seed = cap and max(1, cap // sharded.world), seed + sharded.rank
+    cap, seed = world.validation_sample(cfg.train.val_windows, cfg.train.seed)
     return validation_sample(val, cap, seed)
 
 

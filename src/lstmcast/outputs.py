@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from lstmcast.inference.backtest import Backtest
     from lstmcast.run.meta import RunMeta
     from lstmcast.training.accel import Accel
-    from lstmcast.training.distributed import Distributed
+    from lstmcast.training.world import World
     from lstmcast.training.loop import FitResult, Trainer
 
 log = logging.getLogger("lstmcast.workflow")  # the name these messages always had
@@ -51,8 +51,8 @@ class TrainingReport:
     doctor: DoctorReport  # the preflight's findings and sizes
     coverage: dict[str, Any] | None  # a table's series counts (data.coverage.series_counts); None for one series
     data_file: str | None  # the file trained on: save() records its sha256 when it is data.path (FAULTS R9)
-    rank: int = 0  # this process's rank under torchrun
-    shards: Distributed | None = None  # data.shard_series: each rank holds its own series; outputs are gathered
+    world: World  # one process, or the ranks under torchrun (world.sharded: each rank holds its own series,
+    # the outputs are gathered on the main rank)
 
 
 class Fitted(Protocol):
@@ -88,9 +88,9 @@ def write_outputs(fc: Fitted, run: Path, series: Any = None, stage: Stage = _qui
     from lstmcast.report.plots import forecast_plot, loss_plot
 
     stage("backtest")
-    shards = fc.training_.shards if fc.training_ is not None else None
-    if shards is not None and series is None:  # data.shard_series: every rank's series
-        return _write_shard_outputs(fc, shards, run)
+    world = fc.training_.world if fc.training_ is not None else None  # None: loaded from a folder, one process
+    if world is not None and world.sharded and series is None:  # data.shard_series: every rank's series
+        return _write_shard_outputs(fc, run)
     metrics = fc.backtest(series)
     stage("forecast and plots")
     atomic.write_json(run / "metrics.json", metrics)
@@ -115,13 +115,13 @@ def write_outputs(fc: Fitted, run: Path, series: Any = None, stage: Stage = _qui
     return metrics
 
 
-def _write_shard_outputs(fc: Fitted, shards: Distributed, run: Path) -> dict[str, Any]:
+def _write_shard_outputs(fc: Fitted, run: Path) -> dict[str, Any]:
     """data.shard_series: metrics, forecast.csv and backtest.csv over every rank's series (inference/sharded.py);
     the forecast plot shows rank 0's series (the only ones this process holds)."""
     from lstmcast.report.plots import forecast_plot, loss_plot
     from lstmcast.inference.sharded import outputs
 
-    merged, forecast, rows = outputs(fc, shards)  # type: ignore[misc]  # rank 0: never None
+    merged, forecast, rows = outputs(fc)  # type: ignore[misc]  # rank 0: never None
     metrics = merged.metrics
     atomic.write_json(run / "metrics.json", metrics)
     if forecast is not None:

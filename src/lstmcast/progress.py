@@ -52,7 +52,7 @@ def expected_epochs(trainer: Any, epoch: int, total: int) -> int:
     if getattr(trainer, "finished", False):
         return epoch
     cfg = trainer.cfg
-    per = max(1, int(trainer.steps_per_epoch()))
+    per = max(1, int(trainer.steps_per_epoch))
     budget = math.ceil(max(0, cfg.min_steps - trainer.step) / per)
     patience = max(1, cfg.patience - trainer.bad_epochs)
     return max(epoch, min(cfg.max_epochs, epoch + max(budget, patience)))

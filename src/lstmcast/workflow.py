@@ -117,10 +117,10 @@ def train_rank(cfg: ForecastConfig, resume_from: Checkpoint | None = None) -> No
         training = fc.training_
         assert training is not None  # fit sets it
         interrupted = training.result.stop_reason.startswith("interrupted")
-        if training.shards is not None and not interrupted:
+        if training.world.sharded and not interrupted:
             from lstmcast.inference.sharded import outputs
 
-            outputs(fc, training.shards)  # data.shard_series: this rank's backtest and forecast, sent to rank 0
+            outputs(fc)  # data.shard_series: this rank's backtest and forecast, sent to rank 0
     finally:
         distributed.close()
     if interrupted:

@@ -12,7 +12,8 @@ import torch
 
 from lstmcast.errors import ConfigError, InterruptedRun
 from lstmcast.launch import _report, _without_nproc, launch
-from lstmcast.training.distributed import Distributed, Plan, from_env, plan
+from lstmcast.training.distributed import Plan, from_env, plan
+from lstmcast.training.world import Replicated, Solo
 
 
 def test_t13_a_rank_killed_by_sigkill_is_named_with_exit_130(capsys):
@@ -35,14 +36,14 @@ def test_the_launcher_drops_its_own_option():
 @pytest.mark.parametrize("world,B", [(2, 32), (3, 32), (4, 7)])
 def test_shards_cover_the_batch_and_their_weights_sum_to_one(world, B):
     idx = torch.arange(B)
-    parts = [Distributed(rank=r, world=world, local_world=world).shard(idx) for r in range(world)]
+    parts = [Replicated(rank=r, world=world, local_world=world).shard(idx, B) for r in range(world)]
     assert torch.equal(torch.cat([p for p, _ in parts]), idx)
     assert sum(w for _, w in parts) == pytest.approx(1.0)
-    assert Distributed(rank=0, world=4, local_world=2).threads(8) == 4
+    assert Replicated(rank=0, world=4, local_world=2).threads(8) == 4
 
 
 def test_t13_a_broken_collective_is_an_interrupted_run_naming_the_rank():
-    d = Distributed(rank=1, world=2, local_world=2)
+    d = Replicated(rank=1, world=2, local_world=2)
 
     def broken(*_):
         raise RuntimeError("Connection closed by peer [127.0.0.1]:29500")
@@ -128,8 +129,6 @@ def test_t13_ctrl_c_at_the_launcher_exits_130_with_the_distributed_resume_comman
 def test_the_interrupted_run_s_resume_command_keeps_the_ranks():
     """Ctrl-C under --nproc N: rank 0's message names --nproc N (--resume continues exactly only with the same
     world size); across machines it says to rerun the same torchrun command."""
-    from lstmcast.training.loop import _ranks_hint
-
-    assert _ranks_hint(None) == "`"
-    assert _ranks_hint(Distributed(rank=0, world=2, local_world=2)) == " --nproc 2`"
-    assert "same torchrun command" in _ranks_hint(Distributed(rank=0, world=4, local_world=2))
+    assert Solo().resume_hint() == "`"
+    assert Replicated(rank=0, world=2, local_world=2).resume_hint() == " --nproc 2`"
+    assert "same torchrun command" in Replicated(rank=0, world=4, local_world=2).resume_hint()

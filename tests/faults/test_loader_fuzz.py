@@ -168,7 +168,7 @@ def test_damaged_checkpoint_file_gives_checkpoint_error_never_a_crash(pristine, 
 
             def load_and_restore():
                 got = ck.read_checkpoint(folder)
-                restore(trainer, got)  # what the loader let through must also restore cleanly or refuse
+                restore(got, trainer.parts, trainer.cfg.lr, trainer.cfg.max_epochs)  # what the loader let through must also restore cleanly or refuse
 
             expect_clean(load_and_restore, f"{name} {label} rehashed={rehashed}")
             shutil.rmtree(run)

@@ -223,7 +223,7 @@ def test_r7_a_resumed_run_keeps_the_probes_before_the_resume_point(tmp_path):
 
     def stop_after_epoch_2(trainer, record):
         if record.epoch == 2:
-            trainer.stop_signal, trainer.stop_requested = signal.SIGINT, True  # what the signal handler does
+            trainer.stop.request(signal.SIGINT)  # what the signal handler does
 
     first = Monitor(None, cfg, tensorboard=False, max_overhead=None)
     with pytest.raises(InterruptedRun):

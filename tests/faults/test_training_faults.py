@@ -20,6 +20,7 @@ import yaml
 
 from lstmcast import Forecaster
 from lstmcast.errors import DivergedError, ResourceError
+from lstmcast.model import losses
 from lstmcast.training import loop
 from lstmcast.training.checkpoint import CheckpointStore, read_checkpoint
 from lstmcast.training.guard import Guard
@@ -81,7 +82,7 @@ def _assert_same(a: tuple[dict, list], b: tuple[dict, list]) -> None:
 def test_nonfinite_step_changes_no_weight_and_no_optimizer_state(trained, fault):
     t = trained
     t.model.train()
-    idx = t.train_idx[:32]
+    idx = t.data.train_idx[:32]
     t.train_step(idx)  # a good step first: the optimizer has state
     before = _state(t)
     handle = None
@@ -105,15 +106,15 @@ def test_nonfinite_step_changes_no_weight_and_no_optimizer_state(trained, fault)
 
 def test_repeated_nonfinite_steps_roll_back_to_last_good_state_and_halve_lr(monkeypatch):
     # steps 13-15 (epoch 2) are NaN: the check at step 16 sees 3 >= max_skipped_steps and rolls back
-    monkeypatch.setitem(loop.LOSSES, "mse", nan_loss_at({13, 14, 15}))
+    monkeypatch.setitem(losses.LOSSES, "mse", nan_loss_at({13, 14, 15}))
     end_of_epoch1, after_rollback = {}, {}
     real_rollback = Guard.rollback
 
     def spy(guard, stats):
-        before = {k: v.clone() for k, v in guard.t.model.state_dict().items()}
+        before = {k: v.clone() for k, v in guard.parts.model.state_dict().items()}
         real_rollback(guard, stats)
         after_rollback.update(stats=stats, before=before,
-                              weights={k: v.clone() for k, v in guard.t.model.state_dict().items()})
+                              weights={k: v.clone() for k, v in guard.parts.model.state_dict().items()})
 
     monkeypatch.setattr(Guard, "rollback", spy)
 
@@ -134,7 +135,7 @@ def test_repeated_nonfinite_steps_roll_back_to_last_good_state_and_halve_lr(monk
 
 
 def test_persistent_nonfinite_stops_with_diverged_report_and_keeps_best_weights(monkeypatch, tmp_path):
-    monkeypatch.setitem(loop.LOSSES, "mse", nan_loss_at(None, after=12))  # NaN from epoch 2 on
+    monkeypatch.setitem(losses.LOSSES, "mse", nan_loss_at(None, after=12))  # NaN from epoch 2 on
     best = {}
 
     def remember(trainer, rec):
@@ -158,12 +159,13 @@ def test_persistent_nonfinite_stops_with_diverged_report_and_keeps_best_weights(
 # -- CLI helpers: a wrapper that signals itself at step k ----------------------------------------
 WRAPPER = """
 import os, sys
+from lstmcast.model import losses
 from lstmcast.training import loop
 k, sig = int(os.environ["FAULT_AT_STEP"]), int(os.environ["FAULT_SIGNAL"])
 real = loop.Trainer.train_step
 def step(self, idx):
     out = real(self, idx)
-    if self.step + 1 == k:  # step k has been computed; the loop has not counted it yet
+    if self.state.step + 1 == k:  # step k has been computed; the loop has not counted it yet
         os.kill(os.getpid(), sig)
     return out
 loop.Trainer.train_step = step
@@ -178,7 +180,7 @@ if os.environ.get("FAULT_NAN_AFTER"):
             if calls[0] > n:
                 return F.mse_loss(p, y) * float("nan")
         return F.mse_loss(p, y)
-    loop.LOSSES["mse"] = mse
+    losses.LOSSES["mse"] = mse
 from lstmcast.cli import app
 app(sys.argv[1:], prog_name="lstmcast")
 """
@@ -249,7 +251,7 @@ def test_resume_after_a_crash_restores_the_halved_lr_and_early_stopping_state(mo
     real = loop.Trainer.train_step
 
     def step(self, idx):
-        if self.step + 1 == k:
+        if self.state.step + 1 == k:
             raise Killed
         return real(self, idx)
 
@@ -353,7 +355,7 @@ def test_a_real_signal_mid_epoch_finishes_the_step_checkpoints_and_exits_130(tmp
 
     def step(self, idx):
         out = real(self, idx)
-        if self.step + 1 == k:  # step k has been computed; the loop has not counted it yet
+        if self.state.step + 1 == k:  # step k has been computed; the loop has not counted it yet
             signal.raise_signal(sig)
         return out
 
@@ -394,7 +396,7 @@ def test_out_of_memory_is_a_clear_error_naming_the_cures(monkeypatch, tmp_path):
     real = loop.Trainer.train_step
 
     def step(self, idx):
-        if self.step == 6:
+        if self.state.step == 6:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(self, idx)
 

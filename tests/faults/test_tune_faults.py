@@ -41,7 +41,7 @@ def _cfg(tmp_path: Path, trials: int, epochs: int = 1):
 
 
 def _sigint_at_epoch_1(trainer, record) -> None:
-    trainer.stop_signal, trainer.stop_requested = signal.SIGINT, True  # what the trainer's handler does
+    trainer.stop.request(signal.SIGINT)  # what the trainer's handler does
 
 
 def _inject(monkeypatch, faults: dict[int, BaseException | str]) -> None:

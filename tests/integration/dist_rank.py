@@ -32,14 +32,14 @@ def _patch() -> None:
 
         def nan_loss(self, b):  # noqa: ANN001, ANN202
             loss = forward_loss(self, b)
-            return loss * float("nan") if self.model.training and self.step in steps else loss
+            return loss * float("nan") if self.model.training and self.state.step in steps else loss
 
         Trainer.forward_loss = nan_loss
     if env.get("LSTMCAST_TEST_KILL_RANK") == rank:
         at, eager_step = int(env["LSTMCAST_TEST_KILL_STEP"]), Trainer.eager_step
 
         def kill_at(self, idx):  # noqa: ANN001, ANN202
-            if self.step == at:
+            if self.state.step == at:
                 os.kill(os.getpid(), signal.SIGKILL)
             return eager_step(self, idx)
 

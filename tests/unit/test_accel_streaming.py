@@ -14,6 +14,7 @@ from lstmcast.model.network import LSTMForecaster
 from lstmcast.training import streaming as streaming
 from lstmcast.training.accel import resolve
 from lstmcast.training.loop import Trainer
+from lstmcast.training.records import TrainData
 
 
 def test_stream_only_when_the_series_would_crowd_the_device():
@@ -61,9 +62,10 @@ def test_a_trainer_fed_by_the_host_batcher_trains_like_the_resident_one():
     cfg = TrainConfig(batch_size=16, max_epochs=2, seed=0, precision="fp32")
     runs = []
     for stream in (False, True):
-        t = Trainer(copy.deepcopy(model), cfg, resolve("cpu", "fp32", 1), series, starts[:250], starts[250:], L, H, 1)
+        t = Trainer(copy.deepcopy(model), cfg, resolve("cpu", "fp32", 1),
+                    TrainData.of(series, starts[:250], starts[250:], Roles(L, H, 1)))
         if stream:
-            t.gather_batch = streaming.HostBatcher(t.windows, torch.device("cpu"), t.roles)
+            t.gather_batch = streaming.HostBatcher(t.data.windows, torch.device("cpu"), t.data.roles)
         runs.append((t, [(r.train_loss, r.val_loss) for r in t.fit().history]))
     assert runs[0][1] == runs[1][1]
     # every step and validation pass streamed: 2 epochs, a validation each, and the check at step 0

@@ -15,7 +15,9 @@ from lstmcast.forecaster import build_model
 from lstmcast.doctor.headline import baseline_finding, with_headline
 from lstmcast.model.sizing import auto_hidden, model_parameters, resolve_model
 from lstmcast.training.accel import resolve
+from lstmcast.data.windows import Roles
 from lstmcast.training.loop import Trainer
+from lstmcast.training.records import TrainData
 from lstmcast.training.skip_init import fit_skip, priors
 from tests.conftest import seasonal_frame
 
@@ -50,7 +52,8 @@ def _trainer(n_windows: int, cfg: TrainConfig, L: int = 8, H: int = 2) -> Traine
     series = torch.randn(n_windows + L + H - 1 + 20, 1)
     starts = torch.arange(n_windows + 20)
     model = build_model(ModelConfig(hidden_size=8, num_layers=1, dropout=0.0), 1, 1, H, L)
-    return Trainer(model, cfg, resolve("cpu", "fp32", 1), series, starts[:n_windows], starts[n_windows:], L, H, 1)
+    return Trainer(model, cfg, resolve("cpu", "fp32", 1),
+                   TrainData.of(series, starts[:n_windows], starts[n_windows:], Roles(L, H, 1)))
 
 
 def test_a_tiny_series_gets_at_least_the_minimum_steps():
@@ -75,9 +78,9 @@ def test_step_zero_is_kept_when_training_never_beats_it():
                                  precision="fp32"))
     before = {k: v.clone() for k, v in t.model.state_dict().items()}
     t._validate_start()
-    t.result.best_val_loss = -1.0  # nothing can beat it
+    t.state.best_val_loss = -1.0  # nothing can beat it
     t.fit()
-    assert t.result.best_epoch == 0
+    assert t.state.best_epoch == 0
     assert all(torch.equal(before[k], v) for k, v in t.model.state_dict().items())
 
 

@@ -19,7 +19,9 @@ from lstmcast.config import TrainConfig
 from lstmcast.model.network import LSTMForecaster
 from lstmcast.training import graphs
 from lstmcast.training.accel import graphs_decision, resolve
+from lstmcast.data.windows import Roles
 from lstmcast.training.loop import Trainer
+from lstmcast.training.records import TrainData
 
 CAPTURE_ERROR = "CUDA error: operation not permitted when stream is capturing"
 
@@ -58,11 +60,11 @@ def _pair(dropout=0.1, batch=16, fail=False, precision="fp32"):
     model = LSTMForecaster(2, 1, H, hidden_size=8, num_layers=2, dropout=dropout, window=L)
     cfg = TrainConfig(batch_size=batch, max_epochs=2, seed=0, precision=precision, lr=3e-3)
     accel = resolve("cpu", precision, 1)
-    args = (series, starts[:300], starts[300:], L, H, 1)
+    args = (TrainData.of(series, starts[:300], starts[300:], Roles(L, H, 1)),)
     eager = Trainer(copy.deepcopy(model), cfg, accel, *args)
     graphed = Trainer(copy.deepcopy(model), cfg, replace(accel, graphs=True), *args)
     backend = ReplayBackend(fail)
-    graphed._graphs = graphs.StepGraphs(graphed, backend)
+    graphed._graphs = graphs.StepGraphs(graphed.step_target(), backend)
     return eager, graphed, backend
 
 
@@ -86,7 +88,7 @@ def test_graphed_training_equals_eager_training_exactly():
 
 def test_warm_up_steps_are_undone_before_the_first_replay():
     eager, graphed, backend = _pair()
-    idx = eager.train_idx[:16]
+    idx = eager.data.train_idx[:16]
     torch.manual_seed(1)
     eager.train_step(idx)
     torch.manual_seed(1)
@@ -101,7 +103,7 @@ def test_warm_up_steps_are_undone_before_the_first_replay():
 
 def test_a_learning_rate_change_recaptures_and_takes_effect():
     eager, graphed, backend = _pair(dropout=0.0)
-    idx = eager.train_idx[:16]
+    idx = eager.data.train_idx[:16]
     for t in (eager, graphed):
         t.train_step(idx)
         for g in t.optimizer.param_groups:
@@ -113,7 +115,7 @@ def test_a_learning_rate_change_recaptures_and_takes_effect():
 
 def test_replaced_optimizer_state_recaptures():
     _, graphed, backend = _pair(dropout=0.0)
-    idx = graphed.train_idx[:16]
+    idx = graphed.data.train_idx[:16]
     graphed.train_step(idx)
     graphed.optimizer.load_state_dict(graphed.optimizer.state_dict())  # a resume or rollback
     graphed.train_step(idx)
@@ -127,7 +129,7 @@ def test_one_graph_per_batch_size_then_eager(caplog):
         for t in (eager, graphed):
             lo = 0
             for n in sizes:
-                t.train_step(t.train_idx[lo:lo + n])
+                t.train_step(t.data.train_idx[lo:lo + n])
                 lo += n
     assert backend.captures == 2 and sorted(graphed._graphs.train_graphs) == [7, 16]
     assert "batch size 5 runs eagerly: 2 step graphs exist already" in caplog.text
@@ -140,7 +142,7 @@ def test_a_failed_capture_falls_back_to_eager_with_the_reason(caplog):
         for t in (eager, graphed):
             torch.manual_seed(3)
             for s in range(3):
-                t.train_step(t.train_idx[s * 16:(s + 1) * 16])
+                t.train_step(t.data.train_idx[s * 16:(s + 1) * 16])
     assert not graphed._graphs.active
     assert (f"capturing the training step (batch 16) failed: RuntimeError: {CAPTURE_ERROR}; training "
             "continues eagerly") in caplog.text
@@ -164,10 +166,9 @@ def test_graphs_are_wanted_on_cuda_only_and_attach_respects_that():
     assert graphs_decision("graphs", torch.device("cuda"))[0]
     eager, graphed, _ = _pair()
     assert eager._graphs is None
-    assert graphs.attach(graphed) is None  # CPU: nothing to capture with
-    streaming = SimpleNamespace(accel=SimpleNamespace(graphs=True, device=torch.device("cuda")),
-                                windows=torch.zeros(3, 1, 4))
-    assert graphs.attach(streaming) is None  # host-resident windows run eagerly
+    assert graphs.attach(graphed.step_target(), graphed.accel.graphs) is None  # CPU: nothing to capture with
+    streaming = SimpleNamespace(device=torch.device("cuda"), windows=torch.zeros(3, 1, 4))
+    assert graphs.attach(streaming, True) is None  # host-resident windows run eagerly
 
 
 def test_resolve_warns_when_graphs_are_asked_for_on_cpu(caplog):
@@ -192,7 +193,8 @@ def test_cuda_graphed_training_matches_eager(precision):
     trainers = []
     for mode in ("eager", "graphs"):
         accel = resolve("cuda", precision, None, mode)
-        trainers.append(Trainer(copy.deepcopy(model), cfg, accel, series, starts[:2500], starts[2500:], L, H, 1))
+        trainers.append(Trainer(copy.deepcopy(model), cfg, accel,
+                                TrainData.of(series, starts[:2500], starts[2500:], Roles(L, H, 1))))
     eager, graphed = trainers
     assert isinstance(graphed._graphs, StepGraphs) and eager._graphs is None
     losses = []

@@ -14,7 +14,9 @@ from lstmcast.model.network import LSTMForecaster
 from lstmcast.training import precision as P
 from lstmcast.training.accel import PENDING, Accel, resolve
 from lstmcast.training.accel import cpu_bf16_runs
-from lstmcast.training.loop import Trainer
+from lstmcast.data.windows import Roles
+from lstmcast.training.loop import Trainer, build
+from lstmcast.training.records import TrainData
 
 AVX512_BF16 = "processor : 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
 AMX = "flags : fpu avx512f amx_bf16 amx_tile avx512_bf16\n"
@@ -106,7 +108,7 @@ def test_resolve_leaves_auto_pending_and_forced_precisions_alone(monkeypatch):
     forced = resolve("cpu", "bf16", 1)
     assert not forced.pending and forced.autocast_dtype == torch.bfloat16
     cfg = TrainConfig()
-    assert P.settle(forced, None, cfg, None, None, None, 8, 2, 1, make_trainer=Trainer) is forced  # nothing measured when forced
+    assert P.settle(forced, None, cfg, None, make_trainer=Trainer) is forced  # nothing measured when forced
 
 
 # -- the probe on a real (tiny) model -----------------------------------------------------------
@@ -144,7 +146,7 @@ def test_probe_measures_every_candidate_and_leaves_model_and_rng_untouched(monke
     rng = torch.get_rng_state()
     plan = P.ProbePlan(rounds=2, steps_per_round=1, warmup=1)
     with caplog.at_level(logging.INFO, logger="lstmcast.training.precision"):
-        settled = P.settle(resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, make_trainer=Trainer, plan=plan)
+        settled = P.settle(resolve("cpu", "auto", 1), model, cfg, TrainData.of(series, tr, va, Roles(L, H, 1)), make_trainer=Trainer, plan=plan)
     assert settled.precision in ("fp32", "bf16") and not settled.pending
     assert settled.reason.startswith(f"auto: {settled.precision}, measured over 2 interleaved blocks of 1 steps each")
     assert "validation loss" in settled.reason and "test CPU with bf16" in settled.reason
@@ -153,7 +155,7 @@ def test_probe_measures_every_candidate_and_leaves_model_and_rng_untouched(monke
     assert torch.equal(torch.get_rng_state(), rng)  # the real run draws the same dropout masks
     calls = []
     monkeypatch.setattr(P, "run_probe", lambda *a, **k: calls.append(1))
-    again = P.settle(resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, make_trainer=Trainer, plan=plan)
+    again = P.settle(resolve("cpu", "auto", 1), model, cfg, TrainData.of(series, tr, va, Roles(L, H, 1)), make_trainer=Trainer, plan=plan)
     assert calls == [] and again.precision == settled.precision
     assert "measured earlier on this machine" in again.reason
 
@@ -165,7 +167,7 @@ def test_the_trainer_trains_in_the_probed_precision(monkeypatch):
     monkeypatch.setattr(P, "candidates", lambda dev: (["fp32", "bf16"], "test CPU"))
     monkeypatch.setattr(P, "run_probe", lambda *a, **k: fake)
     monkeypatch.setattr(P, "_DECIDED", {})
-    trainer = Trainer(model, cfg, resolve("cpu", "auto", 1), series, tr, va, L, H, 1)
+    trainer = build(model, cfg, resolve("cpu", "auto", 1), TrainData.of(series, tr, va, Roles(L, H, 1)))
     assert trainer.accel.precision == "bf16" and trainer.accel.autocast_dtype == torch.bfloat16
     assert "bf16 2.00x fp32's speed" in trainer.accel.reason
     seen = []
@@ -179,7 +181,7 @@ def test_a_short_run_keeps_fp32_without_probing(monkeypatch):
     monkeypatch.setattr(P, "run_probe", lambda *a, **k: pytest.fail("a short run must not be probed"))
     model, _, series, tr, va, L, H = _setup()
     cfg = TrainConfig(batch_size=16, max_epochs=2)
-    trainer = Trainer(model, cfg, resolve("cpu", "auto", 1), series, tr, va, L, H, 1)
+    trainer = build(model, cfg, resolve("cpu", "auto", 1), TrainData.of(series, tr, va, Roles(L, H, 1)))
     assert trainer.accel.precision == "fp32" and "too short to pay back" in trainer.accel.reason
 
 
@@ -198,7 +200,8 @@ def test_probe_times_each_candidate_in_blocks_of_steps(monkeypatch):
     monkeypatch.setattr(P, "_timed", lambda dev, prec, step, batches: blocks.append((prec, len(batches)))
                         or real(dev, prec, step, batches))
     plan = P.ProbePlan(rounds=3, steps_per_round=4, warmup=1)
-    measured = P.run_probe(["fp32", "bf16"], resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, plan, Trainer)
+    measured = P.run_probe(["fp32", "bf16"], resolve("cpu", "auto", 1), model, cfg,
+                           TrainData.of(series, tr, va, Roles(L, H, 1)), plan, Trainer)
     timed = blocks[2:]  # after one warm-up call per candidate
     assert timed == [("fp32", 4), ("bf16", 4), ("bf16", 4), ("fp32", 4), ("fp32", 4), ("bf16", 4)]  # ABBA
     assert [len(m.seconds) for m in measured] == [3, 3]
@@ -215,16 +218,16 @@ def test_a_verdict_is_remembered_per_machine_so_the_same_config_trains_the_same_
         P.Measured("fp32", seconds=[2.0] * 6, val_loss=0.1), P.Measured("bf16", seconds=[1.0] * 6, val_loss=0.1)])
     model, cfg, series, tr, va, L, H = _setup()
     plan = P.ProbePlan(rounds=2, steps_per_round=1, warmup=1)
-    first = P.settle(resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, make_trainer=Trainer, plan=plan)
+    first = P.settle(resolve("cpu", "auto", 1), model, cfg, TrainData.of(series, tr, va, Roles(L, H, 1)), make_trainer=Trainer, plan=plan)
     assert first.precision == "bf16" and len(probes) == 1
     assert (tmp_path / decision_cache.FILE).is_file()
     monkeypatch.setattr(P, "_DECIDED", {})  # a new process: only the file remembers
-    second = P.settle(resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, make_trainer=Trainer, plan=plan)
+    second = P.settle(resolve("cpu", "auto", 1), model, cfg, TrainData.of(series, tr, va, Roles(L, H, 1)), make_trainer=Trainer, plan=plan)
     assert second.precision == "bf16" and len(probes) == 1
     assert "measured earlier on this machine" in second.reason
     (tmp_path / decision_cache.FILE).write_text("{not json")  # a damaged cache is ignored, never fatal
     monkeypatch.setattr(P, "_DECIDED", {})
-    third = P.settle(resolve("cpu", "auto", 1), model, cfg, series, tr, va, L, H, 1, make_trainer=Trainer, plan=plan)
+    third = P.settle(resolve("cpu", "auto", 1), model, cfg, TrainData.of(series, tr, va, Roles(L, H, 1)), make_trainer=Trainer, plan=plan)
     assert third.precision == "bf16" and len(probes) == 2
     monkeypatch.setenv("LSTMCAST_CACHE_DIR", "off")
     assert decision_cache.folder() is None

@@ -33,10 +33,7 @@ class FakeTrainer:
     def __init__(self, step: int, bad_epochs: int, min_steps: int = 300, patience: int = 10, max_epochs: int = 100,
                  per_epoch: int = 10, finished: bool = False):
         self.cfg = SimpleNamespace(min_steps=min_steps, patience=patience, max_epochs=max_epochs)
-        self.step, self.bad_epochs, self.per_epoch, self.finished = step, bad_epochs, per_epoch, finished
-
-    def steps_per_epoch(self) -> int:
-        return self.per_epoch
+        self.step, self.bad_epochs, self.steps_per_epoch, self.finished = step, bad_epochs, per_epoch, finished
 
 
 def test_plain_lines_print_every_epoch_when_not_a_terminal():

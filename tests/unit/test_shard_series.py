@@ -15,7 +15,7 @@ import torch
 from lstmcast.config import validate_config
 from lstmcast.data.shard import assign, load_shard, read_shard, refuse_unshardable
 from lstmcast.errors import ConfigError
-from lstmcast.training.distributed import Distributed
+from lstmcast.training.world import Sharded, Solo
 from lstmcast.training.skip_init import fit_skip
 
 
@@ -118,9 +118,9 @@ def test_one_process_fit_with_shard_series_is_refused(tmp_path):
 
 
 def test_local_batches_add_up_to_the_global_batch_and_weigh_their_share():
-    shares = [Distributed(rank=r, world=3, local_world=3, sharded=True).local_batch(32) for r in range(3)]
+    shares = [Sharded(rank=r, world=3, local_world=3).local_batch(32) for r in range(3)]
     assert sum(shares) == 32 and max(shares) - min(shares) <= 1
-    d = Distributed(rank=0, world=3, local_world=3, sharded=True)
+    d = Sharded(rank=0, world=3, local_world=3)
     idx, weight = d.shard(torch.arange(shares[0]), 32)
     assert len(idx) == shares[0] and weight == pytest.approx(shares[0] / 32)
 
@@ -193,26 +193,21 @@ def _prepared(tmp_path):
 
 
 def test_ranks_with_different_auto_windows_all_take_the_smallest(tmp_path):
-    from lstmcast.run.shards import agree
-
     prep, cfg = _prepared(tmp_path)
     assert prep.window == 14  # auto: 2 seasons
-    again = agree(prep, cfg, _Views([{"window": 9}]), "fp32")
+    again = Sharded.agree(_Views([{"window": 9}]), prep, cfg, "fp32")
     assert again.window == 9 and len(again.index.train) > len(prep.index.train)
 
 
 def test_ranks_whose_series_differ_in_frequency_are_refused_naming_the_setting(tmp_path):
-    from lstmcast.run.shards import agree
-
     prep, cfg = _prepared(tmp_path)
-    assert agree(prep, cfg, _Views([{}]), "fp32") is prep  # all alike: nothing to change
+    assert Sharded.agree(_Views([{}]), prep, cfg, "fp32") is prep  # all alike: nothing to change
     with pytest.raises(ConfigError, match=r"differ in freq \(\['D', 'h'\], by rank\): set data.freq"):
-        agree(prep, cfg, _Views([{"freq": "h"}]), "fp32")
+        Sharded.agree(_Views([{"freq": "h"}]), prep, cfg, "fp32")
 
 
 def test_one_ranks_data_error_is_raised_on_every_rank_with_its_message_and_kind():
     from lstmcast.errors import DataError
-    from lstmcast.run.shards import together
 
     class Dist:
         sharded, rank, world = True, 0, 2
@@ -220,6 +215,6 @@ def test_one_ranks_data_error_is_raised_on_every_rank_with_its_message_and_kind(
         @staticmethod
         def gather(mine):
             return [mine, ("DataError", "series 'b' has a duplicated timestamp at row 7: remove it")]
-    assert together(None, lambda x: x + 1, 1) == 2  # alone: just the call
+    assert Solo().together(lambda x: x + 1, 1) == 2  # alone: just the call
     with pytest.raises(DataError, match=r"^rank 1 of 2: series 'b' has a duplicated timestamp at row 7"):
-        together(Dist(), lambda: "rank 0's series are fine")
+        Sharded.together(Dist(), lambda: "rank 0's series are fine")

@@ -10,10 +10,12 @@ import torch
 
 from lstmcast import Forecaster
 from lstmcast.config import ModelConfig, TrainConfig
+from lstmcast.data.windows import Roles
 from lstmcast.forecaster import build_model
 from lstmcast.training.accel import resolve
 from lstmcast.training.checkpoint import read_checkpoint
 from lstmcast.training.loop import Trainer
+from lstmcast.training.records import TrainData
 from lstmcast.training.sampling import draw
 from tests.conftest import seasonal_frame, small_config
 
@@ -42,7 +44,8 @@ def _trainer(cfg: TrainConfig, n_train: int = 400) -> Trainer:
     series = torch.randn(n_train + 60, 1)
     starts = torch.arange(n_train + 40)
     model = build_model(ModelConfig(hidden_size=8, num_layers=1, dropout=0.0), 1, 1, 2, 8)
-    return Trainer(model, cfg, resolve("cpu", "fp32", 1), series, starts[:n_train], starts[n_train:], 8, 2, 1)
+    return Trainer(model, cfg, resolve("cpu", "fp32", 1), TrainData.of(series, starts[:n_train], starts[n_train:],
+                                                                     Roles(8, 2, 1)))
 
 
 def test_an_epoch_visits_windows_per_epoch_distinct_windows():
@@ -109,12 +112,12 @@ def test_fit_validates_on_val_windows_of_them_and_the_doctor_says_so():
                        train={"precision": "fp32", "max_epochs": 1, "val_windows": 25})
     fc = Forecaster(cfg).fit(_many())
     full = fc.prepared_.index.val
-    assert len(full) > 25 and len(fc.training_.trainer.val_idx) == 25
-    assert np.isin(fc.training_.trainer.val_idx.numpy(), full).all()
+    assert len(full) > 25 and len(fc.training_.trainer.data.val_idx) == 25
+    assert np.isin(fc.training_.trainer.data.val_idx.numpy(), full).all()
     again = Forecaster(cfg).fit(_many())
-    assert torch.equal(again.training_.trainer.val_idx, fc.training_.trainer.val_idx)
+    assert torch.equal(again.training_.trainer.data.val_idx, fc.training_.trainer.data.val_idx)
     assert fc.history_[0]["val_loss"] == again.history_[0]["val_loss"]
     assert fc.training_.doctor.val_sample == 25 and "validates on a sample of 25" in render_text(fc.training_.doctor)
     every = Forecaster(small_config(data={"id_col": "id", "split": "fraction"}, train={"precision": "fp32", "max_epochs": 1,
                                                                   "val_windows": None})).fit(_many())
-    assert len(every.training_.trainer.val_idx) == len(full) and every.training_.doctor.val_sample is None
+    assert len(every.training_.trainer.data.val_idx) == len(full) and every.training_.doctor.val_sample is None

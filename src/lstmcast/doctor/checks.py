@@ -81,15 +81,11 @@ def target_device(cfg: ForecastConfig) -> str:
 
 @lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
-    """AVX512-BF16 or AMX-BF16 on this CPU (where bf16 autocast measured 1.4x faster, docs/PERFORMANCE.md)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            flags = set(fh.read().split())
-        return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        import torch
+    """AVX512-BF16 or AMX-BF16 on this CPU (where bf16 autocast measured 1.4x faster, docs/PERFORMANCE.md): the
+    flags training.accel reads for precision auto."""
+    from lstmcast.training.accel import cpu_bf16_flags
 
-        return "AMX" in torch.backends.cpu.get_cpu_capability()
+    return bool(cpu_bf16_flags())
 
 
 def model_findings(cfg: ForecastConfig, report: DoctorReport, series: SeriesSet | None,

@@ -191,7 +191,8 @@ def measure_step(d: Dims, cfg: ForecastConfig, accel: Accel, steps: int = 30, wa
     (at least 5) within ``budget_s`` seconds. The caller reports their median and spread."""
     import torch
 
-    from lstmcast.training.loop import Trainer
+    from lstmcast.training import loop
+    from lstmcast.training.records import TrainData
 
     m = resolve_model(cfg.model, None, d.F, d.T, d.H, d.L)  # dropout auto -> a number (d holds the width)
     m = m.model_copy(update={"hidden_size": d.hidden, "dropout": m.dropout if d.layers > 1 else 0.0})
@@ -203,7 +204,7 @@ def measure_step(d: Dims, cfg: ForecastConfig, accel: Accel, steps: int = 30, wa
     roles = Roles(d.L, d.H, d.T, tuple(range(d.F - d.K, d.F)))  # the known-future channels are the last K
     statics = Statics(table=torch.zeros(1, d.static_in, device=dev),  # one series, every code 0 (unknown)
                       row_series=torch.zeros(rows, dtype=torch.long, device=dev)) if d.static_in else None
-    trainer = Trainer(model, cfg.train, accel, series, idx, idx, d.L, d.H, d.T, roles=roles, statics=statics)
+    trainer = loop.build(model, cfg.train, accel, TrainData.of(series, idx, idx, roles, statics))
     batch = torch.arange(d.B, device=dev)
     threads = torch.get_num_threads()
     if dev.type == "cpu":

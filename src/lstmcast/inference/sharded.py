@@ -13,14 +13,14 @@ from lstmcast.inference.backtest import Backtest, score
 if TYPE_CHECKING:
     import pandas as pd
 
-    from lstmcast.training.distributed import Distributed
+    from lstmcast.training.world import World
 
 
-def outputs(fc: Any, dist: Distributed) -> tuple[Backtest, pd.DataFrame | None, pd.DataFrame] | None:
-    """This rank's backtest and forecast of a fitted Forecaster ``fc`` (a layer above), gathered on rank 0 over
-    ``dist`` (its ``training_.shards``): (the backtest of every series, its metrics scored over them all; the
-    forecast; backtest.csv's rows) there, None on the others. ``fc.backtest_`` stays this rank's own (its series
-    are the ones this process holds)."""
+def outputs(fc: Any) -> tuple[Backtest, pd.DataFrame | None, pd.DataFrame] | None:
+    """This rank's backtest and forecast, gathered on rank 0: (the backtest of every series, its metrics
+    scored over them all; the forecast; backtest.csv's rows) there, None on the others. ``fc.backtest_`` stays
+    this rank's own (its series are the ones this process holds)."""
+    world: World = fc.training_.world
     fc.backtest(None)
     bt, meta = fc.backtest_, fc.meta_
     src = fc.series(None)
@@ -28,7 +28,7 @@ def outputs(fc: Any, dist: Distributed) -> tuple[Backtest, pd.DataFrame | None, 
     part = {"sidx": np.array([pos[s] for s in src.ids], dtype=np.int64)[bt.series_idx], "actual": bt.actual,
             "forecasts": bt.forecasts, "scale": bt.scale, "origins": bt.origins, "rows": bt.frame(src, meta),
             "forecast": None if meta.future_features else fc.predict(None)}
-    parts = dist.gather_to_main(part)
+    parts = world.gather_to_main(part)
     if parts is None:
         return None
     return _merge(parts, meta)

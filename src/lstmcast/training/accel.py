@@ -16,6 +16,7 @@ import functools
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -86,6 +87,23 @@ def graphs_decision(mode: str, device: torch.device) -> tuple[bool, str]:
     if device.type != "cuda":
         return False, f"CUDA graphs need a CUDA device; {device.type} runs the same step eagerly"
     return True, f"train.accel is {mode}: the whole step is captured once per batch shape and replayed"
+
+
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:
+    """The bf16 instruction sets this CPU reports (Linux /proc/cpuinfo; [] where unreadable)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return []
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            return [f for f in CPU_BF16_FLAGS if f in flags]
+    return []
 
 
 @functools.lru_cache(maxsize=1)

@@ -6,7 +6,6 @@ The facade (forecaster.py) calls these in order; each gets the few values it nee
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import random
@@ -22,7 +21,9 @@ if TYPE_CHECKING:
     from lstmcast.data.windows import Statics
     from lstmcast.model.network import LSTMForecaster
     from lstmcast.training.loop import Trainer
+    from lstmcast.training.records import EpochRecord, StepView, TrainData
     from lstmcast.training.skip_init import SkipFit
+    from lstmcast.training.world import World
 
 log = logging.getLogger("lstmcast.forecaster")  # the name users filter on for fit's messages
 
@@ -69,76 +70,77 @@ def epoch_batch(batch_size: int, n_train: int, windows_per_epoch: int | None) ->
     return min(batch_size, max(1, min(n_train, windows_per_epoch or n_train)))
 
 
-def train_first(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, train_idx: Any, val_idx: Any,
-           callbacks: Any, run_dir: Any, resume_from: Any,
-           dist: Any = None) -> tuple[LSTMForecaster, Trainer, SkipFit | None]:
-    """Build the model (its linear skip fitted on the training windows) and the Trainer around it."""
-    if cfg.model.stateful:  # hook (issue 24): truncated backpropagation over whole histories, own trainer
+def train_data(prep: Prepared, tensor: Any, train_idx: Any, val_idx: Any) -> TrainData:
+    """The windows a Trainer fits on, built once from ``prep`` (``tensor``: its scaled series, placed)."""
+    from lstmcast.training.records import TrainData
+
+    return TrainData.of(tensor, train_idx, val_idx, prep.roles, place_statics(prep, tensor.device))
+
+
+def train_first(cfg: ForecastConfig, accel: Any, data: TrainData, prep: Prepared, callbacks: Any, run_dir: Any,
+                resume_from: Any, world: World) -> tuple[LSTMForecaster, Trainer, SkipFit | None]:
+    """Build the model (its linear skip fitted on the training windows) and the Trainer around it, its
+    precision settled (loop.build)."""
+    if cfg.model.stateful:  # truncated backpropagation over whole histories (issue 24): its own trainer
         from lstmcast.training import stateful
 
-        return stateful.train_first(cfg, accel, tensor, prep, callbacks, run_dir, resume_from, dist)
-    from lstmcast.training import precision
-    from lstmcast.training.loop import Trainer
+        return stateful.train_first(cfg, accel, data, prep, callbacks, run_dir, resume_from, world)
+    from lstmcast.training import loop
     from lstmcast.training.skip_init import SkipFit
 
     T = prep.series.n_targets
-    model = build_model(cfg.model, tensor.shape[1], T, prep.horizon, prep.window, **prep.inputs.model_sizes())
-    statics = place_statics(prep, tensor.device)
+    model = build_model(cfg.model, prep.scaled.shape[1], T, prep.horizon, prep.window, **prep.inputs.model_sizes())
     skip = None
     if cfg.model.linear_skip and resume_from is None:
-        skip = init_skip(model, tensor, train_idx, val_idx, cfg, prep, dist=dist)
+        skip = init_skip(model, data, cfg, prep, world=world)
     elif cfg.model.linear_skip:  # resumed: the weights come from the checkpoint, the choice from its metadata
         skip = SkipFit.from_dict(resume_from.meta.get("skip"))
     model = model.to(accel.device)
-    # precision auto -> the measured choice, settled before the Trainer is built (a probe on copies of the model)
-    make = functools.partial(Trainer, roles=prep.roles, statics=statics)
-    accel = precision.settle(accel, model, cfg.train, tensor, train_idx, val_idx, prep.window, prep.horizon, T,
-                             make_trainer=make)
-    trainer = make(model, cfg.train, accel, tensor, train_idx, val_idx, prep.window, prep.horizon, T,
-                   callbacks=callbacks, dist=dist)
-    if dist is not None and not dist.is_main:  # only rank 0 writes checkpoints; the others only read one
-        if resume_from is not None:
-            trainer.resume(resume_from)
-    elif run_dir is not None or resume_from is not None:  # checkpoints, exact resume (training/resume.py)
+    trainer = loop.build(model, cfg.train, accel, data, world, callbacks)
+    if world.is_main and (run_dir is not None or resume_from is not None):  # checkpoints, exact resume
         from lstmcast.training.resume import attach_run
 
         attach_run(trainer, run_dir, resume_from, cfg.to_dict(), prep)
         if skip is not None:  # so a resumed run refits with the same choice
             trainer.context["skip"] = skip.as_dict()
+    elif resume_from is not None:  # another rank: it reads the checkpoint the main rank writes
+        trainer.resume(resume_from)
     return model, trainer, skip
 
 
-def init_skip(model: LSTMForecaster, tensor: Any, train_idx: Any, val_idx: Any, cfg: ForecastConfig,
-               prep: Prepared, choice: SkipFit | None = None, dist: Any = None) -> SkipFit:
+def init_skip(model: LSTMForecaster, data: TrainData, cfg: ForecastConfig, prep: Prepared,
+              choice: SkipFit | None = None, world: World | None = None) -> SkipFit:
     import torch
 
     from lstmcast.training.skip_init import fit_skip
+    from lstmcast.training.world import Solo
 
-    windows = tensor.unfold(0, prep.window + prep.horizon, 1)
-    sharded = dist is not None and dist.sharded  # each rank holds its own series: sums over the ranks
-    fit = fit_skip(windows, train_idx, val_idx, prep.window, prep.horizon, prep.series.n_targets, prep.season,
-                   cfg.train.loss, cfg.train.seed, choice, reduce=dist.sum_host if sharded else None,
-                   shares=dist.world if sharded else 1)
+    world = world or Solo()
+    # sharded: each rank holds its own series, so the sums run over the ranks
+    fit = fit_skip(data.windows, data.train_idx, data.val_idx, prep.window, prep.horizon, prep.series.n_targets,
+                   prep.season, cfg.train.loss, cfg.train.seed, choice, reduce=world.sum_host if world.sharded else None,
+                   shares=world.shares)
     with torch.no_grad():
         model.skip.weight.copy_(fit.weight)
     return fit
 
 
 def refit(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, first: Any,
-           skip: SkipFit | None, dist: Any = None) -> tuple[LSTMForecaster, dict[str, int]]:
+          skip: SkipFit | None, world: World) -> tuple[LSTMForecaster, dict[str, int]]:
     """train.refit: the final model, trained on every window of the data for the steps early stopping chose.
 
     Same seed, same settings, on every rank when distributed; no validation split is left, so no early
     stopping: the first model's epochs up to its best one (none: the fitted linear skip alone)."""
     import torch
 
-    from lstmcast.training.loop import EpochRecord, Trainer
+    from lstmcast.training.loop import Trainer
 
     epochs = [r for r in first.history if r.epoch <= first.best_epoch]
     steps = sum(r.steps for r in epochs)
     seed_everything(cfg.train.seed)
     starts = all_window_starts(prep)
     every = torch.from_numpy(starts).to(tensor.device)
+    data = train_data(prep, tensor, every, every[:0])
     # the first run's epochs again: as many, of as many steps, each at the learning rate it had there (the
     # plateau schedule cannot run without validation, and one long epoch at the first rate trained worse)
     per_epoch = max(1, epochs[0].steps) if epochs else 1
@@ -146,24 +148,31 @@ def refit(cfg: ForecastConfig, accel: Any, tensor: Any, prep: Prepared, first: A
         "max_epochs": max(1, len(epochs)), "min_epoch_steps": per_epoch, "max_steps_per_epoch": per_epoch,
         "min_steps": 0, "patience": len(epochs) + 1})
     lrs = [r.lr for r in epochs]
-
-    def replay_lr(trainer: Trainer, rec: EpochRecord) -> None:
-        if rec.epoch < len(lrs):
-            for group in trainer.optimizer.param_groups:
-                group["lr"] = lrs[rec.epoch]
     model = build_model(cfg.model, tensor.shape[1], prep.series.n_targets, prep.horizon, prep.window,
                         **prep.inputs.model_sizes())
     if cfg.model.linear_skip:  # the prior and strength chosen on validation, refitted on all windows
-        init_skip(model, tensor, every, every[:0], cfg, prep, skip, dist=dist)
+        init_skip(model, data, cfg, prep, skip, world=world)
     model = model.to(accel.device)
     if steps > 0:
-        trainer = Trainer(model, refit_cfg, accel, tensor, every, every[:0], prep.window, prep.horizon,
-                          prep.series.n_targets, callbacks=[replay_lr], dist=dist, roles=prep.roles,
-                          statics=place_statics(prep, tensor.device))
+        trainer = Trainer(model, refit_cfg, accel, data, world)
+        trainer.callbacks.append(_ReplayLr(trainer.optimizer, lrs))
         trainer.fit()
     log.info("refit on all %d windows for %d steps", len(starts), steps)
-    count = dist.count if dist is not None else int  # data.shard_series: every rank's windows and rows
-    return model.cpu().eval(), {"steps": int(steps), "windows": count(len(starts)), "rows": count(len(tensor))}
+    # data.shard_series: every rank's windows and rows
+    return model.cpu().eval(), {"steps": int(steps), "windows": world.count(len(starts)),
+                                "rows": world.count(len(tensor))}
+
+
+class _ReplayLr:
+    """The refit's callback: each epoch ends at the learning rate the first run's next epoch had."""
+
+    def __init__(self, optimizer: Any, lrs: list[float]):
+        self.optimizer, self.lrs = optimizer, lrs
+
+    def __call__(self, view: StepView, rec: EpochRecord) -> None:
+        if rec.epoch < len(self.lrs):
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lrs[rec.epoch]
 
 
 def place_statics(prep: Prepared, device: Any) -> Statics | None:
@@ -189,23 +198,3 @@ def all_window_starts(prep: Prepared) -> np.ndarray:
                                                          prep.horizon),
                                            finite[offsets[i]:offsets[i + 1]], span) + offsets[i]
                            for i, sp in enumerate(prep.splits)])
-
-
-def join_distributed(cfg: ForecastConfig) -> tuple[ForecastConfig, Any]:
-    """Under torchrun: join the process group (NCCL on this rank's GPU, gloo on CPU: distributed.plan), with
-    the cores shared among this machine's ranks, and in fp32 unless set (a measured precision could differ
-    between ranks)."""
-    from lstmcast.training import distributed
-
-    joined = distributed.from_env(cfg.train.device)
-    dist = None
-    if joined is not None:
-        from lstmcast.training.accel import available_cores
-
-        dist, how = joined
-        t = cfg.train
-        train = t.model_copy(update={"device": how.device,
-                                     "threads": t.threads or dist.threads(available_cores()),
-                                     "precision": "fp32" if t.precision == "auto" else t.precision})
-        cfg = cfg.model_copy(update={"train": train})
-    return cfg, dist

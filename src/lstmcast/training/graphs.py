@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +37,22 @@ MAX_TRAIN_GRAPHS = 2  # the full batch and, for tiny training sets, the one shor
 
 
 
-class GraphHost(Protocol):
-    """What whole-step capture needs from the loop: its eager step and validation pass, and their inputs."""
+@dataclass(frozen=True)
+class StepTarget:
+    """What whole-step capture needs from the loop: its eager step and validation pass, the parts they change,
+    and their inputs (the loop builds it: ``Trainer.step_target``)."""
 
-    model: Any
-    optimizer: Any
-    grad_scaler: Any
-    accel: Any
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    grad_scaler: torch.amp.GradScaler
+    device: torch.device
     windows: Tensor
     train_idx: Tensor
     val_idx: Tensor
     max_norm: float
+    eager_step: Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]
+    val_total: Callable[[int], Tensor]
 
-    def eager_step(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]: ...
-
-    def val_total(self, batch_size: int) -> Tensor: ...
 
 class Replayable(Protocol):
     def replay(self) -> None: ...
@@ -90,10 +91,10 @@ class _Captured:
 
 
 class StepGraphs:
-    """Dispatches a GraphHost's step and validation to captured graphs; eager on any failure."""
+    """Dispatches a StepTarget's step and validation to captured graphs; eager on any failure."""
 
-    def __init__(self, trainer: GraphHost, backend: Backend | None = None, warmup_steps: int = 3):
-        self.t = trainer
+    def __init__(self, target: StepTarget, backend: Backend | None = None, warmup_steps: int = 3):
+        self.t = target
         self.backend = backend or CudaGraphBackend()
         self.warmup_steps = warmup_steps
         self.train_graphs: dict[int, _Captured] = {}
@@ -209,7 +210,7 @@ class StepGraphs:
 
 
 @contextlib.contextmanager
-def _restored(t: GraphHost) -> Iterator[None]:
+def _restored(t: StepTarget) -> Iterator[None]:
     """Snapshot weights, optimizer state, scaler state and RNG; put them back on exit."""
     params = [p for p in t.model.parameters()]
     weights = [p.detach().clone() for p in params]
@@ -217,7 +218,7 @@ def _restored(t: GraphHost) -> Iterator[None]:
               for p in params if p in t.optimizer.state}
     scaler = t.grad_scaler
     scale = None if getattr(scaler, "_scale", None) is None else (scaler._scale.clone(), scaler._growth_tracker.clone())
-    devices = [t.accel.device] if t.accel.device.type == "cuda" else []
+    devices = [t.device] if t.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         yield
     with torch.no_grad():
@@ -240,14 +241,14 @@ def _restored(t: GraphHost) -> Iterator[None]:
     t.optimizer.zero_grad(set_to_none=True)
 
 
-def attach(trainer: GraphHost, backend: Backend | None = None) -> StepGraphs | None:
-    """A StepGraphs for ``trainer`` when its Accel wants graphs and the data is resident; else None."""
-    accel = trainer.accel
-    if not accel.graphs:
+def attach(target: StepTarget, wanted: bool, backend: Backend | None = None) -> StepGraphs | None:
+    """A StepGraphs for ``target`` when graphs are ``wanted`` (Accel.graphs, a World without collectives) and
+    the data is resident; else None."""
+    if not wanted:
         return None
-    if trainer.windows.device != accel.device:
+    if target.windows.device != target.device:
         log.info("CUDA graphs off: the windows stream from host memory, so each step runs eagerly")
         return None
-    if accel.device.type != "cuda" and backend is None:
+    if target.device.type != "cuda" and backend is None:
         return None
-    return StepGraphs(trainer, backend)
+    return StepGraphs(target, backend)

@@ -1,4 +1,4 @@
-"""Watch the LSTM learn: a Trainer callback ``(trainer, record) -> None`` writing TensorBoard to ``RUN/tb/``.
+"""Watch the LSTM learn: a Trainer callback ``(view, record) -> None`` writing TensorBoard to ``RUN/tb/``.
 
 Every epoch: train and validation loss, learning rate, gradient norm before clipping, fraction of clipped
 steps, skipped non-finite steps, samples/s. Every ``monitor.every`` epochs, on a fixed probe batch from
@@ -31,7 +31,7 @@ from lstmcast.findings import Finding
 
 if TYPE_CHECKING:
     from lstmcast.config import ForecastConfig
-    from lstmcast.training.loop import EpochRecord, Trainer
+    from lstmcast.training.records import EpochRecord, StepView
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,13 @@ SCALARS = {"loss/train": "train_loss", "loss/val": "val_loss", "optim/lr": "lr",
 
 class Monitor:
     """TensorBoard and probe statistics for one training run; pass it in ``Trainer(callbacks=[...])``.
+    Its ``state()`` goes into every checkpoint under ``checkpoint_key``, so a resumed run continues it.
 
     ``run_dir`` None (or ``tensorboard=False``) collects statistics without event files. The event files
     are opened at the end of the first epoch, so a run that fails before training leaves no folder.
     """
+
+    checkpoint_key = "monitor"
 
     def __init__(self, run_dir: str | os.PathLike[str] | None, config: ForecastConfig | None = None, *,
                  every: int | None = None, tensorboard: bool | None = None, probe_size: int = 32,
@@ -123,7 +126,7 @@ class Monitor:
         self._tb("add_text", tag, "\n".join("    " + line for line in text.splitlines()), 0)
 
     # -- the callback -------------------------------------------------------------------------
-    def __call__(self, trainer: Trainer, rec: EpochRecord) -> None:
+    def __call__(self, trainer: StepView, rec: EpochRecord) -> None:
         t0 = time.perf_counter()
         self.train_seconds += rec.seconds
         self._clip_norm = trainer.cfg.clip_norm
@@ -148,9 +151,6 @@ class Monitor:
                 self.probe_seconds += self._last_probe_s
         finally:
             self.monitor_seconds += time.perf_counter() - t0
-            context = getattr(trainer, "context", None)
-            if isinstance(context, dict):  # goes into every checkpoint from here on: a resume continues it
-                context["monitor"] = self.state()
 
     def _due(self, epoch: int, last: bool) -> bool:
         """Epoch 1, every ``every``-th and the last possible epoch, as long as the probes stay in budget
@@ -167,23 +167,20 @@ class Monitor:
             return False
         return True
 
-    def _probe_batch(self, trainer: Trainer) -> tuple[Any, Any]:
+    def _probe_batch(self, trainer: StepView) -> tuple[Any, Any]:
         """A fixed batch of validation windows spread evenly over the split (training windows if none)."""
         if self._batch is None:
             import torch
 
-            from lstmcast.data.windows import gather
-
-            pool = trainer.val_idx if len(trainer.val_idx) else trainer.train_idx
+            data = trainer.data
+            pool = data.val_idx if len(data.val_idx) else data.train_idx
             pick = torch.linspace(0, len(pool) - 1, min(self.probe_size, len(pool))).round().long()
-            idx = pool[pick.to(pool.device)]
-            fetch = getattr(trainer, "gather_batch", None)
-            b = fetch(idx) if fetch is not None else gather(trainer.windows, idx, trainer.roles, trainer.statics)
+            b = trainer.gather(pool[pick.to(pool.device)])
             device = next(trainer.model.parameters()).device
             self._batch = type(b)(*(v.to(device).float().clone() if v is not None else None for v in b))
         return self._batch
 
-    def _probe(self, trainer: Trainer, epoch: int) -> None:
+    def _probe(self, trainer: StepView, epoch: int) -> None:
         from lstmcast.training.probe import probe_model
 
         t0 = time.perf_counter()
@@ -215,7 +212,7 @@ class Monitor:
         self._tb("add_histogram_raw", tag, lo, hi, t.numel(), float(t.sum()), float(t.dot(t)), limits,
                  [0.0] + counts.tolist(), step)
 
-    def _write_probe(self, trainer: Trainer, epoch: int, probe: Any, layers: list[dict[str, Any]]) -> None:
+    def _write_probe(self, trainer: StepView, epoch: int, probe: Any, layers: list[dict[str, Any]]) -> None:
         for k, (p, s) in enumerate(zip(probe.layers, layers), start=1):
             self._histogram(f"layer{k}/h_n", p.h_n, epoch)
             self._histogram(f"layer{k}/c_n", p.c_n, epoch)

@@ -35,21 +35,20 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from lstmcast.training import decision_cache
-from lstmcast.training.accel import Accel, cpu_bf16_runs, set_tf32
+from lstmcast.training.accel import Accel, cpu_bf16_flags, cpu_bf16_runs, set_tf32
 
 if TYPE_CHECKING:
     from lstmcast.config import TrainConfig
+    from lstmcast.training.records import TrainData
 
 log = logging.getLogger(__name__)
 
-CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 # Below this many FLOPs per training step a GPU LSTM step is bound by launches, not arithmetic: on an
 # H100 fp16/bf16 ran 0.6-0.7x of fp32 and tf32 +-10% at (64x2, L96, B<=1024, ~4e10 FLOPs) (docs/PERFORMANCE.md).
 SMALL_GPU_STEP_FLOPS = 1e11
@@ -87,20 +86,6 @@ class Measured:
     precision: str
     seconds: list[float] = field(default_factory=list)
     val_loss: float = math.nan
-
-
-def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:
-    """The bf16 instruction sets this CPU reports (Linux /proc/cpuinfo; [] where unreadable)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return []
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.partition(":")[2].split())
-            return [f for f in CPU_BF16_FLAGS if f in flags]
-    return []
 
 
 def candidates(device: torch.device, cpuinfo: str | None = None) -> tuple[list[str], str]:
@@ -199,36 +184,35 @@ def skip_reason(accel: Accel, model: nn.Module, cfg: TrainConfig, n_train: int, 
 _DECIDED: dict[tuple, tuple[str, str]] = {}  # in-process memo: probe key -> (precision, reason)
 
 
-def probe_key(accel: Accel, model: nn.Module, cfg: TrainConfig, series: Tensor, train_idx: Tensor,
-              val_idx: Tensor, window: int, horizon: int) -> tuple:
+def probe_key(accel: Accel, model: nn.Module, cfg: TrainConfig, data: TrainData) -> tuple:
     """What the verdict depends on: device, threads, model, settings and (a fingerprint of) the data."""
-    fingerprint = (tuple(series.shape), float(series.double().sum()), len(train_idx), len(val_idx))
-    return (str(accel.device), accel.threads, accel.graphs, repr(model), window, horizon,
+    w = data.windows  # (rows, C, L + H): every row of the series is the first step of a window or in the last
+    total = float(w[:, :, 0].double().sum() + w[-1, :, 1:].double().sum()) if len(w) else 0.0
+    fingerprint = (tuple(w.shape), total, len(data.train_idx), len(data.val_idx))
+    return (str(accel.device), accel.threads, accel.graphs, repr(model), data.roles.window, data.roles.horizon,
             repr(sorted(cfg.model_dump().items())), fingerprint)
 
 
-def settle(accel: Accel, model: nn.Module, cfg: TrainConfig, series: Tensor, train_idx: Tensor,
-           val_idx: Tensor, window: int, horizon: int, n_targets: int, *,
+def settle(accel: Accel, model: nn.Module, cfg: TrainConfig, data: TrainData, *,
            make_trainer: Callable[..., Any], plan: ProbePlan | None = None) -> Accel:
     """Resolve a pending ``precision: auto`` into a measured choice; any other Accel is returned as is.
 
-    ``make_trainer`` builds the Trainer the probe times (lstmcast's own step, graphed on CUDA, not a
-    stand-in); the loop passes its class, so this module never imports the loop."""
+    ``make_trainer(model, cfg, accel, data)`` builds the Trainer the probe times (lstmcast's own step,
+    graphed on CUDA, not a stand-in); the loop passes its class, so this module never imports the loop."""
     if not accel.pending:
         return accel
     plan = plan or ProbePlan()
     cands, why = candidates(accel.device)
-    reason = skip_reason(accel, model, cfg, len(train_idx), window, plan, cands, why)
+    reason = skip_reason(accel, model, cfg, len(data.train_idx), data.roles.window, plan, cands, why)
     if reason is None:
-        key = probe_key(accel, model, cfg, series, train_idx, val_idx, window, horizon)
+        key = probe_key(accel, model, cfg, data)
         cached = _DECIDED.get(key) or decision_cache.read(key)
         if cached is not None:
             choice, reason = cached
             reason += " (measured earlier on this machine for the same model, data and settings)"
         else:
             t0 = time.perf_counter()
-            measured = run_probe(cands, accel, model, cfg, series, train_idx, val_idx, window, horizon,
-                                 n_targets, plan, make_trainer)
+            measured = run_probe(cands, accel, model, cfg, data, plan, make_trainer)
             choice, reason = decide(measured, plan)
             reason += f"; {why}; the probe took {time.perf_counter() - t0:.1f} s"
             decision_cache.write(key, choice, reason)
@@ -240,21 +224,21 @@ def settle(accel: Accel, model: nn.Module, cfg: TrainConfig, series: Tensor, tra
     return replace(accel, precision=choice, reason=reason)
 
 
-def run_probe(cands: list[str], accel: Accel, model: nn.Module, cfg: TrainConfig, series: Tensor,
-              train_idx: Tensor, val_idx: Tensor, window: int, horizon: int, n_targets: int,
+def run_probe(cands: list[str], accel: Accel, model: nn.Module, cfg: TrainConfig, data: TrainData,
               plan: ProbePlan, make_trainer: Callable[..., Any]) -> list[Measured]:
     """Train one copy of ``model`` per candidate on the same batches, interleaved; see the module doc."""
+    train_idx = data.train_idx
     dev = train_idx.device
     gen = torch.Generator(device=dev)
     gen.manual_seed(cfg.seed + 7919)
     B = min(cfg.batch_size, len(train_idx))
     batches = [train_idx[torch.randint(len(train_idx), (B,), generator=gen, device=dev)]
                for _ in range(plan.probe_steps)]
-    val_sub = _subset(val_idx, plan.val_windows)
+    val_sub = _subset(data.val_idx, plan.val_windows)
     rng_devices = [accel.device] if accel.device.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
         trainers = {c: make_trainer(copy.deepcopy(model), cfg, replace(accel, precision=c, requested=c, reason="probe"),
-                               series, train_idx, val_sub, window, horizon, n_targets) for c in cands}
+                                    replace(data, val_idx=val_sub)) for c in cands}
         results = {c: Measured(c) for c in cands}
         for c, t in trainers.items():
             _timed(accel.device, c, t.train_step, batches[:plan.warmup])

@@ -1,9 +1,39 @@
-"""What one epoch of training leaves behind (history.json rows, the callbacks' argument)."""
+"""What the loop shares with its callers and callbacks: the data it trains on (``TrainData``), what one epoch
+leaves behind (``EpochRecord``: history.json rows) and the read-only view of the run a callback gets
+(``StepView``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from lstmcast.config import TrainConfig
+    from lstmcast.data.windows import Batch, Roles, Statics
+    from lstmcast.training.signals import StopRequest
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """The windows a run trains and validates on: ``windows`` (rows, C, L + H) is a view of ONE tensor of scaled
+    series (``of``), ``train_idx`` / ``val_idx`` window starts into it, ``roles`` which channels play which
+    part, ``statics`` the per-series inputs (None without)."""
+
+    windows: Tensor
+    train_idx: Tensor
+    val_idx: Tensor
+    roles: Roles
+    statics: Statics | None = None
+    series: Tensor | None = None  # the (N, C) tensor the windows view (model.stateful reads whole histories)
+
+    @classmethod
+    def of(cls, series: Tensor, train_idx: Tensor, val_idx: Tensor, roles: Roles,
+           statics: Statics | None = None) -> TrainData:
+        """``series`` (N, C) on the training device, or in host memory when it did not fit (batches stream)."""
+        return cls(series.unfold(0, roles.window + roles.horizon, 1), train_idx, val_idx, roles, statics, series)
 
 
 @dataclass
@@ -22,3 +52,21 @@ class EpochRecord:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class StepView:
+    """A callback's view of the run after an epoch: where it stands, what it trains, and one thing it may do,
+    ``stop.request()`` (the run then stops as after SIGINT: checkpoint, flush, report)."""
+
+    epoch: int
+    step: int
+    bad_epochs: int  # epochs without a validation improvement, as early stopping counts them
+    finished: bool  # early stopping or max_epochs ends the run after this epoch
+    steps_per_epoch: int
+    cfg: TrainConfig
+    model: nn.Module
+    loss_fn: Callable[..., Tensor]
+    data: TrainData
+    gather: Callable[[Tensor], Batch]  # window starts -> a Batch on the training device
+    stop: StopRequest

@@ -1,6 +1,6 @@
 """SIGINT / SIGTERM during training: finish the step, checkpoint, flush, stop (exit 130 in the CLI).
 
-The handler only sets flags on the trainer; the loop looks at them between steps. A second
+The handler only records the request (``StopRequest``); the loop looks at it between steps. A second
 SIGINT while the first is being handled raises KeyboardInterrupt at once (the user insists).
 """
 
@@ -10,23 +10,39 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+@dataclass
+class StopRequest:
+    """A request to stop training between steps: from a signal (``signal`` is its number) or a caller."""
+
+    requested: bool = False
+    signal: int | None = None
+
+    def request(self, signum: int | None = None) -> None:
+        self.requested = True
+        self.signal = signum if signum is not None else self.signal
+
+    def reason(self) -> str:
+        """The run's stop reason once stopped by this request."""
+        return "interrupted" if self.signal is None else f"interrupted by {signal_name(self.signal)}"
+
+
 @contextmanager
-def stop_on_signals(trainer: Any) -> Iterator[None]:
-    """Route SIGINT/SIGTERM to ``trainer.stop_requested`` while the block runs (main thread only)."""
+def stop_on_signals(stop: StopRequest) -> Iterator[None]:
+    """Route SIGINT/SIGTERM to ``stop`` while the block runs (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: Any) -> None:
-        if trainer.stop_signal is not None and signum == signal.SIGINT:
+        if stop.signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        trainer.stop_signal = signum
-        trainer.stop_requested = True
+        stop.request(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
