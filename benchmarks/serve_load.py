@@ -131,6 +131,13 @@ async def drive(host: str, port: int, clients: int, bodies: list[bytes], request
             "p99_ms": float(np.percentile(ms, 99)), "req_s": len(lat) / wall}
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) the process has used so far, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as fh:
         return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS")) / 1024
@@ -234,9 +241,12 @@ def main() -> None:
             rows = []
             for c in (1, 8, 64):
                 before = asyncio.run(inside_app(host, port))
+                cpu0 = cpu_s(proc.pid)
                 rows.append(asyncio.run(drive(host, port, c, bodies, requests, seconds)))
+                cpu1 = cpu_s(proc.pid)
                 after = asyncio.run(inside_app(host, port))
                 rows[-1]["app_ms"] = 1e3 * (after[0] - before[0]) / max(after[1] - before[1], 1)
+                rows[-1]["cpu_ms"] = 1e3 * (cpu1 - cpu0) / max(rows[-1]["requests"], 1)
             batches = asyncio.run(metric(host, port, "lstmcast_batch_size_"))
             round_trip = asyncio.run(healthz_p50(host, port, 50 if a.smoke else 500))
             soaked = soak(host, port, proc.pid, bodies, soak_s)
@@ -274,12 +284,14 @@ async def healthz_p50(host: str, port: int, n: int) -> float:
 
 
 def report(rows: list[dict], base: dict, soaked: dict, batches: str, code: int, round_trip: float) -> None:
-    print("| clients | requests | errors | p50 ms | p99 ms | req/s | mean ms inside the app | vs in-process batched "
-          "path |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+    print("| clients | requests | errors | p50 ms | p99 ms | req/s | mean ms inside the app | server CPU ms per "
+          "request | vs in-process batched path |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-              f"{r['req_s']:.0f} | {r['app_ms']:.2f} | {r['req_s'] / base['batched_path_req_s']:.2f}x |")
+              f"{r['req_s']:.0f} | {r['app_ms']:.2f} | {r['cpu_ms']:.2f} | "
+              f"{r['req_s'] / base['batched_path_req_s']:.2f}x |")
     print(f"in process: Forecaster.predict {base['predict_ms']:.2f} ms ({base['predict_req_s']:.0f} req/s); "
           f"forward B=1 {base['forward_b1_ms']:.3f} ms ({base['forward_b1_req_s']:.0f}/s); forward B=64 "
           f"{base['forward_b64_ms']:.3f} ms ({base['forward_b64_req_s']:.0f} windows/s); batched path B=64 "

@@ -178,7 +178,7 @@ class Service:
         cfg = self.engine.config.data
         try:
             tables = read_body(body, content_type, self.engine.meta, cfg.delimiter, cfg.decimal)
-            return self.engine.check(tables.rows, tables.future)
+            return self.engine.check_tables(tables)
         except LstmcastError as exc:
             raise _user_error(exc) from None
         except (ValueError, TypeError, OverflowError, KeyError) as exc:  # the data broke a reader: still its 400

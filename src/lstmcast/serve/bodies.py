@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import warnings
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,10 +31,22 @@ class UnsupportedType(DataError):
     """A body of a content type the service does not read (answered 415)."""
 
 
-@dataclass
 class Tables:
-    rows: pd.DataFrame
-    future: pd.DataFrame | None = None
+    """A body's rows (and future rows) as DataFrames. A JSON body keeps its rows' columns as read (``columns``) and
+    builds the rows' DataFrame only when asked: a clean single series goes from the columns to the model's arrays
+    (``Engine.check_tables``), and a DataFrame cost more than the rest of the checks."""
+
+    def __init__(self, rows: pd.DataFrame | None = None, future: pd.DataFrame | None = None,
+                 columns: dict[str, Any] | None = None):
+        if rows is None and columns is None:
+            raise ValueError("Tables needs rows or columns")
+        self._rows, self.future, self.columns = rows, future, columns
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        if self._rows is None:
+            self._rows = pd.DataFrame(self.columns, copy=False)
+        return self._rows
 
 
 def media_type(header: str | None) -> str:
@@ -73,12 +84,15 @@ def _json_tables(body: bytes, meta: RunMeta) -> Tables:
     if unknown:
         raise DataError(f"the JSON body has unknown keys {', '.join(short(k) for k in unknown[:5])}: only "
                         '"rows" and "future" are read')
-    rows = _records(doc["rows"], "rows", meta)
-    future = _records(doc["future"], "future", meta) if doc.get("future") is not None else None
-    return Tables(rows, future)
+    rows = _columns(doc["rows"], "rows", meta)
+    future = pd.DataFrame(_columns(doc["future"], "future", meta), copy=False) if doc.get("future") is not None \
+        else None
+    return Tables(future=future, columns=rows)
 
 
-def _records(items: Any, key: str, meta: RunMeta) -> pd.DataFrame:
+def _columns(items: Any, key: str, meta: RunMeta) -> dict[str, Any]:
+    """A list of records as columns (a DataFrame's data): numbers as float64 and naive ISO times as datetime64
+    where they are clean, anything else as given, for the validation to read or to name."""
     if not isinstance(items, list) or not items:
         raise DataError(f'"{key}" must be a non-empty list of records ({_columns_hint(meta)})')
     bad = next((i for i, r in enumerate(items) if not isinstance(r, dict)), None)
@@ -94,7 +108,7 @@ def _records(items: Any, key: str, meta: RunMeta) -> pd.DataFrame:
     for name in [*meta.targets, *meta.features]:
         if name in columns:
             columns[name] = _numbers(columns[name])
-    return pd.DataFrame(columns, copy=False)
+    return columns
 
 
 def _numbers(values: list[Any]) -> Any:
