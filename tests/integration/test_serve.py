@@ -321,7 +321,11 @@ def _bodies(history: pd.DataFrame) -> dict[str, dict]:
             "date only": {"rows": [{"time": r["time"][:10], "y": r["y"]} for r in good]},
             "missing time": {"rows": with_(2, time=None)}, "number time": {"rows": with_(2, time=5)},
             "no target": {"rows": [{"time": r["time"], "Y": r["y"]} for r in good]},
-            "too short": {"rows": good[-5:]}, "future given": {"rows": good, "future": good[:6]}}
+            "too short": {"rows": good[-5:]}, "future given": {"rows": good, "future": good[:6]},
+            "keys reordered": {"rows": [{"y": r["y"], "time": r["time"]} if i % 2 else r for i, r in enumerate(good)]},
+            "a record lacks y": {"rows": [r if i != 4 else {"time": r["time"]} for i, r in enumerate(good)]},
+            "a record has other keys": {"rows": [r if i != 4 else {"time": r["time"], "Y": r["y"]}
+                                                 for i, r in enumerate(good)]}}
 
 
 def test_json_columns_to_arrays_accept_refuse_and_forecast_as_predict(engine, tiny_run, history, monkeypatch):
@@ -354,5 +358,5 @@ def test_json_columns_to_arrays_accept_refuse_and_forecast_as_predict(engine, ti
             assert list(frame.columns) == list(want.columns), name
             assert frame["time"].tolist() == want["time"].tolist(), name
             np.testing.assert_array_equal(frame["y"].to_numpy(), want["y"].to_numpy(), err_msg=name)
-    direct = {"good", "longer", "integers", "extra column", "beyond fp16 only"}  # clean: no DataFrame built
+    direct = {"good", "longer", "integers", "extra column", "beyond fp16 only", "keys reordered"}  # clean: no DataFrame built
     assert direct.isdisjoint(took_frame) and set(_bodies(history)) - direct <= set(took_frame)
