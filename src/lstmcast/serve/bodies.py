@@ -97,7 +97,9 @@ def _columns(items: Any, key: str, meta: RunMeta) -> dict[str, Any]:
     where they are clean, anything else as given, for the validation to read or to name."""
     if not isinstance(items, list) or not items:
         raise DataError(f'"{key}" must be a non-empty list of records ({_columns_hint(meta)})')
-    bad = next((i for i, r in enumerate(items) if not isinstance(r, dict)), None)
+    bad = None
+    if set(map(type, items)) != {dict}:  # json.loads makes plain dicts: else each item is looked at
+        bad = next((i for i, r in enumerate(items) if not isinstance(r, dict)), None)
     if bad is not None:
         raise DataError(f'"{key}"[{bad}] is {short(items[bad])}, not a record: each row is an object whose keys '
                         f"are the column names ({_columns_hint(meta)})")
