@@ -133,3 +133,33 @@ def test_the_cli_loads_no_serving_stack_until_serve_runs():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_forecast_answer_is_the_text_json_dumps_writes():
+    """The answer's JSON, formatted column by column, against json.dumps of the same records, byte for byte; a column
+    it cannot format (NaN, mixed objects) goes through json.dumps itself, which refuses NaN as before."""
+    import json
+
+    import numpy as np
+
+    from lstmcast.serve.app import _json_column, forecast_json
+    from lstmcast.serve.engine import Table
+
+    def dumped(table: Table) -> bytes:
+        values = [_json_column(a) for a in table.arrays]
+        return json.dumps({"forecast": [dict(zip(table.columns, r)) for r in zip(*values)]}, allow_nan=False).encode()
+
+    times = np.arange("2024-01-01T00", "2024-01-01T05", dtype="datetime64[h]").astype("datetime64[ns]")
+    rng = np.random.default_rng(3)
+    tables = [Table(["time", "y"], [times, rng.normal(size=5) * 1e3]),
+              Table(["id", "time", "y", "y_lo_90", "y_hi_90"],
+                    [np.array(['a"b', "é✓", "100%", "x\\y", "\n"], dtype=object), times,
+                     np.array([1e-320, -0.0, 1e300, 3.0, 2.5e-7]), rng.normal(size=5), rng.normal(size=5)]),
+              Table(["step", "50%"], [np.arange(5, dtype=np.int64), np.float32(rng.normal(size=5))]),
+              Table(["id", "flag"], [np.array(["a", 7, None, 2.5, "b"], dtype=object), np.array([True] * 5)]),
+              Table(["time", "y"], [times[:0], np.zeros(0)])]
+    for table in tables:
+        assert forecast_json(table) == dumped(table)
+        json.loads(forecast_json(table))
+    with pytest.raises(ValueError):  # a NaN forecast is never written as text (the service answers 500)
+        forecast_json(Table(["time", "y"], [times, np.array([1.0, np.nan, 2, 3, 4])]))
