@@ -163,3 +163,29 @@ def test_the_forecast_answer_is_the_text_json_dumps_writes():
         json.loads(forecast_json(table))
     with pytest.raises(ValueError):  # a NaN forecast is never written as text (the service answers 500)
         forecast_json(Table(["time", "y"], [times, np.array([1.0, np.nan, 2, 3, 4])]))
+
+
+def test_a_lone_request_waiting_for_company_does_not_spin_the_event_loop():
+    """The server's loop is uvloop, whose timers count whole milliseconds: the batcher's old sleep(0.5 ms) poll then
+    ran back to back and kept a core busy for all of max_wait (0.2 s of CPU in a 0.3 s wait)."""
+    uvloop = pytest.importorskip("uvloop")
+
+    batches: list[list[int]] = []
+
+    async def main() -> tuple[float, float, list[int]]:
+        b = Batcher(lambda xs: batches.append(list(xs)) or xs, max_batch=4, max_wait=0.3)
+        b.start()
+        await b.submit(0)  # the first batch's set-up out of the way
+        t0, cpu0 = time.perf_counter(), time.thread_time()
+        lone = await b.submit(1)
+        waited, cpu = time.perf_counter() - t0, time.thread_time() - cpu0
+        late = asyncio.ensure_future(b.submit(2))
+        await asyncio.sleep(0.02)
+        joined = asyncio.ensure_future(b.submit(3))  # arrives within max_wait: shares the batch
+        out = [lone, *(await asyncio.gather(late, joined))]
+        await b.stop()
+        return waited, cpu, out
+
+    waited, cpu, out = uvloop.run(main()) if hasattr(uvloop, "run") else asyncio.run(main())
+    assert waited >= 0.29 and cpu < 0.05 and out == [1, 2, 3]
+    assert batches == [[0], [1], [2, 3]]
