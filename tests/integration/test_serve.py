@@ -298,3 +298,65 @@ def test_not_ready_until_warm_and_not_while_draining(engine):
     svc.ready, svc.draining = False, True
     with pytest.raises(HttpError, match="shutting down"):
         svc.not_ready()
+
+
+def _bodies(history: pd.DataFrame) -> dict[str, dict]:
+    """JSON bodies a client may send: clean ones and ones each check of the fast path must send elsewhere."""
+    good = records(window_of(history, 250))
+    longer = records(window_of(history, 280, rows=60))
+
+    def with_(i: int, **change) -> list[dict]:
+        rows = [dict(r) for r in good]
+        rows[i].update(change)
+        return rows
+    return {"good": {"rows": good}, "longer": {"rows": longer},
+            "integers": {"rows": [{"time": r["time"], "y": int(r["y"] * 100)} for r in good]},
+            "extra column": {"rows": [{**r, "note": "x"} for r in good]},
+            "gap": {"rows": good[:10] + good[11:]}, "unsorted": {"rows": good[1:] + good[:1]},
+            "duplicated": {"rows": good[:1] + good}, "off grid": {"rows": with_(3, time=good[3]["time"][:-2] + "30")},
+            "missing value": {"rows": with_(5, y=None)}, "text value": {"rows": with_(5, y="12,5")},
+            "true value": {"rows": with_(5, y=True)}, "beyond float32": {"rows": with_(0, y=1e39)},
+            "beyond fp16 only": {"rows": with_(0, y=7e4)},
+            "zoned time": {"rows": with_(7, time=good[7]["time"] + "+02:00")},
+            "date only": {"rows": [{"time": r["time"][:10], "y": r["y"]} for r in good]},
+            "missing time": {"rows": with_(2, time=None)}, "number time": {"rows": with_(2, time=5)},
+            "no target": {"rows": [{"time": r["time"], "Y": r["y"]} for r in good]},
+            "too short": {"rows": good[-5:]}, "future given": {"rows": good, "future": good[:6]},
+            "keys reordered": {"rows": [{"y": r["y"], "time": r["time"]} if i % 2 else r for i, r in enumerate(good)]},
+            "a record lacks y": {"rows": [r if i != 4 else {"time": r["time"]} for i, r in enumerate(good)]},
+            "a record has other keys": {"rows": [r if i != 4 else {"time": r["time"], "Y": r["y"]}
+                                                 for i, r in enumerate(good)]}}
+
+
+def test_json_columns_to_arrays_accept_refuse_and_forecast_as_predict(engine, tiny_run, history, monkeypatch):
+    """The service's direct path from JSON columns to the model's arrays (no DataFrame) against `predict` of the
+    same rows as a DataFrame: every body accepted or refused alike (same error, same message), the same forecast."""
+    from lstmcast.errors import LstmcastError
+    from lstmcast.serve.bodies import read_body
+
+    fc = Forecaster.load(tiny_run)
+    took_frame: list[str] = []
+    frame_check = Engine.check
+    monkeypatch.setattr(Engine, "check", lambda self, rows, future: took_frame.append(name) or
+                        frame_check(self, rows, future))
+    for name, doc in _bodies(history).items():
+        tables = read_body(json.dumps(doc).encode(), "application/json", engine.meta)
+        try:
+            got: object = engine.forecast_many([engine.check_tables(tables)])[0]
+        except LstmcastError as exc:
+            got = exc
+        try:
+            want: object = fc.predict(tables.rows, future=tables.future) if tables.future is not None \
+                else fc.predict(tables.rows)
+        except LstmcastError as exc:
+            want = exc
+        if isinstance(want, Exception):
+            assert type(got) is type(want) and str(got) == str(want), name
+        else:
+            assert not isinstance(got, BaseException), (name, got)
+            frame = got.frame()
+            assert list(frame.columns) == list(want.columns), name
+            assert frame["time"].tolist() == want["time"].tolist(), name
+            np.testing.assert_array_equal(frame["y"].to_numpy(), want["y"].to_numpy(), err_msg=name)
+    direct = {"good", "longer", "integers", "extra column", "beyond fp16 only", "keys reordered"}  # clean: no DataFrame built
+    assert direct.isdisjoint(took_frame) and set(_bodies(history)) - direct <= set(took_frame)

@@ -133,3 +133,59 @@ def test_the_cli_loads_no_serving_stack_until_serve_runs():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_forecast_answer_is_the_text_json_dumps_writes():
+    """The answer's JSON, formatted column by column, against json.dumps of the same records, byte for byte; a column
+    it cannot format (NaN, mixed objects) goes through json.dumps itself, which refuses NaN as before."""
+    import json
+
+    import numpy as np
+
+    from lstmcast.serve.app import _json_column, forecast_json
+    from lstmcast.serve.engine import Table
+
+    def dumped(table: Table) -> bytes:
+        values = [_json_column(a) for a in table.arrays]
+        return json.dumps({"forecast": [dict(zip(table.columns, r)) for r in zip(*values)]}, allow_nan=False).encode()
+
+    times = np.arange("2024-01-01T00", "2024-01-01T05", dtype="datetime64[h]").astype("datetime64[ns]")
+    rng = np.random.default_rng(3)
+    tables = [Table(["time", "y"], [times, rng.normal(size=5) * 1e3]),
+              Table(["id", "time", "y", "y_lo_90", "y_hi_90"],
+                    [np.array(['a"b', "é✓", "100%", "x\\y", "\n"], dtype=object), times,
+                     np.array([1e-320, -0.0, 1e300, 3.0, 2.5e-7]), rng.normal(size=5), rng.normal(size=5)]),
+              Table(["step", "50%"], [np.arange(5, dtype=np.int64), np.float32(rng.normal(size=5))]),
+              Table(["id", "flag"], [np.array(["a", 7, None, 2.5, "b"], dtype=object), np.array([True] * 5)]),
+              Table(["time", "y"], [times[:0], np.zeros(0)])]
+    for table in tables:
+        assert forecast_json(table) == dumped(table)
+        json.loads(forecast_json(table))
+    with pytest.raises(ValueError):  # a NaN forecast is never written as text (the service answers 500)
+        forecast_json(Table(["time", "y"], [times, np.array([1.0, np.nan, 2, 3, 4])]))
+
+
+def test_a_lone_request_waiting_for_company_does_not_spin_the_event_loop():
+    """The server's loop is uvloop, whose timers count whole milliseconds: the batcher's old sleep(0.5 ms) poll then
+    ran back to back and kept a core busy for all of max_wait (0.2 s of CPU in a 0.3 s wait)."""
+    uvloop = pytest.importorskip("uvloop")
+
+    batches: list[list[int]] = []
+
+    async def main() -> tuple[float, float, list[int]]:
+        b = Batcher(lambda xs: batches.append(list(xs)) or xs, max_batch=4, max_wait=0.3)
+        b.start()
+        await b.submit(0)  # the first batch's set-up out of the way
+        t0, cpu0 = time.perf_counter(), time.thread_time()
+        lone = await b.submit(1)
+        waited, cpu = time.perf_counter() - t0, time.thread_time() - cpu0
+        late = asyncio.ensure_future(b.submit(2))
+        await asyncio.sleep(0.02)
+        joined = asyncio.ensure_future(b.submit(3))  # arrives within max_wait: shares the batch
+        out = [lone, *(await asyncio.gather(late, joined))]
+        await b.stop()
+        return waited, cpu, out
+
+    waited, cpu, out = uvloop.run(main()) if hasattr(uvloop, "run") else asyncio.run(main())
+    assert waited >= 0.29 and cpu < 0.05 and out == [1, 2, 3]
+    assert batches == [[0], [1], [2, 3]]

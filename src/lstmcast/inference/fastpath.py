@@ -12,7 +12,7 @@ takes the general path, which also produces the precise error messages.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,26 @@ def fast_series(df: pd.DataFrame, meta: RunMeta, fp16_unscaled: bool = False) ->
 
     ``fp16_unscaled``: the run trains in fp16 without scaling, so the general path refuses |x| > 65504.
     """
+    if meta.layout != "single" or meta.tz or meta.integer_time:
+        return None
+    cols = [meta.time_col, *meta.targets, *meta.features]
+    if not df.columns.is_unique or not all(c in df.columns for c in cols):
+        return None
+    tcol = df[meta.time_col]
+    if tcol.dtype.kind != "M" or getattr(tcol.dtype, "tz", None) is not None:
+        return None  # zones, text, numbers: the general path decides
+    if any(df[c].dtype.kind not in "fiu" for c in cols[1:]):
+        return None
+    # datetime64 in the frame's unit (pandas 3 defaults to us); the columns read as float64 once the grid is checked
+    return fast_arrays(tcol.to_numpy(), [df[c] for c in cols[1:]], meta, fp16_unscaled)
+
+
+def fast_arrays(raw: np.ndarray, columns: Sequence[Any], meta: RunMeta,
+                fp16_unscaled: bool = False) -> SeriesSet | None:
+    """``fast_series``'s checks on the columns themselves: ``raw`` the time column (naive datetime64, any unit),
+    ``columns`` the targets then the features (float64 arrays, or numeric pandas Series) in ``meta``'s order. A
+    caller holding the columns without a DataFrame (the service's JSON reader) skips building one. ``None`` where
+    the general path must decide."""
     from lstmcast.data.validate import TIME_RANGE, SeriesSet
 
     if meta.layout != "single" or meta.tz or meta.integer_time:
@@ -43,14 +63,9 @@ def fast_series(df: pd.DataFrame, meta: RunMeta, fp16_unscaled: bool = False) ->
     step, months = fixed_step_ns(meta.freq), month_step(meta.freq)
     if step is None and months is None:
         return None  # business days and other calendar steps: the general path
-    cols = [meta.time_col, *meta.targets, *meta.features]
     L = meta.window
-    if not df.columns.is_unique or not all(c in df.columns for c in cols) or len(df) < max(L, 3):
+    if len(raw) < max(L, 3) or raw.dtype.kind != "M" or len(columns) != len(meta.targets) + len(meta.features):
         return None
-    tcol = df[meta.time_col]
-    if tcol.dtype.kind != "M" or getattr(tcol.dtype, "tz", None) is not None:
-        return None  # zones, text, numbers: the general path decides
-    raw = tcol.to_numpy()  # datetime64 in the frame's unit (pandas 3 defaults to us)
     lo, hi = TIME_RANGE
     if len(raw) and not (raw.min() >= lo and raw.max() <= hi):
         return None  # outside the nanosecond range (D15; NaT compares False and is caught below)
@@ -58,12 +73,11 @@ def fast_series(df: pd.DataFrame, meta: RunMeta, fp16_unscaled: bool = False) ->
     if not (_on_fixed_grid(ints, step, meta.anchor) if step is not None else _on_month_grid(ints, *months,
                                                                                              meta.anchor)):
         return None  # a gap, NaT, unsorted or duplicated row anywhere: the general path sorts or explains
-    values = np.empty((L, len(cols) - 1), dtype=np.float32)
-    for j, c in enumerate(cols[1:]):
-        col = df[c]
-        if col.dtype.kind not in "fiu":
+    values = np.empty((L, len(columns)), dtype=np.float32)
+    for j, col in enumerate(columns):
+        full = col if isinstance(col, np.ndarray) else col.to_numpy(dtype=np.float64)
+        if full.dtype != np.float64 or len(full) != len(raw):
             return None
-        full = col.to_numpy(dtype=np.float64)
         top = np.abs(full).max()  # NaN if any NaN: the comparison below is then False
         if not top <= (_FP16_MAX if fp16_unscaled else _F32_MAX):
             return None  # NaN, inf or beyond float32 (D14) anywhere in the frame

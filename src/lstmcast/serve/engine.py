@@ -23,12 +23,13 @@ import pandas as pd
 from lstmcast.data.validate import SeriesSet
 from lstmcast.errors import LstmcastError
 from lstmcast.forecaster import Forecaster
-from lstmcast.inference.fastpath import fast_series
+from lstmcast.inference.fastpath import fast_arrays, fast_series
 from lstmcast.inference.predict import forecast_frame, load_new_series
 from lstmcast.training.accel import available_cores, check_threads
 
 if TYPE_CHECKING:
     from lstmcast.run.meta import RunMeta
+    from lstmcast.serve.bodies import Tables
 
 
 @dataclass
@@ -65,19 +66,32 @@ class Engine:
         self.config = self.fc.config_
         self.threads = check_threads(threads) if threads else (self.config.train.threads or available_cores())
         self.warm = False
+        inputs = self.meta.inputs
+        self._simple = not self.meta.future_features and not (inputs and (
+            inputs.static_numeric or inputs.static_categorical or inputs.id_vocabulary is not None))
+        self._fp16_unscaled = self.config.train.precision == "fp16" and self.config.data.scaling == "none"
 
     # -- per request ---------------------------------------------------------------------------
     def check(self, rows: pd.DataFrame, future: pd.DataFrame | None) -> Request:
         """``rows`` read and validated against the model as `predict` does (DataError / ShapeError on bad data)."""
-        meta, cfg = self.meta, self.config
-        inputs = meta.inputs
-        simple = not meta.future_features and not (inputs and (inputs.static_numeric or inputs.static_categorical
-                                                               or inputs.id_vocabulary is not None))
-        if simple and future is None:  # a future frame for a model without covariates: forecast_frame refuses it
-            clean = fast_series(rows, meta, cfg.train.precision == "fp16" and cfg.data.scaling == "none")
+        if self._simple and future is None:  # a future frame for a model without covariates: forecast_frame refuses it
+            clean = fast_series(rows, self.meta, self._fp16_unscaled)
             if clean is not None:
                 return Request(clean)
-        return Request(load_new_series(rows, cfg, meta), future)
+        return Request(load_new_series(rows, self.config, self.meta), future)
+
+    def check_tables(self, tables: Tables) -> Request:
+        """A body's tables checked as ``check`` does; a JSON body's clean single series goes from its columns to the
+        model's arrays (``fast_series``'s checks on the same arrays, no DataFrame), anything else through ``check``."""
+        cols, meta = tables.columns, self.meta
+        if cols is not None and self._simple and tables.future is None and meta.layout == "single":
+            times = cols.get(meta.time_col)
+            values = [cols.get(c) for c in (*meta.targets, *meta.features)]
+            if isinstance(times, np.ndarray) and all(isinstance(v, np.ndarray) for v in values):
+                clean = fast_arrays(times, values, meta, self._fp16_unscaled)
+                if clean is not None:
+                    return Request(clean)
+        return self.check(tables.rows, tables.future)
 
     def mergeable(self, req: Request) -> bool:
         """Whether ``req`` may share a forward with others: no known-future frame (read per series id), no static
