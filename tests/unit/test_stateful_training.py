@@ -13,6 +13,7 @@ from lstmcast.data.prepare import prepare
 from lstmcast.training import fit as fitting
 from lstmcast.training.accel import resolve
 from lstmcast.training.checkpoint import CheckpointStore
+from lstmcast.training.world import Solo
 from tests.conftest import small_config
 
 
@@ -35,7 +36,8 @@ def _trainer(run_dir=None, resume=None, **train):
     accel = resolve("cpu", "fp32", 1, "eager")
     tensor = torch.from_numpy(prep.scaled)
     idx = torch.from_numpy(prep.index.train)
-    model, trainer, _ = fitting.train_first(resolved, accel, tensor, prep, idx, idx, [], run_dir, resume)
+    data = fitting.train_data(prep, tensor, idx, idx)
+    model, trainer, _ = fitting.train_first(resolved, accel, data, prep, [], run_dir, resume, Solo())
     return model, trainer, prep, tensor
 
 
@@ -84,18 +86,18 @@ def test_resume_after_an_interruption_mid_epoch_is_exact(tmp_path):
     def step(rows, start):  # the process dies after 5 steps: only the checkpoints survive
         calls[0] += 1
         if calls[0] == 5:
-            cut.stop_requested = True
+            cut.stop.request()
         return real_step(rows, start)
     cut._step = step
     cut.fit()
     ckpt = CheckpointStore(tmp_path / "b").load_latest()
-    assert ckpt.meta["cursor"] is not None and "carried.h" in ckpt.tensors  # mid-epoch, with the states
+    assert ckpt.meta["cursor"] is not None and "carried.stateful.h" in ckpt.tensors  # mid-epoch, with the states
     _, resumed, _, _ = _trainer(None, ckpt, checkpoint_every=1)
     resumed.fit()
     for k, v in full.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
     assert torch.equal(full.carried.h, resumed.carried.h)
-    assert [r.train_loss for r in full.result.history] == [r.train_loss for r in resumed.result.history]
+    assert [r.train_loss for r in full.state.history] == [r.train_loss for r in resumed.state.history]
 
 
 def test_the_monitor_records_carried_state_norms_and_skips_window_probes():
