@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from lstmcast.config import validate_config
 from lstmcast.data.load import load_series
 from lstmcast.data.prepare import prepare
+from lstmcast.errors import ConfigError
 from lstmcast.training import fit as fitting
 from lstmcast.training.accel import resolve
 from lstmcast.training.checkpoint import CheckpointStore
-from lstmcast.training.world import Solo
+from lstmcast.training.world import Replicated, Solo
 from tests.conftest import small_config
 
 
@@ -23,7 +25,7 @@ def _frame(n: int = 50, ids: str = "abc") -> pd.DataFrame:
                       for k, s in enumerate(ids)], ignore_index=True)
 
 
-def _trainer(run_dir=None, resume=None, **train):
+def _trainer(run_dir=None, resume=None, world=None, **train):
     frame = _frame()
     cfg = validate_config(small_config(
         data={"id_col": "id", "window": 8, "horizon": 3, "season": None},
@@ -37,7 +39,7 @@ def _trainer(run_dir=None, resume=None, **train):
     tensor = torch.from_numpy(prep.scaled)
     idx = torch.from_numpy(prep.index.train)
     data = fitting.train_data(prep, tensor, idx, idx)
-    model, trainer, _ = fitting.train_first(resolved, accel, data, prep, [], run_dir, resume, Solo())
+    model, trainer, _ = fitting.train_first(resolved, accel, data, prep, [], run_dir, resume, world or Solo())
     return model, trainer, prep, tensor
 
 
@@ -110,3 +112,10 @@ def test_the_monitor_records_carried_state_norms_and_skips_window_probes():
     norms = mon.summary()["carried_state_norms"]
     assert [n["epoch"] for n in norms] == [1, 2] and all(n["h"] > 0 and n["c"] > 0 for n in norms)
     assert mon.probes == []  # the window probe needs windows: not run, and no failure logged
+
+
+def test_several_processes_are_refused_one_is_not():
+    with pytest.raises(ConfigError, match="one process.*without torchrun"):
+        _trainer(world=Replicated(rank=0, world=2, local_world=2))
+    _, trainer, _, _ = _trainer()  # Solo, as Forecaster.fit passes it
+    assert trainer.world == Solo()

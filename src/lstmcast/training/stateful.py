@@ -11,8 +11,9 @@ model's dtype.
 
 A checkpoint holds them (the store is the run's ``TrainState.carried["stateful"]``, saved under
 ``carried.stateful.`` by training/state.py), with the epoch's series order (the generator state before it was
-drawn) and the position in it, so a resumed run continues exactly. Validation runs every series from zero over its training and validation rows and scores the
-origins whose horizon lies in the validation split, as the carried state will be used.
+drawn) and the position in it, so a resumed run continues exactly. Validation runs every series from zero over
+its training and validation rows and scores the origins whose horizon lies in the validation split, as the
+carried state will be used.
 
 ``StatefulTrainer`` holds what the window Trainer (loop.py) holds, a ``TrainState``, ``Parts`` and a ``World``
 (one process only, for now), and runs the same way: checkpoints when ``_checkpoint_due`` says, the stop reason
@@ -168,7 +169,8 @@ class StatefulTrainer:
         if self.store is None:
             return None
         # a callback with a checkpoint_key (the monitor) continues from its state on resume
-        kept = {cb.checkpoint_key: cb.state() for cb in self.callbacks if hasattr(cb, "checkpoint_key")}
+        keeping: list[Any] = [cb for cb in self.callbacks if hasattr(cb, "checkpoint_key")]
+        kept = {cb.checkpoint_key: cb.state() for cb in keeping}
         tensors, meta = capture(self.state, self.parts, self.accel.precision, {**self.context, **kept}, note)
         path = self.store.save(tensors, meta)
         self._last_save = time.monotonic()
@@ -378,9 +380,10 @@ class StatefulTrainer:
             st.bad_epochs = 0
         else:
             st.bad_epochs += 1
-        view = self.view() if self.callbacks else None
-        for cb in self.callbacks:
-            cb(view, rec)
+        if self.callbacks:
+            view = self.view()
+            for cb in self.callbacks:
+                cb(view, rec)
         st.stop_reason = self._stop_reason(epoch_end=True)
         if self._checkpoint_due(None):
             self.save_checkpoint()
@@ -414,8 +417,7 @@ def train_first(cfg: Any, accel: Accel, data: TrainData, prep: Prepared, callbac
         raise ConfigError("model.stateful trains on one process for now: run it without torchrun")
     if accel.pending or accel.precision != "fp32":  # the chunk step runs in fp32 (no autocast here yet)
         accel = dataclasses.replace(accel, precision="fp32", reason="model.stateful trains in fp32")
-    assert data.series is not None  # TrainData.of
-    model = build_model(cfg.model, data.series.shape[1], prep.series.n_targets, prep.horizon, prep.window,
+    model = build_model(cfg.model, data.windows.shape[1], prep.series.n_targets, prep.horizon, prep.window,
                         **prep.inputs.model_sizes()).to(accel.device)
     trainer = StatefulTrainer(model, cfg.train, accel, data, prep, world, callbacks or ())
     if run_dir is not None or resume_from is not None:
