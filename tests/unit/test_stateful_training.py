@@ -11,7 +11,7 @@ import torch
 from lstmcast.config import validate_config
 from lstmcast.data.load import load_series
 from lstmcast.data.prepare import prepare
-from lstmcast.errors import ConfigError
+from lstmcast.errors import CheckpointError, ConfigError
 from lstmcast.training import fit as fitting
 from lstmcast.training.accel import resolve
 from lstmcast.training.checkpoint import CheckpointStore
@@ -119,3 +119,16 @@ def test_several_processes_are_refused_one_is_not():
         _trainer(world=Replicated(rank=0, world=2, local_world=2))
     _, trainer, _, _ = _trainer()  # Solo, as Forecaster.fit passes it
     assert trainer.world == Solo()
+
+
+def test_a_checkpoint_without_fitting_carried_states_is_refused(tmp_path):
+    _, first, _, _ = _trainer(tmp_path / "a", max_epochs=1)
+    first.fit()
+    ckpt = CheckpointStore(tmp_path / "a").load_latest()
+    _, ok, _, _ = _trainer()
+    ok.resume(ckpt)
+    assert torch.equal(ok.carried.h, first.carried.h) and ok.state.carried["stateful"] is ok.carried
+    ckpt.tensors["carried.stateful.c"] = ckpt.tensors["carried.stateful.c"][:1]  # another run's series
+    _, other, _, _ = _trainer()
+    with pytest.raises(CheckpointError, match="carried states"):
+        other.resume(ckpt)
