@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from lstmcast.config import validate_config
 from lstmcast.data.load import load_series
 from lstmcast.data.prepare import prepare
+from lstmcast.errors import CheckpointError, ConfigError
 from lstmcast.training import fit as fitting
 from lstmcast.training.accel import resolve
 from lstmcast.training.checkpoint import CheckpointStore
+from lstmcast.training.world import Replicated, Solo
 from tests.conftest import small_config
 
 
@@ -22,7 +25,7 @@ def _frame(n: int = 50, ids: str = "abc") -> pd.DataFrame:
                       for k, s in enumerate(ids)], ignore_index=True)
 
 
-def _trainer(run_dir=None, resume=None, **train):
+def _trainer(run_dir=None, resume=None, world=None, **train):
     frame = _frame()
     cfg = validate_config(small_config(
         data={"id_col": "id", "window": 8, "horizon": 3, "season": None},
@@ -35,7 +38,8 @@ def _trainer(run_dir=None, resume=None, **train):
     accel = resolve("cpu", "fp32", 1, "eager")
     tensor = torch.from_numpy(prep.scaled)
     idx = torch.from_numpy(prep.index.train)
-    model, trainer, _ = fitting.train_first(resolved, accel, tensor, prep, idx, idx, [], run_dir, resume)
+    data = fitting.train_data(prep, tensor, idx, idx)
+    model, trainer, _ = fitting.train_first(resolved, accel, data, prep, [], run_dir, resume, world or Solo())
     return model, trainer, prep, tensor
 
 
@@ -84,18 +88,18 @@ def test_resume_after_an_interruption_mid_epoch_is_exact(tmp_path):
     def step(rows, start):  # the process dies after 5 steps: only the checkpoints survive
         calls[0] += 1
         if calls[0] == 5:
-            cut.stop_requested = True
+            cut.stop.request()
         return real_step(rows, start)
     cut._step = step
     cut.fit()
     ckpt = CheckpointStore(tmp_path / "b").load_latest()
-    assert ckpt.meta["cursor"] is not None and "carried.h" in ckpt.tensors  # mid-epoch, with the states
+    assert ckpt.meta["cursor"] is not None and "carried.stateful.h" in ckpt.tensors  # mid-epoch, with the states
     _, resumed, _, _ = _trainer(None, ckpt, checkpoint_every=1)
     resumed.fit()
     for k, v in full.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
     assert torch.equal(full.carried.h, resumed.carried.h)
-    assert [r.train_loss for r in full.result.history] == [r.train_loss for r in resumed.result.history]
+    assert [r.train_loss for r in full.state.history] == [r.train_loss for r in resumed.state.history]
 
 
 def test_the_monitor_records_carried_state_norms_and_skips_window_probes():
@@ -108,3 +112,23 @@ def test_the_monitor_records_carried_state_norms_and_skips_window_probes():
     norms = mon.summary()["carried_state_norms"]
     assert [n["epoch"] for n in norms] == [1, 2] and all(n["h"] > 0 and n["c"] > 0 for n in norms)
     assert mon.probes == []  # the window probe needs windows: not run, and no failure logged
+
+
+def test_several_processes_are_refused_one_is_not():
+    with pytest.raises(ConfigError, match="one process.*without torchrun"):
+        _trainer(world=Replicated(rank=0, world=2, local_world=2))
+    _, trainer, _, _ = _trainer()  # Solo, as Forecaster.fit passes it
+    assert trainer.world == Solo()
+
+
+def test_a_checkpoint_without_fitting_carried_states_is_refused(tmp_path):
+    _, first, _, _ = _trainer(tmp_path / "a", max_epochs=1)
+    first.fit()
+    ckpt = CheckpointStore(tmp_path / "a").load_latest()
+    _, ok, _, _ = _trainer()
+    ok.resume(ckpt)
+    assert torch.equal(ok.carried.h, first.carried.h) and ok.state.carried["stateful"] is ok.carried
+    ckpt.tensors["carried.stateful.c"] = ckpt.tensors["carried.stateful.c"][:1]  # another run's series
+    _, other, _, _ = _trainer()
+    with pytest.raises(CheckpointError, match="carried states"):
+        other.resume(ckpt)

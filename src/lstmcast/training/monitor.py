@@ -138,9 +138,8 @@ class Monitor:
                 value = float(getattr(rec, key))
                 if math.isfinite(value):
                     self._tb("add_scalar", tag, value, rec.epoch)
-            carried = getattr(trainer, "carried_norms", None)  # hook (issue 24): model.stateful's carried state
-            if carried is not None:
-                norms = carried()
+            norms = trainer.carried  # model.stateful: the carried-state norms (issue 24)
+            if norms is not None:
                 self.carried.append({"epoch": rec.epoch, **norms})
                 for key, value in norms.items():
                     self._tb("add_scalar", f"carried_state/{key}_norm", value, rec.epoch)

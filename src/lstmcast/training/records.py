@@ -57,7 +57,8 @@ class EpochRecord:
 @dataclass(frozen=True)
 class StepView:
     """A callback's view of the run after an epoch: where it stands, what it trains, and one thing it may do,
-    ``stop.request()`` (the run then stops as after SIGINT: checkpoint, flush, report)."""
+    ``stop.request()`` (the run then stops as after SIGINT: checkpoint, flush, report). ``carried``: a stateful
+    run's carried-state norms (None for window models)."""
 
     epoch: int
     step: int
@@ -70,3 +71,4 @@ class StepView:
     data: TrainData
     gather: Callable[[Tensor], Batch]  # window starts -> a Batch on the training device
     stop: StopRequest
+    carried: dict[str, float] | None = None  # model.stateful: mean norms of the carried h and c (the monitor's)

@@ -9,14 +9,16 @@ loss counts the origins whose horizon lies in the training split). The carried (
 (``CarriedStore``, rows in the prepared series' order, never per batch row) on the training device, in the
 model's dtype.
 
-A checkpoint holds them (``carried_tensors`` / ``load_carried``: the hooks training/state.py calls), with the
-epoch's series order (the generator state before it was drawn) and the position in it, so a resumed run
-continues exactly. Validation runs every series from zero over its training and validation rows and scores the
-origins whose horizon lies in the validation split, as the carried state will be used.
+A checkpoint holds them (the store is the run's ``TrainState.carried["stateful"]``, saved under
+``carried.stateful.`` by training/state.py), with the epoch's series order (the generator state before it was
+drawn) and the position in it, so a resumed run continues exactly. Validation runs every series from zero over
+its training and validation rows and scores the origins whose horizon lies in the validation split, as the
+carried state will be used.
 
-This module is self-contained on purpose: ``StatefulTrainer`` offers what training/state.py's StateHost and
-the Forecaster use of a Trainer (fit, resume, attach_checkpoints, accel, result), not the window Trainer's
-internals.
+``StatefulTrainer`` holds what the window Trainer (loop.py) holds, a ``TrainState``, ``Parts`` and a ``World``
+(one process only, for now), and runs the same way: checkpoints when ``_checkpoint_due`` says, the stop reason
+decided in ``_stop_reason``, callbacks ``(view, record)`` with a read-only ``StepView`` (its ``carried`` holds
+the carried-state norms the monitor writes). Only the step and the epoch's plan differ.
 """
 
 from __future__ import annotations
@@ -25,22 +27,32 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from lstmcast.training.records import EpochRecord
-from lstmcast.training.state import EpochCursor, capture, new_cursor, restore
+from lstmcast.errors import InterruptedRun
+from lstmcast.training import streaming
+from lstmcast.training.loop import Callback, FitResult
+from lstmcast.training.records import EpochRecord, StepView, TrainData
+from lstmcast.training.signals import StopRequest, signal_name, stop_on_signals
+from lstmcast.training.state import EpochCursor, Parts, TrainState, capture, new_cursor, restore
+from lstmcast.training.world import Solo, World
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
     from lstmcast.config import TrainConfig
     from lstmcast.data.prepare import Prepared
     from lstmcast.model.network import LSTMForecaster
+    from lstmcast.training.accel import Accel
     from lstmcast.training.checkpoint import Checkpoint, CheckpointStore
+
+CARRIED = "stateful"  # the store's name in TrainState.carried (checkpoint tensors carried.stateful.h / .c)
 
 log = logging.getLogger(__name__)
 
@@ -89,101 +101,93 @@ class CarriedStore:
         self.h[rows] = 0
         self.c[rows] = 0
 
+    # -- training/state.py's Carried: what a checkpoint holds --------------------------------------------
+    def tensors(self) -> dict[str, Tensor]:
+        return {"h": self.h, "c": self.c}
+
+    def load(self, tensors: dict[str, Tensor]) -> None:
+        """The checkpoint's states, in place (a KeyError, reported by restore as a checkpoint that does not fit,
+        where they are missing or shaped for another model or data)."""
+        h, c = tensors.get("h"), tensors.get("c")
+        if h is None or c is None or h.shape != self.h.shape or c.shape != self.c.shape:
+            raise KeyError(f"carried states {None if h is None else tuple(h.shape)}, expected {tuple(self.h.shape)}")
+        self.h.copy_(h)
+        self.c.copy_(c)
+
     def norms(self) -> dict[str, float]:
         """Mean L2 norm of the carried h and c per series (TensorBoard's carried-state norms)."""
         return {"h": float(self.h.flatten(1).norm(dim=1).mean()), "c": float(self.c.flatten(1).norm(dim=1).mean())}
 
 
-@dataclass
-class StatefulResult:
-    """What the Forecaster reads of a fit (the window Trainer's FitResult fields)."""
-
-    history: list[EpochRecord] = field(default_factory=list)
-    best_epoch: int = 0
-    best_val_loss: float = math.inf
-    steps: int = 0
-    stop_reason: str = ""
-
-
-class _NoGuard:
-    """The window Trainer's non-finite guard rolls back; here a non-finite chunk loss is skipped and counted."""
-
-    rollbacks = 0
-
-    def state(self) -> dict[str, Any]:
-        return {}
-
-    def load_state(self, state: dict[str, Any], diverged: bool = False) -> None:
-        return None
-
-
 class StatefulTrainer:
     """Truncated-backpropagation training over whole series histories with carried states (module docstring)."""
 
-    def __init__(self, model: LSTMForecaster, cfg: TrainConfig, accel: Any, series: Tensor, prep: Prepared,
-                 callbacks: list[Any] | None = None):
+    def __init__(self, model: LSTMForecaster, cfg: TrainConfig, accel: Accel, data: TrainData, prep: Prepared,
+                 world: World | None = None, callbacks: Sequence[Callback] = ()):
         from lstmcast.model.losses import loss_for
 
+        if data.series is None:
+            raise ValueError("model.stateful reads whole histories: TrainData.of (with its series) builds its data")
         model.check_streamable()
-        self.model, self.cfg, self.accel, self.series = model, cfg, accel, series
-        self.prep = prep
+        self.model, self.cfg, self.accel, self.data, self.prep = model, cfg, accel, data, prep
+        self.series = data.series
+        self.world = world or Solo()
+        self.callbacks = list(callbacks)
         self.sched = ChunkSchedule.of(prep, cfg.tbptt_steps)
         self.H, self.T = prep.horizon, prep.series.n_targets
-        self.fut = prep.roles.future_slice(series.shape[1])
+        self.fut = prep.roles.future_slice(self.series.shape[1])
         dev = accel.device
+        self.gather_batch = streaming.make_gather(data.windows, dev, data.roles, data.statics)  # the view's gather
         self.loss_fn = loss_for(model, cfg.loss, dev)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, factor=0.5, patience=max(2, cfg.patience // 3))
-        self.grad_scaler = torch.amp.GradScaler(dev.type, enabled=False)
-        self.generator = torch.Generator(device="cpu")
-        self.generator.manual_seed(cfg.seed)
-        self.guard = _NoGuard()
-        self.callbacks = list(callbacks or [])
-        self.result = StatefulResult()
-        self.context: dict[str, Any] = {}
-        self.cursor: EpochCursor | None = None
-        self.epoch = self.step = self.bad_epochs = 0
-        self.finished = self.stop_requested = False
-        self.stop_signal: int | None = None
-        self.best_state: dict[str, Tensor] | None = None
-        self.store: CheckpointStore | None = None
+        self.parts = Parts(
+            model, self.optimizer,
+            torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=0.5, patience=max(2, cfg.patience // 3)),
+            torch.amp.GradScaler(dev.type, enabled=False),  # fp32 (train_first)
+            torch.Generator(device="cpu").manual_seed(cfg.seed))
         D = model.num_directions
         self.carried = CarriedStore(len(prep.splits), model.num_layers * D, model.hidden_size, dev,
                                     model.head.weight.dtype)
+        self.state = TrainState(carried={CARRIED: self.carried})
+        self.stop = StopRequest()
+        self.store: CheckpointStore | None = None
+        self.context: dict[str, Any] = {}  # config and data fingerprint, stored in every checkpoint
         self._last_save = time.monotonic()
 
-    def carried_norms(self) -> dict[str, float]:
-        """The monitor's carried-state scalars (TensorBoard carried_state/h_norm, c_norm)."""
-        return self.carried.norms()
-
-    # -- the checkpoint hooks (training/state.py capture / _restore call them) --------------------------------
-    def carried_tensors(self) -> dict[str, Tensor]:
-        return {"carried.h": self.carried.h.detach().cpu().contiguous(),
-                "carried.c": self.carried.c.detach().cpu().contiguous()}
-
-    def load_carried(self, tensors: dict[str, Tensor]) -> None:
-        h, c = tensors.get("carried.h"), tensors.get("carried.c")
-        if h is None or c is None or h.shape != self.carried.h.shape or c.shape != self.carried.c.shape:
-            raise KeyError(f"carried states {None if h is None else tuple(h.shape)}, expected "
-                           f"{tuple(self.carried.h.shape)}")
-        self.carried.h.copy_(h)
-        self.carried.c.copy_(c)
-
+    # -- checkpoints (as loop.Trainer's) ----------------------------------------------------------------------
     def attach_checkpoints(self, store: CheckpointStore, context: dict[str, Any]) -> None:
+        """Checkpoint into ``store``; ``context`` (config, data fingerprint) goes into every checkpoint."""
         self.store, self.context = store, dict(context)
 
     def resume(self, ckpt: Checkpoint) -> None:
-        restore(self, ckpt)
-        log.info("resuming stateful training from %s: epoch %d, step %d", ckpt.path, self.epoch, self.step)
+        """Continue from a verified checkpoint: the parts, the run's state and the carried states (in place)."""
+        self.state = restore(ckpt, self.parts, self.cfg.lr, self.cfg.max_epochs, self.state.carried)
+        log.info("resuming stateful training from %s: epoch %d, step %d", ckpt.path, self.state.epoch,
+                 self.state.step)
 
-    def save_checkpoint(self, cursor: EpochCursor | None, note: str = "") -> Path | None:
+    def save_checkpoint(self, note: str = "") -> Path | None:
         if self.store is None:
             return None
-        tensors, meta = capture(self, cursor, note)
+        # a callback with a checkpoint_key (the monitor) continues from its state on resume
+        keeping: list[Any] = [cb for cb in self.callbacks if hasattr(cb, "checkpoint_key")]
+        kept = {cb.checkpoint_key: cb.state() for cb in keeping}
+        tensors, meta = capture(self.state, self.parts, self.accel.precision, {**self.context, **kept}, note)
         path = self.store.save(tensors, meta)
         self._last_save = time.monotonic()
         return path
+
+    def _checkpoint_due(self, cur: EpochCursor | None, n_steps: int = 0) -> bool:
+        """loop.Trainer's rule: every ``train.checkpoint_every`` steps, where a boundary on an epoch's last step
+        waits for the epoch's validation and bookkeeping (``cur`` None: at the epoch's end); with 0 at an epoch's
+        end once ``checkpoint_seconds`` have passed; and when the run ends."""
+        cfg, st = self.cfg, self.state
+        if self.store is None:
+            return False
+        boundary = bool(cfg.checkpoint_every) and st.step % cfg.checkpoint_every == 0
+        if cur is not None:  # between steps
+            return boundary and cur.pos < n_steps
+        return boundary or bool(st.stop_reason) or (
+            cfg.checkpoint_every == 0 and time.monotonic() - self._last_save >= cfg.checkpoint_seconds)
 
     # -- one chunk ------------------------------------------------------------------------------------------
     def _chunk(self, rows: np.ndarray, start: int, upto: np.ndarray) -> tuple[Tensor, Tensor, Tensor | None,
@@ -234,7 +238,7 @@ class StatefulTrainer:
     def _plan(self) -> list[tuple[np.ndarray, int]]:
         """This epoch's (group, chunk start) steps, from the generator (a resumed epoch re-draws them)."""
         S = len(self.sched.base)
-        order = torch.randperm(S, generator=self.generator).numpy()
+        order = torch.randperm(S, generator=self.parts.generator).numpy()
         B = max(1, min(self.cfg.batch_size, S))
         steps = []
         for g in range(0, S, B):
@@ -246,19 +250,22 @@ class StatefulTrainer:
 
     def steps_per_epoch(self) -> int:
         """The optimizer steps (chunks) of the next epoch (the progress bar's estimate; the generator is left as is)."""
-        saved = self.generator.get_state()
+        gen = self.parts.generator
+        saved = gen.get_state()
         n = len(self._plan())
-        self.generator.set_state(saved)
+        gen.set_state(saved)
         return n
 
     def run_epoch(self) -> EpochRecord | None:
+        """One epoch, or the rest of one resumed mid-way; None when stopped before its end."""
+        st, gen = self.state, self.parts.generator
         self.model.train()
         t0 = time.perf_counter()
-        cur = self.cursor = self.cursor or new_cursor(self.generator, torch.device("cpu"))
-        self.generator.set_state(cur.gen_state)
+        cur = st.cursor = st.cursor or new_cursor(gen, torch.device("cpu"))
+        gen.set_state(cur.gen_state)  # a resumed epoch re-draws the same plan
         plan = self._plan()
         for s in range(cur.pos, len(plan)):
-            if self.stop_requested:
+            if self.stop.requested:
                 cur.seconds += time.perf_counter() - t0
                 return None
             group, start = plan[s]
@@ -271,19 +278,22 @@ class StatefulTrainer:
                 cur.acc[0] += loss
                 cur.acc[1] += norm
                 cur.acc[2] += float(self.cfg.clip_norm is not None and norm > self.cfg.clip_norm)
-            self.step += 1
+            st.step += 1
             cur.pos = s + 1
-            if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
-                self.save_checkpoint(cur)
-        n_good = max(1, len(plan) - int(cur.acc[3]))
-        seconds = cur.seconds + time.perf_counter() - t0
-        self.result.steps = self.step
+            if self._checkpoint_due(cur, len(plan)):
+                self.save_checkpoint()
+        st.cursor = None  # the next call starts a new epoch
+        return self._epoch_record(cur, len(plan), t0)
+
+    def _epoch_record(self, cur: EpochCursor, n_steps: int, t0: float) -> EpochRecord:
+        loss_sum, norm_sum, clipped, skipped, _ = cur.acc.tolist()
+        n_good = max(1, n_steps - int(skipped))
         val = self.validate()
-        return EpochRecord(epoch=self.epoch, train_loss=float(cur.acc[0]) / n_good, val_loss=val,
-                           lr=self.optimizer.param_groups[0]["lr"], grad_norm=float(cur.acc[1]) / n_good,
-                           clipped_fraction=float(cur.acc[2]) / n_good, skipped_steps=int(cur.acc[3]),
-                           steps=len(plan), seconds=seconds,
-                           samples_per_s=len(plan) * self.cfg.batch_size / max(seconds, 1e-9))
+        seconds = cur.seconds + time.perf_counter() - t0
+        return EpochRecord(epoch=self.state.epoch, train_loss=loss_sum / n_good, val_loss=val,
+                           lr=self.optimizer.param_groups[0]["lr"], grad_norm=norm_sum / n_good,
+                           clipped_fraction=clipped / n_good, skipped_steps=int(skipped), steps=n_steps,
+                           seconds=seconds, samples_per_s=n_steps * self.cfg.batch_size / max(seconds, 1e-9))
 
     @torch.no_grad()
     def validate(self) -> float:
@@ -314,72 +324,102 @@ class StatefulTrainer:
         self.model.train(was)
         return total / count if count else math.inf
 
-    def fit(self) -> Any:
-        from lstmcast.training.signals import stop_on_signals
+    # -- the run (as loop.Trainer's) ------------------------------------------------------------------------
+    def view(self) -> StepView:
+        st = self.state
+        return StepView(epoch=st.epoch, step=st.step, bad_epochs=st.bad_epochs, finished=st.finished,
+                        steps_per_epoch=self.steps_per_epoch(), cfg=self.cfg, model=self.model, loss_fn=self.loss_fn,
+                        data=self.data, gather=self.gather_batch, stop=self.stop, carried=self.carried.norms())
 
-        with stop_on_signals(self):
-            self._fit_loop()
-        if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
+    def fit(self) -> FitResult:
+        """Train until early stopping, max_epochs or a stop request; the best weights win."""
+        with stop_on_signals(self.stop):
+            self._run()
+        st = self.state
+        if st.best_weights is not None:
+            self.model.load_state_dict(st.best_weights)
         self.model.eval()
-        return self.result
+        return FitResult(list(st.history), st.best_epoch, st.best_val_loss, st.step, st.stop_reason)
 
-    def _fit_loop(self) -> None:
-        cfg = self.cfg
+    def _run(self) -> None:
+        st = self.state
         if self.store is not None:
             self.store.check_writable()
-        while not self.finished:
-            if self.cursor is None:
-                if self.epoch >= cfg.max_epochs:
-                    self.result.stop_reason = f"reached max_epochs={cfg.max_epochs}"
-                    break
-                self.epoch += 1
+        while not st.stop_reason:
+            st.stop_reason = self._stop_reason(epoch_end=False)
+            if st.stop_reason:
+                break
+            if st.cursor is None:
+                st.epoch += 1
             rec = self.run_epoch()
-            if rec is None:
-                self.result.stop_reason = "interrupted (a signal): resume with `lstmcast train --resume`"
-                self.save_checkpoint(self.cursor, note="interrupted")
-                return
-            self.cursor = None
-            self._end_epoch(rec)
+            if rec is not None:
+                self._end_epoch(rec)
+        if not st.finished:
+            self._interrupted()
+
+    def _stop_reason(self, epoch_end: bool) -> str:
+        """loop.Trainer's rule: between epochs (or mid-epoch after a stop request) a stop request or max_epochs;
+        at an epoch's end early stopping or max_epochs."""
+        st, cfg = self.state, self.cfg
+        if not epoch_end and self.stop.requested:
+            return self.stop.reason()
+        if epoch_end and st.bad_epochs >= cfg.patience and st.step >= cfg.min_steps:
+            return f"early stopping: no validation improvement for {cfg.patience} epochs"
+        if st.cursor is None and st.epoch >= cfg.max_epochs:
+            return f"reached max_epochs={cfg.max_epochs}"
+        return ""
 
     def _end_epoch(self, rec: EpochRecord) -> None:
-        cfg = self.cfg
-        self.result.history.append(rec)
+        st, cfg = self.state, self.cfg
+        st.history.append(rec)
         monitored = rec.val_loss if math.isfinite(rec.val_loss) else rec.train_loss
-        self.scheduler.step(monitored)
-        if monitored < self.result.best_val_loss - cfg.min_delta:
-            self.result.best_val_loss, self.result.best_epoch = monitored, rec.epoch
-            self.best_state = copy.deepcopy(self.model.state_dict())
-            self.bad_epochs = 0
+        self.parts.scheduler.step(monitored)
+        if monitored < st.best_val_loss - cfg.min_delta:
+            st.best_val_loss, st.best_epoch = monitored, rec.epoch
+            st.best_weights = copy.deepcopy(self.model.state_dict())
+            st.bad_epochs = 0
         else:
-            self.bad_epochs += 1
+            st.bad_epochs += 1
+        if self.callbacks:
+            view = self.view()
+            for cb in self.callbacks:
+                cb(view, rec)
+        st.stop_reason = self._stop_reason(epoch_end=True)
+        if self._checkpoint_due(None):
+            self.save_checkpoint()
+
+    def _interrupted(self) -> None:
+        """A stop request between steps: checkpoint where we are, flush, and (after a signal) raise."""
+        path = self.save_checkpoint()
         for cb in self.callbacks:
-            cb(self, rec)
-        if self.bad_epochs >= cfg.patience and self.step >= cfg.min_steps:
-            self.result.stop_reason = f"early stopping: no validation improvement for {cfg.patience} epochs"
-            self.finished = True
-        elif self.epoch >= cfg.max_epochs:
-            self.result.stop_reason = f"reached max_epochs={cfg.max_epochs}"
-            self.finished = True
-        if self.finished or cfg.checkpoint_every == 0 and time.monotonic() - self._last_save >= cfg.checkpoint_seconds:
-            self.save_checkpoint(None)
+            flush = getattr(cb, "flush", None)
+            if callable(flush):
+                flush()
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        if self.stop.signal is None or path is None or self.store is None:
+            return  # a caller's stop, or no run folder: stop with the weights so far (the best ones)
+        st = self.state
+        raise InterruptedRun(f"{signal_name(self.stop.signal)}: stopped after step {st.step} (epoch {st.epoch}), "
+                             f"checkpoint written to {path}; continue with `lstmcast train --resume "
+                             f"{self.store.run_dir}" + self.world.resume_hint())
 
 
-def train_first(cfg: Any, accel: Any, tensor: Tensor, prep: Prepared, callbacks: Any, run_dir: Any,
-                resume_from: Any, dist: Any = None) -> tuple[LSTMForecaster, StatefulTrainer, None]:
+def train_first(cfg: Any, accel: Accel, data: TrainData, prep: Prepared, callbacks: Any, run_dir: Any,
+                resume_from: Checkpoint | None, world: World) -> tuple[LSTMForecaster, StatefulTrainer, None]:
     """fit.train_first for model.stateful: the model and its StatefulTrainer (checkpoints as the Trainer's)."""
+    import dataclasses
+
     from lstmcast.errors import ConfigError
     from lstmcast.model.build import build_model
 
-    if dist is not None:
+    if not isinstance(world, Solo):
         raise ConfigError("model.stateful trains on one process for now: run it without torchrun")
     if accel.pending or accel.precision != "fp32":  # the chunk step runs in fp32 (no autocast here yet)
-        import dataclasses
-
         accel = dataclasses.replace(accel, precision="fp32", reason="model.stateful trains in fp32")
-    model = build_model(cfg.model, tensor.shape[1], prep.series.n_targets, prep.horizon, prep.window,
+    model = build_model(cfg.model, data.windows.shape[1], prep.series.n_targets, prep.horizon, prep.window,
                         **prep.inputs.model_sizes()).to(accel.device)
-    trainer = StatefulTrainer(model, cfg.train, accel, tensor, prep, callbacks)
+    trainer = StatefulTrainer(model, cfg.train, accel, data, prep, world, callbacks or ())
     if run_dir is not None or resume_from is not None:
         from lstmcast.training.resume import attach_run
 
