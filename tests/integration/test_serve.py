@@ -360,3 +360,37 @@ def test_json_columns_to_arrays_accept_refuse_and_forecast_as_predict(engine, ti
             np.testing.assert_array_equal(frame["y"].to_numpy(), want["y"].to_numpy(), err_msg=name)
     direct = {"good", "longer", "integers", "extra column", "beyond fp16 only", "keys reordered"}  # clean: no DataFrame built
     assert direct.isdisjoint(took_frame) and set(_bodies(history)) - direct <= set(took_frame)
+
+
+def test_a_stateful_run_serves_update_and_forecast_from_its_carried_states(tmp_path):
+    """Issue 24 + 25: POST /v1/update advances the carried states (written to the run folder before the
+    answer), POST /v1/forecast of a stateful model applies its rows and forecasts from the new states; both
+    equal the same calls in process, and a restarted service resumes from the snapshot."""
+    from tests.conftest import small_config
+    from tests.unit.test_stateful import FIT, _rows, _table
+
+    cfg = small_config(data={"id_col": "id", "window": 12, "horizon": 3, "season": None},
+                       model={"stateful": True, "hidden_size": 8, "num_layers": 1},
+                       train={"max_epochs": 1, "max_steps_per_epoch": 2, "precision": "fp32", "accel": "eager",
+                              "tbptt_steps": 8})
+    table = _table()
+    Forecaster(cfg).fit(_rows(table, 0, FIT), progress=False).save(tmp_path / "run", outputs=False)
+    ref = Forecaster.load(tmp_path / "run")
+    ref.update(_rows(table, FIT, FIT + 2), persist=False)
+    ref.update(_rows(table, FIT + 2, FIT + 4, ids=("a",)), persist=False)
+    expected = ref.predict_state(["a"])
+
+    def post(s, a, b, route, ids=None):
+        rows = _rows(table, a, b, ids).assign(time=lambda f: f["time"].astype(str))
+        return s.post_json(route, {"rows": rows.to_dict("records")})
+
+    with serving(Engine(tmp_path / "run", threads=1)) as s:
+        status, doc = post(s, FIT, FIT + 2, "/v1/update")
+        assert status == 200 and doc["updated"]["rows_applied"] == 4, doc
+        status, doc = post(s, FIT + 2, FIT + 4, "/v1/forecast", ("a",))
+        assert status == 200, doc
+        got = pd.DataFrame(doc["forecast"])
+        assert post(s, FIT, FIT + 2, "/v1/update")[1]["updated"]["rows_applied"] == 0  # repeated: a no-op
+    np.testing.assert_allclose(got["y"].to_numpy(), expected["y"].to_numpy(), rtol=1e-6)
+    restarted = Forecaster.load(tmp_path / "run")  # the snapshot the service wrote
+    np.testing.assert_allclose(restarted.predict_state(["a"])["y"].to_numpy(), expected["y"].to_numpy(), rtol=1e-6)

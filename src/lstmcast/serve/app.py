@@ -160,7 +160,11 @@ class Service:
     async def forecast(self, request: Request) -> Response:
         self.not_ready()
         body = await self.body(request)
-        frame = await self.guarded(request, self._forecast(body, request.headers.get("content-type")))
+        if self.backend.stateful:  # the rows advance the carried states, the forecast starts from them
+            rows = self._rows(body, request.headers.get("content-type"))
+            frame = await self.guarded(request, self._update(rows, forecast=True))
+        else:
+            frame = await self.guarded(request, self._forecast(body, request.headers.get("content-type")))
         return _table_response(frame, request.headers.get("accept"))
 
     async def _forecast(self, body: bytes, content_type: str | None) -> Table:
@@ -193,23 +197,30 @@ class Service:
         if not self.backend.stateful:
             raise HttpError(409, "NotStateful", NOT_STATEFUL, 2)
         body = await self.body(request)
-        cfg = self.engine.config.data
-        try:
-            rows = read_body(body, request.headers.get("content-type"), self.engine.meta, cfg.delimiter,
-                             cfg.decimal).rows
-        except LstmcastError as exc:
-            raise _user_error(exc) from None
+        rows = self._rows(body, request.headers.get("content-type"))
         summary = await self.guarded(request, self._update(rows))
         return JSONResponse({"updated": summary})
 
-    async def _update(self, rows: pd.DataFrame) -> dict[str, Any]:
-        assert self.batcher is not None
+    def _rows(self, body: bytes, content_type: str | None) -> pd.DataFrame:
+        cfg = self.engine.config.data
+        try:
+            return read_body(body, content_type, self.engine.meta, cfg.delimiter, cfg.decimal).rows
+        except LstmcastError as exc:
+            raise _user_error(exc) from None
 
-        def apply() -> dict[str, Any]:
+    async def _update(self, rows: pd.DataFrame, forecast: bool = False) -> Any:
+        """Apply ``rows`` to the carried states under their series' locks; the update's summary, or with
+        ``forecast`` the forecast of those series from their new states (update + forecast, one request)."""
+        assert self.batcher is not None
+        ids = series_ids(rows, self.engine.meta.id_col)
+
+        def apply() -> Any:
             summary = self.backend.update(rows)
             self.backend.snapshot()  # atomically, before the caller hears it was applied
+            if forecast:
+                return Table.of(self.backend.forecast(ids if self.engine.meta.id_col else None))
             return summary
-        async with self.locks.hold(series_ids(rows, self.engine.meta.id_col)):
+        async with self.locks.hold(ids):
             try:
                 return await self.batcher.call(apply)
             except LstmcastError as exc:

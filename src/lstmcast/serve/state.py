@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
 from lstmcast.errors import LstmcastError
+
+if TYPE_CHECKING:
+    from lstmcast.forecaster import Forecaster
 
 
 class NotStateful(LstmcastError, ValueError):
@@ -32,28 +35,29 @@ class StateBackend(Protocol):
 
     def snapshot(self) -> None: ...
 
+    def forecast(self, ids: list[str] | None) -> pd.DataFrame: ...
+
 
 class ForecasterState:
-    """The served Forecaster's carried state: ``Forecaster.update`` once issue 24 provides it.
+    """The served Forecaster's carried state (``model.stateful``, issue 24): ``Forecaster.update`` advances it,
+    ``Forecaster.save_state`` writes it atomically into the run folder (a restart loads it), and
+    ``Forecaster.predict_state`` forecasts from it. A window model refuses every update."""
 
-    A window model (``model.stateful`` false, or a Forecaster without ``update``) refuses every update.
-    """
-
-    def __init__(self, fc: Any):
+    def __init__(self, fc: Forecaster):
         self.fc = fc
-        self.stateful = bool(getattr(fc.config_.model, "stateful", False)) and callable(getattr(fc, "update", None))
+        self.stateful = bool(fc.config_.model.stateful)
 
     def update(self, rows: pd.DataFrame) -> dict[str, Any]:
         if not self.stateful:
             raise NotStateful(NOT_STATEFUL)
-        summary = self.fc.update(rows)
-        as_dict = getattr(summary, "as_dict", None)  # Forecaster.update's UpdateSummary (issue 24)
-        return as_dict() if callable(as_dict) else summary if isinstance(summary, dict) else {"summary": str(summary)}
+        return self.fc.update(rows, persist=False).as_dict()  # written by snapshot(), before the answer
 
     def snapshot(self) -> None:
-        save = getattr(self.fc, "save_state", None)  # issue 24: the state file, written atomically
-        if callable(save):
-            save()
+        self.fc.save_state()
+
+    def forecast(self, ids: list[str] | None) -> pd.DataFrame:
+        """The forecast of ``ids`` (None: the single series) from their carried states, which it never changes."""
+        return self.fc.predict_state(ids)
 
 
 NOT_STATEFUL = ("this run is a window model (model.stateful: false): it keeps no state between calls, so there is "
