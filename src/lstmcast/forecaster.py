@@ -13,10 +13,10 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from lstmcast.model.build import build_model  # noqa: F401  (re-exported: the one config-to-module mapping)
 from lstmcast.config import ForecastConfig, validate_config
 from lstmcast.data.load import load_series  # noqa: F401  (re-exported)
 from lstmcast.errors import NotFittedError
+from lstmcast.model.build import build_model  # noqa: F401  (re-exported: the one config-to-module mapping)
 from lstmcast.outputs import TrainingReport
 from lstmcast.run.folder import build_meta, build_scaler, data_record, read_run, save_run, stored_data_path
 from lstmcast.run.record import FittedRun
@@ -90,7 +90,6 @@ class Forecaster:
         import torch
 
         from lstmcast.progress import announce
-
         from lstmcast.training import fit as fitting
         from lstmcast.training.accel import resolve
 

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from lstmcast.inference.backtest import Backtest
     from lstmcast.run.meta import RunMeta
     from lstmcast.training.accel import Accel
-    from lstmcast.training.world import World
     from lstmcast.training.loop import FitResult, Trainer
+    from lstmcast.training.world import World
 
 log = logging.getLogger("lstmcast.workflow")  # the name these messages always had
 COMPLETE = "complete.json"  # written after every output: the run folder is whole (FAULTS T10)
@@ -118,8 +118,8 @@ def write_outputs(fc: Fitted, run: Path, series: Any = None, stage: Stage = _qui
 def _write_shard_outputs(fc: Fitted, run: Path) -> dict[str, Any]:
     """data.shard_series: metrics, forecast.csv and backtest.csv over every rank's series (inference/sharded.py);
     the forecast plot shows rank 0's series (the only ones this process holds)."""
-    from lstmcast.report.plots import forecast_plot, loss_plot
     from lstmcast.inference.sharded import outputs
+    from lstmcast.report.plots import forecast_plot, loss_plot
 
     merged, forecast, rows = outputs(fc)  # type: ignore[misc]  # rank 0: never None
     metrics = merged.metrics

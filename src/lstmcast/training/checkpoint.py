@@ -31,8 +31,15 @@ from torch import Tensor
 
 from lstmcast import atomic
 from lstmcast.errors import CheckpointError, short
-from lstmcast.run.manifest import (HEX64, MANIFEST, is_unsafe, read_verified, refuse_only_pickles, refuse_unsafe,
-                                   sha256_bytes)
+from lstmcast.run.manifest import (
+    HEX64,
+    MANIFEST,
+    is_unsafe,
+    read_verified,
+    refuse_only_pickles,
+    refuse_unsafe,
+    sha256_bytes,
+)
 from lstmcast.training.state_schema import state_problems
 
 log = logging.getLogger(__name__)

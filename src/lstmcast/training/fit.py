@@ -118,8 +118,8 @@ def init_skip(model: LSTMForecaster, data: TrainData, cfg: ForecastConfig, prep:
     world = world or Solo()
     # sharded: each rank holds its own series, so the sums run over the ranks
     fit = fit_skip(data.windows, data.train_idx, data.val_idx, prep.window, prep.horizon, prep.series.n_targets,
-                   prep.season, cfg.train.loss, cfg.train.seed, choice, reduce=world.sum_host if world.sharded else None,
-                   shares=world.shares)
+                   prep.season, cfg.train.loss, cfg.train.seed, choice,
+                   reduce=world.sum_host if world.sharded else None, shares=world.shares)
     with torch.no_grad():
         model.skip.weight.copy_(fit.weight)
     return fit

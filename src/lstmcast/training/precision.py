@@ -14,10 +14,11 @@ measures instead of guessing:
 4. the probe trains a copy of the model per candidate on the same batches, in rounds: each candidate
    runs a block of ``steps_per_round`` steps timed as one (as training runs them: alternating single
    steps between models hid most of bf16's gain here), candidates interleaved in ABBA order, so each
-   candidate block has an fp32 block timed next to it under the same load. The speed-up is the median of these paired ratios, and the
-   candidate must also win at least ``min_wins`` of the pairs (on a shared 2-core machine bf16's
-   fastest steps were 1.22x fp32's while its steady-state throughput was 0.97x: the fastest steps
-   hide what contention costs each candidate). Then each copy's validation loss is computed. A candidate wins when it is at least ``min_speedup`` faster than fp32 AND its
+   candidate block has an fp32 block timed next to it under the same load. The speed-up is the median
+   of these paired ratios, and the candidate must also win at least ``min_wins`` of the pairs (on a
+   shared 2-core machine bf16's fastest steps were 1.22x fp32's while its steady-state throughput was
+   0.97x: the fastest steps hide what contention costs each candidate). Then each copy's validation
+   loss is computed. A candidate wins when it is at least ``min_speedup`` faster than fp32 AND its
    validation loss stays within ``loss_rtol`` of fp32's. The RNG state is restored afterwards, so the
    real run trains exactly as if the chosen precision had been asked for. The verdict is remembered
    within the process for the same model, data and settings (so repeated fits agree); nothing is
