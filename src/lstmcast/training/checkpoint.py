@@ -152,7 +152,8 @@ def _parse_state(data: bytes, path: Path) -> dict[str, Any]:
     meta = atomic.parse_json(data, str(path))
     for key, kind in _REQUIRED.items():
         value = meta.get(key)
-        if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
+        negative = isinstance(value, int) and value < 0
+        if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or negative)):
             got = "missing" if key not in meta else f"{short(value, 40)}"
             raise CheckpointError(f"{path} is damaged: {key!r} is {got}, not {_KIND_WORDS[kind]}")
     if meta["format_version"] != CHECKPOINT_FORMAT:

@@ -46,6 +46,7 @@ from lstmcast.training.accel import Accel, cpu_bf16_flags, cpu_bf16_runs, set_tf
 
 if TYPE_CHECKING:
     from lstmcast.config import TrainConfig
+    from lstmcast.model.network import LSTMForecaster
     from lstmcast.training.records import TrainData
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def lstm_step_flops(input_size: int, hidden: int, layers: int, directions: int, 
     return float(flops_per_step(d))
 
 
-def model_step_flops(model: nn.Module, window: int, batch: int) -> float:
+def model_step_flops(model: LSTMForecaster, window: int, batch: int) -> float:
     """``lstm_step_flops`` for an ``LSTMForecaster`` (reads its sizes)."""
     return lstm_step_flops(model.input_size, model.hidden_size, model.num_layers, model.num_directions,
                            window, batch, model.horizon * model.n_targets)
@@ -165,7 +166,7 @@ def _ms(m: Measured) -> str:
     return f"{typical_cost(m.seconds) * 1e3:.2f}"
 
 
-def skip_reason(accel: Accel, model: nn.Module, cfg: TrainConfig, n_train: int, window: int,
+def skip_reason(accel: Accel, model: LSTMForecaster, cfg: TrainConfig, n_train: int, window: int,
                 plan: ProbePlan, cands: list[str], why: str) -> str | None:
     """Why fp32 is chosen without a probe, or None when the probe should run."""
     if len(cands) == 1:
@@ -194,7 +195,7 @@ def probe_key(accel: Accel, model: nn.Module, cfg: TrainConfig, data: TrainData)
             repr(sorted(cfg.model_dump().items())), fingerprint)
 
 
-def settle(accel: Accel, model: nn.Module, cfg: TrainConfig, data: TrainData, *,
+def settle(accel: Accel, model: LSTMForecaster, cfg: TrainConfig, data: TrainData, *,
            make_trainer: Callable[..., Any], plan: ProbePlan | None = None) -> Accel:
     """Resolve a pending ``precision: auto`` into a measured choice; any other Accel is returned as is.
 

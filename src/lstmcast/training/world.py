@@ -23,7 +23,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -272,14 +272,16 @@ class Sharded(Replicated):
     def together(self, fn: Callable[..., T], *args: Any) -> T:
         """The ranks hold different series, so one rank's DataError must not leave the others waiting on a lost
         peer (exit 130) but stop them all with its message and exit code."""
-        failure, result = None, None
+        failure: tuple[str, str] | None = None
+        result: T | None = None
         try:
             result = fn(*args)
         except LstmcastError as exc:
             failure = (type(exc).__name__, str(exc))
         failed = [(r, f) for r, f in enumerate(self.gather(failure)) if f is not None]
         if failed:
-            rank, (kind, text) = failed[0]  # type: ignore[misc]
+            rank, failure_of_rank = failed[0]
+            kind, text = cast(tuple[str, str], failure_of_rank)  # what `failure` is on every rank
             cls = getattr(errors, kind, LstmcastError)
             raise cls(text if rank == self.rank else f"rank {rank} of {self.world}: {text}") from None
         return result  # type: ignore[return-value]
