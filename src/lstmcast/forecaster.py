@@ -14,9 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lstmcast.config import ForecastConfig, validate_config
-from lstmcast.data.load import load_series  # noqa: F401  (re-exported)
 from lstmcast.errors import NotFittedError
-from lstmcast.model.build import build_model  # noqa: F401  (re-exported: the one config-to-module mapping)
 from lstmcast.outputs import TrainingReport
 from lstmcast.run.folder import build_meta, build_scaler, data_record, read_run, save_run, stored_data_path
 from lstmcast.run.record import FittedRun
