@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lstmcast import atomic
+from lstmcast import __version__, atomic
+from lstmcast.config import validate_config, yaml_load_bytes
 from lstmcast.errors import CheckpointError, ConfigError, short_list, short_path
 from lstmcast.run.manifest import (
     HEX64,
@@ -61,8 +62,6 @@ class StoredRun:
 
 def build_meta(cfg: ForecastConfig, prep: Prepared, model: LSTMForecaster, device: str, precision: str) -> RunMeta:
     import torch
-
-    from lstmcast import __version__
 
     s = prep.series
     return RunMeta.model_validate({
@@ -214,8 +213,6 @@ def read_run(path: str | os.PathLike[str]) -> StoredRun:
     """Read and check every file of a run folder (hashes, schemas, weights); build nothing. No pickle anywhere."""
     from safetensors import SafetensorError
     from safetensors.torch import load as st_load
-
-    from lstmcast.config import validate_config, yaml_load_bytes
 
     folder = Path(path)
     manifest = read_manifest(folder)

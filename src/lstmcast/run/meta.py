@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lstmcast.errors import CheckpointError, short
+from lstmcast.model.quantiles import quantiles_for
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -230,8 +231,6 @@ def check_meta(meta: dict[str, Any], path: Path) -> None:
 
 def _interval_problems(iv: dict[str, Any], H: int, T: int) -> list[str]:
     """Quantiles that the levels need, offsets one per level, horizon step and target."""
-    from lstmcast.model.quantiles import quantiles_for
-
     problems = []
     if iv["quantiles"] != quantiles_for(iv["levels"]) or sorted(set(iv["levels"])) != iv["levels"]:
         problems.append(f"intervals: quantiles {short(iv['quantiles'])} are not those of levels "

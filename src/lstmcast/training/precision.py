@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from lstmcast.model.estimate import Dims, flops_per_step
 from lstmcast.training import decision_cache
 from lstmcast.training.accel import Accel, cpu_bf16_flags, cpu_bf16_runs, set_tf32
 
@@ -108,8 +109,6 @@ def candidates(device: torch.device, cpuinfo: str | None = None) -> tuple[list[s
 def lstm_step_flops(input_size: int, hidden: int, layers: int, directions: int, window: int, batch: int,
                     outputs: int) -> float:
     """Approximate FLOPs of one training step (forward + backward ~ 3x forward) of LSTM + linear head."""
-    from lstmcast.model.estimate import Dims, flops_per_step
-
     d = Dims(B=batch, L=window, H=outputs, F=input_size, T=1, D=directions, hidden=hidden, layers=layers)
     return float(flops_per_step(d))
 

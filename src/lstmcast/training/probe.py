@@ -35,6 +35,7 @@ from typing import cast
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 GATES = ("input", "forget", "cell", "output")
 SATURATED = 0.05  # a sigmoid gate is saturated below 0.05 or above 0.95; the tanh candidate beyond |0.95|
@@ -183,8 +184,6 @@ def recompute_layer(lstm: nn.LSTM, k: int, x: Tensor, native_out: Tensor | None 
 
 def _native_layer(lstm: nn.LSTM, k: int, x: Tensor) -> Tensor:
     """Layer ``k`` of ``lstm`` alone through the fast kernel: a weightless 1-layer twin run on layer k's weights."""
-    from torch.func import functional_call
-
     twin = nn.LSTM(x.shape[2], lstm.hidden_size, 1, bias=lstm.bias, batch_first=True,
                    bidirectional=lstm.bidirectional, proj_size=lstm.proj_size, device="meta")
     return functional_call(twin, _layer_weights(lstm, k), (x,))[0]

@@ -30,6 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from lstmcast import errors
+from lstmcast.data.load import load_series
+from lstmcast.data.shard import load_shard, refuse_unshardable
 from lstmcast.errors import ConfigError, InterruptedRun, LstmcastError
 
 if TYPE_CHECKING:
@@ -120,11 +122,7 @@ class World:
 
     def read(self, data: Any, cfg: ForecastConfig) -> tuple[SeriesSet, list[str]]:
         """The series this rank trains on, and every id of the dataset (sorted, as one process has them)."""
-        from lstmcast.data.load import load_series
-
         if cfg.data.shard_series:
-            from lstmcast.data.shard import refuse_unshardable
-
             refuse_unshardable(data if data is not None else cfg.data.path, cfg, self.world)
         series = load_series(data, cfg)
         return series, list(series.ids)
@@ -265,8 +263,6 @@ class Sharded(Replicated):
         return cap and max(1, cap // self.world), seed + self.rank
 
     def read(self, data: Any, cfg: ForecastConfig) -> tuple[SeriesSet, list[str]]:
-        from lstmcast.data.shard import load_shard
-
         return self.together(load_shard, data, cfg, self.rank, self.world)
 
     def together(self, fn: Callable[..., T], *args: Any) -> T:
