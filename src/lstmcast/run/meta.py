@@ -15,6 +15,7 @@ run/meta.json is damaged or was edited: time_col: missing; i
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -148,8 +149,7 @@ def _raise(path: Path, problems: list[str]) -> None:
 
 
 def _repeated(names: list[str]) -> list[str]:
-    seen: set[str] = set()
-    return sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+    return sorted(n for n, count in Counter(names).items() if count > 1)
 
 
 def _meta_consistency(m: dict[str, Any]) -> list[str]:

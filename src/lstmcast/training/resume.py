@@ -118,6 +118,7 @@ def attach_run(trainer: Any, run_dir: str | os.PathLike[str] | None, resume_from
                config: dict[str, Any], prep: Prepared) -> None:
     """Give ``trainer`` its checkpoint store and, when resuming, the checkpoint's state (same data only)."""
     fingerprint = data_fingerprint(prep)
+    # fit calls this only with a run folder or a checkpoint to resume from
     run = Path(run_dir) if run_dir is not None else resume_from.path.parent.parent  # type: ignore[union-attr]
     store = CheckpointStore(run)
     if resume_from is None and store.names():  # new checkpoints would interleave with (and be pruned by) old ones
