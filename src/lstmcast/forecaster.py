@@ -10,16 +10,35 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lstmcast.model.build import build_model  # noqa: F401  (re-exported: the one config-to-module mapping)
 from lstmcast.config import ForecastConfig, validate_config
-from lstmcast.data.load import load_series  # noqa: F401  (re-exported)
-from lstmcast.errors import NotFittedError
-from lstmcast.outputs import TrainingReport
-from lstmcast.run.folder import build_meta, build_scaler, data_record, read_run, save_run, stored_data_path
+from lstmcast.data.coverage import series_counts
+from lstmcast.data.io import frame_of_series
+from lstmcast.data.prepare import is_panel, prepare
+from lstmcast.doctor.report import preflight
+from lstmcast.errors import ConfigError, DataError, NotFittedError, short_list
+from lstmcast.inference.fastpath import fast_series
+from lstmcast.inference.intervals import calibrate
+from lstmcast.inference.predict import forecast_frame, load_new_series
+from lstmcast.inference.steer import Plan, steered_backtest
+from lstmcast.outputs import TrainingReport, write_all
+from lstmcast.progress import EpochProgress, announce, wanted
+from lstmcast.run.folder import (
+    build_meta,
+    build_scaler,
+    data_record,
+    read_manifest,
+    read_run,
+    save_run,
+    stored_data_path,
+)
 from lstmcast.run.record import FittedRun
+from lstmcast.training import fit as fitting
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,10 +91,6 @@ class Forecaster:
         ``progress``: True shows a bar (terminal, notebook) or a line per epoch, with the stages after
         training; False is silent; None (default) shows it where a person watches: a terminal or a notebook.
         """
-        from contextlib import nullcontext
-
-        from lstmcast.progress import EpochProgress, wanted
-
         callbacks = list(callbacks or [])
         own = None
         if not any(callable(getattr(cb, "stage", None)) for cb in callbacks) and wanted(progress):
@@ -89,9 +104,6 @@ class Forecaster:
              run_dir: str | os.PathLike[str] | None, resume_from: Checkpoint | None) -> Forecaster:
         import torch
 
-        from lstmcast.progress import announce
-
-        from lstmcast.training import fit as fitting
         from lstmcast.training.accel import resolve
 
         cfg = validate_config(self.config)
@@ -105,8 +117,6 @@ class Forecaster:
         fitting.seed_everything(cfg.train.seed)
         series, prep, ids = _read(data, cfg, world, accel.precision)
         resolved = fitting.resolve_config(cfg, prep, data, world.count(len(prep.index.train)))  # every rank's
-        from lstmcast.doctor.report import preflight
-
         doctor = world.together(preflight, resolved, series, prep, accel)  # refuse errors, log advice
         from lstmcast.training.streaming import place_series
 
@@ -128,8 +138,6 @@ class Forecaster:
         meta.refit = refit  # None: model.safetensors is the backtested model itself
         meta.world_size = world.world
         if resolved.model.levels:
-            from lstmcast.inference.intervals import calibrate
-
             announce(callbacks, "calibrating intervals")
 
             meta.intervals = calibrate(resolved, backtest_model, tensor, train_idx, val_idx, prep, skip)
@@ -201,12 +209,7 @@ class Forecaster:
         if data is None and run.folder is not None:  # loaded: data.path is not trusted
             data = stored_data_path(run.config.data.path, run.data, run.folder)
         if type(data).__name__ == "Series" and self.meta_.layout == "single" and len(self.meta_.targets) == 1:
-            from lstmcast.data.io import frame_of_series
-
             data = frame_of_series(data, self.meta_.time_col, self.meta_.targets[0])
-        from lstmcast.inference.fastpath import fast_series
-        from lstmcast.inference.predict import load_new_series
-
         inputs = self.meta_.inputs
         simple = not self.meta_.future_features and not (inputs and (inputs.static_numeric or inputs.static_categorical
                                                                       or inputs.id_vocabulary is not None))
@@ -229,8 +232,6 @@ class Forecaster:
         self._check_fitted("predict")
         if self._stateful():  # model.stateful: from the carried states, or a fresh run over ``data``'s history
             return self._stateful_predict(data, future)
-        from lstmcast.inference.predict import forecast_frame
-
         return forecast_frame(self.model_, self.series(data, fast=True), self.meta_, self.scaler_, future,
                               self.config_)
 
@@ -270,8 +271,6 @@ class Forecaster:
             known = states.position()
             unknown = [s for s in ids if s not in known]
             if unknown:
-                from lstmcast.errors import DataError, short_list
-
                 raise DataError(f"no carried state for series {short_list(unknown)}: send their rows to update first")
             states = states.subset(list(ids))
         return stateful.forecast(self.model_, states, self.meta_, future, self.config_)
@@ -281,8 +280,6 @@ class Forecaster:
         Forecaster was loaded from (``lstmcast serve`` snapshots them so)."""
         folder = path if path is not None else (self.run_.folder if self.run_ is not None else None)
         if folder is None:
-            from lstmcast.errors import ConfigError
-
             raise ConfigError("save_state() needs a run folder: this Forecaster was not loaded from one (pass path=)")
         self._save_states(folder, self.carried_states())
 
@@ -311,8 +308,6 @@ class Forecaster:
     def _stateful(self, required: str | None = None) -> bool:
         on = bool(getattr(getattr(self.config_, "model", None), "stateful", False))
         if required and not on:
-            from lstmcast.errors import ConfigError
-
             raise ConfigError(f"{required}() needs a model trained with model.stateful: true (this one reads its "
                               "last window at every predict, from a zero state): retrain with model.stateful: true")
         return on
@@ -346,8 +341,6 @@ class Forecaster:
         >>> fc.backtest(start=0.6, stride=24, n_windows=5)["model"]["MASE"]        # doctest: +SKIP
         """
         self._check_fitted("backtest")
-        from lstmcast.inference.steer import Plan, steered_backtest
-
         plan = Plan(start, stride, n_windows, refit)
         # train.refit: the model that never saw the test split (model_ was trained on all of it)
         model = self.backtest_model_
@@ -387,10 +380,6 @@ class Forecaster:
     def _fit_window(series: SeriesSet, cfg: ForecastConfig, label: str) -> tuple[LSTMForecaster, Any, dict[str, Any]]:
         """A refit backtest window's model, trained on ``series`` alone; its progress labelled ``label`` where a
         person watches (a terminal or a notebook)."""
-        from contextlib import nullcontext
-
-        from lstmcast.progress import EpochProgress, wanted
-
         bar = EpochProgress(cfg.train.max_epochs, label=label) if wanted(None) else None
         with bar or nullcontext():
             fc = Forecaster(cfg).fit(series, callbacks=[bar] if bar else None, progress=False)
@@ -406,8 +395,6 @@ class Forecaster:
         >>> fc.save("runs/load")          # then: lstmcast report runs/load            # doctest: +SKIP
         """
         run = self._fitted("save")
-        from pathlib import Path
-
         folder = save_run(path, run.stored(data=self._trained_file_record()))
         if self._stateful():  # the carried states beside the model (run/carried.py)
             self._save_states(folder, self.carried_states())
@@ -415,8 +402,6 @@ class Forecaster:
             log.warning("%s: model files only: this Forecaster holds no training data to backtest and forecast "
                         "(loaded from a folder fitted on a DataFrame); outputs need fit(data) first", folder)
         elif outputs:
-            from lstmcast.outputs import write_all
-
             write_all(self, Path(folder))
         return folder
 
@@ -447,13 +432,9 @@ class Forecaster:
 
 def _series_table(data: Any, cfg: ForecastConfig) -> tuple[Any, ForecastConfig]:
     """A pandas Series (DatetimeIndex) as a two-column table, and the config naming its columns."""
-    from lstmcast.data.io import frame_of_series
-
     d = cfg.data
     target = d.target[0] if len(d.target) == 1 else None
     if len(d.target) > 1 or d.features or d.future_features or d.id_col:
-        from lstmcast.errors import DataError
-
         raise DataError("a pandas Series is one series of one target: for several targets, covariates or series "
                         "pass a DataFrame with those columns")
     frame = frame_of_series(data, d.time_col, target)
@@ -464,8 +445,6 @@ def _series_table(data: Any, cfg: ForecastConfig) -> tuple[Any, ForecastConfig]:
 def _read(data: Any, cfg: ForecastConfig, world: World, precision: str) -> tuple[SeriesSet, Prepared, list[str]]:
     """(series, prepared, every id of the dataset): sharded, this rank's own series only, with window and
     channels agreed among the ranks."""
-    from lstmcast.data.prepare import prepare
-
     series, ids = world.read(data, cfg)
     prep = world.together(prepare, series, cfg.data, precision, cfg.model.id_embedding)
     return series, world.agree(prep, cfg, precision), ids
@@ -473,12 +452,8 @@ def _read(data: Any, cfg: ForecastConfig, world: World, precision: str) -> tuple
 
 def _coverage(prep: Prepared, val: Any) -> dict[str, Any] | None:
     """data.coverage.series_counts of a table's fit (None for one series)."""
-    from lstmcast.data.prepare import is_panel
-
     if not is_panel(prep.series.layout, len(prep.series.ids)):
         return None
-    from lstmcast.data.coverage import series_counts
-
     return series_counts(prep.series.ids, prep.splits, prep.window, prep.horizon, prep.index.train, val,
                          prep.index.offsets, prep.pads)
 
@@ -499,14 +474,12 @@ def _validation_windows(val: Any, cfg: ForecastConfig, world: World) -> Any:
     return validation_sample(val, cap, seed)
 
 
-_LOCKS_GUARD = __import__("threading").Lock()
+_LOCKS_GUARD = threading.Lock()
 
 
 def _update_lock(fc: Forecaster) -> Any:
     """The Forecaster's update lock (made once, under a module lock): concurrent updates of different series
     (a server's per-series locks) would otherwise each start from the same states and the last one win."""
-    import threading
-
     with _LOCKS_GUARD:
         lock = fc.__dict__.get("_update_lock")
         if lock is None:
@@ -516,10 +489,6 @@ def _update_lock(fc: Forecaster) -> Any:
 
 def _model_sha(folder: Any) -> str:
     """model.safetensors' sha256 as manifest.json records it: carried states belong to one model."""
-    from pathlib import Path
-
-    from lstmcast.run.folder import read_manifest
-
     return str(read_manifest(Path(folder))["sha256"]["model.safetensors"])
 
 

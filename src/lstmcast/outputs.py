@@ -10,10 +10,13 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lstmcast import atomic
+from lstmcast.doctor.headline import with_headline
+from lstmcast.report.plots import forecast_plot, loss_plot
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,8 +29,8 @@ if TYPE_CHECKING:
     from lstmcast.inference.backtest import Backtest
     from lstmcast.run.meta import RunMeta
     from lstmcast.training.accel import Accel
-    from lstmcast.training.world import World
     from lstmcast.training.loop import FitResult, Trainer
+    from lstmcast.training.world import World
 
 log = logging.getLogger("lstmcast.workflow")  # the name these messages always had
 COMPLETE = "complete.json"  # written after every output: the run folder is whole (FAULTS T10)
@@ -85,8 +88,6 @@ def _best_epoch(fc: Fitted) -> int | None:
 
 def write_outputs(fc: Fitted, run: Path, series: Any = None, stage: Stage = _quiet) -> dict[str, Any]:
     """Backtest, forecast and plot into ``run``; return the metrics. ``stage(text)`` is told what begins."""
-    from lstmcast.report.plots import forecast_plot, loss_plot
-
     stage("backtest")
     world = fc.training_.world if fc.training_ is not None else None  # None: loaded from a folder, one process
     if world is not None and world.sharded and series is None:  # data.shard_series: every rank's series
@@ -118,7 +119,6 @@ def write_outputs(fc: Fitted, run: Path, series: Any = None, stage: Stage = _qui
 def _write_shard_outputs(fc: Fitted, run: Path) -> dict[str, Any]:
     """data.shard_series: metrics, forecast.csv and backtest.csv over every rank's series (inference/sharded.py);
     the forecast plot shows rank 0's series (the only ones this process holds)."""
-    from lstmcast.report.plots import forecast_plot, loss_plot
     from lstmcast.inference.sharded import outputs
 
     merged, forecast, rows = outputs(fc)  # type: ignore[misc]  # rank 0: never None
@@ -160,7 +160,6 @@ def write_diagnosis(fc: Fitted, run: Path, extra: list[Any] | None = None,
     ``extra``: findings from elsewhere (the hidden-state monitor's) that the diagnosis lists too; ``metrics``:
     the backtest, whose loss to a baseline leads the diagnosis (headline.py)."""
     from lstmcast.doctor.diagnosis import data_info_of, diagnose
-    from lstmcast.doctor.headline import with_headline
 
     training = fc.training_
     info = data_info_of(training.prepared, training.doctor) if training is not None else None
@@ -175,8 +174,6 @@ def write_diagnosis(fc: Fitted, run: Path, extra: list[Any] | None = None,
 def write_all(fc: Fitted, run: Path, extra: list[Any] | None = None, stage: Stage = _quiet) -> dict[str, Any]:
     """Every output of a saved model: metrics, forecast, backtest.csv, plots, diagnosis, report.html, then
     complete.json (the folder is whole). ``extra``: the monitor's findings for the diagnosis."""
-    from datetime import datetime, timezone
-
     from lstmcast.report.html import try_write_report
 
     metrics = write_outputs(fc, run, stage=stage)

@@ -11,7 +11,7 @@ import torch
 import lstmcast
 from lstmcast.config import ModelConfig, TrainConfig, validate_config
 from lstmcast.errors import ConfigError
-from lstmcast.forecaster import build_model
+from lstmcast.model.build import build_model
 from lstmcast.doctor.headline import baseline_finding, with_headline
 from lstmcast.model.sizing import auto_hidden, model_parameters, resolve_model
 from lstmcast.training.accel import resolve

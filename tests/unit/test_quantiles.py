@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from lstmcast.config import ModelConfig
 from lstmcast.errors import ConfigError
-from lstmcast.forecaster import build_model
+from lstmcast.model.build import build_model
 from lstmcast.model.network import LSTMForecaster
 from lstmcast.model.quantiles import (apply_offsets, conformal_offsets, interval_metrics, pinball, pinball_loss,
                                 quantiles_for, seasonal_naive_offsets)

@@ -11,7 +11,7 @@ import torch
 from lstmcast import Forecaster
 from lstmcast.config import ModelConfig, TrainConfig
 from lstmcast.data.windows import Roles
-from lstmcast.forecaster import build_model
+from lstmcast.model.build import build_model
 from lstmcast.training.accel import resolve
 from lstmcast.training.checkpoint import read_checkpoint
 from lstmcast.training.loop import Trainer

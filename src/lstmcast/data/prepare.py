@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from .windows import (
 )
 
 log = logging.getLogger(__name__)
+Scaling = Literal["standard", "diff", "none"]  # data.scaling resolved (never auto)
 _FP16_MAX = 65504.0
 
 # seasonal period (steps per cycle) for the common pandas frequency aliases
@@ -75,7 +77,7 @@ class Prepared:
     # of its first row, and a mask channel (1 real, 0 padding) follows the past-only channels (mask_channel)
     pads: list[int] | None = None
     mask_channel: bool = False
-    scaling_kind: str = "standard"  # data.scaling resolved (scaling_how): how a new series at predict is scaled
+    scaling_kind: Scaling = "standard"  # data.scaling resolved (scaling_how): how a new series at predict is scaled
 
     @property
     def roles(self) -> Roles:
@@ -137,7 +139,7 @@ def split_how(cfg: DataConfig, panel: bool) -> str:
     return "last-horizon" if panel else "fraction"
 
 
-def scaling_how(cfg: DataConfig, panel: bool, season: int | None) -> str:
+def scaling_how(cfg: DataConfig, panel: bool, season: int | None) -> Scaling:
     """data.scaling resolved: ``auto`` is ``diff`` for a table of many seasonal series, else ``standard``.
 
     Measured on the panels benchmark's 60-series samples (README "Panels of short series"): dividing by the

@@ -158,7 +158,7 @@ def load_states(folder: str | Path, model_sha256: str, layers_d: int, hidden: in
     last = t["last_time"].numpy().copy()
     if rec.get("last_time") != [int(v) for v in last]:
         raise bad(jpath, "its last times differ from the state file's")
-    gen = int(_GEN.match(name).group(1))  # type: ignore[union-attr]
+    gen = int(_GEN.match(name).group(1))  # type: ignore[union-attr]  # matched above, or refused
     if not bool((t["std"] > 0).all()):
         raise bad(spath, "std holds values <= 0")
     return CarriedStates(ids, t["h"], t["c"], t["out"], last, t["rows"].numpy().copy(), t["mean"], t["std"], gen)

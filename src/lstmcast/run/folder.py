@@ -16,10 +16,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lstmcast import atomic
+from lstmcast import __version__, atomic
+from lstmcast.config import validate_config, yaml_load_bytes
 from lstmcast.errors import CheckpointError, ConfigError, short_list, short_path
-from lstmcast.run.manifest import (HEX64, MANIFEST, file_sha256, is_unsafe, read_verified, refuse_only_pickles,
-                                   refuse_unsafe, sha256_bytes)
+from lstmcast.run.manifest import (
+    HEX64,
+    MANIFEST,
+    file_sha256,
+    is_unsafe,
+    read_verified,
+    refuse_only_pickles,
+    refuse_unsafe,
+    sha256_bytes,
+)
 from lstmcast.run.meta import RunMeta, check_meta, check_scaler, check_weights
 
 _REMEDY = ": retrain this run, or restore the run folder from a backup"
@@ -53,8 +62,6 @@ class StoredRun:
 
 def build_meta(cfg: ForecastConfig, prep: Prepared, model: LSTMForecaster, device: str, precision: str) -> RunMeta:
     import torch
-
-    from lstmcast import __version__
 
     s = prep.series
     return RunMeta.model_validate({
@@ -124,8 +131,8 @@ def stored_data_path(path: str | None, record: dict[str, str] | None, folder: Pa
     if path is None:
         return None  # nothing stored: the caller's "no data given"
     if record is None or record.get("path") != path:
-        raise ConfigError(f"the run folder's data.path {short_path(path)} was not recorded with its sha256 at training, "
-                          "so it is not read (a path stored in a run folder is not trusted like one you type)"
+        raise ConfigError(f"the run folder's data.path {short_path(path)} was not recorded with its sha256 at "
+                          "training, so it is not read (a path stored in a run folder is not trusted like one you type)"
                           + again)
     try:
         regular = stat.S_ISREG(os.stat(path).st_mode)
@@ -151,7 +158,8 @@ def _check_config_agrees(cfg: ForecastConfig, meta: dict[str, Any], folder: Path
     """config.yaml and meta.json describe the same model: horizon always, window when the config fixed it."""
     d = cfg.data
     problems = [f"data.{key} is {want} in config.yaml but {meta[key]} in meta.json"
-                for key, want in (("horizon", d.horizon), ("window", d.window)) if want is not None and want != meta[key]]
+                for key, want in (("horizon", d.horizon), ("window", d.window))
+                if want is not None and want != meta[key]]
     if problems:
         raise CheckpointError(f"{folder} is damaged or was edited: " + "; ".join(problems) + ": retrain this run, "
                               "or restore the run folder from a backup")
@@ -205,8 +213,6 @@ def read_run(path: str | os.PathLike[str]) -> StoredRun:
     """Read and check every file of a run folder (hashes, schemas, weights); build nothing. No pickle anywhere."""
     from safetensors import SafetensorError
     from safetensors.torch import load as st_load
-
-    from lstmcast.config import validate_config, yaml_load_bytes
 
     folder = Path(path)
     manifest = read_manifest(folder)

@@ -15,6 +15,7 @@ run/meta.json is damaged or was edited: time_col: missing; i
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -22,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lstmcast.errors import CheckpointError, short
+from lstmcast.model.quantiles import quantiles_for
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -147,8 +149,7 @@ def _raise(path: Path, problems: list[str]) -> None:
 
 
 def _repeated(names: list[str]) -> list[str]:
-    seen: set[str] = set()
-    return sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+    return sorted(n for n, count in Counter(names).items() if count > 1)
 
 
 def _meta_consistency(m: dict[str, Any]) -> list[str]:
@@ -230,8 +231,6 @@ def check_meta(meta: dict[str, Any], path: Path) -> None:
 
 def _interval_problems(iv: dict[str, Any], H: int, T: int) -> list[str]:
     """Quantiles that the levels need, offsets one per level, horizon step and target."""
-    from lstmcast.model.quantiles import quantiles_for
-
     problems = []
     if iv["quantiles"] != quantiles_for(iv["levels"]) or sorted(set(iv["levels"])) != iv["levels"]:
         problems.append(f"intervals: quantiles {short(iv['quantiles'])} are not those of levels "

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lstmcast.data.inputs import InputSpec
 from lstmcast.errors import CheckpointError, LstmcastError
+from lstmcast.model.build import build_model
 from lstmcast.run.folder import BACKTEST_MODEL, StoredRun
 
 if TYPE_CHECKING:
@@ -46,9 +48,6 @@ class FittedRun:
         """Build the models of a checked run folder (``read_run``); CheckpointError (exit 4) if the weights do
         not fit the sizes meta.json and config.yaml give."""
         import torch
-
-        from lstmcast.data.inputs import InputSpec
-        from lstmcast.model.build import build_model
 
         cfg, meta = stored.config, stored.meta
 

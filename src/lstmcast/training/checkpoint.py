@@ -31,8 +31,15 @@ from torch import Tensor
 
 from lstmcast import atomic
 from lstmcast.errors import CheckpointError, short
-from lstmcast.run.manifest import (HEX64, MANIFEST, is_unsafe, read_verified, refuse_only_pickles, refuse_unsafe,
-                                   sha256_bytes)
+from lstmcast.run.manifest import (
+    HEX64,
+    MANIFEST,
+    is_unsafe,
+    read_verified,
+    refuse_only_pickles,
+    refuse_unsafe,
+    sha256_bytes,
+)
 from lstmcast.training.state_schema import state_problems
 
 log = logging.getLogger(__name__)
@@ -145,7 +152,8 @@ def _parse_state(data: bytes, path: Path) -> dict[str, Any]:
     meta = atomic.parse_json(data, str(path))
     for key, kind in _REQUIRED.items():
         value = meta.get(key)
-        if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
+        negative = isinstance(value, int) and value < 0
+        if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or negative)):
             got = "missing" if key not in meta else f"{short(value, 40)}"
             raise CheckpointError(f"{path} is damaged: {key!r} is {got}, not {_KIND_WORDS[kind]}")
     if meta["format_version"] != CHECKPOINT_FORMAT:

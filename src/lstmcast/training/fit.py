@@ -13,15 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lstmcast.data.windows import Statics, complete_starts, window_starts
 from lstmcast.model.build import build_model
+from lstmcast.model.sizing import resolve_model
+from lstmcast.training.records import TrainData
 
 if TYPE_CHECKING:
     from lstmcast.config import ForecastConfig
     from lstmcast.data.prepare import Prepared
-    from lstmcast.data.windows import Statics
     from lstmcast.model.network import LSTMForecaster
     from lstmcast.training.loop import Trainer
-    from lstmcast.training.records import EpochRecord, StepView, TrainData
+    from lstmcast.training.records import EpochRecord, StepView
     from lstmcast.training.skip_init import SkipFit
     from lstmcast.training.world import World
 
@@ -39,8 +41,6 @@ def seed_everything(seed: int) -> None:
 def resolve_config(cfg: ForecastConfig, prep: Prepared, data: Any, n_train: int | None = None) -> ForecastConfig:
     """The config as trained: window, season and ``auto`` model settings as numbers, the data's path.
     ``n_train``: the training windows of every rank (data.shard_series), so every rank sizes the model alike."""
-    from lstmcast.model.sizing import resolve_model
-
     resolved = cfg.model_copy(deep=True)
     resolved.data.window, resolved.data.season = prep.window, prep.season
     resolved.data.scaling = prep.scaling_kind  # auto as trained (data/prepare.py scaling_how)
@@ -72,8 +72,6 @@ def epoch_batch(batch_size: int, n_train: int, windows_per_epoch: int | None) ->
 
 def train_data(prep: Prepared, tensor: Any, train_idx: Any, val_idx: Any) -> TrainData:
     """The windows a Trainer fits on, built once from ``prep`` (``tensor``: its scaled series, placed)."""
-    from lstmcast.training.records import TrainData
-
     return TrainData.of(tensor, train_idx, val_idx, prep.roles, place_statics(prep, tensor.device))
 
 
@@ -84,7 +82,9 @@ def train_first(cfg: ForecastConfig, accel: Any, data: TrainData, prep: Prepared
     if cfg.model.stateful:  # truncated backpropagation over whole histories (issue 24): its own trainer
         from lstmcast.training import stateful
 
-        return stateful.train_first(cfg, accel, data, prep, callbacks, run_dir, resume_from, world)
+        # training/stateful.py is being ported to TrainData/TrainState (another branch): drop this ignore then
+        return stateful.train_first(cfg, accel, data,  # type: ignore[return-value, arg-type]
+                                    prep, callbacks, run_dir, resume_from, world)
     from lstmcast.training import loop
     from lstmcast.training.skip_init import SkipFit
 
@@ -118,8 +118,8 @@ def init_skip(model: LSTMForecaster, data: TrainData, cfg: ForecastConfig, prep:
     world = world or Solo()
     # sharded: each rank holds its own series, so the sums run over the ranks
     fit = fit_skip(data.windows, data.train_idx, data.val_idx, prep.window, prep.horizon, prep.series.n_targets,
-                   prep.season, cfg.train.loss, cfg.train.seed, choice, reduce=world.sum_host if world.sharded else None,
-                   shares=world.shares)
+                   prep.season, cfg.train.loss, cfg.train.seed, choice,
+                   reduce=world.sum_host if world.sharded else None, shares=world.shares)
     with torch.no_grad():
         model.skip.weight.copy_(fit.weight)
     return fit
@@ -181,8 +181,6 @@ def place_statics(prep: Prepared, device: Any) -> Statics | None:
         return None
     import torch
 
-    from lstmcast.data.windows import Statics
-
     return Statics(table=torch.from_numpy(prep.statics).to(device),
                    row_series=torch.from_numpy(prep.row_series()).to(device))
 
@@ -190,8 +188,6 @@ def place_statics(prep: Prepared, device: Any) -> Statics | None:
 def all_window_starts(prep: Prepared) -> np.ndarray:
     """Every complete window of every series, test split included (the refit sees all the data given);
     with ``missing: drop-windows`` only windows without a missing value, as for training."""
-    from lstmcast.data.windows import complete_starts, window_starts
-
     offsets, span = prep.index.offsets, prep.window + prep.horizon
     finite = np.isfinite(prep.scaled).all(axis=1)
     return np.concatenate([complete_starts(window_starts(prep.pad_of(i), prep.pad_of(i) + sp.n, prep.window,

@@ -124,6 +124,7 @@ class StepGraphs:
             cap = self._capture_train(size, sig)
             if cap is None:
                 return self.t.eager_step(idx)
+        assert cap.idx is not None  # a train graph holds its index buffer (only the validation graph has none)
         cap.idx.copy_(idx, non_blocking=True)
         cap.graph.replay()
         out = cap.out.clone()  # callers may keep the result past the next replay
@@ -217,7 +218,9 @@ def _restored(t: StepTarget) -> Iterator[None]:
     before = {id(p): {k: v.clone() for k, v in t.optimizer.state[p].items() if isinstance(v, Tensor)}
               for p in params if p in t.optimizer.state}
     scaler = t.grad_scaler
-    scale = None if getattr(scaler, "_scale", None) is None else (scaler._scale.clone(), scaler._growth_tracker.clone())
+    # GradScaler creates its _scale / _growth_tracker lazily, at the first scale(): None until then
+    s, g = getattr(scaler, "_scale", None), getattr(scaler, "_growth_tracker", None)
+    scale = None if s is None or g is None else (s.clone(), g.clone())  # created together
     devices = [t.device] if t.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         yield
@@ -231,13 +234,14 @@ def _restored(t: StepTarget) -> Iterator[None]:
                     v.copy_(saved[k])
                 elif isinstance(v, Tensor):
                     v.zero_()  # created by the warm-up: a fresh AdamW state is all zeros
-        if scaler.is_enabled() and getattr(scaler, "_scale", None) is not None:
+        s, g = getattr(scaler, "_scale", None), getattr(scaler, "_growth_tracker", None)  # the warm-up may create them
+        if scaler.is_enabled() and s is not None and g is not None:
             if scale is None:
-                scaler._scale.fill_(scaler._init_scale)
-                scaler._growth_tracker.zero_()
+                s.fill_(scaler._init_scale)
+                g.zero_()
             else:
-                scaler._scale.copy_(scale[0])
-                scaler._growth_tracker.copy_(scale[1])
+                s.copy_(scale[0])
+                g.copy_(scale[1])
     t.optimizer.zero_grad(set_to_none=True)
 
 

@@ -158,7 +158,7 @@ class Guard:
             path = out.write_report("diverged.json", report)
             where = f"; the last good state and the best weights are in {saved}; details in {path}"
         exc = DivergedError(f"training diverged: {report['what']}: {report['cure'][0]}{where}")
-        exc.report = report  # type: ignore[attr-defined]
+        exc.report = report  # type: ignore[attr-defined]  # an extra attribute for callers that want the details
         raise exc
 
     def cures(self, lr: float) -> list[str]:

@@ -26,7 +26,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -38,7 +38,7 @@ from lstmcast.model.losses import loss_for
 from lstmcast.training import graphs, precision, sampling, streaming
 from lstmcast.training.accel import Accel
 from lstmcast.training.guard import Guard, Reporting
-from lstmcast.training.records import EpochRecord, StepView, TrainData
+from lstmcast.training.records import EpochRecord, StepView, TrainData, kept_states
 from lstmcast.training.signals import StopRequest, signal_name, stop_on_signals
 from lstmcast.training.state import EpochCursor, Parts, TrainState, capture, new_cursor, restore
 from lstmcast.training.world import Solo, World
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from lstmcast.data.windows import Batch
+    from lstmcast.model.network import LSTMForecaster
     from lstmcast.training.checkpoint import Checkpoint, CheckpointStore
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class FitResult:
     stop_reason: str = ""
 
 
-def build(model: nn.Module, cfg: TrainConfig, accel: Accel, data: TrainData, world: World | None = None,
+def build(model: LSTMForecaster, cfg: TrainConfig, accel: Accel, data: TrainData, world: World | None = None,
           callbacks: Sequence[Callback] = ()) -> Trainer:
     """A Trainer, with ``precision: auto`` settled first (the one place it is: a short measured probe that
     trains Trainers of its own on copies of the model; see precision.py)."""
@@ -150,9 +151,10 @@ class Trainer:
             scaler.step(self.optimizer)  # fp16: the scaler owns found_inf
             scaler.update()
         else:
-            self.optimizer.found_inf = bad  # fused AdamW skips the whole update where bad == 1
+            # fused AdamW reads found_inf, an attribute its caller sets (as torch's GradScaler does), untyped
+            self.optimizer.found_inf = bad  # type: ignore[attr-defined]  # skips the whole update where bad == 1
             self.optimizer.step()
-            del self.optimizer.found_inf
+            del self.optimizer.found_inf  # type: ignore[attr-defined]
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach(), norm.detach(), bad
 
@@ -292,7 +294,7 @@ class Trainer:
         if self.store is None:
             return None
         # a callback with a checkpoint_key (the monitor) continues from its state on resume
-        kept = {cb.checkpoint_key: cb.state() for cb in self.callbacks if hasattr(cb, "checkpoint_key")}
+        kept = kept_states(self.callbacks)
         tensors, meta = capture(self.state, self.parts, self.accel.precision, {**self.context, **kept}, note)
         path = self.store.save(tensors, meta)
         self._last_save = time.monotonic()
@@ -369,9 +371,10 @@ class Trainer:
             st.bad_epochs = 0
         else:
             st.bad_epochs += 1
-        view = self.view() if self.callbacks else None
-        for cb in self.callbacks:
-            cb(view, rec)
+        if self.callbacks:
+            view = self.view()
+            for cb in self.callbacks:
+                cb(view, rec)
         st.stop_reason = self._stop_reason(epoch_end=True)
         self.guard.snapshot()
         if self._checkpoint_due(None):
@@ -386,7 +389,7 @@ class Trainer:
                 flush()
         for handler in logging.getLogger().handlers:
             handler.flush()
-        if self.stop.signal is None or path is None:
+        if self.stop.signal is None or path is None or self.store is None:  # no store: path is None too
             return  # a caller's stop, or no run folder: stop with the weights so far (the best ones)
         st = self.state
         raise InterruptedRun(f"{signal_name(self.stop.signal)}: stopped after step {st.step} (epoch "

@@ -31,6 +31,7 @@ from lstmcast.findings import Finding
 
 if TYPE_CHECKING:
     from lstmcast.config import ForecastConfig
+    from lstmcast.data.windows import Batch
     from lstmcast.training.records import EpochRecord, StepView
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class Monitor:
         self._last_probe_s = 0.0
         self.train_seconds = 0.0
         self.postponed = 0
-        self._batch: tuple[Any, Any] | None = None
+        self._batch: Batch | None = None
         self._probe_failed = False
         self._clip_norm: float | None = None
         self._doctor_text = doctor_text
@@ -156,9 +157,10 @@ class Monitor:
         (the first and the last always run: a curve needs ends, and the findings read the last probe)."""
         if self._probe_failed or (epoch % self.every and epoch != 1 and not last):
             return False
+        if self.max_overhead is None:
+            return True
         projected = self.probe_seconds + self._last_probe_s  # what the probes will have cost after this one
-        over = self.max_overhead is not None and projected > self.max_overhead * self.train_seconds
-        if over and epoch != 1 and not last:
+        if projected > self.max_overhead * self.train_seconds and epoch != 1 and not last:
             self.postponed += 1
             if self.postponed == 1:
                 log.info("monitor: probe postponed to keep its cost under %.0f%% of training time",
@@ -166,7 +168,7 @@ class Monitor:
             return False
         return True
 
-    def _probe_batch(self, trainer: StepView) -> tuple[Any, Any]:
+    def _probe_batch(self, trainer: StepView) -> Batch:
         """A fixed batch of validation windows spread evenly over the split (training windows if none)."""
         if self._batch is None:
             import torch

@@ -14,10 +14,11 @@ measures instead of guessing:
 4. the probe trains a copy of the model per candidate on the same batches, in rounds: each candidate
    runs a block of ``steps_per_round`` steps timed as one (as training runs them: alternating single
    steps between models hid most of bf16's gain here), candidates interleaved in ABBA order, so each
-   candidate block has an fp32 block timed next to it under the same load. The speed-up is the median of these paired ratios, and the
-   candidate must also win at least ``min_wins`` of the pairs (on a shared 2-core machine bf16's
-   fastest steps were 1.22x fp32's while its steady-state throughput was 0.97x: the fastest steps
-   hide what contention costs each candidate). Then each copy's validation loss is computed. A candidate wins when it is at least ``min_speedup`` faster than fp32 AND its
+   candidate block has an fp32 block timed next to it under the same load. The speed-up is the median
+   of these paired ratios, and the candidate must also win at least ``min_wins`` of the pairs (on a
+   shared 2-core machine bf16's fastest steps were 1.22x fp32's while its steady-state throughput was
+   0.97x: the fastest steps hide what contention costs each candidate). Then each copy's validation
+   loss is computed. A candidate wins when it is at least ``min_speedup`` faster than fp32 AND its
    validation loss stays within ``loss_rtol`` of fp32's. The RNG state is restored afterwards, so the
    real run trains exactly as if the chosen precision had been asked for. The verdict is remembered
    within the process for the same model, data and settings (so repeated fits agree); nothing is
@@ -40,11 +41,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from lstmcast.model.estimate import Dims, flops_per_step
 from lstmcast.training import decision_cache
 from lstmcast.training.accel import Accel, cpu_bf16_flags, cpu_bf16_runs, set_tf32
 
 if TYPE_CHECKING:
     from lstmcast.config import TrainConfig
+    from lstmcast.model.network import LSTMForecaster
     from lstmcast.training.records import TrainData
 
 log = logging.getLogger(__name__)
@@ -106,13 +109,11 @@ def candidates(device: torch.device, cpuinfo: str | None = None) -> tuple[list[s
 def lstm_step_flops(input_size: int, hidden: int, layers: int, directions: int, window: int, batch: int,
                     outputs: int) -> float:
     """Approximate FLOPs of one training step (forward + backward ~ 3x forward) of LSTM + linear head."""
-    from lstmcast.model.estimate import Dims, flops_per_step
-
     d = Dims(B=batch, L=window, H=outputs, F=input_size, T=1, D=directions, hidden=hidden, layers=layers)
     return float(flops_per_step(d))
 
 
-def model_step_flops(model: nn.Module, window: int, batch: int) -> float:
+def model_step_flops(model: LSTMForecaster, window: int, batch: int) -> float:
     """``lstm_step_flops`` for an ``LSTMForecaster`` (reads its sizes)."""
     return lstm_step_flops(model.input_size, model.hidden_size, model.num_layers, model.num_directions,
                            window, batch, model.horizon * model.n_targets)
@@ -164,7 +165,7 @@ def _ms(m: Measured) -> str:
     return f"{typical_cost(m.seconds) * 1e3:.2f}"
 
 
-def skip_reason(accel: Accel, model: nn.Module, cfg: TrainConfig, n_train: int, window: int,
+def skip_reason(accel: Accel, model: LSTMForecaster, cfg: TrainConfig, n_train: int, window: int,
                 plan: ProbePlan, cands: list[str], why: str) -> str | None:
     """Why fp32 is chosen without a probe, or None when the probe should run."""
     if len(cands) == 1:
@@ -193,7 +194,7 @@ def probe_key(accel: Accel, model: nn.Module, cfg: TrainConfig, data: TrainData)
             repr(sorted(cfg.model_dump().items())), fingerprint)
 
 
-def settle(accel: Accel, model: nn.Module, cfg: TrainConfig, data: TrainData, *,
+def settle(accel: Accel, model: LSTMForecaster, cfg: TrainConfig, data: TrainData, *,
            make_trainer: Callable[..., Any], plan: ProbePlan | None = None) -> Accel:
     """Resolve a pending ``precision: auto`` into a measured choice; any other Accel is returned as is.
 

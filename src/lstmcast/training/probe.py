@@ -31,9 +31,11 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 GATES = ("input", "forget", "cell", "output")
 SATURATED = 0.05  # a sigmoid gate is saturated below 0.05 or above 0.95; the tanh candidate beyond |0.95|
@@ -142,7 +144,7 @@ def _gate_stats(z: Tensor, act: Tensor) -> tuple[dict[str, float], dict[str, flo
 
 def _layer_weights(lstm: nn.LSTM, k: int) -> dict[str, Tensor]:
     """Layer ``k``'s parameters renamed as layer 0's (``weight_ih_l1_reverse`` -> ``weight_ih_l0_reverse``)."""
-    weights = {}
+    weights: dict[str, Tensor] = {}
     for name, p in lstm.named_parameters():
         m = re.fullmatch(rf"(\w+?)_l{k}(_reverse)?", name)
         if m:
@@ -160,11 +162,11 @@ def recompute_layer(lstm: nn.LSTM, k: int, x: Tensor, native_out: Tensor | None 
     D, P = (2 if lstm.bidirectional else 1), lstm.proj_size or lstm.hidden_size
     outs, hs, cs, means, sats = [], [], [], [], []
     for d, suffix in enumerate(("", "_reverse")[:D]):
-        w = {n: weights.get(f"{n}_l0{suffix}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh",
-                                                         "weight_hr")}
-        bias = w["bias_ih"] + w["bias_hh"] if w["bias_ih"] is not None else None
+        w_ih, w_hh = weights[f"weight_ih_l0{suffix}"], weights[f"weight_hh_l0{suffix}"]  # every layer has both
+        b_ih, b_hh = weights.get(f"bias_ih_l0{suffix}"), weights.get(f"bias_hh_l0{suffix}")  # bias=False: neither
+        bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
         h_seq = None if native_out is None else native_out[..., d * P:(d + 1) * P]
-        out, h, c, z, act = _scan(x, w["weight_ih"], w["weight_hh"], bias, w["weight_hr"], d == 1, h_seq)
+        out, h, c, z, act = _scan(x, w_ih, w_hh, bias, weights.get(f"weight_hr_l0{suffix}"), d == 1, h_seq)
         outs.append(out)
         hs.append(h)
         cs.append(c)
@@ -182,8 +184,6 @@ def recompute_layer(lstm: nn.LSTM, k: int, x: Tensor, native_out: Tensor | None 
 
 def _native_layer(lstm: nn.LSTM, k: int, x: Tensor) -> Tensor:
     """Layer ``k`` of ``lstm`` alone through the fast kernel: a weightless 1-layer twin run on layer k's weights."""
-    from torch.func import functional_call
-
     twin = nn.LSTM(x.shape[2], lstm.hidden_size, 1, bias=lstm.bias, batch_first=True,
                    bidirectional=lstm.bidirectional, proj_size=lstm.proj_size, device="meta")
     return functional_call(twin, _layer_weights(lstm, k), (x,))[0]
@@ -230,8 +230,9 @@ def probe_model(model: nn.Module, x: Tensor, y: Tensor | None = None,
     captured: list[tuple[nn.LSTM, Tensor, Tensor, Tensor, Tensor]] = []
 
     def hook(module: nn.Module, args: tuple, output: tuple) -> None:
+        # registered on lstm_modules(model) only, so module is an nn.LSTM
         out, (h_n, c_n) = output
-        captured.append((module, args[0].detach(), out.detach(), h_n.detach(), c_n.detach()))
+        captured.append((cast(nn.LSTM, module), args[0].detach(), out.detach(), h_n.detach(), c_n.detach()))
 
     handles = [m.register_forward_hook(hook) for m in lstm_modules(model)]
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -244,7 +245,7 @@ def probe_model(model: nn.Module, x: Tensor, y: Tensor | None = None,
         with torch.backends.cudnn.flags(enabled=not want_grads), torch.set_grad_enabled(want_grads):
             pred = model(x, future=future, static=static) if future is not None or static is not None \
                 else model(x)
-            if want_grads:
+            if want_grads and loss_fn is not None and y is not None:  # the check repeated for the type checker
                 loss = loss_fn(pred.float(), y)
                 found = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
                 grads = {n: g for (n, _), g in zip(named, found) if g is not None}

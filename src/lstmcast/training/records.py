@@ -4,9 +4,9 @@ leaves behind (``EpochRecord``: history.json rows) and the read-only view of the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -34,6 +34,21 @@ class TrainData:
            statics: Statics | None = None) -> TrainData:
         """``series`` (N, C) on the training device, or in host memory when it did not fit (batches stream)."""
         return cls(series.unfold(0, roles.window + roles.horizon, 1), train_idx, val_idx, roles, statics, series)
+
+
+@runtime_checkable
+class KeepsState(Protocol):
+    """A callback whose ``state()`` goes into every checkpoint under ``checkpoint_key`` (the monitor), so a
+    resumed run continues it."""
+
+    checkpoint_key: str
+
+    def state(self) -> dict[str, Any]: ...
+
+
+def kept_states(callbacks: Iterable[object]) -> dict[str, dict[str, Any]]:
+    """What a checkpoint stores for the callbacks that keep state: each one's ``state()`` under its key."""
+    return {cb.checkpoint_key: cb.state() for cb in callbacks if isinstance(cb, KeepsState)}
 
 
 @dataclass

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lstmcast.config import apply_overrides, read_yaml_mapping, validate_config
 from lstmcast.errors import CheckpointError, ConfigError
 from lstmcast.run.folder import data_record, stored_data_path
 from lstmcast.training.checkpoint import Checkpoint, CheckpointStore
@@ -88,8 +89,6 @@ def resume_config(run: str | os.PathLike[str], config: str | os.PathLike[str] | 
                   data_flags: dict[str, Any] | None = None,
                   overrides: list[str] | None = None) -> tuple[ForecastConfig, Checkpoint]:
     """The config to continue ``run`` with and its newest good checkpoint; C4 differences refused."""
-    from lstmcast.config import apply_overrides, read_yaml_mapping, validate_config
-
     store = CheckpointStore(run)
     ckpt = store.load_latest()
     saved = ckpt.meta["config"]
@@ -119,6 +118,7 @@ def attach_run(trainer: Any, run_dir: str | os.PathLike[str] | None, resume_from
                config: dict[str, Any], prep: Prepared) -> None:
     """Give ``trainer`` its checkpoint store and, when resuming, the checkpoint's state (same data only)."""
     fingerprint = data_fingerprint(prep)
+    # fit calls this only with a run folder or a checkpoint to resume from
     run = Path(run_dir) if run_dir is not None else resume_from.path.parent.parent  # type: ignore[union-attr]
     store = CheckpointStore(run)
     if resume_from is None and store.names():  # new checkpoints would interleave with (and be pruned by) old ones

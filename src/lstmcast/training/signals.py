@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from lstmcast.errors import InterruptedRun
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -74,8 +76,6 @@ def interrupt_on_signals(message: str) -> Iterator[None]:
 
     For work that has no step to finish (writing a run's outputs): every write there is atomic, so
     stopping anywhere leaves whole files, and ``message`` says how to finish the rest."""
-    from lstmcast.errors import InterruptedRun
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return

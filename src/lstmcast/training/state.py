@@ -17,7 +17,7 @@ import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -117,7 +117,8 @@ def new_cursor(generator: torch.Generator, device: torch.device) -> EpochCursor:
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
-    np_state = np.random.get_state()
+    # the legacy tuple (get_state's default), which numpy's stubs type together with the dict form
+    np_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     py_state = random.getstate()
     out: dict[str, Any] = {
         "torch": b64(torch.get_rng_state()), "generator": b64(generator.get_state()),

@@ -65,7 +65,7 @@ class HostBatcher:
         self.windows, self.device, self.roles, self.statics = windows, device, roles, statics
         self.pin = device.type == "cuda" and torch.cuda.is_available()
         self.slots: list[Tensor | None] = [None] * slots
-        self.events: list[object | None] = [None] * slots
+        self.events: list[torch.cuda.Event | None] = [None] * slots
         self.turn = 0
         self.copies = 0
 

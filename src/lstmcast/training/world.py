@@ -23,13 +23,15 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from lstmcast import errors
+from lstmcast.data.load import load_series
+from lstmcast.data.shard import load_shard, refuse_unshardable
 from lstmcast.errors import ConfigError, InterruptedRun, LstmcastError
 
 if TYPE_CHECKING:
@@ -120,11 +122,7 @@ class World:
 
     def read(self, data: Any, cfg: ForecastConfig) -> tuple[SeriesSet, list[str]]:
         """The series this rank trains on, and every id of the dataset (sorted, as one process has them)."""
-        from lstmcast.data.load import load_series
-
         if cfg.data.shard_series:
-            from lstmcast.data.shard import refuse_unshardable
-
             refuse_unshardable(data if data is not None else cfg.data.path, cfg, self.world)
         series = load_series(data, cfg)
         return series, list(series.ids)
@@ -265,24 +263,24 @@ class Sharded(Replicated):
         return cap and max(1, cap // self.world), seed + self.rank
 
     def read(self, data: Any, cfg: ForecastConfig) -> tuple[SeriesSet, list[str]]:
-        from lstmcast.data.shard import load_shard
-
         return self.together(load_shard, data, cfg, self.rank, self.world)
 
     def together(self, fn: Callable[..., T], *args: Any) -> T:
         """The ranks hold different series, so one rank's DataError must not leave the others waiting on a lost
         peer (exit 130) but stop them all with its message and exit code."""
-        failure, result = None, None
+        failure: tuple[str, str] | None = None
+        result: T | None = None
         try:
             result = fn(*args)
         except LstmcastError as exc:
             failure = (type(exc).__name__, str(exc))
         failed = [(r, f) for r, f in enumerate(self.gather(failure)) if f is not None]
         if failed:
-            rank, (kind, text) = failed[0]  # type: ignore[misc]
+            rank, failure_of_rank = failed[0]
+            kind, text = cast(tuple[str, str], failure_of_rank)  # what `failure` is on every rank
             cls = getattr(errors, kind, LstmcastError)
             raise cls(text if rank == self.rank else f"rank {rank} of {self.world}: {text}") from None
-        return result  # type: ignore[return-value]
+        return cast(T, result)  # no rank failed, so fn returned it
 
     def agree(self, prep: Prepared, cfg: ForecastConfig, precision: str) -> Prepared:
         """The same window, season, frequency and channels on every rank, or a ConfigError saying which to set."""
@@ -291,14 +289,14 @@ class Sharded(Replicated):
         s = prep.series
         mine = {"freq": s.freq, "season": prep.season, "channels": s.channel_names,
                 "inputs": int(prep.scaled.shape[1])}
-        views = self.gather({**mine, "window": prep.window})
+        views = cast(list[dict[str, Any]], self.gather({**mine, "window": prep.window}))  # every rank's `mine`
         for key, fix in (("freq", "data.freq"), ("season", "data.season"),
                          ("channels", "the same columns in every file"), ("inputs", "data.calendar")):
-            seen = [v[key] for v in views]  # type: ignore[index]
+            seen = [v[key] for v in views]
             if any(x != seen[0] for x in seen):
                 raise ConfigError(f"data.shard_series: the ranks' series differ in {key} ({seen}, by rank): set {fix} "
                                   "so every rank prepares its series alike")
-        window = min(int(v["window"]) for v in views)  # type: ignore[index]
+        window = min(int(v["window"]) for v in views)
         if window != prep.window:  # an auto window fits each rank's shortest series: the smallest fits them all
             log.info("rank %d: window %d (the smallest of the ranks' auto windows)", self.rank, window)
             prep = prepare(s, cfg.data.model_copy(update={"window": window}), precision, cfg.model.id_embedding)
@@ -310,7 +308,7 @@ class Sharded(Replicated):
         mine = {k: list(getattr(meta, k)) for k in per}
         mine.update(mean=np.asarray(scaler["mean"]).tolist(), std=np.asarray(scaler["std"]).tolist(),
                     anchor=meta.anchor)
-        parts: list[dict[str, Any]] = self.gather(mine)  # type: ignore[assignment]
+        parts = cast(list[dict[str, Any]], self.gather(mine))  # every rank's `mine`
         pos = {sid: i for i, sid in enumerate(ids)}
         rows = [(pos[sid], p, j) for p in parts for j, sid in enumerate(p["ids"])]
         rows.sort(key=lambda r: r[0])
