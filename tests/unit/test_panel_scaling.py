@@ -114,7 +114,7 @@ def test_a_new_series_at_predict_is_scaled_as_training_scaled_its_series():
     y = 100 + 20 * np.sin(2 * np.pi * np.arange(30) / 12) + np.arange(30.0)
     new = pd.concat([df, pd.DataFrame({"id": "zz", "date": pd.date_range("2001-01-01", periods=30, freq="MS"),
                                        "y": y})])
-    series = fc._series(new)
+    series = fc.series(new)
     mean, std = series_scalers(series, fc.meta_, fc.scaler_)
     i = series.ids.index("zz")
     assert std[i, 0] == pytest.approx(reference(y, 30, 12)) and mean[i, 0] == pytest.approx(y.mean())

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from lstmcast.training.loop import Trainer
     from lstmcast.training.records import EpochRecord, StepView
     from lstmcast.training.skip_init import SkipFit
+    from lstmcast.training.stateful import StatefulTrainer
     from lstmcast.training.world import World
 
 log = logging.getLogger("lstmcast.forecaster")  # the name users filter on for fit's messages
@@ -76,15 +77,13 @@ def train_data(prep: Prepared, tensor: Any, train_idx: Any, val_idx: Any) -> Tra
 
 
 def train_first(cfg: ForecastConfig, accel: Any, data: TrainData, prep: Prepared, callbacks: Any, run_dir: Any,
-                resume_from: Any, world: World) -> tuple[LSTMForecaster, Trainer, SkipFit | None]:
+                resume_from: Any, world: World) -> tuple[LSTMForecaster, Trainer | StatefulTrainer, SkipFit | None]:
     """Build the model (its linear skip fitted on the training windows) and the Trainer around it, its
     precision settled (loop.build)."""
     if cfg.model.stateful:  # truncated backpropagation over whole histories (issue 24): its own trainer
         from lstmcast.training import stateful
 
-        # training/stateful.py is being ported to TrainData/TrainState (another branch): drop this ignore then
-        return stateful.train_first(cfg, accel, data,  # type: ignore[return-value, arg-type]
-                                    prep, callbacks, run_dir, resume_from, world)
+        return stateful.train_first(cfg, accel, data, prep, callbacks, run_dir, resume_from, world)
     from lstmcast.training import loop
     from lstmcast.training.skip_init import SkipFit
 

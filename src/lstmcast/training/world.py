@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
-import torch
-from torch import Tensor, nn
 
 from lstmcast import errors
 from lstmcast.data.load import load_series
@@ -35,6 +33,9 @@ from lstmcast.data.shard import load_shard, refuse_unshardable
 from lstmcast.errors import ConfigError, InterruptedRun, LstmcastError
 
 if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+
     from lstmcast.config import ForecastConfig
     from lstmcast.data.prepare import Prepared
     from lstmcast.data.validate import SeriesSet
@@ -165,6 +166,8 @@ class Replicated(World):
     lockstep = True
 
     def broadcast_model(self, model: nn.Module) -> None:
+        import torch  # only the ranks of a process group need it: the CLI asks is_main light
+
         for t in model.state_dict().values():
             self._call(torch.distributed.broadcast, t, 0)
 
@@ -174,6 +177,8 @@ class Replicated(World):
         return idx[lo:hi], (hi - lo) / B
 
     def step(self, params: list[nn.Parameter], loss: Tensor, stop: bool) -> tuple[Tensor, bool]:
+        import torch  # only the ranks of a process group need it: the CLI asks is_main light
+
         grads = [p.grad for p in params if p.grad is not None]
         flat = torch.cat([g.reshape(-1) for g in grads] + [loss.detach().reshape(1).float(),  # on the rank's device
                                                            torch.tensor([float(stop)], device=loss.device)])
@@ -205,16 +210,22 @@ class Replicated(World):
         return y.cpu()
 
     def gather(self, obj: object) -> list[object]:
+        import torch  # only the ranks of a process group need it: the CLI asks is_main light
+
         out: list[object] = [None] * self.world
         self._call(torch.distributed.all_gather_object, out, obj)
         return out
 
     def gather_to_main(self, obj: object) -> list[object] | None:
+        import torch  # only the ranks of a process group need it: the CLI asks is_main light
+
         out: list[object] | None = [None] * self.world if self.is_main else None
         self._call(torch.distributed.gather_object, obj, out, 0)
         return out
 
     def _all_reduce(self, x: Tensor) -> None:
+        import torch  # only the ranks of a process group need it: the CLI asks is_main light
+
         self._call(torch.distributed.all_reduce, x)
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -241,6 +252,8 @@ class Sharded(Replicated):
         return (self.rank + 1) * batch_size // self.world - self.rank * batch_size // self.world
 
     def count(self, n: int) -> int:
+        import torch  # only the ranks of a process group need it: the CLI asks is_main light
+
         x = torch.tensor([float(n)], dtype=torch.float64, device=self.device)
         self._all_reduce(x)
         return int(x.item())
@@ -249,6 +262,8 @@ class Sharded(Replicated):
                    seed: int, epoch: int) -> tuple[int, int, torch.Generator]:
         """This rank's share of the epoch's windows from its own, drawn from (seed, epoch, rank), so a resumed
         epoch re-draws the same windows on every rank."""
+        import torch  # only the ranks of a process group need it: the CLI asks is_main light
+
         gen = torch.Generator(device=generator.device).manual_seed(self.epoch_seed(seed, epoch))
         return max(1, -(-k * n_local // n_total)), self.local_batch(batch_size), gen
 
