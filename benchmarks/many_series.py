@@ -218,7 +218,7 @@ def step_speeds(many, one, steps: int | None = None, rounds: int | None = None) 
     times: dict[int, list[float]] = {id(many): [], id(one): []}
     for r in range(rounds + 1):
         for tr in (many, one):
-            idx = [tr.train_idx[torch.randint(len(tr.train_idx), (BATCH,), generator=g)] for _ in range(steps)]
+            idx = [tr.data.train_idx[torch.randint(len(tr.data.train_idx), (BATCH,), generator=g)] for _ in range(steps)]
             t0 = time.perf_counter()
             for i in idx:
                 tr.train_step(i)

@@ -124,7 +124,7 @@ def train_rank(cfg: ForecastConfig, resume_from: Checkpoint | None = None) -> No
     finally:
         distributed.close()
     if interrupted:
-        raise InterruptedRun(f"rank {training.rank}: {training.result.stop_reason}; rank 0 wrote the checkpoint")
+        raise InterruptedRun(f"rank {training.world.rank}: {training.result.stop_reason}; rank 0 wrote the checkpoint")
 
 
 def finish_outputs(fc: Forecaster, run: Path, extra: list[Any] | None = None,
