@@ -181,17 +181,17 @@ def _bare_fit(values, L, H, m, epochs, steps, n_train, val_starts, B=32):
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-def _warm_up(df, values, H, L=24):
-    """One small untimed fit and bare run: the first fit in a process paid the process's one-time imports (the
-    fused optimizer's first construction imports torch._dynamo, seconds on a loaded machine) that the bare loop
-    after it found done, which cut the first round's ratio to 0.62 where the others were 1.04-1.07 (median of
-    ``--quick``'s two rounds: 0.85)."""
-    _, _, fc = _fit_fair(df, L, H, 1, "fp32")
-    _bare_fit(values, L, H, fc.config_.model, 1, fc.history_[0]["steps"], fc.prepared_.splits[0].train_end,
+def _warm_up(df, values, H, L, epochs):
+    """One untimed fit and bare run of the timed size: the first fit in a process paid the process's one-time
+    imports (the fused optimizer's first construction imports torch._dynamo) that the bare loop after it found
+    done, and the first full-size runs of a process are slower on both sides (on a quiet machine three fits in a
+    row took 6.1, 4.9 and 3.7 s: allocator and kernel caches warming up), which decided the first rounds."""
+    _, _, fc = _fit_fair(df, L, H, epochs, "fp32")
+    _bare_fit(values, L, H, fc.config_.model, epochs, fc.history_[0]["steps"], fc.prepared_.splits[0].train_end,
               fc.prepared_.index.val)
 
 
-def end_to_end(L=96, H=1, epochs=3, rounds=3, n=4032, precisions=("fp32", "auto")):
+def end_to_end(L=96, H=1, epochs=3, rounds=5, n=4032, precisions=("fp32", "auto")):
     """Forecaster.fit configured to the bare loop's work (_fit_fair) against the bare loop on the same epochs,
     steps and validation windows, once per precision; rounds interleaved so a shared machine's drifts hit both."""
     import pandas as pd
@@ -199,7 +199,7 @@ def end_to_end(L=96, H=1, epochs=3, rounds=3, n=4032, precisions=("fp32", "auto"
 
     values = series(n)[:, 0].astype(np.float64)
     df = pd.DataFrame({"time": pd.date_range("2024-01-01", periods=len(values), freq="30min"), "y": values})
-    _warm_up(df.head(800), values[:800], H)
+    _warm_up(df, values, H, L, epochs)
     out = {}
     for precision in precisions:
         ratios, fits, bares, cpu_ratios = [], [], [], []
@@ -419,7 +419,7 @@ def main() -> None:
         speed(96, 32, steps=40 if args.quick else 100, rounds=rounds)
         speed(8, 32, steps=100, rounds=rounds * 3)
     if args.only in (None, "end-to-end"):
-        end_to_end(rounds=2 if args.quick else 3)
+        end_to_end(rounds=3 if args.quick else 5)
     if args.only in (None, "memory"):
         memory(500_000 if args.quick else 5_000_000)
     if args.only in (None, "precision"):
