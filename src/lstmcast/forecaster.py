@@ -327,6 +327,21 @@ class Forecaster:
 
         save_states(folder, states, _model_sha(folder), time_kind(self.meta_))
 
+    @property
+    def trained(self) -> TrainingReport:
+        """What ``fit`` learned beyond the run record; NotFittedError for a run loaded from its folder."""
+        if self.training_ is None:
+            raise NotFittedError("this Forecaster was not fitted in this process (a loaded run keeps no training "
+                                 "report): call .fit(data)")
+        return self.training_
+
+    @property
+    def last_backtest(self) -> Backtest:
+        """The windows of the last ``backtest()`` (every forecast, actual and origin); NotFittedError before one."""
+        if self.backtest_ is None:
+            raise NotFittedError("no backtest has run on this Forecaster yet: call .backtest() first")
+        return self.backtest_
+
     def backtest(self, data: Any = None, *, start: Any = None, stride: int | None = None,
                  n_windows: int | None = None, refit: bool = False) -> dict[str, dict[str, float]]:
         """Rolling-origin backtest; metrics for the model and both baselines. The windows (``fc.backtest_``,
@@ -373,8 +388,7 @@ class Forecaster:
         """
         series = self.series(data)  # read once: both the backtest and its frame use it
         self.backtest(series, start=start, stride=stride, n_windows=n_windows, refit=refit)
-        assert self.backtest_ is not None  # set by backtest() just above
-        return self.backtest_.frame(series, self.meta_)
+        return self.last_backtest.frame(series, self.meta_)
 
     @staticmethod
     def _fit_window(series: SeriesSet, cfg: ForecastConfig, label: str) -> tuple[LSTMForecaster, Any, dict[str, Any]]:

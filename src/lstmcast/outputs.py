@@ -78,6 +78,9 @@ class Fitted(Protocol):
 
     def backtest(self, data: Any = None) -> dict[str, Any]: ...
 
+    @property
+    def last_backtest(self) -> Backtest: ...
+
     def predict(self, data: Any = None) -> pd.DataFrame: ...
 
 
@@ -107,8 +110,7 @@ def write_outputs(fc: Fitted, run: Path, series: Any = None, stage: Stage = _qui
     else:
         forecast = fc.predict(series)
         write_csv(forecast, run / "forecast.csv")
-    bt = fc.backtest_
-    assert bt is not None  # fc.backtest above set it
+    bt = fc.last_backtest
     forecast_plot(src, forecast, fc.meta_, bt, run / "forecast.png")
     write_csv(bt.frames(src, fc.meta_, CSV_ROWS), run / "backtest.csv")  # every backtest forecast (H16)
     if fc.history_:

@@ -114,8 +114,7 @@ def train_rank(cfg: ForecastConfig, resume_from: Checkpoint | None = None) -> No
 
     try:
         fc = Forecaster(cfg).fit(cfg.data.path, resume_from=resume_from, progress=False)  # rank 0 shows it
-        training = fc.training_
-        assert training is not None  # fit sets it
+        training = fc.trained
         interrupted = training.result.stop_reason.startswith("interrupted")
         if training.world.sharded and not interrupted:
             from lstmcast.inference.sharded import outputs
@@ -181,8 +180,7 @@ def evaluate_run(run: Path, data: str | None = None, name: str | None = None, st
     path = _evaluation_path(run, name, data if data is not None else fc.config_.data.path,
                             datetime.now(timezone.utc))
     frame = fc.backtest_forecasts(data, start=start, stride=stride, n_windows=n_windows, refit=refit)
-    bt = fc.backtest_
-    assert bt is not None  # backtest_forecasts set it
+    bt = fc.last_backtest
     metrics = bt.metrics
     source = data if data is not None else fc.config_.data.path
     now = datetime.now(timezone.utc)

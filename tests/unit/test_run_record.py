@@ -68,3 +68,20 @@ def test_a_folder_of_pickles_only_is_refused_with_the_reason(tmp_path):
     (tmp_path / "model.joblib").write_bytes(b"\x80\x04K\x01.")
     with pytest.raises(CheckpointError, match=r"only pickle-based files \['model.joblib'\].*never unpickles"):
         read_run(tmp_path)
+
+
+def test_reading_a_backtest_or_training_report_that_is_not_there_is_a_real_error(tmp_path):
+    """Not an assert (gone under python -O): a NotFittedError saying what to call."""
+    import pytest as _pytest
+
+    from lstmcast import Forecaster
+    from lstmcast.errors import NotFittedError
+    from tests.conftest import seasonal_frame, small_config
+
+    fc = Forecaster(small_config(train={"max_epochs": 1})).fit(seasonal_frame(200), progress=False)
+    with _pytest.raises(NotFittedError, match=r"call \.backtest\(\) first"):
+        fc.last_backtest
+    assert fc.trained.result is fc.training_.result
+    fc.save(tmp_path / "run", outputs=False)
+    with _pytest.raises(NotFittedError, match="keeps no training report"):
+        Forecaster.load(tmp_path / "run").trained

@@ -151,6 +151,11 @@ class Service:
         raise HttpError(503, "Timeout", f"no answer within {self.options.timeout:g} s (the service is "
                         "overloaded or the request is very large): retry later or send fewer rows")
 
+    def _batcher(self) -> Batcher[Checked, Table]:
+        if self.batcher is None:  # requests are refused (not_ready) until the lifespan started it
+            raise HttpError(503, "NotReady", "the service is starting: the model is not warm yet")
+        return self.batcher
+
     def not_ready(self) -> None:
         if not self.ready:
             raise HttpError(503, "NotReady", "the service is " + ("shutting down" if self.draining else
@@ -173,9 +178,8 @@ class Service:
             checked = await self._offload(len(body), self._check, body, content_type)
         finally:
             self.arriving -= 1
-        assert self.batcher is not None
         try:
-            return await self.batcher.submit(checked)
+            return await self._batcher().submit(checked)
         except LstmcastError as exc:
             raise _user_error(exc) from None
 
@@ -211,7 +215,6 @@ class Service:
     async def _update(self, rows: pd.DataFrame, forecast: bool = False) -> Any:
         """Apply ``rows`` to the carried states under their series' locks; the update's summary, or with
         ``forecast`` the forecast of those series from their new states (update + forecast, one request)."""
-        assert self.batcher is not None
         ids = series_ids(rows, self.engine.meta.id_col)
 
         def apply() -> Any:
@@ -222,7 +225,7 @@ class Service:
             return summary
         async with self.locks.hold(ids):
             try:
-                return await self.batcher.call(apply)
+                return await self._batcher().call(apply)
             except LstmcastError as exc:
                 raise _user_error(exc) from None
 

@@ -124,7 +124,8 @@ class StepGraphs:
             cap = self._capture_train(size, sig)
             if cap is None:
                 return self.t.eager_step(idx)
-        assert cap.idx is not None  # a train graph holds its index buffer (only the validation graph has none)
+        if cap.idx is None:  # a train graph holds its index buffer (only the validation graph has none)
+            raise RuntimeError("internal: a captured training step has no index buffer")
         cap.idx.copy_(idx, non_blocking=True)
         cap.graph.replay()
         out = cap.out.clone()  # callers may keep the result past the next replay

@@ -132,8 +132,7 @@ def objective_value(fc: Forecaster, objective: str) -> float:
 
 def fit_result(fc: Forecaster) -> FitResult:
     """The training's result (best epoch and loss, stop reason) of a Forecaster fit_trial trained."""
-    assert fc.training_ is not None  # fit sets it
-    return fc.training_.result
+    return fc.trained.result
 
 
 def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
