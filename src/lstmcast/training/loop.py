@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from lstmcast.config import TrainConfig
 from lstmcast.errors import InterruptedRun, ResourceError
 from lstmcast.model.losses import loss_for
-from lstmcast.training import graphs, precision, sampling, streaming
+from lstmcast.training import graphs, precision, rules, sampling, streaming
 from lstmcast.training.accel import Accel
 from lstmcast.training.guard import Guard, Reporting
 from lstmcast.training.records import EpochRecord, StepView, TrainData, kept_states
@@ -240,17 +240,10 @@ class Trainer:
         self._next_event = nxt
 
     def _checkpoint_due(self, cur: EpochCursor | None, n_steps: int = 0) -> bool:
-        """When a checkpoint is written (the one place): every ``train.checkpoint_every`` steps, where a
-        boundary on an epoch's last step waits for the epoch's validation and bookkeeping (``cur`` None: at the
-        epoch's end); with 0 at an epoch's end once ``checkpoint_seconds`` have passed; and when the run ends."""
-        cfg, st = self.cfg, self.state
+        """When a checkpoint is written: rules.checkpoint_due, where this Trainer keeps a run folder."""
         if not self._checkpointing:
             return False
-        boundary = bool(cfg.checkpoint_every) and st.step % cfg.checkpoint_every == 0
-        if cur is not None:  # between steps
-            return boundary and cur.pos < n_steps
-        return boundary or bool(st.stop_reason) or (
-            cfg.checkpoint_every == 0 and time.monotonic() - self._last_save >= cfg.checkpoint_seconds)
+        return rules.checkpoint_due(self.cfg, self.state, cur, n_steps, time.monotonic() - self._last_save)
 
     # -- validation ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -343,14 +336,7 @@ class Trainer:
     def _stop_reason(self, epoch_end: bool) -> str:
         """Why the run ends now ('' goes on): the one place it is decided. Between epochs (or mid-epoch after a
         stop request) a stop request or max_epochs; at an epoch's end early stopping or max_epochs."""
-        st, cfg = self.state, self.cfg
-        if not epoch_end and self._stop_requested():
-            return self.stop.reason()
-        if epoch_end and st.bad_epochs >= cfg.patience and st.step >= cfg.min_steps:
-            return f"early stopping: no validation improvement for {cfg.patience} epochs"
-        if st.cursor is None and st.epoch >= cfg.max_epochs:
-            return f"reached max_epochs={cfg.max_epochs}"
-        return ""
+        return rules.stop_reason(self.cfg, self.state, self.stop, self._stop_requested(), epoch_end)
 
     def _validate_start(self) -> None:
         """Step 0 is a candidate: a model that starts from a fitted baseline (the linear skip) keeps it
@@ -361,16 +347,8 @@ class Trainer:
             self.state.best_weights = copy.deepcopy(self.model.state_dict())
 
     def _end_epoch(self, rec: EpochRecord) -> None:
-        st, cfg = self.state, self.cfg
-        st.history.append(rec)
-        monitored = rec.val_loss if math.isfinite(rec.val_loss) else rec.train_loss
-        self.parts.scheduler.step(monitored)
-        if monitored < st.best_val_loss - cfg.min_delta:
-            st.best_val_loss, st.best_epoch = monitored, rec.epoch
-            st.best_weights = copy.deepcopy(self.model.state_dict())
-            st.bad_epochs = 0
-        else:
-            st.bad_epochs += 1
+        st = self.state
+        rules.record_epoch(self.cfg, st, rec, self.parts.scheduler, self.model)
         if self.callbacks:
             view = self.view()
             for cb in self.callbacks:
@@ -383,12 +361,7 @@ class Trainer:
     def _interrupted(self) -> None:
         """A stop request between steps: checkpoint where we are, flush, and (after a signal) raise."""
         path = self.save_checkpoint()
-        for cb in self.callbacks:
-            flush = getattr(cb, "flush", None)
-            if callable(flush):
-                flush()
-        for handler in logging.getLogger().handlers:
-            handler.flush()
+        rules.flush_all(self.callbacks)
         if self.stop.signal is None or path is None or self.store is None:  # no store: path is None too
             return  # a caller's stop, or no run folder: stop with the weights so far (the best ones)
         st = self.state

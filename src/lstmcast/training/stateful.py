@@ -23,7 +23,6 @@ the carried-state norms the monitor writes). Only the step and the epoch's plan 
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -35,7 +34,7 @@ import torch
 from torch import Tensor
 
 from lstmcast.errors import InterruptedRun
-from lstmcast.training import streaming
+from lstmcast.training import rules, streaming
 from lstmcast.training.loop import Callback, FitResult
 from lstmcast.training.records import EpochRecord, StepView, TrainData
 from lstmcast.training.signals import StopRequest, signal_name, stop_on_signals
@@ -177,17 +176,10 @@ class StatefulTrainer:
         return path
 
     def _checkpoint_due(self, cur: EpochCursor | None, n_steps: int = 0) -> bool:
-        """loop.Trainer's rule: every ``train.checkpoint_every`` steps, where a boundary on an epoch's last step
-        waits for the epoch's validation and bookkeeping (``cur`` None: at the epoch's end); with 0 at an epoch's
-        end once ``checkpoint_seconds`` have passed; and when the run ends."""
-        cfg, st = self.cfg, self.state
-        if self.store is None:
+        """loop.Trainer's rule (rules.checkpoint_due), where this trainer keeps a run folder."""
+        if not self.store is not None:
             return False
-        boundary = bool(cfg.checkpoint_every) and st.step % cfg.checkpoint_every == 0
-        if cur is not None:  # between steps
-            return boundary and cur.pos < n_steps
-        return boundary or bool(st.stop_reason) or (
-            cfg.checkpoint_every == 0 and time.monotonic() - self._last_save >= cfg.checkpoint_seconds)
+        return rules.checkpoint_due(self.cfg, self.state, cur, n_steps, time.monotonic() - self._last_save)
 
     # -- one chunk ------------------------------------------------------------------------------------------
     def _chunk(self, rows: np.ndarray, start: int, upto: np.ndarray) -> tuple[Tensor, Tensor, Tensor | None,
@@ -360,26 +352,11 @@ class StatefulTrainer:
     def _stop_reason(self, epoch_end: bool) -> str:
         """loop.Trainer's rule: between epochs (or mid-epoch after a stop request) a stop request or max_epochs;
         at an epoch's end early stopping or max_epochs."""
-        st, cfg = self.state, self.cfg
-        if not epoch_end and self.stop.requested:
-            return self.stop.reason()
-        if epoch_end and st.bad_epochs >= cfg.patience and st.step >= cfg.min_steps:
-            return f"early stopping: no validation improvement for {cfg.patience} epochs"
-        if st.cursor is None and st.epoch >= cfg.max_epochs:
-            return f"reached max_epochs={cfg.max_epochs}"
-        return ""
+        return rules.stop_reason(self.cfg, self.state, self.stop, self.stop.requested, epoch_end)
 
     def _end_epoch(self, rec: EpochRecord) -> None:
-        st, cfg = self.state, self.cfg
-        st.history.append(rec)
-        monitored = rec.val_loss if math.isfinite(rec.val_loss) else rec.train_loss
-        self.parts.scheduler.step(monitored)
-        if monitored < st.best_val_loss - cfg.min_delta:
-            st.best_val_loss, st.best_epoch = monitored, rec.epoch
-            st.best_weights = copy.deepcopy(self.model.state_dict())
-            st.bad_epochs = 0
-        else:
-            st.bad_epochs += 1
+        st = self.state
+        rules.record_epoch(self.cfg, st, rec, self.parts.scheduler, self.model)
         if self.callbacks:
             view = self.view()
             for cb in self.callbacks:
@@ -391,12 +368,7 @@ class StatefulTrainer:
     def _interrupted(self) -> None:
         """A stop request between steps: checkpoint where we are, flush, and (after a signal) raise."""
         path = self.save_checkpoint()
-        for cb in self.callbacks:
-            flush = getattr(cb, "flush", None)
-            if callable(flush):
-                flush()
-        for handler in logging.getLogger().handlers:
-            handler.flush()
+        rules.flush_all(self.callbacks)
         if self.stop.signal is None or path is None or self.store is None:
             return  # a caller's stop, or no run folder: stop with the weights so far (the best ones)
         st = self.state
