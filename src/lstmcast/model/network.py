@@ -100,6 +100,10 @@ class LSTMForecaster(nn.Module):
             raise ShapeError(f"expected x to be a torch.Tensor of shape (B, L, F={self.input_size}), got "
                              f"{type(x).__name__}: convert it with torch.as_tensor(x, dtype=torch.float32)")
         self._check_x_shape(x)
+        self._check_placement(x, state)
+
+    def _check_placement(self, x: Tensor, state: State | None) -> None:
+        """x on the weights' dtype and device, and (h0, c0) shaped for x (the window and the streaming forward)."""
         weight = self.head.weight
         if x.dtype != weight.dtype or x.device != weight.device:
             raise ShapeError(f"x has dtype {x.dtype} on device {x.device} but the model's weights are "
@@ -221,13 +225,7 @@ class LSTMForecaster(nn.Module):
         if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[2] != self.input_size:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ShapeError(f"expected x of shape (B, n, F={self.input_size}), got {got}")
-        weight = self.head.weight
-        if x.dtype != weight.dtype or x.device != weight.device:
-            raise ShapeError(f"x has dtype {x.dtype} on device {x.device} but the model's weights are "
-                             f"{weight.dtype} on {weight.device}: pass x.to(device={str(weight.device)!r}, "
-                             f"dtype={weight.dtype})")
-        if state is not None:
-            self._check_state(x, state)
+        self._check_placement(x, state)
         self._check_roles(x, None if not self.future_size else
                           torch.zeros(x.shape[0], self.horizon, self.future_size, dtype=x.dtype, device=x.device),
                           static)
