@@ -53,6 +53,15 @@ def test_d14_values_beyond_float32_refused_naming_column_and_rows(big):
         load(df)
 
 
+def test_d14_python_int_beyond_float64_is_a_data_error_not_a_crash():
+    """An object column holding 10**400 (a Python int no float holds) made pandas raise OverflowError: exit 1."""
+    df = seasonal_frame(300)
+    df["y"] = df["y"].astype(object)
+    df.loc[12, "y"] = 10**400
+    with pytest.raises(DataError, match=r"column 'y' holds 1 integers beyond the float range at row 12.*rescale"):
+        load(df)
+
+
 def test_d14_overflow_after_scaling_refused_naming_column_and_time():
     df = seasonal_frame(300)
     df["y"] = df["y"] * 1e-10  # training std ~1e-10: a finite 3e38 scales to ~1e48, inf in float32

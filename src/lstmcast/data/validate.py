@@ -107,11 +107,28 @@ def _check_columns(df: pd.DataFrame, cfg: DataConfig) -> tuple[str, list[str], l
     return cfg.time_col, targets, list(cfg.features)
 
 
+def _overflows(value: object) -> bool:
+    """Whether ``value`` is a number too large for a float (only Python ints can be)."""
+    try:
+        float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        return True
+    except (TypeError, ValueError):
+        return False
+    return False
+
+
 def _numeric(df: pd.DataFrame, col: str, precision: str, scaling: str = "none") -> np.ndarray:
     import pandas as pd
 
     raw = df[col]
-    num = pd.to_numeric(raw, errors="coerce")
+    try:
+        num = pd.to_numeric(raw, errors="coerce")
+    except OverflowError:  # a Python int beyond float64 in an object column (10**400): pandas raises, not coerces
+        huge = raw.map(_overflows).to_numpy(dtype=bool)
+        raise DataError(f"column {short(col)} holds {int(huge.sum())} integers beyond the float range at "
+                        f"{rows_at(df, huge)}: lstmcast computes in float32 (|x| <= 3.4e38); fix those cells or "
+                        "rescale the column (e.g. divide it by a power of ten)") from None
     bad = (num.isna() & raw.notna()).to_numpy()
     if isinstance(raw.dtype, pd.StringDtype) or raw.dtype == object:
         bad = bad & raw.astype(str).str.strip().ne("").to_numpy()
