@@ -384,7 +384,7 @@ def export_cmd(run: Path = typer.Argument(..., help="Run folder written by `lstm
                                                   "export.json is written beside it.")) -> None:
     """Export a run to ONNX (+ export.json with the scaler and recipe), checked against PyTorch.
 
-    Needs the `export` extra (pip install 'lstmcast[export]'); without it exits 2.
+    Needs the `export` extra (pip install 'lstmcast\\[export]'); without it exits 2.
     """
 
     def _do() -> None:

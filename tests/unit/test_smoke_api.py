@@ -33,3 +33,16 @@ def test_python_dash_m_lstmcast_is_the_cli():
                          timeout=60)
     assert res.returncode == 0, res.stderr
     assert "--nproc" in res.stdout and "--resume" in res.stdout
+
+
+@pytest.mark.parametrize("command", ["export", "serve"])
+def test_help_names_the_extra_to_install(command):
+    """Rich markup read `[export]` in the help text as a style tag and printed `pip install 'lstmcast'`."""
+    import os
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "lstmcast", command, "--help"], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 0, res.stderr
+    assert f"pip install 'lstmcast[{command}]'" in res.stdout
