@@ -31,7 +31,7 @@ import numpy as np
 from lstmcast import __version__, atomic
 from lstmcast.data.calendar import calendar_channel_names
 from lstmcast.data.inputs import InputSpec
-from lstmcast.errors import CheckpointError, ConfigError
+from lstmcast.errors import CheckpointError, ConfigError, short_path
 from lstmcast.forecaster import load_run
 from lstmcast.run.manifest import sha256_bytes
 
@@ -337,6 +337,11 @@ def export_run(run: str | os.PathLike[str], out: str | os.PathLike[str] | None =
         atomic.check_target(path)
     _refuse_other_models_spec(spec_path, target)  # R6: never replace another model's export.json
     fc = load_run(run)
+    if fc.config_.model.stateful:  # the graph is the window forward from a zero state: another model's forecast
+        raise ConfigError(f"{short_path(run)} is a stateful model (model.stateful: true): its forecasts come from "
+                          "each series' carried state, which an ONNX graph of the window forward (zero state) "
+                          "would not reproduce; serve it with `lstmcast serve` or forecast with `lstmcast predict`, "
+                          "or train with model.stateful: false to export")
     window = fc.meta_.window
     data = to_onnx_bytes(fc.model_, window, opset)
     diffs = check_parity(fc.model_, data, window, tol)

@@ -274,3 +274,16 @@ def test_a_model_without_extra_inputs_lists_x_alone(trained):
     assert (x["name"], x["shape"], x["role"]) == ("x", ["B", fc.meta_.window, 2], "past")
     assert x["parts"] == {"targets": ["y"], "past_features": ["temp"], "future_features": [], "calendar": []}
     assert "calendar" not in spec and len(spec["recipe"]) == 5
+
+
+def test_a_stateful_run_is_refused_before_anything_is_written(tmp_path):
+    """The ONNX graph is the window forward from a zero state; a stateful model forecasts from each series' carried
+    state, so an export would silently give other forecasts than `lstmcast predict`."""
+    cfg = small_config(model={"stateful": True, "hidden_size": 8, "num_layers": 1},
+                       train={"max_epochs": 1, "max_steps_per_epoch": 2, "precision": "fp32", "accel": "eager"})
+    run = tmp_path / "run"
+    Forecaster(cfg).fit(seasonal_frame(200), progress=False).save(run)
+    res = CliRunner().invoke(app, ["export", str(run)])
+    assert res.exit_code == 2, res.output
+    assert "stateful model" in res.output and "model.stateful: false" in res.output
+    assert not (run / "model.onnx").exists() and not (run / "export.json").exists()
