@@ -29,9 +29,7 @@ from lstmcast.run.manifest import (
     refuse_unsafe,
     sha256_bytes,
 )
-from lstmcast.run.meta import RunMeta, check_meta, check_scaler, check_weights
-
-_REMEDY = ": retrain this run, or restore the run folder from a backup"
+from lstmcast.run.meta import REMEDY, RunMeta, check_meta, check_scaler, check_weights, raise_damaged
 
 if TYPE_CHECKING:
     from lstmcast.config import ForecastConfig
@@ -189,7 +187,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if data is not None and not (isinstance(data, dict) and set(data) == {"path", "sha256"}
                                  and all(isinstance(v, str) and len(v) <= 5000 for v in data.values())):
         raise CheckpointError(f"{mpath} is damaged: \"data\" must hold the training file's \"path\" and "
-                              "\"sha256\"" + _REMEDY)
+                              "\"sha256\"" + REMEDY)
     return manifest
 
 
@@ -205,8 +203,7 @@ def _check_manifest_entries(manifest: dict[str, Any], hashes: dict[str, Any], mp
     odd = [n for n, v in hashes.items() if n not in files and not (isinstance(v, str) and HEX64.fullmatch(v))]
     if odd:
         problems.append(f"the sha256 of {short_list(odd)} is not 64 hex digits")
-    if problems:
-        raise CheckpointError(f"{mpath} is damaged or was edited: " + "; ".join(problems) + _REMEDY)
+    raise_damaged(mpath, problems)
 
 
 def read_run(path: str | os.PathLike[str]) -> StoredRun:

@@ -28,7 +28,7 @@ from lstmcast.model.quantiles import quantiles_for
 if TYPE_CHECKING:
     from torch import Tensor
 
-_REMEDY = ": retrain this run, or restore the run folder from a backup"
+REMEDY = ": retrain this run, or restore the run folder from a backup"
 _F32_MAX, _F32_TINY = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)
 Name = Annotated[str, Field(min_length=1, max_length=1000)]
 
@@ -143,9 +143,9 @@ def schema_problems(model: type[BaseModel], data: dict[str, Any], limit: int = 1
     return []
 
 
-def _raise(path: Path, problems: list[str]) -> None:
+def raise_damaged(path: Path, problems: list[str]) -> None:
     if problems:
-        raise CheckpointError(f"{path} is damaged or was edited: " + "; ".join(problems) + _REMEDY)
+        raise CheckpointError(f"{path} is damaged or was edited: " + "; ".join(problems) + REMEDY)
 
 
 def _repeated(names: list[str]) -> list[str]:
@@ -222,11 +222,11 @@ def _time_problems(m: dict[str, Any]) -> list[str]:
 
 def check_meta(meta: dict[str, Any], path: Path) -> None:
     """Raise CheckpointError naming every problem of meta.json (types first, then relations)."""
-    _raise(path, schema_problems(RunMeta, meta))
-    _raise(path, _meta_consistency(meta))
+    raise_damaged(path, schema_problems(RunMeta, meta))
+    raise_damaged(path, _meta_consistency(meta))
     if meta.get("intervals") is not None:
-        _raise(path, [f"intervals.{p}" for p in schema_problems(Intervals, meta["intervals"])])
-        _raise(path, _interval_problems(meta["intervals"], meta["horizon"], meta["n_targets"]))
+        raise_damaged(path, [f"intervals.{p}" for p in schema_problems(Intervals, meta["intervals"])])
+        raise_damaged(path, _interval_problems(meta["intervals"], meta["horizon"], meta["n_targets"]))
 
 
 def _interval_problems(iv: dict[str, Any], H: int, T: int) -> list[str]:
@@ -246,7 +246,7 @@ def _interval_problems(iv: dict[str, Any], H: int, T: int) -> list[str]:
 
 def check_scaler(scaler: dict[str, Any], meta: dict[str, Any], path: Path) -> dict[str, Any]:
     """scaler.json checked against meta.json; returns it with mean/std as float64 arrays (S, C)."""
-    _raise(path, schema_problems(ScalerFile, scaler))
+    raise_damaged(path, schema_problems(ScalerFile, scaler))
     problems = []
     if scaler["ids"] != meta["ids"]:
         problems.append(f"ids {short(scaler['ids'])} differ from meta.json's {short(meta['ids'])}")
@@ -256,7 +256,7 @@ def check_scaler(scaler: dict[str, Any], meta: dict[str, Any], path: Path) -> di
     for key in ("mean", "std"):
         if len(scaler[key]) != shape[0] or any(len(row) != shape[1] for row in scaler[key]):
             problems.append(f"{key} must be {shape[0]} rows of {shape[1]} values (series x channels)")
-    _raise(path, problems)
+    raise_damaged(path, problems)
     mean, std = np.asarray(scaler["mean"], dtype=np.float64), np.asarray(scaler["std"], dtype=np.float64)
     for key, values, bad, need in (
             ("std", std, ~(std > 0), "> 0 (it divides the inputs)"),
@@ -267,8 +267,8 @@ def check_scaler(scaler: dict[str, Any], meta: dict[str, Any], path: Path) -> di
         where = np.argwhere(bad)
         if where.size:
             i, j = where[0]
-            _raise(path, [f"{key} must be {need}, got {values[i, j]} for series {short(meta['ids'][i])} channel "
-                          f"{short(meta['channels'][j])}"])
+            raise_damaged(path, [f"{key} must be {need}, got {values[i, j]} for series {short(meta['ids'][i])} "
+                                 f"channel {short(meta['channels'][j])}"])
     return {**scaler, "mean": mean, "std": std}
 
 
@@ -278,7 +278,7 @@ def check_weights(state: dict[str, Tensor], path: Path) -> None:
 
     wrong = [f"{name} is {t.dtype}" for name, t in state.items() if t.dtype != torch.float32]
     if wrong:
-        _raise(path, [f"{len(wrong)} tensors are not torch.float32 ({', '.join(wrong[:3])})"])
+        raise_damaged(path, [f"{len(wrong)} tensors are not torch.float32 ({', '.join(wrong[:3])})"])
     bad = [name for name, t in state.items() if not bool(torch.isfinite(t).all())]
     if bad:
-        _raise(path, [f"{len(bad)} tensors hold NaN or infinite values ({', '.join(bad[:3])})"])
+        raise_damaged(path, [f"{len(bad)} tensors hold NaN or infinite values ({', '.join(bad[:3])})"])
