@@ -179,17 +179,26 @@ def long_table(series: list[Series]):
                          "y": np.concatenate([s.x for s in series])})
 
 
-def lstm_task(task: tuple[str, int, tuple[str, ...], list[tuple[str, list[float], int, int]]]) -> dict:
-    """lstmcast's defaults on one subset as a long table: forecasts per id, fit and predict seconds."""
+def lstm_task(task: tuple[str, int, tuple[str, ...], list[tuple[str, list[float], int, int]]]
+              | tuple[str, int, tuple[str, ...], list[tuple[str, list[float], int, int]], str]) -> dict:
+    """lstmcast's defaults on one subset as a long table: forecasts per id, fit and predict seconds.
+    A fifth item "auto" (--deseason) fits and forecasts each series divided by its seasonal indices (estimated
+    on its history, ``lstmcast.data.deseason``) and multiplies the forecasts by them back (timed with the fit)."""
     import torch
 
     import lstmcast
+    from lstmcast.data.deseason import deseason, reseason, seasonal_indices
 
-    subset, seed, sets, items = task
+    subset, seed, sets, items = task[:4]
+    mode = task[4] if len(task) > 4 else "none"
     torch.set_num_threads(1)
     logging.getLogger("lstmcast").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
-    series = [Series(sid, np.asarray(x), np.zeros(h), h, p) for sid, x, h, p in items]
+    c_de = time.process_time()
+    indices = {sid: seasonal_indices(np.asarray(x), p) if mode == "auto" else ("none", np.zeros(0))
+               for sid, x, _, p in items}
+    series = [Series(sid, deseason(np.asarray(x), *indices[sid]), np.zeros(h), h, p) for sid, x, h, p in items]
+    de_s = time.process_time() - c_de
     df = long_table(series)
     h, period = series[0].h, series[0].period
     try:
@@ -202,10 +211,14 @@ def lstm_task(task: tuple[str, int, tuple[str, ...], list[tuple[str, list[float]
         cpu_s = time.process_time() - c0
     except Exception as exc:  # noqa: BLE001 - a refused table is a result to report
         return {"subset": subset, "seed": seed, "error": f"{type(exc).__name__}: {str(exc)[:600]}"}
-    forecasts = {str(k): g.sort_values("time")["y"].astype("float64").tolist() for k, g in pred.groupby("id")}
+    lengths = {sid: len(x) for sid, x, _, _ in items}
+    forecasts = {str(k): reseason(g.sort_values("time")["y"].to_numpy("float64"), *indices[str(k)],
+                                  start=lengths[str(k)]).tolist() for k, g in pred.groupby("id")}
     cfg = fc.config_
-    return {"subset": subset, "seed": seed, "forecasts": forecasts, "fit_s": fit_s, "predict_s": predict_s,
-            "seconds": fit_s + predict_s, "cpu_s": cpu_s, "epochs": len(fc.history_),
+    extra = {"deseason": {"mode": mode, **{k: sum(1 for v in indices.values() if v[0] == k)
+                                          for k in ("multiplicative", "additive", "none")}}} if mode != "none" else {}
+    return {"subset": subset, "seed": seed, "forecasts": forecasts, "fit_s": fit_s + de_s, "predict_s": predict_s,
+            "seconds": fit_s + de_s + predict_s, "cpu_s": cpu_s + de_s, "epochs": len(fc.history_), **extra,
             "resolved": {"window": cfg.data.window, "hidden_size": cfg.model.hidden_size,
                          "batch_size": cfg.train.batch_size, "num_layers": cfg.model.num_layers}}
 
@@ -371,6 +384,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="dotted lstmcast config override for every fit (YAML scalar), repeatable")
+    ap.add_argument("--deseason", choices=("none", "auto"), default="none",
+                    help="auto: lstmcast fits each series divided by its seasonal indices (classical decomposition "
+                         "of its history; series with >= 2 seasons) and its forecasts are multiplied back")
     ap.add_argument("--no-classical", action="store_true", help="skip statsforecast (naive methods only)")
     ap.add_argument("--no-lstm", action="store_true", help="skip lstmcast (fill a --reuse file of classical fits)")
     ap.add_argument("--reuse", help="classical forecasts and timings from an earlier JSON of this script")
@@ -414,13 +430,15 @@ def main(argv: list[str] | None = None) -> int:
                             for m in CLASSICAL}
         print(f"classical methods done in {time.perf_counter() - t_start:.0f} s "
               f"({sum(len(v) for v in todo.values())} series fitted, the rest reused)", flush=True)
-    tasks = [(n, seed, tuple(args.sets), [(s.sid, s.x.tolist(), s.h, s.period) for s in ss])
+    tasks = [(n, seed, tuple(args.sets), [(s.sid, s.x.tolist(), s.h, s.period) for s in ss],
+              *((args.deseason,) if args.deseason != "none" else ()))
              for n, ss in subsets.items() for seed in args.seed_list] if not args.no_lstm else []
     runs: dict[str, list[dict]] = {}
     if args.reuse_lstm:  # lstmcast fits of an earlier run of this script (the same series, seeds and --set)
         earlier = json.loads(Path(args.reuse_lstm).read_text())
-        if earlier["args"]["sets"] != args.sets:
-            raise SystemExit(f"--reuse-lstm: {args.reuse_lstm} was run with --set {earlier['args']['sets']}")
+        if earlier["args"]["sets"] != args.sets or earlier["args"].get("deseason", "none") != args.deseason:
+            raise SystemExit(f"--reuse-lstm: {args.reuse_lstm} was run with --set {earlier['args']['sets']}, "
+                             f"--deseason {earlier['args'].get('deseason', 'none')}")
         for r in earlier["lstm_runs"]:
             if r["subset"] in subsets and r["seed"] in args.seed_list:
                 runs.setdefault(r["subset"], []).append(r)
