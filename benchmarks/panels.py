@@ -182,12 +182,12 @@ def long_table(series: list[Series]):
 def lstm_task(task: tuple[str, int, tuple[str, ...], list[tuple[str, list[float], int, int]]]
               | tuple[str, int, tuple[str, ...], list[tuple[str, list[float], int, int]], str]) -> dict:
     """lstmcast's defaults on one subset as a long table: forecasts per id, fit and predict seconds.
-    A fifth item "auto" (--deseason) fits and forecasts each series divided by its seasonal indices (estimated
+    A fifth item "auto" or "tested" (--deseason) fits and forecasts each series divided by its seasonal indices (estimated
     on its history, ``lstmcast.data.deseason``) and multiplies the forecasts by them back (timed with the fit)."""
     import torch
 
     import lstmcast
-    from lstmcast.data.deseason import deseason, reseason, seasonal_indices
+    from lstmcast.data.deseason import deseason, is_seasonal, reseason, seasonal_indices
 
     subset, seed, sets, items = task[:4]
     mode = task[4] if len(task) > 4 else "none"
@@ -195,7 +195,8 @@ def lstm_task(task: tuple[str, int, tuple[str, ...], list[tuple[str, list[float]
     logging.getLogger("lstmcast").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
     c_de = time.process_time()
-    indices = {sid: seasonal_indices(np.asarray(x), p) if mode == "auto" else ("none", np.zeros(0))
+    indices = {sid: seasonal_indices(np.asarray(x), p)
+               if mode == "auto" or (mode == "tested" and is_seasonal(np.asarray(x), p)) else ("none", np.zeros(0))
                for sid, x, _, p in items}
     series = [Series(sid, deseason(np.asarray(x), *indices[sid]), np.zeros(h), h, p) for sid, x, h, p in items]
     de_s = time.process_time() - c_de
@@ -384,9 +385,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="dotted lstmcast config override for every fit (YAML scalar), repeatable")
-    ap.add_argument("--deseason", choices=("none", "auto"), default="none",
+    ap.add_argument("--deseason", choices=("none", "auto", "tested"), default="none",
                     help="auto: lstmcast fits each series divided by its seasonal indices (classical decomposition "
-                         "of its history; series with >= 2 seasons) and its forecasts are multiplied back")
+                         "of its history; series with >= 2 seasons) and its forecasts are multiplied back; tested: "
+                         "only the series that pass the M4 seasonality test (lag-season autocorrelation, 90%%)")
     ap.add_argument("--no-classical", action="store_true", help="skip statsforecast (naive methods only)")
     ap.add_argument("--no-lstm", action="store_true", help="skip lstmcast (fill a --reuse file of classical fits)")
     ap.add_argument("--reuse", help="classical forecasts and timings from an earlier JSON of this script")

@@ -60,3 +60,13 @@ def test_a_position_with_no_finite_point_gets_none():
     y = seasonal(24, 4)
     y[2::4] = np.nan
     assert seasonal_indices(y, 4)[0] == "none"
+
+
+def test_the_m4_seasonality_test_passes_a_seasonal_series_and_fails_noise_and_short_ones():
+    from lstmcast.data.deseason import is_seasonal
+
+    t = np.arange(60)
+    assert is_seasonal(100 + 10 * np.sin(2 * np.pi * t / 12) + np.random.default_rng(3).standard_normal(60), 12)
+    assert not is_seasonal(np.random.default_rng(3).standard_normal(60) + 100, 12)
+    assert not is_seasonal(seasonal(35, 12), 12)  # under three seasons
+    assert not is_seasonal(seasonal(60, 1), 1) and not is_seasonal(np.full(60, 5.0), 12)

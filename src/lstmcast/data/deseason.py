@@ -59,6 +59,23 @@ def seasonal_indices(y: np.ndarray, season: int | None) -> tuple[Kind, np.ndarra
     return kind, idx - idx.mean()
 
 
+def is_seasonal(y: np.ndarray, season: int | None, z: float = 1.645) -> bool:
+    """The M4 competition's seasonality test (its Theta benchmarks'): the autocorrelation at lag ``season`` is
+    beyond ``z`` (90%, one-sided) times its Bartlett standard error, sqrt((1 + 2 sum_{k<m} r_k^2) / n). False for
+    a season <= 1, fewer than three seasons of points, missing values or a constant series."""
+    m = int(season or 1)
+    y = np.asarray(y, dtype=np.float64)
+    n = len(y)
+    if m <= 1 or n < 3 * m or not np.isfinite(y).all():
+        return False
+    d = y - y.mean()
+    denom = float(d @ d)
+    if denom <= 0:
+        return False
+    r = np.array([float(d[k:] @ d[:n - k]) / denom for k in range(1, m + 1)])
+    return bool(abs(r[-1]) > z * np.sqrt((1 + 2 * float(np.sum(r[:-1] ** 2))) / n))
+
+
 def _at(idx: np.ndarray, start: int, n: int) -> np.ndarray:
     return idx[(start + np.arange(n)) % len(idx)]
 
