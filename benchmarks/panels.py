@@ -30,13 +30,18 @@ Metrics per subset (the mean over its series of each series' score):
   AutoARIMA on that subset).
 
 Usage: python benchmarks/panels.py [--quick] [--smoke] [--subsets a,b] [--series N] [--seeds 0,1,2]
-                                   [--set KEY=VALUE ...] [--reuse PATH] [--jobs N] [--json PATH] [--md PATH]
+                                   [--set KEY=VALUE ...] [--deseason none|auto|tested|recent] [--reuse PATH]
+                                   [--jobs N] [--json PATH] [--md PATH]
 --quick: seed 0 and a fixed sample of 60 series per subset (--series N to change it); the full run is every series.
 --smoke: 12 series of tourism_yearly, seed 0, lstmcast with train.max_epochs=2, statsforecast only if installed
          (< 60 s; what CI runs).
 --reuse: take the classical forecasts from an earlier JSON of this script for the same series (lstmcast
          experiments without refitting AutoARIMA); their timings are reused too, and the JSON says so.
 --reuse-lstm: the same for lstmcast's fits (seeds found there are not refitted; the --set must match).
+--deseason: an experiment (issue 20, measured not to help: README "Panels: Tourism and M1"): lstmcast fits each
+         series divided by its seasonal indices (lstmcast.data.deseason: classical decomposition of its history,
+         series with >= 2 seasons; tested: only those passing the M4 seasonality test; recent: indices from the
+         last 3 seasons) and its forecasts are multiplied by the indices continued into the horizon.
 --min-length: keep only series with at least this many history points (development only: every method gets the
          same series).
 """
@@ -182,8 +187,9 @@ def long_table(series: list[Series]):
 def lstm_task(task: tuple[str, int, tuple[str, ...], list[tuple[str, list[float], int, int]]]
               | tuple[str, int, tuple[str, ...], list[tuple[str, list[float], int, int]], str]) -> dict:
     """lstmcast's defaults on one subset as a long table: forecasts per id, fit and predict seconds.
-    A fifth item "auto" or "tested" (--deseason) fits and forecasts each series divided by its seasonal indices (estimated
-    on its history, ``lstmcast.data.deseason``) and multiplies the forecasts by them back (timed with the fit)."""
+    A fifth item "auto", "tested" or "recent" (--deseason) fits and forecasts each series divided by its seasonal
+    indices (estimated on its history, ``lstmcast.data.deseason``) and multiplies the forecasts by them back (timed
+    with the fit)."""
     import torch
 
     import lstmcast
@@ -195,9 +201,10 @@ def lstm_task(task: tuple[str, int, tuple[str, ...], list[tuple[str, list[float]
     logging.getLogger("lstmcast").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
     c_de = time.process_time()
-    indices = {sid: seasonal_indices(np.asarray(x), p)
-               if mode == "auto" or (mode == "tested" and is_seasonal(np.asarray(x), p)) else ("none", np.zeros(0))
-               for sid, x, _, p in items}
+    use = {sid: mode in ("auto", "recent") or (mode == "tested" and is_seasonal(np.asarray(x), p))
+           for sid, x, _, p in items}
+    indices = {sid: seasonal_indices(np.asarray(x), p, 3 if mode == "recent" else None) if use[sid]
+               else ("none", np.zeros(0)) for sid, x, _, p in items}
     series = [Series(sid, deseason(np.asarray(x), *indices[sid]), np.zeros(h), h, p) for sid, x, h, p in items]
     de_s = time.process_time() - c_de
     df = long_table(series)
@@ -385,10 +392,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="dotted lstmcast config override for every fit (YAML scalar), repeatable")
-    ap.add_argument("--deseason", choices=("none", "auto", "tested"), default="none",
+    ap.add_argument("--deseason", choices=("none", "auto", "tested", "recent"), default="none",
                     help="auto: lstmcast fits each series divided by its seasonal indices (classical decomposition "
                          "of its history; series with >= 2 seasons) and its forecasts are multiplied back; tested: "
-                         "only the series that pass the M4 seasonality test (lag-season autocorrelation, 90%%)")
+                         "only the series that pass the M4 seasonality test (lag-season autocorrelation, 90%%); "
+                         "recent: auto with indices from each series' last 3 seasons")
     ap.add_argument("--no-classical", action="store_true", help="skip statsforecast (naive methods only)")
     ap.add_argument("--no-lstm", action="store_true", help="skip lstmcast (fill a --reuse file of classical fits)")
     ap.add_argument("--reuse", help="classical forecasts and timings from an earlier JSON of this script")

@@ -70,3 +70,12 @@ def test_the_m4_seasonality_test_passes_a_seasonal_series_and_fails_noise_and_sh
     assert not is_seasonal(np.random.default_rng(3).standard_normal(60) + 100, 12)
     assert not is_seasonal(seasonal(35, 12), 12)  # under three seasons
     assert not is_seasonal(seasonal(60, 1), 1) and not is_seasonal(np.full(60, 5.0), 12)
+
+
+def test_recent_indices_follow_a_season_that_changed():
+    old, new = np.array([0.5, 1.5, 1.0, 1.0]), np.array([1.0, 1.0, 0.5, 1.5])
+    y = 100.0 * np.concatenate([np.resize(old, 40), np.resize(new, 20)])  # the pattern moves after 10 seasons
+    kind, every = seasonal_indices(y, 4)
+    kind, recent = seasonal_indices(y, 4, recent=3)
+    np.testing.assert_allclose(recent, new, atol=1e-9)  # the last 3 seasons of ratios are all the new pattern
+    assert np.abs(every - new).max() > 0.2  # all of them mix both

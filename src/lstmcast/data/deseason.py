@@ -27,10 +27,11 @@ import numpy as np
 Kind = Literal["none", "multiplicative", "additive"]
 
 
-def seasonal_indices(y: np.ndarray, season: int | None) -> tuple[Kind, np.ndarray]:
+def seasonal_indices(y: np.ndarray, season: int | None, recent: int | None = None) -> tuple[Kind, np.ndarray]:
     """(kind, indices (season,)) of the 1-D ``y``; index p belongs to the points ``t % season == p`` (t counted
     from y[0]). ``("none", [])`` for a season <= 1, fewer than two seasons of points, or a position with no
-    finite ratio to the trend."""
+    finite ratio to the trend. ``recent``: average only the last ``recent`` seasons of ratios (a season that
+    changes over time), else all of them."""
     m = int(season or 1)
     y = np.asarray(y, dtype=np.float64)
     if m <= 1 or len(y) < 2 * m or np.isfinite(y).sum() < 2 * m:
@@ -48,6 +49,8 @@ def seasonal_indices(y: np.ndarray, season: int | None) -> tuple[Kind, np.ndarra
         ratio = y / trend if kind == "multiplicative" else y - trend
     pos = np.arange(len(y)) % m
     ok = np.isfinite(ratio) & ((trend > 0) if kind == "multiplicative" else True)
+    if recent is not None:
+        ok &= np.arange(len(y)) >= len(y) - half - recent * m
     count = np.bincount(pos[ok], minlength=m)
     if (count == 0).any():
         return "none", np.zeros(0)
