@@ -30,13 +30,18 @@ Metrics per subset (the mean over its series of each series' score):
   AutoARIMA on that subset).
 
 Usage: python benchmarks/panels.py [--quick] [--smoke] [--subsets a,b] [--series N] [--seeds 0,1,2]
-                                   [--set KEY=VALUE ...] [--reuse PATH] [--jobs N] [--json PATH] [--md PATH]
+                                   [--set KEY=VALUE ...] [--deseason none|auto|tested|recent] [--reuse PATH]
+                                   [--jobs N] [--json PATH] [--md PATH]
 --quick: seed 0 and a fixed sample of 60 series per subset (--series N to change it); the full run is every series.
 --smoke: 12 series of tourism_yearly, seed 0, lstmcast with train.max_epochs=2, statsforecast only if installed
          (< 60 s; what CI runs).
 --reuse: take the classical forecasts from an earlier JSON of this script for the same series (lstmcast
          experiments without refitting AutoARIMA); their timings are reused too, and the JSON says so.
 --reuse-lstm: the same for lstmcast's fits (seeds found there are not refitted; the --set must match).
+--deseason: an experiment (issue 20, measured not to help: README "Panels: Tourism and M1"): lstmcast fits each
+         series divided by its seasonal indices (lstmcast.data.deseason: classical decomposition of its history,
+         series with >= 2 seasons; tested: only those passing the M4 seasonality test; recent: indices from the
+         last 3 seasons) and its forecasts are multiplied by the indices continued into the horizon.
 --min-length: keep only series with at least this many history points (development only: every method gets the
          same series).
 """
@@ -179,17 +184,29 @@ def long_table(series: list[Series]):
                          "y": np.concatenate([s.x for s in series])})
 
 
-def lstm_task(task: tuple[str, int, tuple[str, ...], list[tuple[str, list[float], int, int]]]) -> dict:
-    """lstmcast's defaults on one subset as a long table: forecasts per id, fit and predict seconds."""
+def lstm_task(task: tuple[str, int, tuple[str, ...], list[tuple[str, list[float], int, int]]]
+              | tuple[str, int, tuple[str, ...], list[tuple[str, list[float], int, int]], str]) -> dict:
+    """lstmcast's defaults on one subset as a long table: forecasts per id, fit and predict seconds.
+    A fifth item "auto", "tested" or "recent" (--deseason) fits and forecasts each series divided by its seasonal
+    indices (estimated on its history, ``lstmcast.data.deseason``) and multiplies the forecasts by them back (timed
+    with the fit)."""
     import torch
 
     import lstmcast
+    from lstmcast.data.deseason import deseason, is_seasonal, reseason, seasonal_indices
 
-    subset, seed, sets, items = task
+    subset, seed, sets, items = task[:4]
+    mode = task[4] if len(task) > 4 else "none"
     torch.set_num_threads(1)
     logging.getLogger("lstmcast").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
-    series = [Series(sid, np.asarray(x), np.zeros(h), h, p) for sid, x, h, p in items]
+    c_de = time.process_time()
+    use = {sid: mode in ("auto", "recent") or (mode == "tested" and is_seasonal(np.asarray(x), p))
+           for sid, x, _, p in items}
+    indices = {sid: seasonal_indices(np.asarray(x), p, 3 if mode == "recent" else None) if use[sid]
+               else ("none", np.zeros(0)) for sid, x, _, p in items}
+    series = [Series(sid, deseason(np.asarray(x), *indices[sid]), np.zeros(h), h, p) for sid, x, h, p in items]
+    de_s = time.process_time() - c_de
     df = long_table(series)
     h, period = series[0].h, series[0].period
     try:
@@ -202,10 +219,14 @@ def lstm_task(task: tuple[str, int, tuple[str, ...], list[tuple[str, list[float]
         cpu_s = time.process_time() - c0
     except Exception as exc:  # noqa: BLE001 - a refused table is a result to report
         return {"subset": subset, "seed": seed, "error": f"{type(exc).__name__}: {str(exc)[:600]}"}
-    forecasts = {str(k): g.sort_values("time")["y"].astype("float64").tolist() for k, g in pred.groupby("id")}
+    lengths = {sid: len(x) for sid, x, _, _ in items}
+    forecasts = {str(k): reseason(g.sort_values("time")["y"].to_numpy("float64"), *indices[str(k)],
+                                  start=lengths[str(k)]).tolist() for k, g in pred.groupby("id")}
     cfg = fc.config_
-    return {"subset": subset, "seed": seed, "forecasts": forecasts, "fit_s": fit_s, "predict_s": predict_s,
-            "seconds": fit_s + predict_s, "cpu_s": cpu_s, "epochs": len(fc.history_),
+    extra = {"deseason": {"mode": mode, **{k: sum(1 for v in indices.values() if v[0] == k)
+                                          for k in ("multiplicative", "additive", "none")}}} if mode != "none" else {}
+    return {"subset": subset, "seed": seed, "forecasts": forecasts, "fit_s": fit_s + de_s, "predict_s": predict_s,
+            "seconds": fit_s + de_s + predict_s, "cpu_s": cpu_s + de_s, "epochs": len(fc.history_), **extra,
             "resolved": {"window": cfg.data.window, "hidden_size": cfg.model.hidden_size,
                          "batch_size": cfg.train.batch_size, "num_layers": cfg.model.num_layers}}
 
@@ -371,6 +392,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="dotted lstmcast config override for every fit (YAML scalar), repeatable")
+    ap.add_argument("--deseason", choices=("none", "auto", "tested", "recent"), default="none",
+                    help="auto: lstmcast fits each series divided by its seasonal indices (classical decomposition "
+                         "of its history; series with >= 2 seasons) and its forecasts are multiplied back; tested: "
+                         "only the series that pass the M4 seasonality test (lag-season autocorrelation, 90%%); "
+                         "recent: auto with indices from each series' last 3 seasons")
     ap.add_argument("--no-classical", action="store_true", help="skip statsforecast (naive methods only)")
     ap.add_argument("--no-lstm", action="store_true", help="skip lstmcast (fill a --reuse file of classical fits)")
     ap.add_argument("--reuse", help="classical forecasts and timings from an earlier JSON of this script")
@@ -414,13 +440,15 @@ def main(argv: list[str] | None = None) -> int:
                             for m in CLASSICAL}
         print(f"classical methods done in {time.perf_counter() - t_start:.0f} s "
               f"({sum(len(v) for v in todo.values())} series fitted, the rest reused)", flush=True)
-    tasks = [(n, seed, tuple(args.sets), [(s.sid, s.x.tolist(), s.h, s.period) for s in ss])
+    tasks = [(n, seed, tuple(args.sets), [(s.sid, s.x.tolist(), s.h, s.period) for s in ss],
+              *((args.deseason,) if args.deseason != "none" else ()))
              for n, ss in subsets.items() for seed in args.seed_list] if not args.no_lstm else []
     runs: dict[str, list[dict]] = {}
     if args.reuse_lstm:  # lstmcast fits of an earlier run of this script (the same series, seeds and --set)
         earlier = json.loads(Path(args.reuse_lstm).read_text())
-        if earlier["args"]["sets"] != args.sets:
-            raise SystemExit(f"--reuse-lstm: {args.reuse_lstm} was run with --set {earlier['args']['sets']}")
+        if earlier["args"]["sets"] != args.sets or earlier["args"].get("deseason", "none") != args.deseason:
+            raise SystemExit(f"--reuse-lstm: {args.reuse_lstm} was run with --set {earlier['args']['sets']}, "
+                             f"--deseason {earlier['args'].get('deseason', 'none')}")
         for r in earlier["lstm_runs"]:
             if r["subset"] in subsets and r["seed"] in args.seed_list:
                 runs.setdefault(r["subset"], []).append(r)
