@@ -39,7 +39,7 @@ Usage: python benchmarks/panels.py [--quick] [--smoke] [--subsets a,b] [--series
          experiments without refitting AutoARIMA); their timings are reused too, and the JSON says so.
 --reuse-lstm: the same for lstmcast's fits (seeds found there are not refitted; the --set must match).
 --deseason: an experiment (issue 20, measured not to help: README "Panels: Tourism and M1"): lstmcast fits each
-         series divided by its seasonal indices (lstmcast.data.deseason: classical decomposition of its history,
+         series divided by its seasonal indices (benchmarks/_panels_deseason.py: classical decomposition of its history,
          series with >= 2 seasons; tested: only those passing the M4 seasonality test; recent: indices from the
          last 3 seasons) and its forecasts are multiplied by the indices continued into the horizon.
 --min-length: keep only series with at least this many history points (development only: every method gets the
@@ -188,12 +188,13 @@ def lstm_task(task: tuple[str, int, tuple[str, ...], list[tuple[str, list[float]
               | tuple[str, int, tuple[str, ...], list[tuple[str, list[float], int, int]], str]) -> dict:
     """lstmcast's defaults on one subset as a long table: forecasts per id, fit and predict seconds.
     A fifth item "auto", "tested" or "recent" (--deseason) fits and forecasts each series divided by its seasonal
-    indices (estimated on its history, ``lstmcast.data.deseason``) and multiplies the forecasts by them back (timed
-    with the fit)."""
+    indices (estimated on its history, ``benchmarks/_panels_deseason.py``) and multiplies the forecasts by them back
+    (timed with the fit)."""
     import torch
 
     import lstmcast
-    from lstmcast.data.deseason import deseason, is_seasonal, reseason, seasonal_indices
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper module next to this file (spawned workers)
+    from _panels_deseason import deseason, is_seasonal, reseason, seasonal_indices
 
     subset, seed, sets, items = task[:4]
     mode = task[4] if len(task) > 4 else "none"

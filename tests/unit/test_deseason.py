@@ -1,13 +1,18 @@
-"""Issue 20's ES-RNN-style seasonal normalisation (lstmcast.data.deseason): classical decomposition indices per
-series, removed before the model and put back on the forecast; none for series shorter than two seasons."""
+"""Issue 20's ES-RNN-style seasonal normalisation (benchmarks/_panels_deseason.py, an experiment measured not to
+help): classical decomposition indices per series, removed before the model and put back on the forecast; none
+for series shorter than two seasons."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lstmcast.data.deseason import deseason, reseason, seasonal_indices
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from _panels_deseason import deseason, reseason, seasonal_indices
 
 
 def seasonal(n: int, m: int, level: float = 100.0, seed: int = 0) -> np.ndarray:
@@ -63,7 +68,7 @@ def test_a_position_with_no_finite_point_gets_none():
 
 
 def test_the_m4_seasonality_test_passes_a_seasonal_series_and_fails_noise_and_short_ones():
-    from lstmcast.data.deseason import is_seasonal
+    from _panels_deseason import is_seasonal
 
     t = np.arange(60)
     assert is_seasonal(100 + 10 * np.sin(2 * np.pi * t / 12) + np.random.default_rng(3).standard_normal(60), 12)
