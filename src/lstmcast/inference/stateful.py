@@ -60,10 +60,11 @@ def time_kind(meta: RunMeta) -> str:
 def empty_states(model: LSTMForecaster, meta: RunMeta) -> CarriedStates:
     D = model.num_directions
     return CarriedStates.empty(model.num_layers * D, model.hidden_size, D * model.hidden_size,
-                               len(_channel_count(meta)))
+                               len(channel_names(meta)))
 
 
-def _channel_count(meta: RunMeta) -> list[str]:
+def channel_names(meta: RunMeta) -> list[str]:
+    """The channels a carried state's scaling covers: targets (one "value" wide), features, future features."""
     return (["value"] if meta.layout == "wide" else list(meta.targets)) + list(meta.features) + \
         list(meta.future_features or [])
 
@@ -346,7 +347,7 @@ def forecast(model: LSTMForecaster, states: CarriedStates, meta: RunMeta, future
         seen = slice(None)
     ids = states.ids[seen] if isinstance(seen, slice) else [s for s, k in zip(states.ids, seen.tolist()) if k]
     last = _from_int(states.last_time[seen], meta)
-    C = len(_channel_count(meta))
+    C = len(channel_names(meta))
     series = SeriesSet(ids=ids, times=[last[i:i + 1] for i in range(len(ids))],
                        values=[np.zeros((1, C), np.float32)] * len(ids), targets=list(meta.targets),
                        features=list(meta.features), freq=meta.freq, time_col=meta.time_col, id_col=meta.id_col,

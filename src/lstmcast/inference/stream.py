@@ -68,7 +68,7 @@ def carried(model: LSTMForecaster, meta: RunMeta, scaler: dict[str, np.ndarray],
     if folder is not None:
         m = model
         states = load_states(folder, model_sha(folder), m.num_layers * m.num_directions, m.hidden_size,
-                             m.num_directions * m.hidden_size, len(stateful._channel_count(meta)),
+                             m.num_directions * m.hidden_size, len(stateful.channel_names(meta)),
                              stateful.time_kind(meta))
     if states is None and history is not None:
         states = stateful.burn_in(model, history(), meta, scaler)
