@@ -10,7 +10,9 @@
    place (target >= 0.5x for the core).
 
 Models are fitted with a token budget (one epoch of a few steps): costs do not depend on the weights.
-Each wall time is the median of ``ROUNDS`` rounds after one warm-up. Ratios come from one run of this script.
+Each wall time is the median of ``ROUNDS`` rounds after one warm-up; in part 1 the two sides alternate within
+each round (one call each) and the mean CPU time of each is printed beside it. Ratios come from one run of this
+script. Part 1 also runs one series without an id column (the single layout: the window predict's own fast path).
 
 Usage: python benchmarks/stateful_stream.py [--quick] [--smoke]
   --quick: 1 and 2,000 series in part 1, 20,000 in part 2; --smoke: a tiny run of every part (seconds).
@@ -27,7 +29,7 @@ import time
 import numpy as np
 
 L, H, HIDDEN, LAYERS = 96, 24, 64, 2
-ROUNDS = 5  # one torch thread (train.threads: 1 below), as benchmarks/quality.py runs its workers
+ROUNDS = 7  # one torch thread (train.threads: 1 below), as benchmarks/quality.py runs its workers
 
 
 def make_table(n_series: int, points: int, seed: int = 0):
@@ -45,9 +47,10 @@ def make_table(n_series: int, points: int, seed: int = 0):
 def fit(table, stateful: bool):
     from lstmcast import Forecaster
 
+    id_col = "id" if "id" in table.columns else None
     model = {"hidden_size": HIDDEN, "num_layers": LAYERS, "dropout": 0.0}
     model.update({"stateful": True} if stateful else {})
-    cfg = {"data": {"time_col": "time", "target": "y", "id_col": "id", "window": L, "horizon": H, "season": 24,
+    cfg = {"data": {"time_col": "time", "target": "y", "id_col": id_col, "window": L, "horizon": H, "season": 24,
                     "calendar": "none"},
            "model": model,
            "train": {"max_epochs": 1, "max_steps_per_epoch": 2, "min_steps": 0, "min_epoch_steps": 1, "refit": False,
@@ -59,7 +62,9 @@ def fit(table, stateful: bool):
 
 
 class StepCounter:
-    """Series x sequence steps through each nn.LSTM of a model, divided by its layers: LSTM steps per layer."""
+    """Series x sequence steps through each nn.LSTM of a model, divided by its layers, plus the fused cell steps
+    (``torch.lstm_cell``, one layer's step of a batch each) that an update of one new row takes instead: LSTM
+    steps per layer."""
 
     def __init__(self, model) -> None:
         import torch
@@ -68,6 +73,12 @@ class StepCounter:
         self.lstms = [m for m in model.modules() if isinstance(m, torch.nn.LSTM)]
         self.layers = sum(m.num_layers for m in self.lstms)
         self.handles = [m.register_forward_pre_hook(self._hook) for m in self.lstms]
+        self.cell = torch.lstm_cell
+
+        def cell(x, *args):
+            self.steps += int(x.shape[0])
+            return self.cell(x, *args)
+        torch.lstm_cell = cell
 
     def _hook(self, module, args) -> None:
         x = args[0]
@@ -77,6 +88,9 @@ class StepCounter:
         return self.steps / self.layers
 
     def close(self) -> None:
+        import torch
+
+        torch.lstm_cell = self.cell
         for h in self.handles:
             h.remove()
 
@@ -91,27 +105,41 @@ def timed(fn) -> float:
     return statistics.median(out)
 
 
-def per_observation(n_series: int, history: int) -> dict:
-    """Part 1: one new row for each of ``n_series`` series; window predict vs update + predict."""
-    table = make_table(n_series, history + ROUNDS + 2)
+def interleaved(a, b) -> tuple[float, float, float, float]:
+    """Median wall and mean CPU seconds of ``a`` and of ``b``, one call of each a round, alternating which goes
+    first (a loaded machine's slow spells fall on both sides)."""
+    a(), b()  # warm-up
+    wall: dict[int, list[float]] = {0: [], 1: []}
+    cpu = [0.0, 0.0]
+    for r in range(ROUNDS):
+        for k in ((0, 1) if r % 2 == 0 else (1, 0)):
+            fn = (a, b)[k]
+            c0, t0 = time.process_time(), time.perf_counter()
+            fn()
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k] += time.process_time() - c0
+    return statistics.median(wall[0]), statistics.median(wall[1]), cpu[0] / ROUNDS, cpu[1] / ROUNDS
+
+
+def per_observation(n_series: int, history: int, id_col: bool = True) -> dict:
+    """Part 1: one new row for each of ``n_series`` series; window predict vs update + predict. ``id_col`` False:
+    one series in a table without an id column (the single layout, where the window predict has its fast path).
+    The rows of each round are cut from the table before the clock starts (on both sides)."""
+    table = make_table(n_series, history + ROUNDS + 3)
     pos = table.groupby("id").cumcount().to_numpy()
+    if not id_col:
+        table = table.drop(columns="id")
     hist = table[pos < history]
     win, st = fit(hist, False), fit(hist, True)
     st.predict()  # the carried states after the history (built once, as `lstmcast train` leaves them)
-    step = [history]
-
-    def new_rows():
-        rows = table[pos == step[0]]
-        step[0] += 1
-        return rows
-
+    rounds = iter([table[pos == k] for k in range(history, history + ROUNDS + 3)])
     recent = table[(pos >= history - L + 1) & (pos <= history)]  # the window model's input after one new row
 
     def window_predict():
         win.predict(recent)
 
     def stream():
-        st.update(new_rows())
+        st.update(next(rounds))
         st.predict()
     count = StepCounter(win.model_)
     window_predict()
@@ -121,8 +149,9 @@ def per_observation(n_series: int, history: int) -> dict:
     stream()
     s_steps = count.per_layer() / n_series
     count.close()
-    w_s, s_s = timed(window_predict), timed(stream)
-    return {"series": n_series, "window_steps": w_steps, "stream_steps": s_steps, "window_s": w_s, "stream_s": s_s}
+    w_s, s_s, w_cpu, s_cpu = interleaved(window_predict, stream)
+    return {"series": n_series, "window_steps": w_steps, "stream_steps": s_steps, "window_s": w_s, "stream_s": s_s,
+            "window_cpu": w_cpu, "stream_cpu": s_cpu}
 
 
 def updates_per_s(n_series: int) -> dict:
@@ -180,12 +209,14 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores visible; "
           f"hidden {HIDDEN}, {LAYERS} layers, L={L}, H={H}", flush=True)
     print("part 1: per new observation, window predict vs update + predict", flush=True)
-    for n in sizes:
-        r = per_observation(n, 3 * L + 2 * H)
-        print(f"  {r['series']:>6} series: LSTM steps per series {r['window_steps']:.0f} vs {r['stream_steps']:.0f} "
+    for n, id_col in [(1, False)] + [(n, True) for n in sizes]:
+        r = per_observation(n, 3 * L + 2 * H, id_col)
+        label = f"{r['series']:>6} series" + ("" if id_col else " (no id column)")
+        print(f"  {label}: LSTM steps per series {r['window_steps']:.0f} vs {r['stream_steps']:.0f} "
               f"({r['window_steps'] / max(r['stream_steps'], 1e-9):.0f}x fewer, target >= 20x); wall "
               f"{r['window_s'] * 1e3:.1f} ms vs {r['stream_s'] * 1e3:.1f} ms "
-              f"({r['window_s'] / r['stream_s']:.1f}x less, target >= 5x)", flush=True)
+              f"({r['window_s'] / r['stream_s']:.1f}x less, target >= 5x); CPU {r['window_cpu'] * 1e3:.1f} ms vs "
+              f"{r['stream_cpu'] * 1e3:.1f} ms ({r['window_cpu'] / r['stream_cpu']:.1f}x)", flush=True)
     print(f"part 2: updates/s at {big:,} series, one row each", flush=True)
     r = updates_per_s(big)
     print(f"  core {r['core_per_s']:,.0f}/s, public update {r['public_per_s']:,.0f}/s, bare nn.LSTM step "

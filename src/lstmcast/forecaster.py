@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -21,7 +20,7 @@ from lstmcast.data.coverage import series_counts
 from lstmcast.data.io import frame_of_series
 from lstmcast.data.prepare import is_panel, prepare
 from lstmcast.doctor.report import preflight
-from lstmcast.errors import ConfigError, DataError, NotFittedError, short_list
+from lstmcast.errors import ConfigError, DataError, NotFittedError
 from lstmcast.inference.fastpath import fast_series
 from lstmcast.inference.intervals import calibrate
 from lstmcast.inference.predict import forecast_frame, load_new_series
@@ -32,7 +31,6 @@ from lstmcast.run.folder import (
     build_meta,
     build_scaler,
     data_record,
-    read_manifest,
     read_run,
     save_run,
     stored_data_path,
@@ -235,7 +233,7 @@ class Forecaster:
         return forecast_frame(self.model_, self.series(data, fast=True), self.meta_, self.scaler_, future,
                               self.config_)
 
-    # -- the carried state (model.stateful, issue 24; inference/stateful.py) ------------------------------
+    # -- the carried state (model.stateful, issue 24; the bodies in inference/stream.py) ------------------
     def update(self, new_rows: Any, *, persist: bool = True) -> UpdateSummary:
         """Advance each series' carried state by its new observations only, one LSTM step per row.
 
@@ -248,15 +246,13 @@ class Forecaster:
         """
         self._check_fitted("update")
         self._stateful(required="update")
-        from lstmcast.inference import stateful
+        from lstmcast.inference import stateful, stream
 
         series = stateful.read_update(new_rows, self.config_, self.meta_)
-        with _update_lock(self):  # one update at a time: each reads the states the last one left (threads)
-            states, summary = stateful.update(self.model_, self.carried_states(), series, self.meta_, self.scaler_)
-            folder = self.run_.folder if self.run_ is not None else None
-            if persist and folder is not None and summary.rows_applied:
-                self._save_states(folder, states)
-            self.states_ = states  # predict() meanwhile reads the previous states, whole
+        with stream.update_lock(self):  # one update at a time: each reads the states the last one left (threads)
+            # predict() meanwhile reads the previous states, whole
+            self.states_, summary = stream.apply(self.model_, self.carried_states(), series, self.meta_,
+                                                 self.scaler_, self._folder() if persist else None)
         return summary
 
     def predict_state(self, ids: list[str] | None = None, future: Any = None) -> pd.DataFrame:
@@ -264,24 +260,19 @@ class Forecaster:
         are read, never changed (``lstmcast serve`` forecasts a stateful model's series so). A series without
         a state is a DataError naming it."""
         self._stateful(required="predict_state")
-        from lstmcast.inference import stateful
+        from lstmcast.inference import stream
 
-        states = self.carried_states()
-        if ids is not None:
-            known = states.position()
-            unknown = [s for s in ids if s not in known]
-            if unknown:
-                raise DataError(f"no carried state for series {short_list(unknown)}: send their rows to update first")
-            states = states.subset(list(ids))
-        return stateful.forecast(self.model_, states, self.meta_, future, self.config_)
+        return stream.forecast(self.model_, self.carried_states(), self.meta_, self.config_, ids, future)
 
     def save_state(self, path: str | os.PathLike[str] | None = None) -> None:
         """Write the carried states (atomically, a new generation) into ``path`` or the run folder this
         Forecaster was loaded from (``lstmcast serve`` snapshots them so)."""
-        folder = path if path is not None else (self.run_.folder if self.run_ is not None else None)
+        from lstmcast.inference import stream
+
+        folder = path if path is not None else self._folder()
         if folder is None:
             raise ConfigError("save_state() needs a run folder: this Forecaster was not loaded from one (pass path=)")
-        self._save_states(folder, self.carried_states())
+        stream.save(folder, self.carried_states(), self.meta_)
 
     def carried_states(self) -> CarriedStates:
         """The carried states: the last update's, else the run folder's, else a run over the training data."""
@@ -289,43 +280,32 @@ class Forecaster:
         states = getattr(self, "states_", None)
         if states is not None:
             return states
-        from lstmcast.inference import stateful
+        from lstmcast.inference import stream
 
-        folder = self.run_.folder if self.run_ is not None else None
-        if folder is not None:
-            from lstmcast.run.carried import load_states
-
-            m = self.model_
-            states = load_states(folder, _model_sha(folder), m.num_layers * m.num_directions, m.hidden_size,
-                                 m.num_directions * m.hidden_size, len(stateful._channel_count(self.meta_)),
-                                 stateful.time_kind(self.meta_))
-        if states is None and (self.prepared_ is not None or
-                               (folder is not None and self.config_.data.path)):
-            states = stateful.burn_in(self.model_, self.series(None), self.meta_, self.scaler_)
-        self.states_ = states if states is not None else stateful.empty_states(self.model_, self.meta_)
+        folder = self._folder()
+        history = self.prepared_ is not None or (folder is not None and self.config_.data.path)
+        self.states_ = stream.carried(self.model_, self.meta_, self.scaler_, folder,
+                                      (lambda: self.series(None)) if history else None)
         return self.states_
 
     def _stateful(self, required: str | None = None) -> bool:
-        on = bool(getattr(getattr(self.config_, "model", None), "stateful", False))
-        if required and not on:
-            raise ConfigError(f"{required}() needs a model trained with model.stateful: true (this one reads its "
-                              "last window at every predict, from a zero state): retrain with model.stateful: true")
-        return on
+        if required:
+            from lstmcast.inference.stream import require
+
+            require(self.config_, required)
+        return bool(getattr(getattr(self.config_, "model", None), "stateful", False))
 
     def _stateful_predict(self, data: Any, future: Any) -> pd.DataFrame:
-        from lstmcast.inference import stateful
+        from lstmcast.inference import stream
 
         if data is None:
-            states = self.carried_states()
-        else:  # a fresh run over the history given; the carried states are not touched
-            states = stateful.burn_in(self.model_, self.series(data), self.meta_, self.scaler_)
-        return stateful.forecast(self.model_, states, self.meta_, future, self.config_)
+            return stream.forecast(self.model_, self.carried_states(), self.meta_, self.config_, None, future)
+        # a fresh run over the history given; the carried states are not touched
+        return stream.fresh_forecast(self.model_, self.series(data), self.meta_, self.scaler_, self.config_, future)
 
-    def _save_states(self, folder: Any, states: CarriedStates) -> None:
-        from lstmcast.inference.stateful import time_kind
-        from lstmcast.run.carried import save_states
-
-        save_states(folder, states, _model_sha(folder), time_kind(self.meta_))
+    def _folder(self) -> Path | None:
+        """The run folder this Forecaster was loaded from (None: fitted here, or not yet saved)."""
+        return self.run_.folder if self.run_ is not None else None
 
     @property
     def trained(self) -> TrainingReport:
@@ -411,7 +391,7 @@ class Forecaster:
         run = self._fitted("save")
         folder = save_run(path, run.stored(data=self._trained_file_record()))
         if self._stateful():  # the carried states beside the model (run/carried.py)
-            self._save_states(folder, self.carried_states())
+            self.save_state(folder)
         if outputs and self.training_ is None and not run.config.data.path:
             log.warning("%s: model files only: this Forecaster holds no training data to backtest and forecast "
                         "(loaded from a folder fitted on a DataFrame); outputs need fit(data) first", folder)
@@ -486,24 +466,6 @@ def _validation_windows(val: Any, cfg: ForecastConfig, world: World) -> Any:
 
     cap, seed = world.validation_sample(cfg.train.val_windows, cfg.train.seed)
     return validation_sample(val, cap, seed)
-
-
-_LOCKS_GUARD = threading.Lock()
-
-
-def _update_lock(fc: Forecaster) -> Any:
-    """The Forecaster's update lock (made once, under a module lock): concurrent updates of different series
-    (a server's per-series locks) would otherwise each start from the same states and the last one win."""
-    with _LOCKS_GUARD:
-        lock = fc.__dict__.get("_update_lock")
-        if lock is None:
-            lock = fc.__dict__["_update_lock"] = threading.Lock()
-    return lock
-
-
-def _model_sha(folder: Any) -> str:
-    """model.safetensors' sha256 as manifest.json records it: carried states belong to one model."""
-    return str(read_manifest(Path(folder))["sha256"]["model.safetensors"])
 
 
 def load_run(path: str | os.PathLike[str]) -> Forecaster:

@@ -339,3 +339,134 @@ def test_predict_state_of_some_series_reads_their_states_only(fitted):
     pd.testing.assert_frame_equal(one, both[both["id"] == "b"].reset_index(drop=True))
     with pytest.raises(DataError, match="no carried state for series.*zz"):
         fc.predict_state(["zz"])
+
+
+# -- the per-observation fast path (a few series, one new row): equal to the general path ----------------------------
+def _general(monkeypatch) -> None:
+    """Updates as before the fast path: numpy reads off, batched gathers for any number of series, sequence calls."""
+    from lstmcast.inference import carry, stateful
+
+    monkeypatch.setattr(stateful, "fast_update_series", lambda df, meta: None)
+    monkeypatch.setattr(stateful, "FEW_SERIES", 0)
+    monkeypatch.setattr(stateful, "one_step", lambda *args: None)
+    monkeypatch.setattr(carry, "one_step", lambda *args: None)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_one_fused_cell_step_equals_encode_over_one_step(residual, layers):
+    from lstmcast.inference.carry import one_step
+
+    torch.manual_seed(layers)
+    m = LSTMForecaster(3, 1, 4, hidden_size=8, num_layers=layers, residual=residual, window_norm="none").eval()
+    x, h, c = torch.randn(5, 3), torch.randn(layers, 5, 8), torch.randn(layers, 5, 8)
+    with torch.inference_mode():
+        out, (h1, c1) = m.encode(x[:, None], (h, c))
+        o2, h2, c2 = one_step(m, x, h, c)
+    torch.testing.assert_close(o2, out[:, -1], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(h2, h1, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(c2, c1, rtol=1e-6, atol=1e-6)
+    assert one_step(m.train(), x, h, c) is None  # dropout between layers: the caller encodes
+
+
+@pytest.mark.parametrize("ids", [("a",), ("a", "b")])
+def test_few_series_updates_and_forecasts_equal_the_general_path(fitted, monkeypatch, ids):
+    from lstmcast.inference import stateful
+
+    full = _table()
+    fast, general = _fresh(fitted), _fresh(fitted)
+    steps, real = [], stateful.one_step
+    with monkeypatch.context() as mp:
+        mp.setattr(stateful, "one_step", lambda *a: steps.append(1) or real(*a))
+        got = [fast.update(_rows(full, k, k + 1, ids)) for k in range(FIT, FIT + 6)]
+        got.append(fast.update(_rows(full, FIT + 6, FIT + 9, ids)))  # three rows a series: a sequence call
+    assert len(steps) == 6 * len(ids)  # the fused cell stepped each one-row update
+    assert stateful.fast_update_series(_rows(full, FIT, FIT + 1, ids), fitted.meta_) is not None
+    a = fast.predict()
+    with monkeypatch.context() as mp:
+        _general(mp)
+        want = [general.update(_rows(full, k, k + 1, ids)) for k in range(FIT, FIT + 6)]
+        want.append(general.update(_rows(full, FIT + 6, FIT + 9, ids)))
+        b = general.predict()
+    assert got == want
+    sa, sb = fast.carried_states(), general.carried_states()
+    for key in ("h", "c", "out"):
+        torch.testing.assert_close(getattr(sa, key), getattr(sb, key), rtol=1e-6, atol=1e-6)
+    assert sa.last_time.tolist() == sb.last_time.tolist() and sa.rows.tolist() == sb.rows.tolist()
+    assert list(a.columns) == list(b.columns) and a.dtypes.tolist() == b.dtypes.tolist()
+    pd.testing.assert_frame_equal(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_the_fast_path_refuses_with_the_general_paths_messages(fitted, monkeypatch):
+    full = _table()
+    gap = _rows(full, FIT + 1, FIT + 2, ("a",))
+    nan = _rows(full, FIT, FIT + 2, ("a",))
+    nan.loc[1, "y"] = np.nan
+    back = _rows(full, FIT, FIT + 3, ("a",)).iloc[[0, 2, 1]]
+    repeat = _rows(full, FIT, FIT + 1, ("a",)).iloc[[0, 0]]
+
+    def errors() -> list[str]:
+        out = []
+        for bad in (gap, nan, back, repeat):
+            fc = _fresh(fitted)
+            before = fc.carried_states().copy()
+            with pytest.raises(DataError) as err:
+                fc.update(bad)
+            _same(before, fc.carried_states())  # nothing applied
+            out.append(str(err.value))
+        return out
+    fast = errors()
+    with monkeypatch.context() as mp:
+        _general(mp)
+        assert fast == errors()
+    assert "gap" in fast[0] and "missing values" in fast[1]
+    assert "out of time order" in fast[2] and "out of time order" in fast[3]
+
+
+def test_a_single_series_table_takes_the_numpy_read_and_equals_the_general_read(seasonal_df, monkeypatch):
+    from lstmcast.inference import stateful
+
+    cfg = small_config(model={"stateful": True, "hidden_size": 8},
+                       train={"max_epochs": 1, "max_steps_per_epoch": 2, "precision": "fp32", "accel": "eager"})
+    fc = Forecaster(cfg).fit(seasonal_df.iloc[:200], progress=False)
+    rows = seasonal_df.iloc[195:203]
+    fast = stateful.fast_update_series(rows, fc.meta_)
+    assert fast is not None
+    assert stateful.fast_update_series(rows.iloc[[0, 2, 1]], fc.meta_) is None  # out of order: the general path
+    with monkeypatch.context() as mp:
+        mp.setattr(stateful, "fast_update_series", lambda df, meta: None)
+        general = stateful.read_update(rows, fc.config_, fc.meta_)
+    for key in ("ids", "targets", "features", "freq", "time_col", "id_col", "layout", "tz", "future_features",
+                "integer_time"):
+        assert getattr(fast, key) == getattr(general, key), key
+    assert [t.dtype for t in fast.times] == [t.dtype for t in general.times]
+    np.testing.assert_array_equal(fast.times[0], general.times[0])
+    np.testing.assert_array_equal(fast.values[0], general.values[0])
+    assert fast.values[0].dtype == general.values[0].dtype
+
+
+@pytest.mark.parametrize(("freq", "integer"), [("h", False), ("15min", False), ("D", False), ("W", False),
+                                               ("1", True), ("7", True)])
+def test_the_next_grid_time_by_arithmetic_equals_future_times(freq, integer):
+    from lstmcast.data.calendar import future_times
+    from lstmcast.inference.stateful import _as_int, _next_times
+    from lstmcast.run.meta import RunMeta
+
+    meta = RunMeta.model_construct(freq=freq, integer_time=integer, tz=None)
+    last = np.array([0, 10**15, 1_700_000_000 * 10**9], np.int64) if not integer else np.array([0, 5, 10**12])
+    want = [_as_int(future_times(v if integer else np.int64(v).view("datetime64[ns]"), freq, 1, integer))[0]
+            for v in last.tolist()]
+    assert _next_times(last, meta).tolist() == want
+
+
+def test_the_forecast_frame_with_the_horizon_stamps_equals_the_frame_that_computes_them(fitted, monkeypatch):
+    from lstmcast.inference import frames, stateful
+
+    fc = _fresh(fitted)
+    got = fc.predict()
+    real = frames.forecast_table
+    monkeypatch.setattr(stateful, "forecast_table", lambda series, meta, y, qs, levels, stamps=None:
+                        real(series, meta, y, qs, levels))
+    want = fc.predict()
+    assert got.dtypes.tolist() == want.dtypes.tolist()
+    pd.testing.assert_frame_equal(got, want)

@@ -62,3 +62,29 @@ def origin_forecasts(model: LSTMForecaster, series: SeriesSet, meta: RunMeta, me
         where = starts[np.searchsorted(present, sidx)] + origins - 1  # the row before each origin
         fut = None if future is None else torch.from_numpy(np.ascontiguousarray(future, dtype=np.float32))
         return model.forecast_from(outs[torch.from_numpy(where)], fut).numpy()
+
+
+def one_step(model: LSTMForecaster, x: torch.Tensor, h: torch.Tensor,
+             c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """``model.encode`` over one step, x (B, F) from h, c (layers, B, hidden), with PyTorch's fused LSTM cell a
+    layer: the top layer's output (B, hidden) and the new h, c; None where the stack is not a plain eval-mode
+    one (the caller encodes). On the CPU a sequence call of nn.LSTM costs ~0.4 ms before its first step (oneDNN
+    sets the sequence up), ~4x a 2-layer cell step of hidden 64: what one new row of a series pays. Equal to
+    encode to float rounding (the cell is PyTorch's native kernel, the sequence call may be oneDNN's)."""
+    if model.training or model.bidirectional or model.statics.width:
+        return None
+    stack = list(zip(model.layers, model.projs)) if model.residual else [(model.lstm, None)]
+    hs, cs, k = [], [], 0
+    for lstm, proj in stack:
+        if lstm.proj_size or lstm.bidirectional or lstm.weight_ih_l0.dtype != x.dtype:
+            return None
+        inp = x
+        for layer in range(lstm.num_layers):
+            hk, ck = torch.lstm_cell(inp, (h[k], c[k]), getattr(lstm, f"weight_ih_l{layer}"),
+                                     getattr(lstm, f"weight_hh_l{layer}"), getattr(lstm, f"bias_ih_l{layer}", None),
+                                     getattr(lstm, f"bias_hh_l{layer}", None))
+            hs.append(hk)
+            cs.append(ck)
+            inp, k = hk, k + 1
+        x = inp + proj(x) if proj is not None else inp  # a residual layer adds its input's projection
+    return x, torch.stack(hs), torch.stack(cs)

@@ -18,7 +18,8 @@ import torch
 
 from lstmcast.data import transform
 from lstmcast.errors import DataError, short
-from lstmcast.inference.carry import model_rows
+from lstmcast.inference.carry import model_rows, one_step
+from lstmcast.inference.fastpath import one_thread_for_few
 from lstmcast.inference.frames import forecast_table
 from lstmcast.inference.predict import check_compatible, model_inputs, series_scalers
 from lstmcast.model.quantiles import calibrated
@@ -33,7 +34,9 @@ if TYPE_CHECKING:
     from lstmcast.run.meta import RunMeta
 
 STEP_BATCH = 16_384  # series per LSTM call in an update (one step for each is one small GEMM per gate block)
+FEW_SERIES = 4  # an update of at most this many series steps each on its own, without gathering a batch
 _NO_TIME = np.iinfo(np.int64).min
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -57,10 +60,11 @@ def time_kind(meta: RunMeta) -> str:
 def empty_states(model: LSTMForecaster, meta: RunMeta) -> CarriedStates:
     D = model.num_directions
     return CarriedStates.empty(model.num_layers * D, model.hidden_size, D * model.hidden_size,
-                               len(_channel_count(meta)))
+                               len(channel_names(meta)))
 
 
-def _channel_count(meta: RunMeta) -> list[str]:
+def channel_names(meta: RunMeta) -> list[str]:
+    """The channels a carried state's scaling covers: targets (one "value" wide), features, future features."""
     return (["value"] if meta.layout == "wide" else list(meta.targets)) + list(meta.features) + \
         list(meta.future_features or [])
 
@@ -76,13 +80,19 @@ def _from_int(t: np.ndarray, meta: RunMeta) -> np.ndarray:
 def advance(model: LSTMForecaster, states: CarriedStates, rows: list[int], x: np.ndarray,
             counts: np.ndarray) -> None:
     """States ``rows`` advanced in place by their ``counts`` rows of ``x`` (concatenated in ``rows`` order): one
-    LSTM step per row, series with the same number of new rows in one batch."""
+    LSTM step per row, series with the same number of new rows in one batch (up to ``FEW_SERIES`` series: one
+    call each, on plain slices)."""
     if not len(rows):
         return
-    rows_a = np.asarray(rows, dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     xt = torch.from_numpy(x)
-    with torch.inference_mode():
+    with torch.inference_mode(), one_thread_for_few(len(rows)):  # a few series' steps: one thread is faster
+        if len(rows) <= FEW_SERIES:
+            for r, a, n in zip(rows, starts.tolist(), counts.tolist()):
+                if n:
+                    _advance_one(model, states, int(r), xt[a:a + n])
+            return
+        rows_a = np.asarray(rows, dtype=np.int64)
         for n in np.unique(counts).tolist():
             if n == 0:
                 continue
@@ -97,6 +107,19 @@ def advance(model: LSTMForecaster, states: CarriedStates, rows: list[int], x: np
                 states.h[idx] = h.transpose(0, 1)
                 states.c[idx] = c.transpose(0, 1)
                 states.out[idx] = out[:, -1]
+
+
+def _advance_one(model: LSTMForecaster, states: CarriedStates, r: int, x: torch.Tensor) -> None:
+    """State row ``r`` advanced in place by the rows ``x`` (n, F): the batched step of one series, on slices (the
+    index tensors, gathers and scatters of a batch cost more than the step itself for one series)."""
+    h0, c0 = states.h[r:r + 1].transpose(0, 1), states.c[r:r + 1].transpose(0, 1)  # (layers * D, 1, hidden)
+    step = one_step(model, x, h0, c0) if len(x) == 1 else None  # one new row: the fused cells
+    if step is None:
+        out, (h, c) = model.encode(x[None], (h0.contiguous(), c0.contiguous()))  # (1, n, hidden)
+        step = out[:, -1], h, c
+    states.h[r] = step[1][:, 0]
+    states.c[r] = step[2][:, 0]
+    states.out[r] = step[0][0]
 
 
 def burn_in(model: LSTMForecaster, series: SeriesSet, meta: RunMeta, scaler: dict[str, np.ndarray]) -> CarriedStates:
@@ -163,9 +186,13 @@ def _fmt(t: Any) -> str:
 
 
 def _next_times(last: np.ndarray, meta: RunMeta) -> np.ndarray:
-    """The grid step after each last time (int64): computed once per distinct last time."""
-    from lstmcast.data.calendar import future_times
+    """The grid step after each last time (int64): ``last + step`` on a fixed-length grid (as
+    calendar.future_times computes it), else computed once per distinct last time."""
+    from lstmcast.data.calendar import fixed_step_ns, future_times, tick_ns
 
+    step = int(meta.freq) if meta.integer_time else (tick_ns(meta.freq) if meta.tz else fixed_step_ns(meta.freq))
+    if step is not None and step > 0 and bool((last <= np.iinfo(np.int64).max - step).all()):
+        return last + step  # future_times' own arithmetic; past the int64 range it raises the DataError below
     uniq, inv = np.unique(last, return_inverse=True)
     nxt = np.array([_as_int(future_times(_from_int(np.array([u]), meta)[0], meta.freq, 1,
                                          bool(meta.integer_time), meta.tz))[0] for u in uniq.tolist()], np.int64)
@@ -241,53 +268,69 @@ def read_update(source: Any, cfg: ForecastConfig, meta: RunMeta) -> SeriesSet:
 
 
 def fast_update_series(df: pd.DataFrame, meta: RunMeta) -> SeriesSet | None:
-    """The SeriesSet of an already clean long table of new rows (numpy checks, no per-series pandas: the general
-    validation took 27 s for one row of each of 20k series), or None for the general path, which accepts and
-    refuses the same tables and explains. Clean: naive datetime64 times on a fixed step of the training grid,
-    each series' rows in order and on the grid, numeric finite values within float32, no statics."""
+    """The SeriesSet of an already clean table of new rows, long or single (numpy checks, no per-series pandas: the
+    general validation took 27 s for one row of each of 20k series, and ~10 ms for one row of one series), or None
+    for the general path, which accepts and refuses the same tables and explains. Clean: naive datetime64 times
+    on a fixed step of the training grid, each series' rows in order and on the grid, numeric finite values
+    within float32, no statics. Each column is read once (a DataFrame column costs ~20 us)."""
     from lstmcast.data.calendar import fixed_step_ns
     from lstmcast.data.validate import TIME_RANGE, SeriesSet
 
+    long = meta.layout == "long"
+    if meta.layout not in ("long", "single") or meta.tz or meta.integer_time or meta.future_features:
+        return None
     step = fixed_step_ns(meta.freq)
-    if meta.layout != "long" or meta.tz or meta.integer_time or step is None or meta.future_features:
+    cols = [meta.time_col, *([meta.id_col] if long else []), *meta.targets, *meta.features]
+    if step is None or not len(df) or not df.columns.is_unique or not all(c in df.columns for c in cols):
         return None
-    cols = [meta.time_col, meta.id_col, *meta.targets, *meta.features]
-    if not df.columns.is_unique or not all(c in df.columns for c in cols) or not len(df):
-        return None
-    tcol, icol = df[meta.time_col], df[meta.id_col]
-    from pandas.api.types import is_string_dtype
-
-    if tcol.dtype.kind != "M" or getattr(tcol.dtype, "tz", None) is not None or not is_string_dtype(icol):
+    got = [df[c] for c in cols]
+    tcol = got[0]
+    if tcol.dtype.kind != "M" or getattr(tcol.dtype, "tz", None) is not None:
         return None
     raw = tcol.to_numpy()
     lo, hi = TIME_RANGE
     if not (raw.min() >= lo and raw.max() <= hi):
         return None
-    ids_raw = icol.to_numpy()
-    if not all(type(v) is str for v in ids_raw):
-        return None  # mixed ids: the general path reads them as the training did
     t = raw.astype("datetime64[ns]").view(np.int64)
-    uniques, codes = np.unique(ids_raw.astype(str), return_inverse=True)
-    order = np.argsort(codes, kind="stable")
-    c, tt = codes[order], t[order]
+    ids, order, c = _fast_ids(got[1]) if long else ([""], None, np.zeros(len(t), np.int64))
+    if ids is None:
+        return None  # mixed ids: the general path reads them as the training did
+    tt = t if order is None else t[order]
     same = c[1:] == c[:-1]
     if np.any(same & (np.diff(tt) != step)):
         return None  # a gap, a repeat or an out-of-order row: the general path names it
     if (tt[0] - np.datetime64(meta.anchor, "ns").view(np.int64)) % step or np.any(tt % step != tt[0] % step):
         return None
-    values = np.empty((len(df), len(cols) - 2), dtype=np.float32)
-    for j, name in enumerate(cols[2:]):
-        col = df[name]
+    values = np.empty((len(df), len(got) - (2 if long else 1)), dtype=np.float32)
+    for j, col in enumerate(got[2 if long else 1:]):
         if col.dtype.kind not in "fiu":
             return None
-        full = col.to_numpy(dtype=np.float64)[order]
-        if not np.abs(full).max() <= float(np.finfo(np.float32).max):
+        full = col.to_numpy(dtype=np.float64)
+        full = full if order is None else full[order]
+        if not np.abs(full).max() <= _F32_MAX:
             return None  # NaN, inf, overflow: the general path refuses and names the rows
         values[:, j] = full
     cuts = np.flatnonzero(~same) + 1
-    return SeriesSet(ids=[str(u) for u in uniques], times=np.split(tt.view("datetime64[ns]"), cuts),
-                     values=np.split(values, cuts), targets=list(meta.targets), features=list(meta.features),
-                     freq=meta.freq, time_col=meta.time_col, id_col=meta.id_col, layout="long")
+    times = tt.view("datetime64[ns]")
+    return SeriesSet(ids=ids, times=np.split(times, cuts) if len(cuts) else [times],
+                     values=np.split(values, cuts) if len(cuts) else [values], targets=list(meta.targets),
+                     features=list(meta.features), freq=meta.freq, time_col=meta.time_col,
+                     id_col=meta.id_col if long else None, layout=meta.layout)
+
+
+def _fast_ids(icol: pd.Series) -> tuple[list[str] | None, np.ndarray | None, np.ndarray]:
+    """A long table's ids: (the distinct ids sorted, the row order that groups them stably, each sorted row's
+    series); None ids where the column is not all text (the general path reads it as training did)."""
+    from pandas.api.types import is_string_dtype
+
+    raw = icol.to_numpy()
+    if not is_string_dtype(icol) or not all(type(v) is str for v in raw):
+        return None, None, np.zeros(0, np.int64)
+    if len(raw) and (raw == raw[0]).all():  # one series (the per-observation case): nothing to sort
+        return [raw[0]], None, np.zeros(len(raw), np.int64)
+    uniques, codes = np.unique(raw.astype(str), return_inverse=True)
+    order = np.argsort(codes, kind="stable")
+    return [str(u) for u in uniques], order, codes[order]
 
 
 def forecast(model: LSTMForecaster, states: CarriedStates, meta: RunMeta, future: Any = None,
@@ -300,9 +343,11 @@ def forecast(model: LSTMForecaster, states: CarriedStates, meta: RunMeta, future
     if not states.ids:
         raise DataError("no carried states yet: run `lstmcast update RUN --data rows.csv` (or Forecaster.update) first")
     seen = states.last_time != _NO_TIME
-    ids = [s for s, k in zip(states.ids, seen.tolist()) if k]
+    if seen.all():  # the usual case: every state has read a row (a slice, not a gather)
+        seen = slice(None)
+    ids = states.ids[seen] if isinstance(seen, slice) else [s for s, k in zip(states.ids, seen.tolist()) if k]
     last = _from_int(states.last_time[seen], meta)
-    C = len(_channel_count(meta))
+    C = len(channel_names(meta))
     series = SeriesSet(ids=ids, times=[last[i:i + 1] for i in range(len(ids))],
                        values=[np.zeros((1, C), np.float32)] * len(ids), targets=list(meta.targets),
                        features=list(meta.features), freq=meta.freq, time_col=meta.time_col, id_col=meta.id_col,
@@ -311,8 +356,8 @@ def forecast(model: LSTMForecaster, states: CarriedStates, meta: RunMeta, future
     mean, std = states.mean.numpy()[seen], states.std.numpy()[seen]
     fut_vals, fut_times = _future_inputs(series, meta, future, cfg)
     fut, static, _ = model_inputs(series, meta, last[:, None], fut_vals, fut_times, mean, std)
-    out = states.out[torch.from_numpy(np.flatnonzero(seen))]
-    with torch.inference_mode():
+    out = states.out[seen] if isinstance(seen, slice) else states.out[torch.from_numpy(np.flatnonzero(seen))]
+    with torch.inference_mode(), one_thread_for_few(len(ids)):
         raw = model.forecast_from(out, future=None if fut is None else torch.from_numpy(fut),
                                   static=None if static is None else torch.from_numpy(static).float()).numpy()
     iv = meta.intervals or {}
@@ -325,4 +370,4 @@ def forecast(model: LSTMForecaster, states: CarriedStates, meta: RunMeta, future
     if not np.isfinite(y if qs is None else qs).all():
         bad = [sid or "the series" for sid, v in zip(ids, y) if not np.isfinite(v).all()]
         raise DataError(f"the forecast of {bad[:5]} from the carried state is not finite: check the recent rows")
-    return forecast_table(series, meta, y, qs, levels)
+    return forecast_table(series, meta, y, qs, levels, fut_times)  # the horizon's stamps, as predict passes them

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ class CarriedStates:
     mean: Tensor  # (S, C) float64: each series' scaling (training's, or a new series' from its first rows)
     std: Tensor  # (S, C) float64
     generation: int = 0
+    # position()'s map, kept while ``ids`` is the same list of the same length (add() makes a new list)
+    _pos: tuple[list[str], int, dict[str, int]] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def empty(cls, layers_d: int, hidden: int, width: int, channels: int) -> CarriedStates:
@@ -49,7 +51,11 @@ class CarriedStates:
         return cls([], z, z.clone(), torch.zeros(0, width), np.zeros(0, np.int64), np.zeros(0, np.int64), m, m.clone())
 
     def position(self) -> dict[str, int]:
-        return {s: i for i, s in enumerate(self.ids)}
+        """Each id's row (a map built once per set of ids: an update of one series of many reads it twice)."""
+        pos = self._pos
+        if pos is None or pos[0] is not self.ids or pos[1] != len(self.ids):
+            pos = self._pos = (self.ids, len(self.ids), {s: i for i, s in enumerate(self.ids)})
+        return pos[2]
 
     def add(self, ids: list[str], mean: np.ndarray, std: np.ndarray) -> None:
         """New series: zero states (as the model's first step reads them), no time yet, their scaling."""
