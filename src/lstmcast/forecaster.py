@@ -95,7 +95,9 @@ class Forecaster:
             own = EpochProgress(validate_config(self.config).train.max_epochs,
                                 start_epoch=resume_from.epoch if resume_from is not None else 0)
             callbacks.append(own)
-        with own or nullcontext():
+        from lstmcast.training.accel import caller_threads
+
+        with own or nullcontext(), caller_threads():  # train.threads holds for training, not after it
             return self._fit(data, callbacks, run_dir, resume_from)
 
     def _fit(self, data: Any, callbacks: list[Callable[[StepView, EpochRecord], None]],

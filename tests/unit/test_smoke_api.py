@@ -46,3 +46,16 @@ def test_help_names_the_extra_to_install(command):
                          timeout=60, env={**os.environ, "COLUMNS": "200"})
     assert res.returncode == 0, res.stderr
     assert f"pip install 'lstmcast[{command}]'" in res.stdout
+
+
+def test_fit_gives_the_caller_its_torch_thread_count_back():
+    """train.threads holds while training; a caller who runs torch on one thread finds one thread after fit."""
+    import torch
+
+    seen = []
+    torch.set_num_threads(1)
+    cfg = small_config(train={"threads": 2, "max_epochs": 1, "max_steps_per_epoch": 2})
+    Forecaster(cfg).fit(seasonal_frame(200), progress=False,
+                        callbacks=[lambda view, rec: seen.append(torch.get_num_threads())])
+    assert seen and set(seen) == {2}  # training ran on train.threads
+    assert torch.get_num_threads() == 1

@@ -15,6 +15,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +120,17 @@ def cpu_bf16_runs() -> bool:
         return True
     except RuntimeError:
         return False
+
+
+@contextmanager
+def caller_threads() -> Iterator[None]:
+    """Give the calling thread back its torch thread count after the block: ``resolve`` sets ``train.threads``
+    (default: the cores available) for training, which must not outlive ``fit`` in the caller's process."""
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve(device: str, precision: str, threads: int | None, accel: str = "auto") -> Accel:
