@@ -142,7 +142,7 @@ def test_the_forecast_answer_is_the_text_json_dumps_writes():
 
     import numpy as np
 
-    from lstmcast.serve.app import _json_column, forecast_json
+    from lstmcast.serve.answers import _json_column, forecast_json
     from lstmcast.serve.engine import Table
 
     def dumped(table: Table) -> bytes:
