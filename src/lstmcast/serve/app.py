@@ -8,6 +8,7 @@ message the CLI prints for the same data; a 5xx comes only from a fault of the s
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -84,12 +85,18 @@ class Service:
         self.batcher.start()
         seconds = await self.batcher.call(self.engine.warm_up)
         log.info("warm forward in %.1f ms: ready", seconds * 1e3)
+        # the model, torch and pandas (~200k objects) out of the cycle collector's sight: its full collections,
+        # which every few thousand requests' short-lived dicts and lists set off, scanned them all (a fifth of a
+        # request's CPU); what a request frees is freed by reference counts as before
+        gc.collect()
+        gc.freeze()
         self.ready = True
         try:
             yield
         finally:
             self.draining, self.ready = True, False
             await self.batcher.stop()
+            gc.unfreeze()
 
     # -- plumbing ------------------------------------------------------------------------------
     def route(self, name: str, handler: Callable[[Request], Awaitable[Response]],
@@ -205,6 +212,7 @@ class Service:
         self.not_ready()
         body = await self.body(headers, receive)
         content_type = headers.get("content-type")
+        work: asyncio.Future[Any]
         if self.backend.stateful:  # the rows advance the carried states, the forecast starts from them
             rows = self._rows(body, content_type)
             work = asyncio.ensure_future(self._update(rows, forecast=True))

@@ -76,7 +76,7 @@ the clock for them).
 
     async def submit(self, payload: In) -> Out:
         """The result of ``payload``'s forward; cancelling the caller drops it from the queue."""
-        return await self.enqueue(payload)  # type: ignore[no-any-return]
+        return await self.enqueue(payload)
 
     def enqueue(self, payload: In) -> asyncio.Future[Any]:
         """The future of ``payload``'s forward (its result, or the error for it); cancelling it drops ``payload``
