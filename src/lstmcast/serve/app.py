@@ -34,6 +34,7 @@ from lstmcast.serve.metrics import Metrics
 from lstmcast.serve.state import (
     NOT_STATEFUL,
     ForecasterState,
+    GroupSnapshots,
     NotStateful,
     SeriesLocks,
     StateBackend,
@@ -69,6 +70,7 @@ class Service:
         self.engine, self.options = engine, options
         self.backend = backend if backend is not None else ForecasterState(engine.fc)
         self.locks = SeriesLocks()
+        self.snapshots = GroupSnapshots(self.backend.snapshot, lambda fn: self._batcher().call(fn))
         self.batcher: Batcher[Checked, Table] | None = None
         self.metrics = Metrics(lambda: self.batcher.depth if self.batcher else 0)
         self.ready = False
@@ -272,17 +274,19 @@ class Service:
         ``forecast`` the forecast of those series from their new states (update + forecast, one request)."""
         ids = series_ids(rows, self.engine.meta.id_col)
 
-        def apply() -> Any:
+        def apply() -> tuple[Any, int]:
             summary = self.backend.update(rows)
-            self.backend.snapshot()  # atomically, before the caller hears it was applied
+            n = self.snapshots.applied()
             if forecast:
-                return Table.of(self.backend.forecast(ids if self.engine.meta.id_col else None))
-            return summary
+                return Table.of(self.backend.forecast(ids if self.engine.meta.id_col else None)), n
+            return summary, n
         async with self.locks.hold(ids):
             try:
-                return await self._batcher().call(apply)
+                answer, n = await self._batcher().call(apply)
+                await self.snapshots.covering(n)  # written atomically before the caller hears it was applied
             except LstmcastError as exc:
                 raise _user_error(exc) from None
+        return answer
 
     async def model(self, request: Request) -> Response:
         return JSONResponse(self.engine.model_info())
