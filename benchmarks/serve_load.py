@@ -454,7 +454,9 @@ def report(rows: list[dict], base: dict, soaked: dict, batches: str, code: int, 
           f"{base['batched_path_b64_ms']:.2f} ms ({base['batched_path_req_s']:.0f} req/s, CPU "
           f"{base['batched_path_cpu_ms_per_req']:.3f} ms per request)")
     print(f"HTTP round trip alone (GET /healthz, 1 client): p50 {round_trip:.2f} ms")
-    print(f"batch sizes seen by the server: {' '.join(b.split('{')[1].split('}')[0].split('=')[1] + ':' + b.split()[-1] for b in batches.splitlines() if '_bucket' in b)}")
+    seen = [b.split('{')[1].split('}')[0].split('=')[1] + ':' + b.split()[-1] for b in batches.splitlines()
+            if '_bucket' in b]
+    print(f"batch sizes seen by the server: {' '.join(seen)}")
     print(f"soak {soaked['seconds']:.0f} s at 8 clients: {soaked['requests']} requests, {soaked['errors']} errors, "
           f"server RSS {soaked['rss_start_mb']:.0f} -> {soaked['rss_end_mb']:.0f} MB (max {soaked['rss_max_mb']:.0f})")
     one, many = rows[0], rows[-1]
