@@ -166,8 +166,11 @@ def in_process_stateful(run: Path, nexts: list[int], rounds: int) -> dict:
     return {"update_forecast_ms": ms, "update_forecast_req_s": 1e3 / ms}
 
 
+SERVER_SRC = [ROOT / "src"]  # --server-src: the lstmcast the server runs (another version's src, to compare)
+
+
 def start_server(run: Path, max_wait_ms: float, max_batch: int) -> tuple[subprocess.Popen, str, int]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(SERVER_SRC[0]), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "lstmcast", "serve", str(run), "--port", "0", "--threads", "1",
                              "--max-wait-ms", str(max_wait_ms), "--max-batch", str(max_batch)],
                             stderr=subprocess.PIPE, text=True, env=env)
@@ -323,7 +326,11 @@ def main() -> None:
     p.add_argument("--max-batch", type=int, default=64, help="the server's --max-batch")
     p.add_argument("--run", type=Path, default=None, help="serve this run instead of training a small one")
     p.add_argument("--stateful", action="store_true", help="a stateful model, update + forecast per request")
+    p.add_argument("--server-src", type=Path, default=None,
+                   help="run the server from this src folder (e.g. an older version's, `git archive` of a commit)")
     a = p.parse_args()
+    if a.server_src is not None:
+        SERVER_SRC[0] = a.server_src.resolve()
     requests = a.requests or (40 if a.smoke else 1000 if a.quick else 3000)
     seconds = a.seconds or (5.0 if a.smoke else 30.0)
     soak_s = a.soak_s if a.soak_s is not None else (1.0 if a.smoke else 30.0 if a.quick else 600.0)
