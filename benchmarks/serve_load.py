@@ -25,8 +25,11 @@ that series' carried state, snapshots (the run's state files, before the answer)
 forecast, one request). Compared, in this process on a copy of the same run, with what a user's own loop would do
 for the same rows: ``Forecaster.update`` + ``save_state`` + ``predict_state`` of the series, one row at a time.
 
+``--against SRC``: this version's server and the one in SRC (e.g. ``git archive COMMIT src | tar -x -C DIR``) side
+by side, each level driven on each in turn for ``--rounds`` rounds (medians): a before/after on one machine state.
+
 Usage: python benchmarks/serve_load.py [--quick | --smoke] [--stateful] [--requests N] [--seconds S] [--soak-s S]
-       [--run RUN]
+       [--run RUN] [--server-src SRC] [--against SRC [--rounds R]]
 """
 
 from __future__ import annotations
@@ -169,8 +172,9 @@ def in_process_stateful(run: Path, nexts: list[int], rounds: int) -> dict:
 SERVER_SRC = [ROOT / "src"]  # --server-src: the lstmcast the server runs (another version's src, to compare)
 
 
-def start_server(run: Path, max_wait_ms: float, max_batch: int) -> tuple[subprocess.Popen, str, int]:
-    env = {**os.environ, "PYTHONPATH": str(SERVER_SRC[0]), "OMP_NUM_THREADS": "1"}
+def start_server(run: Path, max_wait_ms: float, max_batch: int,
+                 src: Path | None = None) -> tuple[subprocess.Popen, str, int]:
+    env = {**os.environ, "PYTHONPATH": str(src or SERVER_SRC[0]), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "lstmcast", "serve", str(run), "--port", "0", "--threads", "1",
                              "--max-wait-ms", str(max_wait_ms), "--max-batch", str(max_batch)],
                             stderr=subprocess.PIPE, text=True, env=env)
@@ -328,12 +332,17 @@ def main() -> None:
     p.add_argument("--stateful", action="store_true", help="a stateful model, update + forecast per request")
     p.add_argument("--server-src", type=Path, default=None,
                    help="run the server from this src folder (e.g. an older version's, `git archive` of a commit)")
+    p.add_argument("--against", type=Path, default=None,
+                   help="serve this src folder's version beside this one and drive both in turn (--rounds rounds)")
+    p.add_argument("--rounds", type=int, default=5, help="rounds of each level with --against")
     a = p.parse_args()
     if a.server_src is not None:
         SERVER_SRC[0] = a.server_src.resolve()
     requests = a.requests or (40 if a.smoke else 1000 if a.quick else 3000)
     seconds = a.seconds or (5.0 if a.smoke else 30.0)
     soak_s = a.soak_s if a.soak_s is not None else (1.0 if a.smoke else 30.0 if a.quick else 600.0)
+    if a.against is not None:
+        return compare(a.against.resolve(), a.run, a.smoke, a.rounds, requests, seconds, a.max_wait_ms, a.max_batch)
     if a.stateful:
         if a.run is not None:
             raise SystemExit("--stateful trains its own run (its rows must continue the series it was trained on)")
@@ -418,6 +427,48 @@ def stateful_main(smoke: bool, requests: int, seconds: float, max_wait_ms: float
           f"SIGTERM exit {code}")
     print(f"in process, the other run (before / after the server): {other['update_forecast_ms']:.2f} ms")
     print(f"{'met ' if code == 0 and not sum(r['errors'] for r in rows) else 'MISSED'} 0 errors, SIGTERM: exit 0")
+
+
+def compare(other_src: Path, run: Path | None, smoke: bool, rounds: int, requests: int, seconds: float,
+            max_wait_ms: float, max_batch: int) -> None:
+    """This version's server and ``other_src``'s, side by side on one run, each level driven on each in turn
+    (the order alternating by round): medians of ``rounds`` rounds, so both see the same machine load."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run = run or train_run(Path(tmp), smoke)
+        from lstmcast import Forecaster
+
+        bodies, _ = request_bodies(run.parent / "series.csv", Forecaster.load(run).meta_.window)
+        servers = {"before": start_server(run, max_wait_ms, max_batch, other_src),
+                   "now": start_server(run, max_wait_ms, max_batch)}
+        got: dict[tuple[str, int], list[dict]] = {(v, c): [] for v in servers for c in (1, 8, 64)}
+        try:
+            for _, host, port in servers.values():
+                asyncio.run(_wait_ready(host, port))
+                asyncio.run(drive(host, port, 8, bodies, 50, 10))
+            for r in range(rounds):
+                for c in (1, 8, 64):
+                    for version in (("before", "now") if r % 2 == 0 else ("now", "before")):
+                        proc, host, port = servers[version]
+                        cpu0 = cpu_s(proc.pid)
+                        row = asyncio.run(drive(host, port, c, bodies, requests if c > 1 else requests // 2, seconds))
+                        row["cpu_ms"] = 1e3 * (cpu_s(proc.pid) - cpu0) / max(row["requests"], 1)
+                        got[(version, c)].append(row)
+        finally:
+            codes = []
+            for proc, _, _ in servers.values():
+                proc.send_signal(signal.SIGTERM)
+                codes.append(proc.wait(timeout=60))
+    print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores; "
+          f"before = {other_src}; {rounds} rounds, medians")
+    print("| clients | version | p50 ms | p99 ms | req/s | server CPU ms per request | errors |")
+    print("|---|---|---|---|---|---|---|")
+    for c in (1, 8, 64):
+        for version in servers:
+            rs = got[(version, c)]
+            med = {k: statistics.median(x[k] for x in rs) for k in ("p50_ms", "p99_ms", "req_s", "cpu_ms")}
+            print(f"| {c} | {version} | {med['p50_ms']:.2f} | {med['p99_ms']:.1f} | {med['req_s']:.0f} | "
+                  f"{med['cpu_ms']:.2f} | {sum(x['errors'] for x in rs)} |")
+    print(f"SIGTERM exit codes: {codes}")
 
 
 async def _wait_ready(host: str, port: int) -> None:
