@@ -479,7 +479,6 @@ def test_a_lone_request_starts_no_connection_watch_and_a_queued_one_does(engine,
 def test_the_start_up_heap_is_frozen_while_serving_and_released_after(engine):
     import gc
 
-    assert gc.get_freeze_count() == 0
     with serving(engine) as s:
         assert s.request("GET", "/healthz")[0] == 200
         assert gc.get_freeze_count() > 10_000  # the model, torch and pandas: out of the full collections' scans
