@@ -53,7 +53,7 @@ class Served:
 
     def metric(self, name: str) -> float:
         _, text = self.request("GET", "/metrics", headers=self.auth())
-        return sum(float(line.split()[-1]) for line in text.splitlines() 
+        return sum(float(line.split()[-1]) for line in text.splitlines()
                    if line.startswith((name + " ", name + "{")))
 
     def auth(self) -> dict[str, str]:

@@ -15,7 +15,7 @@ pytest.importorskip("starlette")
 from lstmcast.serve.auth import TOKEN_ENV, authorized, is_loopback, load_token
 from lstmcast.serve.batcher import Batcher
 from lstmcast.serve.metrics import Histogram
-from lstmcast.serve.state import SeriesLocks
+from lstmcast.serve.state import GroupSnapshots, SeriesLocks
 
 
 def test_queued_requests_share_one_call_and_each_gets_its_own_result():
@@ -142,7 +142,7 @@ def test_the_forecast_answer_is_the_text_json_dumps_writes():
 
     import numpy as np
 
-    from lstmcast.serve.app import _json_column, forecast_json
+    from lstmcast.serve.answers import _json_column, forecast_json
     from lstmcast.serve.engine import Table
 
     def dumped(table: Table) -> bytes:
@@ -189,3 +189,46 @@ def test_a_lone_request_waiting_for_company_does_not_spin_the_event_loop():
     waited, cpu, out = uvloop.run(main()) if hasattr(uvloop, "run") else asyncio.run(main())
     assert waited >= 0.29 and cpu < 0.05 and out == [1, 2, 3]
     assert batches == [[0], [1], [2, 3]]
+
+
+def test_concurrent_updates_share_a_snapshot_written_after_each_and_a_failed_one_reaches_every_waiter():
+    """Group commit: an update's caller returns only after a snapshot begun after its update; updates applied while
+    one is being written share the next; a snapshot that fails fails each caller waiting on it, and the next
+    caller writes again."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    log: list[str] = []
+    fail = [False]
+    pool = ThreadPoolExecutor(1)  # the model thread: updates and snapshots in the order they were queued
+
+    def snapshot() -> None:
+        log.append("snap")
+        time.sleep(0.05)
+        if fail[0]:
+            raise OSError("disk full")
+
+    async def main() -> list[object]:
+        loop = asyncio.get_running_loop()
+        group = GroupSnapshots(snapshot, lambda fn: loop.run_in_executor(pool, fn))
+
+        async def update(name: str) -> str:
+            def apply() -> int:
+                log.append(name)
+                return group.applied()
+            n = await loop.run_in_executor(pool, apply)
+            await group.covering(n)
+            log.append(name + " answered")
+            return name
+        first = await asyncio.gather(*(update(f"u{k}") for k in range(5)))
+        fail[0] = True
+        failed = await asyncio.gather(update("x"), update("y"), return_exceptions=True)
+        fail[0] = False
+        return [*first, *failed, await update("z")]
+
+    out = asyncio.run(main())
+    pool.shutdown()
+    assert out[:5] == [f"u{k}" for k in range(5)] and out[-1] == "z"
+    assert [type(e) for e in out[5:7]] == [OSError, OSError]
+    for name in ["u0", "u1", "u2", "u3", "u4", "z"]:  # a snapshot between each update and its answer
+        assert "snap" in log[log.index(name):log.index(name + " answered")]
+    assert log.count("snap") < 5 + 2 + 1  # the five concurrent updates did not take five snapshots

@@ -1,4 +1,5 @@
-"""The ASGI application (Starlette): routes, body limits, the bearer token, time-outs and error answers.
+"""The ASGI application: routes, body limits, the bearer token, time-outs and error answers. POST /v1/forecast is a
+bare ASGI endpoint (the route under load); the others are Starlette routes; both share one wrapper (``answer``).
 
 Every error a client can cause is a 4xx JSON body ``{"error": {"type", "message", "exit_code"}}`` carrying the
 message the CLI prints for the same data; a 5xx comes only from a fault of the service itself.
@@ -7,22 +8,23 @@ message the CLI prints for the same data; a 5xx comes only from a fault of the s
 from __future__ import annotations
 
 import asyncio
-import json
+import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from lstmcast.errors import LstmcastError, cut
+from lstmcast.serve.answers import forecast_csv, forecast_json
 from lstmcast.serve.auth import authorized
 from lstmcast.serve.batcher import Batcher
 from lstmcast.serve.bodies import UnsupportedType, read_body
@@ -32,6 +34,7 @@ from lstmcast.serve.metrics import Metrics
 from lstmcast.serve.state import (
     NOT_STATEFUL,
     ForecasterState,
+    GroupSnapshots,
     NotStateful,
     SeriesLocks,
     StateBackend,
@@ -39,7 +42,6 @@ from lstmcast.serve.state import (
 )
 
 log = logging.getLogger(__name__)
-_ENCODE_TEXT = json.encoder.encode_basestring_ascii  # json.dumps' own string encoder (ensure_ascii)
 INLINE_BODY = 256 * 1024  # larger bodies are parsed and checked off the event loop
 
 
@@ -68,6 +70,7 @@ class Service:
         self.engine, self.options = engine, options
         self.backend = backend if backend is not None else ForecasterState(engine.fc)
         self.locks = SeriesLocks()
+        self.snapshots = GroupSnapshots(self.backend.snapshot, lambda fn: self._batcher().call(fn))
         self.batcher: Batcher[Checked, Table] | None = None
         self.metrics = Metrics(lambda: self.batcher.depth if self.batcher else 0)
         self.ready = False
@@ -84,72 +87,116 @@ class Service:
         self.batcher.start()
         seconds = await self.batcher.call(self.engine.warm_up)
         log.info("warm forward in %.1f ms: ready", seconds * 1e3)
+        # the model, torch and pandas (~200k objects) out of the cycle collector's sight: its full collections,
+        # which every few thousand requests' short-lived dicts and lists set off, scanned them all (a fifth of a
+        # request's CPU); what a request frees is freed by reference counts as before
+        gc.collect()
+        gc.freeze()
         self.ready = True
         try:
             yield
         finally:
             self.draining, self.ready = True, False
             await self.batcher.stop()
+            gc.unfreeze()
 
     # -- plumbing ------------------------------------------------------------------------------
     def route(self, name: str, handler: Callable[[Request], Awaitable[Response]],
               open_: bool = False) -> Callable[[Request], Awaitable[Response]]:
-        """``handler`` with the token check, error answers, the time-out and the metrics around it."""
+        """``handler`` as a Starlette endpoint with ``answer``'s token check, error answers and metrics around it."""
         async def endpoint(request: Request) -> Response:
-            t0 = time.perf_counter()
-            self.metrics.in_flight += 1
-            try:
-                if not open_ and not authorized(request.headers.get("authorization"), self.options.token):
-                    raise HttpError(401, "Unauthorized", "missing or wrong bearer token: send the header "
-                                    "'Authorization: Bearer <token>' with the token the service was started with")
-                resp = await handler(request)
-            except HttpError as exc:
-                resp = _error(exc.code, exc.kind, exc.message, exc.exit_code)
-            except ClientDisconnect:
-                resp = Response(status_code=499)  # nobody reads it: counted, nothing computed
-            except Exception:  # a bug of the service, never the client's data: 500, logged
-                log.exception("%s failed", name)
-                resp = _error(500, "InternalError", "the service failed on this request (a bug in lstmcast): "
-                              "see the server log")
-            finally:
-                self.metrics.in_flight -= 1
-            self.metrics.request(name, resp.status_code, time.perf_counter() - t0)
-            if resp.status_code == 401:
-                resp.headers["WWW-Authenticate"] = "Bearer"
-            return resp
+            answer = await self.answer(name, request.headers, lambda: handler(request), open_)
+            return answer if isinstance(answer, Response) else Response(answer, media_type="application/json")
         return endpoint
 
-    async def body(self, request: Request) -> bytes:
-        """The body, refused with 413 past the limit (by Content-Length at once, else while it streams)."""
+    async def answer(self, name: str, headers: Mapping[str, str], handle: Callable[[], Awaitable[Response | bytes]],
+                     open_: bool = False) -> Response | bytes:
+        """``handle()``'s answer (bytes: a 200 JSON body), with the token check, the error answers and the metrics
+        around it; every route's one wrapper, the lean forecast route's and Starlette's."""
+        t0 = time.perf_counter()
+        self.metrics.in_flight += 1
+        try:
+            if not open_ and not authorized(headers.get("authorization"), self.options.token):
+                raise HttpError(401, "Unauthorized", "missing or wrong bearer token: send the header "
+                                "'Authorization: Bearer <token>' with the token the service was started with")
+            resp = await handle()
+        except HttpError as exc:
+            resp = _error(exc.code, exc.kind, exc.message, exc.exit_code)
+        except ClientDisconnect:
+            resp = Response(status_code=499)  # nobody reads it: counted, nothing computed
+        except Exception:  # a bug of the service, never the client's data: 500, logged
+            log.exception("%s failed", name)
+            resp = _error(500, "InternalError", "the service failed on this request (a bug in lstmcast): "
+                          "see the server log")
+        finally:
+            self.metrics.in_flight -= 1
+        code = 200 if isinstance(resp, bytes) else resp.status_code
+        self.metrics.request(name, code, time.perf_counter() - t0)
+        if code == 401 and isinstance(resp, Response):
+            resp.headers["WWW-Authenticate"] = "Bearer"
+        return resp
+
+    async def body(self, headers: Mapping[str, str], receive: Receive) -> bytes:
+        """The body, refused with 413 past the limit (by Content-Length at once, else while it streams); a client
+        gone before it ends is ClientDisconnect (as Starlette's ``Request.stream`` reads it)."""
         limit = self.options.max_body
-        declared = request.headers.get("content-length")
+        declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise _too_large(int(declared), limit)
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(size, limit)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        while True:
+            message = await receive()
+            if message["type"] == "http.request":
+                chunk = message.get("body", b"")
+                if chunk:
+                    size += len(chunk)
+                    if size > limit:
+                        raise _too_large(size, limit)
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            elif message["type"] == "http.disconnect":
+                raise ClientDisconnect()
 
-    async def guarded(self, request: Request, work: Awaitable[Any]) -> Any:
+    async def guarded(self, receive: Receive, work: asyncio.Future[Any]) -> Any:
         """``work``'s result, unless the client goes away first (then it is cancelled: a queued forward is
-        dropped) or the time-out passes (503)."""
-        task = asyncio.ensure_future(work)
-        gone = asyncio.ensure_future(_disconnected(request))
+        dropped; ClientDisconnect) or the time-out passes (503). The watch on the connection and the time-out
+        start one loop turn later, and only if ``work`` is still pending then: a lone request is usually answered
+        in that turn, and a watch (a task reading the connection) cost more than its forward's hand-off."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.timeout
+        why: list[Exception] = []
+        watch: list[Any] = []
+
+        def stop(exc: Exception) -> None:
+            if not work.done():
+                why.append(exc)
+                work.cancel()
+
+        def gone(task: asyncio.Task[None]) -> None:
+            if not task.cancelled():
+                task.exception()  # retrieved: a broken connection counts as gone
+                stop(ClientDisconnect())
+
+        def start() -> None:
+            if work.done():
+                return
+            task = loop.create_task(_disconnected(receive))
+            task.add_done_callback(gone)
+            watch.extend((task, loop.call_at(deadline, stop, _timed_out(self.options.timeout))))
+        soon = loop.call_soon(start)
         try:
-            done, _ = await asyncio.wait({task, gone}, timeout=self.options.timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            return await work
+        except asyncio.CancelledError:
+            if why:
+                raise why[0] from None
+            raise
         finally:
-            gone.cancel()
-        if task in done:
-            return task.result()
-        task.cancel()
-        if gone in done:
-            raise ClientDisconnect()
-        raise HttpError(503, "Timeout", f"no answer within {self.options.timeout:g} s (the service is "
-                        "overloaded or the request is very large): retry later or send fewer rows")
+            soon.cancel()
+            for w in watch:
+                w.cancel()
+            if not work.done():  # this request itself was cancelled: its forward is not needed
+                work.cancel()
 
     def _batcher(self) -> Batcher[Checked, Table]:
         if self.batcher is None:  # requests are refused (not_ready) until the lifespan started it
@@ -162,26 +209,36 @@ class Service:
                                                                   "starting: the model is not warm yet"))
 
     # -- routes --------------------------------------------------------------------------------
-    async def forecast(self, request: Request) -> Response:
+    async def forecast(self, headers: Mapping[str, str], receive: Receive) -> Response | bytes:
+        """POST /v1/forecast: the rows' forecast as JSON bytes (a 200), or a CSV Response for ``Accept: text/csv``."""
         self.not_ready()
-        body = await self.body(request)
+        body = await self.body(headers, receive)
+        content_type = headers.get("content-type")
+        work: asyncio.Future[Any]
         if self.backend.stateful:  # the rows advance the carried states, the forecast starts from them
-            rows = self._rows(body, request.headers.get("content-type"))
-            frame = await self.guarded(request, self._update(rows, forecast=True))
+            rows = self._rows(body, content_type)
+            work = asyncio.ensure_future(self._update(rows, forecast=True))
+        elif len(body) <= INLINE_BODY:  # checked here, no task: nothing can happen meanwhile
+            work = self._batcher().enqueue(self._check(body, content_type))
         else:
-            frame = await self.guarded(request, self._forecast(body, request.headers.get("content-type")))
-        return _table_response(frame, request.headers.get("accept"))
-
-    async def _forecast(self, body: bytes, content_type: str | None) -> Table:
-        self.arriving += 1
+            work = asyncio.ensure_future(self._forecast_large(body, content_type))
         try:
-            checked = await self._offload(len(body), self._check, body, content_type)
-        finally:
-            self.arriving -= 1
-        try:
-            return await self._batcher().submit(checked)
+            table = await self.guarded(receive, work)
         except LstmcastError as exc:
             raise _user_error(exc) from None
+        accept = headers.get("accept")
+        if accept and "text/csv" in accept:
+            return Response(forecast_csv(table), media_type="text/csv")
+        return forecast_json(table)
+
+    async def _forecast_large(self, body: bytes, content_type: str | None) -> Table:
+        """A large body's checks off the event loop (a batch waits a few loop turns for them), then its forward."""
+        self.arriving += 1
+        try:
+            checked = await asyncio.to_thread(self._check, body, content_type)
+        finally:
+            self.arriving -= 1
+        return await self._batcher().submit(checked)
 
     def _check(self, body: bytes, content_type: str | None) -> Checked:
         cfg = self.engine.config.data
@@ -200,9 +257,9 @@ class Service:
         self.not_ready()
         if not self.backend.stateful:
             raise HttpError(409, "NotStateful", NOT_STATEFUL, 2)
-        body = await self.body(request)
+        body = await self.body(request.headers, request.receive)
         rows = self._rows(body, request.headers.get("content-type"))
-        summary = await self.guarded(request, self._update(rows))
+        summary = await self.guarded(request.receive, asyncio.ensure_future(self._update(rows)))
         return JSONResponse({"updated": summary})
 
     def _rows(self, body: bytes, content_type: str | None) -> pd.DataFrame:
@@ -217,17 +274,19 @@ class Service:
         ``forecast`` the forecast of those series from their new states (update + forecast, one request)."""
         ids = series_ids(rows, self.engine.meta.id_col)
 
-        def apply() -> Any:
+        def apply() -> tuple[Any, int]:
             summary = self.backend.update(rows)
-            self.backend.snapshot()  # atomically, before the caller hears it was applied
+            n = self.snapshots.applied()
             if forecast:
-                return Table.of(self.backend.forecast(ids if self.engine.meta.id_col else None))
-            return summary
+                return Table.of(self.backend.forecast(ids if self.engine.meta.id_col else None)), n
+            return summary, n
         async with self.locks.hold(ids):
             try:
-                return await self._batcher().call(apply)
+                answer, n = await self._batcher().call(apply)
+                await self.snapshots.covering(n)  # written atomically before the caller hears it was applied
             except LstmcastError as exc:
                 raise _user_error(exc) from None
+        return answer
 
     async def model(self, request: Request) -> Response:
         return JSONResponse(self.engine.model_info())
@@ -242,33 +301,82 @@ class Service:
     async def prometheus(self, request: Request) -> Response:
         return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    async def _offload(self, size: int, fn: Callable[..., Any], *args: Any) -> Any:
-        if size <= INLINE_BODY:
-            return fn(*args)
-        return await asyncio.to_thread(fn, *args)
+
+class ForecastRoute:
+    """POST /v1/forecast as a bare ASGI endpoint: the headers it reads taken from the scope, the body from the
+    messages and a 200's JSON sent as bytes (Starlette's Request and Response objects cost more than the request's
+    own checks); its errors are the same Starlette responses every other route answers with."""
+
+    def __init__(self, service: Service):
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _headers(scope["headers"])
+        answer = await self.service.answer("forecast", headers, lambda: self.service.forecast(headers, receive))
+        if isinstance(answer, bytes):
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-length", b"%d" % len(answer)), (b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": answer})
+        else:
+            await answer(scope, receive, send)
 
 
-def create_app(engine: Engine, options: Options, backend: StateBackend | None = None) -> Starlette:
+class ServeApp:
+    """The ASGI application: POST /v1/forecast, the route under load, goes straight to its endpoint; everything
+    else (the other routes, 404, 405, the lifespan) through Starlette's router. ``state.service``: the Service."""
+
+    def __init__(self, forecast: ForecastRoute, router: Starlette):
+        self.forecast, self.router, self.state = forecast, router, router.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/forecast" and scope["method"] == "POST":
+            await self.forecast(scope, receive, send)
+        else:
+            await self.router(scope, receive, send)
+
+
+def create_app(engine: Engine, options: Options, backend: StateBackend | None = None) -> ServeApp:
     """The ASGI app serving ``engine``; ``backend``: the carried state behind POST /v1/update (default: the
     Forecaster's own)."""
     svc = Service(engine, options, backend)
-    routes = [Route("/v1/forecast", svc.route("forecast", svc.forecast), methods=["POST"]),
+    forecast = ForecastRoute(svc)
+    routes = [Route("/v1/forecast", forecast, methods=["POST"]),  # reached only through Starlette's own dispatch
               Route("/v1/update", svc.route("update", svc.update), methods=["POST"]),
               Route("/v1/model", svc.route("model", svc.model), methods=["GET"]),
               Route("/metrics", svc.route("metrics", svc.prometheus), methods=["GET"]),
               Route("/healthz", svc.route("healthz", svc.healthz, open_=True), methods=["GET"]),
               Route("/readyz", svc.route("readyz", svc.readyz, open_=True), methods=["GET"])]
-    app = Starlette(routes=routes, lifespan=svc.lifespan)
-    app.state.service = svc
-    return app
+    router = Starlette(routes=routes, lifespan=svc.lifespan)
+    router.state.service = svc
+    return ServeApp(forecast, router)
 
 
-async def _disconnected(request: Request) -> None:
+_READ_HEADERS = {b"authorization": "authorization", b"content-length": "content-length",
+                 b"content-type": "content-type", b"accept": "accept"}
+
+
+def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The headers the forecast route reads, each its first occurrence as Starlette's ``Headers.get`` gives it (the
+    server lower-cases the names)."""
+    got: dict[str, str] = {}
+    for name, value in raw:
+        key = _READ_HEADERS.get(name)
+        if key is not None and key not in got:
+            got[key] = value.decode("latin-1")
+    return got
+
+
+async def _disconnected(receive: Receive) -> None:
     """Returns once the client has gone (the body is read, so the next message is the disconnect)."""
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
             return
+
+
+def _timed_out(timeout: float) -> HttpError:
+    return HttpError(503, "Timeout", f"no answer within {timeout:g} s (the service is overloaded or the request is "
+                     "very large): retry later or send fewer rows")
 
 
 def _user_error(exc: LstmcastError) -> HttpError:
@@ -289,47 +397,3 @@ def _too_large(size: int, limit: int) -> HttpError:
 
 def _error(code: int, kind: str, message: str, exit_code: int | None = None) -> JSONResponse:
     return JSONResponse({"error": {"type": kind, "message": message, "exit_code": exit_code}}, status_code=code)
-
-
-def _table_response(table: Table, accept: str | None) -> Response:
-    """The forecast rows as predict lays them out: JSON records (times as predict's CSV writes them) or CSV."""
-    if accept and "text/csv" in accept:
-        return Response(table.frame().to_csv(index=False), media_type="text/csv")
-    return Response(forecast_json(table), media_type="application/json")
-
-
-def forecast_json(table: Table) -> bytes:
-    """``{"forecast": [records]}`` exactly as ``json.dumps`` writes it, the records' text formatted column by column
-    (json.dumps of the records was half the answer's cost); a column of other values (NaN, mixed objects) takes
-    json.dumps itself."""
-    values = [_json_column(a) for a in table.arrays]
-    cells = [_json_cells(a, v) for a, v in zip(table.arrays, values)]
-    if any(c is None for c in cells) or not table.columns:
-        records = [dict(zip(table.columns, row)) for row in zip(*values)]
-        return json.dumps({"forecast": records}, allow_nan=False).encode()
-    row = "{" + ", ".join(_ENCODE_TEXT(str(c)).replace("%", "%%") + ": %s" for c in table.columns) + "}"
-    return ('{"forecast": [' + ", ".join(row % r for r in zip(*cells)) + "]}").encode()
-
-
-def _json_cells(array: np.ndarray, values: list[Any]) -> list[str] | None:
-    """A column's values as JSON text, or None where json.dumps must decide (non-finite numbers, mixed objects)."""
-    kind = array.dtype.kind
-    if kind == "f":
-        return list(map(float.__repr__, values)) if np.isfinite(array).all() else None
-    if kind in "iu":
-        return list(map(int.__repr__, values))
-    if all(type(v) is str for v in values):  # times as text, ids
-        return list(map(_ENCODE_TEXT, values))
-    return None
-
-
-def _json_column(values: np.ndarray) -> list[Any]:
-    """A column as JSON values; naive times as predict's CSV writes them ("2024-01-13 12:00:00")."""
-    if values.dtype.kind == "M":
-        stamps = values.astype("datetime64[ns]")
-        if not (stamps.view(np.int64) % 1_000_000_000).any():  # whole seconds: numpy formats them 10x faster
-            return [t.replace("T", " ") for t in np.datetime_as_string(stamps, unit="s").tolist()]
-        return pd.Series(values).astype(str).tolist()
-    if values.dtype.kind == "O":  # ids, or zoned times (pandas Timestamps)
-        return [v if isinstance(v, (str, int, float)) or v is None else str(v) for v in values.tolist()]
-    return values.tolist()

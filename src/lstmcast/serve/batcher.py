@@ -76,10 +76,16 @@ the clock for them).
 
     async def submit(self, payload: In) -> Out:
         """The result of ``payload``'s forward; cancelling the caller drops it from the queue."""
+        return await self.enqueue(payload)
+
+    def enqueue(self, payload: In) -> asyncio.Future[Any]:
+        """The future of ``payload``'s forward (its result, or the error for it); cancelling it drops ``payload``
+        from the queue. ``submit`` without a coroutine: a caller that waits on more than the forward (the
+        connection, a time-out) needs no task to wrap it."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Item(payload, fut))
         self._arrived.set()
-        return await fut
+        return fut
 
     async def call(self, fn: Callable[[], R]) -> R:
         """``fn()`` on the model thread, between batches (a state update must not race a forward)."""

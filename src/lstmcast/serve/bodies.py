@@ -123,13 +123,10 @@ def _same_keys(items: list[dict[str, Any]]) -> dict[str, Any] | None:
     names = list(items[0])
     if not names or set(map(len, items)) != {len(names)}:
         return None
-    try:
-        cells = list(map(operator.itemgetter(*names), items))
+    try:  # a column a pass (no tuple per record, no transposition)
+        return {str(n): list(map(operator.itemgetter(n), items)) for n in names}
     except KeyError:  # a record with other keys
         return None
-    if len(names) == 1:
-        return {str(names[0]): cells}
-    return {str(n): list(col) for n, col in zip(names, zip(*cells))}
 
 
 def _numbers(values: list[Any]) -> Any:

@@ -50,8 +50,12 @@ class Metrics:
         self.in_flight = 0
 
     def request(self, route: str, code: int, seconds: float) -> None:
-        self.requests[(route, code)] = self.requests.get((route, code), 0) + 1
-        self.latency.setdefault(route, Histogram(LATENCY_BUCKETS)).observe(seconds)
+        key = (route, code)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        hist = self.latency.get(route)
+        if hist is None:  # not setdefault: that built a histogram on every request
+            hist = self.latency[route] = Histogram(LATENCY_BUCKETS)
+        hist.observe(seconds)
 
     def batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

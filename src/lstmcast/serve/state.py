@@ -2,7 +2,8 @@
 
 ``StateBackend`` is what the service needs from a stateful model: whether it carries state, ``update(rows)``
 advancing the series in ``rows`` and returning a summary, and ``snapshot()`` writing the states atomically (the
-run's own state file: a restart resumes from the last one). ``SeriesLocks`` serialises updates per series id:
+run's own state file: a restart resumes from the last one; ``GroupSnapshots`` lets concurrent updates share one).
+``SeriesLocks`` serialises updates per series id:
 two updates of one series run one after the other, in arrival order, and neither is lost; updates of other
 series do not wait for them.
 """
@@ -10,7 +11,7 @@ series do not wait for them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -83,6 +84,42 @@ class SeriesLocks:
         finally:
             for lock in reversed(taken):
                 lock.release()
+
+
+class GroupSnapshots:
+    """Group commit of the carried states: every update is in a snapshot written after it and before its caller
+    hears of it, but updates applied while a snapshot is written share the next one (a snapshot, with its fsync,
+    cost several updates: one per update made a stateful service's throughput that of its disk).
+
+    ``applied()`` is called on the model thread after each update and returns that update's number; ``covering(n)``
+    returns once a snapshot that started after update ``n`` has been written (its error, if it failed, goes to every
+    caller waiting for it). ``run(fn)`` runs ``fn`` on the model thread, after the updates queued before it."""
+
+    def __init__(self, snapshot: Callable[[], None], run: Callable[[Callable[[], int]], Awaitable[int]]):
+        self.snapshot, self.run = snapshot, run
+        self.count = 0  # updates applied (model thread)
+        self.saved = 0  # updates in a written snapshot (event loop)
+        self._writing: asyncio.Future[None] | None = None
+
+    def applied(self) -> int:
+        self.count += 1
+        return self.count
+
+    async def covering(self, n: int) -> None:
+        while self.saved < n:
+            if self._writing is None:
+                self._writing = asyncio.ensure_future(self._write())
+            await asyncio.shield(self._writing)
+
+    async def _write(self) -> None:
+        def write() -> int:
+            upto = self.count  # on the model thread, so no update runs between this and the snapshot
+            self.snapshot()
+            return upto
+        try:
+            self.saved = max(self.saved, await self.run(write))
+        finally:
+            self._writing = None
 
 
 def series_ids(rows: pd.DataFrame, id_col: str | None) -> list[str]:
