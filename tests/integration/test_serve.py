@@ -250,8 +250,12 @@ def test_hostile_bodies_are_4xx_never_5xx(served, tiny_run, history):
         fc.predict(part, future=part)
     status, doc = served.post_json("/v1/forecast", {"rows": rows, "future": rows})
     assert status == 400 and doc["error"]["message"] == str(cli.value)  # no covariates: the future is refused
-    status, doc = served.post_json("/v1/forecast", {"rows": [{**r, "y": 10**400} for r in rows]})
-    assert status == 400 and "OverflowError" in doc["error"]["message"]  # predict itself crashes here (exit 1)
+    huge = [{**r, "y": 10**400} for r in rows]
+    with pytest.raises(DataError) as cli:  # D14: an integer no float holds, named with its rows
+        fc.predict(pd.DataFrame(huge).assign(time=lambda d: pd.to_datetime(d["time"])))
+    status, doc = served.post_json("/v1/forecast", {"rows": huge})
+    assert status == 400 and doc["error"]["message"] == str(cli.value)
+    assert "integers beyond the float range" in doc["error"]["message"]
     status, doc = served.request("POST", "/v1/forecast", "[" * 100_000, {"Content-Type": "application/json"})
     assert status == 400 and "nests too deeply" in doc["error"]["message"]
     status, doc = served.request("POST", "/v1/forecast", b"\xff\xfe", {"Content-Type": "text/csv"})
