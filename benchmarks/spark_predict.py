@@ -8,11 +8,18 @@ own process, on the same data:
   torch thread per task), partitioned Parquet + manifest.
 Reports forecasts/s end to end (Spark's JVM start included), the one-process peak RSS, and the peak RSS of
 every Spark Python worker (VmHWM of pyspark.daemon's children, sampled while the job runs) and of the JVM.
+And the CPU time (user + sys) of each side, to bound what Spark can gain on this machine:
+- the cores one process uses, c = CPU s / (wall s - its main thread's waits for a core), and the ceiling
+  cores / c: what local[N] could reach if Spark cost nothing (the "ceiling on this machine");
+- the one process again with one torch thread, and Spark's CPU by process (JVM, Python workers, driver,
+  sampled from /proc): Spark's CPU spread perfectly over every core against the one-thread CPU bounds the
+  speedup by a ratio of CPU times, which the other jobs on a shared machine move less than wall times.
 
 Targets: Spark local[2] >= 1.5x one process at 1M series; peak worker memory flat from 100k to 1M (bounded by
 a part, --rows-per-part, not by the table).
 
-Usage: python benchmarks/spark_predict.py [--smoke | --quick] [--sizes 100000,1000000] [--keep DIR]
+Usage: python benchmarks/spark_predict.py [--smoke | --quick] [--sizes 100000,1000000] [--side both|one|spark]
+                                         [--keep DIR]
   --smoke  2,000 series, Spark in this process, forecasts checked against Forecaster.predict (CI, < 60 s
            where the JVM starts in ~15 s)
   --quick  100k series only
