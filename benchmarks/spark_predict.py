@@ -8,11 +8,18 @@ own process, on the same data:
   torch thread per task), partitioned Parquet + manifest.
 Reports forecasts/s end to end (Spark's JVM start included), the one-process peak RSS, and the peak RSS of
 every Spark Python worker (VmHWM of pyspark.daemon's children, sampled while the job runs) and of the JVM.
+And the CPU time (user + sys) of each side, to bound what Spark can gain on this machine:
+- the cores one process uses, c = CPU s / (wall s - its main thread's waits for a core), and the ceiling
+  cores / c: what local[N] could reach if Spark cost nothing (the "ceiling on this machine");
+- the one process again with one torch thread, and Spark's CPU by process (JVM, Python workers, driver,
+  sampled from /proc): Spark's CPU spread perfectly over every core against the one-thread CPU bounds the
+  speedup by a ratio of CPU times, which the other jobs on a shared machine move less than wall times.
 
 Targets: Spark local[2] >= 1.5x one process at 1M series; peak worker memory flat from 100k to 1M (bounded by
 a part, --rows-per-part, not by the table).
 
-Usage: python benchmarks/spark_predict.py [--smoke | --quick] [--sizes 100000,1000000] [--keep DIR]
+Usage: python benchmarks/spark_predict.py [--smoke | --quick] [--sizes 100000,1000000] [--side both|one|spark]
+                                         [--keep DIR]
   --smoke  2,000 series, Spark in this process, forecasts checked against Forecaster.predict (CI, < 60 s
            where the JVM starts in ~15 s)
   --quick  100k series only
@@ -23,12 +30,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,8 +71,9 @@ def train_run(folder: Path) -> Path:
         frames = []
         for s in range(50):  # 120 daily points each: enough for train/val/test splits
             t = np.arange(120)
+            y = 10 + s % 13 + 3 * np.sin(2 * np.pi * t / SEASON) + 0.3 * rng.normal(size=120)
             frames.append(pd.DataFrame({"id": f"s{s}", "time": pd.date_range("2024-01-01", periods=120, freq="D"),
-                                        "y": 10 + s % 13 + 3 * np.sin(2 * np.pi * t / SEASON) + 0.3 * rng.normal(size=120)}))
+                                        "y": y}))
         cfg = {"data": {"time_col": "time", "id_col": "id", "target": "y", "horizon": HORIZON, "window": WINDOW,
                         "season": SEASON, "calendar": "none"},
                "model": {"hidden_size": 32, "num_layers": 1},
@@ -103,69 +113,167 @@ def _vm(pid: int, key: str) -> int:
     return 0
 
 
-class WorkerPeaks(threading.Thread):
-    """Peak RSS (VmHWM) of each pyspark Python worker and of the JVM, sampled every 0.5 s."""
+TICK = os.sysconf("SC_CLK_TCK")
 
-    def __init__(self) -> None:
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, own user+sys CPU seconds) of a live process, from /proc/PID/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK  # ppid, utime + stime
+
+
+class TreeSampler(threading.Thread):
+    """Every 0.2 s, the CPU time of each process under ``root`` (the last value seen: the final < 0.2 s of a
+    process are missed, so the sum is a lower bound), the peak RSS (VmHWM) of each pyspark Python worker and of
+    the JVM. A Spark job's processes are not all reaped by its driver, so rusage of children would miss them."""
+
+    def __init__(self, root: int) -> None:
         super().__init__(daemon=True)
+        self.root = root
+        self.cpu: dict[int, float] = {}
+        self.kind: dict[int, str] = {}  # driver | jvm | python workers | other
+        self.root_waited = 0.0  # s the root's main thread stood runnable in the run queue, waiting for a core
         self.workers: dict[int, int] = {}
         self.jvm = 0
         self.stop = threading.Event()
 
     def run(self) -> None:
-        while not self.stop.wait(0.5):
-            for pid in filter(str.isdigit, os.listdir("/proc")):
-                try:
-                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-                except OSError:
-                    continue
-                if b"pyspark.daemon" in cmd:
-                    self.workers[int(pid)] = max(self.workers.get(int(pid), 0), _vm(int(pid), "VmHWM"))
-                elif b"org.apache.spark" in cmd and b"java" in cmd:
-                    self.jvm = max(self.jvm, _vm(int(pid), "VmHWM"))
+        while True:
+            self.sample()
+            if self.stop.wait(0.2):
+                return
+
+    def sample(self) -> None:
+        stats = {int(p): st for p in os.listdir("/proc") if p.isdigit() and (st := _stat(int(p))) is not None}
+        tree = {self.root}
+        grown = True
+        while grown:  # descendants of root: add children until none is new
+            new = {pid for pid, (ppid, _) in stats.items() if ppid in tree and pid not in tree}
+            tree |= new
+            grown = bool(new)
+        try:  # schedstat: ns on a core, ns waiting for one, time slices
+            self.root_waited = int(Path(f"/proc/{self.root}/schedstat").read_text().split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            pass
+        for pid in tree & stats.keys():
+            self.cpu[pid] = max(self.cpu.get(pid, 0.0), stats[pid][1])
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"pyspark.daemon" in cmd:
+                self.workers[pid] = max(self.workers.get(pid, 0), _vm(pid, "VmHWM"))
+                self.kind[pid] = "python workers"
+            elif b"java" in cmd:
+                self.jvm = max(self.jvm, _vm(pid, "VmHWM"))
+                self.kind[pid] = "jvm"
+            else:
+                self.kind[pid] = "driver" if pid == self.root else "other"
+
+    def cpu_by_kind(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for pid, cpu in self.cpu.items():
+            kind = self.kind.get(pid, "other")
+            out[kind] = round(out.get(kind, 0.0) + cpu, 1)
+        return out
 
 
-def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    """(wall s, peak RSS of the process tree's largest process, output tail) of a command."""
+def _cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def _load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _timed(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Wall s, CPU s (user + sys of the process and its reaped children: getrusage), the CPU s of its whole
+    process tree sampled from /proc, the largest process' peak RSS, and the load average before and after."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load0 = _load()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    tree = TreeSampler(proc.pid)
+    tree.start()
     out, _ = proc.communicate()
     wall = time.perf_counter() - t0
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    tree.stop.set()
+    tree.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-3000:]}")
-    return wall, peak, out[-600:]
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": wall, "cpu_s": cpu, "tree_cpu_s": sum(tree.cpu.values()),
+            "cpu_by_process": tree.cpu_by_kind(), "waited_s": tree.root_waited, "peak_rss_mb": after.ru_maxrss / 2**10,
+            "worker_peak_rss_mb": max(tree.workers.values(), default=0) / 2**20, "workers": len(tree.workers),
+            "jvm_peak_rss_mb": tree.jvm / 2**20, "load": f"{load0} -> {_load()}", "tail": out[-600:]}
 
 
-def measure(folder: Path, run: Path, n_series: int) -> dict[str, float]:
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def one_process(folder: Path, run: Path, n_series: int) -> dict[str, Any]:
+    """`lstmcast predict RUN --data FILE` at its default (torch on every core: no OMP_NUM_THREADS cap), timed,
+    with the cores it used on average (CPU s / wall s less its waits for a core) and what that leaves a second
+    task slot: on C cores, slots that each do the same CPU work with no overhead at all finish at best C / used
+    times sooner. Then again with one torch thread: its CPU time is the work itself (no thread waits)."""
     file, rows = write_dataset(folder, n_series)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    lstmcast = [sys.executable, "-m", "lstmcast"]
-    # the one process at its default: torch on every core (no OMP_NUM_THREADS cap); Spark: a thread per task
-    one_env = {k: v for k, v in env.items() if k != "OMP_NUM_THREADS"}
-    one_wall, one_peak, _ = _timed([*lstmcast, "predict", str(run), "--data", str(file), "--out",
-                                    str(folder / f"one-{n_series}.csv")], one_env)
+    env = {k: v for k, v in _env().items() if k != "OMP_NUM_THREADS"}
+    cmd = [sys.executable, "-m", "lstmcast", "predict", str(run), "--data", str(file), "--out",
+           str(folder / f"one-{n_series}.csv")]
+    r = _timed(cmd, env)
+    r1 = _timed(cmd, {**env, "OMP_NUM_THREADS": "1"})
+    # on a shared machine the wall time holds the waits for a core; the main thread's run-queue wait taken
+    # off leaves the time it would take alone (the main thread is the critical path: torch's threads join it)
+    alone = max(r["wall_s"] - r["waited_s"], 1e-9)
+    used = max(r["cpu_s"], r["tree_cpu_s"]) / alone
+    res = {"series": n_series, "rows": rows, "one_process_s": r["wall_s"], "one_process_cpu_s": r["cpu_s"],
+           "one_process_waited_s": r["waited_s"], "one_process_cores_used": used, "ceiling": _cores() / used,
+           "one_process_forecasts_per_s": n_series * HORIZON / r["wall_s"],
+           "one_process_peak_rss_mb": r["peak_rss_mb"], "one_process_load": r["load"],
+           "one_thread_s": r1["wall_s"], "one_thread_cpu_s": r1["cpu_s"], "one_thread_load": r1["load"]}
+    print(json.dumps(res), flush=True)
+    return res
+
+
+def spark_side(folder: Path, run: Path, n_series: int, master: str = "local[2]") -> dict[str, Any]:
+    """`lstmcast predict RUN --data DIR --engine spark` timed end to end (the JVM start included)."""
+    file, _ = write_dataset(folder, n_series)
     out = folder / f"spark-{n_series}"
     subprocess.run(["rm", "-rf", str(out)], check=True)
-    peaks = WorkerPeaks()
-    peaks.start()
-    spark_wall, _, tail = _timed([*lstmcast, "predict", str(run), "--data", str(file.parent), "--engine", "spark",
-                                  "--master", "local[2]", "--out", str(out)], env)
-    peaks.stop.set()
-    peaks.join()
+    r = _timed([sys.executable, "-m", "lstmcast", "predict", str(run), "--data", str(file.parent), "--engine",
+                "spark", "--master", master, "--out", str(out)], _env())
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["series"] == n_series and manifest["errors"] == 0, manifest
-    forecasts = n_series * HORIZON
-    worker_peak = max(peaks.workers.values()) if peaks.workers else 0
-    res = {"series": n_series, "rows": rows, "parts": manifest["parts"],
-           "one_process_s": one_wall, "one_process_forecasts_per_s": forecasts / one_wall,
-           "one_process_peak_rss_mb": one_peak / 2**20,
-           "spark_s": spark_wall, "spark_forecasts_per_s": forecasts / spark_wall,
-           "speedup": one_wall / spark_wall, "spark_worker_peak_rss_mb": worker_peak / 2**20,
-           "spark_workers_seen": len(peaks.workers), "spark_jvm_peak_rss_mb": peaks.jvm / 2**20}
+    res = {"series": n_series, "parts": manifest["parts"], "spark_s": r["wall_s"], "spark_cpu_s": r["tree_cpu_s"],
+           "spark_cores_used": r["tree_cpu_s"] / r["wall_s"],
+           "spark_cpu_by_process": r["cpu_by_process"],
+           "spark_forecasts_per_s": n_series * HORIZON / r["wall_s"],
+           "spark_worker_peak_rss_mb": r["worker_peak_rss_mb"], "spark_workers_seen": r["workers"],
+           "spark_jvm_peak_rss_mb": r["jvm_peak_rss_mb"], "spark_load": r["load"]}
     print(json.dumps(res), flush=True)
+    return res
+
+
+def measure(folder: Path, run: Path, n_series: int, side: str = "both") -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    if side in ("both", "one"):
+        res.update(one_process(folder, run, n_series))
+    if side in ("both", "spark"):
+        res.update(spark_side(folder, run, n_series))
+    if side == "both":
+        res["speedup"] = res["one_process_s"] / res["spark_s"]
+        # Spark's CPU spread perfectly over every core, against one process that takes no longer than its
+        # one-thread CPU time: an upper bound on the speedup that the load does not move (CPU s, not wall s)
+        res["cpu_bound"] = _cores() * res["one_thread_cpu_s"] / res["spark_cpu_s"]
+        print(f"{n_series:,} series: Spark local[2] / one process {res['speedup']:.2f}x; ceiling on this machine "
+              f"{res['ceiling']:.2f}x (one process used {res['one_process_cores_used']:.2f} of {_cores()} cores); "
+              f"CPU: one process {res['one_thread_cpu_s']:.1f} s (one thread), Spark {res['spark_cpu_s']:.1f} s "
+              f"{res['spark_cpu_by_process']} -> at most {res['cpu_bound']:.2f}x", flush=True)
     return res
 
 
@@ -195,6 +303,8 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--side", choices=("both", "one", "spark"), default="both",
+                    help="one: the one-process side alone (its cores used and the ceiling); spark: Spark alone")
     ap.add_argument("--keep", type=Path, help="keep the data, run and outputs in this folder")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -205,14 +315,19 @@ def main() -> None:
         if args.smoke:
             return smoke(folder, run)
         sizes = [100_000] if args.quick else [int(s) for s in args.sizes.split(",")]
-        results = [measure(folder, run, n) for n in sizes]
-        if len(results) > 1:
-            a, b = results[0], results[-1]
+        results = [measure(folder, run, n, args.side) for n in sizes]
+        last = results[-1]
+        if len(results) > 1 and args.side != "one":
+            a, b = results[0], last
             print(f"worker peak RSS {a['spark_worker_peak_rss_mb']:.0f} MB at {a['series']:,} series, "
                   f"{b['spark_worker_peak_rss_mb']:.0f} MB at {b['series']:,} "
                   f"(ratio {b['spark_worker_peak_rss_mb'] / max(a['spark_worker_peak_rss_mb'], 1):.2f})")
-        print(f"speedup of Spark local[2] over one process at {results[-1]['series']:,} series: "
-              f"{results[-1]['speedup']:.2f}x (target >= 1.5)")
+        if args.side != "spark":
+            print(f"ceiling on this machine at {last['series']:,} series: {last['ceiling']:.2f}x ({_cores()} cores / "
+                  f"{last['one_process_cores_used']:.2f} used by one process)")
+        if args.side == "both":
+            print(f"speedup of Spark local[2] over one process at {last['series']:,} series: "
+                  f"{last['speedup']:.2f}x (target >= 1.5; ceiling on this machine {last['ceiling']:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -200,3 +200,26 @@ def test_cli_writes_parts_and_the_manifest_last_and_a_rerun_resumes_the_unfinish
     other = CliRunner().invoke(app, ["predict", str(run), "--data", str(data), "--engine", "spark",
                                      "--out", str(out)])  # no --future: another job's inputs
     assert other.exit_code == 2 and "another job" in other.output
+
+
+def test_by_default_the_parts_run_in_one_job_and_rows_per_job_splits_them_with_the_same_output(run, spark,
+                                                                                                 tmp_path):
+    hist, fut = panel(400, seed=11)
+    data, future = tmp_path / "data", tmp_path / "future"
+    data.mkdir()
+    future.mkdir()
+    hist.to_parquet(data / "part-0.parquet")
+    fut.to_parquet(future / "part-0.parquet")
+    jobs: list[tuple[int, int]] = []
+    one = predict_dataset(run, data, tmp_path / "one", future, spark=spark, rows_per_part=3_000,
+                          on_part=lambda done, total: jobs.append((done, total)))
+    parts = one.manifest["parts"]
+    assert parts >= 4 and jobs == [(parts, parts)]  # every part in the first (only) job
+    calls: list[tuple[int, int]] = []
+    split = predict_dataset(run, data, tmp_path / "split", future, spark=spark, rows_per_part=3_000,
+                            rows_per_job=len(hist) // 3 + 1, on_part=lambda done, total: calls.append((done, total)))
+    assert split.manifest["parts"] == parts and len(calls) >= 2 and calls[-1] == (parts, parts)
+    want = pd.read_parquet(tmp_path / "one" / "forecasts").drop(columns=["part"])
+    got = pd.read_parquet(tmp_path / "split" / "forecasts").drop(columns=["part"])
+    assert len(want) == 400 * H
+    _assert_same(got, want, ["id", "time"])

@@ -159,3 +159,13 @@ def test_predict_engine_spark_refuses_missing_folders_and_an_unknown_engine_befo
     res = CliRunner().invoke(app, ["predict", str(run), "--engine", "dask"])
     assert res.exit_code == 2 and "--engine must be local or spark" in res.output
     assert not (tmp_path / "o").exists()
+
+
+def test_parts_go_to_the_fewest_jobs_that_each_read_at_most_rows_per_job():
+    assert plan.parts_in_a_job(20_000_000, 101, plan.ROWS_PER_JOB) == 101  # 1M series of 20 rows: one job
+    assert plan.parts_in_a_job(200_000_000, 1_000, 50_000_000) == 250  # 10M series: four jobs
+    assert plan.parts_in_a_job(200_000_001, 1_000, 50_000_000) == 200  # one row more: a fifth job
+    assert plan.parts_in_a_job(10, 3, 1) == 1  # more jobs than parts: one part a job
+    assert plan.parts_in_a_job(0, 1, 5) == 1
+    with pytest.raises(ConfigError, match="rows per job must be >= 1"):
+        plan.parts_in_a_job(10, 3, 0)

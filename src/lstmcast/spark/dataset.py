@@ -1,10 +1,12 @@
 """`lstmcast predict RUN --data DIR --engine spark --out OUT`: a Parquet dataset in, partitioned Parquet out,
 resumable part by part, with OUT/manifest.json written last (plan.py describes the folder).
 
-The parts are computed a few at a time (``parts_per_job`` per Spark job); each job writes into a staging
-folder, and only after the job succeeded are its parts moved into place and recorded. Spark's commit protocol
-keeps exactly one attempt of every task in the staging folder, so a killed worker or a retried task leaves
-no duplicate and no missing forecast; a killed driver leaves finished parts and at most one job's staging.
+The parts are computed in as few Spark jobs as the input allows (``rows_per_job`` input rows each: every
+job re-scans the whole input and pays its own planning, code generation and Python-worker set-up); each job
+writes into a staging folder, and only after the job succeeded are its parts moved into place and recorded.
+Spark's commit protocol keeps exactly one attempt of every task in the staging folder, so a killed worker or
+a retried task leaves no duplicate and no missing forecast; a killed driver leaves finished parts and at most
+one job's staging.
 """
 
 from __future__ import annotations
@@ -51,11 +53,12 @@ def read_dataset(spark: SparkSession, folder: str | os.PathLike[str]) -> DataFra
 
 def predict_dataset(run: str | os.PathLike[str], data: str | os.PathLike[str], out: str | os.PathLike[str],
                     future: str | os.PathLike[str] | None = None, *, master: str = "local[2]",
-                    spark: SparkSession | None = None,
-                    rows_per_part: int = job.ROWS_PER_GROUP, parts_per_job: int | None = None,
+                    spark: SparkSession | None = None, rows_per_part: int = job.ROWS_PER_GROUP,
+                    parts_per_job: int | None = None, rows_per_job: int = plan.ROWS_PER_JOB,
                     on_part: Callable[[int, int], None] | None = None) -> Outcome:
     """Forecast every series of the dataset ``data`` into ``out``; a rerun skips the finished parts. ``spark``:
-    a session to use (default: a local one on ``master``, started only when there is work left).
+    a session to use (default: a local one on ``master``, started only when there is work left). The parts
+    are computed ``parts_per_job`` per Spark job (default: as many as ``rows_per_job`` input rows hold).
 
     >>> predict_dataset("runs/demo", "recent/", "forecasts/").manifest["series"]     # doctest: +SKIP
     """
@@ -77,9 +80,7 @@ def predict_dataset(run: str | os.PathLike[str], data: str | os.PathLike[str], o
     shutil.rmtree(out_dir / STAGING, ignore_errors=True)  # a killed job's staging: never counted, redone
     records = plan.finished_parts(out_dir, the_plan)
     todo = [p for p in range(the_plan.parts) if p not in records]
-    # each job re-scans the input and pays its own set-up: at most ~10 jobs (a stop loses at most ~1/10 of the
-    # work), and at least 8 parts per core in each, so small inputs run as one job
-    per_job = parts_per_job or max(8 * spark.sparkContext.defaultParallelism, -(-the_plan.parts // 10))
+    per_job = parts_per_job or plan.parts_in_a_job(the_plan.rows, the_plan.parts, rows_per_job)
     id_col = ref.fc.meta_.id_col
     for i in range(0, len(todo), per_job):
         wave = todo[i:i + per_job]
