@@ -187,8 +187,14 @@ def _warm_up(df, values, H, L, epochs):
     done, and the first full-size runs of a process are slower on both sides (on a quiet machine three fits in a
     row took 6.1, 4.9 and 3.7 s: allocator and kernel caches warming up), which decided the first rounds."""
     _, _, fc = _fit_fair(df, L, H, epochs, "fp32")
-    _bare_fit(values, L, H, fc.config_.model, epochs, fc.history_[0]["steps"], fc.prepared_.splits[0].train_end,
-              fc.prepared_.index.val)
+    _bare_fit(*_bare_work(values, L, H, fc))
+    return fc
+
+
+def _bare_work(values, L, H, fc) -> tuple:
+    """``_bare_fit``'s arguments for the work ``fc``'s fit did: its epochs, steps and validation windows."""
+    hist, prep = fc.history_, fc.prepared_
+    return values, L, H, fc.config_.model, len(hist), hist[0]["steps"], prep.splits[0].train_end, prep.index.val
 
 
 def end_to_end(L=96, H=1, epochs=3, rounds=5, n=4032, precisions=("fp32", "auto")):
@@ -199,15 +205,19 @@ def end_to_end(L=96, H=1, epochs=3, rounds=5, n=4032, precisions=("fp32", "auto"
 
     values = series(n)[:, 0].astype(np.float64)
     df = pd.DataFrame({"time": pd.date_range("2024-01-01", periods=len(values), freq="30min"), "y": values})
-    _warm_up(df, values, H, L, epochs)
+    work = _bare_work(values, L, H, _warm_up(df, values, H, L, epochs))
     out = {}
     for precision in precisions:
         ratios, fits, bares, cpu_ratios = [], [], [], []
-        for _ in range(rounds):
-            t_fit, c_fit, fc = _fit_fair(df, L, H, epochs, precision)
+        for r in range(rounds):
+            if r % 2:  # ABBA: the order flips every round, so a drift of the machine within a round hits both sides
+                t_bare, c_bare = _bare_fit(*work)
+                t_fit, c_fit, fc = _fit_fair(df, L, H, epochs, precision)
+            else:
+                t_fit, c_fit, fc = _fit_fair(df, L, H, epochs, precision)
+                t_bare, c_bare = _bare_fit(*_bare_work(values, L, H, fc))
+            work = _bare_work(values, L, H, fc)  # the same every round (fixed epochs, no early stop in 3)
             prep, hist = fc.prepared_, fc.history_
-            t_bare, c_bare = _bare_fit(values, L, H, fc.config_.model, len(hist), hist[0]["steps"],
-                               prep.splits[0].train_end, prep.index.val)
             fits.append(t_fit)
             bares.append(t_bare)
             ratios.append(t_bare / t_fit)
@@ -217,10 +227,12 @@ def end_to_end(L=96, H=1, epochs=3, rounds=5, n=4032, precisions=("fp32", "auto"
                   f"({torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f})", flush=True)
         print(f"end-to-end L={L} H={H}, {len(hist)} epochs of {hist[0]['steps']} steps + validation "
               f"({len(prep.index.val)} windows), hidden {fc.config_.model.hidden_size}x{fc.config_.model.num_layers}, "
-              f"no skip, no refit, min_steps 0: Forecaster.fit (precision {precision} -> {fc.training_.accel.precision}) "
+              f"no skip, no refit, min_steps 0: Forecaster.fit (precision {precision} -> "
+              f"{fc.training_.accel.precision}) "
               f"{statistics.median(fits):.2f} s, bare fused-AdamW loop {statistics.median(bares):.2f} s, ratio "
               f"{statistics.median(ratios):.2f} (bare time / fit time; < 1 = lstmcast slower; CPU-time ratio "
-              f"{statistics.median(cpu_ratios):.2f}, which a loaded machine distorts less)", flush=True)
+              f"{statistics.median(cpu_ratios):.2f}, which a loaded machine distorts less; geometric mean of the "
+              f"rounds' ratios {statistics.geometric_mean(ratios):.2f})", flush=True)
         out[precision] = statistics.median(ratios)
     return out
 
