@@ -1,13 +1,13 @@
 """The run's rules that both trainers follow (loop.Trainer and stateful.StatefulTrainer): when a checkpoint is
-written, why the run ends, what an epoch's end records, and what an interrupted run flushes. Each is decided here
-once; the trainers call these with their TrainState."""
+written, why the run ends, the epochs until then, what an epoch's end records and tells the callbacks, and what an
+interrupted run flushes. Each is decided here once; the trainers call these with their TrainState."""
 
 from __future__ import annotations
 
 import copy
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -64,3 +64,30 @@ def flush_all(callbacks: Iterable[Any]) -> None:
             flush()
     for handler in logging.getLogger().handlers:
         handler.flush()
+
+
+def run_epochs(st: TrainState, stop_reason: Callable[[bool], str], run_epoch: Callable[[], EpochRecord | None],
+               end_epoch: Callable[[EpochRecord], None]) -> None:
+    """Epochs until a stop reason: one is asked for before each epoch (a stop request, max_epochs) and at its
+    end (``end_epoch`` sets it); an epoch resumed mid-way keeps its number; one stopped before its end records
+    nothing."""
+    while not st.stop_reason:
+        st.stop_reason = stop_reason(False)
+        if st.stop_reason:
+            break
+        if st.cursor is None:
+            st.epoch += 1
+        rec = run_epoch()
+        if rec is not None:
+            end_epoch(rec)
+
+
+def notify(callbacks: Iterable[Callable[[Any, EpochRecord], None]], view: Callable[[], Any],
+           rec: EpochRecord) -> None:
+    """Each callback with a read-only view of the step (built once, only when there is a callback) and the
+    epoch's record."""
+    callbacks = list(callbacks)
+    if callbacks:
+        v = view()
+        for cb in callbacks:
+            cb(v, rec)

@@ -337,15 +337,7 @@ class StatefulTrainer:
         st = self.state
         if self.store is not None:
             self.store.check_writable()
-        while not st.stop_reason:
-            st.stop_reason = self._stop_reason(epoch_end=False)
-            if st.stop_reason:
-                break
-            if st.cursor is None:
-                st.epoch += 1
-            rec = self.run_epoch()
-            if rec is not None:
-                self._end_epoch(rec)
+        rules.run_epochs(st, self._stop_reason, self.run_epoch, self._end_epoch)
         if not st.finished:
             self._interrupted()
 
@@ -357,10 +349,7 @@ class StatefulTrainer:
     def _end_epoch(self, rec: EpochRecord) -> None:
         st = self.state
         rules.record_epoch(self.cfg, st, rec, self.parts.scheduler, self.model)
-        if self.callbacks:
-            view = self.view()
-            for cb in self.callbacks:
-                cb(view, rec)
+        rules.notify(self.callbacks, self.view, rec)
         st.stop_reason = self._stop_reason(epoch_end=True)
         if self._checkpoint_due(None):
             self.save_checkpoint()
