@@ -8,7 +8,11 @@ Prints, from one run:
   no step minimum, 3 epochs; validation, early stopping, window normalisation, dropout and the preflight as
   a user gets them), precision fp32 and auto, against a bare fused-AdamW loop doing the same epochs of the
   same number of optimizer steps with a validation pass each: ``end-to-end ... ratio X.XX`` (bare / fit, wall
-  time; then the CPU-time ratio, which a machine loaded by other processes distorts less);
+  time; then the CPU-time ratio, which a machine loaded by other processes distorts less); the bare loop runs
+  in the same process, so it shares the malloc thresholds lstmcast's first fit set (``train.allocator``);
+- what ``train.allocator: auto`` itself buys: ``Forecaster.fit`` of the end-to-end work in fresh processes,
+  auto against ``system``, first and second fit of a process, with their minor page faults: ``allocator ...
+  ratio X.XX`` (system time / auto time);
 - peak memory added by fitting a 5-million-point series at L=96, against the raw data size;
 - single-series ``Forecaster.predict`` latency p50 through the public API on a loaded model, per frequency
   (half-hourly, hourly, daily, weekly, monthly; calendar channels where the frequency has them), and the bare
@@ -237,6 +241,48 @@ def end_to_end(L=96, H=1, epochs=3, rounds=5, n=4032, precisions=("fp32", "auto"
     return out
 
 
+_ALLOCATOR_CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+import numpy as np, pandas as pd
+import train_speed as ts
+from lstmcast import Forecaster
+L, n, epochs, allocator = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+values = ts.series(n)[:, 0].astype(np.float64)
+df = pd.DataFrame({"time": pd.date_range("2024-01-01", periods=len(values), freq="30min"), "y": values})
+out = []
+for _ in range(2):  # the first fit of a process (what one `lstmcast train` runs), then a second one
+    f0, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+    Forecaster({"data": {"time_col": "time", "target": "y", "window": L, "horizon": 1, "calendar": "none"},
+                "model": {"hidden_size": 64, "num_layers": 2, "linear_skip": False},
+                "train": {"max_epochs": epochs, "min_steps": 0, "refit": False, "precision": "fp32",
+                          "allocator": allocator}}).fit(df, progress=False)
+    out.append([time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0])
+print(json.dumps(out))
+"""
+
+
+def allocator(L=96, n=4032, epochs=3, rounds=2) -> float:
+    """``train.allocator`` auto against system: the end-to-end fit in fresh processes (ABBA rounds), each process
+    fitting twice; the variables that make lstmcast leave malloc alone are removed from the children's environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES",)}
+    here = os.path.dirname(os.path.abspath(__file__))
+    runs: dict[str, list] = {"auto": [], "system": []}
+    for r in range(rounds):
+        for policy in (("auto", "system") if r % 2 == 0 else ("system", "auto")):
+            out = subprocess.run([sys.executable, "-c", _ALLOCATOR_CHILD, here, str(L), str(n), str(epochs), policy],
+                                 capture_output=True, text=True, check=True, env=env)
+            runs[policy].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    med = {p: [statistics.median(run[k][0] for run in v) for k in (0, 1)] for p, v in runs.items()}
+    faults = {p: [statistics.median(run[k][1] for run in v) for k in (0, 1)] for p, v in runs.items()}
+    for k, which in enumerate(("first", "second")):
+        print(f"allocator: {which} Forecaster.fit of a fresh process (the end-to-end work), {rounds} rounds: "
+              f"train.allocator auto {med['auto'][k]:.2f} s ({faults['auto'][k] / 1e3:.0f}k minor page faults), "
+              f"system {med['system'][k]:.2f} s ({faults['system'][k] / 1e3:.0f}k), ratio "
+              f"{med['system'][k] / med['auto'][k]:.2f} (system time / auto time; > 1 = auto faster)", flush=True)
+    return med["system"][0] / med["auto"][0]
+
+
 _MEMORY_CHILD = r"""
 import json, resource, sys, numpy as np, pandas as pd, torch
 import lstmcast
@@ -413,7 +459,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer rounds, no 5M-point memory run")
     ap.add_argument("--smoke", action="store_true",
                     help="a tiny run of every section, to check the script (CI runs every benchmark so)")
-    ap.add_argument("--only", choices=["speed", "end-to-end", "memory", "latency", "precision"], default=None)
+    ap.add_argument("--only", choices=["speed", "end-to-end", "allocator", "memory", "latency", "precision"],
+                    default=None)
     args = ap.parse_args()
     import torch
 
@@ -432,6 +479,8 @@ def main() -> None:
         speed(8, 32, steps=100, rounds=rounds * 3)
     if args.only in (None, "end-to-end"):
         end_to_end(rounds=3 if args.quick else 5)
+    if args.only in (None, "allocator"):
+        allocator(rounds=2 if args.quick else 4)
     if args.only in (None, "memory"):
         memory(500_000 if args.quick else 5_000_000)
     if args.only in (None, "precision"):
@@ -447,6 +496,8 @@ def smoke(only: str | None) -> None:
         speed(24, 32, hidden=16, layers=1, steps=5, rounds=1)
     if only in (None, "end-to-end"):
         end_to_end(L=24, epochs=1, rounds=1, n=800, precisions=("fp32",))
+    if only in (None, "allocator"):
+        allocator(L=24, n=800, epochs=1, rounds=1)
     if only in (None, "memory"):
         memory(20_000)
     if only in (None, "precision"):

@@ -104,7 +104,7 @@ class Forecaster:
              run_dir: str | os.PathLike[str] | None, resume_from: Checkpoint | None) -> Forecaster:
         import torch
 
-        from lstmcast.training.accel import resolve
+        from lstmcast.training.accel import keep_freed_memory, resolve
 
         cfg = validate_config(self.config)
         if type(data).__name__ == "Series":  # pandas, imported only where data is a table
@@ -114,6 +114,7 @@ class Forecaster:
         cfg, world = join(cfg)  # this process's place: Solo alone, a rank of a process group under torchrun
         # before any data is read
         accel = resolve(cfg.train.device, cfg.train.precision, cfg.train.threads, cfg.train.accel)
+        keep_freed_memory(cfg.train.allocator)
         fitting.seed_everything(cfg.train.seed)
         series, prep, ids = _read(data, cfg, world, accel.precision)
         resolved = fitting.resolve_config(cfg, prep, data, world.count(len(prep.index.train)))  # every rank's

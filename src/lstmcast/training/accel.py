@@ -3,7 +3,8 @@
 ``precision: auto`` resolves here to a provisional fp32; the measured choice is made once the model and
 the data exist (``training.precision.settle``), and ``Accel.reason`` then says what was measured.
 ``accel`` chooses how the step runs: ``graphs`` (whole-step CUDA graphs, see ``training.graphs``) or
-``eager``; ``auto`` means graphs on CUDA, eager elsewhere.
+``eager``; ``auto`` means graphs on CUDA, eager elsewhere. ``keep_freed_memory`` is ``train.allocator``: glibc's
+malloc otherwise hands every step's freed activations back to the system and takes them again as page faults.
 
 >>> a = resolve("cpu", "fp32", 1)
 >>> a.device.type, a.precision, a.graphs
@@ -12,9 +13,12 @@ the data exist (``training.precision.settle``), and ``Accel.reason`` then says w
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import os
+import platform
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -120,6 +124,68 @@ def cpu_bf16_runs() -> bool:
         return True
     except RuntimeError:
         return False
+
+
+# glibc's mallopt parameters (malloc.h) and the values train.allocator: auto sets
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 * 2**20  # the largest glibc accepts on 64-bit (half its 64 MiB arena heap)
+TRIM_THRESHOLD = 128 * 2**20
+_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_",
+               "GLIBC_TUNABLES")
+_allocator_state: list[str] = []  # what keep_freed_memory did in this process (set once)
+
+
+def keep_freed_memory(policy: str = "auto") -> str:
+    """Keep freed training memory in the process instead of handing it back to the system (glibc).
+
+    An LSTM step frees and re-allocates the same few-MiB activation buffers hundreds of times a second. glibc
+    serves blocks above its mmap threshold (128 KiB, raised only as large blocks are freed) with fresh pages and
+    trims its heap's free top back to the system, so every step page-faults its buffers in again: 0.3-1.3M
+    minor faults in a 3-epoch fit at L=96 on two threads, the largest part of the variation between fits. With
+    the mmap threshold at 32 MiB and the trim threshold at 128 MiB the buffers stay mapped and are reused.
+    Process-wide and once (glibc cannot restore its adaptive threshold): the in-process counterpart of
+    preloading jemalloc or tcmalloc (docs/PERFORMANCE.md, "The allocator"). ``system`` leaves malloc alone,
+    and so does ``auto`` where it is not glibc or the user already chose (a ``MALLOC_*`` or
+    ``GLIBC_TUNABLES`` variable, a preloaded allocator). Returns what was done, for the log.
+    """
+    if _allocator_state:
+        return _allocator_state[0]
+    if policy == "system":
+        return "system malloc (train.allocator: system)"  # not remembered: a later fit may ask for auto
+    why = _allocator_left_alone()
+    if why is None:
+        try:
+            libc = ctypes.CDLL(None)  # the process's own symbols: the C library's mallopt
+            ok = libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+            ok = libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and ok
+        except (OSError, AttributeError) as exc:  # a libc without mallopt
+            ok, why = False, f"mallopt unavailable ({type(exc).__name__})"
+        if ok:
+            done = f"glibc malloc keeps freed memory (mmap threshold {MMAP_THRESHOLD >> 20} MiB, trim " \
+                   f"threshold {TRIM_THRESHOLD >> 20} MiB)"
+        else:
+            done = f"system malloc ({why or 'mallopt refused the thresholds'})"
+    else:
+        done = f"system malloc ({why})"
+    log.info("allocator: %s", done)
+    _allocator_state.append(done)
+    return done
+
+
+def _allocator_left_alone() -> str | None:
+    """Why ``train.allocator: auto`` leaves malloc as it is here, or None to tune it."""
+    if not sys.platform.startswith("linux"):
+        return f"{sys.platform}: only glibc's malloc is tuned"
+    name, _ = platform.libc_ver()
+    if name != "glibc":
+        return "not glibc"
+    chosen = [k for k in _MALLOC_ENV if k in os.environ]
+    if chosen:
+        return f"{chosen[0]} is set in the environment"
+    preload = os.environ.get("LD_PRELOAD", "")
+    if any(a in preload for a in ("jemalloc", "tcmalloc", "mimalloc")):
+        return "an allocator is preloaded (LD_PRELOAD)"
+    return None
 
 
 @contextmanager
