@@ -253,3 +253,17 @@ def test_a_table_fits_the_robust_skip_and_one_series_keeps_least_squares(caplog)
             lstmcast.Forecaster(one).fit(table)
         chose = [r.getMessage() for r in caplog.records if r.getMessage().startswith("linear skip")]
         assert chose and all(("absolute" in m) == robust for m in chose), chose
+
+
+def test_the_absolute_fit_reweights_a_share_of_whole_windows_above_its_budget(monkeypatch):
+    z = torch.arange(40.0, dtype=torch.float64).repeat_interleave(6).reshape(40, 6)  # 20 windows x 2 targets
+    d = z[:, :2].clone()
+    monkeypatch.setattr(skip_init, "ROBUST_BUDGET", 6 * 6 * 2 * 10)  # 10 rows a reweighting: 5 windows
+    zr, dr = skip_init._robust_rows(z, d, torch.Generator().manual_seed(0), n_targets=2)
+    assert zr.shape == (10, 6) and dr.shape == (10, 2)
+    assert torch.equal(zr[0::2, 0] % 2, torch.zeros(5, dtype=torch.float64))  # each window's two targets together
+    assert torch.equal(zr[1::2, 0] - zr[0::2, 0], torch.ones(5, dtype=torch.float64))
+    rng = np.random.default_rng(0)
+    w = _windows(np.cumsum(rng.standard_normal(300)), 6, 2)
+    fit = fit_skip(w, torch.arange(200), torch.arange(200, len(w)), 6, 2, 1, None, robust=True)
+    assert fit.robust and torch.isfinite(fit.weight).all()

@@ -35,6 +35,10 @@ RELATIVE_LAMBDAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 MAX_FIT_ROWS = 20_000  # windows used for the fit: the normal equations are L x L, the rows only cost the gather
 ROBUST_STEPS = 6  # reweightings of the absolute-error fit, from the ridge solution (measured: enough to settle)
 ROBUST_FLOOR = 0.1  # residuals below this share of their median weigh as much as one at it (no division by 0)
+# multiply-adds of one reweighting (rows x L^2 x H, an L x L system per step ahead): above it the absolute fit reweights
+# a random share of the rows (the panels benchmark's largest, 12k x 72^2 x 24 = 1.5e9, keeps all; at 20k x 144^2 x 48
+# all rows took 10 s and 1.4 GB a candidate)
+ROBUST_BUDGET = 2_000_000_000
 Reduce = Callable[[Tensor], Tensor]  # data.shard_series: a sum over the ranks (each holds its own series)
 
 
@@ -134,6 +138,7 @@ def fit_skip(windows: Tensor, train_idx: Tensor, val_idx: Tensor, window: int, h
         gram, cross = both[:, :window].contiguous(), both[:, window:].contiguous()
     scale = float(torch.diagonal(gram).mean()) or 1.0
     eye = torch.eye(window, dtype=torch.float64)
+    zr, dr = _robust_rows(z, d, gen, n_targets) if robust else (z, d)
     scored: list[tuple[SkipFit, Tensor]] = []
     for name, prior in priors(window, horizon, season).items():
         if choice is not None and name != choice.prior:
@@ -145,7 +150,7 @@ def fit_skip(windows: Tensor, train_idx: Tensor, val_idx: Tensor, window: int, h
             # W = P + (Z'Z + lam I)^-1 Z'(D - Z P')
             delta = torch.linalg.solve(gram + lam * scale * eye, cross - gram @ p.T)
             weight = p + delta.T
-            candidates.append((lam, _absolute_fit(z, d, p, weight, lam, reduce) if robust else weight))
+            candidates.append((lam, _absolute_fit(zr, dr, p, weight, lam, reduce) if robust else weight))
         for lam, weight in candidates:
             if not torch.isfinite(weight).all():
                 continue
@@ -159,19 +164,31 @@ def fit_skip(windows: Tensor, train_idx: Tensor, val_idx: Tensor, window: int, h
     return best
 
 
+def _robust_rows(z: Tensor, d: Tensor, gen: torch.Generator, n_targets: int) -> tuple[Tensor, Tensor]:
+    """The rows the absolute fit reweights: all of them within ``ROBUST_BUDGET``, else a random share (whole
+    windows: a window's ``n_targets`` rows stay together)."""
+    n, L, H = z.shape[0], z.shape[1], d.shape[1]
+    keep = max(1, ROBUST_BUDGET // (L * L * H)) // n_targets
+    if n <= keep * n_targets:
+        return z, d
+    pick = torch.randperm(n // n_targets, generator=gen)[:keep]
+    rows = (pick[:, None] * n_targets + torch.arange(n_targets)).reshape(-1)
+    return z[rows], d[rows]
+
+
 def _absolute_fit(z: Tensor, d: Tensor, p: Tensor, weight: Tensor, lam: float, reduce: Reduce | None) -> Tensor:
     """``min_W sum |D - Z W^T| + lam s_h |W_h - P_h|^2`` from the ridge solution ``weight`` (H, L), by
     iteratively reweighted least squares: each horizon step ``h`` its own weighted normal equations,
     ``(Z' diag(1/|r_h|) Z + lam s_h I) (W_h - P_h) = Z' diag(1/|r_h|) (D_h - Z P_h)``, ``s_h`` the weighted
     Gram's mean diagonal (the strength stays relative to the data's scale, as in the ridge fit)."""
-    L = z.shape[1]
+    L, H = z.shape[1], d.shape[1]
     eye = torch.eye(L, dtype=z.dtype)
     target = d - z @ p.T  # (n, H): what the map adds to the prior
     for _ in range(ROBUST_STEPS):
         r = (z @ weight.T - d).abs()  # (n, H)
         w = 1.0 / r.clamp_min(max(float(r.median()) * ROBUST_FLOOR, 1e-12))
-        gram = torch.einsum("nl,nh,nm->hlm", z, w, z)  # (H, L, L)
-        cross = torch.einsum("nl,nh->hl", z, w * target)  # (H, L)
+        gram = torch.stack([(z * w[:, h:h + 1]).T @ z for h in range(H)])  # (H, L, L), one (n, L) copy at a time
+        cross = (w * target).T @ z  # (H, L)
         if reduce is not None:
             both = reduce(torch.cat([gram, cross.unsqueeze(2)], dim=2))
             gram, cross = both[:, :, :L].contiguous(), both[:, :, L].contiguous()
