@@ -3,6 +3,8 @@ linear skip's fit, refit on every row, the honest headline."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,7 +20,8 @@ from lstmcast.training.accel import resolve
 from lstmcast.data.windows import Roles
 from lstmcast.training.loop import Trainer
 from lstmcast.training.records import TrainData
-from lstmcast.training.skip_init import fit_skip, priors
+from lstmcast.training import skip_init
+from lstmcast.training.skip_init import SkipFit, fit_skip, priors
 from tests.conftest import seasonal_frame
 
 
@@ -209,3 +212,58 @@ def test_auto_hidden_counts_the_decoder_and_embeddings_of_covariate_models():
     with_inputs = resolve_model(ModelConfig(), 600, 5, 1, 6, 24, future_size=40, static_size=2,
                                 static_cardinalities=(500,)).hidden_size
     assert (plain, with_inputs) == (64, 32)
+
+
+def test_robust_skip_fit_minimises_the_absolute_error_and_is_chosen_on_it():
+    rng = np.random.default_rng(0)
+    dy = np.zeros(600)
+    for t in range(1, 600):  # ARIMA(1, 1, 0) with heavy-tailed shocks: the next change is 0.6 of the last one
+        dy[t] = 0.6 * dy[t - 1] + 0.1 * rng.standard_t(1.5)
+    w = _windows(np.cumsum(dy), 6, 2)
+    train, val = torch.arange(450), torch.arange(450, len(w))
+    z, d = skip_init._deltas(w, train, 6, 1)
+    p = torch.zeros(2, 6, dtype=torch.float64)
+    gram = z.T @ z
+    ridge = torch.linalg.solve(gram + 1e-3 * float(torch.diagonal(gram).mean()) * torch.eye(6, dtype=torch.float64),
+                               z.T @ d).T
+    absolute = skip_init._absolute_fit(z, d, p, ridge, 1e-3, None)
+    assert float((z @ absolute.T - d).abs().mean()) < float((z @ ridge.T - d).abs().mean())
+    assert float(((z @ absolute.T - d) ** 2).mean()) > float(((z @ ridge.T - d) ** 2).mean())
+    robust = fit_skip(w, train, val, 6, 2, 1, None, robust=True)
+    assert robust.robust and not fit_skip(w, train, val, 6, 2, 1, None).robust
+    x, target = w[450:, 0, :6].double(), w[450:, 0, 6:].double()
+    mae = float((x[:, -1:] + (x - x[:, -1:]) @ robust.weight.double().T - target).abs().mean())
+    assert robust.val_loss == pytest.approx(mae, rel=1e-4)  # chosen on the absolute error
+    # the choice carries the fit: a refit (train.refit, calibration, resume) fits the same way
+    again = fit_skip(w, train, val[:0], 6, 2, 1, None, choice=SkipFit.from_dict(robust.as_dict()))
+    assert again.robust and torch.allclose(again.weight, robust.weight, atol=1e-5)
+    assert not SkipFit.from_dict({"prior": "naive", "lam": 0.1}).robust  # a checkpoint from before: least squares
+
+
+def test_a_table_fits_the_robust_skip_and_one_series_keeps_least_squares(caplog):
+    from tests.unit.test_panels import panel
+
+    cfg = {"data": {"time_col": "date", "target": "y", "id_col": "id", "horizon": 6, "season": 12},
+           "model": {"hidden_size": 8}, "train": {"max_epochs": 1, "min_steps": 0, "seed": 0},
+           "monitor": {"tensorboard": False}}
+    for table, robust in ((panel([60, 70, 80]), True), (panel([80]).drop(columns="id"), False)):
+        caplog.clear()
+        one = {**cfg, "data": {k: v for k, v in cfg["data"].items() if robust or k != "id_col"}}
+        with caplog.at_level(logging.INFO, logger="lstmcast.training.skip_init"):
+            lstmcast.Forecaster(one).fit(table)
+        chose = [r.getMessage() for r in caplog.records if r.getMessage().startswith("linear skip")]
+        assert chose and all(("absolute" in m) == robust for m in chose), chose
+
+
+def test_the_absolute_fit_reweights_a_share_of_whole_windows_above_its_budget(monkeypatch):
+    z = torch.arange(40.0, dtype=torch.float64).repeat_interleave(6).reshape(40, 6)  # 20 windows x 2 targets
+    d = z[:, :2].clone()
+    monkeypatch.setattr(skip_init, "ROBUST_BUDGET", 6 * 6 * 2 * 10)  # 10 rows a reweighting: 5 windows
+    zr, dr = skip_init._robust_rows(z, d, torch.Generator().manual_seed(0), n_targets=2)
+    assert zr.shape == (10, 6) and dr.shape == (10, 2)
+    assert torch.equal(zr[0::2, 0] % 2, torch.zeros(5, dtype=torch.float64))  # each window's two targets together
+    assert torch.equal(zr[1::2, 0] - zr[0::2, 0], torch.ones(5, dtype=torch.float64))
+    rng = np.random.default_rng(0)
+    w = _windows(np.cumsum(rng.standard_normal(300)), 6, 2)
+    fit = fit_skip(w, torch.arange(200), torch.arange(200, len(w)), 6, 2, 1, None, robust=True)
+    assert fit.robust and torch.isfinite(fit.weight).all()
