@@ -38,7 +38,7 @@ test: lint
 
 # ruff (lint and import order) and mypy on the parts pyproject.toml names ([tool.ruff], [tool.mypy] files)
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 
 test-slow: $(STAMP)

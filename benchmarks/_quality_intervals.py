@@ -2,7 +2,8 @@
 
 Seasonal naive's intervals are refitted at each origin like its point forecast: the quantiles of its
 in-sample h-step errors on all data up to the origin (lstmcast.model.quantiles.seasonal_naive_offsets).
-lstmcast's are the calibrated intervals ``predict`` writes, scored for every seed. Coverage is the share of actuals inside;
+lstmcast's are the calibrated intervals ``predict`` writes, scored for every seed. Coverage is the share of actuals
+inside;
 width and the Winkler interval score are divided by the history's seasonal-naive MAE (like MASE).
 Targets (for every seed): median coverage over the suite within 5 points of nominal per level,
 lstmcast's interval score below seasonal naive's on at least 2/3 of the series, and on a synthetic seasonal series with

@@ -21,9 +21,9 @@ Without CUDA (and without --cpu-smoke) it says so and exits 0.
 from __future__ import annotations
 
 import argparse
-import os
 import copy
 import json
+import os
 import statistics
 import sys
 import time
@@ -140,7 +140,6 @@ def timed(fn, steps, sync):
 
 
 def lstmcast_trainer(model, series, starts, L, H, B, precision, accel_mode, dev, steps):
-    import torch
 
     from lstmcast.config import TrainConfig
     from lstmcast.data.windows import Roles
@@ -213,8 +212,9 @@ def bench_shape(shape, dev, steps, rounds, cpu_smoke):
             eager.step(idx)
         t = {"lstmcast": [], "bare_eager": [], "bare_graph": []}
         for _ in range(rounds):  # interleaved
-            t["lstmcast"].append(timed(lambda: run_epoch(ours), 1, sync) / steps)
-            t["bare_eager"].append(timed(lambda: eager.step(starts[torch.randint(0, len(starts), (B,), device=dev)]),
+            t["lstmcast"].append(timed(lambda ours=ours: run_epoch(ours), 1, sync) / steps)
+            t["bare_eager"].append(timed(lambda eager=eager: eager.step(starts[torch.randint(0, len(starts), (B,),
+                                                                                               device=dev)]),
                                          steps, sync))
             if floor is not None:
                 t["bare_graph"].append(timed(floor.replay, steps, sync))
@@ -250,7 +250,8 @@ def _fmt(r):
     parts.append(f"bare eager {r['bare_eager']:.3f}")
     if "bare_graph" in r:
         parts.append(f"bare graph {r['bare_graph']:.3f}")
-    parts.append(f"[{r['mode']}] loss {r['loss_lstmcast']:.5g} vs {r['loss_bare']:.5g} ({'ok' if r['loss_ok'] else 'DIFFERS'})")
+    same = "ok" if r["loss_ok"] else "DIFFERS"
+    parts.append(f"[{r['mode']}] loss {r['loss_lstmcast']:.5g} vs {r['loss_bare']:.5g} ({same})")
     return ", ".join(parts)
 
 

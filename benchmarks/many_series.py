@@ -5,10 +5,10 @@ that differ per series; 10% short ones of 120 points; 5% with 2% of their days m
 ``data.missing: interpolate``), then times each stage through the public functions a user's run goes
 through: read, validate, prepare, one training epoch of a fixed number of windows
 (``train.windows_per_epoch``; ``Forecaster.fit`` with ``max_epochs: 1``, so the doctor's checks and the
-linear skip's fit are in it), backtest, predict for every series and writing forecast.csv, and predict from the table file as new data
-(``lstmcast predict RUN --data TABLE`` in its own process: read, the D13 checks and validation of every row,
-the forecast and its csv). Each stage:
-wall time, rows/s and peak RSS (the kernel's high-water mark, reset before each stage).
+linear skip's fit are in it), backtest, predict for every series and writing forecast.csv, and predict from the
+table file as new data (``lstmcast predict RUN --data TABLE`` in its own process: read, the D13 checks and
+validation of every row, the forecast and its csv). Each stage: wall time, rows/s and peak RSS (the kernel's
+high-water mark, reset before each stage).
 
 Then the target ratios:
 - time per row of read+validate+prepare at the largest size vs the smallest (target <= 1.5x);
@@ -115,7 +115,7 @@ def run_size(n_series: int, points: int, folder: Path) -> dict:
     cfg = validate_config(config(str(path)))
     res: dict = {"series": n_series, "rows": rows, "table_mb": mem_table / 2**20}
     raw = stage(res, "read", rows, lambda: read_table(str(path), None, "id"))
-    series = stage(res, "validate", rows, lambda: validate_frame(raw, cfg.data, "fp32"))
+    series = stage(res, "validate", rows, lambda raw=raw: validate_frame(raw, cfg.data, "fp32"))
     del raw
     release_arrow_memory()  # as lstmcast's own loading does once the read table is validated (data/load.py)
     stage(res, "prepare", rows, lambda: prepare(series, cfg.data, "fp32"))
@@ -124,7 +124,7 @@ def run_size(n_series: int, points: int, folder: Path) -> dict:
     res["epoch_samples_per_s"] = fc.history_[0]["samples_per_s"]
     stage(res, "backtest", rows, lambda: fc.backtest())
     forecast = stage(res, "predict", rows, lambda: fc.predict())
-    stage(res, "write_csv", len(forecast), lambda: write_csv(forecast, folder / "forecast.csv"))
+    stage(res, "write_csv", len(forecast), lambda forecast=forecast: write_csv(forecast, folder / "forecast.csv"))
     del forecast
     # what `lstmcast predict RUN --data TABLE` pays, in its own process as a user runs it: start, load the run,
     # read, check and validate the whole table, forecast every series, write the csv
@@ -218,7 +218,8 @@ def step_speeds(many, one, steps: int | None = None, rounds: int | None = None) 
     times: dict[int, list[float]] = {id(many): [], id(one): []}
     for r in range(rounds + 1):
         for tr in (many, one):
-            idx = [tr.data.train_idx[torch.randint(len(tr.data.train_idx), (BATCH,), generator=g)] for _ in range(steps)]
+            n = len(tr.data.train_idx)
+            idx = [tr.data.train_idx[torch.randint(n, (BATCH,), generator=g)] for _ in range(steps)]
             t0 = time.perf_counter()
             for i in idx:
                 tr.train_step(i)
@@ -241,8 +242,10 @@ def summary(results: list[dict]) -> None:
     print(f"  peak RSS at {hi['series']:,} series: {peak:,.0f} MB (in {where}) vs 3 x table + 500 MB = "
           f"{budget:,.0f} MB (ratio {peak / budget:.2f}, target <= 1)")
     for r in results:
-        print(f"  {r['series']:,} series: training samples/s vs one series {r['train_samples_per_s'] / r['one_series_samples_per_s']:.2f}"
-              f" (target >= 0.95); predict series/s vs bare forward {r['predict_series_per_s'] / r['bare_series_per_s']:.2f}"
+        train_ratio = r["train_samples_per_s"] / r["one_series_samples_per_s"]
+        predict_ratio = r["predict_series_per_s"] / r["bare_series_per_s"]
+        print(f"  {r['series']:,} series: training samples/s vs one series {train_ratio:.2f}"
+              f" (target >= 0.95); predict series/s vs bare forward {predict_ratio:.2f}"
               f" (target >= 0.5; from the table file {r['predict_new_series_per_s'] / r['bare_series_per_s']:.2f})")
 
 

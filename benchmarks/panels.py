@@ -262,7 +262,8 @@ def subset_scores(series: list[Series], forecasts: dict[str, list[float]]) -> di
 def subset_result(name: str, series: list[Series], classical: dict, lstm_runs: list[dict]) -> dict:
     scales = [mase_scale(s.x, s.period) for s in series]
     res: dict = {"series": len(series), "h": series[0].h, "period": series[0].period,
-                 "length": {"min": min(len(s.x) for s in series), "median": float(np.median([len(s.x) for s in series])),
+                 "length": {"min": min(len(s.x) for s in series),
+                            "median": float(np.median([len(s.x) for s in series])),
                             "max": max(len(s.x) for s in series)},
                  "naive_scaled": sum(1 for _, nv in scales if nv), "zero_scale": sum(1 for sc, _ in scales if sc == 0),
                  "methods": {}}
@@ -470,13 +471,14 @@ def main(argv: list[str] | None = None) -> int:
     if "geomean_ensemble_ratio" in summ:
         text += f" (seed ensemble: {summ['geomean_ensemble_ratio']:.3f})"
     if "targets_met" in summ:
-        text += "\nTargets met (subsets): " + ", ".join(f"{k} {v}/{len(results)}" for k, v in summ["targets_met"].items())
+        met = summ["targets_met"].items()
+        text += "\nTargets met (subsets): " + ", ".join(f"{k} {v}/{len(results)}" for k, v in met)
     print("\n" + text)
     out = {"args": {k: v for k, v in vars(args).items() if k not in ("names",)}, "subsets": args.names,
            "versions": versions(), "results": results, "summary": summ, "wall_s": time.perf_counter() - t_start,
            "classical_reused_from": args.reuse, "lstm_reused_from": args.reuse_lstm,
            "lstm_runs": [r for rs in runs.values() for r in rs],
-           "classical": {n: {m: {sid: v for sid, v in ms.items()} for m, ms in c.items()} for n, c in classical.items()}}
+           "classical": {n: {m: dict(ms.items()) for m, ms in c.items()} for n, c in classical.items()}}
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, default=float))

@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper module next to this file (and in spawned workers)
-from _quality_series import BY_NAME, SUITE, suite_table  # noqa: E402
+from _quality_series import BY_NAME, SUITE, suite_table
 
 METHODS = ["naive", "snaive", "ets", "theta"]
 GATE = 1.05
@@ -180,7 +180,8 @@ def _lstm_task(name: str, seed: int, sets: list[str]) -> dict:
         fit_s = time.perf_counter() - t0
         intervals: list = []
         out = [_forecast_at(fc, df, o, spec.horizon, intervals) for o in starts]
-    return {"forecasts": out, "intervals": intervals, "fit_s": fit_s, "epochs": len(fc.history_), "precision": fc.training_.accel.precision,
+    return {"forecasts": out, "intervals": intervals, "fit_s": fit_s, "epochs": len(fc.history_),
+            "precision": fc.training_.accel.precision,
             "log": sorted(set(logs.messages)), "warnings": len(caught),
             "interval_method": (fc.meta_.intervals or {}).get("method")}
 

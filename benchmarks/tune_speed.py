@@ -38,7 +38,7 @@ def run_studies(pruners: list[str], seconds: float, rounds: int, epochs: int, st
                 threads: int | None) -> list[dict]:
     """Alternate the studies in ``rounds`` slices of ``seconds / rounds`` each (a resumed study goes on
     where it stopped), so that load from other processes hits every study alike."""
-    from lstmcast.tuning.study import Tuner, TuneOptions
+    from lstmcast.tuning.study import TuneOptions, Tuner
 
     tmp = tempfile.TemporaryDirectory()
     tuners = [Tuner(config(p, epochs, steps, threads), TuneOptions(run_dir=Path(tmp.name) / p)) for p in pruners]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ def _is_slow(node: ast.expr) -> bool:
     return ast.unparse(node) in _SLOW_MARKS
 
 
-@lru_cache(maxsize=None)
+@cache
 def functions_in(path: Path) -> dict[str, bool] | None:
     """Top-level test functions of a test file -> slow-marked; None when the file does not exist."""
     if not path.is_file():

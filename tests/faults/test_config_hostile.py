@@ -120,7 +120,8 @@ def test_recursive_alias_and_deep_nesting_are_config_errors(tmp_path):
     path.write_text("model: &m {hidden_size: *m}\n")
     _refused_fast(lambda: read_yaml_mapping(path), r"recursive structure")
     path.write_text("model: " + "[" * 50_000 + "]" * 50_000 + "\n")
-    _refused_fast(lambda: read_yaml_mapping(path), r"nested too deeply", limit_s=15)  # ~2.4 s on an idle 2-core machine; load can double it
+    # ~2.4 s on an idle 2-core machine; load can double it
+    _refused_fast(lambda: read_yaml_mapping(path), r"nested too deeply", limit_s=15)
 
 
 def test_harmless_aliases_still_work(tmp_path):

@@ -51,7 +51,7 @@ def _edit(df: pd.DataFrame, kind: str, at: float) -> pd.DataFrame:
 def _outcome(fn):
     try:
         return "ok", fn()
-    except Exception as exc:  # the property compares exception classes, whatever they are
+    except Exception as exc:  # noqa: BLE001 - the property compares exception classes, whatever they are
         return "error", type(exc)
 
 

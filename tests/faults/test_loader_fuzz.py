@@ -19,8 +19,8 @@ import pytest
 
 import lstmcast
 from lstmcast import Forecaster
-from lstmcast.run.manifest import sha256_bytes
 from lstmcast.errors import CheckpointError
+from lstmcast.run.manifest import sha256_bytes
 from lstmcast.training import checkpoint as ck
 from lstmcast.training.state import restore
 from tests.conftest import seasonal_frame, small_config
@@ -42,7 +42,7 @@ def mutations(data: bytes, rng: random.Random) -> list[tuple[str, bytes]]:
     n = len(data)
     out = [("empty", b""), ("random", bytes(rng.getrandbits(8) for _ in range(min(n, 4096)))),
            ("junk_appended", data + b"\x00\xff{[")]
-    for i in range(4):
+    for _ in range(4):
         cut = rng.randrange(0, max(1, n))
         out.append((f"truncated_{cut}", data[:cut]))
     for i in range(6):
@@ -147,7 +147,7 @@ def test_damaged_run_folder_file_gives_checkpoint_error_never_a_crash(pristine, 
             (run / name).write_bytes(data)
             if rehashed:
                 _rehash_run(run)
-            expect_clean(lambda: lstmcast.load(run), f"{name} {label} rehashed={rehashed}")
+            expect_clean(lambda run=run: lstmcast.load(run), f"{name} {label} rehashed={rehashed}")
             shutil.rmtree(run)
 
 
@@ -166,9 +166,10 @@ def test_damaged_checkpoint_file_gives_checkpoint_error_never_a_crash(pristine, 
             if rehashed:
                 _rehash_ckpt(folder)
 
-            def load_and_restore():
+            def load_and_restore(folder=folder):
                 got = ck.read_checkpoint(folder)
-                restore(got, trainer.parts, trainer.cfg.lr, trainer.cfg.max_epochs)  # what the loader let through must also restore cleanly or refuse
+                # what the loader let through must also restore cleanly or refuse
+                restore(got, trainer.parts, trainer.cfg.lr, trainer.cfg.max_epochs)
 
             expect_clean(load_and_restore, f"{name} {label} rehashed={rehashed}")
             shutil.rmtree(run)

@@ -33,7 +33,7 @@ from lstmcast.training.checkpoint import CheckpointStore
 from lstmcast.training.fit import resolve_config
 from lstmcast.training.monitor import Monitor
 from lstmcast.tuning.storage import default_storage, open_storage
-from lstmcast.tuning.study import Tuner, TuneOptions
+from lstmcast.tuning.study import TuneOptions, Tuner
 from lstmcast.workflow import train_run
 from tests.conftest import seasonal_frame, small_config
 

@@ -73,7 +73,8 @@ def test_r15_pandas_date_warnings_become_one_lstmcast_log_line(tmp_path, caplog)
         with caplog.at_level(logging.WARNING, logger="lstmcast"), warnings_as_log("the data"):
             for _ in range(2):
                 warnings.warn("Parsing dates in %d/%m/%Y format when dayfirst=False (the default) was specified. "
-                              "Pass `dayfirst=True` or specify a format to silence this warning.", UserWarning)
+                              "Pass `dayfirst=True` or specify a format to silence this warning.", UserWarning,
+                              stacklevel=2)
     assert caplog.text.count("the timestamps were read day first (%d/%m/%Y)") == 1
     assert "data.time_format: '%d/%m/%Y'" in caplog.text and "dayfirst=False" not in caplog.text
 

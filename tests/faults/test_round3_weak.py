@@ -212,7 +212,8 @@ def test_r12_a_released_run_lock_leaves_no_lock_file_unless_another_worker_share
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from lstmcast.run.lock import RunLock; "
          "RunLock(sys.argv[1], shared=True).acquire(); print('locked', flush=True); time.sleep(60)", str(run)],
-        stdout=subprocess.PIPE, text=True, env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")})
+        stdout=subprocess.PIPE, text=True,
+        env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")})
     try:
         assert holder.stdout.readline().strip() == "locked"
         with RunLock(run, shared=True):

@@ -26,7 +26,7 @@ from lstmcast.cli import app
 from lstmcast.config import validate_config
 from lstmcast.errors import ConfigError, InterruptedRun
 from lstmcast.training.signals import interrupt_on_signals
-from lstmcast.tuning.study import Tuner, TuneOptions
+from lstmcast.tuning.study import TuneOptions, Tuner
 from tests.conftest import ROOT, seasonal_frame, small_config
 
 OUTPUTS = ("metrics.json", "forecast.csv", "forecast.png", "loss.png", "diagnosis.json", "report.html",

@@ -19,11 +19,11 @@ import optuna
 import pytest
 import torch
 
-from lstmcast.tuning import study as tuning
 from lstmcast.config import validate_config
 from lstmcast.errors import DivergedError, InterruptedRun
+from lstmcast.tuning import study as tuning
 from lstmcast.tuning.storage import quiet_optuna_warnings
-from lstmcast.tuning.study import Tuner, TuneOptions, no_best_trial_error
+from lstmcast.tuning.study import TuneOptions, Tuner, no_best_trial_error
 from tests.conftest import ROOT, seasonal_frame, small_config
 
 FAIL, COMPLETE, PRUNED, RUNNING = (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE,

@@ -30,7 +30,7 @@ def _patch() -> None:
         steps = {int(s) for s in env["LSTMCAST_TEST_NAN_STEPS"].split(",")}
         forward_loss = Trainer.forward_loss
 
-        def nan_loss(self, b):  # noqa: ANN001, ANN202
+        def nan_loss(self, b):
             loss = forward_loss(self, b)
             return loss * float("nan") if self.model.training and self.state.step in steps else loss
 
@@ -38,7 +38,7 @@ def _patch() -> None:
     if env.get("LSTMCAST_TEST_KILL_RANK") == rank:
         at, eager_step = int(env["LSTMCAST_TEST_KILL_STEP"]), Trainer.eager_step
 
-        def kill_at(self, idx):  # noqa: ANN001, ANN202
+        def kill_at(self, idx):
             if self.state.step == at:
                 os.kill(os.getpid(), signal.SIGKILL)
             return eager_step(self, idx)
@@ -48,7 +48,7 @@ def _patch() -> None:
     if out:
         fit = Forecaster.fit
 
-        def fit_and_record(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        def fit_and_record(self, *args, **kwargs):
             fc = fit(self, *args, **kwargs)
             state = {k: v.detach().cpu().contiguous() for k, v in fc.model_.state_dict().items()}
             save_file(state, str(Path(out) / f"rank{rank}.safetensors"))

@@ -95,8 +95,8 @@ def test_train_prints_and_writes_the_diagnosis(csv, tmp_path):
     r = invoke("train", "--data", csv, *DATA, *SMALL, "--set", "train.max_epochs=3", "--run", str(run))
     assert r.exit_code == 0, r.output
     diag = json.loads((run / "diagnosis.json").read_text())
-    assert diag["verdict"] in {"converged", "still-improving", "overfitting", "underfitting", "unstable", "inconclusive",
-                              "loses-to-baseline"}
+    assert diag["verdict"] in {"converged", "still-improving", "overfitting", "underfitting", "unstable",
+                              "inconclusive", "loses-to-baseline"}
     assert diag["epochs"] == 3 and diag["findings"]
     assert f"diagnosis: {diag['summary']}" in r.stdout
     first = diag["findings"][0]

@@ -14,15 +14,15 @@ import pytest
 import torch
 
 pytest.importorskip("onnxruntime")  # the `export` extra (part of `dev`)
-import onnxruntime as ort  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
+import onnxruntime as ort
+from typer.testing import CliRunner
 
-from lstmcast import Forecaster  # noqa: E402
-from lstmcast.cli import app  # noqa: E402
-from lstmcast.errors import CheckpointError  # noqa: E402
-from lstmcast.data.calendar import CALENDAR_NAMES  # noqa: E402
-from lstmcast.export import CALENDAR_POSITIONS, check_parity, export_run  # noqa: E402
-from tests.conftest import seasonal_frame, small_config  # noqa: E402
+from lstmcast import Forecaster
+from lstmcast.cli import app
+from lstmcast.data.calendar import CALENDAR_NAMES
+from lstmcast.errors import CheckpointError
+from lstmcast.export import CALENDAR_POSITIONS, check_parity, export_run
+from tests.conftest import seasonal_frame, small_config
 
 TRAIN = {"max_epochs": 2, "threads": 1}
 

@@ -191,7 +191,7 @@ def test_onnx_export_of_residual_intervals_reproduces_predict_by_the_recipe(resi
     y = ort.InferenceSession(str(res.onnx_path), providers=["CPUExecutionProvider"]).run(["y"], {"x": x})[0]
     y = y[0, :, 0].astype(np.float64)  # (H, Q)
     m, off = iv["median_index"], np.asarray(iv["offsets"])[:, :, 0]  # (levels, H)
-    for k, L in enumerate(iv["levels"]):
+    for k in range(len(iv["levels"])):
         y[:, m - 1 - k], y[:, m + 1 + k] = y[:, m] - off[k], y[:, m] + off[k]
     y = np.sort(y, axis=-1) * std[0] + mean[0]
     want = fc.predict(df)

@@ -1,4 +1,5 @@
-"""Defaults alone beat the seasonal-naive forecast on a short real seasonal series (benchmarks/quality.py's protocol)."""
+"""Defaults alone beat the seasonal-naive forecast on a short real seasonal series (benchmarks/quality.py's
+protocol)."""
 
 from __future__ import annotations
 

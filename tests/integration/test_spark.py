@@ -18,8 +18,8 @@ pytest.importorskip("pyspark")
 if shutil.which("java") is None:
     pytest.skip("the Spark engine needs a Java 17+ runtime (java is not on PATH)", allow_module_level=True)
 
-from lstmcast import Forecaster  # noqa: E402
-from lstmcast.spark import backtest, local_session, predict_dataset, predict_with_errors, read_manifest  # noqa: E402
+from lstmcast import Forecaster
+from lstmcast.spark import backtest, local_session, predict_dataset, predict_with_errors, read_manifest
 
 pytestmark = pytest.mark.slow
 H = 4

@@ -8,7 +8,7 @@ from lstmcast.cli_output import print_stop
 from lstmcast.config import validate_config
 from lstmcast.errors import ConfigError
 from lstmcast.progress import trials_eta
-from lstmcast.tuning.study import Tuner, TuneOptions, no_best_trial_error
+from lstmcast.tuning.study import TuneOptions, Tuner, no_best_trial_error
 from tests.conftest import seasonal_frame, small_config
 
 

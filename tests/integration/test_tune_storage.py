@@ -8,8 +8,8 @@ import pytest
 
 from lstmcast.config import validate_config
 from lstmcast.errors import ConfigError
-from lstmcast.tuning.study import Tuner, TuneOptions
 from lstmcast.tuning.storage import HOST, WorkerSlot
+from lstmcast.tuning.study import TuneOptions, Tuner
 from tests.conftest import seasonal_frame, small_config
 
 

@@ -50,7 +50,8 @@ def test_make_gather_streams_only_for_windows_off_the_device():
     w = _windows()
     resident = streaming.make_gather(w, torch.device("cpu"), Roles(12, w.shape[2] - 12, 2))
     assert not isinstance(resident, streaming.HostBatcher)
-    assert isinstance(streaming.make_gather(w, torch.device("meta"), Roles(12, w.shape[2] - 12, 2)), streaming.HostBatcher)
+    gather = streaming.make_gather(w, torch.device("meta"), Roles(12, w.shape[2] - 12, 2))
+    assert isinstance(gather, streaming.HostBatcher)
 
 
 def test_a_trainer_fed_by_the_host_batcher_trains_like_the_resident_one():

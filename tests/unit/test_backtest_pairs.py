@@ -16,8 +16,7 @@ from lstmcast import Forecaster
 from lstmcast.data import scaling
 from lstmcast.data.inputs import InputSpec, calendar_block, static_table
 from lstmcast.data.windows import complete_starts, origins, split_points
-from lstmcast.inference.backtest import (backtest_origins, gather_pairs, naive, seasonal_naive,
-                                         series_mase_scales)
+from lstmcast.inference.backtest import backtest_origins, gather_pairs, naive, seasonal_naive, series_mase_scales
 from lstmcast.inference.predict import series_scalers
 from lstmcast.metrics import mase_scale
 from tests.conftest import small_config

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from lstmcast.inference.calibration import (choose_method, effective_level, out_of_sample_shift, residual_offsets,
-                                            scaled_conformal_offsets, step_scale)
+from lstmcast.inference.calibration import (
+    choose_method,
+    effective_level,
+    out_of_sample_shift,
+    residual_offsets,
+    scaled_conformal_offsets,
+    step_scale,
+)
 from lstmcast.model.quantiles import apply_offsets, interval_metrics
 from lstmcast.training.skip_init import SkipFit, fit_skip
 

@@ -11,7 +11,7 @@ import pytest
 
 from lstmcast.cli import hoist_global_flags
 from lstmcast.cli_options import build_config, with_flags
-from lstmcast.config import all_keys, apply_overrides, validate_config, ForecastConfig
+from lstmcast.config import ForecastConfig, all_keys, apply_overrides, validate_config
 from lstmcast.config_checks import suggest_key
 from lstmcast.errors import ConfigError
 

@@ -6,21 +6,20 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 import lstmcast
 from lstmcast.config import ModelConfig, TrainConfig, validate_config
+from lstmcast.data.windows import Roles
+from lstmcast.doctor.headline import baseline_finding, with_headline
 from lstmcast.errors import ConfigError
 from lstmcast.model.build import build_model
-from lstmcast.doctor.headline import baseline_finding, with_headline
 from lstmcast.model.sizing import auto_hidden, model_parameters, resolve_model
+from lstmcast.training import skip_init
 from lstmcast.training.accel import resolve
-from lstmcast.data.windows import Roles
 from lstmcast.training.loop import Trainer
 from lstmcast.training.records import TrainData
-from lstmcast.training import skip_init
 from lstmcast.training.skip_init import SkipFit, fit_skip, priors
 from tests.conftest import seasonal_frame
 
@@ -160,8 +159,8 @@ def test_cli_summary_says_the_loss_to_a_baseline_before_the_table(capsys, tmp_pa
                "seasonal_naive": {"MAE": 1.9, "RMSE": 2.4, "sMAPE": 8.5, "MASE": 1.2}}
     h = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "skipped_steps": 0} for e in range(1, 6)]
     fc = SimpleNamespace(training_=SimpleNamespace(result=SimpleNamespace(best_epoch=3, stop_reason="early stopping")),
-                         meta_=SimpleNamespace(n_parameters=100, horizon=4, refit={"rows": 50, "steps": 120, "windows": 40},
-                                               future_features=[]),
+                         meta_=SimpleNamespace(n_parameters=100, horizon=4,
+                                               refit={"rows": 50, "steps": 120, "windows": 40}, future_features=[]),
                          history_=h, backtest_=SimpleNamespace(origins=[1, 2]),
                          diagnosis_=with_headline(diagnose(h), metrics),
                          config_=validate_config({"monitor": {"tensorboard": False}}))

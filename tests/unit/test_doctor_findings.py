@@ -123,8 +123,8 @@ def test_train_runs_the_doctors_checks_and_refuses_its_errors(monkeypatch):
 
 
 def test_preflight_logs_advice_and_warnings(caplog):
-    from lstmcast.data.prepare import prepare
     from lstmcast.data.load import load_series
+    from lstmcast.data.prepare import prepare
     from lstmcast.training.accel import resolve
 
     cfg = validate_config(small_config(model={"hidden_size": 256, "num_layers": 2}))

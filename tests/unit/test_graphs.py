@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from lstmcast.config import TrainConfig
+from lstmcast.data.windows import Roles
 from lstmcast.model.network import LSTMForecaster
 from lstmcast.training import graphs
 from lstmcast.training.accel import graphs_decision, resolve
-from lstmcast.data.windows import Roles
 from lstmcast.training.loop import Trainer
 from lstmcast.training.records import TrainData
 

@@ -48,7 +48,8 @@ def test_other_ranks_are_refused():
 
 
 def test_features_in_the_middle_get_transpose_1_2():
-    with pytest.raises(ShapeError, match=re.escape("got (8, 3, 96): this looks like (B, F, L); pass x.transpose(1, 2)")):
+    want = "got (8, 3, 96): this looks like (B, F, L); pass x.transpose(1, 2)"
+    with pytest.raises(ShapeError, match=re.escape(want)):
         _model()(torch.zeros(8, 3, 96))
 
 
@@ -121,8 +122,9 @@ def test_state_of_wrong_dtype_is_named():
     m = _model()
     x = torch.zeros(4, 96, 3)
     h0, c0 = m.init_hidden(4)
-    with pytest.raises(ShapeError, match=re.escape("c0 must be shape (2, 4, 8) (num_layers * D, B, hidden), dtype "
-                                                   "torch.float32, device cpu; got shape (2, 4, 8), dtype torch.float64")):
+    want = ("c0 must be shape (2, 4, 8) (num_layers * D, B, hidden), dtype torch.float32, device cpu; got shape "
+            "(2, 4, 8), dtype torch.float64")
+    with pytest.raises(ShapeError, match=re.escape(want)):
         m(x, (h0, c0.double()))
 
 

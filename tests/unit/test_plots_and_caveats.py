@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from lstmcast.tuning import results as tuning_report
 from lstmcast.report.html import _overhead_text
+from lstmcast.tuning import results as tuning_report
 
 
 def _study(n: int, seed: int = 0):

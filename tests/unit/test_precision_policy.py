@@ -10,11 +10,10 @@ import pytest
 import torch
 
 from lstmcast.config import TrainConfig
+from lstmcast.data.windows import Roles
 from lstmcast.model.network import LSTMForecaster
 from lstmcast.training import precision as P
-from lstmcast.training.accel import PENDING, Accel, resolve
-from lstmcast.training.accel import cpu_bf16_runs
-from lstmcast.data.windows import Roles
+from lstmcast.training.accel import PENDING, Accel, cpu_bf16_runs, resolve
 from lstmcast.training.loop import Trainer, build
 from lstmcast.training.records import TrainData
 
@@ -146,7 +145,8 @@ def test_probe_measures_every_candidate_and_leaves_model_and_rng_untouched(monke
     rng = torch.get_rng_state()
     plan = P.ProbePlan(rounds=2, steps_per_round=1, warmup=1)
     with caplog.at_level(logging.INFO, logger="lstmcast.training.precision"):
-        settled = P.settle(resolve("cpu", "auto", 1), model, cfg, TrainData.of(series, tr, va, Roles(L, H, 1)), make_trainer=Trainer, plan=plan)
+        settled = P.settle(resolve("cpu", "auto", 1), model, cfg, TrainData.of(series, tr, va, Roles(L, H, 1)),
+                           make_trainer=Trainer, plan=plan)
     assert settled.precision in ("fp32", "bf16") and not settled.pending
     assert settled.reason.startswith(f"auto: {settled.precision}, measured over 2 interleaved blocks of 1 steps each")
     assert "validation loss" in settled.reason and "test CPU with bf16" in settled.reason
@@ -155,7 +155,8 @@ def test_probe_measures_every_candidate_and_leaves_model_and_rng_untouched(monke
     assert torch.equal(torch.get_rng_state(), rng)  # the real run draws the same dropout masks
     calls = []
     monkeypatch.setattr(P, "run_probe", lambda *a, **k: calls.append(1))
-    again = P.settle(resolve("cpu", "auto", 1), model, cfg, TrainData.of(series, tr, va, Roles(L, H, 1)), make_trainer=Trainer, plan=plan)
+    again = P.settle(resolve("cpu", "auto", 1), model, cfg, TrainData.of(series, tr, va, Roles(L, H, 1)),
+                     make_trainer=Trainer, plan=plan)
     assert calls == [] and again.precision == settled.precision
     assert "measured earlier on this machine" in again.reason
 
@@ -218,16 +219,19 @@ def test_a_verdict_is_remembered_per_machine_so_the_same_config_trains_the_same_
         P.Measured("fp32", seconds=[2.0] * 6, val_loss=0.1), P.Measured("bf16", seconds=[1.0] * 6, val_loss=0.1)])
     model, cfg, series, tr, va, L, H = _setup()
     plan = P.ProbePlan(rounds=2, steps_per_round=1, warmup=1)
-    first = P.settle(resolve("cpu", "auto", 1), model, cfg, TrainData.of(series, tr, va, Roles(L, H, 1)), make_trainer=Trainer, plan=plan)
+    first = P.settle(resolve("cpu", "auto", 1), model, cfg, TrainData.of(series, tr, va, Roles(L, H, 1)),
+                     make_trainer=Trainer, plan=plan)
     assert first.precision == "bf16" and len(probes) == 1
     assert (tmp_path / decision_cache.FILE).is_file()
     monkeypatch.setattr(P, "_DECIDED", {})  # a new process: only the file remembers
-    second = P.settle(resolve("cpu", "auto", 1), model, cfg, TrainData.of(series, tr, va, Roles(L, H, 1)), make_trainer=Trainer, plan=plan)
+    second = P.settle(resolve("cpu", "auto", 1), model, cfg, TrainData.of(series, tr, va, Roles(L, H, 1)),
+                      make_trainer=Trainer, plan=plan)
     assert second.precision == "bf16" and len(probes) == 1
     assert "measured earlier on this machine" in second.reason
     (tmp_path / decision_cache.FILE).write_text("{not json")  # a damaged cache is ignored, never fatal
     monkeypatch.setattr(P, "_DECIDED", {})
-    third = P.settle(resolve("cpu", "auto", 1), model, cfg, TrainData.of(series, tr, va, Roles(L, H, 1)), make_trainer=Trainer, plan=plan)
+    third = P.settle(resolve("cpu", "auto", 1), model, cfg, TrainData.of(series, tr, va, Roles(L, H, 1)),
+                     make_trainer=Trainer, plan=plan)
     assert third.precision == "bf16" and len(probes) == 2
     monkeypatch.setenv("LSTMCAST_CACHE_DIR", "off")
     assert decision_cache.folder() is None

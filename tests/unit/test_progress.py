@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import math
 import re
-
 from types import SimpleNamespace
 
 from lstmcast.progress import EpochProgress, announce, expected_epochs, wanted

@@ -8,13 +8,19 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lstmcast.config import ModelConfig
+from lstmcast.config import ModelConfig, validate_config
 from lstmcast.errors import ConfigError
 from lstmcast.model.build import build_model
 from lstmcast.model.network import LSTMForecaster
-from lstmcast.model.quantiles import (apply_offsets, conformal_offsets, interval_metrics, pinball, pinball_loss,
-                                quantiles_for, seasonal_naive_offsets)
-from lstmcast.config import validate_config
+from lstmcast.model.quantiles import (
+    apply_offsets,
+    conformal_offsets,
+    interval_metrics,
+    pinball,
+    pinball_loss,
+    quantiles_for,
+    seasonal_naive_offsets,
+)
 
 
 def test_quantiles_for_levels_are_ascending_with_the_median():

@@ -80,8 +80,8 @@ def test_reading_a_backtest_or_training_report_that_is_not_there_is_a_real_error
 
     fc = Forecaster(small_config(train={"max_epochs": 1})).fit(seasonal_frame(200), progress=False)
     with _pytest.raises(NotFittedError, match=r"call \.backtest\(\) first"):
-        fc.last_backtest
+        _ = fc.last_backtest
     assert fc.trained.result is fc.training_.result
     fc.save(tmp_path / "run", outputs=False)
     with _pytest.raises(NotFittedError, match="keeps no training report"):
-        Forecaster.load(tmp_path / "run").trained
+        _ = Forecaster.load(tmp_path / "run").trained

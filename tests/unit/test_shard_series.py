@@ -15,8 +15,8 @@ import torch
 from lstmcast.config import validate_config
 from lstmcast.data.shard import assign, load_shard, read_shard, refuse_unshardable
 from lstmcast.errors import ConfigError
-from lstmcast.training.world import Sharded, Solo
 from lstmcast.training.skip_init import fit_skip
+from lstmcast.training.world import Sharded, Solo
 
 
 def _dataset(folder: Path, ids: list, files: int = 3, n: int = 5) -> Path:

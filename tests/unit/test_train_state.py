@@ -34,7 +34,8 @@ def _trainer() -> Trainer:
     starts = torch.arange(0, 120 - 10)
     model = LSTMForecaster(1, 1, 2, hidden_size=4, num_layers=1, window=8)
     cfg = TrainConfig(batch_size=8, max_epochs=2, max_steps_per_epoch=3, seed=0, precision="fp32")
-    return Trainer(model, cfg, resolve("cpu", "fp32", 1), TrainData.of(series, starts[:90], starts[90:], Roles(8, 2, 1)))
+    data = TrainData.of(series, starts[:90], starts[90:], Roles(8, 2, 1))
+    return Trainer(model, cfg, resolve("cpu", "fp32", 1), data)
 
 
 def test_the_state_and_carried_tensors_round_trip_through_a_checkpoint(tmp_path):

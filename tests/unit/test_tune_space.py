@@ -8,8 +8,8 @@ import pytest
 from lstmcast import Forecaster
 from lstmcast.config import TuneConfig, load_config, validate_config
 from lstmcast.errors import ConfigError, DataError
-from lstmcast.tuning.study import PruningReporter, make_sampler, parse_duration
 from lstmcast.tuning.space import apply_params, resolve_space, suggest
+from lstmcast.tuning.study import PruningReporter, make_sampler, parse_duration
 from tests.conftest import seasonal_frame, small_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

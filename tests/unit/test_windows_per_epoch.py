@@ -118,6 +118,6 @@ def test_fit_validates_on_val_windows_of_them_and_the_doctor_says_so():
     assert torch.equal(again.training_.trainer.data.val_idx, fc.training_.trainer.data.val_idx)
     assert fc.history_[0]["val_loss"] == again.history_[0]["val_loss"]
     assert fc.training_.doctor.val_sample == 25 and "validates on a sample of 25" in render_text(fc.training_.doctor)
-    every = Forecaster(small_config(data={"id_col": "id", "split": "fraction"}, train={"precision": "fp32", "max_epochs": 1,
-                                                                  "val_windows": None})).fit(_many())
+    every = Forecaster(small_config(data={"id_col": "id", "split": "fraction"},
+                                    train={"precision": "fp32", "max_epochs": 1, "val_windows": None})).fit(_many())
     assert len(every.training_.trainer.data.val_idx) == len(full) and every.training_.doctor.val_sample is None
