@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lstmcast.data.prepare import is_panel
 from lstmcast.data.windows import Statics, complete_starts, window_starts
 from lstmcast.model.build import build_model
 from lstmcast.model.sizing import resolve_model
@@ -127,10 +128,9 @@ def init_skip(model: LSTMForecaster, data: TrainData, cfg: ForecastConfig, prep:
 
 def robust_skip(prep: Prepared, world: World) -> bool:
     """The linear skip of a table of many series is fitted and chosen on the absolute error (skip_init.py);
-    one series keeps least squares. Measured on the panels benchmark's 60-series samples (README "Panels of
-    short series"): geometric mean of MASE -1.5% / -2.0% (seeds 0 / 1), no subset worse by more than 0.5%."""
-    from lstmcast.data.prepare import is_panel
-
+    one series keeps least squares. Measured on the panels benchmark (README "Panels"): every series of the six
+    subsets, median of 3 seeds, geometric mean of MASE 1.017 -> 0.981 of the best classical method, better on
+    all six."""
     return world.sharded or is_panel(prep.series.layout, len(prep.series.ids))
 
 
