@@ -207,7 +207,8 @@ class TrainConfig(_Section):
     patience: int = Field(default=10, ge=1)
     min_delta: float = Field(default=0.0, ge=0.0)
     clip_norm: float | None = Field(default=1.0, gt=0.0)
-    loss: Literal["mse", "mae", "huber"] = "mse"
+    # auto: mae for a table of many series (the panels' metric, MASE, is an absolute error), mse for one series
+    loss: Literal["auto", "mse", "mae", "huber"] = "auto"
     seed: int = Field(default=0, ge=0, le=MAX_INT, strict=True)  # strict: 1e23 is not a seed
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # auto: fp32 unless a short measured probe shows another precision faster at the same validation

@@ -117,7 +117,8 @@ class Forecaster:
         keep_freed_memory(cfg.train.allocator)
         fitting.seed_everything(cfg.train.seed)
         series, prep, ids = _read(data, cfg, world, accel.precision)
-        resolved = fitting.resolve_config(cfg, prep, data, world.count(len(prep.index.train)))  # every rank's
+        resolved = fitting.resolve_config(cfg, prep, data, world.count(len(prep.index.train)),  # every rank's
+                                          world.sharded)
         doctor = world.together(preflight, resolved, series, prep, accel)  # refuse errors, log advice
         from lstmcast.training.streaming import place_series
 

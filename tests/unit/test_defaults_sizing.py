@@ -266,3 +266,24 @@ def test_the_absolute_fit_reweights_a_share_of_whole_windows_above_its_budget(mo
     w = _windows(np.cumsum(rng.standard_normal(300)), 6, 2)
     fit = fit_skip(w, torch.arange(200), torch.arange(200, len(w)), 6, 2, 1, None, robust=True)
     assert fit.robust and torch.isfinite(fit.weight).all()
+
+
+def test_a_table_trains_on_the_absolute_error_and_one_series_keeps_the_squared_error(monkeypatch):
+    from lstmcast.model import losses
+    from tests.unit.test_panels import panel
+
+    used: list[str] = []
+    monkeypatch.setattr(losses, "LOSSES", {k: (lambda f, k=k: lambda a, b: (used.append(k), f(a, b))[1])(f)
+                                           for k, f in losses.LOSSES.items()})
+    cfg = {"data": {"time_col": "date", "target": "y", "id_col": "id", "horizon": 6, "season": 12},
+           "model": {"hidden_size": 8}, "train": {"max_epochs": 1, "min_steps": 0, "seed": 0},
+           "monitor": {"tensorboard": False}}
+    one = {**cfg, "data": {k: v for k, v in cfg["data"].items() if k != "id_col"}}
+    table = {**cfg, "train": {**cfg["train"], "loss": "mse"}}  # said explicitly: kept
+    for conf, frame, loss in ((cfg, panel([60, 70, 80]), "mae"), (one, panel([80]).drop(columns="id"), "mse"),
+                              (table, panel([60, 70, 80]), "mse")):
+        used.clear()
+        fc = lstmcast.Forecaster(conf).fit(frame)
+        assert fc.config_.train.loss == loss  # the run records the loss it trained with, not auto
+        assert used and set(used) == {loss}, set(used)  # training and validation both
+    assert validate_config({}).train.loss == "auto"

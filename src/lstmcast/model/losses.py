@@ -22,7 +22,7 @@ def loss_for(model: nn.Module, name: str, device: torch.device) -> Callable[[Ten
 
     Training, validation and early stopping all use it, so the quantiles are what early stopping selects."""
     quantiles = getattr(model, "quantiles", None)
-    if not quantiles:
-        return LOSSES[name]
+    if not quantiles:  # auto reaches here only from a Trainer built by hand (Forecaster.fit resolves it)
+        return LOSSES["mse" if name == "auto" else name]
 
     return pinball_loss(torch.tensor(quantiles, device=device))  # made once: no host copy in a CUDA graph
