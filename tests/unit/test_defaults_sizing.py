@@ -273,8 +273,14 @@ def test_a_table_trains_on_the_absolute_error_and_one_series_keeps_the_squared_e
     from tests.unit.test_panels import panel
 
     used: list[str] = []
-    monkeypatch.setattr(losses, "LOSSES", {k: (lambda f, k=k: lambda a, b: (used.append(k), f(a, b))[1])(f)
-                                           for k, f in losses.LOSSES.items()})
+
+    def recorded(name: str, fn):
+        def loss(a, b):
+            used.append(name)
+            return fn(a, b)
+        return loss
+
+    monkeypatch.setattr(losses, "LOSSES", {k: recorded(k, f) for k, f in losses.LOSSES.items()})
     cfg = {"data": {"time_col": "date", "target": "y", "id_col": "id", "horizon": 6, "season": 12},
            "model": {"hidden_size": 8}, "train": {"max_epochs": 1, "min_steps": 0, "seed": 0},
            "monitor": {"tensorboard": False}}
@@ -287,3 +293,21 @@ def test_a_table_trains_on_the_absolute_error_and_one_series_keeps_the_squared_e
         assert fc.config_.train.loss == loss  # the run records the loss it trained with, not auto
         assert used and set(used) == {loss}, set(used)  # training and validation both
     assert validate_config({}).train.loss == "auto"
+
+
+def test_a_table_trained_on_the_resolved_loss_resumes_with_loss_auto(tmp_path):
+    import shutil
+
+    from lstmcast.training.checkpoint import CheckpointStore, read_checkpoint
+    from tests.unit.test_panels import panel
+
+    cfg = {"data": {"time_col": "date", "target": "y", "id_col": "id", "horizon": 6, "season": 12},
+           "model": {"hidden_size": 8}, "train": {"max_epochs": 3, "min_steps": 0, "seed": 0, "precision": "fp32",
+                                                  "checkpoint_seconds": 0}, "monitor": {"tensorboard": False}}
+    full = lstmcast.Forecaster(cfg).fit(panel([60, 70, 80]), run_dir=tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    first = read_checkpoint(CheckpointStore(tmp_path / "b").names()[-1])  # the earliest kept: before the end
+    assert first.epoch < len(full.history_)
+    resumed = lstmcast.Forecaster(cfg).fit(panel([60, 70, 80]), run_dir=tmp_path / "b", resume_from=first)
+    assert resumed.config_.train.loss == "mae"
+    assert [r["train_loss"] for r in resumed.history_] == [r["train_loss"] for r in full.history_]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -130,7 +130,7 @@ def init_skip(model: LSTMForecaster, data: TrainData, cfg: ForecastConfig, prep:
     return fit
 
 
-def table_loss(prep: Prepared, sharded: bool) -> str:
+def table_loss(prep: Prepared, sharded: bool) -> Literal["mae", "mse"]:
     """train.loss auto: the absolute error for a table of many series, the squared error for one series.
 
     With the absolute-error skip (``robust_skip``) a squared-error loss undid the skip's choice: training pulled
