@@ -311,3 +311,26 @@ def test_a_table_trained_on_the_resolved_loss_resumes_with_loss_auto(tmp_path):
     resumed = lstmcast.Forecaster(cfg).fit(panel([60, 70, 80]), run_dir=tmp_path / "b", resume_from=first)
     assert resumed.config_.train.loss == "mae"
     assert [r["train_loss"] for r in resumed.history_] == [r["train_loss"] for r in full.history_]
+
+
+def test_the_skip_scores_its_candidates_in_chunks_of_whole_windows_with_the_same_result(monkeypatch):
+    gen = torch.Generator().manual_seed(0)
+    z, d, w = (torch.randn(2 * 37, 6, generator=gen, dtype=torch.float64),
+               torch.randn(2 * 37, 3, generator=gen, dtype=torch.float64), torch.randn(3, 6, generator=gen,
+                                                                                      dtype=torch.float64))
+    whole = {k: skip_init._chunk_losses(z, d, w, k, 2) for k in ("mse", "mae", "huber")}
+    monkeypatch.setattr(skip_init, "LOSS_ROWS", 9)  # 4 windows of 2 targets a chunk, the last one shorter
+    for kind, expected in whole.items():
+        got = skip_init._losses(z, d, w, kind, 2)
+        assert got.shape == (37,) and torch.allclose(got, expected, rtol=0, atol=1e-12), kind
+    assert skip_init._losses(z[:0], d[:0], w, "mae", 2).shape == (0,)
+
+
+def test_the_skip_gathers_only_the_targets_of_a_window_with_other_channels():
+    series = torch.arange(60.0).reshape(20, 3)  # 20 steps, 3 channels: 2 targets and 1 input
+    windows = series.unfold(0, 6, 1)  # (15, 3, 6)
+    idx = torch.tensor([0, 4, 9])
+    z, d = skip_init._deltas(windows, idx, 4, 2)
+    full = windows[idx][:, :2].double()
+    assert torch.equal(z, (full[:, :, :4] - full[:, :, 3:4]).reshape(-1, 4))
+    assert torch.equal(d, (full[:, :, 4:] - full[:, :, 3:4]).reshape(-1, 2))
