@@ -112,7 +112,7 @@ def out_of_sample_shift(windows: Tensor, idx: Tensor, fit_idx: Tensor, window: i
         if len(earlier) < max(2, horizon):
             continue
         w = fit_skip(windows, earlier, earlier[:0], window, horizon, n_targets, season, loss, seed, skip).weight
-        x = windows[idx[a:b].cpu()][:, :n_targets, :window].double()  # (m, T, L)
+        x = windows[idx[a:b].cpu(), :n_targets, :window].double()  # (m, T, L): the targets alone gathered
         delta = (x - x[:, :, -1:]) @ (w.double() - weight.double()).T  # (m, T, H)
         shift[a:b], ok[a:b] = delta.transpose(1, 2).numpy(), True
     return shift, ok
