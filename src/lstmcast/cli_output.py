@@ -62,6 +62,10 @@ def print_trained(fc: Forecaster, metrics: dict[str, Any], run_dir: Path) -> Non
         from lstmcast.data.coverage import summary_lines
 
         typer.echo("\n".join(summary_lines(metrics["series"])))
+    local = fc.meta_.local
+    if local is not None and local.weight > 0:
+        typer.echo(f"forecasts: {1 - local.weight:.2f} x the model's + {local.weight:.2f} x each series' own Theta "
+                   "forecast (model.local; model.local: none for the model alone), in the backtest too")
     if diagnosis is not None:
         typer.echo("\n".join(diagnosis.lines()))
     if (run_dir / "report.html").is_file():

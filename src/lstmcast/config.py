@@ -174,6 +174,10 @@ class ModelConfig(_Section):
     # (train.tbptt_steps) and advanced one step per new observation by `lstmcast update` (issue 24);
     # it reads one step at a time, so window_norm defaults to none and linear_skip to false with it
     stateful: bool = False
+    # a table's forecast: (1 - local_weight) x the model's + local_weight x each series' own Theta forecast
+    # (lstmcast.model.theta); auto: theta for a table of many series, none for one series and a stateful model
+    local: Literal["auto", "theta", "none"] = "auto"
+    local_weight: float = Field(default=0.3, ge=0.0, le=1.0)
 
     @model_validator(mode="before")
     @classmethod
@@ -355,6 +359,8 @@ def _stateful_problems(m: ModelConfig, d: DataConfig) -> list[str]:
                    "data.scaling already centres each series): set window_norm: none")
     if m.linear_skip:
         why.append("model.linear_skip (it maps a whole window to the horizon): set linear_skip: false")
+    if m.local == "theta":
+        why.append("model.local=theta (the combination is made on window forecasts): set local: none or auto")
     return [f"model.stateful=true carries the state one step at a time, which rules out {w}" for w in why]
 
 

@@ -204,6 +204,8 @@ def build_spec(fc: Forecaster, onnx_name: str, digest: str, opset: int) -> dict[
                               "'mask' channel (1 real, 0 padding) is inserted where 'inputs' lists it")
     if meta.intervals:
         _add_intervals(spec, meta.intervals)
+    if meta.local is not None and meta.local.weight > 0:
+        _add_local(spec, meta)
     if len(spec["inputs"]) > 1 or spec["inputs"][0]["parts"]["calendar"]:
         _add_input_recipe(spec, meta)
     return spec
@@ -300,6 +302,26 @@ def _add_input_recipe(spec: dict[str, Any], meta: RunMeta) -> None:
     spec["recipe"][2:2] = steps
     run = 2 + len(steps)
     spec["recipe"][run] = spec["recipe"][run].replace("model(x)", f"model({', '.join(feed)}) (ONNX inputs by name)")
+
+
+def _add_local(spec: dict[str, Any], meta: RunMeta) -> None:
+    """A table's forecast combines the model's with each series' Theta forecast (lstmcast.model.theta)."""
+    from lstmcast.model.theta import ALPHAS, HISTORY_CAP, SEASON_TEST_Z
+
+    loc = meta.local
+    assert loc is not None
+    spec["local"] = {"method": loc.method, "weight": loc.weight, "drift": loc.drift, "season": meta.season,
+                     "history_cap": HISTORY_CAP, "alphas": [round(float(a), 6) for a in ALPHAS],
+                     "season_test_z": SEASON_TEST_Z}
+    spec["recipe"].insert(len(spec["recipe"]) - 1, (
+        f"combine: forecast = {1 - loc.weight:g} * forecast + {loc.weight:g} * theta, theta each series' Theta "
+        f"forecast of its last <= {HISTORY_CAP} target values (after the log with data.transform: log, "
+        "exp'ed back after the sum): seasonal indices divided out where 'local.season' > 1, the series has 3 "
+        "seasons, no gap, every value > 0 and |autocorrelation at lag season| > season_test_z * sqrt((1 + 2 * "
+        "sum of the squared lower-lag autocorrelations) / n) (classical multiplicative decomposition); simple "
+        "exponential smoothing from the first value with the alpha of 'alphas' of the least squared one-step "
+        f"error; plus drift {loc.drift:g} * (least-squares slope) * (h - 1 + 1/alpha - (1 - alpha)^n / alpha) "
+        "at step h; times the indices again. Every quantile moves with the point forecast"))
 
 
 def _add_intervals(spec: dict[str, Any], iv: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ from lstmcast.inference.fastpath import fast_series
 from lstmcast.inference.intervals import calibrate
 from lstmcast.inference.predict import forecast_frame, load_new_series
 from lstmcast.inference.steer import Plan, steered_backtest
+from lstmcast.model.theta import LOCAL_DRIFT
 from lstmcast.outputs import TrainingReport, write_all
 from lstmcast.progress import EpochProgress, announce, wanted
 from lstmcast.run.folder import (
@@ -35,6 +36,7 @@ from lstmcast.run.folder import (
     save_run,
     stored_data_path,
 )
+from lstmcast.run.meta import Local
 from lstmcast.run.record import FittedRun
 from lstmcast.training import fit as fitting
 
@@ -139,6 +141,8 @@ class Forecaster:
         meta = build_meta(resolved, prep, model, str(accel.device), accel.precision)
         meta.refit = refit  # None: model.safetensors is the backtested model itself
         meta.world_size = world.world
+        if resolved.model.local == "theta":  # each series' own Theta forecast in the combination (model/theta.py)
+            meta.local = Local(method="theta", weight=resolved.model.local_weight, drift=LOCAL_DRIFT)
         if resolved.model.levels:
             announce(callbacks, "calibrating intervals")
 

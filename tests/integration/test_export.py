@@ -22,6 +22,7 @@ from lstmcast.cli import app
 from lstmcast.data.calendar import CALENDAR_NAMES
 from lstmcast.errors import CheckpointError
 from lstmcast.export import CALENDAR_POSITIONS, check_parity, export_run
+from lstmcast.model.theta import theta_forecasts
 from tests.conftest import seasonal_frame, small_config
 
 TRAIN = {"max_epochs": 2, "threads": 1}
@@ -69,6 +70,11 @@ def deploy_forecast(onnx_path: Path, spec: dict, df: pd.DataFrame) -> dict[str, 
         x = ((raw - mean) / std).astype(np.float32)[None]  # (1, L, F)
         y = sess.run([spec["output"]["name"]], {spec["input"]["name"]: x})[0][0]  # (H, T)
         out[sid] = y.astype(np.float64) * std[:T] + mean[:T]
+        if "local" in spec:  # a table: combined with the series' Theta forecast, as the recipe's combine step says
+            loc = spec["local"]
+            hist = part.sort_values(spec["time_col"])[spec["targets"]].to_numpy(np.float64)[-loc["history_cap"]:]
+            theta = theta_forecasts([hist[:, 0]], spec["horizon"], loc["season"], loc["drift"])[0]
+            out[sid] = (1 - loc["weight"]) * out[sid] + loc["weight"] * theta[:, None]
     return out
 
 
@@ -85,6 +91,9 @@ def test_onnx_with_export_json_reproduces_predict(trained):
     (inp,), (outp,) = sess.get_inputs(), sess.get_outputs()
     assert (inp.name, outp.name) == ("x", "y") and isinstance(inp.shape[0], str)  # dynamic batch axis
 
+    assert ("local" in spec) == (spec["layout"] == "long")  # a table's forecast is combined (model.local auto)
+    if "local" in spec:
+        assert spec["local"]["weight"] == fc.meta_.local.weight and any("combine:" in r for r in spec["recipe"])
     want = fc.predict(df)
     got = deploy_forecast(res.onnx_path, spec, df)
     for sid, y in got.items():
@@ -142,7 +151,7 @@ def covariate_frame() -> pd.DataFrame:
 
 COVARIATES = small_config(data={"id_col": "sid", "features": ["temp"], "future_features": ["price"],
                                 "static_features": ["region", "capacity"], "calendar": ["hour_of_day", "day_of_week"]},
-                          model={"id_embedding": True}, train=TRAIN)
+                          model={"id_embedding": True, "local": "none"}, train=TRAIN)  # the ONNX output alone
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +282,7 @@ def test_a_model_without_extra_inputs_lists_x_alone(trained):
     (x,) = spec["inputs"]
     assert (x["name"], x["shape"], x["role"]) == ("x", ["B", fc.meta_.window, 2], "past")
     assert x["parts"] == {"targets": ["y"], "past_features": ["temp"], "future_features": [], "calendar": []}
-    assert "calendar" not in spec and len(spec["recipe"]) == 5
+    assert "calendar" not in spec and len(spec["recipe"]) == 5 + ("local" in spec)  # + the combine step
 
 
 def test_a_stateful_run_is_refused_before_anything_is_written(tmp_path):

@@ -133,6 +133,7 @@ def test_backtest_equals_a_per_pair_reference_with_covariates_statics_and_calend
     cfg = small_config(data={"id_col": "id", "freq": "D", "horizon": 5, "window": 14, "season": 7,
                              "future_features": ["x"], "static_features": ["region"],
                              "calendar": ["day_of_week"], "split": "fraction"},  # many origins a series
+                       model={"local": "none"},  # the model's own forecasts against the reference
                        train={"max_epochs": 1}, eval={"stride": 2, "max_origins": 6})
     frame = _table()
     fc = Forecaster(cfg).fit(frame)

@@ -160,7 +160,8 @@ def test_cli_summary_says_the_loss_to_a_baseline_before_the_table(capsys, tmp_pa
     h = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "skipped_steps": 0} for e in range(1, 6)]
     fc = SimpleNamespace(training_=SimpleNamespace(result=SimpleNamespace(best_epoch=3, stop_reason="early stopping")),
                          meta_=SimpleNamespace(n_parameters=100, horizon=4,
-                                               refit={"rows": 50, "steps": 120, "windows": 40}, future_features=[]),
+                                               refit={"rows": 50, "steps": 120, "windows": 40}, future_features=[],
+                                               local=None),
                          history_=h, backtest_=SimpleNamespace(origins=[1, 2]),
                          diagnosis_=with_headline(diagnose(h), metrics),
                          config_=validate_config({"monitor": {"tensorboard": False}}))

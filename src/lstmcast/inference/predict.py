@@ -21,6 +21,7 @@ from lstmcast.inference.backtest import Backtest, backtest_origins, gather_pairs
 from lstmcast.inference.fastpath import one_thread_for_few
 from lstmcast.inference.frames import forecast_table
 from lstmcast.model.quantiles import calibrated, interval_metrics, quantiles_for, seasonal_naive_offsets_many
+from lstmcast.model.theta import HISTORY_CAP, local_shift
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -269,6 +270,7 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: RunMeta,
     x = insert_mask(x, mask, series.n_past_only)
     x = np.concatenate([x, cal], axis=2) if cal.shape[2] else x
     raw = _predict_scaled(model, x, future=fut, static=static)  # (S, H, T), or (S, H, T, Q) with quantiles
+    raw = with_local(raw, meta, series.values, mean[:, None, :T], std[:, None, :T])
     iv = meta.intervals or {}
     levels, qs = iv.get("levels") or [], None
     if raw.ndim == 4:  # the calibrated quantiles; the median is the point forecast
@@ -283,6 +285,20 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: RunMeta,
         raise DataError(f"the forecast of {bad[:5]} is not finite: the last {L} input rows lie so far outside "
                         "the training data's range that the model overflows; check those values")
     return forecast_table(series, meta, y, qs, levels, fut_times)
+
+
+def with_local(raw: np.ndarray, meta: RunMeta, histories: list[np.ndarray], mean: np.ndarray, std: np.ndarray
+               ) -> np.ndarray:
+    """The model's scaled forecasts ``raw`` (n, H, T) or (n, H, T, Q), each series' Theta forecast of its
+    ``histories`` (n_i, C) combined in (meta.json ``local``, inference/local.py): every quantile moves with the
+    point forecast. ``mean``, ``std`` (n, 1, T): the series' scalers. ``raw`` itself without a combination."""
+    if meta.local is None or meta.local.weight == 0:
+        return raw
+    T = meta.n_targets
+    point = (raw[..., raw.shape[-1] // 2] if raw.ndim == 4 else raw) * std + mean  # the model's units
+    hist = [transform.forward(h[-HISTORY_CAP:, :T].astype(np.float64), T, meta.transform) for h in histories]
+    shift = local_shift(point, hist, meta.local, meta.season) / std
+    return (raw + (shift[..., None] if raw.ndim == 4 else shift)).astype(raw.dtype)
 
 
 def last_windows(series: SeriesSet, window: int, padded: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -373,6 +389,7 @@ def run_backtest(model: LSTMForecaster, series: SeriesSet, meta: RunMeta, scaler
         raw = _predict_scaled(model, np.concatenate([xs, cal], axis=2) if cal.shape[2] else xs, future=fut,
                               static=static)
     mean_j, std_j = mean_s[sidx][:, None, :T], std_s[sidx][:, None, :T]
+    raw = with_local(raw, meta, [series.values[i][:t] for i, t in zip(sidx.tolist(), ts.tolist())], mean_j, std_j)
     qpred = transform.inverse(calibrated(raw, meta.intervals, mean_j[..., None], std_j[..., None]), meta.transform) \
         if raw.ndim == 4 else None
     pred = qpred[..., raw.shape[-1] // 2] if qpred is not None else \

@@ -54,6 +54,8 @@ def resolve_config(cfg: ForecastConfig, prep: Prepared, data: Any, n_train: int 
     n_train = len(prep.index.train) if n_train is None else n_train
     resolved.model = resolve_model(cfg.model, n_train, F, T, prep.horizon, prep.window,
                                    **prep.inputs.model_sizes())
+    if resolved.model.local == "auto":  # inference/local.py: measured on tables, where it pays
+        resolved.model.local = "theta" if trains_as_table(prep, sharded) and not cfg.model.stateful else "none"
     resolved.train.batch_size = epoch_batch(cfg.train.batch_size, n_train, cfg.train.windows_per_epoch)
     if resolved.train.batch_size < cfg.train.batch_size:
         B = resolved.train.batch_size
