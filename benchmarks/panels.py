@@ -12,7 +12,9 @@ Protocol, the same for every method: the history is ``x``; one forecast of ``h``
 - lstmcast with defaults: the subset as ONE long table (id, integer time, y) through the public API
   ``lstmcast.Forecaster({"data": {time_col, target, id_col, horizon: h, season: period}}).fit(table)`` and
   ``predict(table)``, one torch thread (``train.threads=1``, as every classical fit runs on one core). Its
-  number is the median over seeds (0, 1, 2) of the subset's MASE; every series must be forecast.
+  number is the median over seeds (0, 1, 2) of the subset's MASE; every series must be forecast. A table's
+  default forecast is 0.7 x the global model's + 0.3 x each series' Theta forecast (``model.local``,
+  lstmcast.model.theta); the two parts are scored alone too ("lstmcast model alone", "lstmcast Theta alone").
 
 Metrics per subset (the mean over its series of each series' score):
 - MASE: mean |error| over the h steps / the in-sample MAE of the seasonal naive forecast on ``x`` (lag period);
@@ -223,13 +225,23 @@ def lstm_task(task: tuple[str, int, tuple[str, ...], list[tuple[str, list[float]
     lengths = {sid: len(x) for sid, x, _, _ in items}
     forecasts = {str(k): reseason(g.sort_values("time")["y"].to_numpy("float64"), *indices[str(k)],
                                   start=lengths[str(k)]).tolist() for k, g in pred.groupby("id")}
+    alone = {}
+    if fc.meta_.local is not None:  # the two parts of a table's forecast, scored apart (README "Panels")
+        import dataclasses
+
+        solo = lstmcast.Forecaster(fc.config)
+        solo.run_ = dataclasses.replace(fc.run_, meta=fc.meta_.model_copy(update={"local": None}))
+        alone = {"forecasts_model": {str(k): reseason(g.sort_values("time")["y"].to_numpy("float64"),
+                                                      *indices[str(k)], start=lengths[str(k)]).tolist()
+                                     for k, g in solo.predict(df).groupby("id")}}
     cfg = fc.config_
     extra = {"deseason": {"mode": mode, **{k: sum(1 for v in indices.values() if v[0] == k)
                                           for k in ("multiplicative", "additive", "none")}}} if mode != "none" else {}
     return {"subset": subset, "seed": seed, "forecasts": forecasts, "fit_s": fit_s + de_s, "predict_s": predict_s,
             "seconds": fit_s + de_s + predict_s, "cpu_s": cpu_s + de_s, "epochs": len(fc.history_), **extra,
             "resolved": {"window": cfg.data.window, "hidden_size": cfg.model.hidden_size,
-                         "batch_size": cfg.train.batch_size, "num_layers": cfg.model.num_layers}}
+                         "batch_size": cfg.train.batch_size, "num_layers": cfg.model.num_layers,
+                         "local": fc.meta_.local.model_dump() if fc.meta_.local is not None else None}, **alone}
 
 
 # -- scoring ----------------------------------------------------------------------------------------------------
@@ -300,6 +312,7 @@ def subset_result(name: str, series: list[Series], classical: dict, lstm_runs: l
         ens = {s.sid: np.median([r["forecasts"][s.sid] for r in members], axis=0).tolist() for s in series}
         lc["ensemble"] = subset_scores(series, ens) | {"seconds": float(sum(r["seconds"] for r in members))}
     res["methods"]["lstmcast"] = lc
+    res["methods"].update(local_parts(series, lstm_runs))
     best = [m for m in CLASSICAL if m in res["methods"] and math.isfinite(res["methods"][m]["MASE"])]
     if best:
         b = min(best, key=lambda m: res["methods"][m]["MASE"])
@@ -318,6 +331,26 @@ def subset_result(name: str, series: list[Series], classical: dict, lstm_runs: l
         for seed_entry in e.get("seeds", {}).values():
             seed_entry.pop("per_series_MASE", None)
     return res
+
+
+def local_parts(series: list[Series], lstm_runs: list[dict]) -> dict[str, dict]:
+    """A table's default forecast combines the global model's with each series' Theta forecast (model.local):
+    each part alone, on the same histories ("lstmcast model alone": the median over the seeds)."""
+    runs = [r for r in lstm_runs if "forecasts_model" in r]
+    if not runs:
+        return {}
+    from lstmcast.model.theta import theta_forecasts
+
+    drift = runs[0]["resolved"]["local"]["drift"]
+    t0 = time.process_time()
+    theta = theta_forecasts([s.x for s in series], series[0].h, series[0].period, drift)
+    theta_s = time.process_time() - t0
+    per_seed = [subset_scores(series, r["forecasts_model"]) for r in runs]
+    model = {k: float(np.median([e[k] for e in per_seed])) for k in ("MASE", "sMAPE")}
+    return {"lstmcast model alone": model | {"seconds": float(np.median([r["seconds"] for r in runs])),
+                                             "seeds_MASE": [e["MASE"] for e in per_seed]},
+            "lstmcast Theta alone": subset_scores(series, {s.sid: theta[i].tolist() for i, s in enumerate(series)})
+            | {"seconds": theta_s, "cpu_s": theta_s, "drift": drift}}
 
 
 def summary(results: dict[str, dict]) -> dict:
@@ -362,6 +395,10 @@ def markdown(name: str, r: dict) -> str:
                 f"; forecast {e['forecast']}/{r['series']}")
         elif e.get("failed_fits"):
             note = f"{e['failed_fits']} fits failed (scored as naive)"
+        elif m == "lstmcast model alone":
+            note = "the global model without the Theta combination (model.local: none), median of the seeds"
+        elif m == "lstmcast Theta alone":
+            note = f"the Theta part alone (drift {e['drift']:g})"
         elif m == "lstmcast seed ensemble":
             note = "median of the seeds' forecasts, time summed"
         tm = f"{e['seconds'] / arima_s:.2f}" if arima_s and m not in SIMPLE else ""

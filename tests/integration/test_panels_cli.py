@@ -54,6 +54,8 @@ def test_a_panel_with_short_series_trains_and_forecasts_every_series_through_the
     assert f"series trained: {counts['trained']['count']} of {len(LENGTHS)}" in html
     meta = json.loads((run / "meta.json").read_text())
     assert meta["mask_channel"] is True
+    assert meta["local"] == {"method": "theta", "weight": 0.3, "drift": 1.0}  # combined with each series' Theta
+    assert "forecasts: 0.70 x the model's + 0.30 x each series' own Theta forecast" in res.stdout
     out = tmp_path / "again.csv"  # the saved run forecasts the short series too
     res = run_cli("predict", str(run), "--out", str(out), cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -10,8 +10,8 @@ either: a table's forecast (``model.local: theta``, the default for a table) is
 
 in the model's units before scaling (after ``data.transform``), wherever the model forecasts: predict, the
 backtest (each origin's Theta reads the series before that origin only), the server. Every quantile of an
-interval moves with the point forecast. meta.json ``local`` records w and the drift. docs/PANELS.md has
-the measurements behind w = 0.3 and the drift of 1.
+interval moves with the point forecast. meta.json ``local`` records w and the drift;
+the measurements behind w = 0.3 and the drift of 1 are in README.md, "Panels of short series".
 
 The method, for a history x_1..x_n (a row of a right-aligned matrix; the last HISTORY_CAP points):
 
