@@ -192,3 +192,13 @@ def test_meta_json_keeps_the_combination_and_refuses_an_edited_weight(fitted, tm
     rehash(run)  # as someone editing the folder would: the value itself is checked
     with pytest.raises(CheckpointError, match="local.weight"):
         Forecaster.load(run)
+
+
+def test_the_report_says_the_forecast_is_combined_and_reads_the_weight_as_a_number_only():
+    from lstmcast.report.html import summary_section
+
+    metrics = {"model": {"MASE": 0.9}, "naive": {"MASE": 1.1}, "seasonal_naive": {"MASE": 1.2}}
+    meta = {"horizon": 4, "targets": ["y"], "window": 8, "local": {"method": "theta", "weight": 0.3, "drift": 1.0}}
+    assert "0.70 x the model's + 0.30 x the series' own Theta forecast" in summary_section(meta, metrics, None)
+    for local in (None, {"weight": 0}, {"weight": "<script>"}):
+        assert "Theta" not in summary_section({**meta, "local": local}, metrics, None)

@@ -308,6 +308,11 @@ def summary_section(meta: dict[str, Any] | None, metrics: dict[str, Any] | None,
             parts.append(f"The forecasts come from the final model, refitted on all {_esc(refit.get('rows'))} rows "
                          f"for {_esc(refit.get('steps'))} steps; the backtest comes from the first model, which "
                          "never saw the test split.")
+        local = meta.get("local")
+        if isinstance(local, dict) and isinstance(local.get("weight"), (int, float)) and local["weight"] > 0:
+            w = float(local["weight"])  # meta.json: read as untrusted, printed as a number only
+            parts.append(f"Each forecast, and the backtest's, is {1 - w:.2f} x the model's + {w:.2f} x the series' "
+                         "own Theta forecast (model.local).")
     return "<p>" + " ".join(parts) + "</p>" if parts else "<p>No results in this folder yet.</p>"
 
 
