@@ -175,7 +175,8 @@ class ModelConfig(_Section):
     # it reads one step at a time, so window_norm defaults to none and linear_skip to false with it
     stateful: bool = False
     # a table's forecast: (1 - local_weight) x the model's + local_weight x each series' own Theta forecast
-    # (lstmcast.model.theta); auto: theta for a table of many series, none for one series and a stateful model
+    # (lstmcast.model.theta); auto: theta for a table of many series where it helps on the validation windows
+    # (lstmcast.inference.local), none for one series and a stateful model
     local: Literal["auto", "theta", "none"] = "auto"
     local_weight: float = Field(default=0.3, ge=0.0, le=1.0)
 

@@ -99,6 +99,7 @@ def _panel(n_series: int = 6, seed: int = 0) -> pd.DataFrame:
 
 
 def _cfg(**model):
+    model = {"local": "theta", **model}  # the combination's mechanics; the auto gate has tests of its own below
     return {"data": {"time_col": "date", "target": "y", "id_col": "id", "horizon": H, "season": 12},
             "model": {"hidden_size": 8, "num_layers": 1, **model},
             "train": {"max_epochs": 2, "min_steps": 0, "min_epoch_steps": 1, "refit": False, "precision": "fp32"}}
@@ -116,11 +117,11 @@ def _without_local(fc: Forecaster) -> Forecaster:
     return alone
 
 
-def test_a_table_resolves_to_the_theta_combination_and_one_series_to_none(fitted):
+def test_theta_combines_a_table_and_auto_keeps_one_series_alone(fitted):
     fc, df = fitted
     assert fc.config_.model.local == "theta"
     assert (fc.meta_.local.method, fc.meta_.local.weight, fc.meta_.local.drift) == ("theta", 0.3, theta.LOCAL_DRIFT)
-    one = Forecaster(_cfg() | {"data": {"time_col": "date", "target": "y", "horizon": H, "season": 12}})
+    one = Forecaster(_cfg(local="auto") | {"data": {"time_col": "date", "target": "y", "horizon": H, "season": 12}})
     one.fit(df[df["id"] == "s5"].drop(columns="id"))
     assert one.config_.model.local == "none" and one.meta_.local is None
     with pytest.raises(ConfigError, match="model.local=theta"):
@@ -202,3 +203,48 @@ def test_the_report_says_the_forecast_is_combined_and_reads_the_weight_as_a_numb
     assert "0.70 x the model's + 0.30 x the series' own Theta forecast" in summary_section(meta, metrics, None)
     for local in (None, {"weight": 0}, {"weight": "<script>"}):
         assert "Theta" not in summary_section({**meta, "local": local}, metrics, None)
+
+
+# -- model.local auto: the validation windows decide ---------------------------------------------------------
+def _gate_table(kind: str, n_series: int = 12, n: int = 60) -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    parts = []
+    for i in range(n_series):
+        t = np.arange(n)
+        if kind == "noisy":  # noise about each series' level: its whole history measures the level, a window less well
+            y = 50 + 10 * i + 5 * rng.standard_normal(n)
+        else:  # a period-2 zigzag: a linear map of the window continues it; SES plus drift smooths it away
+            y = 100 + 3 * i + 25 * (-1.0) ** t + 0.05 * rng.standard_normal(n)
+        parts.append(pd.DataFrame({"id": f"g{i:02d}", "date": pd.date_range("2001-01-01", periods=n, freq="MS"),
+                                   "y": y}))
+    return pd.concat(parts, ignore_index=True)
+
+
+@pytest.mark.parametrize("kind, expect", [("noisy", "theta"), ("zigzag", "none")])
+def test_auto_takes_theta_in_only_where_it_beats_the_model_on_validation(kind, expect):
+    cfg = _cfg(local="auto")
+    cfg["data"]["season"] = 1
+    fc = Forecaster(cfg).fit(_gate_table(kind))
+    assert fc.config_.model.local == expect  # config.yaml records what auto became
+    if expect == "theta":
+        gate = fc.meta_.local.gate
+        assert set(gate) == {"w=0", "w=0.1", "w=0.2", "w=0.3"}
+        assert min(gate[k] for k in gate if k != "w=0") < gate["w=0"]
+        assert fc.meta_.local.weight == 0.3  # the measured weight, not the gate's best
+    else:
+        assert fc.meta_.local is None
+
+
+def test_the_gate_reads_each_validation_window_history_before_its_origin_only():
+    from lstmcast.inference.local import validation_histories
+
+    fc = Forecaster(_cfg(local="none")).fit(_panel())
+    prep = fc.prepared_
+    starts = prep.index.val
+    sidx = prep.row_series()[starts]
+    hist = validation_histories(prep, starts, sidx)
+    df = _panel()
+    for h, s, i in zip(hist, starts.tolist(), sidx.tolist()):
+        y = df.loc[df["id"] == prep.series.ids[i], "y"].to_numpy()
+        origin = s + prep.window - prep.index.offsets[i] - prep.pad_of(i)  # the window's first target row
+        assert len(h) == origin and np.allclose(h[:, 0], y[:origin], rtol=1e-5, atol=1e-3)

@@ -290,7 +290,7 @@ def forecast_frame(model: LSTMForecaster, series: SeriesSet, meta: RunMeta,
 def with_local(raw: np.ndarray, meta: RunMeta, histories: list[np.ndarray], mean: np.ndarray, std: np.ndarray
                ) -> np.ndarray:
     """The model's scaled forecasts ``raw`` (n, H, T) or (n, H, T, Q), each series' Theta forecast of its
-    ``histories`` (n_i, C) combined in (meta.json ``local``, inference/local.py): every quantile moves with the
+    ``histories`` (n_i, C) combined in (meta.json ``local``, lstmcast.model.theta): every quantile moves with the
     point forecast. ``mean``, ``std`` (n, 1, T): the series' scalers. ``raw`` itself without a combination."""
     if meta.local is None or meta.local.weight == 0:
         return raw

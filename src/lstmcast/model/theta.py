@@ -4,7 +4,8 @@ A global model pools every series' windows; it sees each series through its last
 learns one map for all of them. The Theta method fits each series on its whole history alone: simple
 exponential smoothing (SES) for the level plus a linear drift, after dividing out a multiplicative season
 where the series shows one. The two make different errors, so a weighted mean of them forecasts better than
-either: a table's forecast (``model.local: theta``, the default for a table) is
+either: a table's forecast (``model.local: theta``; ``auto`` for a table where validation says it helps,
+lstmcast.inference.local) is
 
     (1 - w) * model + w * theta,   w = model.local_weight (0.3),
 
@@ -90,25 +91,62 @@ def ses(X: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each row's final SES level and smoothing constant (the one of ALPHAS with the least squared one-step
     error; the first on ties), started at the row's first valid point; NaN for a row with none."""
     n, W = X.shape
+    level, sse = np.full((n, len(ALPHAS)), np.nan), np.zeros((n, len(ALPHAS)))
+    start = np.where(valid.any(axis=1), np.argmax(valid, axis=1), W)
+    gapless = valid.sum(axis=1) == W - start
+    rows = np.flatnonzero(gapless)
+    level[rows], sse[rows] = _ses_gapless(X[rows], start[rows])
+    rows = np.flatnonzero(~gapless)
+    if len(rows):
+        level[rows], sse[rows] = _ses_masked(X[rows], valid[rows])
+    best = np.argmin(sse, axis=1)
+    return level[np.arange(n), best], ALPHAS[best]
+
+
+def _ses_gapless(X: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SES levels and squared one-step errors (n, len(ALPHAS)) of rows valid from column ``start`` to the end.
+    Rows sorted by start: at each column the rows already started are a prefix, updated in place (the cost
+    of a fit is its points, not the widest row's)."""
+    order = np.argsort(start, kind="stable")
+    Xs, st = X[order], start[order]
+    n, W = Xs.shape
     A = ALPHAS[None, :]
-    level = np.full((n, len(ALPHAS)), np.nan)
-    sse = np.zeros((n, len(ALPHAS)))
+    level, sse = np.full((n, len(ALPHAS)), np.nan), np.zeros((n, len(ALPHAS)))
+    err, sq = np.empty_like(level), np.empty_like(level)
+    lo = np.searchsorted(st, np.arange(W), side="left")  # rows started before each column
+    hi = np.searchsorted(st, np.arange(W), side="right")  # ... or at it
+    for c in range(int(st.min()) if n else W, W):
+        k = int(lo[c])
+        if k:
+            e, q = err[:k], sq[:k]
+            np.subtract(Xs[:k, c:c + 1], level[:k], out=e)
+            np.multiply(e, e, out=q)
+            sse[:k] += q
+            e *= A
+            level[:k] += e
+        if hi[c] > k:
+            level[k:hi[c]] = Xs[k:hi[c], c:c + 1]
+    out_level, out_sse = np.empty_like(level), np.empty_like(sse)
+    out_level[order], out_sse[order] = level, sse
+    return out_level, out_sse
+
+
+def _ses_masked(X: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SES of rows with gaps: a missing point leaves the level as it is and adds no error."""
+    n, W = X.shape
+    A = ALPHAS[None, :]
+    level, sse = np.full((n, len(ALPHAS)), np.nan), np.zeros((n, len(ALPHAS)))
     started = np.zeros(n, dtype=bool)
     for c in range(W):
         ok = valid[:, c]
-        if not ok.any():
-            continue
-        x = X[:, c:c + 1]
         upd = (ok & started)[:, None]
-        err = np.where(upd, x - level, 0.0)
+        err = np.where(upd, X[:, c:c + 1] - level, 0.0)
         sse += err * err
         level = np.where(upd, level + A * err, level)
         first = ok & ~started
         level[first] = X[first, c:c + 1]
         started |= ok
-    best = np.argmin(sse, axis=1)
-    rows = np.arange(n)
-    return level[rows, best], ALPHAS[best]
+    return level, sse
 
 
 def ls_slope(X: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -153,9 +191,8 @@ def seasonal_indices(X: np.ndarray, valid: np.ndarray, m: int) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = Xc / trend
     good = np.isfinite(ratio)
-    phase = np.arange(W) % m
-    idx = np.stack([np.where(good[:, phase == j], ratio[:, phase == j], 0.0).sum(axis=1)
-                    / np.maximum(good[:, phase == j].sum(axis=1), 1) for j in range(m)], axis=1)
+    ratio = np.where(good, ratio, 0.0).reshape(len(rows), W // m, m)  # W is a multiple of m: column c = (c // m, c % m)
+    idx = ratio.sum(axis=1) / np.maximum(good.reshape(len(rows), W // m, m).sum(axis=1), 1)
     ok = np.all(idx > 0, axis=1) & np.all(np.isfinite(idx), axis=1)
     idx = idx / idx.mean(axis=1, keepdims=True)
     out[rows[ok]] = idx[ok]
@@ -174,12 +211,12 @@ def centred_average(X: np.ndarray, valid: np.ndarray, m: int) -> np.ndarray:
     out = np.full((n, W), np.nan)
     if W < span:
         return out
-    lo = np.arange(0, W - span + 1)  # window [lo, lo + span)
-    total = C[:, lo + span] - C[:, lo]
-    full = (K[:, lo + span] - K[:, lo]) == span
+    stop = W - span + 1  # windows [lo, lo + span) for lo < stop
+    total = C[:, span:] - C[:, :stop]
+    full = (K[:, span:] - K[:, :stop]) == span
     if m % 2 == 0:
-        total = total - 0.5 * (Z[:, lo] + Z[:, lo + span - 1])
-    out[:, lo + span // 2] = np.where(full, total / m, np.nan)
+        total -= 0.5 * (Z[:, :stop] + Z[:, span - 1:])
+    out[:, span // 2:span // 2 + stop] = np.where(full, total / m, np.nan)
     return out
 
 

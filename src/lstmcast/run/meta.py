@@ -53,6 +53,17 @@ class Inputs(_Strict):
     id_vocabulary: list[str] | None = None
 
 
+class Local(_Strict):
+    """meta.json "local" (a table, model.local): the forecast is (1 - weight) x the model's + weight x each
+    series' Theta forecast with this drift (lstmcast.model.theta), wherever the model forecasts."""
+
+    method: Literal["theta"]
+    weight: float = Field(ge=0.0, le=1.0)
+    drift: float = Field(ge=0.0, le=1.0)
+    # informational (model.local auto): each weight's validation error, "w=0" the model alone's
+    gate: dict[Annotated[str, Field(max_length=20)], float] | None = Field(default=None, max_length=10)
+
+
 class RunMeta(_Strict):
     """meta.json, typed: what a fitted Forecaster knows about its data and model (``Forecaster.meta_``).
 
@@ -98,7 +109,7 @@ class RunMeta(_Strict):
     # data.scaling as training resolved it (a run from before "diff" existed was scaled by its std)
     scaling: Literal["standard", "diff", "none"] = "standard"
     intervals: dict[str, Any] | None = None  # checked against Intervals when a run folder is loaded
-    local: Local | None = None  # a table's combination with each series' Theta forecast (inference/local.py)
+    local: Local | None = None  # a table's combination with each series' Theta forecast (model/theta.py)
 
     def as_json(self) -> dict[str, Any]:
         """The JSON object meta.json holds."""
@@ -122,15 +133,6 @@ class Intervals(_Strict):
     pooled: bool = False
     training_windows: int = Field(default=0, ge=0)
     method_scores: dict[str, float] | None = None
-
-
-class Local(_Strict):
-    """meta.json "local" (a table, model.local): the forecast is (1 - weight) x the model's + weight x each
-    series' Theta forecast with this drift (lstmcast.model.theta), wherever the model forecasts."""
-
-    method: Literal["theta"]
-    weight: float = Field(ge=0.0, le=1.0)
-    drift: float = Field(ge=0.0, le=1.0)
 
 
 class ScalerFile(_Strict):

@@ -54,8 +54,8 @@ def resolve_config(cfg: ForecastConfig, prep: Prepared, data: Any, n_train: int 
     n_train = len(prep.index.train) if n_train is None else n_train
     resolved.model = resolve_model(cfg.model, n_train, F, T, prep.horizon, prep.window,
                                    **prep.inputs.model_sizes())
-    if resolved.model.local == "auto":  # inference/local.py: measured on tables, where it pays
-        resolved.model.local = "theta" if trains_as_table(prep, sharded) and not cfg.model.stateful else "none"
+    if resolved.model.local == "auto" and (cfg.model.stateful or not trains_as_table(prep, sharded)):
+        resolved.model.local = "none"  # a table stays auto: its validation decides after training
     resolved.train.batch_size = epoch_batch(cfg.train.batch_size, n_train, cfg.train.windows_per_epoch)
     if resolved.train.batch_size < cfg.train.batch_size:
         B = resolved.train.batch_size
