@@ -228,8 +228,8 @@ def test_auto_takes_theta_in_only_where_it_beats_the_model_on_validation(kind, e
     assert fc.config_.model.local == expect  # config.yaml records what auto became
     if expect == "theta":
         gate = fc.meta_.local.gate
-        assert set(gate) == {"w=0", "w=0.1", "w=0.2", "w=0.3"}
-        assert min(gate[k] for k in gate if k != "w=0") < gate["w=0"]
+        assert set(gate) == {"w=0", "w=0.1", "w=0.2", "w=0.3", "t"}
+        assert min(gate[k] for k in gate if k not in ("w=0", "t")) < gate["w=0"] and gate["t"] < 0
         assert fc.meta_.local.weight == 0.3  # the measured weight, not the gate's best
     else:
         assert fc.meta_.local is None
@@ -248,3 +248,25 @@ def test_the_gate_reads_each_validation_window_history_before_its_origin_only():
         y = df.loc[df["id"] == prep.series.ids[i], "y"].to_numpy()
         origin = s + prep.window - prep.index.offsets[i] - prep.pad_of(i)  # the window's first target row
         assert len(h) == origin and np.allclose(h[:, 0], y[:origin], rtol=1e-5, atol=1e-3)
+
+
+def test_the_gate_keeps_the_model_alone_only_where_theta_is_clearly_worse():
+    from lstmcast.inference.local import GATE_T, decide
+
+    rng = np.random.default_rng(4)
+    base = rng.uniform(0.5, 2.0, 400)
+
+    def per(shift, noise):  # each weight w: the model's errors + w x shift on average, + centred noise
+        z = rng.standard_normal((3, 400))
+        z -= z.mean(axis=1, keepdims=True)
+        return {0.0: base, **{w: base + w * shift + noise * z[k] for k, w in enumerate((0.1, 0.2, 0.3))}}
+
+    on, gate = decide(per(-0.5, 0.05))  # better with Theta
+    assert on and gate["t"] < 0 and gate["w=0.3"] < gate["w=0"]
+    on, gate = decide(per(0.1, 0.2))  # a little worse (t about 1 at w = 0.1): the benefit of the doubt
+    assert on and 0 < gate["t"] <= GATE_T
+    on, gate = decide(per(0.5, 0.05))  # clearly worse at every weight
+    assert not on and gate["t"] > GATE_T
+    assert decide({}) == (True, {}) and decide({0.0: np.array([]), 0.1: np.array([])})[0]
+    on, gate = decide({0.0: np.ones(1), 0.1: np.full(1, 9.0), 0.2: np.full(1, 9.0), 0.3: np.full(1, 9.0)})
+    assert on  # one series: no spread to judge by
