@@ -130,7 +130,9 @@ def run_size(n_series: int, points: int, folder: Path) -> dict:
     # read, check and validate the whole table, forecast every series, write the csv
     fc.save(folder / f"run_{n_series}")
     res["predict_new"] = predict_cli(folder / f"run_{n_series}", path, folder / "forecast_new.csv", rows)
-    res["predict_series_per_s"], res["bare_series_per_s"] = predict_vs_bare(fc, n_series)
+    res["predict_series_per_s"], res["bare_series_per_s"], res["model_alone_series_per_s"] = \
+        predict_vs_bare(fc, n_series)
+    res["local_weight"] = fc.meta_.local.weight if fc.meta_.local is not None else None  # model.local auto
     res["predict_new_series_per_s"] = n_series / res["predict_new"]["seconds"]
     many, one = step_speeds(fc.training_.trainer, one_series_trainer(folder))
     res["train_samples_per_s"], res["one_series_samples_per_s"] = many, one
@@ -160,11 +162,23 @@ def predict_cli(run: Path, table: Path, out: Path, rows: int) -> dict:
     return {"seconds": dt, "rows_per_s": rows / dt, "peak_rss_mb": peak}
 
 
-def predict_vs_bare(fc, n_series: int, batch: int = 4096, rounds: int = 3) -> tuple[float, float]:
+def predict_vs_bare(fc, n_series: int, batch: int = 4096, rounds: int = 3) -> tuple[float, float, float | None]:
     """Series/s of ``fc.predict()`` (every series' forecast as a DataFrame) and of its floor, a bare batched
     forward of the same model on n_series random windows under inference_mode, timed in alternating rounds
-    so both see the same machine load; the medians."""
+    so both see the same machine load; the medians. Where ``model.local: auto`` combined the table's forecast
+    with each series' Theta forecast, also the series/s of the same predict with the model alone (the work
+    the bare forward does; None otherwise)."""
+    import dataclasses
+
     import torch
+
+    from lstmcast import Forecaster
+
+    alone = None
+    if fc.meta_.local is not None:
+        alone = Forecaster(fc.config)
+        alone.run_ = dataclasses.replace(fc.run_, meta=fc.meta_.model_copy(update={"local": None}))
+        alone.training_ = fc.training_  # the data trained on: predict() with no argument forecasts it
 
     F = len(fc.prepared_.series.channel_names)
     x = torch.randn(n_series, WINDOW, F)
@@ -174,14 +188,15 @@ def predict_vs_bare(fc, n_series: int, batch: int = 4096, rounds: int = 3) -> tu
         with torch.inference_mode():
             for i in range(0, n_series, batch):
                 model(x[i:i + batch])
-    ours, floor = [], []
+    ours, floor, solo = [], [], []
     bare()
     for _ in range(rounds):
-        for fn, out in ((fc.predict, ours), (bare, floor)):
+        for fn, out in ((fc.predict, ours), (bare, floor), *(((alone.predict, solo),) if alone else ())):
             t0 = time.perf_counter()
             fn()
             out.append(time.perf_counter() - t0)
-    return n_series / float(np.median(ours)), n_series / float(np.median(floor))
+    return (n_series / float(np.median(ours)), n_series / float(np.median(floor)),
+            n_series / float(np.median(solo)) if solo else None)
 
 
 _ONE: list = []
@@ -244,9 +259,14 @@ def summary(results: list[dict]) -> None:
     for r in results:
         train_ratio = r["train_samples_per_s"] / r["one_series_samples_per_s"]
         predict_ratio = r["predict_series_per_s"] / r["bare_series_per_s"]
+        alone = r.get("model_alone_series_per_s")
+        combined = "" if alone is None else (
+            f"; the forecast is combined with each series' Theta forecast (model.local auto said yes), whose fits "
+            f"cost that: the model alone {alone / r['bare_series_per_s']:.2f}")
         print(f"  {r['series']:,} series: training samples/s vs one series {train_ratio:.2f}"
               f" (target >= 0.95); predict series/s vs bare forward {predict_ratio:.2f}"
-              f" (target >= 0.5; from the table file {r['predict_new_series_per_s'] / r['bare_series_per_s']:.2f})")
+              f" (target >= 0.5; from the table file {r['predict_new_series_per_s'] / r['bare_series_per_s']:.2f}"
+              f"{combined})")
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ LOCAL_DRIFT = 1.0  # the drift of the Theta forecast a table's combination uses 
 ALPHAS = np.linspace(0.05, 1.0, 20)  # the SES smoothing constants tried
 HISTORY_CAP = 500  # the most recent points of each history a fit reads: a local model, and a bounded cost
 SEASON_TEST_Z = 1.645  # the 90% two-sided normal quantile of the seasonality test
-ROWS = 8192  # histories fitted at a time (memory: ROWS x width x len(ALPHAS) doubles in the SES pass)
+ROWS = 2048  # histories fitted at a time: temporaries of ROWS x width doubles (8 MB at 500 points) stay small
 
 
 def theta_forecasts(histories: Sequence[np.ndarray], horizon: int, season: int | None,
@@ -172,15 +172,17 @@ def seasonal_indices(X: np.ndarray, valid: np.ndarray, m: int) -> np.ndarray:
     k = valid.sum(axis=1)
     # no gap: the k points are the last k columns (from the first valid column to the end)
     contiguous = (k > 0) & (W - np.argmax(valid, axis=1) == k) & valid[:, -1]
-    cand = (k >= 3 * m) & contiguous & np.all(np.where(valid, X > 0, True), axis=1)
+    with np.errstate(invalid="ignore"):
+        cand = (k >= 3 * m) & contiguous & ~np.any(X <= 0, axis=1)  # NaN compares False
     if not cand.any():
         return out
     rows = np.flatnonzero(cand)
     Xc, V, kc = X[rows], valid[rows], k[rows]
-    mean = np.where(V, Xc, 0.0).sum(axis=1) / kc
-    xc = np.where(V, Xc - mean[:, None], 0.0)
-    den = (xc * xc).sum(axis=1)
-    acf = np.stack([(xc[:, :-j] * xc[:, j:]).sum(axis=1) for j in range(1, m + 1)], axis=1) / \
+    xc = np.nan_to_num(Xc, nan=0.0)  # a gapless row: NaN only before its first point
+    xc -= (xc.sum(axis=1) / kc)[:, None]
+    xc[~V] = 0.0
+    den = np.einsum("ij,ij->i", xc, xc)
+    acf = np.stack([np.einsum("ij,ij->i", xc[:, :-j], xc[:, j:]) for j in range(1, m + 1)], axis=1) / \
         np.where(den > 0, den, 1.0)[:, None]
     limit = SEASON_TEST_Z * np.sqrt((1 + 2 * (acf[:, :-1] ** 2).sum(axis=1)) / kc)
     seasonal = (den > 0) & (np.abs(acf[:, -1]) > limit)
