@@ -38,7 +38,7 @@ from lstmcast.run.manifest import sha256_bytes
 if TYPE_CHECKING:
     from lstmcast.forecaster import Forecaster
     from lstmcast.model.network import LSTMForecaster
-    from lstmcast.run.meta import RunMeta
+    from lstmcast.run.meta import Local, RunMeta
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ def build_spec(fc: Forecaster, onnx_name: str, digest: str, opset: int) -> dict[
     if meta.intervals:
         _add_intervals(spec, meta.intervals)
     if meta.local is not None and meta.local.weight > 0:
-        _add_local(spec, meta)
+        _add_local(spec, meta.local, meta.season)
     if len(spec["inputs"]) > 1 or spec["inputs"][0]["parts"]["calendar"]:
         _add_input_recipe(spec, meta)
     return spec
@@ -304,13 +304,11 @@ def _add_input_recipe(spec: dict[str, Any], meta: RunMeta) -> None:
     spec["recipe"][run] = spec["recipe"][run].replace("model(x)", f"model({', '.join(feed)}) (ONNX inputs by name)")
 
 
-def _add_local(spec: dict[str, Any], meta: RunMeta) -> None:
+def _add_local(spec: dict[str, Any], loc: Local, season: int | None) -> None:
     """A table's forecast combines the model's with each series' Theta forecast (lstmcast.model.theta)."""
     from lstmcast.model.theta import ALPHAS, HISTORY_CAP, SEASON_TEST_Z
 
-    loc = meta.local
-    assert loc is not None
-    spec["local"] = {"method": loc.method, "weight": loc.weight, "drift": loc.drift, "season": meta.season,
+    spec["local"] = {"method": loc.method, "weight": loc.weight, "drift": loc.drift, "season": season,
                      "history_cap": HISTORY_CAP, "alphas": [round(float(a), 6) for a in ALPHAS],
                      "season_test_z": SEASON_TEST_Z}
     spec["recipe"].insert(len(spec["recipe"]) - 1, (

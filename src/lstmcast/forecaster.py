@@ -23,10 +23,9 @@ from lstmcast.doctor.report import preflight
 from lstmcast.errors import ConfigError, DataError, NotFittedError
 from lstmcast.inference.fastpath import fast_series
 from lstmcast.inference.intervals import calibrate
-from lstmcast.inference.local import theta_helps
+from lstmcast.inference.local import local_combination
 from lstmcast.inference.predict import forecast_frame, load_new_series
 from lstmcast.inference.steer import Plan, steered_backtest
-from lstmcast.model.theta import LOCAL_DRIFT
 from lstmcast.outputs import TrainingReport, write_all
 from lstmcast.progress import EpochProgress, announce, wanted
 from lstmcast.run.folder import (
@@ -37,7 +36,6 @@ from lstmcast.run.folder import (
     save_run,
     stored_data_path,
 )
-from lstmcast.run.meta import Local
 from lstmcast.run.record import FittedRun
 from lstmcast.training import fit as fitting
 
@@ -142,13 +140,7 @@ class Forecaster:
         meta = build_meta(resolved, prep, model, str(accel.device), accel.precision)
         meta.refit = refit  # None: model.safetensors is the backtested model itself
         meta.world_size = world.world
-        gate = None
-        if resolved.model.local == "auto":  # a table: does each series' Theta forecast help on validation?
-            helps, gate = theta_helps(backtest_model, tensor, val_idx, prep, world.gather)
-            resolved.model.local = "theta" if helps else "none"
-            log.info("model.local auto -> %s: validation mean absolute error (scaled) %s", resolved.model.local, gate)
-        if resolved.model.local == "theta":  # each series' own Theta forecast in the combination (model/theta.py)
-            meta.local = Local(method="theta", weight=resolved.model.local_weight, drift=LOCAL_DRIFT, gate=gate)
+        meta.local = local_combination(resolved, backtest_model, tensor, val_idx, prep, world.gather)
         if resolved.model.levels:
             announce(callbacks, "calibrating intervals")
 

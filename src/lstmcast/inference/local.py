@@ -19,6 +19,7 @@ the model alone was ahead by 0.16 standard errors although the combination won o
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
@@ -26,16 +27,33 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from lstmcast.model.theta import HISTORY_CAP, LOCAL_DRIFT, theta_per_target
+from lstmcast.run.meta import Local
 
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from lstmcast.config import ForecastConfig
     from lstmcast.data.prepare import Prepared
     from lstmcast.model.network import LSTMForecaster
 
+log = logging.getLogger("lstmcast.forecaster")
 GATE_WEIGHTS = (0.1, 0.2, 0.3)  # the Theta shares tried against the model alone
 GATE_T = 2.0  # standard errors by which the best share must lose to keep the model alone
 MAX_WINDOWS = 4096  # validation windows the gate reads (evenly spread): its cost stays bounded
+
+
+def local_combination(cfg: ForecastConfig, model: LSTMForecaster, tensor: Tensor, val_idx: Tensor, prep: Prepared,
+                      gather: Callable[[object], list[object]] = lambda x: [x]) -> Local | None:
+    """meta.json ``local`` of a fitted run: model.local auto decided by the gate (``cfg.model.local`` is set to
+    what it became, so config.yaml records it); None where the model forecasts alone."""
+    gate = None
+    if cfg.model.local == "auto":  # a table: does each series' Theta forecast help on validation?
+        helps, gate = theta_helps(model, tensor, val_idx, prep, gather)
+        cfg.model.local = "theta" if helps else "none"
+        log.info("model.local auto -> %s: validation mean absolute error (scaled) %s", cfg.model.local, gate)
+    if cfg.model.local != "theta":
+        return None
+    return Local(method="theta", weight=cfg.model.local_weight, drift=LOCAL_DRIFT, gate=gate)
 
 
 def theta_helps(model: LSTMForecaster, tensor: Tensor, val_idx: Tensor, prep: Prepared,
